@@ -1,0 +1,31 @@
+# Sourced by the scripts in this folder: finds or installs what pgshift builds and
+# tests with. Debian package names; run as root (CI) or with sudo available.
+
+ensure_deps() {
+    local missing=()
+    command -v cargo >/dev/null || {
+        echo "cargo not found: install Rust (https://rustup.rs) and re-run" >&2
+        exit 1
+    }
+    if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        missing+=(postgresql)
+    fi
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 \
+        && ! command -v pgbench >/dev/null; then
+        missing+=(postgresql-contrib)
+    fi
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null; then
+            sudo="sudo"
+        else
+            echo "missing Debian packages: ${missing[*]}; install them with: apt-get install -y ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    echo "installing: ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}

@@ -1,0 +1,17 @@
+//! pgshift: a PostgreSQL wire-protocol proxy that makes schema changes safe.
+//!
+//! The hot wing moves bytes: `wire` (sans-IO framing), `net` (transports, TLS),
+//! `session` (handshake, auth relay, pump), `server` (listener, drain, reload).
+//! The slow wing thinks about SQL: `sql`. `cluster` runs throwaway Postgres
+//! clusters for the demo and the tests.
+
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod stats;
+pub mod wire;

@@ -1,0 +1,88 @@
+//! The `pgshift` binary: parse the command line, load config, run.
+
+mod demo;
+
+use clap::Parser;
+use pgshift::cli::{Cli, Command, ServeArgs};
+use pgshift::server::Server;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgshift: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    pgshift::logging::init(&config.log);
+    let runtime = match build_runtime(config.server.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgshift: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pgshift: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(handle_signals(server.handle(), args));
+        server.run().await;
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT starts a graceful shutdown.
+async fn handle_signals(handle: pgshift::server::Handle, args: ServeArgs) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match args.load_config() {
+                Ok(config) => {
+                    if let Err(e) = handle.reload(config) {
+                        tracing::error!(error = %e, "reload failed; keeping the old configuration");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the old configuration"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutdown requested");
+    handle.shutdown();
+}

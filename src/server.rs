@@ -1,0 +1,187 @@
+//! The listener: accepts clients, hands each to a session task, reloads settings,
+//! and drains on shutdown (stop accepting, wait, then FATAL 57P01 the rest).
+
+use crate::config::{Config, UpstreamAddr};
+use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
+use crate::session::{self, cancel::CancelMap};
+use crate::stats::Stats;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+/// Settings derived from a validated config: swapped whole on reload.
+pub struct Settings {
+    pub config: Config,
+    pub client_tls: Option<ClientTls>,
+    pub upstream: UpstreamAddr,
+    pub upstream_tls: UpstreamTls,
+}
+
+impl Settings {
+    pub fn build(config: Config) -> Result<Settings, TlsError> {
+        let client_tls = match config.tls_files() {
+            Some((cert, key)) => Some(tls::client_tls(&cert, &key)?),
+            None => None,
+        };
+        let upstream = config.upstream_addr();
+        let host = match &upstream {
+            UpstreamAddr::Tcp { host, .. } => host.clone(),
+            UpstreamAddr::Unix { .. } => "localhost".into(),
+        };
+        let upstream_tls = tls::upstream_tls(&config, &host)?;
+        Ok(Settings {
+            config,
+            client_tls,
+            upstream,
+            upstream_tls,
+        })
+    }
+}
+
+/// State every session shares.
+pub struct Shared {
+    pub settings: ArcSwap<Settings>,
+    pub cancel: CancelMap,
+    pub stats: Stats,
+    /// Fired to stop accepting.
+    pub shutdown: CancellationToken,
+    /// Fired when the drain time is over: sessions end with FATAL 57P01.
+    pub terminate: CancellationToken,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// A handle to a running server: reload, shutdown, stats.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let settings = Settings::build(config)?;
+        let addr = settings.config.server.listen.clone();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            settings: ArcSwap::from_pointee(settings),
+            cancel: CancelMap::default(),
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            terminate: CancellationToken::new(),
+            next_id: AtomicU64::new(1),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Accepts until shutdown, then drains. Returns when every session has ended.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        let shared = self.shared;
+        info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let id = shared.next_id.fetch_add(1, Relaxed);
+                    let span = tracing::info_span!(
+                        "conn",
+                        id,
+                        %peer,
+                        user = tracing::field::Empty,
+                        database = tracing::field::Empty,
+                        tls = tracing::field::Empty,
+                    );
+                    tracker.spawn(session::serve(tcp, shared.clone()).instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        let drain = shared.settings.load().config.drain_timeout();
+        info!(
+            sessions = tracker.len(),
+            ?drain,
+            "shutting down: draining sessions"
+        );
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            info!(
+                sessions = tracker.len(),
+                "drain time over: terminating sessions"
+            );
+            shared.terminate.cancel();
+            tracker.wait().await;
+        }
+        info!("shutdown complete");
+    }
+}
+
+impl Handle {
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Swaps in a new config for new sessions. The listen address and worker count
+    /// are fixed at start; a change to them is reported and ignored.
+    pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+        let current = self.shared.settings.load();
+        if config.server.listen != current.config.server.listen
+            || config.server.workers != current.config.server.workers
+        {
+            warn!("server.listen and server.workers change only on restart");
+        }
+        let settings = Settings::build(config)?;
+        self.shared.settings.store(Arc::new(settings));
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    pub fn stats(&self) -> crate::stats::Snapshot {
+        self.shared.stats.snapshot()
+    }
+
+    pub fn config(&self) -> Config {
+        self.shared.settings.load().config.clone()
+    }
+}

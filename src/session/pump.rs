@@ -1,0 +1,195 @@
+//! The hot path: after authentication, bytes flow both ways in one future, like
+//! tokio's copy_bidirectional, but frame-aware. Each direction reads into its own
+//! buffer, lets the scanner mark how much is complete, and writes that in one call.
+//! No per-message allocation, no SQL parsing, no locks.
+
+use crate::stats::Stats;
+use crate::wire::frame::FrameError;
+use crate::wire::scanner::{Counts, Flow, Scanner};
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+/// Read buffer per direction; grows only while a held frame needs more.
+const BUF_SIZE: usize = 8 * 1024;
+/// A buffer that grew past this is dropped once it is empty again.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("read: {0}")]
+    Read(io::Error),
+    #[error("write: {0}")]
+    Write(io::Error),
+    #[error(transparent)]
+    Frame(FrameError),
+}
+
+/// One direction of a session.
+pub struct Direction {
+    buf: BytesMut,
+    /// Prefix of `buf` that is scanned and may be written.
+    ready: usize,
+    pub scanner: Scanner,
+    read_eof: bool,
+    need_flush: bool,
+    /// Bytes written since the last report.
+    unreported: u64,
+}
+
+impl Direction {
+    /// A direction that starts with bytes already read during the handshake.
+    pub fn new(flow: Flow, limit: usize, initial: BytesMut) -> Result<Self, FrameError> {
+        let mut d = Direction {
+            buf: initial,
+            ready: 0,
+            scanner: Scanner::new(flow, limit),
+            read_eof: false,
+            need_flush: false,
+            unreported: 0,
+        };
+        d.ready = d.scanner.scan(&mut d.buf, 0)?;
+        Ok(d)
+    }
+
+    /// True when everything forwarded so far ends on a frame boundary, so the proxy
+    /// may write a message of its own to the peer.
+    pub fn at_boundary(&self) -> bool {
+        self.ready == 0 && self.scanner.at_boundary()
+    }
+
+    /// Moves bytes from `r` to `w` until `r` ends (Ready(Ok)) or an error.
+    pub fn poll_transfer<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<Result<(), TransferError>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            while self.ready > 0 {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[..self.ready]))
+                    .map_err(TransferError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(TransferError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.buf.advance(n);
+                self.ready -= n;
+                self.unreported += n as u64;
+                self.need_flush = true;
+            }
+            if self.read_eof {
+                ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(TransferError::Write)?;
+                return Poll::Ready(Ok(()));
+            }
+            if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = BytesMut::new();
+            }
+            if self.buf.capacity() - self.buf.len() < BUF_SIZE / 4 {
+                self.buf.reserve(BUF_SIZE);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *r), cx, &mut self.buf) {
+                Poll::Pending => {
+                    if self.need_flush {
+                        ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(TransferError::Write)?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(TransferError::Read(e))),
+                // A frame cut short by EOF is dropped: the peer could not use it.
+                Poll::Ready(Ok(0)) => self.read_eof = true,
+                Poll::Ready(Ok(_)) => {
+                    self.ready = self
+                        .scanner
+                        .scan(&mut self.buf, self.ready)
+                        .map_err(TransferError::Frame)?;
+                }
+            }
+        }
+    }
+
+    /// Takes the byte and message counts gathered since the last call.
+    fn take_counts(&mut self) -> (u64, Counts) {
+        let bytes = std::mem::take(&mut self.unreported);
+        (bytes, std::mem::take(&mut self.scanner.counts))
+    }
+}
+
+/// How a session's pump ended.
+#[derive(Debug)]
+pub enum PumpEnd {
+    /// The client closed its side (after Terminate, or abruptly).
+    ClientClosed,
+    /// The server closed its side.
+    ServerClosed,
+    /// The client sent something that is not protocol v3.
+    ClientProtocol(FrameError),
+    /// The server sent unparseable frames.
+    ServerProtocol(FrameError),
+    ClientIo(io::Error),
+    ServerIo(io::Error),
+    /// Shutdown asked the session to end; the client stream is at a frame boundary.
+    Terminated,
+}
+
+/// Runs both directions until one ends or `terminate` fires and the server-to-client
+/// stream reaches a frame boundary.
+pub async fn run<C, S>(
+    client: &mut C,
+    server: &mut S,
+    up: &mut Direction,
+    down: &mut Direction,
+    terminate: &CancellationToken,
+    stats: &Stats,
+) -> PumpEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut terminating = pin!(terminate.cancelled());
+    let mut stopping = false;
+    std::future::poll_fn(|cx| {
+        if !stopping && terminating.as_mut().poll(cx).is_ready() {
+            stopping = true;
+        }
+        let end = match up.poll_transfer(cx, client, server) {
+            Poll::Ready(Ok(())) => Some(PumpEnd::ClientClosed),
+            Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ClientIo(e)),
+            Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ServerIo(e)),
+            Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ClientProtocol(e)),
+            Poll::Pending => None,
+        };
+        let end = end.or_else(|| match down.poll_transfer(cx, server, client) {
+            Poll::Ready(Ok(())) => Some(PumpEnd::ServerClosed),
+            Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ServerIo(e)),
+            Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ClientIo(e)),
+            Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ServerProtocol(e)),
+            Poll::Pending => None,
+        });
+        let end = end.or_else(|| (stopping && down.at_boundary()).then_some(PumpEnd::Terminated));
+        report(up, down, stats);
+        match end {
+            Some(end) => Poll::Ready(end),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+fn report(up: &mut Direction, down: &mut Direction, stats: &Stats) {
+    let (up_bytes, up_counts) = up.take_counts();
+    let (down_bytes, down_counts) = down.take_counts();
+    Stats::add(&stats.bytes_from_clients, up_bytes);
+    Stats::add(&stats.bytes_from_servers, down_bytes);
+    Stats::add(&stats.queries, up_counts.queries);
+    Stats::add(&stats.ddl_candidates, up_counts.ddl_candidates);
+    Stats::add(&stats.server_errors, down_counts.errors);
+}

@@ -1,0 +1,227 @@
+//! Backend messages the proxy builds (ErrorResponse, BackendKeyData) or reads and
+//! rewrites during startup (Authentication, NegotiateProtocolVersion).
+
+use super::be_u32;
+use super::frame::write_frame;
+use bytes::{Bytes, BytesMut};
+
+pub const AUTH_OK: u32 = 0;
+pub const AUTH_SASL: u32 = 10;
+pub const AUTH_SASL_CONTINUE: u32 = 11;
+pub const AUTH_SASL_FINAL: u32 = 12;
+pub const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// ErrorResponse/NoticeResponse severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// A client-facing error: every one carries a real SQLSTATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Appends this error as an ErrorResponse frame.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut fields: Vec<(u8, &str)> = vec![
+            (b'S', self.severity.as_str()),
+            (b'V', self.severity.as_str()),
+            (b'C', self.code),
+            (b'M', &self.message),
+        ];
+        if let Some(d) = &self.detail {
+            fields.push((b'D', d));
+        }
+        if let Some(h) = &self.hint {
+            fields.push((b'H', h));
+        }
+        write_fields(out, b'E', &fields);
+    }
+
+    pub fn to_bytes(&self) -> BytesMut {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+fn write_fields(out: &mut BytesMut, tag: u8, fields: &[(u8, &str)]) {
+    write_frame(out, tag, |b| {
+        for (code, value) in fields {
+            b.extend_from_slice(&[*code]);
+            b.extend_from_slice(value.as_bytes());
+            b.extend_from_slice(&[0]);
+        }
+        b.extend_from_slice(&[0]);
+    });
+}
+
+/// The fields of an ErrorResponse or NoticeResponse frame (tag included).
+pub fn error_fields(frame: &[u8]) -> Vec<(u8, String)> {
+    let mut fields = Vec::new();
+    let mut rest = frame.get(5..).unwrap_or_default();
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        fields.push((code, String::from_utf8_lossy(&tail[..end]).into_owned()));
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    fields
+}
+
+/// Re-encodes an ErrorResponse frame with `hint` replacing any hint it had.
+pub fn error_with_hint(frame: &[u8], hint: &str) -> BytesMut {
+    let fields = error_fields(frame);
+    let mut kept: Vec<(u8, &str)> = fields
+        .iter()
+        .filter(|(c, _)| *c != b'H')
+        .map(|(c, v)| (*c, v.as_str()))
+        .collect();
+    kept.push((b'H', hint));
+    let mut out = BytesMut::new();
+    write_fields(&mut out, b'E', &kept);
+    out
+}
+
+/// Appends a BackendKeyData frame.
+pub fn backend_key_data(out: &mut BytesMut, pid: u32, secret: &[u8]) {
+    write_frame(out, b'K', |b| {
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.extend_from_slice(secret);
+    });
+}
+
+/// Reads a BackendKeyData frame into (pid, secret).
+pub fn parse_backend_key_data(frame: &[u8]) -> Option<(u32, Bytes)> {
+    if frame.len() < 13 || frame[0] != b'K' {
+        return None;
+    }
+    Some((be_u32(frame, 5), Bytes::copy_from_slice(&frame[9..])))
+}
+
+/// The request code of an Authentication frame.
+pub fn auth_code(frame: &[u8]) -> Option<u32> {
+    (frame.len() >= 9 && frame[0] == b'R').then(|| be_u32(frame, 5))
+}
+
+/// The SASL mechanisms an AuthenticationSASL frame offers.
+pub fn sasl_mechanisms(frame: &[u8]) -> Vec<String> {
+    frame
+        .get(9..)
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .take_while(|m| !m.is_empty())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect()
+}
+
+/// Re-encodes an AuthenticationSASL frame offering only `mechanisms`.
+pub fn auth_sasl(mechanisms: &[String]) -> BytesMut {
+    let mut out = BytesMut::new();
+    write_frame(&mut out, b'R', |b| {
+        b.extend_from_slice(&AUTH_SASL.to_be_bytes());
+        for m in mechanisms {
+            b.extend_from_slice(m.as_bytes());
+            b.extend_from_slice(&[0]);
+        }
+        b.extend_from_slice(&[0]);
+    });
+    out
+}
+
+/// The newest minor version a NegotiateProtocolVersion frame accepts.
+pub fn negotiated_minor(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 9 && frame[0] == b'v').then(|| (be_u32(frame, 5) & 0xffff) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_round_trips_through_fields() {
+        let e = PgError::fatal("08P01", "bad frame").with_hint("check the client");
+        let bytes = e.to_bytes();
+        assert_eq!(bytes[0], b'E');
+        let fields = error_fields(&bytes);
+        assert!(fields.contains(&(b'C', "08P01".into())));
+        assert!(fields.contains(&(b'S', "FATAL".into())));
+        assert!(fields.contains(&(b'H', "check the client".into())));
+        let len = be_u32(&bytes, 1) as usize;
+        assert_eq!(len + 1, bytes.len());
+    }
+
+    #[test]
+    fn hint_is_replaced() {
+        let e = PgError::fatal("08P01", "x").with_hint("old");
+        let out = error_with_hint(&e.to_bytes(), "new");
+        let fields = error_fields(&out);
+        assert!(fields.contains(&(b'H', "new".into())));
+        assert!(!fields.contains(&(b'H', "old".into())));
+    }
+
+    #[test]
+    fn sasl_mechanisms_are_read_and_rewritten() {
+        let offered = vec![SCRAM_PLUS.to_string(), "SCRAM-SHA-256".to_string()];
+        let frame = auth_sasl(&offered);
+        assert_eq!(auth_code(&frame), Some(AUTH_SASL));
+        assert_eq!(sasl_mechanisms(&frame), offered);
+    }
+
+    #[test]
+    fn backend_key_data_round_trips() {
+        let mut out = BytesMut::new();
+        backend_key_data(&mut out, 7, &[9, 9, 9, 9]);
+        let (pid, secret) = parse_backend_key_data(&out).unwrap();
+        assert_eq!((pid, &secret[..]), (7, &[9u8, 9, 9, 9][..]));
+    }
+
+    #[test]
+    fn malformed_inputs_do_not_panic() {
+        assert_eq!(error_fields(b"E"), vec![]);
+        assert_eq!(error_fields(b"E\0\0\0\x06Cx"), vec![(b'C', "x".into())]);
+        assert_eq!(sasl_mechanisms(b"R"), Vec::<String>::new());
+        assert_eq!(parse_backend_key_data(b"K\0"), None);
+        assert_eq!(auth_code(b"R\0\0"), None);
+        assert_eq!(negotiated_minor(b"v"), None);
+    }
+}
