@@ -36,6 +36,7 @@ CLIENTS=${BENCH_CLIENTS:-$d_clients}
 RECONNECT=${BENCH_RECONNECT:-$d_reconn} # 1 = add -C cells (-S, simple/extended, -c 8)
 ALL_TARGETS="direct pgshift-tcp pgshift-uds pgbouncer-tcp pgbouncer-uds relay-tcp relay-uds"
 TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
+for v in WORKLOADS PROTOCOLS CLIENTS; do [[ ${!v} == none ]] && printf -v "$v" '%s' ""; done  # e.g. BENCH_CLIENTS=none: only -C cells
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${BENCH_OUT:-$HERE/out}/$STAMP

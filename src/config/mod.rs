@@ -224,6 +224,12 @@ impl Config {
         Duration::from_millis(self.server.drain_timeout_ms)
     }
 
+    /// The service role's password: `PGSHIFT_SERVICE_PASSWORD` wins over the file.
+    pub fn service_password(&self) -> String {
+        std::env::var("PGSHIFT_SERVICE_PASSWORD")
+            .unwrap_or_else(|_| self.upstream.service_password.clone())
+    }
+
     /// The files a reload re-reads.
     pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
         (!self.tls.cert_file.is_empty()).then(|| {

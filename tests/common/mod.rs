@@ -2,6 +2,8 @@
 //! test, and pgshift running in-process on its own thread and runtime.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use pgshift::cluster::{Cluster, ClusterOptions};
 use pgshift::config::Config;
 use pgshift::server::{Handle, Server};

@@ -1,0 +1,281 @@
+//! Malformed and oversize input, limits, unreachable upstreams: the client gets an
+//! ErrorResponse with the right SQLSTATE and the proxy keeps serving everyone else.
+
+mod common;
+
+use common::raw::{first_error, frame, query, startup_packet, Raw};
+use common::{connect, fresh_db, Proxy};
+use std::time::{Duration, Instant};
+
+/// A session that must still work after each abuse.
+async fn still_serving(proxy: &Proxy, db: &str) {
+    let client = connect(&proxy.conn_str(db, "postgres")).await;
+    let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+}
+
+#[tokio::test]
+async fn garbage_startup_gets_08p01() {
+    let db = fresh_db("garbage");
+    let proxy = Proxy::start();
+    let bystander = connect(&proxy.conn_str(&db, "postgres")).await;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &b"\0\0\0\x04"[..],
+        &b"\0\0\0\x0c\0\x03\0\0user"[..],
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        raw.send(junk).await;
+        let msgs = raw.read_until(b'E').await;
+        let (code, message, _) = first_error(&msgs).expect("an ErrorResponse");
+        assert_eq!(code, "08P01", "{message}");
+        assert!(raw.closed().await);
+    }
+    assert_eq!(proxy.handle.stats().protocol_errors, 4);
+    let row = bystander.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn unsupported_protocol_versions_are_refused() {
+    let db = fresh_db("protover");
+    let proxy = Proxy::start();
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&startup_packet(2 << 16, &[("user", "postgres")]))
+        .await;
+    let (code, message, _) = first_error(&raw.read_until(b'E').await).unwrap();
+    assert_eq!(code, "08P01");
+    assert!(
+        message.contains("unsupported frontend protocol 2.0"),
+        "{message}"
+    );
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn protocol_3_2_is_negotiated_down_by_the_server() {
+    let db = fresh_db("proto32");
+    let proxy = Proxy::start();
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&startup_packet(
+        (3 << 16) | 2,
+        &[("user", "postgres"), ("database", &db)],
+    ))
+    .await;
+    let msgs = raw.read_until(b'Z').await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    // Postgres 15 speaks 3.0 and says so; the key pgshift issues is then 4 bytes.
+    let negotiate = msgs
+        .iter()
+        .find(|m| m.0 == b'v')
+        .expect("NegotiateProtocolVersion");
+    assert_eq!(&negotiate.1[..4], &[0, 3, 0, 0]);
+    let key = msgs.iter().find(|m| m.0 == b'K').expect("BackendKeyData");
+    assert_eq!(key.1.len(), 8, "{tags:?}");
+    raw.send(&query("SELECT 1")).await;
+    let rows = raw.read_until(b'Z').await;
+    assert!(rows.iter().any(|m| m.0 == b'D'));
+}
+
+#[tokio::test]
+async fn gssenc_request_is_declined_and_startup_continues() {
+    let db = fresh_db("gss");
+    let proxy = Proxy::start();
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await;
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut raw.stream, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"N");
+    raw.send(&startup_packet(
+        196_608,
+        &[("user", "postgres"), ("database", &db)],
+    ))
+    .await;
+    let msgs = raw.read_until(b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'));
+}
+
+#[tokio::test]
+async fn bytes_pipelined_after_ssl_request_are_refused() {
+    let db = fresh_db("sslpipe");
+    let proxy = Proxy::start();
+    let mut raw = Raw::connect(proxy.addr).await;
+    let mut bytes = pgshift::wire::startup::ssl_request().to_vec();
+    bytes.extend(startup_packet(196_608, &[("user", "postgres")]));
+    raw.send(&bytes).await;
+    let (code, message, _) = first_error(&raw.read_until(b'E').await).unwrap();
+    assert_eq!(code, "08P01");
+    assert!(
+        message.contains("unencrypted data after SSL request"),
+        "{message}"
+    );
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_frames_after_startup() {
+    let db = fresh_db("oversize");
+    let proxy = Proxy::start_with(|c| c.server.max_message_size = 64 * 1024);
+    let bystander = connect(&proxy.conn_str(&db, "postgres")).await;
+
+    // Oversize: rejected from the header alone, before the body arrives.
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    raw.send(&[b'Q', 0x10, 0, 0, 0]).await;
+    let (code, message, hint) = first_error(&raw.read_until(b'E').await).unwrap();
+    assert_eq!(code, "08P01");
+    assert!(message.contains("over the limit"), "{message}");
+    assert!(hint.contains("max_message_size"), "{hint}");
+    assert!(raw.closed().await);
+
+    // A length below 4 is never valid.
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    raw.send(&[b'Q', 0, 0, 0, 2]).await;
+    let (code, _, _) = first_error(&raw.read_until(b'E').await).unwrap();
+    assert_eq!(code, "08P01");
+
+    // An unknown message type is Postgres' call: it answers with its own error.
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    raw.send(&frame(b'@', b"junk")).await;
+    let (code, _, _) = first_error(&raw.read_until(b'E').await).unwrap();
+    assert_eq!(code, "08P01");
+
+    // Just under the limit passes through intact.
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    let sql = format!("SELECT length('{}')", "x".repeat(60 * 1024));
+    raw.send(&query(&sql)).await;
+    let msgs = raw.read_until(b'Z').await;
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(String::from_utf8_lossy(&row.1).contains("61440"));
+
+    let row = bystander.query_one("SELECT 2", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn too_many_clients_get_53300() {
+    let db = fresh_db("maxconn");
+    let proxy = Proxy::start_with(|c| c.server.max_client_conn = 2);
+    let a = connect(&proxy.conn_str(&db, "postgres")).await;
+    let b = connect(&proxy.conn_str(&db, "postgres")).await;
+    let err = tokio_postgres::connect(&proxy.conn_str(&db, "postgres"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("third connection refused");
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    assert_eq!(proxy.handle.stats().connections_rejected, 1);
+    drop(b);
+    // The slot frees once the session ends.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = connect(&proxy.conn_str(&db, "postgres")).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    a.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_upstream_gets_08006_quickly() {
+    let port = pgshift::cluster::free_port();
+    let proxy = Proxy::start_with(|c| c.upstream.address = format!("127.0.0.1:{port}"));
+    let started = Instant::now();
+    let err = tokio_postgres::connect(
+        &proxy.conn_str("postgres", "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("connect fails");
+    let db = err
+        .as_db_error()
+        .expect("an ErrorResponse, not a dropped socket");
+    assert_eq!(db.code().code(), "08006");
+    assert!(db.hint().unwrap_or("").contains("upstream.address"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(proxy.handle.stats().upstream_connect_errors, 1);
+}
+
+#[tokio::test]
+async fn silent_clients_time_out_at_startup() {
+    let db = fresh_db("slowstart");
+    let proxy = Proxy::start_with(|c| c.server.startup_timeout_ms = 300);
+    let mut raw = Raw::connect(proxy.addr).await;
+    let started = Instant::now();
+    assert!(raw.closed().await);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn client_killed_mid_copy_leaves_nothing_behind() {
+    let db = fresh_db("copykill");
+    let proxy = Proxy::start();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    raw.send(&query("SELECT pg_backend_pid()")).await;
+    let msgs = raw.read_until(b'Z').await;
+    let row = &msgs.iter().find(|m| m.0 == b'D').unwrap().1;
+    let pid: i32 = String::from_utf8_lossy(&row[6..]).parse().unwrap();
+    raw.send(&query("COPY t FROM STDIN")).await;
+    let msgs = raw.read_until(b'G').await;
+    assert_eq!(msgs.last().unwrap().0, b'G', "CopyInResponse");
+    raw.send(&frame(b'd', b"1\n2\n3\n")).await;
+    // Half a CopyData frame, then the client dies.
+    raw.send(&[b'd', 0, 0, 1, 0, b'4']).await;
+    drop(raw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if alive == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backend {pid} still alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    still_serving(&proxy, &db).await;
+}
+
+#[tokio::test]
+async fn backend_terminated_mid_query_reaches_the_client() {
+    let db = fresh_db("terminated");
+    let proxy = Proxy::start();
+    let victim = connect(&proxy.conn_str(&db, "postgres")).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = connect(&proxy.conn_str(&db, "postgres")).await;
+    admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the client is not left hanging")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("57P01"), "{err}");
+    still_serving(&proxy, &db).await;
+}
