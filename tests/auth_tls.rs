@@ -7,7 +7,6 @@ mod common;
 use common::{certs, connect, fresh_db, psql, sqlstate, Proxy, CLEAR_USER, MD5_USER, SCRAM_USER};
 use pgshift::config::{Config, UpstreamTlsMode};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Whether the upstream hop of this session is encrypted, as Postgres sees it.
 async fn upstream_ssl(client: &tokio_postgres::Client) -> bool {
@@ -48,52 +47,10 @@ fn client_tls(config: &mut Config, cert: &std::path::Path, key: &std::path::Path
     config.tls.key_file = key.display().to_string();
 }
 
-/// Certificates for the client-facing hop, made by this file. The harness's CA and
-/// leaves share one subject DN ("CN=rcgen self signed cert"), so OpenSSL (libpq)
-/// takes each leaf for a self-signed certificate and verify-full fails with
-/// "certificate verify failed" before pgshift is involved; rustls does not mind.
-/// Here the CA and the leaf have distinct names.
-struct ClientCerts {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn client_certs() -> &'static ClientCerts {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    static CERTS: OnceLock<ClientCerts> = OnceLock::new();
-    CERTS.get_or_init(|| {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "pgshift auth_tls test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "pgshift auth_tls proxy");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let write = |name: &str, text: &str| {
-            let p = certs().dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        ClientCerts {
-            ca: write("auth-tls-client-ca.crt", &ca.pem()),
-            cert: write("auth-tls-proxy.crt", &cert.pem()),
-            key: write("auth-tls-proxy.key", &key.serialize_pem()),
-        }
-    })
-}
-
 /// The client-facing certificate: a different one from the server's.
 fn with_proxy_cert(config: &mut Config) {
-    let c = client_certs();
-    client_tls(config, &c.cert, &c.key);
+    let c = certs();
+    client_tls(config, &c.proxy_cert, &c.proxy_key);
 }
 
 fn upstream_require(config: &mut Config) {
@@ -174,7 +131,7 @@ async fn password_auth_with_missing_password_fails_cleanly() {
 fn client_tls_verify_full() {
     let db = fresh_db("ctls");
     let proxy = Proxy::start_with(with_proxy_cert);
-    let ca = client_certs().ca.display().to_string();
+    let ca = certs().ca.display().to_string();
     let (ok, out, err) = psql_via(
         &proxy,
         &db,
@@ -405,10 +362,9 @@ fn channel_binding_passes_through_with_the_server_certificate() {
         client_tls(config, &c.pg_cert, &c.pg_key);
         upstream_require(config);
     });
-    // sslmode=require, not verify-full: libpq cannot verify the harness's pg_cert
-    // (see client_certs). Binding itself ties the SCRAM exchange to this certificate.
+    let verify = format!("sslmode=verify-full sslrootcert={}", c.ca.display());
     assert_scram_ok(
-        scram_psql(&proxy, &db, "sslmode=require channel_binding=require"),
+        scram_psql(&proxy, &db, &format!("{verify} channel_binding=require")),
         "require",
     );
     assert_scram_ok(
@@ -478,7 +434,7 @@ fn channel_binding_client_plain_upstream_tls() {
 fn md5_over_client_tls() {
     let db = fresh_db("md5_tls");
     let proxy = Proxy::start_with(with_proxy_cert);
-    let ca = client_certs().ca.display().to_string();
+    let ca = certs().ca.display().to_string();
     let (ok, out, err) = psql_via(
         &proxy,
         &db,

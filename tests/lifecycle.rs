@@ -248,7 +248,8 @@ SELECT name FROM people WHERE id = 3;
     assert!(ok, "{stderr}");
     // psql 15 prints every result of a multi-statement -c.
     assert_eq!(stdout.trim(), "1\n2\nCREATE TABLE\n3");
-    assert!(proxy.handle.stats().ddl_candidates >= 2);
+    let stats = proxy.handle.stats();
+    assert!(stats.ddl_candidates >= 2, "{stats:?}");
 }
 
 #[test]
@@ -281,4 +282,28 @@ fn pgbench_runs_unchanged() {
     }
     let out = run(&["-S", "-C", "-c", "2", "-t", "50"]);
     assert!(out.contains("actually processed: 100/100"), "{out}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_connection_span() {
+    let db = fresh_db("jsonlog");
+    let (mut child, port) = spawn_binary(&["-c", "log.format=json", "-c", "log.level=debug"]);
+    let client = connect(&conn_str(port, &db)).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let lines: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    let closed = lines
+        .iter()
+        .find(|l| l.contains("session closed"))
+        .unwrap_or_else(|| panic!("no session log line: {lines:?}"));
+    assert!(closed.starts_with('{'), "{closed}");
+    assert!(
+        closed.contains(&format!("\"database\":\"{db}\"")),
+        "{closed}"
+    );
+    assert!(closed.contains("\"user\":\"postgres\""), "{closed}");
 }

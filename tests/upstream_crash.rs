@@ -12,7 +12,11 @@ async fn killed_backend_gives_08006_and_the_proxy_recovers() {
     let db = fresh_db("crash");
     let proxy = Proxy::start();
     let victim = connect(&proxy.conn_str(&db, "postgres")).await;
-    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let killed = std::process::Command::new("kill")
@@ -25,14 +29,19 @@ async fn killed_backend_gives_08006_and_the_proxy_recovers() {
         .expect("no hang")
         .unwrap()
         .unwrap_err();
-    let db_err = err.as_db_error().unwrap_or_else(|| panic!("ErrorResponse expected: {err}"));
+    let db_err = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("ErrorResponse expected: {err}"));
     assert_eq!(db_err.code().code(), "08006", "{db_err}");
-    assert!(db_err.message().contains("closed the connection unexpectedly"));
+    assert!(db_err
+        .message()
+        .contains("closed the connection unexpectedly"));
 
     // Postgres restarts its backends; pgshift serves again as soon as it is up.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match tokio_postgres::connect(&proxy.conn_str(&db, "postgres"), tokio_postgres::NoTls).await {
+        match tokio_postgres::connect(&proxy.conn_str(&db, "postgres"), tokio_postgres::NoTls).await
+        {
             Ok((client, conn)) => {
                 tokio::spawn(conn);
                 if client.simple_query("SELECT 1").await.is_ok() {

@@ -33,17 +33,25 @@ pub struct Certs {
 pub fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let dir = std::env::temp_dir().join(format!("pgshift-pg-{}-certs", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // Distinct subject names: OpenSSL (psql) takes a leaf named like its issuer
+        // for a self-signed certificate.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "pgshift test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf = || {
-            let params =
+            let mut params =
                 CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                     .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "localhost");
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
             (cert.pem(), key.serialize_pem())
