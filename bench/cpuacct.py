@@ -3,7 +3,7 @@
 
   cpuacct.py snap FILE
       Save host counters and every process's CPU ticks to FILE.
-  cpuacct.py diff A B --script PID --proxy PID --elapsed S --txns N
+  cpuacct.py diff A B --script PID --proxy PID --txns N
       Print one line "proxy_us_per_txn host_busy_pct foreign_cores kthread_cores"
       followed by "# top foreign: ..." lines.
 
@@ -16,6 +16,7 @@ user+nice+system+irq+softirq.
 import json
 import os
 import sys
+import time
 
 
 def snap():
@@ -35,10 +36,10 @@ def snap():
         procs[p] = [name, int(fl[1]), uid, int(fl[11]) + int(fl[12]), int(fl[13]) + int(fl[14])]
     with open("/proc/stat") as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
-    return {"cpu": cpu, "procs": procs}
+    return {"cpu": cpu, "t": time.time(), "procs": procs}
 
 
-def diff(a, b, script, proxy, elapsed, txns):
+def diff(a, b, script, proxy, txns):
     tick = os.sysconf("SC_CLK_TCK")
     ncpu = os.cpu_count() or 1
     busy = sum(b["cpu"][i] - a["cpu"][i] for i in (0, 1, 2, 5, 6))
@@ -53,23 +54,30 @@ def diff(a, b, script, proxy, elapsed, txns):
             p = str(procs[p][1]) if p in procs else None
         return False
 
-    foreign, kthread, px = {}, 0, 0
+    foreign, kthread, px, mine = {}, 0, 0, 0
     for p, (name, ppid, uid, own, kids) in procs.items():
         own0, kids0 = (a["procs"][p][3], a["procs"][p][4]) if p in a["procs"] else (0, 0)
         d = own - own0 + kids - kids0
         if p == proxy:
             px = own - own0
-        if d <= 0 or ours(p):
+        if d <= 0:
+            continue
+        if ours(p):
+            mine += d
             continue
         if ppid == 2 or p == "2":
             kthread += d
         else:
             foreign[f"{name}[{p}]"] = d
-    el = max(elapsed, 1e-3)
+    el = max(b["t"] - a["t"], 1e-3)
     us = px / tick * 1e6 / txns if txns > 0 else 0.0
-    print(f"{us:.1f} {100 * busy / tick / el / ncpu:.0f} {sum(foreign.values()) / tick / el:.2f} {kthread / tick / el:.2f}")
+    # Foreign = host busy minus ours minus kernel threads. Summing the foreign
+    # processes directly would over-count: a foreign parent reaping a child
+    # inside the window gains the child's whole lifetime in its cutime.
+    other = max(0, busy - mine - kthread)
+    print(f"{us:.1f} {100 * busy / tick / el / ncpu:.0f} {other / tick / el:.2f} {kthread / tick / el:.2f}")
     top = sorted(foreign.items(), key=lambda kv: -kv[1])[:5]
-    print("# top foreign: " + (", ".join(f"{k} {v / tick / el:.2f} cores" for k, v in top) or "none"))
+    print("# top foreign processes (incl. children reaped in the window): " + (", ".join(f"{k} {v / tick / el:.2f} cores" for k, v in top) or "none"))
 
 
 def main():
@@ -82,8 +90,7 @@ def main():
         a = json.load(f)
     with open(sys.argv[3]) as f:
         b = json.load(f)
-    diff(a, b, args["--script"], args["--proxy"],
-         float(args["--elapsed"]), int(args["--txns"]))
+    diff(a, b, args["--script"], args["--proxy"], int(args["--txns"]))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ IDLE=${BENCH_IDLE_CLIENTS:-1000}        # 0 = skip the memory test
 BUILD=${BENCH_BUILD:-1}                 # 0 = use existing binaries
 FOREIGN_MAX=${BENCH_FOREIGN_MAX:-0.12}  # flag runs where other processes used > this many cores
 PGSHIFT_BIN=${BENCH_PGSHIFT_BIN:-$ROOT/target/release/pgshift}
+read -ra PGSHIFT_EXTRA <<<"${BENCH_PGSHIFT_ARGS:-}"  # extra `pgshift serve` args, e.g. "-c key=value"
 RELAY_BIN=$HERE/relay/target/release/relay
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   d_work="select"; d_proto="simple extended"; d_clients="8"; d_reconn=0
@@ -36,7 +37,9 @@ CLIENTS=${BENCH_CLIENTS:-$d_clients}
 RECONNECT=${BENCH_RECONNECT:-$d_reconn} # 1 = add -C cells (-S, simple/extended, -c 8)
 ALL_TARGETS="direct pgshift-tcp pgshift-uds pgbouncer-tcp pgbouncer-uds relay-tcp relay-uds"
 TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
-for v in WORKLOADS PROTOCOLS CLIENTS; do [[ ${!v} == none ]] && printf -v "$v" '%s' ""; done  # e.g. BENCH_CLIENTS=none: only -C cells
+for v in WORKLOADS PROTOCOLS CLIENTS; do  # e.g. BENCH_CLIENTS=none: only the -C cells
+  if [[ ${!v} == none ]]; then printf -v "$v" "%s" ""; fi
+done
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${BENCH_OUT:-$HERE/out}/$STAMP
@@ -204,7 +207,7 @@ for t in pgshift-tcp pgshift-uds; do
   want "$t" || continue
   if [[ $PGSHIFT_OK == 0 ]]; then AVAIL[$t]=0; WHY[$t]=$PGSHIFT_WHY; log "$t: not available: $PGSHIFT_WHY"; continue; fi
   up=127.0.0.1:$PG_PORT; [[ $t == pgshift-uds ]] && up=$SOCKDIR:$PG_PORT
-  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up"
+  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" "${PGSHIFT_EXTRA[@]}"
 done
 for t in pgbouncer-tcp pgbouncer-uds; do
   # setpriv and env exec, so $! is pgbouncer itself.
@@ -284,18 +287,17 @@ run_one() {  # ROUND W M C R TARGET
   local lf="$OUT/r${rd}_${w}_${m}_c${c}$([[ $r == 1 ]] && echo _C)_${t}.log"
   pre_run_maintenance
   local pxpid=0; [[ $t != direct ]] && pxpid=${PID[$t]}
-  local t0 t1 rc=0
-  snap "$SNAP0"; t0=$(date +%s.%N)
+  local rc=0
+  snap "$SNAP0"
   echo "# pgbench ${args[*]} postgres" >"$lf"
   timeout --foreground -k 5 $((RUN_SECS + 120)) "$PGBENCH" "${args[@]}" postgres >>"$lf" 2>&1 || rc=$?
-  t1=$(date +%s.%N); snap "$SNAP1"
+  snap "$SNAP1"
   local tps lat txns
   tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' "$lf" | tail -1)
   lat=$(sed -nE 's/^latency average = ([0-9.]+) ms.*/\1/p' "$lf" | head -1)
   txns=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$lf" | head -1)
   local acct pxus busy foreign kthr
-  acct=$(python3 "$HERE/cpuacct.py" diff "$SNAP0" "$SNAP1" --script $$ --proxy "$pxpid" \
-    --elapsed "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" --txns "${txns:-0}")
+  acct=$(python3 "$HERE/cpuacct.py" diff "$SNAP0" "$SNAP1" --script $$ --proxy "$pxpid" --txns "${txns:-0}")
   read -r pxus busy foreign kthr <<<"${acct%%$'\n'*}"
   printf '# cpu: proxy %s us/txn, host busy %s%%, foreign %s cores, kernel threads %s cores\n%s\n' \
     "$pxus" "$busy" "$foreign" "$kthr" "${acct#*$'\n'}" >>"$lf"
