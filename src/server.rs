@@ -3,7 +3,7 @@
 
 use crate::config::{Config, UpstreamAddr};
 use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
-use crate::session::{self, cancel::CancelMap};
+use crate::session::{self, cancel::CancelMap, info::Sessions};
 use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -49,6 +49,7 @@ pub struct Shared {
     pub settings: ArcSwap<Settings>,
     pub cancel: CancelMap,
     pub stats: Stats,
+    pub sessions: Sessions,
     /// Fired to stop accepting.
     pub shutdown: CancellationToken,
     /// Fired when the drain time is over: sessions end with FATAL 57P01.
@@ -89,6 +90,7 @@ impl Server {
             settings: ArcSwap::from_pointee(settings),
             cancel: CancelMap::default(),
             stats: Stats::default(),
+            sessions: Sessions::default(),
             shutdown: CancellationToken::new(),
             terminate: CancellationToken::new(),
             next_id: AtomicU64::new(1),
@@ -128,7 +130,7 @@ impl Server {
                         database = tracing::field::Empty,
                         tls = tracing::field::Empty,
                     );
-                    tracker.spawn(session::serve(tcp, shared.clone()).instrument(span));
+                    tracker.spawn(session::serve(tcp, peer, id, shared.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -179,6 +181,11 @@ impl Handle {
 
     pub fn stats(&self) -> crate::stats::Snapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// The live sessions, by id.
+    pub fn sessions(&self) -> Vec<crate::session::info::SessionSnapshot> {
+        self.shared.sessions.snapshot()
     }
 
     pub fn config(&self) -> Config {

@@ -244,3 +244,39 @@ async fn upstream_over_unix_socket() {
         .unwrap();
     assert!(row.get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn the_proxy_tracks_transaction_status() {
+    let db = fresh_db("txstatus");
+    let proxy = Proxy::start();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    let status = |proxy: &Proxy| {
+        let sessions = proxy.handle.sessions();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_eq!(sessions[0].database, db);
+        assert_eq!(sessions[0].user, "postgres");
+        sessions[0].tx_status
+    };
+    let expect = |want: char| {
+        let proxy = &proxy;
+        async move {
+            common::wait_until(&format!("status {want}"), Duration::from_secs(5), || {
+                status(proxy) == want
+            })
+            .await
+        }
+    };
+    client.simple_query("SELECT 1").await.unwrap();
+    expect('I').await;
+    client.simple_query("BEGIN").await.unwrap();
+    expect('T').await;
+    client.simple_query("SELECT 1/0").await.unwrap_err();
+    expect('E').await;
+    client.simple_query("ROLLBACK").await.unwrap();
+    expect('I').await;
+    drop(client);
+    common::wait_until("session gone", Duration::from_secs(5), || {
+        proxy.handle.sessions().is_empty()
+    })
+    .await;
+}

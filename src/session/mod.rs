@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod cancel;
+pub mod info;
 mod io;
 mod opening;
 pub mod pump;
@@ -16,6 +17,7 @@ use crate::wire::backend::PgError;
 use crate::wire::scanner::Flow;
 use opening::{refuse, Opening};
 use pump::{Direction, PumpEnd};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,7 @@ use tracing::{debug, info, warn};
 /// How long a terminated session may take to reach a frame boundary.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
-pub async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     let settings = shared.settings.load_full();
     let active = ActiveGuard::new(&shared.stats);
     let startup_deadline = tokio::time::Instant::now() + settings.config.startup_timeout();
@@ -62,6 +64,13 @@ pub async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
     span.record("user", startup.param("user").unwrap_or(""));
     span.record("database", startup.param("database").unwrap_or(""));
     span.record("tls", client.is_tls());
+    let registered = shared.sessions.register(
+        id,
+        peer,
+        startup.param("user").unwrap_or(""),
+        startup.param("database").unwrap_or(""),
+        client.is_tls(),
+    );
 
     if active.active() > settings.config.server.max_client_conn as u64 {
         shared.stats.connections_rejected.fetch_add(1, Relaxed);
@@ -156,7 +165,15 @@ pub async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
         return;
     };
     down.scanner.tx_status = ready.tx_status;
-    let end = run_pump(&mut client, &mut server, &mut up, &mut down, &shared).await;
+    let end = run_pump(
+        &mut client,
+        &mut server,
+        &mut up,
+        &mut down,
+        &shared,
+        &registered.info,
+    )
+    .await;
     finish(&mut client, &down, end, &shared.stats).await;
 }
 
@@ -166,8 +183,17 @@ async fn run_pump(
     up: &mut Direction,
     down: &mut Direction,
     shared: &Shared,
+    info: &info::SessionInfo,
 ) -> PumpEnd {
-    let pump = pump::run(client, server, up, down, &shared.terminate, &shared.stats);
+    let pump = pump::run(
+        client,
+        server,
+        up,
+        down,
+        &shared.terminate,
+        &shared.stats,
+        info,
+    );
     tokio::pin!(pump);
     tokio::select! {
         end = &mut pump => end,

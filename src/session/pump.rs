@@ -3,6 +3,7 @@
 //! buffer, lets the scanner mark how much is complete, and writes that in one call.
 //! No per-message allocation, no SQL parsing, no locks.
 
+use super::info::SessionInfo;
 use crate::stats::Stats;
 use crate::wire::frame::FrameError;
 use crate::wire::scanner::{Counts, Flow, Scanner};
@@ -149,6 +150,7 @@ pub async fn run<C, S>(
     down: &mut Direction,
     terminate: &CancellationToken,
     stats: &Stats,
+    info: &SessionInfo,
 ) -> PumpEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -176,6 +178,7 @@ where
         });
         let end = end.or_else(|| (stopping && down.at_boundary()).then_some(PumpEnd::Terminated));
         report(up, down, stats);
+        info.set_tx_status(down.scanner.tx_status);
         match end {
             Some(end) => Poll::Ready(end),
             None => Poll::Pending,

@@ -6,6 +6,9 @@
 use super::frame::{header, FrameError, HEADER_LEN};
 use bytes::BytesMut;
 
+/// Most a held, incomplete frame reserves at once.
+const HOLD_STEP: usize = 1 << 20;
+
 /// Which way bytes flow through a scanner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -80,7 +83,8 @@ impl Scanner {
             self.last_tag = tag;
             if self.holds(tag) {
                 if buf.len() - pos < total {
-                    buf.reserve(total - (buf.len() - pos));
+                    // Grow in steps: a header alone must not pin its full length.
+                    buf.reserve((total - (buf.len() - pos)).min(HOLD_STEP));
                     return Ok(pos);
                 }
                 self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
