@@ -2,10 +2,15 @@
 //! on a new connection is looked up here and sent on to the right backend.
 
 use crate::config::UpstreamAddr;
+use crate::net::upstream;
+use crate::wire::startup::cancel_request;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rand::Rng;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
@@ -76,6 +81,29 @@ impl CancelMap {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Sends a client's CancelRequest on to the backend its key stands for. Unknown
+/// keys are dropped silently, as Postgres does.
+pub async fn forward(map: &CancelMap, pid: u32, secret: &[u8], timeout: Duration) {
+    let Some(target) = map.lookup(pid, secret) else {
+        debug!(pid, "cancel request with an unknown key");
+        return;
+    };
+    let packet = cancel_request(target.backend_pid, &target.backend_secret);
+    match upstream::connect_plain(&target.addr, timeout).await {
+        Ok(mut stream) => {
+            if let Err(e) = stream.write_all(&packet).await {
+                warn!(error = %e, "sending cancel upstream failed");
+                return;
+            }
+            // Wait for the server to close: libpq takes that as "cancel processed".
+            let mut sink = [0u8; 64];
+            let _ = tokio::time::timeout(timeout, stream.read(&mut sink)).await;
+            info!(backend_pid = target.backend_pid, "cancel forwarded");
+        }
+        Err(e) => warn!(error = %e, "cancel: upstream connect failed"),
     }
 }
 

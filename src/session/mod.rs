@@ -9,12 +9,14 @@ mod io;
 mod opening;
 pub mod pump;
 
-use crate::net::stream::ClientStream;
-use crate::net::upstream;
+use crate::net::stream::{ClientStream, ServerStream};
+use crate::net::upstream::{self, Connected};
 use crate::server::{Settings, Shared};
 use crate::stats::{ActiveGuard, Stats};
 use crate::wire::backend::PgError;
 use crate::wire::scanner::Flow;
+use crate::wire::startup::Startup;
+use bytes::BytesMut;
 use opening::{refuse, Opening};
 use pump::{Direction, PumpEnd};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a terminated session may take to reach a frame boundary.
@@ -31,137 +34,59 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     let settings = shared.settings.load_full();
     let active = ActiveGuard::new(&shared.stats);
-    let startup_deadline = tokio::time::Instant::now() + settings.config.startup_timeout();
-    let opening = tokio::time::timeout_at(
-        startup_deadline,
-        opening::accept(tcp, settings.client_tls.as_ref()),
-    )
-    .await;
-    let (mut client, startup, leftover) = match opening {
-        Ok(Ok(Opening::Startup {
-            stream,
-            startup,
-            leftover,
-        })) => (stream, startup, leftover),
-        Ok(Ok(Opening::Cancel { pid, secret })) => {
-            drop(active);
-            forward_cancel(&shared, &settings, pid, &secret).await;
-            return;
-        }
-        Ok(Err(e)) => {
-            if matches!(e, opening::OpeningError::Protocol(_)) {
-                shared.stats.protocol_errors.fetch_add(1, Relaxed);
-            }
-            debug!(error = %e, "opening failed");
-            return;
-        }
-        Err(_) => {
-            debug!("startup packet timeout");
-            return;
-        }
+    let deadline = Instant::now() + settings.config.startup_timeout();
+    let Some((mut client, startup, leftover)) = open(tcp, &shared, &settings, deadline).await
+    else {
+        return;
     };
+    let user = startup.param("user").unwrap_or("");
+    // Postgres defaults the database to the user name.
+    let database = startup.param("database").unwrap_or(user);
     let span = tracing::Span::current();
-    span.record("user", startup.param("user").unwrap_or(""));
-    span.record("database", startup.param("database").unwrap_or(""));
+    span.record("user", user);
+    span.record("database", database);
     span.record("tls", client.is_tls());
-    let registered = shared.sessions.register(
-        id,
-        peer,
-        startup.param("user").unwrap_or(""),
-        startup.param("database").unwrap_or(""),
-        client.is_tls(),
-    );
+    let registered = shared
+        .sessions
+        .register(id, peer, user, database, client.is_tls());
 
-    if active.active() > settings.config.server.max_client_conn as u64 {
+    let limit = settings.config.server.max_client_conn;
+    if active.active() > limit as u64 {
         shared.stats.connections_rejected.fetch_add(1, Relaxed);
-        warn!(
-            limit = settings.config.server.max_client_conn,
-            "too many clients"
-        );
+        warn!(limit, "too many clients");
         let err = PgError::fatal("53300", "sorry, too many clients already").with_hint(format!(
-            "pgshift serves at most {} clients (server.max_client_conn).",
-            settings.config.server.max_client_conn
+            "pgshift serves at most {limit} clients (server.max_client_conn)."
         ));
         refuse(&mut client, err).await;
         return;
     }
-
-    let connected = match upstream::connect(
-        &settings.upstream,
-        &settings.upstream_tls,
-        settings.config.connect_timeout(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            shared.stats.upstream_connect_errors.fetch_add(1, Relaxed);
-            warn!(error = %e, "upstream connect failed");
-            let err = PgError::fatal("08006", "pgshift could not connect to the database server")
-                .with_detail(e.to_string())
-                .with_hint(
-                    "Check that Postgres is running and that upstream.address points at it.",
-                );
-            refuse(&mut client, err).await;
-            return;
-        }
+    let Some(connected) = connect_upstream(&mut client, &shared, &settings).await else {
+        return;
     };
+    let channel_binding_ok = same_certificate(&client, &settings, &connected);
     let mut server = connected.stream;
-    let channel_binding_ok = match (&settings.client_tls, &connected.server_cert) {
-        (Some(ours), Some(theirs)) => client.is_tls() && ours.leaf == *theirs,
-        _ => false,
-    };
     let ctx = auth::AuthContext {
         channel_binding_ok,
         both_tls: client.is_tls() && server.is_tls(),
         cancel: &shared.cancel,
         addr: &settings.upstream,
     };
-    let authed = tokio::time::timeout_at(
-        startup_deadline,
+    let relayed = tokio::time::timeout_at(
+        deadline,
         auth::relay(&mut client, leftover, &mut server, &startup, ctx),
     )
     .await;
-    let ready = match authed {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(auth::AuthError::ClientProtocol(err))) => {
-            shared.stats.protocol_errors.fetch_add(1, Relaxed);
-            refuse(&mut client, err).await;
-            return;
-        }
-        Ok(Err(auth::AuthError::Server(e))) => {
-            warn!(error = %e, "upstream failed during authentication");
-            let err = PgError::fatal(
-                "08006",
-                "the database server closed the connection during authentication",
-            );
-            refuse(&mut client, err).await;
-            return;
-        }
-        Ok(Err(e)) => {
-            debug!(error = %e, "authentication ended");
-            return;
-        }
-        Err(_) => {
-            let err = PgError::fatal("08006", "startup did not finish in time").with_hint(format!(
-                "Startup and authentication must finish within {} ms (server.startup_timeout_ms).",
-                settings.config.server.startup_timeout_ms
-            ));
-            refuse(&mut client, err).await;
-            return;
-        }
+    let Some(ready) = auth_outcome(&mut client, relayed, &shared, &settings).await else {
+        return;
     };
     debug!("session ready");
-    let _key = ready.key;
-    let limit = settings.config.server.max_message_size;
-    let up = Direction::new(Flow::ClientToServer, limit, ready.client_leftover);
+    let _cancel_key = ready.key;
+    let max = settings.config.server.max_message_size;
+    let up = Direction::new(Flow::ClientToServer, max, ready.client_leftover);
     let down = Direction::new(Flow::ServerToClient, usize::MAX, ready.server_leftover);
     let (Ok(mut up), Ok(mut down)) = (up, down) else {
-        refuse(
-            &mut client,
-            PgError::fatal("08P01", "invalid message during startup"),
-        )
-        .await;
+        let err = PgError::fatal("08P01", "invalid message during startup");
+        refuse(&mut client, err).await;
         return;
     };
     down.scanner.tx_status = ready.tx_status;
@@ -177,28 +102,128 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
     finish(&mut client, &down, end, &shared.stats).await;
 }
 
+/// Reads the client's opening; answers a CancelRequest on the spot.
+async fn open(
+    tcp: TcpStream,
+    shared: &Shared,
+    settings: &Settings,
+    deadline: Instant,
+) -> Option<(ClientStream, Startup, BytesMut)> {
+    let opening =
+        tokio::time::timeout_at(deadline, opening::accept(tcp, settings.client_tls.as_ref())).await;
+    match opening {
+        Ok(Ok(Opening::Startup {
+            stream,
+            startup,
+            leftover,
+        })) => Some((stream, startup, leftover)),
+        Ok(Ok(Opening::Cancel { pid, secret })) => {
+            shared.stats.cancel_requests.fetch_add(1, Relaxed);
+            cancel::forward(
+                &shared.cancel,
+                pid,
+                &secret,
+                settings.config.connect_timeout(),
+            )
+            .await;
+            None
+        }
+        Ok(Err(e)) => {
+            if matches!(e, opening::OpeningError::Protocol(_)) {
+                shared.stats.protocol_errors.fetch_add(1, Relaxed);
+            }
+            debug!(error = %e, "opening failed");
+            None
+        }
+        Err(_) => {
+            // Like Postgres' startup packet timeout: close without a word.
+            debug!("startup packet timeout");
+            None
+        }
+    }
+}
+
+async fn connect_upstream(
+    client: &mut ClientStream,
+    shared: &Shared,
+    settings: &Settings,
+) -> Option<Connected> {
+    let timeout = settings.config.connect_timeout();
+    match upstream::connect(&settings.upstream, &settings.upstream_tls, timeout).await {
+        Ok(connected) => Some(connected),
+        Err(e) => {
+            shared.stats.upstream_connect_errors.fetch_add(1, Relaxed);
+            warn!(error = %e, "upstream connect failed");
+            let err = PgError::fatal("08006", "pgshift could not connect to the database server")
+                .with_detail(e.to_string())
+                .with_hint(
+                    "Check that Postgres is running and that upstream.address points at it.",
+                );
+            refuse(client, err).await;
+            None
+        }
+    }
+}
+
+/// Channel binding survives the proxy only when the client sees the very
+/// certificate the server presented to us.
+fn same_certificate(client: &ClientStream, settings: &Settings, connected: &Connected) -> bool {
+    match (&settings.client_tls, &connected.server_cert) {
+        (Some(ours), Some(theirs)) => client.is_tls() && ours.leaf == *theirs,
+        _ => false,
+    }
+}
+
+/// Turns the auth relay's result into a ready session, or tells the client why not.
+async fn auth_outcome(
+    client: &mut ClientStream,
+    relayed: Result<Result<auth::Ready, auth::AuthError>, tokio::time::error::Elapsed>,
+    shared: &Shared,
+    settings: &Settings,
+) -> Option<auth::Ready> {
+    let err = match relayed {
+        Ok(Ok(ready)) => return Some(ready),
+        Ok(Err(auth::AuthError::ClientProtocol(err))) => {
+            shared.stats.protocol_errors.fetch_add(1, Relaxed);
+            err
+        }
+        Ok(Err(auth::AuthError::Server(e))) => {
+            warn!(error = %e, "upstream failed during authentication");
+            PgError::fatal(
+                "08006",
+                "the database server closed the connection during authentication",
+            )
+        }
+        Ok(Err(e)) => {
+            debug!(error = %e, "authentication ended");
+            return None;
+        }
+        Err(_) => PgError::fatal("08006", "startup did not finish in time").with_hint(format!(
+            "Startup and authentication must finish within {} ms (server.startup_timeout_ms).",
+            settings.config.server.startup_timeout_ms
+        )),
+    };
+    refuse(client, err).await;
+    None
+}
+
+/// Runs the pump; once shutdown's drain time is over, gives it a short grace to
+/// reach a frame boundary.
 async fn run_pump(
     client: &mut ClientStream,
-    server: &mut crate::net::stream::ServerStream,
+    server: &mut ServerStream,
     up: &mut Direction,
     down: &mut Direction,
     shared: &Shared,
     info: &info::SessionInfo,
 ) -> PumpEnd {
-    let pump = pump::run(
-        client,
-        server,
-        up,
-        down,
-        &shared.terminate,
-        &shared.stats,
-        info,
-    );
+    let terminate = &shared.terminate;
+    let pump = pump::run(client, server, up, down, terminate, &shared.stats, info);
     tokio::pin!(pump);
     tokio::select! {
         end = &mut pump => end,
         _ = async {
-            shared.terminate.cancelled().await;
+            terminate.cancelled().await;
             tokio::time::sleep(TERMINATE_GRACE).await;
         } => PumpEnd::Terminated,
     }
@@ -242,29 +267,4 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
         let _ = client.write_all(&err.to_bytes()).await;
     }
     let _ = client.shutdown().await;
-}
-
-async fn forward_cancel(shared: &Shared, settings: &Settings, pid: u32, secret: &[u8]) {
-    shared.stats.cancel_requests.fetch_add(1, Relaxed);
-    let Some(target) = shared.cancel.lookup(pid, secret) else {
-        debug!(pid, "cancel request with an unknown key");
-        return;
-    };
-    let packet = crate::wire::startup::cancel_request(target.backend_pid, &target.backend_secret);
-    match upstream::connect_plain(&target.addr, settings.config.connect_timeout()).await {
-        Ok(mut stream) => {
-            if let Err(e) = stream.write_all(&packet).await {
-                warn!(error = %e, "sending cancel upstream failed");
-            }
-            // Wait for the server to close: libpq treats that as "cancel processed".
-            let mut sink = [0u8; 64];
-            let _ = tokio::time::timeout(
-                settings.config.connect_timeout(),
-                tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
-            )
-            .await;
-            info!(backend_pid = target.backend_pid, "cancel forwarded");
-        }
-        Err(e) => warn!(error = %e, "cancel: upstream connect failed"),
-    }
 }
