@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 /// Settings derived from a validated config: swapped whole on reload.
 pub struct Settings {
@@ -122,15 +122,7 @@ impl Server {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let id = shared.next_id.fetch_add(1, Relaxed);
-                    let span = tracing::info_span!(
-                        "conn",
-                        id,
-                        %peer,
-                        user = tracing::field::Empty,
-                        database = tracing::field::Empty,
-                        tls = tracing::field::Empty,
-                    );
-                    tracker.spawn(session::serve(tcp, peer, id, shared.clone()).instrument(span));
+                    tracker.spawn(session::serve(tcp, peer, id, shared.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.

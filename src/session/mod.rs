@@ -17,28 +17,74 @@ use crate::wire::backend::PgError;
 use crate::wire::scanner::Flow;
 use crate::wire::startup::Startup;
 use bytes::BytesMut;
+use cancel::CancelKey;
+use info::Registered;
 use opening::{refuse, Opening};
 use pump::{Direction, PumpEnd};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
-
-/// How long a terminated session may take to reach a frame boundary.
-const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+use tracing::{debug, info, warn, Instrument};
 
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        %peer,
+        user = tracing::field::Empty,
+        database = tracing::field::Empty,
+        tls = tracing::field::Empty,
+    );
     let settings = shared.settings.load_full();
     let active = ActiveGuard::new(&shared.stats);
-    let deadline = Instant::now() + settings.config.startup_timeout();
-    let Some((mut client, startup, leftover)) = open(tcp, &shared, &settings, deadline).await
-    else {
+    let established = establish(tcp, peer, id, &shared, &settings, &active)
+        .instrument(span.clone())
+        .await;
+    let Some(mut s) = established else {
         return;
     };
+    // The hot path runs outside the span: nothing in the pump logs, and entering a
+    // span on every wake-up costs more than the pump's own work.
+    let end = pump::run(
+        &mut s.client,
+        &mut s.server,
+        &mut s.up,
+        &mut s.down,
+        &shared.terminate,
+        &shared.stats,
+        &s.registered.info,
+    )
+    .await;
+    finish(&mut s.client, &s.down, end, &shared.stats)
+        .instrument(span)
+        .await;
+}
+
+/// A session past authentication, ready for the pump.
+struct Established<'a> {
+    client: ClientStream,
+    server: ServerStream,
+    up: Direction,
+    down: Direction,
+    registered: Registered<'a>,
+    _cancel_key: Option<CancelKey>,
+}
+
+/// Opening, limits, upstream connect and authentication. On failure the client has
+/// been told why, where the protocol allows it.
+async fn establish<'a>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &'a Shared,
+    settings: &Settings,
+    active: &ActiveGuard<'_>,
+) -> Option<Established<'a>> {
+    let deadline = Instant::now() + settings.config.startup_timeout();
+    let (mut client, startup, leftover) = open(tcp, shared, settings, deadline).await?;
     let user = startup.param("user").unwrap_or("");
     // Postgres defaults the database to the user name.
     let database = startup.param("database").unwrap_or(user);
@@ -58,12 +104,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
             "pgshift serves at most {limit} clients (server.max_client_conn)."
         ));
         refuse(&mut client, err).await;
-        return;
+        return None;
     }
-    let Some(connected) = connect_upstream(&mut client, &shared, &settings).await else {
-        return;
-    };
-    let channel_binding_ok = same_certificate(&client, &settings, &connected);
+    let connected = connect_upstream(&mut client, shared, settings).await?;
+    let channel_binding_ok = same_certificate(&client, settings, &connected);
     let mut server = connected.stream;
     let ctx = auth::AuthContext {
         channel_binding_ok,
@@ -76,30 +120,25 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
         auth::relay(&mut client, leftover, &mut server, &startup, ctx),
     )
     .await;
-    let Some(ready) = auth_outcome(&mut client, relayed, &shared, &settings).await else {
-        return;
-    };
+    let ready = auth_outcome(&mut client, relayed, shared, settings).await?;
     debug!("session ready");
-    let _cancel_key = ready.key;
     let max = settings.config.server.max_message_size;
     let up = Direction::new(Flow::ClientToServer, max, ready.client_leftover);
     let down = Direction::new(Flow::ServerToClient, usize::MAX, ready.server_leftover);
-    let (Ok(mut up), Ok(mut down)) = (up, down) else {
+    let (Ok(up), Ok(mut down)) = (up, down) else {
         let err = PgError::fatal("08P01", "invalid message during startup");
         refuse(&mut client, err).await;
-        return;
+        return None;
     };
     down.scanner.tx_status = ready.tx_status;
-    let end = run_pump(
-        &mut client,
-        &mut server,
-        &mut up,
-        &mut down,
-        &shared,
-        &registered.info,
-    )
-    .await;
-    finish(&mut client, &down, end, &shared.stats).await;
+    Some(Established {
+        client,
+        server,
+        up,
+        down,
+        registered,
+        _cancel_key: ready.key,
+    })
 }
 
 /// Reads the client's opening; answers a CancelRequest on the spot.
@@ -205,28 +244,6 @@ async fn auth_outcome(
     };
     refuse(client, err).await;
     None
-}
-
-/// Runs the pump; once shutdown's drain time is over, gives it a short grace to
-/// reach a frame boundary.
-async fn run_pump(
-    client: &mut ClientStream,
-    server: &mut ServerStream,
-    up: &mut Direction,
-    down: &mut Direction,
-    shared: &Shared,
-    info: &info::SessionInfo,
-) -> PumpEnd {
-    let terminate = &shared.terminate;
-    let pump = pump::run(client, server, up, down, terminate, &shared.stats, info);
-    tokio::pin!(pump);
-    tokio::select! {
-        end = &mut pump => end,
-        _ = async {
-            terminate.cancelled().await;
-            tokio::time::sleep(TERMINATE_GRACE).await;
-        } => PumpEnd::Terminated,
-    }
 }
 
 /// Tells the client why its session ended, when the stream is at a frame boundary

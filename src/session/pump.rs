@@ -12,7 +12,9 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 /// Read buffer per direction; grows only while a held frame needs more.
@@ -137,12 +139,15 @@ pub enum PumpEnd {
     ServerProtocol(FrameError),
     ClientIo(io::Error),
     ServerIo(io::Error),
-    /// Shutdown asked the session to end; the client stream is at a frame boundary.
+    /// Shutdown asked the session to end.
     Terminated,
 }
 
-/// Runs both directions until one ends or `terminate` fires and the server-to-client
-/// stream reaches a frame boundary.
+/// How long a terminated session may take to reach a frame boundary.
+const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs both directions until one ends, or `terminate` fires and the
+/// server-to-client stream reaches a frame boundary (or the grace runs out).
 pub async fn run<C, S>(
     client: &mut C,
     server: &mut S,
@@ -157,10 +162,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut terminating = pin!(terminate.cancelled());
-    let mut stopping = false;
+    let mut grace: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| {
-        if !stopping && terminating.as_mut().poll(cx).is_ready() {
-            stopping = true;
+        if grace.is_none() && terminating.as_mut().poll(cx).is_ready() {
+            grace = Some(Box::pin(tokio::time::sleep(TERMINATE_GRACE)));
         }
         let end = match up.poll_transfer(cx, client, server) {
             Poll::Ready(Ok(())) => Some(PumpEnd::ClientClosed),
@@ -176,7 +181,11 @@ where
             Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ServerProtocol(e)),
             Poll::Pending => None,
         });
-        let end = end.or_else(|| (stopping && down.at_boundary()).then_some(PumpEnd::Terminated));
+        let end = end.or_else(|| {
+            let grace = grace.as_mut()?;
+            (down.at_boundary() || grace.as_mut().poll(cx).is_ready())
+                .then_some(PumpEnd::Terminated)
+        });
         report(up, down, stats);
         info.set_tx_status(down.scanner.tx_status);
         match end {
