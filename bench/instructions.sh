@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per transaction, pgshift vs the raw relay, counted by callgrind:
 # deterministic where TPS on a shared 2-core box is not. Each proxy runs under
-# valgrind; pgbench runs N1 and then N2 select-only transactions through it, and
-# the difference of the two dumps divided by N2-N1 cancels start-up costs.
+# valgrind; pgbench runs a warm-up of N1 select-only transactions, callgrind dumps
+# (which zeroes its counters), then N2 transactions, and the second dump divided
+# by N2 is the cost per transaction (one connection set-up included, amortised).
 #
 #   bench/instructions.sh            # -M simple and extended, one client
 set -euo pipefail
@@ -50,12 +51,12 @@ measure() {  # NAME PROTOCOL CMD...
   until psql -h 127.0.0.1 -p "$PROXY_PORT" -U postgres -XqAt -c 'select 1' >/dev/null 2>&1; do sleep 0.5; done
   local bench=("$PGBIN/pgbench" -h 127.0.0.1 -p "$PROXY_PORT" -U postgres -S -n -c 1 -M "$proto")
   "${bench[@]}" -t "$N1" postgres >/dev/null
-  local a; a=$(instructions "$PROXY_PID")
-  "${bench[@]}" -t "$((N2 + 0))" postgres >/dev/null
+  instructions "$PROXY_PID" >/dev/null
+  "${bench[@]}" -t "$N2" postgres >/dev/null
   local b; b=$(instructions "$PROXY_PID")
   kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true
   PROXY_PID=""
-  echo $(( (b - a) / N2 ))
+  echo $(( b / N2 ))
 }
 
 printf '| protocol | pgshift instr/txn | relay instr/txn | pgshift/relay |\n|---|---|---|---|\n'

@@ -3,7 +3,7 @@
 
 use crate::config::{Config, UpstreamAddr};
 use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
-use crate::session::{self, cancel::CancelMap, info::Sessions};
+use crate::session::{self, cancel::CancelMap, info::Sessions, terminate::Terminate};
 use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ pub struct Shared {
     /// Fired to stop accepting.
     pub shutdown: CancellationToken,
     /// Fired when the drain time is over: sessions end with FATAL 57P01.
-    pub terminate: CancellationToken,
+    pub terminate: Terminate,
     next_id: AtomicU64,
 }
 
@@ -92,7 +92,7 @@ impl Server {
             stats: Stats::default(),
             sessions: Sessions::default(),
             shutdown: CancellationToken::new(),
-            terminate: CancellationToken::new(),
+            terminate: Terminate::default(),
             next_id: AtomicU64::new(1),
         });
         Ok(Server { listener, shared })
@@ -144,7 +144,7 @@ impl Server {
                 sessions = tracker.len(),
                 "drain time over: terminating sessions"
             );
-            shared.terminate.cancel();
+            shared.terminate.fire();
             tracker.wait().await;
         }
         info!("shutdown complete");

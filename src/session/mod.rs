@@ -8,6 +8,7 @@ pub mod info;
 mod io;
 mod opening;
 pub mod pump;
+pub mod terminate;
 
 use crate::net::stream::{ClientStream, ServerStream};
 use crate::net::upstream::{self, Connected};

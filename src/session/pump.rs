@@ -4,18 +4,18 @@
 //! No per-message allocation, no SQL parsing, no locks.
 
 use super::info::SessionInfo;
+use super::terminate::Terminate;
 use crate::stats::Stats;
 use crate::wire::frame::FrameError;
 use crate::wire::scanner::{Counts, Flow, Scanner};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
 
 /// Read buffer per direction; grows only while a held frame needs more.
 const BUF_SIZE: usize = 8 * 1024;
@@ -153,7 +153,7 @@ pub async fn run<C, S>(
     server: &mut S,
     up: &mut Direction,
     down: &mut Direction,
-    terminate: &CancellationToken,
+    terminate: &Terminate,
     stats: &Stats,
     info: &SessionInfo,
 ) -> PumpEnd
@@ -161,10 +161,10 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut terminating = pin!(terminate.cancelled());
+    let mut watch = terminate.watch();
     let mut grace: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| {
-        if grace.is_none() && terminating.as_mut().poll(cx).is_ready() {
+        if grace.is_none() && watch.poll_fired(cx) {
             grace = Some(Box::pin(tokio::time::sleep(TERMINATE_GRACE)));
         }
         let end = match up.poll_transfer(cx, client, server) {

@@ -18,24 +18,35 @@ const DDL_KEYWORDS: &[&[u8]] = &[
 
 /// True when some statement in `sql` starts with a DDL keyword.
 pub fn may_be_ddl(sql: &[u8]) -> bool {
-    let mut rest = sql;
-    loop {
-        let start = skip_space_and_comments(rest);
-        if is_ddl_keyword(&rest[start..]) {
+    let start = skip_space_and_comments(sql);
+    if is_ddl_keyword(&sql[start..]) {
+        return true;
+    }
+    // Fast exit for the common case, one statement with at most a trailing `;`.
+    match sql[start..].iter().position(|&b| b == b';') {
+        None => return false,
+        Some(p) if sql[start + p + 1..].iter().all(u8::is_ascii_whitespace) => return false,
+        Some(_) => {}
+    }
+    let mut rest = &sql[start..];
+    while let Some(next) = next_statement(rest) {
+        rest = &next[skip_space_and_comments(next)..];
+        if is_ddl_keyword(rest) {
             return true;
         }
-        // Fast exit: one statement, the common case.
-        if !rest[start..].contains(&b';') {
-            return false;
-        }
-        match next_statement(&rest[start..]) {
-            Some(next) => rest = next,
-            None => return false,
-        }
     }
+    false
 }
 
 fn is_ddl_keyword(s: &[u8]) -> bool {
+    // Every DDL keyword starts with one of these letters; SELECT, INSERT, UPDATE,
+    // BEGIN, COMMIT... leave here.
+    if !matches!(
+        s.first().map(u8::to_ascii_uppercase),
+        Some(b'A' | b'C' | b'D' | b'R' | b'T' | b'V')
+    ) {
+        return false;
+    }
     let word_len = s
         .iter()
         .position(|b| !b.is_ascii_alphabetic())
@@ -172,6 +183,18 @@ mod tests {
         assert!(!may_be_ddl(b"SELECT $q$ ; drop $q$"));
         assert!(may_be_ddl(b"SELECT \"a;\"; ALTER TABLE t RENAME TO u"));
         assert!(may_be_ddl(b"select 1; -- x;\n truncate t"));
+    }
+
+    #[test]
+    fn trailing_semicolons_and_first_letters() {
+        assert!(!may_be_ddl(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1;\n"
+        ));
+        assert!(!may_be_ddl(b"UPDATE t SET v = ';' ; "));
+        assert!(may_be_ddl(b"SELECT 1;\nCREATE TABLE x ()"));
+        assert!(may_be_ddl(b"vacuum full t;"));
+        assert!(!may_be_ddl(b"DELETE FROM t; DELETE FROM u;"));
+        assert!(may_be_ddl(b"DELETE FROM t; DROP TABLE u;"));
     }
 
     #[test]

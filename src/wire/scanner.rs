@@ -103,12 +103,14 @@ impl Scanner {
             b'Z' => self.tx_status = body.first().copied().unwrap_or(0),
             b'Q' => {
                 self.counts.queries += 1;
-                self.sniff(body);
+                // The text ends at the final byte; an embedded NUL makes Postgres
+                // reject the message anyway.
+                self.sniff(body.strip_suffix(&[0]).unwrap_or(body));
             }
             b'P' => {
                 // Parse: statement name, then the query text.
-                let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-                self.sniff(body.get(name_end + 1..).unwrap_or_default());
+                let name = cstr(body);
+                self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
             }
             _ => {}
         }
@@ -127,6 +129,14 @@ impl Scanner {
             (Flow::ServerToClient, b'E') => self.counts.errors += 1,
             _ => {}
         }
+    }
+}
+
+/// The NUL-terminated string at the start of `body`, without its terminator.
+fn cstr(body: &[u8]) -> &[u8] {
+    match body.iter().position(|&b| b == 0) {
+        Some(end) => &body[..end],
+        None => body,
     }
 }
 
