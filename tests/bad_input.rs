@@ -258,14 +258,7 @@ async fn client_killed_mid_copy_leaves_nothing_behind() {
 async fn backend_terminated_mid_query_reaches_the_client() {
     let db = fresh_db("terminated");
     let proxy = Proxy::start();
-    let victim = connect(&proxy.conn_str(&db, "postgres")).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (pid, running) = common::sleeping_session(&proxy, &db).await;
     let admin = connect(&proxy.conn_str(&db, "postgres")).await;
     admin
         .query_one("SELECT pg_terminate_backend($1)", &[&pid])

@@ -4,21 +4,14 @@
 
 mod common;
 
-use common::{connect, fresh_db, Proxy};
+use common::{fresh_db, Proxy};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn killed_backend_gives_08006_and_the_proxy_recovers() {
     let db = fresh_db("crash");
     let proxy = Proxy::start();
-    let victim = connect(&proxy.conn_str(&db, "postgres")).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (pid, running) = common::sleeping_session(&proxy, &db).await;
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()

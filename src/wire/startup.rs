@@ -126,6 +126,23 @@ pub fn cancel_request(pid: u32, secret: &[u8]) -> BytesMut {
     out
 }
 
+/// Encodes a StartupMessage for `version` (major << 16 | minor) with `params`.
+pub fn startup_message(version: u32, params: &[(&str, &str)]) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&version.to_be_bytes());
+    for (k, v) in params {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&[0]);
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(&[0]);
+    }
+    out.extend_from_slice(&[0]);
+    let len = out.len() as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// Encodes an SSLRequest.
 pub fn ssl_request() -> [u8; 8] {
     let mut out = [0u8; 8];
@@ -138,24 +155,9 @@ pub fn ssl_request() -> [u8; 8] {
 mod tests {
     use super::*;
 
-    fn startup_bytes(version: u32, params: &[(&str, &str)]) -> BytesMut {
-        let mut body = version.to_be_bytes().to_vec();
-        for (k, v) in params {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut out = BytesMut::new();
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
-    }
-
     #[test]
     fn decodes_startup_with_params() {
-        let mut buf = startup_bytes(196_608, &[("user", "app"), ("database", "db")]);
+        let mut buf = startup_message(196_608, &[("user", "app"), ("database", "db")]);
         let Some(StartupPacket::Startup(s)) = decode(&mut buf).unwrap() else {
             panic!("not a startup")
         };
@@ -167,12 +169,12 @@ mod tests {
 
     #[test]
     fn accepts_protocol_3_2_and_refuses_2_0() {
-        let mut buf = startup_bytes((3 << 16) | 2, &[("user", "a")]);
+        let mut buf = startup_message((3 << 16) | 2, &[("user", "a")]);
         assert!(matches!(
             decode(&mut buf),
             Ok(Some(StartupPacket::Startup(_)))
         ));
-        let mut buf = startup_bytes(2 << 16, &[("user", "a")]);
+        let mut buf = startup_message(2 << 16, &[("user", "a")]);
         assert_eq!(
             decode(&mut buf),
             Err(StartupError::UnsupportedVersion(2, 0))
@@ -181,7 +183,7 @@ mod tests {
 
     #[test]
     fn waits_for_partial_packet() {
-        let full = startup_bytes(196_608, &[("user", "app")]);
+        let full = startup_message(196_608, &[("user", "app")]);
         let mut buf = BytesMut::from(&full[..7]);
         assert_eq!(decode(&mut buf), Ok(None));
     }

@@ -236,3 +236,22 @@ pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A session through `proxy` running `SELECT pg_sleep(30)`, and its backend pid.
+pub async fn sleeping_session(
+    proxy: &Proxy,
+    db: &str,
+) -> (
+    i32,
+    tokio::task::JoinHandle<Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>>,
+) {
+    let victim = connect(&proxy.conn_str(db, "postgres")).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (pid, running)
+}

@@ -10,17 +10,7 @@ pub struct Raw {
 
 /// A startup packet for `version` (major << 16 | minor) with `params`.
 pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
+    pgshift::wire::startup::startup_message(version, params).to_vec()
 }
 
 pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
