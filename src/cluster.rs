@@ -3,7 +3,7 @@
 //! user when we are root. A shell guard kills the server when our process dies,
 //! even without a clean drop.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -305,15 +305,6 @@ wait "$pid""#;
     /// `SOCKETDIR:PORT`, for an upstream over the Unix socket.
     pub fn unix_address(&self) -> String {
         format!("{}:{}", self.socket_dir.display(), self.port)
-    }
-
-    pub fn log(&self) -> String {
-        let mut out = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.join(format!("postgres-{}.log", self.port)))
-        {
-            let _ = f.read_to_string(&mut out);
-        }
-        out
     }
 
     /// Stops the server (fast shutdown) and removes its files.

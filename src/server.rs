@@ -179,8 +179,4 @@ impl Handle {
     pub fn sessions(&self) -> Vec<crate::session::info::SessionSnapshot> {
         self.shared.sessions.snapshot()
     }
-
-    pub fn config(&self) -> Config {
-        self.shared.settings.load().config.clone()
-    }
 }

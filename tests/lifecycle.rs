@@ -207,44 +207,33 @@ SELECT name FROM people WHERE id = 3;
         out_csv.display()
     );
     let port = proxy.port().to_string();
-    let (ok, stdout, stderr) = psql(
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &db,
-            "-At",
-        ],
-        &script,
-        &[],
-    );
+    let conn = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        &db,
+        "-At",
+    ];
+    let (ok, stdout, stderr) = psql(&conn, &script, &[]);
     assert!(ok, "{stderr}");
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
     assert!(lines.contains(&"500"), "{stdout}");
     assert!(lines.contains(&"NAME 3"), "{stdout}");
     assert_eq!(std::fs::read_to_string(&out_csv).unwrap(), data);
     // psql -c with several statements is one simple Query message.
-    let (ok, stdout, stderr) = psql(
+    let multi = [
+        &conn[..],
         &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &db,
-            "-At",
             "-c",
             "SELECT 1; SELECT 2; CREATE TABLE later (x int); SELECT 3",
         ],
-        "",
-        &[],
-    );
+    ]
+    .concat();
+    let (ok, stdout, stderr) = psql(&multi, "", &[]);
     assert!(ok, "{stderr}");
     // psql 15 prints every result of a multi-statement -c.
     assert_eq!(stdout.trim(), "1\n2\nCREATE TABLE\n3");

@@ -75,10 +75,6 @@ impl CancelMap {
         constant_time_eq(&target.secret, secret).then(|| target.clone())
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
