@@ -4,7 +4,7 @@
 mod common;
 
 use common::raw::{first_error, frame, query, startup_packet, Raw};
-use common::{connect, fresh_db, Proxy};
+use common::{connect, fresh_db, wait_until, Proxy};
 use std::time::{Duration, Instant};
 
 /// A session that must still work after each abuse.
@@ -32,6 +32,11 @@ async fn garbage_startup_gets_08p01() {
         assert_eq!(code, "08P01", "{message}");
         assert!(raw.closed().await);
     }
+    // The proxy counts the error after it has replied and closed: wait for it.
+    wait_until("4 protocol errors counted", Duration::from_secs(5), || {
+        proxy.handle.stats().protocol_errors >= 4
+    })
+    .await;
     assert_eq!(proxy.handle.stats().protocol_errors, 4);
     let row = bystander.query_one("SELECT 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);

@@ -237,8 +237,16 @@ SELECT name FROM people WHERE id = 3;
     assert!(ok, "{stderr}");
     // psql 15 prints every result of a multi-statement -c.
     assert_eq!(stdout.trim(), "1\n2\nCREATE TABLE\n3");
-    let stats = proxy.handle.stats();
-    assert!(stats.ddl_candidates >= 2, "{stats:?}");
+    // Counters are folded in just after the bytes are written: wait for them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(common::wait_until(
+        "DDL candidates counted",
+        Duration::from_secs(5),
+        || proxy.handle.stats().ddl_candidates >= 2,
+    ));
 }
 
 #[test]
