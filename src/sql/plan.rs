@@ -1,0 +1,180 @@
+//! What a rule returns: a finding about one statement and, when a safe form exists,
+//! a plan of ordered steps for the executor (`crate::engine`). Plans are data: the
+//! executor decides how to run each step from its placement, lock and flags.
+
+use serde::Serialize;
+use std::fmt;
+
+/// Postgres table-level lock modes, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Lock {
+    None,
+    AccessShare,
+    RowShare,
+    RowExclusive,
+    ShareUpdateExclusive,
+    Share,
+    ShareRowExclusive,
+    Exclusive,
+    AccessExclusive,
+}
+
+impl Lock {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lock::None => "no table lock",
+            Lock::AccessShare => "ACCESS SHARE",
+            Lock::RowShare => "ROW SHARE",
+            Lock::RowExclusive => "ROW EXCLUSIVE",
+            Lock::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            Lock::Share => "SHARE",
+            Lock::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            Lock::Exclusive => "EXCLUSIVE",
+            Lock::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
+    /// True when queueing for this lock stalls application writes (and, for
+    /// ACCESS EXCLUSIVE, reads): such steps run under `lock_timeout` with retries.
+    pub fn blocks_writes(self) -> bool {
+        self >= Lock::Share
+    }
+
+    pub fn blocks_reads(self) -> bool {
+        self == Lock::AccessExclusive
+    }
+}
+
+impl fmt::Display for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a step may run relative to transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Placement {
+    /// Anywhere, including inside the client's transaction block.
+    Anywhere,
+    /// In a transaction of its own, after everything before it committed
+    /// (VALIDATE CONSTRAINT: in the same transaction the strong lock taken by the
+    /// ADD would be held during the scan).
+    OwnTransaction,
+    /// Outside any transaction block (CONCURRENTLY).
+    OutsideTransaction,
+}
+
+/// What a step does, beyond running its SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum StepKind {
+    /// Run `sql` once.
+    Sql,
+    /// `CREATE [UNIQUE] INDEX CONCURRENTLY`: a failure can leave `index` (schema-qualified,
+    /// quoted) INVALID; the executor drops it concurrently before retrying.
+    ConcurrentIndex { index: String },
+    /// Batched backfill of existing rows: `sql` is an UPDATE of one batch and contains
+    /// the placeholder `$BATCH` where the executor puts its row limit; it is repeated,
+    /// one transaction per batch, until it updates no row.
+    Backfill,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub sql: String,
+    /// The strongest table lock the step takes.
+    pub lock: Lock,
+    pub placement: Placement,
+    /// Long but not blocking application traffic (CONCURRENTLY, VALIDATE, backfill):
+    /// runs with the long-step statement timeout instead of the session's.
+    pub long: bool,
+    pub kind: StepKind,
+}
+
+impl Step {
+    /// A step that may run anywhere and is over quickly.
+    pub fn quick(sql: impl Into<String>, lock: Lock) -> Self {
+        Step {
+            sql: sql.into(),
+            lock,
+            placement: Placement::Anywhere,
+            long: false,
+            kind: StepKind::Sql,
+        }
+    }
+
+    /// A long step that does not block application traffic.
+    pub fn long(sql: impl Into<String>, lock: Lock, placement: Placement) -> Self {
+        Step {
+            sql: sql.into(),
+            lock,
+            placement,
+            long: true,
+            kind: StepKind::Sql,
+        }
+    }
+
+    pub fn with_kind(mut self, kind: StepKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Lock-taking steps run under `lock_timeout` and are retried on 55P03.
+    pub fn needs_lock_retry(&self) -> bool {
+        self.lock.blocks_writes() || self.lock == Lock::ShareUpdateExclusive && !self.long
+    }
+}
+
+/// The safe form of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// One line for the NOTICE and `pgshift check`: what pgshift runs instead.
+    pub summary: String,
+    pub steps: Vec<Step>,
+}
+
+/// What a rule has to say about one statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Rule id, as used in config (`[rules]`) and output, e.g. `create-index`.
+    pub rule: &'static str,
+    /// The command tag Postgres returns for the original, e.g. `CREATE INDEX`: the
+    /// client gets it whatever pgshift ran instead.
+    pub tag: &'static str,
+    /// The lock the original statement takes, and on what.
+    pub lock: Lock,
+    pub table: Option<String>,
+    /// Why the original is unsafe, in one sentence.
+    pub problem: String,
+    /// The safe plan, when one exists.
+    pub rewrite: Option<Plan>,
+    /// What a person should do when pgshift rejects the statement.
+    pub hint: String,
+    /// The policy that applies when config says nothing about this rule.
+    pub default_policy: Policy,
+}
+
+/// What pgshift does with a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Run the safe plan (falls back to `reject` when there is none).
+    Rewrite,
+    /// Run the original under lock_timeout with retries, with a NOTICE.
+    Warn,
+    /// Refuse with an ErrorResponse and a HINT.
+    Reject,
+    /// Pass the original through untouched.
+    Allow,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Rewrite => "rewrite",
+            Policy::Warn => "warn",
+            Policy::Reject => "reject",
+            Policy::Allow => "allow",
+        }
+    }
+}

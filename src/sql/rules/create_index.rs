@@ -1,0 +1,91 @@
+//! `CREATE INDEX` takes a SHARE lock: writes to the table stop for the whole build.
+//! Safe form: `CREATE INDEX CONCURRENTLY` (SHARE UPDATE EXCLUSIVE, outside any
+//! transaction block); a failed build leaves an INVALID index that the executor drops
+//! before it retries. Partitioned parents cannot be built concurrently: the rule's
+//! plan covers plain tables, and the executor reports a partitioned parent clearly.
+
+use super::{deparse, Rule};
+use crate::sql::ident;
+use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
+use pg_query::NodeEnum;
+
+pub const RULE: Rule = Rule {
+    id: "create-index",
+    about: "CREATE INDEX blocks writes; build it CONCURRENTLY",
+    review,
+};
+
+fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
+    let NodeEnum::IndexStmt(stmt) = node else {
+        return None;
+    };
+    if stmt.concurrent {
+        return None;
+    }
+    let rel = stmt.relation.as_ref()?;
+    let table = ident::relation(rel);
+    let mut safe = (**stmt).clone();
+    safe.concurrent = true;
+    let rewrite = (!stmt.idxname.is_empty()).then(|| {
+        let index = ident::sibling(rel, &stmt.idxname);
+        let sql = deparse(NodeEnum::IndexStmt(Box::new(safe)));
+        Plan {
+            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE; an INVALID leftover is dropped and the build retried)"),
+            steps: vec![Step::long(sql, Lock::ShareUpdateExclusive, Placement::OutsideTransaction)
+                .with_kind(StepKind::ConcurrentIndex { index })],
+        }
+    });
+    Some(Finding {
+        rule: RULE.id,
+        tag: "CREATE INDEX",
+        lock: Lock::Share,
+        problem: format!(
+            "CREATE INDEX takes a SHARE lock on {table}: writes wait for the whole build"
+        ),
+        hint: match rewrite {
+            Some(_) => "Use CREATE INDEX CONCURRENTLY outside a transaction block.".into(),
+            None => "Name the index so a failed concurrent build can be found and retried.".into(),
+        },
+        rewrite,
+        table: Some(table),
+        default_policy: Policy::Rewrite,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_one;
+    use super::*;
+
+    #[test]
+    fn rewrites_to_concurrently() {
+        let f = review(&parse_one("create unique index if not exists \"Idx\" on app.\"T\" (lower(email)) where deleted_at is null"), "").unwrap();
+        assert_eq!(f.lock, Lock::Share);
+        assert_eq!(f.table.as_deref(), Some("app.\"T\""));
+        let plan = f.rewrite.unwrap();
+        assert_eq!(plan.steps.len(), 1);
+        let step = &plan.steps[0];
+        assert_eq!(
+            step.sql,
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"Idx\" ON app.\"T\" USING btree (lower(email)) WHERE deleted_at IS NULL"
+        );
+        assert_eq!(step.placement, Placement::OutsideTransaction);
+        assert_eq!(
+            step.kind,
+            StepKind::ConcurrentIndex {
+                index: "app.\"Idx\"".into()
+            }
+        );
+    }
+
+    #[test]
+    fn concurrent_builds_are_fine() {
+        assert!(review(&parse_one("CREATE INDEX CONCURRENTLY i ON t (c)"), "").is_none());
+    }
+
+    #[test]
+    fn unnamed_indexes_have_no_rewrite() {
+        let f = review(&parse_one("CREATE INDEX ON t (c)"), "").unwrap();
+        assert!(f.rewrite.is_none());
+    }
+}
