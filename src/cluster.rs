@@ -298,6 +298,11 @@ wait "$pid""#;
     }
 
     /// `127.0.0.1:PORT`
+    /// The server log of the running postmaster (statements, when log_statement is on).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("postgres-{}.log", self.port))
+    }
+
     pub fn tcp_address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod engine;
 pub mod logging;
 pub mod net;
 pub mod server;

@@ -46,7 +46,9 @@ impl Settings {
 
 /// State every session shares.
 pub struct Shared {
-    pub settings: ArcSwap<Settings>,
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// The DDL engine's journal writer and deferred-step runner.
+    pub engine: crate::engine::Engine,
     pub cancel: CancelMap,
     pub stats: Stats,
     pub sessions: Sessions,
@@ -86,8 +88,10 @@ impl Server {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let settings = Arc::new(ArcSwap::from_pointee(settings));
         let shared = Arc::new(Shared {
-            settings: ArcSwap::from_pointee(settings),
+            engine: crate::engine::Engine::start(settings.clone()),
+            settings,
             cancel: CancelMap::default(),
             stats: Stats::default(),
             sessions: Sessions::default(),

@@ -2,9 +2,11 @@
 //! command-line flags on top, validated before it is used. Every default lives here
 //! once and is documented in proxy-config/pgshift.toml.
 
+mod ddl;
 mod overrides;
 mod upstream_addr;
 
+pub use ddl::{Ddl, InTransaction};
 pub use overrides::apply_override;
 pub use upstream_addr::UpstreamAddr;
 
@@ -31,6 +33,7 @@ pub struct Config {
     pub tls: Tls,
     pub upstream: Upstream,
     pub log: Log,
+    pub ddl: Ddl,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -205,7 +208,7 @@ impl Config {
                 "verify-full needs a CA file",
             ));
         }
-        Ok(())
+        self.ddl.validate()
     }
 
     pub fn upstream_addr(&self) -> UpstreamAddr {

@@ -5,6 +5,7 @@
 mod auth;
 pub mod cancel;
 pub mod info;
+mod intercept;
 mod io;
 mod opening;
 pub mod pump;
@@ -49,23 +50,39 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
     };
     // The hot path runs outside the span: nothing in the pump logs, and entering a
     // span on every wake-up costs more than the pump's own work.
-    let end = pump::run(
-        &mut s.client,
-        &mut s.server,
-        &mut s.up,
-        &mut s.down,
-        &shared.terminate,
-        &shared.stats,
-        &s.registered.info,
-    )
-    .await;
+    let mut deferred_pending = false;
+    let end = loop {
+        let end = pump::run(
+            &mut s.client,
+            &mut s.server,
+            &mut s.up,
+            &mut s.down,
+            &shared.terminate,
+            &shared.stats,
+            &s.registered.info,
+        )
+        .await;
+        if !matches!(end, PumpEnd::Intercepted) {
+            break end;
+        }
+        let handled = intercept::run(&mut s, &shared, &settings, &mut deferred_pending)
+            .instrument(span.clone())
+            .await;
+        if let Err(end) = handled {
+            break end;
+        }
+    };
+    if deferred_pending {
+        // The transaction may have committed through the extended protocol.
+        shared.engine.deferred.poke(&s.registered.info.database);
+    }
     finish(&mut s.client, &s.down, end, &shared.stats)
         .instrument(span)
         .await;
 }
 
 /// A session past authentication, ready for the pump.
-struct Established<'a> {
+pub(crate) struct Established<'a> {
     client: ClientStream,
     server: ServerStream,
     up: Direction,
@@ -132,6 +149,8 @@ async fn establish<'a>(
         return None;
     };
     down.scanner.tx_status = ready.tx_status;
+    let mut up = up;
+    up.scanner.intercept = settings.config.ddl.enabled;
     Some(Established {
         client,
         server,
@@ -272,6 +291,7 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
             "08P01",
             format!("invalid message from the database server: {e}"),
         )),
+        PumpEnd::Intercepted => None,
         PumpEnd::Terminated => Some(
             PgError::fatal(
                 "57P01",

@@ -32,6 +32,15 @@ pub enum TransferError {
     Frame(FrameError),
 }
 
+/// Why a direction stopped moving bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The reading side ended.
+    Eof,
+    /// The scanner holds a Query for the DDL engine; everything before it is written.
+    Held,
+}
+
 /// One direction of a session.
 pub struct Direction {
     buf: BytesMut,
@@ -65,13 +74,35 @@ impl Direction {
         self.ready == 0 && self.scanner.at_boundary()
     }
 
-    /// Moves bytes from `r` to `w` until `r` ends (Ready(Ok)) or an error.
+    /// Takes the held Query frame out of the buffer and scans what follows it.
+    pub fn take_held(&mut self) -> Result<BytesMut, FrameError> {
+        let frame = self.buf.split_to(self.scanner.held);
+        self.scanner.held = 0;
+        self.ready = self.scanner.scan(&mut self.buf, 0)?;
+        Ok(frame)
+    }
+
+    /// Bytes read but not yet forwarded (the start of an incomplete frame).
+    pub fn take_unforwarded(&mut self) -> BytesMut {
+        self.ready = 0;
+        self.buf.split()
+    }
+
+    /// Puts back bytes taken with [`Self::take_unforwarded`] (or read past them).
+    pub fn restore(&mut self, bytes: BytesMut) -> Result<(), FrameError> {
+        self.buf = bytes;
+        self.ready = self.scanner.scan(&mut self.buf, 0)?;
+        Ok(())
+    }
+
+    /// Moves bytes from `r` to `w` until `r` ends, the scanner holds a frame for the
+    /// DDL engine, or an error.
     pub fn poll_transfer<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
-    ) -> Poll<Result<(), TransferError>>
+    ) -> Poll<Result<Stop, TransferError>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -88,9 +119,11 @@ impl Direction {
                 self.unreported += n as u64;
                 self.need_flush = true;
             }
-            if self.read_eof {
+            if self.read_eof || self.scanner.held > 0 {
                 ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(TransferError::Write)?;
-                return Poll::Ready(Ok(()));
+                self.need_flush = false;
+                let stop = if self.read_eof { Stop::Eof } else { Stop::Held };
+                return Poll::Ready(Ok(stop));
             }
             if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
                 self.buf = BytesMut::new();
@@ -141,6 +174,8 @@ pub enum PumpEnd {
     ServerIo(io::Error),
     /// Shutdown asked the session to end.
     Terminated,
+    /// The client sent a Query that may be DDL; it waits in the up direction.
+    Intercepted,
 }
 
 /// How long a terminated session may take to reach a frame boundary.
@@ -168,14 +203,15 @@ where
             grace = Some(Box::pin(tokio::time::sleep(TERMINATE_GRACE)));
         }
         let end = match up.poll_transfer(cx, client, server) {
-            Poll::Ready(Ok(())) => Some(PumpEnd::ClientClosed),
+            Poll::Ready(Ok(Stop::Eof)) => Some(PumpEnd::ClientClosed),
+            Poll::Ready(Ok(Stop::Held)) => Some(PumpEnd::Intercepted),
             Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ClientIo(e)),
             Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ServerIo(e)),
             Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ClientProtocol(e)),
             Poll::Pending => None,
         };
         let end = end.or_else(|| match down.poll_transfer(cx, server, client) {
-            Poll::Ready(Ok(())) => Some(PumpEnd::ServerClosed),
+            Poll::Ready(Ok(_)) => Some(PumpEnd::ServerClosed),
             Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ServerIo(e)),
             Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ClientIo(e)),
             Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ServerProtocol(e)),

@@ -2,11 +2,11 @@
 //! a plan of ordered steps for the executor (`crate::engine`). Plans are data: the
 //! executor decides how to run each step from its placement, lock and flags.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Postgres table-level lock modes, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Lock {
     None,
     AccessShare,
@@ -52,7 +52,7 @@ impl fmt::Display for Lock {
 }
 
 /// Where a step may run relative to transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
     /// Anywhere, including inside the client's transaction block.
     Anywhere,
@@ -65,7 +65,7 @@ pub enum Placement {
 }
 
 /// What a step does, beyond running its SQL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepKind {
     /// Run `sql` once.
     Sql,
@@ -79,7 +79,7 @@ pub enum StepKind {
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub sql: String,
     /// The strongest table lock the step takes.

@@ -14,6 +14,7 @@ pub const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// ErrorResponse/NoticeResponse severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    Notice,
     Error,
     Fatal,
 }
@@ -21,6 +22,7 @@ pub enum Severity {
 impl Severity {
     fn as_str(self) -> &'static str {
         match self {
+            Severity::Notice => "NOTICE",
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
         }
@@ -48,6 +50,21 @@ impl PgError {
         }
     }
 
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Error,
+            ..PgError::fatal(code, message)
+        }
+    }
+
+    /// A NoticeResponse (SQLSTATE 00000 unless `code` says otherwise).
+    pub fn notice(message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Notice,
+            ..PgError::fatal("00000", message)
+        }
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -72,7 +89,12 @@ impl PgError {
         if let Some(h) = &self.hint {
             fields.push((b'H', h));
         }
-        write_fields(out, b'E', &fields);
+        let tag = if self.severity == Severity::Notice {
+            b'N'
+        } else {
+            b'E'
+        };
+        write_fields(out, tag, &fields);
     }
 
     pub fn to_bytes(&self) -> BytesMut {
@@ -82,7 +104,7 @@ impl PgError {
     }
 }
 
-fn write_fields(out: &mut BytesMut, tag: u8, fields: &[(u8, &str)]) {
+pub fn write_fields(out: &mut BytesMut, tag: u8, fields: &[(u8, &str)]) {
     write_frame(out, tag, |b| {
         for (code, value) in fields {
             b.extend_from_slice(&[*code]);
@@ -171,6 +193,27 @@ pub fn auth_sasl(mechanisms: &[String]) -> BytesMut {
 /// The newest minor version a NegotiateProtocolVersion frame accepts.
 pub fn negotiated_minor(frame: &[u8]) -> Option<u16> {
     (frame.len() >= 9 && frame[0] == b'v').then(|| (be_u32(frame, 5) & 0xffff) as u16)
+}
+
+/// Appends a CommandComplete frame.
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    write_frame(out, b'C', |b| {
+        b.extend_from_slice(tag.as_bytes());
+        b.extend_from_slice(&[0]);
+    });
+}
+
+/// Appends a ReadyForQuery frame.
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    write_frame(out, b'Z', |b| b.extend_from_slice(&[status]));
+}
+
+/// Appends a simple Query frame (a frontend message, built by the DDL engine).
+pub fn query(out: &mut BytesMut, sql: &str) {
+    write_frame(out, b'Q', |b| {
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0]);
+    });
 }
 
 #[cfg(test)]

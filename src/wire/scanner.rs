@@ -38,6 +38,16 @@ pub struct Scanner {
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E'); 0 before the first.
     pub tx_status: u8,
     pub counts: Counts,
+    /// Client side: stop at a Query that may be DDL, for the DDL engine.
+    pub intercept: bool,
+    /// With `intercept`: stop at every Query (a transaction that deferred DDL work
+    /// is open, and the engine must see how it ends).
+    pub intercept_all: bool,
+    /// Length of the held Query frame that starts where forwarding stopped; 0: none.
+    pub held: usize,
+    /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
+    /// side, forwarded), or ReadyForQuery frames seen (server side).
+    pub turns: u64,
 }
 
 impl Scanner {
@@ -49,6 +59,10 @@ impl Scanner {
             last_tag: 0,
             tx_status: 0,
             counts: Counts::default(),
+            intercept: false,
+            intercept_all: false,
+            held: 0,
+            turns: 0,
         }
     }
 
@@ -68,6 +82,9 @@ impl Scanner {
     /// Bytes past it are the start of a frame that is held until it is complete.
     pub fn scan(&mut self, buf: &mut BytesMut, from: usize) -> Result<usize, FrameError> {
         let mut pos = from;
+        if self.held > 0 {
+            return Ok(pos);
+        }
         loop {
             if self.body_left > 0 {
                 let take = self.body_left.min(buf.len() - pos);
@@ -87,7 +104,14 @@ impl Scanner {
                     buf.reserve((total - (buf.len() - pos)).min(HOLD_STEP));
                     return Ok(pos);
                 }
-                self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
+                let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
+                if self.intercept && (hit || self.intercept_all && tag == b'Q') {
+                    self.held = total;
+                    return Ok(pos);
+                }
+                if tag != b'P' {
+                    self.turns += 1;
+                }
                 pos += total;
             } else {
                 self.observe(tag);
@@ -97,35 +121,42 @@ impl Scanner {
         }
     }
 
-    /// Looks at a held frame's body.
-    fn inspect(&mut self, tag: u8, body: &[u8]) {
+    /// Looks at a held frame's body; true for a Query that may be DDL.
+    fn inspect(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
-            b'Z' => self.tx_status = body.first().copied().unwrap_or(0),
+            b'Z' => {
+                self.tx_status = body.first().copied().unwrap_or(0);
+                false
+            }
             b'Q' => {
                 self.counts.queries += 1;
                 // The text ends at the final byte; an embedded NUL makes Postgres
                 // reject the message anyway.
-                self.sniff(body.strip_suffix(&[0]).unwrap_or(body));
+                self.sniff(body.strip_suffix(&[0]).unwrap_or(body))
             }
             b'P' => {
                 // Parse: statement name, then the query text.
                 let name = cstr(body);
                 self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
+                false
             }
-            _ => {}
+            _ => false,
         }
     }
 
-    fn sniff(&mut self, sql: &[u8]) {
-        if crate::sql::sniff::may_be_ddl(sql) {
+    fn sniff(&mut self, sql: &[u8]) -> bool {
+        let hit = crate::sql::sniff::may_be_ddl(sql);
+        if hit {
             self.counts.ddl_candidates += 1;
         }
+        hit
     }
 
     /// Counts a streamed frame from its header alone.
     fn observe(&mut self, tag: u8) {
         match (self.flow, tag) {
             (Flow::ClientToServer, b'E') => self.counts.queries += 1,
+            (Flow::ClientToServer, b'S' | b'F') => self.turns += 1,
             (Flow::ServerToClient, b'E') => self.counts.errors += 1,
             _ => {}
         }

@@ -82,7 +82,10 @@ pub fn pg() -> &'static Cluster {
     PG.get_or_init(|| {
         let certs = certs();
         let opts = ClusterOptions {
-            settings: vec!["log_statement=all".into()],
+            settings: vec![
+                "log_statement=all".into(),
+                "log_line_prefix=%m [%p] db=%d ".into(),
+            ],
             hba: vec![
                 format!("host all {} 127.0.0.1/32 md5", MD5_USER.0),
                 format!("host all {} 127.0.0.1/32 scram-sha-256", SCRAM_USER.0),

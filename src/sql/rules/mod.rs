@@ -47,6 +47,7 @@ pub(crate) fn deparse(node: NodeEnum) -> String {
 }
 
 /// Deparses an expression node, e.g. a default or a CHECK condition.
+#[allow(dead_code)] // first users: the ALTER TABLE rules
 pub(crate) fn deparse_expr(expr: &pg_query::protobuf::Node) -> String {
     use pg_query::protobuf::{Node, ResTarget, SelectStmt};
     let select = SelectStmt {

@@ -1,0 +1,160 @@
+//! `[ddl]`: the DDL safety engine's knobs and per-rule policies.
+
+use super::ConfigError;
+use crate::sql::plan::Policy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What to do with a statement whose safe form needs to run outside the client's
+/// transaction block (CONCURRENTLY, VALIDATE in its own transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InTransaction {
+    /// Run the part that may run in the transaction now; journal the rest and run
+    /// it after the client's COMMIT (dropped on ROLLBACK).
+    Defer,
+    /// Refuse with an error and a HINT.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ddl {
+    /// Intercept DDL at all; off = pure passthrough.
+    pub enabled: bool,
+    /// lock_timeout for each attempt of a step that takes a lock blocking
+    /// application queries: the longest an attempt can stall them.
+    pub lock_timeout_ms: u64,
+    /// Attempts per step before the client gets 55P03.
+    pub max_attempts: u32,
+    /// First pause between attempts; doubles each time, with jitter.
+    pub retry_initial_ms: u64,
+    /// Longest pause between attempts (inside a client transaction, at most 1 s:
+    /// locks taken earlier in it stay held while pgshift sleeps).
+    pub retry_max_ms: u64,
+    /// Total time a step may spend retrying.
+    pub retry_deadline_ms: u64,
+    /// statement_timeout for long steps that do not block traffic
+    /// (CONCURRENTLY, VALIDATE, one backfill batch); 0 = none.
+    pub long_step_timeout_ms: u64,
+    /// defer | reject: see [`InTransaction`].
+    pub in_transaction: InTransaction,
+    /// Send a NOTICE saying what pgshift did.
+    pub notices: bool,
+    /// Honour `SET pgshift.bypass = on` in a session (emergencies, admins).
+    pub allow_bypass: bool,
+    /// Rows per backfill batch (one transaction each).
+    pub backfill_batch_rows: u64,
+    /// Pause between backfill batches.
+    pub backfill_pause_ms: u64,
+    /// Policy per rule id: rewrite | warn | reject | allow.
+    pub rules: BTreeMap<String, Policy>,
+    /// Per-database policy overrides: `[ddl.database.NAME]` rule = policy.
+    pub database: BTreeMap<String, BTreeMap<String, Policy>>,
+    /// Per-user overrides, which beat per-database ones: `[ddl.user.NAME]`.
+    pub user: BTreeMap<String, BTreeMap<String, Policy>>,
+}
+
+impl Default for Ddl {
+    fn default() -> Self {
+        Ddl {
+            enabled: true,
+            lock_timeout_ms: 500,
+            max_attempts: 20,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            retry_deadline_ms: 60_000,
+            long_step_timeout_ms: 3_600_000,
+            in_transaction: InTransaction::Defer,
+            notices: true,
+            allow_bypass: false,
+            backfill_batch_rows: 5_000,
+            backfill_pause_ms: 10,
+            rules: BTreeMap::new(),
+            database: BTreeMap::new(),
+            user: BTreeMap::new(),
+        }
+    }
+}
+
+impl Ddl {
+    /// The policy for `rule` in a session of `user` on `database`, if config sets one.
+    pub fn policy(&self, rule: &str, database: &str, user: &str) -> Option<Policy> {
+        let from = |m: Option<&BTreeMap<String, Policy>>| m.and_then(|m| m.get(rule)).copied();
+        from(self.user.get(user))
+            .or_else(|| from(self.database.get(database)))
+            .or_else(|| self.rules.get(rule).copied())
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_millis(self.lock_timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        if self.lock_timeout_ms == 0 {
+            return Err(invalid("ddl.lock_timeout_ms", "must be at least 1".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(invalid("ddl.max_attempts", "must be at least 1".into()));
+        }
+        if self.backfill_batch_rows == 0 {
+            return Err(invalid(
+                "ddl.backfill_batch_rows",
+                "must be at least 1".into(),
+            ));
+        }
+        let maps = std::iter::once(&self.rules)
+            .chain(self.database.values())
+            .chain(self.user.values());
+        for map in maps {
+            for id in map.keys() {
+                if crate::sql::rules::by_id(id).is_none() {
+                    let known: Vec<_> = crate::sql::rules::RULES.iter().map(|r| r.id).collect();
+                    return Err(invalid(
+                        "ddl.rules",
+                        format!("unknown rule {id:?}; rules are {}", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_beats_database_beats_global() {
+        let ddl: Ddl = toml::from_str(
+            r#"
+            rules = { create-index = "warn" }
+            [database.shop]
+            create-index = "reject"
+            [user.admin]
+            create-index = "allow"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(ddl.policy("create-index", "x", "y"), Some(Policy::Warn));
+        assert_eq!(
+            ddl.policy("create-index", "shop", "y"),
+            Some(Policy::Reject)
+        );
+        assert_eq!(
+            ddl.policy("create-index", "shop", "admin"),
+            Some(Policy::Allow)
+        );
+        assert_eq!(ddl.policy("drop-index", "shop", "y"), None);
+        ddl.validate().unwrap();
+        let bad: Ddl = toml::from_str(r#"rules = { no-such-rule = "warn" }"#).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("no-such-rule"));
+    }
+}

@@ -1,0 +1,394 @@
+//! Runs one intercepted simple Query: decides per statement (pass, reject, plan)
+//! from the rules and the policies, then runs it in-band. A multi-statement Query
+//! that arrives outside a transaction runs in BEGIN … COMMIT, as Postgres would run
+//! it in one implicit transaction.
+
+use super::conn::{Conn, InBand, Relay, ServerError};
+use super::steps::{self, Failure, Mode, StepContext, StepReport};
+use super::{Entry, Outcome, SessionCx};
+use crate::config::InTransaction;
+use crate::sql::analysis::{analyze_cached, Statement};
+use crate::sql::ident::literal;
+use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
+use crate::wire::backend::{self, write_fields, PgError};
+use bytes::BytesMut;
+use std::io;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What pgshift does with one statement.
+enum Action<'a> {
+    Pass,
+    Reject(&'a Finding),
+    Run {
+        finding: &'a Finding,
+        plan: Plan,
+        policy: Policy,
+    },
+}
+
+fn decide<'a>(stmt: &'a Statement, cx: &SessionCx<'_>) -> Action<'a> {
+    let Some(f) = &stmt.finding else {
+        return Action::Pass;
+    };
+    let ddl = &cx.settings.config.ddl;
+    let policy = ddl
+        .policy(f.rule, cx.database, cx.user)
+        .unwrap_or(f.default_policy);
+    match (policy, &f.rewrite) {
+        (Policy::Allow, _) => Action::Pass,
+        (Policy::Reject, _) | (Policy::Rewrite, None) => Action::Reject(f),
+        (Policy::Rewrite, Some(plan)) => Action::Run {
+            finding: f,
+            plan: plan.clone(),
+            policy,
+        },
+        (Policy::Warn, _) => Action::Run {
+            finding: f,
+            plan: Plan {
+                summary: format!(
+                    "ran as written, under lock_timeout with retries: {}",
+                    f.problem
+                ),
+                steps: vec![Step::quick(stmt.sql.clone(), f.lock)],
+            },
+            policy,
+        },
+    }
+}
+
+pub async fn handle<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    sql: &str,
+) -> io::Result<Outcome>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let analysis = analyze_cached(sql);
+    // Syntax errors and failed transactions are the server's to report.
+    let Ok(analysis) = &*analysis else {
+        return Ok(Outcome::Forward);
+    };
+    if io.status == b'E' || analysis.statements.is_empty() {
+        return Ok(Outcome::Forward);
+    }
+    let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
+    if actions.iter().all(|a| matches!(a, Action::Pass)) {
+        // A transaction that deferred work is ending: watch its outcome in-band.
+        if cx.deferred_pending && analysis.statements.iter().all(|s| s.tx.is_some()) {
+            io.relay = Relay::All;
+            io.query(sql).await?;
+            return finish_turn(io, cx, false).await;
+        }
+        return Ok(Outcome::Forward);
+    }
+    let ddl = &cx.settings.config.ddl;
+    let prelude = io
+        .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout')")
+        .await?;
+    let value = |i: usize| {
+        prelude
+            .rows
+            .first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .unwrap_or_default()
+    };
+    if matches!(value(0).as_str(), "on" | "true" | "1" | "yes") {
+        if ddl.allow_bypass {
+            tracing::info!(target: "pgshift::ddl", session = cx.session_id, "pgshift.bypass is on: statement passed through");
+            return Ok(Outcome::Forward);
+        }
+        notice(io, cx, "pgshift.bypass is set but ddl.allow_bypass is off: the statement runs through pgshift's rules", None);
+    }
+    let step_cx = StepContext {
+        ddl,
+        saved_lock_timeout: value(1),
+        saved_statement_timeout: value(2),
+        table: None,
+    };
+    let wrap = analysis.statements.len() > 1
+        && io.status == b'I'
+        && analysis.statements.iter().all(|s| s.tx.is_none());
+    if wrap {
+        io.relay = Relay::Quiet;
+        io.query("BEGIN").await?;
+    }
+    let mut deferred = false;
+    let mut failed = false;
+    for (stmt, action) in analysis.statements.iter().zip(&actions) {
+        let result = match action {
+            Action::Pass => {
+                io.relay = Relay::All;
+                let reply = io.query(&stmt.sql).await?;
+                io.relay = Relay::Quiet;
+                if reply.error.is_some() {
+                    failed = true;
+                    break;
+                }
+                continue;
+            }
+            Action::Reject(f) => Err(Failure::Ours(rejection(f, cx))),
+            Action::Run {
+                finding,
+                plan,
+                policy,
+            } => {
+                let cx2 = StepContext {
+                    table: finding.table.as_deref(),
+                    ..step_cx.clone_settings()
+                };
+                run_plan(io, cx, &cx2, stmt, finding, plan, *policy).await
+            }
+        };
+        match result {
+            Ok(d) => deferred |= d,
+            Err(Failure::Io(e)) => return Err(e),
+            Err(failure) => {
+                if !wrap && io.status == b'T' {
+                    // Our error must fail the client's transaction like a server error would.
+                    io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
+                        .await?;
+                }
+                send_failure(io, &failure);
+                failed = true;
+                break;
+            }
+        }
+    }
+    if wrap {
+        let end = if failed { "ROLLBACK" } else { "COMMIT" };
+        io.relay = Relay::All;
+        io.query(end).await?;
+        io.relay = Relay::Quiet;
+    }
+    let pending = (cx.deferred_pending || deferred) && !failed;
+    finish_turn(io, cx, pending).await
+}
+
+/// Ends the client's turn with ReadyForQuery; pokes the deferred runner when the
+/// transaction that deferred work is over.
+async fn finish_turn<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    pending: bool,
+) -> io::Result<Outcome>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = BytesMut::new();
+    backend::ready_for_query(&mut out, io.status);
+    io.send_client(&out);
+    io.flush_client().await?;
+    io.relay = Relay::Quiet;
+    let pending = pending || cx.deferred_pending;
+    if pending && io.status == b'I' {
+        cx.engine.deferred.poke(cx.database);
+        return Ok(Outcome::Handled {
+            deferred_pending: false,
+        });
+    }
+    Ok(Outcome::Handled {
+        deferred_pending: pending,
+    })
+}
+
+/// Runs a plan: every step in autocommit, or inside the client's transaction the
+/// steps that may run there and the rest deferred (or refused) per policy.
+/// Returns whether work was deferred.
+async fn run_plan<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    stmt: &Statement,
+    finding: &Finding,
+    plan: &Plan,
+    policy: Policy,
+) -> Result<bool, Failure>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let in_tx = io.status != b'I';
+    let n = plan.steps.len();
+    let split = if in_tx {
+        plan.steps
+            .iter()
+            .position(|s| s.placement != Placement::Anywhere)
+            .unwrap_or(n)
+    } else {
+        n
+    };
+    let mode = if in_tx {
+        Mode::InTransaction
+    } else {
+        Mode::Autocommit
+    };
+    let mut reports: Vec<StepReport> = Vec::new();
+    let mut outcome = if policy == Policy::Warn {
+        "warned"
+    } else {
+        "rewritten"
+    };
+    let result: Result<(), Failure> = async {
+        if split < n && cx.settings.config.ddl.in_transaction == InTransaction::Reject {
+            return Err(Failure::Ours(in_transaction_refusal(finding)));
+        }
+        for step in &plan.steps[..split] {
+            reports.push(steps::run(io, step, mode, step_cx).await?);
+        }
+        if split < n {
+            defer(io, cx, stmt, finding, &plan.steps[split..]).await?;
+            outcome = "deferred";
+        }
+        Ok(())
+    }
+    .await;
+    let error = result.as_ref().err().map(super::failure_text);
+    cx.engine.journal.record(Entry {
+        database: cx.database.to_string(),
+        session_id: cx.session_id,
+        user: cx.user.to_string(),
+        statement: stmt.sql.clone(),
+        rule: finding.rule.to_string(),
+        policy: policy.name().to_string(),
+        outcome: if error.is_some() { "failed" } else { outcome },
+        steps: reports,
+        error,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    result?;
+    let message = match (outcome, policy) {
+        ("deferred", _) => format!(
+            "pgshift: {} runs in your transaction; the rest runs after COMMIT (nothing if you roll back): {}",
+            if split == 0 { "nothing".to_string() } else { format!("{split} of {n} steps") },
+            plan.summary
+        ),
+        (_, Policy::Warn) => format!("pgshift: rule {} warns: {}", finding.rule, finding.problem),
+        _ => format!("pgshift: rewrote {} (rule {}): {}", finding.tag, finding.rule, plan.summary),
+    };
+    notice(io, cx, &message, None);
+    let mut out = BytesMut::new();
+    backend::command_complete(&mut out, finding.tag);
+    io.send_client(&out);
+    Ok(outcome == "deferred")
+}
+
+/// Journals the remaining steps in `pgshift.deferred`, inside the client's
+/// transaction: the row commits or rolls back with it.
+async fn defer<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    stmt: &Statement,
+    finding: &Finding,
+    rest: &[Step],
+) -> Result<(), Failure>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    cx.engine
+        .schemas
+        .ensure(cx.settings, cx.database)
+        .await
+        .map_err(|e| {
+            Failure::Ours(PgError::error("58000", e.to_string()).with_hint(
+                "pgshift needs its service connection to defer work: check upstream.service_user and PGSHIFT_SERVICE_PASSWORD.",
+            ))
+        })?;
+    let steps = serde_json::to_string(rest).unwrap_or_default();
+    let insert = format!(
+        "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ({}, {}, {}::jsonb)",
+        literal(&stmt.sql),
+        literal(finding.rule),
+        literal(&steps)
+    );
+    let reply = io.query(&insert).await?;
+    match reply.error {
+        None => Ok(()),
+        Some(e) => Err(Failure::Server(e)),
+    }
+}
+
+fn rejection(f: &Finding, cx: &SessionCx<'_>) -> PgError {
+    let why = if f.rewrite.is_none() && f.default_policy != Policy::Reject {
+        "no safe rewrite exists"
+    } else {
+        "policy reject"
+    };
+    let _ = cx;
+    PgError::error("0A000", format!("pgshift refused {}: {}", f.tag, f.problem)).with_hint(format!(
+        "{} (rule {}, {why}; set [ddl.rules] {} = \"allow\" or \"warn\" to let it through)",
+        f.hint, f.rule, f.rule
+    ))
+}
+
+fn in_transaction_refusal(f: &Finding) -> PgError {
+    PgError::error(
+        "25001",
+        format!("pgshift cannot run the safe form of {} inside a transaction block", f.tag),
+    )
+    .with_hint(format!(
+        "Run it outside a transaction (e.g. a non-atomic migration), or set ddl.in_transaction = \"defer\" (rule {}).",
+        f.rule
+    ))
+}
+
+fn notice<C, S>(io: &mut InBand<'_, C, S>, cx: &SessionCx<'_>, message: &str, hint: Option<&str>)
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if !cx.settings.config.ddl.notices {
+        return;
+    }
+    let mut n = PgError::notice(message);
+    if let Some(h) = hint {
+        n = n.with_hint(h);
+    }
+    io.send_client(&n.to_bytes());
+}
+
+fn send_failure<C, S>(io: &mut InBand<'_, C, S>, failure: &Failure)
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = BytesMut::new();
+    match failure {
+        Failure::Ours(e) => e.encode(&mut out),
+        Failure::Server(e) => encode_server_error(&mut out, e),
+        Failure::Io(_) => return,
+    }
+    io.send_client(&out);
+}
+
+fn encode_server_error(out: &mut BytesMut, e: &ServerError) {
+    let mut fields: Vec<(u8, &str)> = vec![
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', &e.code),
+        (b'M', &e.message),
+    ];
+    if let Some(d) = &e.detail {
+        fields.push((b'D', d));
+    }
+    if let Some(h) = &e.hint {
+        fields.push((b'H', h));
+    }
+    write_fields(out, b'E', &fields);
+}
+
+impl StepContext<'_> {
+    fn clone_settings(&self) -> StepContext<'_> {
+        StepContext {
+            ddl: self.ddl,
+            saved_lock_timeout: self.saved_lock_timeout.clone(),
+            saved_statement_timeout: self.saved_statement_timeout.clone(),
+            table: self.table,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Runs one step of a plan on a connection: under lock_timeout with retries for
+//! steps that could stall traffic, with the long-step statement_timeout for
+//! CONCURRENTLY and VALIDATE, in batches for backfills, and with INVALID-index
+//! cleanup for concurrent builds.
+
+use super::conn::{Conn, Reply, ServerError};
+use super::retry::Backoff;
+use crate::config::Ddl;
+use crate::sql::ident::literal;
+use crate::sql::plan::{Step, StepKind};
+use crate::wire::backend::PgError;
+use serde::Serialize;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Where the step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each statement commits on its own (the client is idle, or pgshift's service
+    /// connection).
+    Autocommit,
+    /// Inside the client's transaction block: attempts go in savepoints.
+    InTransaction,
+}
+
+/// Why a step did not complete.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server refused the step (bad SQL, duplicate key, a failed VALIDATE).
+    Server(ServerError),
+    /// pgshift gave up (lock retries exhausted) or refused.
+    Ours(PgError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+/// What a completed step cost, for the journal and the logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub sql: String,
+    pub attempts: u32,
+    pub ms: u64,
+    /// Rows a backfill updated.
+    pub rows: Option<u64>,
+}
+
+/// What steps need to know besides the step itself.
+pub struct StepContext<'a> {
+    pub ddl: &'a Ddl,
+    /// The session's lock_timeout and statement_timeout before pgshift touched them.
+    pub saved_lock_timeout: String,
+    pub saved_statement_timeout: String,
+    /// The table the statement is about, for naming blockers.
+    pub table: Option<&'a str>,
+}
+
+/// SQLSTATEs worth another attempt: lock_not_available, deadlock_detected.
+fn retryable(e: &ServerError) -> bool {
+    e.code == "55P03" || e.code == "40P01"
+}
+
+pub async fn run<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    mode: Mode,
+    cx: &StepContext<'_>,
+) -> Result<StepReport, Failure> {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
+    let mut rows = None;
+    loop {
+        let outcome = match (&step.kind, mode) {
+            (StepKind::Backfill, _) => backfill(conn, step, cx, &mut rows).await?,
+            (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
+            (StepKind::ConcurrentIndex { index }, _) => {
+                drop_if_invalid(conn, index).await?;
+                let r = long(conn, &step.sql, cx).await?;
+                if r.is_err() {
+                    drop_if_invalid(conn, index).await?;
+                }
+                r
+            }
+            (StepKind::Sql, _) if step.long => long(conn, &step.sql, cx).await?,
+            (StepKind::Sql, _) => guarded(conn, &step.sql, cx).await?,
+        };
+        match outcome {
+            Ok(()) => {
+                return Ok(StepReport {
+                    sql: step.sql.clone(),
+                    attempts: backoff.attempts + 1,
+                    ms: started.elapsed().as_millis() as u64,
+                    rows,
+                })
+            }
+            Err(e) if retryable(&e) => match backoff.failed() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
+            },
+            Err(e) => return Err(Failure::Server(e)),
+        }
+    }
+}
+
+fn ms(d: u64) -> String {
+    literal(&format!("{d}ms"))
+}
+
+/// One attempt inside the client's transaction, in a savepoint so that a lock
+/// timeout does not abort the transaction. ROLLBACK TO undoes SET LOCAL, so the
+/// setting is re-issued on every attempt and restored on success.
+async fn in_savepoint<C: Conn>(
+    conn: &mut C,
+    sql: &str,
+    cx: &StepContext<'_>,
+) -> io::Result<Result<(), ServerError>> {
+    let attempt = format!(
+        "SAVEPOINT pgshift_step; SET LOCAL lock_timeout = {}; {sql}; SET LOCAL lock_timeout = {}; RELEASE SAVEPOINT pgshift_step",
+        ms(cx.ddl.lock_timeout_ms),
+        literal(&cx.saved_lock_timeout),
+    );
+    let reply = conn.query(&attempt).await?;
+    match reply.error {
+        None => Ok(Ok(())),
+        Some(e) => {
+            conn.query("ROLLBACK TO SAVEPOINT pgshift_step; RELEASE SAVEPOINT pgshift_step")
+                .await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// One attempt of a quick lock-taking statement in autocommit: its own transaction
+/// with SET LOCAL, so nothing needs restoring.
+async fn guarded<C: Conn>(
+    conn: &mut C,
+    sql: &str,
+    cx: &StepContext<'_>,
+) -> io::Result<Result<(), ServerError>> {
+    let attempt = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; {sql}; COMMIT",
+        ms(cx.ddl.lock_timeout_ms)
+    );
+    let reply = conn.query(&attempt).await?;
+    match reply.error {
+        None => Ok(Ok(())),
+        // VACUUM and friends refuse transaction blocks: set, run, restore instead.
+        Some(e) if e.code == "25001" => {
+            conn.query("ROLLBACK").await?;
+            with_settings(
+                conn,
+                sql,
+                "lock_timeout",
+                &ms(cx.ddl.lock_timeout_ms),
+                &cx.saved_lock_timeout,
+            )
+            .await
+        }
+        Some(e) => {
+            conn.query("ROLLBACK").await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// A long step that must not run in a transaction block (CONCURRENTLY), or that
+/// needs its own: statement_timeout raised for it, then restored.
+async fn long<C: Conn>(
+    conn: &mut C,
+    sql: &str,
+    cx: &StepContext<'_>,
+) -> io::Result<Result<(), ServerError>> {
+    let timeout = ms(cx.ddl.long_step_timeout_ms);
+    with_settings(
+        conn,
+        sql,
+        "statement_timeout",
+        &timeout,
+        &cx.saved_statement_timeout,
+    )
+    .await
+}
+
+async fn with_settings<C: Conn>(
+    conn: &mut C,
+    sql: &str,
+    name: &str,
+    value: &str,
+    saved: &str,
+) -> io::Result<Result<(), ServerError>> {
+    conn.query(&format!("SET {name} = {value}")).await?;
+    let reply = conn.query(sql).await?;
+    conn.query(&format!("SET {name} = {}", literal(saved)))
+        .await?;
+    Ok(reply.error.map_or(Ok(()), Err))
+}
+
+/// Repeats the batch UPDATE, one transaction each, until it updates no row.
+async fn backfill<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    cx: &StepContext<'_>,
+    total: &mut Option<u64>,
+) -> io::Result<Result<(), ServerError>> {
+    let batch = step
+        .sql
+        .replace("$BATCH", &cx.ddl.backfill_batch_rows.to_string());
+    let attempt = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; {batch}; COMMIT",
+        ms(cx.ddl.lock_timeout_ms),
+        ms(cx.ddl.long_step_timeout_ms)
+    );
+    loop {
+        let reply = conn.query(&attempt).await?;
+        if let Some(e) = reply.error {
+            conn.query("ROLLBACK").await?;
+            return Ok(Err(e));
+        }
+        let rows = updated(&reply);
+        *total = Some(total.unwrap_or(0) + rows);
+        if rows == 0 {
+            return Ok(Ok(()));
+        }
+        tokio::time::sleep(Duration::from_millis(cx.ddl.backfill_pause_ms)).await;
+    }
+}
+
+/// Rows the batch UPDATE touched: the largest count among the statements' tags.
+fn updated(reply: &Reply) -> u64 {
+    reply
+        .tags
+        .iter()
+        .filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Drops `index` when a failed concurrent build left it INVALID.
+async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str) -> io::Result<()> {
+    let check = format!(
+        "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass({}) AND NOT indisvalid",
+        literal(index)
+    );
+    if !conn.query(&check).await?.rows.is_empty() {
+        tracing::info!(index, "dropping the INVALID index a failed build left");
+        conn.query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The 55P03 the client gets when retries run out, naming who holds locks.
+async fn gave_up<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    cx: &StepContext<'_>,
+    backoff: &Backoff,
+    last: &ServerError,
+) -> PgError {
+    let table = cx.table.unwrap_or("the table");
+    let mut err = PgError::error(
+        "55P03",
+        format!(
+            "pgshift could not get the {} lock on {table}: {} attempts with lock_timeout {} ms over {:.1} s all failed ({})",
+            step.lock,
+            backoff.attempts,
+            cx.ddl.lock_timeout_ms,
+            backoff.elapsed().as_secs_f64(),
+            last.message
+        ),
+    )
+    .with_hint(
+        "End or wait out the blocking transactions, then run the statement again. \
+         ddl.lock_timeout_ms, ddl.max_attempts and ddl.retry_deadline_ms set how long pgshift tries.",
+    );
+    if let Some(t) = cx.table {
+        if let Ok(blockers) = blockers(conn, t).await {
+            if !blockers.is_empty() {
+                err = err.with_detail(format!("Sessions holding locks on {t}: {blockers}"));
+            }
+        }
+    }
+    err
+}
+
+async fn blockers<C: Conn>(conn: &mut C, table: &str) -> io::Result<String> {
+    let sql = format!(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
+         coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int, 0), \
+         left(coalesce(a.query, ''), 120) \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.granted AND l.locktype = 'relation' AND l.relation = to_regclass({}) \
+         AND a.pid <> pg_backend_pid() GROUP BY 1, 2, 3, 4, 5 ORDER BY 4 DESC LIMIT 5",
+        literal(table)
+    );
+    let reply = conn.query(&sql).await?;
+    let described: Vec<String> = reply
+        .rows
+        .iter()
+        .map(|r| {
+            let v = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            format!(
+                "pid {} (application \"{}\", {} for {} s, query: {})",
+                v(0),
+                v(1),
+                v(2),
+                v(3),
+                v(4)
+            )
+        })
+        .collect();
+    Ok(described.join("; "))
+}

@@ -1,0 +1,380 @@
+//! The DDL engine against real Postgres: with a transaction holding a lock on the
+//! table, an unsafe statement through pgshift must not stall application queries
+//! beyond lock_timeout plus a margin, must end in the schema the original would
+//! have produced, and must have sent the safe statements (read back from the
+//! server's own statement log). Directly, the same scenario stalls: the test can fail.
+
+mod common;
+
+use common::{connect, fresh_db, pg, Proxy};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// lock_timeout pgshift uses in these tests.
+const LOCK_TIMEOUT_MS: u64 = 200;
+/// Slack for scheduling on a busy 2-core machine.
+const MARGIN: Duration = Duration::from_millis(400);
+/// How long the blocking transaction stays open once the DDL started.
+const HOLD: Duration = Duration::from_millis(2_500);
+
+fn proxy() -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = LOCK_TIMEOUT_MS;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 400;
+        c.ddl.max_attempts = 100;
+        c.ddl.retry_deadline_ms = 30_000;
+    })
+}
+
+fn direct(db: &str) -> String {
+    let addr = pg().tcp_address();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    format!("host={host} port={port} dbname={db} user=postgres connect_timeout=10")
+}
+
+/// The statements the server logged for database `db`.
+fn logged(db: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(pg().log_path()).unwrap_or_default();
+    let tag = format!(" db={db} ");
+    log.lines()
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| l.split_once("statement: ").map(|(_, s)| s.to_string()))
+        .collect()
+}
+
+struct Scenario<'a> {
+    setup: &'a str,
+    /// Runs in the blocking transaction, which then stays idle for HOLD.
+    blocker: &'a str,
+    ddl: &'a str,
+    /// The application's query, run in a loop during the DDL.
+    app: &'a str,
+}
+
+struct Outcome {
+    ddl: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>,
+    /// Longest single application query while the DDL ran.
+    worst: Duration,
+    app_queries: u64,
+}
+
+/// Runs the scenario with the application and the DDL connected to `target`.
+async fn run(db: &str, target: &str, s: &Scenario<'_>) -> Outcome {
+    let admin = connect(&direct(db)).await;
+    admin.batch_execute(s.setup).await.unwrap();
+    let blocker = connect(&direct(db)).await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    blocker.batch_execute(s.blocker).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = connect(target).await;
+    let app_sql = s.app.to_string();
+    let stop2 = stop.clone();
+    let load = tokio::spawn(async move {
+        let (mut worst, mut n) = (Duration::ZERO, 0u64);
+        while !stop2.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            app.batch_execute(&app_sql)
+                .await
+                .expect("application query");
+            worst = worst.max(t.elapsed());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (worst, n)
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let migrator = connect(target).await;
+    let ddl = s.ddl.to_string();
+    let ran = tokio::spawn(async move { migrator.simple_query(&ddl).await });
+    tokio::time::sleep(HOLD).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let ddl = tokio::time::timeout(Duration::from_secs(60), ran)
+        .await
+        .expect("the DDL finished")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (worst, app_queries) = load.await.unwrap();
+    Outcome {
+        ddl,
+        worst,
+        app_queries,
+    }
+}
+
+/// Through pgshift no stall; directly (in a second database) the same scenario stalls.
+async fn safe_through_pgshift(name: &str, s: &Scenario<'_>) -> (String, Client) {
+    let db = fresh_db(name);
+    let proxy = proxy();
+    let out = run(&db, &proxy.conn_str(&db, "postgres"), s).await;
+    out.ddl
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{}: {e:?}", s.ddl));
+    assert!(out.app_queries > 10, "the load ran: {}", out.app_queries);
+    assert!(
+        out.worst < Duration::from_millis(LOCK_TIMEOUT_MS) + MARGIN,
+        "{}: an application query stalled {:?} through pgshift",
+        s.ddl,
+        out.worst
+    );
+    let control = fresh_db(&format!("{name}_direct"));
+    let out_direct = run(&control, &direct(&control), s).await;
+    assert!(
+        out_direct.worst > HOLD / 2,
+        "{}: directly, the scenario should stall the application, worst {:?}",
+        s.ddl,
+        out_direct.worst
+    );
+    let client = connect(&direct(&db)).await;
+    (db, client)
+}
+
+async fn one_value(client: &Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, owner_id int, qty int);
+    INSERT INTO items SELECT g, g % 100, g FROM generate_series(1, 20000) g;
+    CREATE TABLE owners (id int PRIMARY KEY);
+    INSERT INTO owners SELECT g FROM generate_series(0, 99) g;";
+
+#[tokio::test]
+async fn create_index_runs_concurrently() {
+    let (db, client) = safe_through_pgshift(
+        "cic",
+        &Scenario {
+            setup: TABLE,
+            // A writer transaction: plain CREATE INDEX would queue behind it and
+            // every later write would queue behind CREATE INDEX.
+            blocker: "UPDATE items SET qty = qty WHERE id = 1",
+            ddl: "CREATE INDEX items_qty ON items (qty)",
+            app: "UPDATE items SET qty = qty + 1 WHERE id = 500",
+        },
+    )
+    .await;
+    let valid = one_value(
+        &client,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'items_qty'::regclass",
+    )
+    .await;
+    assert_eq!(valid, "true");
+    let sent = logged(&db);
+    assert!(
+        sent.iter()
+            .any(|s| s.contains("CREATE INDEX CONCURRENTLY items_qty ON items")),
+        "{sent:#?}"
+    );
+    assert!(
+        !sent.iter().any(|s| s.starts_with("CREATE INDEX items_qty")),
+        "{sent:#?}"
+    );
+}
+
+#[tokio::test]
+async fn command_tag_and_notice_are_the_originals() {
+    let db = fresh_db("tag");
+    let proxy = proxy();
+    let (client, mut conn) =
+        tokio_postgres::connect(&proxy.conn_str(&db, "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let n2 = notices.clone();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                n2.lock().unwrap().push(n.message().to_string());
+            }
+        }
+    });
+    client
+        .batch_execute("CREATE TABLE t (c int)")
+        .await
+        .unwrap();
+    let out = client
+        .simple_query("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap();
+    assert!(matches!(
+        out.last(),
+        Some(tokio_postgres::SimpleQueryMessage::CommandComplete(0))
+    ));
+    // Multi-statement: a SELECT around the rewritten statement still returns its rows.
+    let out = client
+        .simple_query("SELECT 1; DROP INDEX t_c; SELECT 2")
+        .await
+        .unwrap();
+    let rows: Vec<_> = out
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, ["1", "2"]);
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("pgshift: rewrote CREATE INDEX")),
+        "{notices:?}"
+    );
+}
+
+/// Waits until `sql` (one value) returns `want`.
+async fn eventually(client: &Client, sql: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let got = one_value(client, sql).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{sql}: got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn transaction_wrapped_index_is_deferred_until_commit() {
+    let db = fresh_db("defer");
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    let check = connect(&direct(&db)).await;
+    check.batch_execute(TABLE).await.unwrap();
+    // Django-style: one statement per Query inside BEGIN … COMMIT.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("CREATE INDEX \"items_qty_1a2b3c\" ON \"items\" (\"qty\")")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO owners VALUES (1000)")
+        .await
+        .unwrap();
+    // Nothing ran yet: no CONCURRENTLY while the client's transaction is open.
+    assert_eq!(
+        one_value(
+            &check,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_qty_1a2b3c'"
+        )
+        .await,
+        "0"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    eventually(
+        &check,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass('items_qty_1a2b3c')",
+        "true",
+    )
+    .await;
+    eventually(
+        &check,
+        "SELECT state FROM pgshift.deferred ORDER BY id DESC LIMIT 1",
+        "done",
+    )
+    .await;
+    assert_eq!(
+        one_value(&check, "SELECT count(*) FROM owners WHERE id = 1000").await,
+        "1"
+    );
+
+    // ROLLBACK drops the deferred work with the transaction.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("CREATE INDEX items_owner ON items (owner_id)")
+        .await
+        .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        one_value(&check, "SELECT count(*) FROM pgshift.deferred").await,
+        "1"
+    );
+    assert_eq!(
+        one_value(
+            &check,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_owner'"
+        )
+        .await,
+        "0"
+    );
+    // The journal has both statements.
+    eventually(
+        &check,
+        "SELECT count(*) FROM pgshift.ddl_journal WHERE outcome = 'deferred'",
+        "2",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reject_policy_and_in_transaction_reject() {
+    let db = fresh_db("reject");
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.in_transaction = pgshift::config::InTransaction::Reject;
+        c.ddl
+            .rules
+            .insert("create-index".into(), pgshift::sql::plan::Policy::Rewrite);
+        c.ddl.user.insert(
+            "md5_user".into(),
+            [(
+                "create-index".to_string(),
+                pgshift::sql::plan::Policy::Reject,
+            )]
+            .into(),
+        );
+    });
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("CREATE TABLE t (c int)")
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client
+        .batch_execute("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("25001"), "{err:?}");
+    // The transaction failed as it would have for a server error.
+    let err = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("25P02"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // Autocommit: rewritten.
+    client
+        .batch_execute("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap();
+
+    let (user, password) = common::MD5_USER;
+    let md5 = connect(&format!(
+        "{} password='{password}'",
+        proxy.conn_str(&db, user)
+    ))
+    .await;
+    let err = md5
+        .batch_execute("CREATE INDEX t_c2 ON t (c)")
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "0A000");
+    assert!(
+        db_err.hint().unwrap().contains("create-index"),
+        "{db_err:?}"
+    );
+    md5.batch_execute("SELECT 1").await.unwrap();
+}
