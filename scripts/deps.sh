@@ -15,6 +15,10 @@ ensure_deps() {
         && ! command -v pgbench >/dev/null; then
         missing+=(postgresql-contrib)
     fi
+    # pg_query (the Postgres parser) generates its bindings with libclang.
+    if [ -z "${LIBCLANG_PATH:-}" ] && ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+        missing+=(libclang-dev)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
