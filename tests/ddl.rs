@@ -378,3 +378,164 @@ async fn reject_policy_and_in_transaction_reject() {
     );
     md5.batch_execute("SELECT 1").await.unwrap();
 }
+
+/// A proxy where create-index runs as written under lock_timeout (policy warn), so
+/// the lock retries can be watched with a plain CREATE INDEX.
+fn warn_proxy(attempts: u32) -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = LOCK_TIMEOUT_MS;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 200;
+        c.ddl.max_attempts = attempts;
+        c.ddl
+            .rules
+            .insert("create-index".into(), pgshift::sql::plan::Policy::Warn);
+    })
+}
+
+#[tokio::test]
+async fn exhausted_retries_name_the_blockers() {
+    let db = fresh_db("exhaust");
+    let proxy = warn_proxy(3);
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("CREATE TABLE t (c int); INSERT INTO t VALUES (1); SET application_name = 'long_writer'")
+        .await
+        .unwrap();
+    blocker
+        .batch_execute("BEGIN; UPDATE t SET c = 2")
+        .await
+        .unwrap();
+    let pid = one_value(&blocker, "SELECT pg_backend_pid()").await;
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    let started = Instant::now();
+    let err = client
+        .batch_execute("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap_err();
+    let e = err.as_db_error().expect("a server-side error");
+    assert_eq!(e.code().code(), "55P03", "{e:?}");
+    assert!(e.message().contains("3 attempts"), "{}", e.message());
+    let detail = e.detail().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("pid {pid}")) && detail.contains("long_writer"),
+        "{detail}"
+    );
+    assert!(e.hint().unwrap_or_default().contains("ddl.lock_timeout_ms"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The session is usable and no index was left behind.
+    client.batch_execute("SELECT 1").await.unwrap();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        one_value(
+            &blocker,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 't_c'"
+        )
+        .await,
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn retries_inside_a_transaction_keep_it_alive() {
+    let db = fresh_db("savepoint");
+    let proxy = warn_proxy(100);
+    let setup = connect(&direct(&db)).await;
+    setup
+        .batch_execute("CREATE TABLE t (c int); CREATE TABLE log (x int)")
+        .await
+        .unwrap();
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("BEGIN; INSERT INTO log VALUES (1)")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+    });
+    // Fails several lock_timeouts in savepoints, then succeeds once the writer commits.
+    client
+        .batch_execute("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap();
+    release.await.unwrap();
+    client
+        .batch_execute("INSERT INTO log VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        one_value(
+            &setup,
+            "SELECT string_agg(x::text, ',' ORDER BY x) FROM log"
+        )
+        .await,
+        "1,2"
+    );
+    assert_eq!(
+        one_value(
+            &setup,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 't_c'"
+        )
+        .await,
+        "1"
+    );
+    // lock_timeout is the client's again after pgshift's attempts.
+    assert_eq!(one_value(&client, "SHOW lock_timeout").await, "0");
+    let sent = logged(&db);
+    let attempts = sent
+        .iter()
+        .filter(|s| s.contains("SAVEPOINT pgshift_step; SET LOCAL lock_timeout = '200ms'"))
+        .count();
+    assert!(attempts >= 2, "{sent:#?}");
+}
+
+#[tokio::test]
+async fn multi_statement_queries_stay_atomic() {
+    let db = fresh_db("multi");
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("CREATE TABLE t (c int)")
+        .await
+        .unwrap();
+    // The CREATE INDEX needs CONCURRENTLY, which a multi-statement Query (an implicit
+    // transaction) cannot hold: it is deferred to after the implicit COMMIT.
+    client
+        .batch_execute(
+            "INSERT INTO t VALUES (1); CREATE INDEX t_c ON t (c); INSERT INTO t VALUES (2)",
+        )
+        .await
+        .unwrap();
+    let check = connect(&direct(&db)).await;
+    eventually(
+        &check,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass('t_c')",
+        "true",
+    )
+    .await;
+    // A failure rolls back every statement of the Query, as Postgres does.
+    let err = client
+        .batch_execute("INSERT INTO t VALUES (3); CREATE INDEX t_d ON t (c); SELECT 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("22012"));
+    assert_eq!(
+        one_value(&check, "SELECT string_agg(c::text, ',' ORDER BY c) FROM t").await,
+        "1,2"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        one_value(
+            &check,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 't_d'"
+        )
+        .await,
+        "0"
+    );
+}
