@@ -16,7 +16,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 # ---------------------------------------------------------------- knobs
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_PORT=${BENCH_PGPORT:-25432}
-PORT_BASE=${BENCH_PORT_BASE:-25440}     # proxies listen on PORT_BASE+1 .. +6
+PORT_BASE=${BENCH_PORT_BASE:-25440}     # proxies listen on PORT_BASE+1 .. +7
 RUN_SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-1}
 SCALE=${BENCH_SCALE:-10}
@@ -35,7 +35,7 @@ WORKLOADS=${BENCH_WORKLOADS:-$d_work}   # select = pgbench -S, tpcb = built-in T
 PROTOCOLS=${BENCH_PROTOCOLS:-$d_proto}
 CLIENTS=${BENCH_CLIENTS:-$d_clients}
 RECONNECT=${BENCH_RECONNECT:-$d_reconn} # 1 = add -C cells (-S, simple/extended, -c 8)
-ALL_TARGETS="direct pgshift-tcp pgshift-uds pgbouncer-tcp pgbouncer-uds relay-tcp relay-uds"
+ALL_TARGETS="direct pgshift-tcp pgshift-uds pgshift-noddl pgbouncer-tcp pgbouncer-uds relay-tcp relay-uds"
 TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
 for v in WORKLOADS PROTOCOLS CLIENTS; do  # e.g. BENCH_CLIENTS=none: only the -C cells
   if [[ ${!v} == none ]]; then printf -v "$v" "%s" ""; fi
@@ -119,7 +119,7 @@ fi
 if [[ $PGSHIFT_OK == 1 && ! -x $PGSHIFT_BIN ]]; then PGSHIFT_OK=0; PGSHIFT_WHY="binary missing: $PGSHIFT_BIN"; fi
 
 declare -A PORT=( [direct]=$PG_PORT [pgshift-tcp]=$((PORT_BASE+1)) [pgshift-uds]=$((PORT_BASE+2))
-  [pgbouncer-tcp]=$((PORT_BASE+3)) [pgbouncer-uds]=$((PORT_BASE+4)) [relay-tcp]=$((PORT_BASE+5)) [relay-uds]=$((PORT_BASE+6)) )
+  [pgbouncer-tcp]=$((PORT_BASE+3)) [pgbouncer-uds]=$((PORT_BASE+4)) [relay-tcp]=$((PORT_BASE+5)) [relay-uds]=$((PORT_BASE+6)) [pgshift-noddl]=$((PORT_BASE+7)) )
 declare -A PID=() AVAIL=() WHY=()
 for t in $ALL_TARGETS; do port_free "${PORT[$t]}" || die "port ${PORT[$t]} ($t) is already in use"; done
 
@@ -203,11 +203,13 @@ pgbouncer_conf pgbouncer-tcp 127.0.0.1 "${PORT[pgbouncer-tcp]}"
 pgbouncer_conf pgbouncer-uds "$SOCKDIR" "${PORT[pgbouncer-uds]}"
 
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
-for t in pgshift-tcp pgshift-uds; do
+for t in pgshift-tcp pgshift-uds pgshift-noddl; do
   want "$t" || continue
   if [[ $PGSHIFT_OK == 0 ]]; then AVAIL[$t]=0; WHY[$t]=$PGSHIFT_WHY; log "$t: not available: $PGSHIFT_WHY"; continue; fi
   up=127.0.0.1:$PG_PORT; [[ $t == pgshift-uds ]] && up=$SOCKDIR:$PG_PORT
-  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" "${PGSHIFT_EXTRA[@]}"
+  # pgshift-noddl: the DDL engine off (no sniff-triggered holds), to price the engine.
+  off=(); [[ $t == pgshift-noddl ]] && off=(-c ddl.enabled=false)
+  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" "${off[@]}" "${PGSHIFT_EXTRA[@]}"
 done
 for t in pgbouncer-tcp pgbouncer-uds; do
   # setpriv and env exec, so $! is pgbouncer itself.
@@ -340,7 +342,7 @@ ratio() {  # KEYA KEYB
   awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }'
 }
 RATIOS=("pgshift-tcp direct" "pgshift-tcp pgbouncer-tcp" "pgshift-tcp relay-tcp" "pgshift-uds relay-uds"
-  "pgshift-uds pgbouncer-uds" "pgbouncer-tcp direct" "relay-tcp direct")
+  "pgshift-uds pgbouncer-uds" "pgshift-tcp pgshift-noddl" "pgbouncer-tcp direct" "relay-tcp direct")
 {
   echo
   echo "## pgbench through each target: TPS (avg latency ms)"

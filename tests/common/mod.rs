@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod scenario;
 
 use pgshift::cluster::{Cluster, ClusterOptions};
 use pgshift::config::Config;
