@@ -389,3 +389,57 @@ async fn multi_statement_queries_stay_atomic() {
         "0"
     );
 }
+
+/// P/B/D/E/S for one parameterless statement, as JDBC and psycopg 3 send it.
+fn extended_batch(sql: &str) -> Vec<u8> {
+    use common::raw::frame;
+    let mut parse = vec![0];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    [
+        frame(b'P', &parse),
+        frame(b'B', b"\0\0\0\0\0\0\0\0"),
+        frame(b'D', b"P\0"),
+        frame(b'E', b"\0\0\0\0\0"),
+        frame(b'S', b""),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn extended_protocol_ddl_is_rewritten_too() {
+    let db = fresh_db("extended");
+    let proxy = proxy();
+    let setup = connect(&direct(&db)).await;
+    setup.batch_execute("CREATE TABLE t (c int)").await.unwrap();
+    let (mut raw, _) = common::raw::Raw::startup(proxy.addr, "postgres", &db).await;
+    // A clean statement in the same shape goes through untouched; then the DDL,
+    // pipelined right behind it.
+    let mut bytes = extended_batch("SELECT 1");
+    bytes.extend(extended_batch("CREATE INDEX t_c ON t (c)"));
+    raw.send(&bytes).await;
+    let first: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
+    assert_eq!(first, b"12TDCZ");
+    let second = raw.read_until(b'Z').await;
+    let tags: Vec<u8> = second.iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"12nNCZ", "{second:?}");
+    assert_eq!(second[4].1, b"CREATE INDEX\0");
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("CREATE INDEX CONCURRENTLY t_c ON t")));
+    // A named statement is not intercepted (it outlives its batch): it runs as sent.
+    let mut named = vec![];
+    named.extend(common::raw::frame(
+        b'P',
+        b"s1\0CREATE INDEX t_d ON t (c)\0\0\0",
+    ));
+    named.extend(common::raw::frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
+    named.extend(common::raw::frame(b'E', b"\0\0\0\0\0"));
+    named.extend(common::raw::frame(b'S', b""));
+    raw.send(&named).await;
+    let third: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
+    assert_eq!(third, b"12CZ");
+    raw.send(&common::raw::query("SELECT 42")).await;
+    let last: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
+    assert_eq!(last, b"TDCZ");
+}

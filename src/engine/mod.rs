@@ -4,6 +4,7 @@
 //! their plans, in-band on the client's own connection (so search_path, role and
 //! transaction are the client's), and the client gets the original command tag.
 
+mod batch;
 pub mod conn;
 mod deferred;
 mod journal;
@@ -12,6 +13,7 @@ mod script;
 pub mod service;
 pub mod steps;
 
+pub use batch::{complete_len as batch_len, parse as parse_batch, Batch};
 pub use deferred::{run_pending, Deferred};
 pub use journal::{Entry, Journal};
 pub use script::handle;

@@ -57,10 +57,14 @@ fn decide<'a>(stmt: &'a Statement, cx: &SessionCx<'_>) -> Action<'a> {
     }
 }
 
+/// `prefix`: responses owed to the client before the statement's own (an
+/// extended-protocol batch's ParseComplete and BindComplete), sent only when
+/// pgshift answers the statement itself.
 pub async fn handle<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
     sql: &str,
+    prefix: &[u8],
 ) -> io::Result<Outcome>
 where
     C: AsyncWrite + Unpin + Send,
@@ -77,7 +81,10 @@ where
     let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
     if actions.iter().all(|a| matches!(a, Action::Pass)) {
         // A transaction that deferred work is ending: watch its outcome in-band.
-        if cx.deferred_pending && analysis.statements.iter().all(|s| s.tx.is_some()) {
+        if cx.deferred_pending
+            && prefix.is_empty()
+            && analysis.statements.iter().all(|s| s.tx.is_some())
+        {
             io.relay = Relay::All;
             io.query(sql).await?;
             return finish_turn(io, cx, false).await;
@@ -85,6 +92,10 @@ where
         return Ok(Outcome::Forward);
     }
     let ddl = &cx.settings.config.ddl;
+    if analysis.statements.len() > 1 && !prefix.is_empty() {
+        // Postgres refuses several statements in one Parse: let it say so.
+        return Ok(Outcome::Forward);
+    }
     let prelude = io
         .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout')")
         .await?;
@@ -102,6 +113,7 @@ where
         }
         notice(io, cx, "pgshift.bypass is set but ddl.allow_bypass is off: the statement runs through pgshift's rules", None);
     }
+    io.send_client(prefix);
     let step_cx = StepContext {
         ddl,
         saved_lock_timeout: value(1),

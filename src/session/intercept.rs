@@ -5,10 +5,11 @@
 use super::pump::{Direction, PumpEnd, Stop, TransferError};
 use super::Established;
 use crate::engine::conn::InBand;
-use crate::engine::{self, Outcome, SessionCx};
+use crate::engine::{self, Batch, Outcome, SessionCx};
 use crate::server::{Settings, Shared};
 use crate::wire::frame::HEADER_LEN;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub(super) async fn run(
@@ -24,13 +25,22 @@ pub(super) async fn run(
         s.up.scanner.turns,
     )
     .await?;
-    let frame = s.up.take_held().map_err(PumpEnd::ClientProtocol)?;
-    let body = &frame[HEADER_LEN..];
-    let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).ok();
+    let held = s.up.scanner.held;
+    // What the engine may answer: a simple Query, or a whole parameterless batch.
+    let (sql, prefix, len) = if s.up.pending().first() == Some(&b'P') {
+        match gather(s, settings).await? {
+            Some(batch) => (Some(batch.sql), batch.prefix, batch.len),
+            None => (None, Default::default(), held),
+        }
+    } else {
+        let body = &s.up.pending()[HEADER_LEN..held];
+        let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).ok();
+        (sql.map(str::to_string), Default::default(), held)
+    };
     let unread = s.down.take_unforwarded();
     let status = s.down.scanner.tx_status;
     let info = &s.registered.info;
-    let outcome = match sql {
+    let outcome = match &sql {
         None => Ok((Outcome::Forward, status, unread)),
         Some(sql) => {
             let cx = SessionCx {
@@ -42,7 +52,7 @@ pub(super) async fn run(
                 deferred_pending: *deferred_pending,
             };
             let mut io = InBand::new(&mut s.client, &mut s.server, unread, status);
-            let handled = engine::handle(&mut io, &cx, sql).await;
+            let handled = engine::handle(&mut io, &cx, sql, &prefix).await;
             let status = io.status;
             handled.map(|o| (o, status, io.into_unread()))
         }
@@ -51,15 +61,22 @@ pub(super) async fn run(
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
         Outcome::Forward => {
+            // Forward only the held frame: the scanner then sees the rest as usual.
+            let frame = s.up.take_front(held).map_err(PumpEnd::ClientProtocol)?;
             s.server
                 .write_all(&frame)
                 .await
                 .map_err(PumpEnd::ServerIo)?;
-            s.up.scanner.turns += 1;
+            if frame[0] == b'Q' {
+                s.up.scanner.turns += 1;
+            } else {
+                s.up.scanner.in_batch = true;
+            }
         }
         Outcome::Handled {
             deferred_pending: pending,
         } => {
+            s.up.take_front(len).map_err(PumpEnd::ClientProtocol)?;
             *deferred_pending = pending;
             s.down.scanner.tx_status = status;
             info.set_tx_status(status);
@@ -67,6 +84,30 @@ pub(super) async fn run(
     }
     s.up.scanner.intercept_all = *deferred_pending;
     Ok(())
+}
+
+/// How long pgshift waits for the rest of a batch that starts with a held Parse.
+const BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads until the batch that starts with the held Parse is complete, and says
+/// whether the engine can answer it.
+async fn gather(s: &mut Established<'_>, settings: &Settings) -> Result<Option<Batch>, PumpEnd> {
+    let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+    let max = settings.config.server.max_message_size;
+    loop {
+        if let Some(len) = engine::batch_len(s.up.pending()) {
+            return Ok(engine::parse_batch(s.up.pending(), len));
+        }
+        if s.up.pending().len() > max {
+            return Ok(None);
+        }
+        match tokio::time::timeout_at(deadline, s.up.read_more(&mut s.client)).await {
+            Err(_) => return Ok(None),
+            Ok(Ok(0)) => return Err(PumpEnd::ClientClosed),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(PumpEnd::ClientIo(e)),
+        }
+    }
 }
 
 /// Relays server output until it has answered every turn the client started

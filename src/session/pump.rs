@@ -74,12 +74,24 @@ impl Direction {
         self.ready == 0 && self.scanner.at_boundary()
     }
 
-    /// Takes the held Query frame out of the buffer and scans what follows it.
-    pub fn take_held(&mut self) -> Result<BytesMut, FrameError> {
-        let frame = self.buf.split_to(self.scanner.held);
+    /// The unforwarded bytes, starting with the held frame.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads more from `r` into the buffer (the DDL engine gathering a batch).
+    pub async fn read_more<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        r.read_buf(&mut self.buf).await
+    }
+
+    /// Takes `len` bytes (the held frame, or a whole batch starting with it) out of
+    /// the buffer and scans what follows.
+    pub fn take_front(&mut self, len: usize) -> Result<BytesMut, FrameError> {
+        let front = self.buf.split_to(len.min(self.buf.len()));
         self.scanner.held = 0;
         self.ready = self.scanner.scan(&mut self.buf, 0)?;
-        Ok(frame)
+        Ok(front)
     }
 
     /// Bytes read but not yet forwarded (the start of an incomplete frame).

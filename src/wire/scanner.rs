@@ -43,6 +43,8 @@ pub struct Scanner {
     /// With `intercept`: stop at every Query (a transaction that deferred DDL work
     /// is open, and the engine must see how it ends).
     pub intercept_all: bool,
+    /// Client side: extended-protocol messages were forwarded since the last Sync.
+    pub in_batch: bool,
     /// Length of the held Query frame that starts where forwarding stopped; 0: none.
     pub held: usize,
     /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
@@ -62,6 +64,7 @@ impl Scanner {
             intercept: false,
             intercept_all: false,
             held: 0,
+            in_batch: false,
             turns: 0,
         }
     }
@@ -105,12 +108,18 @@ impl Scanner {
                     return Ok(pos);
                 }
                 let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
-                if self.intercept && (hit || self.intercept_all && tag == b'Q') {
+                // Only at the start of a turn: mid-batch, the server is waiting for
+                // the rest of the batch and would never become quiescent.
+                if self.intercept && !self.in_batch && (hit || self.intercept_all && tag == b'Q') {
                     self.held = total;
                     return Ok(pos);
                 }
-                if tag != b'P' {
-                    self.turns += 1;
+                match tag {
+                    b'P' => self.in_batch = true,
+                    _ => {
+                        self.turns += 1;
+                        self.in_batch = false;
+                    }
                 }
                 pos += total;
             } else {
@@ -121,7 +130,7 @@ impl Scanner {
         }
     }
 
-    /// Looks at a held frame's body; true for a Query that may be DDL.
+    /// Looks at a held frame's body; true for a Query, or an unnamed Parse, that may be DDL.
     fn inspect(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
             b'Z' => {
@@ -135,10 +144,11 @@ impl Scanner {
                 self.sniff(body.strip_suffix(&[0]).unwrap_or(body))
             }
             b'P' => {
-                // Parse: statement name, then the query text.
+                // Parse: statement name, then the query text. Only unnamed statements
+                // are candidates for interception: a named one outlives its batch.
                 let name = cstr(body);
-                self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
-                false
+                let hit = self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
+                hit && name.is_empty()
             }
             _ => false,
         }
@@ -155,8 +165,15 @@ impl Scanner {
     /// Counts a streamed frame from its header alone.
     fn observe(&mut self, tag: u8) {
         match (self.flow, tag) {
-            (Flow::ClientToServer, b'E') => self.counts.queries += 1,
-            (Flow::ClientToServer, b'S' | b'F') => self.turns += 1,
+            (Flow::ClientToServer, b'E') => {
+                self.counts.queries += 1;
+                self.in_batch = true;
+            }
+            (Flow::ClientToServer, b'S' | b'F') => {
+                self.turns += 1;
+                self.in_batch = false;
+            }
+            (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
             (Flow::ServerToClient, b'E') => self.counts.errors += 1,
             _ => {}
         }
