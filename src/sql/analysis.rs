@@ -69,9 +69,9 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             Ok(0) | Err(_) => sql.len(),
             Ok(len) => start + len,
         };
-        let text = sql.get(start..end).unwrap_or("").trim();
-        let lead = sql.get(start..end).unwrap_or("").len()
-            - sql.get(start..end).unwrap_or("").trim_start().len();
+        let raw_text = sql.get(start..end).unwrap_or("");
+        let lead = leading_comments(raw_text);
+        let text = raw_text[lead..].trim_end();
         statements.push(Statement {
             sql: text.to_string(),
             offset: start + lead,
@@ -80,6 +80,39 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
         });
     }
     Ok(Analysis { statements })
+}
+
+/// Length of the whitespace and comments before a statement's first token: the
+/// parser's statement location includes them, the reported line and text should not.
+fn leading_comments(text: &str) -> usize {
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        if let Some(line) = trimmed.strip_prefix("--") {
+            rest = line.find('\n').map_or("", |i| &line[i..]);
+        } else if trimmed.starts_with("/*") {
+            let mut depth = 0usize;
+            let mut i = 0;
+            let bytes = trimmed.as_bytes();
+            while i < bytes.len() {
+                if bytes[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            rest = trimmed.get(i..).unwrap_or("");
+        } else {
+            return text.len() - trimmed.len();
+        }
+    }
 }
 
 fn tx_control(node: &NodeEnum) -> Option<TxControl> {
@@ -128,9 +161,18 @@ mod tests {
         assert_eq!(a.statements[0].tx, Some(TxControl::Begin));
         assert_eq!(a.statements[2].tx, Some(TxControl::Commit));
         let create = &a.statements[1];
-        assert!(create.sql.starts_with("-- add an index") || create.sql.starts_with("CREATE"));
+        assert!(create.sql.starts_with("CREATE INDEX"));
+        assert_eq!(create.line_in(sql), 3);
         assert!(create.finding.is_some());
         assert!(!a.is_clean());
+    }
+
+    #[test]
+    fn leading_comments_are_skipped() {
+        let sql = "SELECT 1;\n/* one /* nested */ */ -- two\n\n  -- three\nDROP TABLE t;";
+        let a = analyze(sql).unwrap();
+        assert_eq!(a.statements[1].sql, "DROP TABLE t");
+        assert_eq!(a.statements[1].line_in(sql), 5);
     }
 
     #[test]

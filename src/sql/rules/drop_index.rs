@@ -1,0 +1,116 @@
+//! `DROP INDEX` takes ACCESS EXCLUSIVE on the index's table. Safe form: `DROP INDEX
+//! CONCURRENTLY IF EXISTS` (SHARE UPDATE EXCLUSIVE, outside any transaction block;
+//! IF EXISTS makes a retry after a partial run harmless). Postgres only allows it for
+//! one index without CASCADE, so other forms get no rewrite.
+
+use super::{deparse, name_list, Rule};
+use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step};
+use pg_query::protobuf::{DropBehavior, ObjectType};
+use pg_query::NodeEnum;
+
+pub const RULE: Rule = Rule {
+    id: "drop-index",
+    about: "DROP INDEX blocks reads and writes; drop it CONCURRENTLY",
+    review,
+};
+
+fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
+    let NodeEnum::DropStmt(stmt) = node else {
+        return None;
+    };
+    if stmt.remove_type != ObjectType::ObjectIndex as i32 || stmt.concurrent {
+        return None;
+    }
+    let names: Vec<String> = stmt
+        .objects
+        .iter()
+        .filter_map(|o| match o.node.as_ref()? {
+            NodeEnum::List(l) => Some(name_list(&l.items)),
+            _ => None,
+        })
+        .collect();
+    let cascade = stmt.behavior == DropBehavior::DropCascade as i32;
+    let rewrite = (names.len() == 1 && !cascade).then(|| {
+        let mut safe = stmt.clone();
+        safe.concurrent = true;
+        safe.missing_ok = true;
+        let sql = deparse(NodeEnum::DropStmt(safe));
+        Plan {
+            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE, outside a transaction block)"),
+            steps: vec![Step::long(
+                sql,
+                Lock::ShareUpdateExclusive,
+                Placement::OutsideTransaction,
+            )],
+        }
+    });
+    Some(Finding {
+        rule: RULE.id,
+        tag: "DROP INDEX",
+        lock: Lock::AccessExclusive,
+        problem: format!(
+            "DROP INDEX {} takes ACCESS EXCLUSIVE on its table: reads and writes wait behind it",
+            names.join(", ")
+        ),
+        hint: match rewrite {
+            Some(_) => "Use DROP INDEX CONCURRENTLY IF EXISTS outside a transaction block.".into(),
+            None => "DROP INDEX CONCURRENTLY takes one index and no CASCADE: drop each index in its own statement, and what depends on it first.".into(),
+        },
+        rewrite,
+        table: None,
+        default_policy: Policy::Rewrite,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_one, review_sql, step_sql};
+    use super::*;
+
+    #[test]
+    fn drops_concurrently() {
+        let f = review_sql("DROP INDEX index_users_on_email").unwrap();
+        assert_eq!(
+            (f.rule, f.tag, f.lock),
+            ("drop-index", "DROP INDEX", Lock::AccessExclusive)
+        );
+        assert_eq!(
+            step_sql(&f),
+            ["DROP INDEX CONCURRENTLY IF EXISTS index_users_on_email"]
+        );
+        let step = &f.rewrite.unwrap().steps[0];
+        assert_eq!(
+            (step.lock, step.placement, step.long),
+            (
+                Lock::ShareUpdateExclusive,
+                Placement::OutsideTransaction,
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn keeps_schema_and_quotes() {
+        let f = review_sql("DROP INDEX IF EXISTS \"Shop\".\"Order_Total_idx\" RESTRICT").unwrap();
+        assert_eq!(
+            step_sql(&f),
+            ["DROP INDEX CONCURRENTLY IF EXISTS \"Shop\".\"Order_Total_idx\""]
+        );
+        assert!(f.problem.contains("\"Shop\".\"Order_Total_idx\""));
+    }
+
+    #[test]
+    fn several_indexes_or_cascade_have_no_rewrite() {
+        for sql in ["DROP INDEX a, b", "DROP INDEX a CASCADE"] {
+            let f = review_sql(sql).unwrap();
+            assert!(f.rewrite.is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn concurrent_drops_and_tables_pass() {
+        for sql in ["DROP INDEX CONCURRENTLY i", "DROP TABLE t", "DROP VIEW v"] {
+            assert!(review(&parse_one(sql), sql).is_none(), "{sql}");
+        }
+    }
+}
