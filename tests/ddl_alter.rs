@@ -127,7 +127,11 @@ async fn volatile_default_is_added_then_backfilled() {
     // Every existing row got its own value, like the table rewrite would have given.
     let nulls = one_value(&client, "SELECT count(*) FROM items WHERE token IS NULL").await;
     assert_eq!(nulls, "0");
-    let distinct = one_value(&client, "SELECT (count(DISTINCT token) > 19000)::text FROM items").await;
+    let distinct = one_value(
+        &client,
+        "SELECT (count(DISTINCT token) > 19000)::text FROM items",
+    )
+    .await;
     assert_eq!(distinct, "true");
     let default = one_value(
         &client,

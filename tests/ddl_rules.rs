@@ -1,0 +1,233 @@
+//! The remaining rules under the blocking-transaction scenario (see
+//! tests/common/scenario.rs), and the statements pgshift refuses by default.
+
+mod common;
+
+use common::scenario::{logged, one_value, proxy, safe_through_pgshift, Scenario, TABLE};
+use common::{connect, fresh_db};
+
+const READER: &str = "SELECT count(*) FROM items";
+const WRITER: &str = "UPDATE items SET qty = qty WHERE id = 1";
+const APP_READ: &str = "SELECT qty FROM items WHERE id = 500";
+const APP_WRITE: &str = "UPDATE items SET qty = qty + 1 WHERE id = 500";
+
+fn with_index(extra: &str) -> String {
+    format!("{TABLE} CREATE INDEX items_qty ON items (qty); {extra}")
+}
+
+#[tokio::test]
+async fn drop_index_runs_concurrently() {
+    let setup = with_index("");
+    let (db, client) = safe_through_pgshift(
+        "dropidx",
+        &Scenario {
+            setup: &setup,
+            blocker: READER,
+            ddl: "DROP INDEX items_qty",
+            app: APP_READ,
+        },
+    )
+    .await;
+    assert_eq!(
+        one_value(
+            &client,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_qty'"
+        )
+        .await,
+        "0"
+    );
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("DROP INDEX CONCURRENTLY")));
+}
+
+#[tokio::test]
+async fn reindex_runs_concurrently() {
+    let setup = with_index("");
+    let (db, client) = safe_through_pgshift(
+        "reindex",
+        &Scenario {
+            setup: &setup,
+            blocker: WRITER,
+            ddl: "REINDEX INDEX items_qty",
+            app: APP_WRITE,
+        },
+    )
+    .await;
+    let valid = one_value(
+        &client,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'items_qty'::regclass",
+    )
+    .await;
+    assert_eq!(valid, "true");
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.starts_with("REINDEX (CONCURRENTLY) INDEX items_qty")));
+}
+
+#[tokio::test]
+async fn short_alter_table_runs_under_lock_timeout() {
+    let (db, client) = safe_through_pgshift(
+        "addcol",
+        &Scenario {
+            setup: TABLE,
+            blocker: READER,
+            ddl: "ALTER TABLE items ADD COLUMN note text",
+            app: APP_READ,
+        },
+    )
+    .await;
+    let n = one_value(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'note'").await;
+    assert_eq!(n, "1");
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("SET LOCAL lock_timeout = '200ms'")
+            && s.contains("ADD COLUMN note text")));
+}
+
+#[tokio::test]
+async fn rename_column_is_warned_and_guarded() {
+    let (_, client) = safe_through_pgshift(
+        "rename",
+        &Scenario {
+            setup: TABLE,
+            blocker: READER,
+            ddl: "ALTER TABLE items RENAME COLUMN owner_id TO owner",
+            app: APP_READ,
+        },
+    )
+    .await;
+    let n = one_value(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'owner'").await;
+    assert_eq!(n, "1");
+}
+
+#[tokio::test]
+async fn truncate_is_guarded() {
+    let (_, client) = safe_through_pgshift(
+        "truncate",
+        &Scenario {
+            setup: TABLE,
+            blocker: READER,
+            ddl: "TRUNCATE items",
+            app: APP_READ,
+        },
+    )
+    .await;
+    assert_eq!(one_value(&client, "SELECT count(*) FROM items").await, "0");
+}
+
+#[tokio::test]
+async fn detach_partition_runs_concurrently() {
+    let setup = "CREATE TABLE items (id int, qty int) PARTITION BY RANGE (id);
+        CREATE TABLE items_low PARTITION OF items FOR VALUES FROM (0) TO (10000);
+        CREATE TABLE items_high PARTITION OF items FOR VALUES FROM (10000) TO (30000);
+        INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g;";
+    let (db, client) = safe_through_pgshift(
+        "detach",
+        &Scenario {
+            setup,
+            blocker: READER,
+            ddl: "ALTER TABLE items DETACH PARTITION items_high",
+            app: APP_READ,
+        },
+    )
+    .await;
+    let parts = one_value(
+        &client,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'items'::regclass",
+    )
+    .await;
+    assert_eq!(parts, "1");
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("DETACH PARTITION items_high CONCURRENTLY")));
+}
+
+#[tokio::test]
+async fn refresh_materialized_view_runs_concurrently() {
+    let setup = format!(
+        "{TABLE} CREATE MATERIALIZED VIEW totals AS SELECT owner_id, sum(qty) AS qty FROM items GROUP BY owner_id;
+         CREATE UNIQUE INDEX totals_owner ON totals (owner_id);"
+    );
+    let (db, client) = safe_through_pgshift(
+        "refresh",
+        &Scenario {
+            setup: &setup,
+            blocker: "SELECT count(*) FROM totals",
+            ddl: "REFRESH MATERIALIZED VIEW totals",
+            app: "SELECT qty FROM totals WHERE owner_id = 7",
+        },
+    )
+    .await;
+    assert_eq!(
+        one_value(&client, "SELECT count(*) FROM totals").await,
+        "100"
+    );
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("REFRESH MATERIALIZED VIEW CONCURRENTLY totals")));
+}
+
+#[tokio::test]
+async fn binary_coercible_type_change_passes_under_lock_timeout() {
+    let setup = "CREATE TABLE items (id int PRIMARY KEY, name varchar(20));
+        INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20000) g;";
+    let (_, client) = safe_through_pgshift(
+        "widen",
+        &Scenario {
+            setup,
+            blocker: READER,
+            ddl: "ALTER TABLE items ALTER COLUMN name TYPE varchar(40)",
+            app: "SELECT name FROM items WHERE id = 500",
+        },
+    )
+    .await;
+    let len = one_value(&client, "SELECT character_maximum_length FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'name'").await;
+    assert_eq!(len, "40");
+}
+
+#[tokio::test]
+async fn table_rewrites_and_impossible_changes_are_refused() {
+    let db = fresh_db("refused");
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client.batch_execute(TABLE).await.unwrap();
+    let refused = [
+        (
+            "ALTER TABLE items ALTER COLUMN qty TYPE bigint",
+            "alter-column-type",
+        ),
+        (
+            "ALTER TABLE items ADD COLUMN must int NOT NULL",
+            "add-column",
+        ),
+        (
+            "ALTER TABLE items ADD COLUMN seq int GENERATED ALWAYS AS IDENTITY",
+            "add-column",
+        ),
+        (
+            "ALTER TABLE items ADD COLUMN twice int GENERATED ALWAYS AS (qty * 2) STORED",
+            "add-column",
+        ),
+        ("VACUUM FULL items", "table-rewrite"),
+        ("CLUSTER items USING items_pkey", "table-rewrite"),
+        ("ALTER TABLE items SET UNLOGGED", "table-rewrite"),
+    ];
+    for (sql, rule) in refused {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        let e = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{sql}: {err:?}"));
+        assert_eq!(e.code().code(), "0A000", "{sql}: {e:?}");
+        assert!(e.hint().unwrap_or_default().contains(rule), "{sql}: {e:?}");
+    }
+    // Nothing changed, and the session still works.
+    let cols = one_value(
+        &client,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items'",
+    )
+    .await;
+    assert_eq!(cols, "3");
+    let ty = one_value(&client, "SELECT data_type FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'qty'").await;
+    assert_eq!(ty, "integer");
+}
