@@ -231,3 +231,44 @@ async fn table_rewrites_and_impossible_changes_are_refused() {
     let ty = one_value(&client, "SELECT data_type FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'qty'").await;
     assert_eq!(ty, "integer");
 }
+
+#[tokio::test]
+async fn index_on_a_partitioned_table_is_built_partition_by_partition() {
+    let setup = "CREATE TABLE items (id int, qty int) PARTITION BY RANGE (id);
+        CREATE TABLE items_low PARTITION OF items FOR VALUES FROM (0) TO (10000);
+        CREATE TABLE items_high PARTITION OF items FOR VALUES FROM (10000) TO (30000)
+            PARTITION BY RANGE (id);
+        CREATE TABLE items_high_a PARTITION OF items_high FOR VALUES FROM (10000) TO (20000);
+        CREATE TABLE items_high_b PARTITION OF items_high FOR VALUES FROM (20000) TO (30000);
+        INSERT INTO items SELECT g, g FROM generate_series(1, 25000) g;";
+    let (db, client) = safe_through_pgshift(
+        "partidx",
+        &Scenario {
+            setup,
+            blocker: WRITER,
+            ddl: "CREATE INDEX \"Items_Qty\" ON items (qty)",
+            app: APP_WRITE,
+        },
+    )
+    .await;
+    // Valid on the parent means every partition has an attached, valid index.
+    let valid = one_value(
+        &client,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = '\"Items_Qty\"'::regclass",
+    )
+    .await;
+    assert_eq!(valid, "true");
+    let tree = one_value(&client, "SELECT count(*) FROM pg_partition_tree('\"Items_Qty\"'::regclass) t JOIN pg_index i ON i.indexrelid = t.relid WHERE i.indisvalid").await;
+    assert_eq!(tree, "5");
+    let sent = logged(&db).join("\n");
+    assert!(
+        sent.contains("CREATE INDEX \"Items_Qty\" ON ONLY items"),
+        "{sent}"
+    );
+    assert!(
+        sent.contains(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"items_low_Items_Qty\" ON public.items_low"
+        ),
+        "{sent}"
+    );
+}

@@ -8,6 +8,7 @@ mod batch;
 pub mod conn;
 mod deferred;
 mod journal;
+mod partitioned;
 mod retry;
 mod script;
 pub mod service;

@@ -70,6 +70,11 @@ pub async fn run<C: Conn>(
     mode: Mode,
     cx: &StepContext<'_>,
 ) -> Result<StepReport, Failure> {
+    if let (StepKind::ConcurrentIndex { .. }, Mode::Autocommit) = (&step.kind, mode) {
+        if let Some(stmt) = super::partitioned::partitioned_index(conn, &step.sql).await? {
+            return super::partitioned::build(conn, stmt, cx).await;
+        }
+    }
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut rows = None;
