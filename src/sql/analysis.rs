@@ -84,7 +84,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
 
 /// Length of the whitespace and comments before a statement's first token: the
 /// parser's statement location includes them, the reported line and text should not.
-fn leading_comments(text: &str) -> usize {
+pub(crate) fn leading_comments(text: &str) -> usize {
     let mut rest = text;
     loop {
         let trimmed = rest.trim_start();
