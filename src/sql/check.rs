@@ -4,7 +4,7 @@
 //! finding's default policy is rewrite or reject (or a file does not parse), 0 when
 //! there are only warn/allow findings or none, 2 when a file cannot be read.
 
-use super::analysis::{self, leading_comments};
+use super::analysis::{self, code_span};
 use super::plan::{Finding, Placement, Policy, Step, StepKind};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -67,7 +67,7 @@ fn error_line(text: &str) -> usize {
         .find(|p| pg_query::parse(p).is_err())
         .map_or(1, |p| {
             let offset = p.as_ptr() as usize - text.as_ptr() as usize;
-            line_at(text, offset + leading_comments(p))
+            line_at(text, offset + code_span(p).start)
         })
 }
 
