@@ -151,7 +151,12 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         lock: Lock::AccessExclusive,
         problem,
         rewrite: plan(&one, &col, backfill),
-        hint: "Add the column without the default or constraints, SET DEFAULT, backfill in batches, then add NOT NULL and constraints without long locks.".into(),
+        hint: if backfill {
+            "Add the column without the default, SET DEFAULT, backfill existing rows in batches, then add NOT NULL and constraints without long locks."
+        } else {
+            "Add the column without the constraint, then add a CHECK NOT VALID and VALIDATE it, or build the unique index CONCURRENTLY and attach it USING INDEX."
+        }
+        .into(),
         table: Some(table),
         default_policy: Policy::Rewrite,
     })
