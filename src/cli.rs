@@ -1,4 +1,4 @@
-//! The command line: `pgshift serve` and `pgshift demo`.
+//! The command line: `pgshift serve`, `pgshift demo` and `pgshift check`.
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +21,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start a throwaway Postgres, put pgshift in front, and show it working.
     Demo(DemoArgs),
+    /// Review migration files offline: unsafe DDL, its locks, and the safe plan.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+    /// SQL migration files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

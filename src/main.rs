@@ -3,7 +3,7 @@
 mod demo;
 
 use clap::Parser;
-use pgshift::cli::{Cli, Command, ServeArgs};
+use pgshift::cli::{CheckArgs, Cli, Command, ServeArgs};
 use pgshift::server::Server;
 use std::process::ExitCode;
 
@@ -12,7 +12,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo::run(args),
+        Command::Check(args) => check(args),
     }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    use pgshift::sql::check::{run, Format};
+    let format = if args.format == "json" {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    ExitCode::from(run(&args.files, format))
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -5,6 +5,7 @@ use super::plan::Finding;
 use super::rules;
 use pg_query::NodeEnum;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Transaction control statements the executor must recognise.
@@ -70,11 +71,11 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             Ok(len) => start + len,
         };
         let raw_text = sql.get(start..end).unwrap_or("");
-        let lead = leading_comments(raw_text);
-        let text = raw_text[lead..].trim_end();
+        let span = code_span(raw_text);
+        let text = &raw_text[span.clone()];
         statements.push(Statement {
             sql: text.to_string(),
-            offset: start + lead,
+            offset: start + span.start,
             tx: tx_control(node),
             finding: rules::review(node, text),
         });
@@ -82,35 +83,32 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
     Ok(Analysis { statements })
 }
 
-/// Length of the whitespace and comments before a statement's first token: the
-/// parser's statement location includes them, the reported line and text should not.
-fn leading_comments(text: &str) -> usize {
-    let mut rest = text;
-    loop {
-        let trimmed = rest.trim_start();
-        if let Some(line) = trimmed.strip_prefix("--") {
-            rest = line.find('\n').map_or("", |i| &line[i..]);
-        } else if trimmed.starts_with("/*") {
-            let mut depth = 0usize;
-            let mut i = 0;
-            let bytes = trimmed.as_bytes();
-            while i < bytes.len() {
-                if bytes[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if bytes[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            rest = trimmed.get(i..).unwrap_or("");
-        } else {
-            return text.len() - trimmed.len();
+/// The byte range of `text` from its first token to the end of its last, leaving out
+/// the whitespace and comments around it: the parser's statement bounds include them,
+/// and a trailing `-- comment` in a step would swallow whatever the executor appends.
+pub(crate) fn code_span(text: &str) -> Range<usize> {
+    use pg_query::protobuf::Token;
+    let comment = |t: i32| t == Token::SqlComment as i32 || t == Token::CComment as i32;
+    let tokens = pg_query::scan(text).map(|s| s.tokens).unwrap_or_default();
+    let mut code = tokens.iter().filter(|t| !comment(t.token));
+    let bounds = |t: &pg_query::protobuf::ScanToken| -> Option<(usize, usize)> {
+        Some((usize::try_from(t.start).ok()?, usize::try_from(t.end).ok()?))
+    };
+    match (
+        code.next().and_then(bounds),
+        tokens.iter().rfind(|t| !comment(t.token)).and_then(bounds),
+    ) {
+        (Some((start, _)), Some((_, end)))
+            if start <= end
+                && text.is_char_boundary(start)
+                && text.is_char_boundary(end)
+                && end <= text.len() =>
+        {
+            start..end
+        }
+        _ => {
+            let lead = text.len() - text.trim_start().len();
+            lead..text.trim_end().len().max(lead)
         }
     }
 }
@@ -168,10 +166,10 @@ mod tests {
     }
 
     #[test]
-    fn leading_comments_are_skipped() {
-        let sql = "SELECT 1;\n/* one /* nested */ */ -- two\n\n  -- three\nDROP TABLE t;";
+    fn surrounding_comments_are_skipped() {
+        let sql = "SELECT 1;\n/* one /* nested */ */ -- two\n\n  -- three\nDROP TABLE \"é\" -- gone\n/* end */";
         let a = analyze(sql).unwrap();
-        assert_eq!(a.statements[1].sql, "DROP TABLE t");
+        assert_eq!(a.statements[1].sql, "DROP TABLE \"é\"");
         assert_eq!(a.statements[1].line_in(sql), 5);
     }
 

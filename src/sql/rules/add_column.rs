@@ -15,12 +15,10 @@
 //! if the column existed, its NULLs get backfilled.
 
 use super::alter_table::{self, One};
-use super::{add_check, add_unique, deparse_expr, expr, set_not_null, Rule};
+use super::{add_check, add_unique, backfill, deparse_expr, expr, set_not_null, Rule};
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
-use pg_query::protobuf::{
-    a_const, AConst, AlterTableType, ColumnDef, ConstrType, Constraint, FuncCall, Node, TypeName,
-};
+use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
+use pg_query::protobuf::{AlterTableType, ColumnDef, ConstrType, Constraint, Node, TypeName};
 use pg_query::NodeEnum;
 
 pub const RULE: Rule = Rule {
@@ -153,7 +151,12 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         lock: Lock::AccessExclusive,
         problem,
         rewrite: plan(&one, &col, backfill),
-        hint: "Add the column without the default or constraints, SET DEFAULT, backfill in batches, then add NOT NULL and constraints without long locks.".into(),
+        hint: if backfill {
+            "Add the column without the default, SET DEFAULT, backfill existing rows in batches, then add NOT NULL and constraints without long locks."
+        } else {
+            "Add the column without the constraint, then add a CHECK NOT VALID and VALIDATE it, or build the unique index CONCURRENTLY and attach it USING INDEX."
+        }
+        .into(),
         table: Some(table),
         default_policy: Policy::Rewrite,
     })
@@ -173,19 +176,9 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
     if backfill {
         let default = match col.serial {
             Some((_, sql_type)) => {
-                let seq = ident::sibling(
-                    one.rel,
-                    &ident::generated_name(&one.rel.relname, &[column], "seq"),
-                );
-                steps.push(Step::quick(
-                    format!(
-                        "CREATE SEQUENCE IF NOT EXISTS {seq} AS {sql_type} OWNED BY {}.{}",
-                        one.table(),
-                        ident::quote(column)
-                    ),
-                    Lock::AccessShare,
-                ));
-                nextval(&seq)
+                let (step, seq) = backfill::sequence(one, column, sql_type);
+                steps.push(step);
+                backfill::nextval(&seq)
             }
             None => col.default?.clone(),
         };
@@ -196,7 +189,7 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
             alter_table::statement(stmt, set),
             Lock::AccessExclusive,
         ));
-        steps.push(backfill_step(one, column, &deparse_expr(&default)));
+        steps.push(backfill::batch(one, column, &deparse_expr(&default)));
         summary.push("SET DEFAULT, then a batched backfill of existing rows");
         if col.not_null || col.serial.is_some() {
             steps.extend(set_not_null::steps(stmt, column));
@@ -267,45 +260,11 @@ fn has(def: &ColumnDef, t: ConstrType) -> bool {
         .any(|c| matches!(&c.node, Some(NodeEnum::Constraint(c)) if c.contype == t as i32))
 }
 
-/// `nextval('<seq>')` as an expression node.
-fn nextval(seq: &str) -> Node {
-    let arg = AConst {
-        val: Some(a_const::Val::Sval(pg_query::protobuf::String {
-            sval: seq.into(),
-        })),
-        location: -1,
-        ..Default::default()
-    };
-    Node {
-        node: Some(NodeEnum::FuncCall(Box::new(FuncCall {
-            funcname: vec![super::string_node("nextval")],
-            args: vec![Node {
-                node: Some(NodeEnum::AConst(arg)),
-            }],
-            funcformat: pg_query::protobuf::CoercionForm::CoerceExplicitCall as i32,
-            location: -1,
-            ..Default::default()
-        }))),
-    }
-}
-
-/// One batch of the backfill: rows still NULL get `value`. The outer `IS NULL` keeps
-/// values written since SET DEFAULT, and rows of other partitions that share a ctid.
-fn backfill_step(one: &One<'_>, column: &str, value: &str) -> Step {
-    let t = one.table();
-    let c = ident::quote(column);
-    Step::long(
-        format!("UPDATE {t} SET {c} = {value} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT $BATCH)) AND {c} IS NULL"),
-        Lock::RowExclusive,
-        Placement::OwnTransaction,
-    )
-    .with_kind(StepKind::Backfill)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{parse_one, review_sql, step_sql};
     use super::*;
+    use crate::sql::plan::{Placement, StepKind};
 
     #[test]
     fn volatile_default_becomes_a_backfill() {

@@ -111,7 +111,8 @@ pub(super) fn drop_constraint(stmt: &AlterTableStmt, name: &str) -> String {
     statement(stmt, d)
 }
 
-/// The table lock a subcommand takes (PG 15 `AlterTableGetLockLevel`, simplified).
+/// The table lock a subcommand takes (PG 15 `AlterTableGetLockLevel`, simplified;
+/// triggers, SET (…), SET STATISTICS and ALTER CONSTRAINT checked in `pg_locks`).
 pub(super) fn lock_of(cmd: &AlterTableCmd) -> Lock {
     use AlterTableType as T;
     let Ok(kind) = T::try_from(cmd.subtype) else {
@@ -135,8 +136,7 @@ pub(super) fn lock_of(cmd: &AlterTableCmd) -> Lock {
         | T::AtEnableTrigAll
         | T::AtDisableTrigAll
         | T::AtEnableTrigUser
-        | T::AtDisableTrigUser
-        | T::AtAlterConstraint => Lock::ShareRowExclusive,
+        | T::AtDisableTrigUser => Lock::ShareRowExclusive,
         T::AtAddConstraint => match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
             Some(NodeEnum::Constraint(c)) if c.contype == ConstrType::ConstrForeign as i32 => {
                 Lock::ShareRowExclusive

@@ -2,7 +2,10 @@
 //! Safe form: `CREATE INDEX CONCURRENTLY` (SHARE UPDATE EXCLUSIVE, outside any
 //! transaction block); a failed build leaves an INVALID index that the executor drops
 //! before it retries. Partitioned parents cannot be built concurrently: the rule's
-//! plan covers plain tables, and the executor reports a partitioned parent clearly.
+//! plan covers plain tables, the hint names the partitioned-index sequence, and the
+//! executor reports a partitioned parent clearly. `CREATE INDEX … ON ONLY parent` is
+//! the first step of that sequence (instant, the index stays invalid until every
+//! partition's index is attached): no finding.
 
 use super::{deparse, Rule};
 use crate::sql::ident;
@@ -19,10 +22,10 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let NodeEnum::IndexStmt(stmt) = node else {
         return None;
     };
-    if stmt.concurrent {
+    let rel = stmt.relation.as_ref()?;
+    if stmt.concurrent || !rel.inh {
         return None;
     }
-    let rel = stmt.relation.as_ref()?;
     let table = ident::relation(rel);
     let mut safe = (**stmt).clone();
     safe.concurrent = true;
@@ -43,7 +46,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             "CREATE INDEX takes a SHARE lock on {table}: writes wait for the whole build"
         ),
         hint: match rewrite {
-            Some(_) => "Use CREATE INDEX CONCURRENTLY outside a transaction block.".into(),
+            Some(_) => "Use CREATE INDEX CONCURRENTLY outside a transaction block. On a partitioned table: CREATE INDEX … ON ONLY the parent, CREATE INDEX CONCURRENTLY on each partition, then ALTER INDEX … ATTACH PARTITION each.".into(),
             None => "Name the index so a failed concurrent build can be found and retried.".into(),
         },
         rewrite,
@@ -81,6 +84,11 @@ mod tests {
     #[test]
     fn concurrent_builds_are_fine() {
         assert!(review(&parse_one("CREATE INDEX CONCURRENTLY i ON t (c)"), "").is_none());
+        assert!(review(
+            &parse_one("CREATE INDEX i ON ONLY \"Metrics\".samples (c)"),
+            ""
+        )
+        .is_none());
     }
 
     #[test]

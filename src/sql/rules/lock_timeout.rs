@@ -130,6 +130,7 @@ mod tests {
             ),
             ("ALTER TABLE app.\"Orders\" ADD CONSTRAINT k UNIQUE USING INDEX k", AccessExclusive),
             ("ALTER TABLE app.\"Orders\" OWNER TO app", AccessExclusive),
+            ("ALTER TABLE app.\"Orders\" ALTER CONSTRAINT fk DEFERRABLE", AccessExclusive),
             ("ALTER TABLE app.\"Orders\" RENAME CONSTRAINT a TO b", AccessExclusive),
         ] {
             check(sql, "ALTER TABLE", lock, t);

@@ -17,6 +17,7 @@ mod add_unique;
 mod alter_column_type;
 mod alter_table;
 mod attach_partition;
+mod backfill;
 mod create_index;
 mod detach_partition;
 mod drop_column;

@@ -54,7 +54,7 @@ pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
 }
 
 pub(super) const SUMMARY: &str =
-    "NOT NULL proved by a CHECK (c IS NOT NULL) NOT VALID, validated in its own transaction, then set without a scan";
+    "NOT NULL proved by a CHECK (… IS NOT NULL) NOT VALID, validated in its own transaction, then set without a scan";
 
 fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let one = alter_table::single(node)?;

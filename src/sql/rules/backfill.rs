@@ -1,0 +1,56 @@
+//! Steps that fill a new column's existing rows, shared by `add-column`: the sequence
+//! behind a serial column, its `nextval` default, and one batch of the backfill.
+
+use super::alter_table::One;
+use crate::sql::ident;
+use crate::sql::plan::{Lock, Placement, Step, StepKind};
+use pg_query::protobuf::{a_const, AConst, FuncCall, Node};
+use pg_query::NodeEnum;
+
+/// `CREATE SEQUENCE … OWNED BY` for a serial `column`; it must come after the ADD
+/// COLUMN. Returns the step and the sequence name (schema-qualified, quoted).
+pub(super) fn sequence(one: &One<'_>, column: &str, sql_type: &str) -> (Step, String) {
+    let name = ident::generated_name(&one.rel.relname, &[column], "seq");
+    let seq = ident::sibling(one.rel, &name);
+    let sql = format!(
+        "CREATE SEQUENCE IF NOT EXISTS {seq} AS {sql_type} OWNED BY {}.{}",
+        one.table(),
+        ident::quote(column)
+    );
+    (Step::quick(sql, Lock::AccessShare), seq)
+}
+
+/// `nextval('<seq>')` as an expression node.
+pub(super) fn nextval(seq: &str) -> Node {
+    let arg = AConst {
+        val: Some(a_const::Val::Sval(pg_query::protobuf::String {
+            sval: seq.into(),
+        })),
+        location: -1,
+        ..Default::default()
+    };
+    Node {
+        node: Some(NodeEnum::FuncCall(Box::new(FuncCall {
+            funcname: vec![super::string_node("nextval")],
+            args: vec![Node {
+                node: Some(NodeEnum::AConst(arg)),
+            }],
+            funcformat: pg_query::protobuf::CoercionForm::CoerceExplicitCall as i32,
+            location: -1,
+            ..Default::default()
+        }))),
+    }
+}
+
+/// One batch of the backfill: rows still NULL get `value`. The outer `IS NULL` keeps
+/// values written since SET DEFAULT, and rows of other partitions that share a ctid.
+pub(super) fn batch(one: &One<'_>, column: &str, value: &str) -> Step {
+    let t = one.table();
+    let c = ident::quote(column);
+    Step::long(
+        format!("UPDATE {t} SET {c} = {value} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT $BATCH)) AND {c} IS NULL"),
+        Lock::RowExclusive,
+        Placement::OwnTransaction,
+    )
+    .with_kind(StepKind::Backfill)
+}
