@@ -77,10 +77,10 @@ pub async fn run<C: Conn>(
     }
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
-    let mut rows = None;
+    let mut fill = Fill::default();
     loop {
         let outcome = match (&step.kind, mode) {
-            (StepKind::Backfill, _) => backfill(conn, step, cx, &mut rows).await?,
+            (StepKind::Backfill { .. }, _) => backfill(conn, step, cx, &mut fill).await?,
             (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
             (StepKind::ConcurrentIndex { index }, _) => {
                 drop_if_invalid(conn, index).await?;
@@ -99,7 +99,7 @@ pub async fn run<C: Conn>(
                     sql: step.sql.clone(),
                     attempts: backoff.attempts + 1,
                     ms: started.elapsed().as_millis() as u64,
-                    rows,
+                    rows: matches!(step.kind, StepKind::Backfill { .. }).then_some(fill.rows),
                 })
             }
             Err(e) if retryable(&e) => match backoff.failed() {
@@ -204,34 +204,100 @@ async fn with_settings<C: Conn>(
     Ok(reply.error.map_or(Ok(()), Err))
 }
 
-/// Repeats the batch UPDATE, one transaction each, until it updates no row.
+/// Where a backfill stands, kept across lock-timeout retries.
+#[derive(Debug, Default)]
+struct Fill {
+    rows: u64,
+    /// Heap pages to walk, read once at the start; next page to do.
+    pages: Option<(u64, u64)>,
+    next_page: u64,
+}
+
+/// Walks the table's pages in batches (one transaction each), then sweeps rows
+/// that moved past the last page meanwhile.
 async fn backfill<C: Conn>(
     conn: &mut C,
     step: &Step,
     cx: &StepContext<'_>,
-    total: &mut Option<u64>,
+    fill: &mut Fill,
 ) -> io::Result<Result<(), ServerError>> {
-    let batch = step
+    let StepKind::Backfill { table, by_pages } = &step.kind else {
+        return Ok(Ok(()));
+    };
+    let run = |sql: String| {
+        format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; {sql}; COMMIT",
+            ms(cx.ddl.lock_timeout_ms),
+            ms(cx.ddl.long_step_timeout_ms)
+        )
+    };
+    let (pages, per_batch) = match fill.pages {
+        Some(p) => p,
+        None => {
+            let p = table_pages(conn, table, cx.ddl.backfill_batch_rows).await?;
+            fill.pages = Some(p);
+            p
+        }
+    };
+    let pause = Duration::from_millis(cx.ddl.backfill_pause_ms);
+    while fill.next_page < pages {
+        let to = fill.next_page + per_batch;
+        let sql = by_pages
+            .replace("$FROM", &format!("'({},0)'::tid", fill.next_page))
+            .replace("$TO", &format!("'({to},0)'::tid"));
+        let reply = conn.query(&run(sql)).await?;
+        if let Some(e) = reply.error {
+            conn.query("ROLLBACK").await?;
+            return Ok(Err(e));
+        }
+        fill.rows += updated(&reply);
+        fill.next_page = to;
+        tokio::time::sleep(pause).await;
+    }
+    let sweep = run(step
         .sql
-        .replace("$BATCH", &cx.ddl.backfill_batch_rows.to_string());
-    let attempt = format!(
-        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; {batch}; COMMIT",
-        ms(cx.ddl.lock_timeout_ms),
-        ms(cx.ddl.long_step_timeout_ms)
-    );
+        .replace("$BATCH", &cx.ddl.backfill_batch_rows.to_string()));
     loop {
-        let reply = conn.query(&attempt).await?;
+        let reply = conn.query(&sweep).await?;
         if let Some(e) = reply.error {
             conn.query("ROLLBACK").await?;
             return Ok(Err(e));
         }
         let rows = updated(&reply);
-        *total = Some(total.unwrap_or(0) + rows);
+        fill.rows += rows;
         if rows == 0 {
             return Ok(Ok(()));
         }
-        tokio::time::sleep(Duration::from_millis(cx.ddl.backfill_pause_ms)).await;
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// Heap pages of `table` (its largest leaf partition, for a partitioned table; a
+/// plain table is not in its own partition tree) and
+/// how many pages hold about `batch_rows` rows.
+async fn table_pages<C: Conn>(
+    conn: &mut C,
+    table: &str,
+    batch_rows: u64,
+) -> io::Result<(u64, u64)> {
+    let sql = format!(
+        "SELECT coalesce(max(pg_relation_size(t.relid)) / current_setting('block_size')::bigint, 0), \
+         coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples > 0) / nullif(sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0), 100)::bigint \
+         FROM (SELECT relid FROM pg_partition_tree(to_regclass({t})) WHERE isleaf \
+         UNION SELECT to_regclass({t})) t JOIN pg_class c ON c.oid = t.relid",
+        t = literal(table)
+    );
+    let reply = conn.query(&sql).await?;
+    let value = |i: usize| -> u64 {
+        reply
+            .rows
+            .first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let per_page = value(1).max(1);
+    Ok((value(0), (batch_rows / per_page).max(1)))
 }
 
 /// Rows the batch UPDATE touched: the largest count among the statements' tags.

@@ -113,7 +113,7 @@ pub fn run(files: &[PathBuf], format: Format) -> u8 {
 
 fn placement(step: &Step) -> &'static str {
     match (step.placement, &step.kind) {
-        (_, StepKind::Backfill) => "own transaction per batch",
+        (_, StepKind::Backfill { .. }) => "own transaction per batch",
         (Placement::Anywhere, _) => "anywhere",
         (Placement::OwnTransaction, _) => "own transaction",
         (Placement::OutsideTransaction, _) => "outside a transaction",
@@ -155,7 +155,7 @@ fn step_json(s: &Step) -> Value {
     let (kind, index) = match &s.kind {
         StepKind::Sql => ("sql", None),
         StepKind::ConcurrentIndex { index } => ("concurrent-index", Some(index.as_str())),
-        StepKind::Backfill => ("backfill", None),
+        StepKind::Backfill { .. } => ("backfill", None),
     };
     let placement = match s.placement {
         Placement::Anywhere => "anywhere",

@@ -72,10 +72,13 @@ pub enum StepKind {
     /// `CREATE [UNIQUE] INDEX CONCURRENTLY`: a failure can leave `index` (schema-qualified,
     /// quoted) INVALID; the executor drops it concurrently before retrying.
     ConcurrentIndex { index: String },
-    /// Batched backfill of existing rows: `sql` is an UPDATE of one batch and contains
-    /// the placeholder `$BATCH` where the executor puts its row limit; it is repeated,
-    /// one transaction per batch, until it updates no row.
-    Backfill,
+    /// Batched backfill of existing rows of `table`, one transaction per batch.
+    /// `by_pages` is the UPDATE of the rows in a range of heap pages (placeholders
+    /// `$FROM` and `$TO`, tids); the executor walks the table's pages with it, so the
+    /// work stays linear in the table size. `sql` is then repeated (placeholder
+    /// `$BATCH`, a row limit) until it updates no row, for rows that moved past the
+    /// last page while the backfill ran.
+    Backfill { table: String, by_pages: String },
 }
 
 /// One step of a plan.

@@ -284,8 +284,15 @@ mod tests {
         );
         let fill = &f.rewrite.unwrap().steps[2];
         assert_eq!(
-            (fill.kind.clone(), fill.placement, fill.long),
-            (StepKind::Backfill, Placement::OwnTransaction, true)
+            (fill.placement, fill.long),
+            (Placement::OwnTransaction, true)
+        );
+        assert_eq!(
+            fill.kind,
+            StepKind::Backfill {
+                table: "users".into(),
+                by_pages: "UPDATE users SET token = gen_random_uuid() WHERE ctid >= $FROM AND ctid < $TO AND token IS NULL".into(),
+            }
         );
     }
 

@@ -52,5 +52,8 @@ pub(super) fn batch(one: &One<'_>, column: &str, value: &str) -> Step {
         Lock::RowExclusive,
         Placement::OwnTransaction,
     )
-    .with_kind(StepKind::Backfill)
+    .with_kind(StepKind::Backfill {
+        by_pages: format!("UPDATE {t} SET {c} = {value} WHERE ctid >= $FROM AND ctid < $TO AND {c} IS NULL"),
+        table: t,
+    })
 }
