@@ -172,7 +172,7 @@ async fn refresh_materialized_view_runs_concurrently() {
 async fn binary_coercible_type_change_passes_under_lock_timeout() {
     let setup = "CREATE TABLE items (id int PRIMARY KEY, name varchar(20));
         INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20000) g;";
-    let (_, client) = safe_through_pgshift(
+    let (db, client) = safe_through_pgshift(
         "widen",
         &Scenario {
             setup,
@@ -184,6 +184,25 @@ async fn binary_coercible_type_change_passes_under_lock_timeout() {
     .await;
     let len = one_value(&client, "SELECT character_maximum_length FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'name'").await;
     assert_eq!(len, "40");
+    // Targets that are coercible only from some types: the executor checks the catalog.
+    let proxy = proxy();
+    let via = connect(&proxy.conn_str(&db, "postgres")).await;
+    for sql in [
+        "ALTER TABLE items ALTER COLUMN name TYPE varchar(10)",
+        "ALTER TABLE items ALTER COLUMN id TYPE text",
+    ] {
+        let err = via.batch_execute(sql).await.expect_err(sql);
+        let e = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{sql}: {err:?}"));
+        assert_eq!(e.code().code(), "0A000", "{sql}: {e:?}");
+        assert!(e.message().contains("rewrites the whole table"), "{e:?}");
+    }
+    via.batch_execute("ALTER TABLE items ALTER COLUMN name TYPE text")
+        .await
+        .unwrap();
+    let ty = one_value(&client, "SELECT data_type FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'name'").await;
+    assert_eq!(ty, "text");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod retry;
 mod script;
 pub mod service;
 pub mod steps;
+mod type_change;
 
 pub use batch::{complete_len as batch_len, parse as parse_batch, Batch};
 pub use deferred::{run_pending, Deferred};

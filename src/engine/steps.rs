@@ -75,6 +75,15 @@ pub async fn run<C: Conn>(
             return super::partitioned::build(conn, stmt, cx).await;
         }
     }
+    if let StepKind::TypeChange {
+        table,
+        column,
+        target,
+        typmod,
+    } = &step.kind
+    {
+        super::type_change::check(conn, table, column, target, *typmod).await?;
+    }
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut fill = Fill::default();
@@ -91,7 +100,9 @@ pub async fn run<C: Conn>(
                 r
             }
             (StepKind::Sql, _) if step.long => long(conn, &step.sql, cx).await?,
-            (StepKind::Sql, _) => guarded(conn, &step.sql, cx).await?,
+            (StepKind::Sql | StepKind::TypeChange { .. }, _) => {
+                guarded(conn, &step.sql, cx).await?
+            }
         };
         match outcome {
             Ok(()) => {

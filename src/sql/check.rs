@@ -156,6 +156,7 @@ fn step_json(s: &Step) -> Value {
         StepKind::Sql => ("sql", None),
         StepKind::ConcurrentIndex { index } => ("concurrent-index", Some(index.as_str())),
         StepKind::Backfill { .. } => ("backfill", None),
+        StepKind::TypeChange { .. } => ("type-change", None),
     };
     let placement = match s.placement {
         Placement::Anywhere => "anywhere",

@@ -79,6 +79,15 @@ pub enum StepKind {
     /// `$BATCH`, a row limit) until it updates no row, for rows that moved past the
     /// last page while the backfill ran.
     Backfill { table: String, by_pages: String },
+    /// `ALTER COLUMN … TYPE` that is catalog-only only if the column's current type
+    /// is binary-coercible to `target` (with type modifier `typmod`, -1 for none):
+    /// the executor checks the catalog first and refuses a change that would rewrite.
+    TypeChange {
+        table: String,
+        column: String,
+        target: String,
+        typmod: i32,
+    },
 }
 
 /// One step of a plan.

@@ -13,7 +13,7 @@
 use super::alter_table;
 use super::{deparse_expr, guarded, original, Rule};
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Policy};
+use crate::sql::plan::{Finding, Lock, Policy, StepKind};
 use pg_query::protobuf::{AConst, AlterTableType, Node, TypeCast, TypeName};
 use pg_query::NodeEnum;
 
@@ -44,6 +44,36 @@ fn maybe_coercible(t: &TypeName) -> bool {
         _ => return false,
     };
     t.array_bounds.is_empty() && MAYBE_COERCIBLE.contains(&name)
+}
+
+/// The type modifier Postgres stores for `t` (atttypmod), or -1 when unconstrained:
+/// varchar(n) and numeric keep VARHDRSZ (4) in it; numeric packs precision and scale.
+fn typmod(t: &TypeName) -> i32 {
+    let mods: Vec<i32> = t
+        .typmods
+        .iter()
+        .filter_map(|m| match m.node.as_ref()? {
+            NodeEnum::AConst(AConst {
+                val: Some(pg_query::protobuf::a_const::Val::Ival(i)),
+                ..
+            }) => Some(i.ival),
+            _ => None,
+        })
+        .collect();
+    let name = t
+        .names
+        .iter()
+        .filter_map(super::str_val)
+        .last()
+        .unwrap_or("");
+    match (name, mods.as_slice()) {
+        (_, []) => -1,
+        ("varchar" | "bpchar", [n]) => n + 4,
+        ("numeric", [p]) => (p << 16) + 4,
+        ("numeric", [p, s]) => ((p << 16) | s) + 4,
+        (_, [n]) => *n,
+        _ => -1,
+    }
 }
 
 /// A type name as SQL.
@@ -84,7 +114,16 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             tag: "ALTER TABLE",
             lock: Lock::AccessExclusive,
             problem: format!("ALTER COLUMN {column} TYPE {to} takes ACCESS EXCLUSIVE on {table}: instant if the current type is binary-coercible to {to}, a full table rewrite otherwise"),
-            rewrite: Some(guarded(original(node, sql), Lock::AccessExclusive)),
+            rewrite: Some({
+                let mut plan = guarded(original(node, sql), Lock::AccessExclusive);
+                plan.steps[0].kind = StepKind::TypeChange {
+                    table: table.clone(),
+                    column: one.cmd.name.clone(),
+                    target: to.clone(),
+                    typmod: typmod(target),
+                };
+                plan
+            }),
             hint: format!("pgshift runs this only after checking that the current type of {column} is binary-coercible to {to} (e.g. varchar(n) to a wider varchar or text); otherwise use an expand/contract migration."),
             table: Some(table),
             default_policy: Policy::Rewrite,
@@ -168,5 +207,46 @@ mod tests {
     fn other_subcommands_pass() {
         let sql = "ALTER TABLE t ALTER COLUMN c SET DEFAULT 0";
         assert!(review(&parse_one(sql), sql).is_none());
+    }
+}
+
+#[cfg(test)]
+mod typmod_tests {
+    use super::super::review_sql;
+    use crate::sql::plan::StepKind;
+
+    #[test]
+    fn the_executor_gets_the_target_and_its_modifier() {
+        for (sql, target, typmod) in [
+            (
+                "ALTER TABLE t ALTER COLUMN c TYPE varchar(40)",
+                "varchar(40)",
+                44,
+            ),
+            (
+                "ALTER TABLE t ALTER COLUMN c TYPE numeric(12, 2)",
+                "numeric(12, 2)",
+                (12 << 16 | 2) + 4,
+            ),
+            ("ALTER TABLE t ALTER COLUMN c TYPE text", "text", -1),
+            (
+                "ALTER TABLE t ALTER COLUMN c TYPE timestamp(3)",
+                "timestamp(3)",
+                3,
+            ),
+        ] {
+            let f = review_sql(sql).unwrap();
+            let kind = f.rewrite.unwrap().steps[0].kind.clone();
+            assert_eq!(
+                kind,
+                StepKind::TypeChange {
+                    table: "t".into(),
+                    column: "c".into(),
+                    target: target.into(),
+                    typmod
+                },
+                "{sql}"
+            );
+        }
     }
 }
