@@ -63,8 +63,8 @@ fn typmod(t: &TypeName) -> i32 {
     let name = t
         .names
         .iter()
-        .filter_map(super::str_val)
-        .last()
+        .rev()
+        .find_map(super::str_val)
         .unwrap_or("");
     match (name, mods.as_slice()) {
         (_, []) => -1,
