@@ -296,27 +296,46 @@ async fn index_on_a_partitioned_table_is_built_partition_by_partition() {
 async fn drop_column_is_warned_and_guarded() {
     let (_, client) = safe_through_pgshift(
         "dropcol",
-        &Scenario { setup: TABLE, blocker: READER, ddl: "ALTER TABLE items DROP COLUMN owner_id", app: APP_READ },
+        &Scenario {
+            setup: TABLE,
+            blocker: READER,
+            ddl: "ALTER TABLE items DROP COLUMN owner_id",
+            app: APP_READ,
+        },
     )
     .await;
-    let n = one_value(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items'").await;
+    let n = one_value(
+        &client,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items'",
+    )
+    .await;
     assert_eq!(n, "2");
 }
 
 #[tokio::test]
 async fn drop_table_is_warned_and_guarded() {
-    let setup = format!("{TABLE} CREATE TABLE old_items (id int); INSERT INTO old_items VALUES (1);");
+    // Dropping a table locks every table its foreign keys reference, too.
+    let setup = format!(
+        "{TABLE} CREATE TABLE old_items (id int REFERENCES items (id)); INSERT INTO old_items VALUES (1);"
+    );
     let (_, client) = safe_through_pgshift(
         "droptable",
         &Scenario {
             setup: &setup,
-            blocker: "SELECT count(*) FROM old_items",
+            blocker: READER,
             ddl: "DROP TABLE old_items",
-            app: "SELECT count(*) FROM old_items WHERE id = 1",
+            app: APP_READ,
         },
     )
     .await;
-    assert_eq!(one_value(&client, "SELECT count(*) FROM pg_class WHERE relname = 'old_items'").await, "0");
+    assert_eq!(
+        one_value(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname = 'old_items'"
+        )
+        .await,
+        "0"
+    );
 }
 
 #[tokio::test]
@@ -330,20 +349,32 @@ async fn attach_partition_is_warned_and_guarded() {
         "attach",
         &Scenario {
             setup,
-            blocker: READER,
+            blocker: "SELECT count(*) FROM items_next",
             ddl: "ALTER TABLE items ATTACH PARTITION items_next FOR VALUES FROM (30000) TO (40000)",
             app: "SELECT count(*) FROM items_next WHERE id = 30500",
         },
     )
     .await;
-    assert_eq!(one_value(&client, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'items'::regclass").await, "2");
+    assert_eq!(
+        one_value(
+            &client,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'items'::regclass"
+        )
+        .await,
+        "2"
+    );
 }
 
 #[tokio::test]
 async fn serial_column_is_added_with_a_sequence_and_backfilled() {
     let (db, client) = safe_through_pgshift(
         "serial",
-        &Scenario { setup: TABLE, blocker: READER, ddl: "ALTER TABLE items ADD COLUMN seq bigserial", app: APP_READ },
+        &Scenario {
+            setup: TABLE,
+            blocker: READER,
+            ddl: "ALTER TABLE items ADD COLUMN seq bigserial",
+            app: APP_READ,
+        },
     )
     .await;
     let check = one_value(
@@ -356,7 +387,9 @@ async fn serial_column_is_added_with_a_sequence_and_backfilled() {
     assert_eq!(notnull, "true");
     let owned = one_value(&client, "SELECT pg_get_serial_sequence('items', 'seq')").await;
     assert_eq!(owned, "public.items_seq_seq");
-    assert!(logged(&db).iter().any(|s| s.contains("CREATE SEQUENCE IF NOT EXISTS items_seq_seq")));
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("CREATE SEQUENCE IF NOT EXISTS items_seq_seq")));
 }
 
 #[tokio::test]
@@ -364,19 +397,48 @@ async fn bypass_is_honoured_only_when_allowed() {
     let db = fresh_db("bypass");
     let allowed = common::Proxy::start_with(|c| c.ddl.allow_bypass = true);
     let client = connect(&allowed.conn_str(&db, "postgres")).await;
-    client.batch_execute("CREATE TABLE t (c int)").await.unwrap();
-    client.batch_execute("SET pgshift.bypass = on").await.unwrap();
-    client.batch_execute("CREATE INDEX t_bypassed ON t (c)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (c int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET pgshift.bypass = on")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE INDEX t_bypassed ON t (c)")
+        .await
+        .unwrap();
     client.batch_execute("RESET pgshift.bypass").await.unwrap();
-    client.batch_execute("CREATE INDEX t_safe ON t (c)").await.unwrap();
+    client
+        .batch_execute("CREATE INDEX t_safe ON t (c)")
+        .await
+        .unwrap();
     let refused = proxy();
     let other = connect(&refused.conn_str(&db, "postgres")).await;
-    other.batch_execute("SET pgshift.bypass = on").await.unwrap();
-    other.batch_execute("CREATE INDEX t_not_bypassed ON t (c)").await.unwrap();
+    other
+        .batch_execute("SET pgshift.bypass = on")
+        .await
+        .unwrap();
+    other
+        .batch_execute("CREATE INDEX t_not_bypassed ON t (c)")
+        .await
+        .unwrap();
     let sent = logged(&db);
-    assert!(sent.iter().any(|s| s == "CREATE INDEX t_bypassed ON t (c)"), "{sent:#?}");
-    assert!(sent.iter().any(|s| s.contains("CREATE INDEX CONCURRENTLY t_safe")), "{sent:#?}");
-    assert!(sent.iter().any(|s| s.contains("CREATE INDEX CONCURRENTLY t_not_bypassed")), "{sent:#?}");
+    assert!(
+        sent.iter().any(|s| s == "CREATE INDEX t_bypassed ON t (c)"),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|s| s.contains("CREATE INDEX CONCURRENTLY t_safe")),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|s| s.contains("CREATE INDEX CONCURRENTLY t_not_bypassed")),
+        "{sent:#?}"
+    );
 }
 
 #[tokio::test]
@@ -387,13 +449,27 @@ async fn a_wrong_service_credential_is_a_clear_error_not_a_hang() {
         c.upstream.service_password = "not the password".into();
     });
     let client = connect(&proxy.conn_str(&db, "postgres")).await;
-    client.batch_execute("CREATE TABLE t (c int); BEGIN").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (c int); BEGIN")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
-    let err = client.batch_execute("CREATE INDEX t_c ON t (c)").await.unwrap_err();
+    let err = client
+        .batch_execute("CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap_err();
     let e = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(e.code().code(), "58000", "{e:?}");
-    assert!(e.message().contains("md5_user") && e.message().contains("password"), "{e:?}");
-    assert!(e.hint().unwrap_or_default().contains("PGSHIFT_SERVICE_PASSWORD"), "{e:?}");
+    assert!(
+        e.message().contains("md5_user") && e.message().contains("password"),
+        "{e:?}"
+    );
+    assert!(
+        e.hint()
+            .unwrap_or_default()
+            .contains("PGSHIFT_SERVICE_PASSWORD"),
+        "{e:?}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     client.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -60,12 +60,7 @@ fn typmod(t: &TypeName) -> i32 {
             _ => None,
         })
         .collect();
-    let name = t
-        .names
-        .iter()
-        .rev()
-        .find_map(super::str_val)
-        .unwrap_or("");
+    let name = t.names.iter().rev().find_map(super::str_val).unwrap_or("");
     match (name, mods.as_slice()) {
         (_, []) => -1,
         ("varchar" | "bpchar", [n]) => n + 4,
