@@ -1,6 +1,6 @@
 //! `pgshift demo`: a throwaway Postgres with pgshift in front, a pgbench load
-//! direct and through the proxy side by side, then the proxy keeps serving.
-//! (The DDL-safety demo replaces the load once the DDL engine lands.)
+//! direct and through the proxy side by side, then unsafe migrations against a
+//! busy table, direct and through pgshift (`demo_ddl`), then the proxy keeps serving.
 
 use pgshift::cli::DemoArgs;
 use pgshift::cluster::{bin_dir, Cluster, ClusterOptions};
@@ -63,6 +63,11 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         "  through pgshift: {} connections, {} queries, {} bytes in, {} bytes out\n",
         stats.connections_total, stats.queries, stats.bytes_from_clients, stats.bytes_from_servers
     );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::demo_ddl::run(cluster.port, addr.port()))?;
+    println!();
     if !args.exit {
         println!(
             "try it: psql -h {} -p {} -U postgres postgres",
@@ -70,9 +75,6 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
             addr.port()
         );
         println!("Ctrl-C stops pgshift and the throwaway Postgres.");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         rt.block_on(tokio::signal::ctrl_c())?;
     }
     handle.shutdown();

@@ -1,6 +1,7 @@
 //! The `pgshift` binary: parse the command line, load config, run.
 
 mod demo;
+mod demo_ddl;
 
 use clap::Parser;
 use pgshift::cli::{CheckArgs, Cli, Command, ServeArgs};
