@@ -442,4 +442,51 @@ async fn extended_protocol_ddl_is_rewritten_too() {
     raw.send(&common::raw::query("SELECT 42")).await;
     let last: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
     assert_eq!(last, b"TDCZ");
+    // A sniffed but clean batch is forwarded; the next DDL batch is still seen.
+    raw.send(&extended_batch("CREATE TABLE t2 (c int)")).await;
+    let clean: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
+    assert_eq!(clean, b"12nCZ");
+    raw.send(&extended_batch("CREATE INDEX t2_c ON t2 (c)"))
+        .await;
+    let rewritten: Vec<u8> = raw.read_until(b'Z').await.iter().map(|m| m.0).collect();
+    assert_eq!(rewritten, b"12nNCZ");
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("CREATE INDEX CONCURRENTLY t2_c ON t2")));
+}
+
+#[tokio::test]
+async fn multi_statement_results_match_postgres() {
+    let db = fresh_db("multitags");
+    let proxy = proxy();
+    let setup = connect(&direct(&db)).await;
+    setup.batch_execute("CREATE TABLE t (c int)").await.unwrap();
+    let (mut raw, _) = common::raw::Raw::startup(proxy.addr, "postgres", &db).await;
+    let tags = |msgs: &[(u8, Vec<u8>)]| -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m.0 == b'C')
+            .map(|m| {
+                String::from_utf8_lossy(&m.1)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .collect()
+    };
+    raw.send(&common::raw::query(
+        "INSERT INTO t VALUES (1); CREATE INDEX t_c ON t (c); INSERT INTO t VALUES (2)",
+    ))
+    .await;
+    let ok = raw.read_until(b'Z').await;
+    assert_eq!(tags(&ok), ["INSERT 0 1", "CREATE INDEX", "INSERT 0 1"]);
+    assert_eq!(ok.last().unwrap().1, b"I");
+    // On failure the ErrorResponse is the last result, as with Postgres (libpq's
+    // PQexec returns it, so psql and psycopg2 see the error).
+    raw.send(&common::raw::query(
+        "INSERT INTO t VALUES (3); CREATE INDEX t_d ON t (c); SELECT 1/0",
+    ))
+    .await;
+    let failed = raw.read_until(b'Z').await;
+    let kinds: Vec<u8> = failed.iter().map(|m| m.0).filter(|t| *t != b'N').collect();
+    assert_eq!(kinds, b"CCEZ", "{failed:?}");
+    assert_eq!(failed.last().unwrap().1, b"I");
 }

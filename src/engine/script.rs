@@ -170,10 +170,13 @@ where
         }
     }
     if wrap {
-        let end = if failed { "ROLLBACK" } else { "COMMIT" };
-        io.relay = Relay::All;
-        io.query(end).await?;
+        // Postgres ends an implicit transaction without a command tag of its own.
         io.relay = Relay::Quiet;
+        let end = io.query(if failed { "ROLLBACK" } else { "COMMIT" }).await?;
+        if let Some(e) = end.error {
+            send_failure(io, &Failure::Server(e));
+            failed = true;
+        }
     }
     let pending = (cx.deferred_pending || deferred) && !failed;
     finish_turn(io, cx, pending).await

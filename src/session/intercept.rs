@@ -61,17 +61,18 @@ pub(super) async fn run(
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
         Outcome::Forward => {
-            // Forward only the held frame: the scanner then sees the rest as usual.
+            // Forward only the held frame: the scanner then sees the rest as usual,
+            // knowing whether the frame opened an extended-protocol batch.
+            if s.up.pending().first() == Some(&b'Q') {
+                s.up.scanner.turns += 1;
+            } else {
+                s.up.scanner.in_batch = true;
+            }
             let frame = s.up.take_front(held).map_err(PumpEnd::ClientProtocol)?;
             s.server
                 .write_all(&frame)
                 .await
                 .map_err(PumpEnd::ServerIo)?;
-            if frame[0] == b'Q' {
-                s.up.scanner.turns += 1;
-            } else {
-                s.up.scanner.in_batch = true;
-            }
         }
         Outcome::Handled {
             deferred_pending: pending,
