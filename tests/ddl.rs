@@ -490,3 +490,107 @@ async fn multi_statement_results_match_postgres() {
     assert_eq!(kinds, b"CCEZ", "{failed:?}");
     assert_eq!(failed.last().unwrap().1, b"I");
 }
+
+/// A deferred row as a dead proxy would have left it, with one step.
+fn step_json(sql: &str, kind: &str) -> String {
+    format!(
+        r#"[{{"sql": {sql:?}, "lock": "ShareUpdateExclusive", "placement": "OutsideTransaction", "long": true, "kind": {kind}}}]"#
+    )
+}
+
+#[tokio::test]
+async fn a_restarted_proxy_resumes_deferred_work() {
+    let db = fresh_db("resume");
+    let check = connect(&direct(&db)).await;
+    check.batch_execute(TABLE).await.unwrap();
+    // The schema exists because an earlier proxy deferred something here.
+    {
+        let earlier = proxy();
+        let c = connect(&earlier.conn_str(&db, "postgres")).await;
+        c.batch_execute("BEGIN; CREATE INDEX items_owner ON items (owner_id); ROLLBACK")
+            .await
+            .unwrap();
+    }
+    // That proxy died after the client's COMMIT, before running the step.
+    let steps = step_json(
+        "CREATE INDEX CONCURRENTLY items_qty ON items (qty)",
+        r#"{"ConcurrentIndex": {"index": "items_qty"}}"#,
+    );
+    check
+        .batch_execute(&format!(
+            "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ('CREATE INDEX items_qty ON items (qty)', 'create-index', '{steps}')"
+        ))
+        .await
+        .unwrap();
+    // A new proxy picks it up when the database sees its first session.
+    let later = proxy();
+    let _app = connect(&later.conn_str(&db, "postgres")).await;
+    eventually(
+        &check,
+        "SELECT state FROM pgshift.deferred ORDER BY id DESC LIMIT 1",
+        "done",
+    )
+    .await;
+    let valid = one_value(
+        &check,
+        "SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass('items_qty')",
+    )
+    .await;
+    assert_eq!(valid, "true");
+}
+
+#[tokio::test]
+async fn deferred_rows_run_as_their_author_only() {
+    let db = fresh_db("author");
+    let check = connect(&direct(&db)).await;
+    check
+        .batch_execute("DO $$BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$")
+        .await
+        .unwrap();
+    {
+        let p = proxy();
+        let c = connect(&p.conn_str(&db, "postgres")).await;
+        c.batch_execute("CREATE TABLE t (c int); BEGIN; CREATE INDEX t_c ON t (c); ROLLBACK")
+            .await
+            .unwrap();
+    }
+    let mallory = connect(&direct(&db).replace("user=postgres", "user=mallory")).await;
+    // The author column is not theirs to choose...
+    let err = mallory
+        .batch_execute("INSERT INTO pgshift.deferred (username, statement, rule, steps) VALUES ('postgres', 'x', 'x', '[]')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("42501"), "{err:?}");
+    // ...and a row they insert runs as them, not as pgshift's service role.
+    let steps = step_json("ALTER ROLE mallory SUPERUSER", r#""Sql""#);
+    mallory
+        .batch_execute(&format!(
+            "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ('x', 'x', '{steps}')"
+        ))
+        .await
+        .unwrap();
+    // A proxy finds the row when the database sees its first session.
+    let p = proxy();
+    let _session = connect(&p.conn_str(&db, "postgres")).await;
+    eventually(
+        &check,
+        "SELECT state FROM pgshift.deferred WHERE username = 'mallory'",
+        "failed",
+    )
+    .await;
+    let error = one_value(
+        &check,
+        "SELECT error FROM pgshift.deferred WHERE username = 'mallory'",
+    )
+    .await;
+    assert!(
+        error.contains("permission denied") || error.contains("must be superuser"),
+        "{error}"
+    );
+    let superuser = one_value(
+        &check,
+        "SELECT rolsuper::text FROM pg_roles WHERE rolname = 'mallory'",
+    )
+    .await;
+    assert_eq!(superuser, "false");
+}

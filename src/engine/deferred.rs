@@ -10,7 +10,7 @@ use super::conn::Conn;
 use super::service::{self, Schemas};
 use super::steps::{self, Mode, StepContext};
 use crate::server::Settings;
-use crate::sql::ident::literal;
+use crate::sql::ident::{self, literal};
 use crate::sql::plan::Step;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,18 +23,37 @@ const LOCK_CLASS: i32 = 0x7067_7368; // "pgsh"
 const SCAN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
-pub struct Deferred(mpsc::UnboundedSender<String>);
+pub struct Deferred {
+    tx: mpsc::UnboundedSender<String>,
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
 
 impl Deferred {
     pub fn start(settings: Arc<arc_swap::ArcSwap<Settings>>, schemas: Arc<Schemas>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_forever(rx, settings, schemas));
-        Deferred(tx)
+        Deferred {
+            tx,
+            seen: Default::default(),
+        }
     }
 
     /// A session in `database` ended a transaction that deferred work.
     pub fn poke(&self, database: &str) {
-        let _ = self.0.send(database.to_string());
+        let _ = self.tx.send(database.to_string());
+    }
+
+    /// A session connected to `database`: the first time this process sees it,
+    /// look for work a previous proxy left unfinished there.
+    pub fn seen(&self, database: &str) {
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(database.to_string());
+        if first {
+            self.poke(database);
+        }
     }
 }
 
@@ -54,7 +73,7 @@ async fn run_forever(
         };
         for db in databases {
             let settings = settings.load_full();
-            if let Err(e) = run_pending(&settings, &db).await {
+            if let Err(e) = run_pending(&settings, &schemas, &db).await {
                 tracing::warn!(database = %db, error = %e, "deferred DDL steps could not run");
             }
         }
@@ -62,65 +81,95 @@ async fn run_forever(
 }
 
 /// Runs every committed, unclaimed deferred row in `database`.
-pub async fn run_pending(settings: &Settings, database: &str) -> Result<(), String> {
+pub async fn run_pending(
+    settings: &Settings,
+    schemas: &Schemas,
+    database: &str,
+) -> Result<(), String> {
     let mut conn = service::connect(settings, database)
         .await
         .map_err(|e| e.to_string())?;
-    let pending = conn
-        .query("SELECT id, search_path, steps::text, next_step, rule FROM pgshift.deferred WHERE state IN ('pending', 'running') ORDER BY id")
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(e) = pending.error {
-        return Err(e.message);
+    let exists = checked(
+        &mut conn,
+        "SELECT to_regclass('pgshift.deferred') IS NOT NULL",
+    )
+    .await?;
+    if exists.first_value() != Some("t") {
+        return Ok(());
     }
+    // Scanned on every tick from now on, so work reset to 'pending' is picked up.
+    schemas.remember(database);
+    let pending = checked(
+        &mut conn,
+        "SELECT id FROM pgshift.deferred WHERE state IN ('pending', 'running') ORDER BY id",
+    )
+    .await?;
     for row in pending.rows {
-        let v = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let (id, search_path, steps_json, next) = (v(0), v(1), v(2), v(3));
-        let claim = format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, {id}::int)");
-        let claimed = conn.query(&claim).await.map_err(|e| e.to_string())?;
+        let id: i64 = row
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .ok_or("bad id")?;
+        let key = format!("({LOCK_CLASS}::bigint << 32) + {id}");
+        let claimed = checked(&mut conn, &format!("SELECT pg_try_advisory_lock({key})")).await?;
         if claimed.first_value() != Some("t") {
             continue;
         }
-        let result = run_row(
-            &mut conn,
-            settings,
-            &id,
-            &search_path,
-            &steps_json,
-            &next,
-            &v(4),
-        )
-        .await;
+        let result = run_row(&mut conn, settings, id).await;
         let _ = conn
-            .query(&format!(
-                "SELECT pg_advisory_unlock({LOCK_CLASS}, {id}::int)"
-            ))
+            .query(&format!("SELECT pg_advisory_unlock({key})"))
             .await;
+        let _ = conn.query("RESET ROLE").await;
         result?;
     }
     Ok(())
 }
 
-async fn run_row<C: Conn>(
-    conn: &mut C,
-    settings: &Settings,
-    id: &str,
-    search_path: &str,
-    steps_json: &str,
-    next: &str,
-    rule: &str,
-) -> Result<(), String> {
-    let steps: Vec<Step> = serde_json::from_str(steps_json).map_err(|e| e.to_string())?;
+/// Runs a query and turns a server error into Err.
+async fn checked<C: Conn>(conn: &mut C, sql: &str) -> Result<super::conn::Reply, String> {
+    let reply = conn.query(sql).await.map_err(|e| e.to_string())?;
+    match &reply.error {
+        Some(e) => Err(format!("{} ({})", e.message, e.code)),
+        None => Ok(reply),
+    }
+}
+
+/// Runs one claimed row from where it stopped, as the role that deferred it.
+async fn run_row<C: Conn>(conn: &mut C, settings: &Settings, id: i64) -> Result<(), String> {
+    // Read the row again under the lock: another proxy may have finished it.
+    let row = checked(
+        conn,
+        &format!("SELECT state, next_step, username, search_path, steps::text, rule FROM pgshift.deferred WHERE id = {id}"),
+    )
+    .await?;
+    let Some(r) = row.rows.first() else {
+        return Ok(());
+    };
+    let v = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    let (state, next, user, search_path, steps_json, rule) = (v(0), v(1), v(2), v(3), v(4), v(5));
+    if state != "pending" && state != "running" {
+        return Ok(());
+    }
+    let steps: Vec<Step> = serde_json::from_str(&steps_json).map_err(|e| e.to_string())?;
     let start: usize = next.parse().unwrap_or(0);
     let update =
         |set: String| format!("UPDATE pgshift.deferred SET {set}, updated = now() WHERE id = {id}");
-    let io = |e: std::io::Error| e.to_string();
-    conn.query(&update("state = 'running'".into()))
-        .await
-        .map_err(io)?;
-    conn.query(&format!("SET search_path = {search_path}"))
-        .await
-        .map_err(io)?;
+    checked(conn, &update("state = 'running'".into())).await?;
+    let prepare = format!(
+        "SET ROLE {}; SELECT set_config('search_path', {}, false)",
+        ident::quote(&user),
+        literal(&search_path)
+    );
+    if let Err(why) = checked(conn, &prepare).await {
+        let _ = conn.query("RESET ROLE").await;
+        checked(
+            conn,
+            &update(format!("state = 'failed', error = {}", literal(&why))),
+        )
+        .await?;
+        return Ok(());
+    }
     let cx = StepContext {
         ddl: &settings.config.ddl,
         saved_lock_timeout: "0".into(),
@@ -129,28 +178,28 @@ async fn run_row<C: Conn>(
     };
     for (i, step) in steps.iter().enumerate().skip(start) {
         tracing::info!(target: "pgshift::ddl", deferred = id, rule, step = i, sql = %step.sql, "running deferred step");
-        match steps::run(conn, step, Mode::Autocommit, &cx).await {
+        let outcome = steps::run(conn, step, Mode::Autocommit, &cx).await;
+        // The bookkeeping is pgshift's own: write it as the service role.
+        let _ = conn.query("RESET ROLE").await;
+        match outcome {
             Ok(report) => {
                 tracing::info!(target: "pgshift::ddl", deferred = id, step = i, ms = report.ms, attempts = report.attempts, "deferred step done");
-                conn.query(&update(format!("next_step = {}", i + 1)))
-                    .await
-                    .map_err(io)?;
+                checked(conn, &update(format!("next_step = {}", i + 1))).await?;
             }
             Err(failure) => {
                 let why = super::failure_text(&failure);
                 tracing::warn!(target: "pgshift::ddl", deferred = id, step = i, error = %why, "deferred step failed");
-                conn.query(&update(format!(
-                    "state = 'failed', error = {}",
-                    literal(&why)
-                )))
-                .await
-                .map_err(io)?;
+                checked(
+                    conn,
+                    &update(format!("state = 'failed', error = {}", literal(&why))),
+                )
+                .await?;
                 return Ok(());
             }
         }
+        checked(conn, &format!("SET ROLE {}", ident::quote(&user))).await?;
     }
-    conn.query(&update("state = 'done'".into()))
-        .await
-        .map_err(io)?;
+    let _ = conn.query("RESET ROLE").await;
+    checked(conn, &update("state = 'done'".into())).await?;
     Ok(())
 }

@@ -95,8 +95,23 @@ CREATE TABLE IF NOT EXISTS pgshift.deferred (
     error text,
     updated timestamptz
 );
+-- Application roles record deferred work inside their own transaction. A row runs
+-- later as the role that inserted it (the trigger sets it; nobody can choose it),
+-- so a row grants nothing its author could not do directly.
+CREATE OR REPLACE FUNCTION pgshift.deferred_author() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    NEW.username := current_user;
+    NEW.state := 'pending';
+    NEW.next_step := 0;
+    NEW.error := NULL;
+    RETURN NEW;
+END
+$f$;
+DROP TRIGGER IF EXISTS deferred_author ON pgshift.deferred;
+CREATE TRIGGER deferred_author BEFORE INSERT ON pgshift.deferred
+    FOR EACH ROW EXECUTE FUNCTION pgshift.deferred_author();
 GRANT USAGE ON SCHEMA pgshift TO PUBLIC;
-GRANT INSERT ON pgshift.deferred TO PUBLIC;
+GRANT INSERT (statement, rule, steps, search_path) ON pgshift.deferred TO PUBLIC;
 GRANT USAGE ON SEQUENCE pgshift.deferred_id_seq TO PUBLIC;
 ";
 
@@ -129,6 +144,14 @@ impl Schemas {
             .unwrap_or_else(|e| e.into_inner())
             .insert(database.to_string());
         Ok(())
+    }
+
+    /// Notes that `database` has the schema (a previous proxy created it).
+    pub fn remember(&self, database: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(database.to_string());
     }
 
     /// Databases known to have the schema (the deferred runner scans them).

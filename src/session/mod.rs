@@ -51,6 +51,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
     // The hot path runs outside the span: nothing in the pump logs, and entering a
     // span on every wake-up costs more than the pump's own work.
     let mut deferred_pending = false;
+    if settings.config.ddl.enabled {
+        shared.engine.deferred.seen(&s.registered.info.database);
+    }
     let end = loop {
         let end = pump::run(
             &mut s.client,
