@@ -594,3 +594,65 @@ async fn deferred_rows_run_as_their_author_only() {
     .await;
     assert_eq!(superuser, "false");
 }
+
+#[tokio::test]
+async fn ddl_after_an_extended_protocol_copy_is_still_handled() {
+    use futures_util::SinkExt;
+    let db = fresh_db("copyturns");
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("CREATE TABLE t (c int)")
+        .await
+        .unwrap();
+    // tokio-postgres, like libpq, sends Sync right after Execute and again after
+    // CopyDone; the server ignores the first. pgshift must not wait for its answer.
+    let sink = client.copy_in("COPY t FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let created = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.batch_execute("CREATE INDEX t_c ON t (c)"),
+    )
+    .await
+    .expect("the DDL is not stuck waiting for a ReadyForQuery that never comes");
+    created.unwrap();
+    assert!(logged(&db)
+        .iter()
+        .any(|s| s.contains("CREATE INDEX CONCURRENTLY t_c ON t")));
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_session_waiting_in_a_long_step() {
+    let db = fresh_db("shutdown");
+    let proxy = proxy();
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("CREATE TABLE t (c int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    blocker
+        .batch_execute("BEGIN; UPDATE t SET c = 2")
+        .await
+        .unwrap();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    // CREATE INDEX CONCURRENTLY waits for the writer's transaction, in-band.
+    let waiting =
+        tokio::spawn(async move { client.batch_execute("CREATE INDEX t_c ON t (c)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("57P01"), "{err:?}");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+}

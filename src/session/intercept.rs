@@ -3,6 +3,7 @@
 //! then put the pump's state back the way the engine left it.
 
 use super::pump::{Direction, PumpEnd, Stop, TransferError};
+use super::terminate::Terminate;
 use super::Established;
 use crate::engine::conn::InBand;
 use crate::engine::{self, Batch, Outcome, SessionCx};
@@ -18,14 +19,36 @@ pub(super) async fn run(
     settings: &Settings,
     deferred_pending: &mut bool,
 ) -> Result<(), PumpEnd> {
-    quiesce(
-        &mut s.server,
-        &mut s.client,
-        &mut s.down,
-        s.up.scanner.turns,
+    let turns = s.up.scanner.turns;
+    let quiet = tokio::time::timeout(
+        QUIESCE_WAIT,
+        quiesce(
+            &mut s.server,
+            &mut s.client,
+            &mut s.down,
+            turns,
+            &shared.terminate,
+        ),
     )
-    .await?;
+    .await;
     let held = s.up.scanner.held;
+    if quiet.is_err() {
+        // Earlier work is still running (or pgshift lost count of the server's
+        // turns): the only safe move is to behave like a plain relay.
+        tracing::warn!(
+            waited_ms = QUIESCE_WAIT.as_millis() as u64,
+            "no quiet point before a possible DDL statement: forwarded unchanged"
+        );
+        return forward_held(s, held).await;
+    }
+    quiet.unwrap_or(Ok(()))?;
+    if *deferred_pending && s.down.scanner.tx_status == b'I' {
+        // The transaction that deferred work ended some other way (extended
+        // protocol COMMIT, a forwarded ROLLBACK): hand the work to the runner.
+        shared.engine.deferred.poke(&s.registered.info.database);
+        *deferred_pending = false;
+        s.up.scanner.intercept_all = false;
+    }
     // What the engine may answer: a simple Query, or a whole parameterless batch.
     let (sql, prefix, len) = if s.up.pending().first() == Some(&b'P') {
         match gather(s, settings).await? {
@@ -52,7 +75,17 @@ pub(super) async fn run(
                 deferred_pending: *deferred_pending,
             };
             let mut io = InBand::new(&mut s.client, &mut s.server, unread, status);
-            let handled = engine::handle(&mut io, &cx, sql, &prefix).await;
+            // Shutdown's terminate signal ends even a long in-band step: the
+            // session closes, and the server cancels what it was running.
+            let mut watch = shared.terminate.watch();
+            let fired = std::future::poll_fn(|cx| match watch.poll_fired(cx) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            });
+            let handled = tokio::select! {
+                h = engine::handle(&mut io, &cx, sql, &prefix) => h,
+                _ = fired => return Err(PumpEnd::Terminated),
+            };
             let status = io.status;
             handled.map(|o| (o, status, io.into_unread()))
         }
@@ -60,20 +93,7 @@ pub(super) async fn run(
     let (outcome, status, unread) = outcome.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
-        Outcome::Forward => {
-            // Forward only the held frame: the scanner then sees the rest as usual,
-            // knowing whether the frame opened an extended-protocol batch.
-            if s.up.pending().first() == Some(&b'Q') {
-                s.up.scanner.turns += 1;
-            } else {
-                s.up.scanner.in_batch = true;
-            }
-            let frame = s.up.take_front(held).map_err(PumpEnd::ClientProtocol)?;
-            s.server
-                .write_all(&frame)
-                .await
-                .map_err(PumpEnd::ServerIo)?;
-        }
+        Outcome::Forward => return forward_held(s, held).await,
         Outcome::Handled {
             deferred_pending: pending,
         } => {
@@ -86,6 +106,21 @@ pub(super) async fn run(
     s.up.scanner.intercept_all = *deferred_pending;
     Ok(())
 }
+
+/// Sends the held frame to the server as it came; the scanner then sees the rest
+/// of the buffer as usual, knowing whether the frame opened an extended batch.
+async fn forward_held(s: &mut Established<'_>, held: usize) -> Result<(), PumpEnd> {
+    if s.up.pending().first() == Some(&b'Q') {
+        s.up.scanner.turns += 1;
+    } else {
+        s.up.scanner.in_batch = true;
+    }
+    let frame = s.up.take_front(held).map_err(PumpEnd::ClientProtocol)?;
+    s.server.write_all(&frame).await.map_err(PumpEnd::ServerIo)
+}
+
+/// Longest wait for the server to finish earlier work before a held statement.
+const QUIESCE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long pgshift waits for the rest of a batch that starts with a held Parse.
 const BATCH_WAIT: Duration = Duration::from_secs(1);
@@ -118,12 +153,17 @@ async fn quiesce<S, C>(
     client: &mut C,
     down: &mut Direction,
     turns: u64,
+    terminate: &Terminate,
 ) -> Result<(), PumpEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut watch = terminate.watch();
     std::future::poll_fn(|cx| {
+        if watch.poll_fired(cx) {
+            return Poll::Ready(Err(PumpEnd::Terminated));
+        }
         let quiet = |d: &Direction| d.scanner.turns >= turns && d.at_boundary();
         if quiet(down) {
             return Poll::Ready(Ok(()));

@@ -45,6 +45,8 @@ pub struct Scanner {
     pub intercept_all: bool,
     /// Client side: extended-protocol messages were forwarded since the last Sync.
     pub in_batch: bool,
+    /// Client side: a Sync followed the last Execute (see `observe`).
+    synced_after_execute: bool,
     /// Length of the held Query frame that starts where forwarding stopped; 0: none.
     pub held: usize,
     /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
@@ -65,6 +67,7 @@ impl Scanner {
             intercept_all: false,
             held: 0,
             in_batch: false,
+            synced_after_execute: false,
             turns: 0,
         }
     }
@@ -119,6 +122,7 @@ impl Scanner {
                     _ => {
                         self.turns += 1;
                         self.in_batch = false;
+                        self.synced_after_execute = false;
                     }
                 }
                 pos += total;
@@ -168,10 +172,23 @@ impl Scanner {
             (Flow::ClientToServer, b'E') => {
                 self.counts.queries += 1;
                 self.in_batch = true;
+                self.synced_after_execute = false;
             }
-            (Flow::ClientToServer, b'S' | b'F') => {
+            (Flow::ClientToServer, b'S') => {
                 self.turns += 1;
                 self.in_batch = false;
+                self.synced_after_execute = true;
+            }
+            (Flow::ClientToServer, b'F') => {
+                self.turns += 1;
+                self.in_batch = false;
+            }
+            // CopyDone/CopyFail after an extended-protocol COPY FROM STDIN whose Sync
+            // was sent early (libpq does): the server ignored that Sync in copy-in
+            // mode, so it answers one turn fewer.
+            (Flow::ClientToServer, b'c' | b'f') if self.synced_after_execute => {
+                self.turns = self.turns.saturating_sub(1);
+                self.synced_after_execute = false;
             }
             (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
             (Flow::ServerToClient, b'E') => self.counts.errors += 1,
