@@ -656,3 +656,52 @@ async fn shutdown_ends_a_session_waiting_in_a_long_step() {
     assert_eq!(common::sqlstate(&err).as_deref(), Some("57P01"), "{err:?}");
     blocker.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test]
+async fn queries_pgshift_cannot_run_in_band_pass_through_unchanged() {
+    let db = fresh_db("passthrough");
+    let proxy = proxy();
+    let setup = connect(&direct(&db)).await;
+    setup.batch_execute("CREATE TABLE t (c int)").await.unwrap();
+    // COPY data flows through the pump, so a Query holding COPY goes as it is.
+    let port = proxy.port().to_string();
+    let (ok, _, stderr) = common::psql(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+            "-c",
+            "CREATE INDEX t_c ON t (c); COPY t FROM STDIN",
+        ],
+        "1\n2\n\\.\n",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(one_value(&setup, "SELECT count(*) FROM t").await, "2");
+    // With standard_conforming_strings off, pg_query and the server could split a
+    // Query differently: pgshift stays out of it.
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE INDEX t_d ON t (c)")
+        .await
+        .unwrap();
+    let sent = logged(&db);
+    assert!(
+        sent.iter()
+            .any(|s| s == "CREATE INDEX t_c ON t (c); COPY t FROM STDIN"),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.iter().any(|s| s == "CREATE INDEX t_d ON t (c)"),
+        "{sent:#?}"
+    );
+}

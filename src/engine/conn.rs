@@ -151,7 +151,8 @@ where
                     return Ok(reply);
                 }
                 b'C' => reply.tags.push(cstr(body)),
-                b'D' => reply.rows.push(data_row(body)),
+                // The client's own results go to the client, not into memory.
+                b'D' if self.relay == Relay::Quiet => reply.rows.push(data_row(body)),
                 b'E' if reply.error.is_none() => {
                     reply.error = Some(ServerError::from_fields(&error_fields(&frame)));
                 }

@@ -78,6 +78,11 @@ where
     if io.status == b'E' || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
     }
+    if analysis.statements.iter().any(|s| s.copy) {
+        // COPY data flows between client and server: only the pump can carry it.
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, "a Query with COPY and possible DDL was forwarded unchanged");
+        return Ok(Outcome::Forward);
+    }
     let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
     if actions.iter().all(|a| matches!(a, Action::Pass)) {
         // A transaction that deferred work is ending: watch its outcome in-band.
@@ -97,7 +102,7 @@ where
         return Ok(Outcome::Forward);
     }
     let prelude = io
-        .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout')")
+        .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout'), current_setting('standard_conforming_strings')")
         .await?;
     let value = |i: usize| {
         prelude
@@ -106,6 +111,12 @@ where
             .and_then(|r| r.get(i).cloned().flatten())
             .unwrap_or_default()
     };
+    if value(3) == "off" {
+        // pg_query reads backslashes in '…' as the standard says; this session's
+        // server would not, so statement boundaries could differ. Stay out of it.
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, "standard_conforming_strings is off: statement forwarded unchanged");
+        return Ok(Outcome::Forward);
+    }
     if matches!(value(0).as_str(), "on" | "true" | "1" | "yes") {
         if ddl.allow_bypass {
             tracing::info!(target: "pgshift::ddl", session = cx.session_id, "pgshift.bypass is on: statement passed through");

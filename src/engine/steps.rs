@@ -268,7 +268,9 @@ async fn backfill<C: Conn>(
     let sweep = run(step
         .sql
         .replace("$BATCH", &cx.ddl.backfill_batch_rows.to_string()));
-    loop {
+    // A default that can itself be NULL would match again and again: a pass that
+    // fills less than a batch has seen every remaining row, and passes are capped.
+    for _ in 0..SWEEP_PASSES {
         let reply = conn.query(&sweep).await?;
         if let Some(e) = reply.error {
             conn.query("ROLLBACK").await?;
@@ -276,12 +278,20 @@ async fn backfill<C: Conn>(
         }
         let rows = updated(&reply);
         fill.rows += rows;
-        if rows == 0 {
+        if rows < cx.ddl.backfill_batch_rows {
             return Ok(Ok(()));
         }
         tokio::time::sleep(pause).await;
     }
+    tracing::warn!(
+        table,
+        "backfill sweep stopped after {SWEEP_PASSES} full batches: the default may produce NULL"
+    );
+    Ok(Ok(()))
 }
+
+/// Most sweep passes after the page walk (rows that moved while it ran are few).
+const SWEEP_PASSES: u32 = 100;
 
 /// Heap pages of `table` (its largest leaf partition, for a partitioned table; a
 /// plain table is not in its own partition tree) and

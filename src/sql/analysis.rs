@@ -26,6 +26,8 @@ pub struct Statement {
     /// Byte offset of the statement in the analysed text.
     pub offset: usize,
     pub tx: Option<TxControl>,
+    /// COPY FROM STDIN / TO STDOUT: the client streams data in or out.
+    pub copy: bool,
     /// What a rule found, if the statement is unsafe.
     pub finding: Option<Finding>,
 }
@@ -77,6 +79,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             sql: text.to_string(),
             offset: start + span.start,
             tx: tx_control(node),
+            copy: matches!(node, NodeEnum::CopyStmt(c) if c.filename.is_empty()),
             finding: rules::review(node, text),
         });
     }
