@@ -4,11 +4,13 @@
 //! their plans, in-band on the client's own connection (so search_path, role and
 //! transaction are the client's), and the client gets the original command tag.
 
+mod backfill;
 mod batch;
 pub mod conn;
 mod deferred;
 mod journal;
 mod partitioned;
+mod reply;
 mod retry;
 mod script;
 pub mod service;

@@ -3,14 +3,15 @@
 //! that arrives outside a transaction runs in BEGIN … COMMIT, as Postgres would run
 //! it in one implicit transaction.
 
-use super::conn::{Conn, InBand, Relay, ServerError};
+use super::conn::{Conn, InBand, Relay};
+use super::reply::{in_transaction_refusal, notice, rejection, send_failure};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
 use crate::config::InTransaction;
 use crate::sql::analysis::{analyze_cached, Statement};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
-use crate::wire::backend::{self, write_fields, PgError};
+use crate::wire::backend::{self, PgError};
 use bytes::BytesMut;
 use std::io;
 use std::time::Instant;
@@ -336,85 +337,5 @@ where
     match reply.error {
         None => Ok(()),
         Some(e) => Err(Failure::Server(e)),
-    }
-}
-
-fn rejection(f: &Finding, cx: &SessionCx<'_>) -> PgError {
-    let why = if f.rewrite.is_none() && f.default_policy != Policy::Reject {
-        "no safe rewrite exists"
-    } else {
-        "policy reject"
-    };
-    let _ = cx;
-    PgError::error("0A000", format!("pgshift refused {}: {}", f.tag, f.problem)).with_hint(format!(
-        "{} (rule {}, {why}; set [ddl.rules] {} = \"allow\" or \"warn\" to let it through)",
-        f.hint, f.rule, f.rule
-    ))
-}
-
-fn in_transaction_refusal(f: &Finding) -> PgError {
-    PgError::error(
-        "25001",
-        format!("pgshift cannot run the safe form of {} inside a transaction block", f.tag),
-    )
-    .with_hint(format!(
-        "Run it outside a transaction (e.g. a non-atomic migration), or set ddl.in_transaction = \"defer\" (rule {}).",
-        f.rule
-    ))
-}
-
-fn notice<C, S>(io: &mut InBand<'_, C, S>, cx: &SessionCx<'_>, message: &str, hint: Option<&str>)
-where
-    C: AsyncWrite + Unpin + Send,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    if !cx.settings.config.ddl.notices {
-        return;
-    }
-    let mut n = PgError::notice(message);
-    if let Some(h) = hint {
-        n = n.with_hint(h);
-    }
-    io.send_client(&n.to_bytes());
-}
-
-fn send_failure<C, S>(io: &mut InBand<'_, C, S>, failure: &Failure)
-where
-    C: AsyncWrite + Unpin + Send,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut out = BytesMut::new();
-    match failure {
-        Failure::Ours(e) => e.encode(&mut out),
-        Failure::Server(e) => encode_server_error(&mut out, e),
-        Failure::Io(_) => return,
-    }
-    io.send_client(&out);
-}
-
-fn encode_server_error(out: &mut BytesMut, e: &ServerError) {
-    let mut fields: Vec<(u8, &str)> = vec![
-        (b'S', "ERROR"),
-        (b'V', "ERROR"),
-        (b'C', &e.code),
-        (b'M', &e.message),
-    ];
-    if let Some(d) = &e.detail {
-        fields.push((b'D', d));
-    }
-    if let Some(h) = &e.hint {
-        fields.push((b'H', h));
-    }
-    write_fields(out, b'E', &fields);
-}
-
-impl StepContext<'_> {
-    fn clone_settings(&self) -> StepContext<'_> {
-        StepContext {
-            ddl: self.ddl,
-            saved_lock_timeout: self.saved_lock_timeout.clone(),
-            saved_statement_timeout: self.saved_statement_timeout.clone(),
-            table: self.table,
-        }
     }
 }
