@@ -491,6 +491,27 @@ async fn multi_statement_results_match_postgres() {
     assert_eq!(failed.last().unwrap().1, b"I");
 }
 
+/// Creates the `pgshift` schema in `db` the way a proxy does: a deferral, rolled back.
+async fn earlier_proxy_was_here(db: &str) {
+    let earlier = proxy();
+    let c = connect(&earlier.conn_str(db, "postgres")).await;
+    c.batch_execute("BEGIN; CREATE INDEX items_qty_ix ON items (qty); ROLLBACK")
+        .await
+        .unwrap();
+}
+
+/// Inserts a deferred row directly, as a client inside its transaction would.
+async fn insert_deferred(
+    client: &tokio_postgres::Client,
+    steps: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ('(test)', 'create-index', '{steps}')"
+        ))
+        .await
+}
+
 /// A deferred row as a dead proxy would have left it, with one step.
 fn step_json(sql: &str, kind: &str) -> String {
     format!(
@@ -503,25 +524,13 @@ async fn a_restarted_proxy_resumes_deferred_work() {
     let db = fresh_db("resume");
     let check = connect(&direct(&db)).await;
     check.batch_execute(TABLE).await.unwrap();
-    // The schema exists because an earlier proxy deferred something here.
-    {
-        let earlier = proxy();
-        let c = connect(&earlier.conn_str(&db, "postgres")).await;
-        c.batch_execute("BEGIN; CREATE INDEX items_owner ON items (owner_id); ROLLBACK")
-            .await
-            .unwrap();
-    }
+    earlier_proxy_was_here(&db).await;
     // That proxy died after the client's COMMIT, before running the step.
     let steps = step_json(
         "CREATE INDEX CONCURRENTLY items_qty ON items (qty)",
         r#"{"ConcurrentIndex": {"index": "items_qty"}}"#,
     );
-    check
-        .batch_execute(&format!(
-            "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ('CREATE INDEX items_qty ON items (qty)', 'create-index', '{steps}')"
-        ))
-        .await
-        .unwrap();
+    insert_deferred(&check, &steps).await.unwrap();
     // A new proxy picks it up when the database sees its first session.
     let later = proxy();
     let _app = connect(&later.conn_str(&db, "postgres")).await;
@@ -547,13 +556,8 @@ async fn deferred_rows_run_as_their_author_only() {
         .batch_execute("DO $$BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$")
         .await
         .unwrap();
-    {
-        let p = proxy();
-        let c = connect(&p.conn_str(&db, "postgres")).await;
-        c.batch_execute("CREATE TABLE t (c int); BEGIN; CREATE INDEX t_c ON t (c); ROLLBACK")
-            .await
-            .unwrap();
-    }
+    check.batch_execute(TABLE).await.unwrap();
+    earlier_proxy_was_here(&db).await;
     let mallory = connect(&direct(&db).replace("user=postgres", "user=mallory")).await;
     // The author column is not theirs to choose...
     let err = mallory
@@ -563,12 +567,7 @@ async fn deferred_rows_run_as_their_author_only() {
     assert_eq!(common::sqlstate(&err).as_deref(), Some("42501"), "{err:?}");
     // ...and a row they insert runs as them, not as pgshift's service role.
     let steps = step_json("ALTER ROLE mallory SUPERUSER", r#""Sql""#);
-    mallory
-        .batch_execute(&format!(
-            "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ('x', 'x', '{steps}')"
-        ))
-        .await
-        .unwrap();
+    insert_deferred(&mallory, &steps).await.unwrap();
     // A proxy finds the row when the database sees its first session.
     let p = proxy();
     let _session = connect(&p.conn_str(&db, "postgres")).await;
