@@ -41,7 +41,8 @@ pub struct Config {
 pub struct Server {
     /// Address the proxy listens on for clients.
     pub listen: String,
-    /// Tokio worker threads; 1 runs a single-threaded runtime (fastest on 2 cores).
+    /// Tokio worker threads; 1 runs a single-threaded runtime. 2 measured best on a
+    /// 2-core machine shared with Postgres (bench/RESULTS.md section 8).
     pub workers: usize,
     /// Client connections served at once; more get FATAL 53300.
     pub max_client_conn: usize,
@@ -108,7 +109,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             listen: "127.0.0.1:6432".into(),
-            workers: 1,
+            workers: 2,
             max_client_conn: 1000,
             startup_timeout_ms: 60_000,
             drain_timeout_ms: 30_000,
