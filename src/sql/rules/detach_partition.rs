@@ -4,9 +4,9 @@
 //! an interrupted run is finished with `DETACH PARTITION … FINALIZE`.
 
 use super::alter_table;
-use super::Rule;
+use super::{concurrent, Rule};
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step};
+use crate::sql::plan::{Finding, Lock, Policy};
 use pg_query::protobuf::{AlterTableType, Node};
 use pg_query::NodeEnum;
 
@@ -44,10 +44,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         problem: format!(
             "DETACH PARTITION takes ACCESS EXCLUSIVE on {parent} and {part}: every query on the partitioned table waits"
         ),
-        rewrite: Some(Plan {
-            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE, outside a transaction block)"),
-            steps: vec![Step::long(sql, Lock::ShareUpdateExclusive, Placement::OutsideTransaction)],
-        }),
+        rewrite: Some(concurrent(sql)),
         hint: format!(
             "Use DETACH PARTITION … CONCURRENTLY outside a transaction block (not possible with a default partition); if it is interrupted, run ALTER TABLE {parent} DETACH PARTITION {part} FINALIZE."
         ),
@@ -60,6 +57,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
 mod tests {
     use super::super::{parse_one, review_sql, step_sql};
     use super::*;
+    use crate::sql::plan::Placement;
 
     #[test]
     fn detaches_concurrently() {

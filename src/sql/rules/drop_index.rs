@@ -3,8 +3,8 @@
 //! IF EXISTS makes a retry after a partial run harmless). Postgres only allows it for
 //! one index without CASCADE, so other forms get no rewrite.
 
-use super::{deparse, name_list, Rule};
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step};
+use super::{concurrent, deparse, dropped_names, Rule};
+use crate::sql::plan::{Finding, Lock, Policy};
 use pg_query::protobuf::{DropBehavior, ObjectType};
 use pg_query::NodeEnum;
 
@@ -21,28 +21,14 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     if stmt.remove_type != ObjectType::ObjectIndex as i32 || stmt.concurrent {
         return None;
     }
-    let names: Vec<String> = stmt
-        .objects
-        .iter()
-        .filter_map(|o| match o.node.as_ref()? {
-            NodeEnum::List(l) => Some(name_list(&l.items)),
-            _ => None,
-        })
-        .collect();
+    let names = dropped_names(stmt);
     let cascade = stmt.behavior == DropBehavior::DropCascade as i32;
     let rewrite = (names.len() == 1 && !cascade).then(|| {
         let mut safe = stmt.clone();
         safe.concurrent = true;
         safe.missing_ok = true;
         let sql = deparse(NodeEnum::DropStmt(safe));
-        Plan {
-            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE, outside a transaction block)"),
-            steps: vec![Step::long(
-                sql,
-                Lock::ShareUpdateExclusive,
-                Placement::OutsideTransaction,
-            )],
-        }
+        concurrent(sql)
     });
     Some(Finding {
         rule: RULE.id,
@@ -66,6 +52,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
 mod tests {
     use super::super::{parse_one, review_sql, step_sql};
     use super::*;
+    use crate::sql::plan::Placement;
 
     #[test]
     fn drops_concurrently() {

@@ -2,7 +2,7 @@
 //! keys reference (dropping the FK touches both). Instant once it has the locks, but
 //! code still using the table breaks. Warn, and run it under lock_timeout.
 
-use super::{guarded, name_list, original, Rule};
+use super::{dropped_names, guarded, original, Rule};
 use crate::sql::plan::{Finding, Lock, Policy};
 use pg_query::protobuf::{DropBehavior, ObjectType};
 use pg_query::NodeEnum;
@@ -20,14 +20,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
     if stmt.remove_type != ObjectType::ObjectTable as i32 {
         return None;
     }
-    let tables: Vec<String> = stmt
-        .objects
-        .iter()
-        .filter_map(|o| match o.node.as_ref()? {
-            NodeEnum::List(l) => Some(name_list(&l.items)),
-            _ => None,
-        })
-        .collect();
+    let tables = dropped_names(stmt);
     let cascade = if stmt.behavior == DropBehavior::DropCascade as i32 {
         ", and CASCADE drops whatever depends on it"
     } else {

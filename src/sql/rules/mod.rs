@@ -5,7 +5,7 @@
 //! An ALTER TABLE with several subcommands is split first (`alter_table`): each
 //! subcommand is reviewed as a statement of its own and the findings are combined.
 
-use super::plan::{Finding, Lock, Plan, Step};
+use super::plan::{Finding, Lock, Placement, Plan, Step};
 use pg_query::protobuf::Node;
 use pg_query::NodeEnum;
 
@@ -118,7 +118,6 @@ pub(crate) fn deparse(node: NodeEnum) -> String {
 }
 
 /// Deparses an expression node, e.g. a default or a CHECK condition.
-#[allow(dead_code)] // first users: the ALTER TABLE rules
 pub(crate) fn deparse_expr(expr: &pg_query::protobuf::Node) -> String {
     use pg_query::protobuf::{LimitOption, ResTarget, SelectStmt, SetOperation};
     // Enum fields must hold valid values: pg_query's C side asserts on 0.
@@ -154,6 +153,30 @@ pub(crate) fn guarded(sql: String, lock: Lock) -> Plan {
         summary: format!("the statement unchanged, under lock_timeout with retries ({lock})"),
         steps: vec![Step::quick(sql, lock)],
     }
+}
+
+/// A plan of one long step that runs outside any transaction block and takes only
+/// SHARE UPDATE EXCLUSIVE (DROP INDEX / REINDEX / DETACH PARTITION … CONCURRENTLY).
+pub(crate) fn concurrent(sql: String) -> Plan {
+    Plan {
+        summary: format!("{sql} (SHARE UPDATE EXCLUSIVE, outside a transaction block)"),
+        steps: vec![Step::long(
+            sql,
+            Lock::ShareUpdateExclusive,
+            Placement::OutsideTransaction,
+        )],
+    }
+}
+
+/// The names a DROP statement lists, as SQL.
+pub(crate) fn dropped_names(stmt: &pg_query::protobuf::DropStmt) -> Vec<String> {
+    stmt.objects
+        .iter()
+        .filter_map(|o| match o.node.as_ref()? {
+            NodeEnum::List(l) => Some(name_list(&l.items)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The text of a String node (identifiers in name lists).

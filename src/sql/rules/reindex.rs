@@ -4,9 +4,9 @@
 //! an INVALID `…_ccnew` index to drop. SCHEMA, DATABASE and SYSTEM reindexes touch
 //! too much to rewrite: they get a warning.
 
-use super::{deparse, Rule};
+use super::{concurrent, deparse, Rule};
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step};
+use crate::sql::plan::{Finding, Lock, Policy};
 use pg_query::protobuf::{DefElem, DefElemAction, Node, ReindexObjectType};
 use pg_query::NodeEnum;
 
@@ -21,11 +21,11 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let NodeEnum::ReindexStmt(stmt) = node else {
         return None;
     };
-    let concurrent = stmt
+    let already = stmt
         .params
         .iter()
         .any(|p| matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"));
-    if concurrent {
+    if already {
         return None;
     }
     let kind = K::try_from(stmt.kind).ok()?;
@@ -49,14 +49,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             }))),
         });
         let sql = deparse(NodeEnum::ReindexStmt(safe));
-        Plan {
-            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE, outside a transaction block)"),
-            steps: vec![Step::long(
-                sql,
-                Lock::ShareUpdateExclusive,
-                Placement::OutsideTransaction,
-            )],
-        }
+        concurrent(sql)
     });
     Some(Finding {
         rule: RULE.id,
@@ -79,6 +72,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
 mod tests {
     use super::super::{parse_one, review_sql, step_sql};
     use super::*;
+    use crate::sql::plan::Placement;
 
     #[test]
     fn reindexes_concurrently() {
