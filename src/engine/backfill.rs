@@ -103,14 +103,7 @@ async fn table_pages<C: Conn>(
         t = literal(table)
     );
     let reply = conn.query(&sql).await?;
-    let value = |i: usize| -> u64 {
-        reply
-            .rows
-            .first()
-            .and_then(|r| r.get(i).cloned().flatten())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let value = |i: usize| -> u64 { reply.cell(i).parse().unwrap_or(0) };
     let per_page = value(1).max(1);
     Ok((value(0), (batch_rows / per_page).max(1)))
 }

@@ -52,6 +52,16 @@ impl Reply {
     pub fn first_value(&self) -> Option<&str> {
         self.rows.first()?.first()?.as_deref()
     }
+
+    /// Column `i` of the first row as text; empty when there is none.
+    pub fn cell(&self, i: usize) -> String {
+        self.rows.first().map(|r| cell(r, i)).unwrap_or_default()
+    }
+}
+
+/// Column `i` of `row` as text; empty for NULL or a missing column.
+pub fn cell(row: &[Option<String>], i: usize) -> String {
+    row.get(i).cloned().flatten().unwrap_or_default()
 }
 
 /// A connection the engine can run simple queries on.

@@ -6,7 +6,7 @@
 //! steps on a service connection, recording progress in the row so a restarted
 //! proxy resumes where it stopped.
 
-use super::conn::Conn;
+use super::conn::{cell, Conn};
 use super::service::{self, Schemas};
 use super::steps::{self, Mode, StepContext};
 use crate::server::Settings;
@@ -81,7 +81,7 @@ async fn run_forever(
 }
 
 /// Runs every committed, unclaimed deferred row in `database`.
-pub async fn run_pending(
+async fn run_pending(
     settings: &Settings,
     schemas: &Schemas,
     database: &str,
@@ -105,12 +105,7 @@ pub async fn run_pending(
     )
     .await?;
     for row in pending.rows {
-        let id: i64 = row
-            .first()
-            .cloned()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .ok_or("bad id")?;
+        let id: i64 = cell(&row, 0).parse().map_err(|_| "bad id")?;
         let key = format!("({LOCK_CLASS}::bigint << 32) + {id}");
         let claimed = checked(&mut conn, &format!("SELECT pg_try_advisory_lock({key})")).await?;
         if claimed.first_value() != Some("t") {
@@ -143,10 +138,10 @@ async fn run_row<C: Conn>(conn: &mut C, settings: &Settings, id: i64) -> Result<
         &format!("SELECT state, next_step, username, search_path, steps::text, rule FROM pgshift.deferred WHERE id = {id}"),
     )
     .await?;
-    let Some(r) = row.rows.first() else {
+    if row.rows.is_empty() {
         return Ok(());
-    };
-    let v = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    }
+    let v = |i: usize| row.cell(i);
     let (state, next, user, search_path, steps_json, rule) = (v(0), v(1), v(2), v(3), v(4), v(5));
     if state != "pending" && state != "running" {
         return Ok(());

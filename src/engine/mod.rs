@@ -18,7 +18,7 @@ pub mod steps;
 mod type_change;
 
 pub use batch::{complete_len as batch_len, parse as parse_batch, Batch};
-pub use deferred::{run_pending, Deferred};
+pub use deferred::Deferred;
 pub use journal::{Entry, Journal};
 pub use script::handle;
 

@@ -4,7 +4,7 @@
 //! each partition (recursively for sub-partitioned ones), and `ALTER INDEX …
 //! ATTACH PARTITION` for each; the parent index turns valid after the last attach.
 
-use super::conn::Conn;
+use super::conn::{cell, Conn};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use crate::sql::ident;
 use crate::sql::plan::{Lock, Step, StepKind};
@@ -73,8 +73,7 @@ pub fn build<'a, C: Conn>(
             ))
             .await?;
         for row in &children.rows {
-            let v = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-            let (schema, table) = (v(0), v(1));
+            let (schema, table) = (cell(row, 0), cell(row, 1));
             let name = ident::generated_name(&table, &[], &stmt.idxname);
             let mut child = stmt.clone();
             child.idxname = name.clone();

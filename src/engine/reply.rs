@@ -1,7 +1,7 @@
 //! What the engine says to the client: refusals, notices, and errors it relays.
 
 use super::conn::{InBand, ServerError};
-use super::steps::{Failure, StepContext};
+use super::steps::Failure;
 use super::SessionCx;
 use crate::sql::plan::{Finding, Policy};
 use crate::wire::backend::{write_fields, PgError};
@@ -79,15 +79,4 @@ pub(super) fn encode_server_error(out: &mut BytesMut, e: &ServerError) {
         fields.push((b'H', h));
     }
     write_fields(out, b'E', &fields);
-}
-
-impl StepContext<'_> {
-    pub(super) fn clone_settings(&self) -> StepContext<'_> {
-        StepContext {
-            ddl: self.ddl,
-            saved_lock_timeout: self.saved_lock_timeout.clone(),
-            saved_statement_timeout: self.saved_statement_timeout.clone(),
-            table: self.table,
-        }
-    }
 }

@@ -105,13 +105,7 @@ where
     let prelude = io
         .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout'), current_setting('standard_conforming_strings')")
         .await?;
-    let value = |i: usize| {
-        prelude
-            .rows
-            .first()
-            .and_then(|r| r.get(i).cloned().flatten())
-            .unwrap_or_default()
-    };
+    let value = |i: usize| prelude.cell(i);
     if value(3) == "off" {
         // pg_query reads backslashes in '…' as the standard says; this session's
         // server would not, so statement boundaries could differ. Stay out of it.
@@ -161,7 +155,7 @@ where
             } => {
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
-                    ..step_cx.clone_settings()
+                    ..step_cx.clone()
                 };
                 run_plan(io, cx, &cx2, stmt, finding, plan, *policy).await
             }
@@ -190,16 +184,15 @@ where
             failed = true;
         }
     }
-    let pending = (cx.deferred_pending || deferred) && !failed;
-    finish_turn(io, cx, pending).await
+    finish_turn(io, cx, deferred && !failed).await
 }
 
 /// Ends the client's turn with ReadyForQuery; pokes the deferred runner when the
-/// transaction that deferred work is over.
+/// transaction that deferred work (earlier, or in this Query: `deferred`) is over.
 async fn finish_turn<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
-    pending: bool,
+    deferred: bool,
 ) -> io::Result<Outcome>
 where
     C: AsyncWrite + Unpin + Send,
@@ -210,7 +203,7 @@ where
     io.send_client(&out);
     io.flush_client().await?;
     io.relay = Relay::Quiet;
-    let pending = pending || cx.deferred_pending;
+    let pending = deferred || cx.deferred_pending;
     if pending && io.status == b'I' {
         cx.engine.deferred.poke(cx.database);
         return Ok(Outcome::Handled {

@@ -4,7 +4,7 @@
 //! cleanup for concurrent builds.
 
 use super::backfill::{backfill, Fill};
-use super::conn::{Conn, ServerError};
+use super::conn::{cell, Conn, ServerError};
 use super::retry::Backoff;
 use crate::config::Ddl;
 use crate::sql::ident::literal;
@@ -51,6 +51,7 @@ pub struct StepReport {
 }
 
 /// What steps need to know besides the step itself.
+#[derive(Clone)]
 pub struct StepContext<'a> {
     pub ddl: &'a Ddl,
     /// The session's lock_timeout and statement_timeout before pgshift touched them.
@@ -279,7 +280,7 @@ async fn blockers<C: Conn>(conn: &mut C, table: &str) -> io::Result<String> {
         .rows
         .iter()
         .map(|r| {
-            let v = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let v = |i: usize| cell(r, i);
             format!(
                 "pid {} (application \"{}\", {} for {} s, query: {})",
                 v(0),

@@ -39,11 +39,11 @@ pub async fn check<C: Conn>(
         column = literal(column),
     );
     let reply = conn.query(&sql).await?;
-    let Some(row) = reply.rows.first() else {
+    if reply.rows.is_empty() {
         // No such column (or a bad type name): the server's own error says it best.
         return Ok(());
-    };
-    let v = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    }
+    let v = |i: usize| reply.cell(i);
     let (name, old_mod, shown, same, binary) = (v(0), v(1).parse().unwrap_or(-1), v(2), v(3), v(4));
     if coercible(&name, old_mod, same == "true", binary == "true", typmod) {
         return Ok(());

@@ -2,7 +2,7 @@
 //! answered everything sent before the held Query, give the engine the connection,
 //! then put the pump's state back the way the engine left it.
 
-use super::pump::{Direction, PumpEnd, Stop, TransferError};
+use super::pump::{Direction, PumpEnd};
 use super::terminate::Terminate;
 use super::Established;
 use crate::engine::conn::InBand;
@@ -32,16 +32,18 @@ pub(super) async fn run(
     )
     .await;
     let held = s.up.scanner.held;
-    if quiet.is_err() {
-        // Earlier work is still running (or pgshift lost count of the server's
-        // turns): the only safe move is to behave like a plain relay.
-        tracing::warn!(
-            waited_ms = QUIESCE_WAIT.as_millis() as u64,
-            "no quiet point before a possible DDL statement: forwarded unchanged"
-        );
-        return forward_held(s, held).await;
+    match quiet {
+        Ok(quiet) => quiet?,
+        Err(_) => {
+            // Earlier work is still running (or pgshift lost count of the server's
+            // turns): the only safe move is to behave like a plain relay.
+            tracing::warn!(
+                waited_ms = QUIESCE_WAIT.as_millis() as u64,
+                "no quiet point before a possible DDL statement: forwarded unchanged"
+            );
+            return forward_held(s, held).await;
+        }
     }
-    quiet.unwrap_or(Ok(()))?;
     if *deferred_pending && s.down.scanner.tx_status == b'I' {
         // The transaction that deferred work ended some other way (extended
         // protocol COMMIT, a forwarded ROLLBACK): hand the work to the runner.
@@ -78,13 +80,9 @@ pub(super) async fn run(
             // Shutdown's terminate signal ends even a long in-band step: the
             // session closes, and the server cancels what it was running.
             let mut watch = shared.terminate.watch();
-            let fired = std::future::poll_fn(|cx| match watch.poll_fired(cx) {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            });
             let handled = tokio::select! {
                 h = engine::handle(&mut io, &cx, sql, &prefix) => h,
-                _ = fired => return Err(PumpEnd::Terminated),
+                _ = watch.fired() => return Err(PumpEnd::Terminated),
             };
             let status = io.status;
             handled.map(|o| (o, status, io.into_unread()))
@@ -171,12 +169,7 @@ where
         match down.poll_transfer(cx, server, client) {
             Poll::Pending if quiet(down) => Poll::Ready(Ok(())),
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Stop::Eof | Stop::Held)) => Poll::Ready(Err(PumpEnd::ServerClosed)),
-            Poll::Ready(Err(TransferError::Read(e))) => Poll::Ready(Err(PumpEnd::ServerIo(e))),
-            Poll::Ready(Err(TransferError::Write(e))) => Poll::Ready(Err(PumpEnd::ClientIo(e))),
-            Poll::Ready(Err(TransferError::Frame(e))) => {
-                Poll::Ready(Err(PumpEnd::ServerProtocol(e)))
-            }
+            Poll::Ready(r) => Poll::Ready(Err(PumpEnd::server_side(r))),
         }
     })
     .await

@@ -190,6 +190,18 @@ pub enum PumpEnd {
     Intercepted,
 }
 
+impl PumpEnd {
+    /// How the server-to-client direction ended (it never holds frames).
+    pub fn server_side(r: Result<Stop, TransferError>) -> PumpEnd {
+        match r {
+            Ok(_) => PumpEnd::ServerClosed,
+            Err(TransferError::Read(e)) => PumpEnd::ServerIo(e),
+            Err(TransferError::Write(e)) => PumpEnd::ClientIo(e),
+            Err(TransferError::Frame(e)) => PumpEnd::ServerProtocol(e),
+        }
+    }
+}
+
 /// How long a terminated session may take to reach a frame boundary.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
@@ -223,10 +235,7 @@ where
             Poll::Pending => None,
         };
         let end = end.or_else(|| match down.poll_transfer(cx, server, client) {
-            Poll::Ready(Ok(_)) => Some(PumpEnd::ServerClosed),
-            Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ServerIo(e)),
-            Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ClientIo(e)),
-            Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ServerProtocol(e)),
+            Poll::Ready(r) => Some(PumpEnd::server_side(r)),
             Poll::Pending => None,
         });
         let end = end.or_else(|| {

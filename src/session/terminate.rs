@@ -52,4 +52,13 @@ impl Watch<'_> {
         }
         self.terminate.is_fired()
     }
+
+    /// Resolves once the signal fired.
+    pub async fn fired(&mut self) {
+        std::future::poll_fn(|cx| match self.poll_fired(cx) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        })
+        .await
+    }
 }
