@@ -46,12 +46,12 @@ impl Deferred {
     /// A session connected to `database`: the first time this process sees it,
     /// look for work a previous proxy left unfinished there.
     pub fn seen(&self, database: &str) {
-        let first = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(database.to_string());
-        if first {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked before inserting: every connection passes here, and an insert
+        // would allocate the name each time.
+        if !seen.contains(database) {
+            seen.insert(database.to_string());
+            drop(seen);
             self.poke(database);
         }
     }
