@@ -81,11 +81,7 @@ async fn run_forever(
 }
 
 /// Runs every committed, unclaimed deferred row in `database`.
-async fn run_pending(
-    settings: &Settings,
-    schemas: &Schemas,
-    database: &str,
-) -> Result<(), String> {
+async fn run_pending(settings: &Settings, schemas: &Schemas, database: &str) -> Result<(), String> {
     let mut conn = service::connect(settings, database)
         .await
         .map_err(|e| e.to_string())?;
