@@ -27,7 +27,7 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.server.listen = args.listen.clone();
     config.log.level = "warn".into();
     pgshift::logging::init(&config.log);
-    let runtime = crate::build_runtime(1)?;
+    let runtime = crate::build_runtime()?;
     let server = match runtime.block_on(Server::bind(config.clone())) {
         Ok(s) => s,
         Err(e) => {

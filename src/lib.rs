@@ -1,7 +1,8 @@
 //! pgshift: a PostgreSQL wire-protocol proxy that makes schema changes safe.
 //!
 //! The hot wing moves bytes: `wire` (sans-IO framing), `net` (transports, TLS),
-//! `session` (handshake, auth relay, pump), `server` (listener, drain, reload).
+//! `session` (handshake, auth relay, pump), `server` (listener, drain, reload),
+//! `workers` (session threads).
 //! The slow wing thinks about SQL: `sql`. `cluster` runs throwaway Postgres
 //! clusters for the demo and the tests.
 
@@ -16,3 +17,4 @@ pub mod session;
 pub mod sql;
 pub mod stats;
 pub mod wire;
+pub mod workers;

@@ -36,7 +36,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     pgshift::logging::init(&config.log);
-    let runtime = match build_runtime(config.server.workers) {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgshift: cannot start the runtime: {e}");
@@ -57,17 +57,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-pub fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
+/// The accepting thread's runtime: it also runs signals and the DDL engine's
+/// journal writer and deferred-step runner. Sessions get threads of their own
+/// (`server.workers`, see `pgshift::workers`).
+pub fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// SIGHUP reloads; SIGTERM or SIGINT starts a graceful shutdown.

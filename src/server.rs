@@ -5,14 +5,15 @@ use crate::config::{Config, UpstreamAddr};
 use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
 use crate::session::{self, cancel::CancelMap, info::Sessions, terminate::Terminate};
 use crate::stats::Stats;
+use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 use tracing::{info, warn};
 
 /// Settings derived from a validated config: swapped whole on reload.
@@ -68,10 +69,13 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot start the session threads: {0}")]
+    Workers(std::io::Error),
 }
 
 pub struct Server {
     listener: TcpListener,
+    workers: Workers,
     shared: Arc<Shared>,
 }
 
@@ -88,6 +92,8 @@ impl Server {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let workers =
+            Workers::start(settings.config.server.workers).map_err(StartError::Workers)?;
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let shared = Arc::new(Shared {
             engine: crate::engine::Engine::start(settings.clone()),
@@ -99,7 +105,11 @@ impl Server {
             terminate: Terminate::default(),
             next_id: AtomicU64::new(1),
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            workers,
+            shared,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -113,9 +123,9 @@ impl Server {
     }
 
     /// Accepts until shutdown, then drains. Returns when every session has ended.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let tracker = TaskTracker::new();
-        let shared = self.shared;
+        let shared = self.shared.clone();
         info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
         loop {
             let accepted = tokio::select! {
@@ -126,7 +136,7 @@ impl Server {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let id = shared.next_id.fetch_add(1, Relaxed);
-                    tracker.spawn(session::serve(tcp, peer, id, shared.clone()));
+                    self.hand_over(tcp, peer, id, &shared, tracker.token());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -151,7 +161,39 @@ impl Server {
             shared.terminate.fire();
             tracker.wait().await;
         }
+        drop(self.workers);
         info!("shutdown complete");
+    }
+
+    /// Starts the session on a session thread (or here, with one worker). The
+    /// socket moves to that thread's reactor; `token` keeps the drain waiting for it.
+    fn hand_over(
+        &mut self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        shared: &Arc<Shared>,
+        token: TaskTrackerToken,
+    ) {
+        let shared = shared.clone();
+        if !self.workers.threaded() {
+            tokio::spawn(async move {
+                session::serve(tcp, peer, id, shared).await;
+                drop(token);
+            });
+            return;
+        }
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return warn!(error = %e, "cannot hand the connection over"),
+        };
+        self.workers.spawn(move || async move {
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => session::serve(tcp, peer, id, shared).await,
+                Err(e) => warn!(error = %e, "cannot register the connection"),
+            }
+            drop(token);
+        });
     }
 }
 

@@ -280,3 +280,37 @@ async fn the_proxy_tracks_transaction_status() {
     })
     .await;
 }
+
+/// Sessions on the accepting thread (one worker) and spread over three session
+/// threads: each client gets its own backend and its own answers, and every session
+/// ends when its client goes.
+#[tokio::test]
+async fn sessions_run_on_one_or_several_worker_threads() {
+    let db = fresh_db("workers");
+    for workers in [1, 3] {
+        let proxy = Proxy::start_with(|c| c.server.workers = workers);
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(connect(&proxy.conn_str(&db, "postgres")).await);
+        }
+        let mut pids = Vec::new();
+        for (i, client) in clients.iter().enumerate() {
+            let row = client
+                .query_one("SELECT pg_backend_pid(), $1::int + 1", &[&(i as i32)])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i32>(1), i as i32 + 1, "workers={workers}");
+            pids.push(row.get::<_, i32>(0));
+        }
+        pids.sort();
+        pids.dedup();
+        assert_eq!(pids.len(), 6, "one backend per client, workers={workers}");
+        assert_eq!(proxy.handle.sessions().len(), 6, "workers={workers}");
+        drop(clients);
+        common::wait_until("sessions end", Duration::from_secs(5), || {
+            proxy.handle.sessions().is_empty()
+        })
+        .await;
+        proxy.stop();
+    }
+}

@@ -41,9 +41,9 @@ pub struct Config {
 pub struct Server {
     /// Address the proxy listens on for clients.
     pub listen: String,
-    /// Tokio worker threads; 1 runs a single-threaded runtime. 2 is faster under
-    /// concurrency on a 2-core machine shared with Postgres, a little slower for a
-    /// single client (bench/RESULTS.md sections 7-9).
+    /// Session threads, each a single-threaded runtime; a session stays on one
+    /// thread for its life. 1 serves sessions on the accepting thread itself.
+    /// Default 2, the core count of the machine it was measured on (bench/RESULTS.md).
     pub workers: usize,
     /// Client connections served at once; more get FATAL 53300.
     pub max_client_conn: usize,
