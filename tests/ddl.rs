@@ -704,3 +704,46 @@ async fn queries_pgshift_cannot_run_in_band_pass_through_unchanged() {
         "{sent:#?}"
     );
 }
+
+/// A failed concurrent build leaves its index INVALID; the next build drops that
+/// leftover and succeeds. An INVALID index of the same name on another table,
+/// found first through search_path, is not a leftover of this build: left alone.
+#[tokio::test]
+async fn invalid_leftovers_are_dropped_only_from_the_indexed_table() {
+    let db = fresh_db("leftover");
+    let check = connect(&direct(&db)).await;
+    check.batch_execute(TABLE).await.unwrap();
+    check
+        .batch_execute("CREATE SCHEMA other; CREATE TABLE other.dup AS SELECT owner_id FROM items")
+        .await
+        .unwrap();
+    // owner_id repeats, so these unique builds fail and leave INVALID indexes.
+    for sql in [
+        "CREATE UNIQUE INDEX CONCURRENTLY items_owner ON items (owner_id)",
+        "CREATE UNIQUE INDEX CONCURRENTLY items_qty ON other.dup (owner_id)",
+    ] {
+        assert!(check.batch_execute(sql).await.is_err(), "{sql}");
+    }
+    let proxy = proxy();
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("CREATE INDEX items_owner ON items (owner_id)")
+        .await
+        .unwrap();
+    app.batch_execute("SET search_path = other, public")
+        .await
+        .unwrap();
+    app.batch_execute("CREATE INDEX items_qty ON items (qty)")
+        .await
+        .unwrap();
+    let indexes = one_value(
+        &check,
+        "SELECT string_agg(format('%s.%s %s', n.nspname, c.relname, i.indisvalid), ', ' ORDER BY n.nspname, c.relname) \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname IN ('items_owner', 'items_qty')",
+    )
+    .await;
+    assert_eq!(
+        indexes,
+        "other.items_qty f, public.items_owner t, public.items_qty t"
+    );
+}

@@ -93,11 +93,11 @@ pub async fn run<C: Conn>(
         let outcome = match (&step.kind, mode) {
             (StepKind::Backfill { .. }, _) => backfill(conn, step, cx, &mut fill).await?,
             (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
-            (StepKind::ConcurrentIndex { index }, _) => {
-                drop_if_invalid(conn, index).await?;
+            (StepKind::ConcurrentIndex { index, table }, _) => {
+                drop_if_invalid(conn, index, table).await?;
                 let r = long(conn, &step.sql, cx).await?;
                 if r.is_err() {
-                    drop_if_invalid(conn, index).await?;
+                    drop_if_invalid(conn, index, table).await?;
                 }
                 r
             }
@@ -217,11 +217,15 @@ async fn with_settings<C: Conn>(
     Ok(reply.error.map_or(Ok(()), Err))
 }
 
-/// Drops `index` when a failed concurrent build left it INVALID.
-async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str) -> io::Result<()> {
+/// Drops `index` if it is an INVALID index of `table` (a failed concurrent build).
+async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io::Result<()> {
+    let of_table = match table {
+        "" => String::new(),
+        t => format!(" AND indrelid = to_regclass({})", literal(t)),
+    };
     let check = format!(
-        "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass({}) AND NOT indisvalid",
-        literal(index)
+        "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass({}){of_table} AND NOT indisvalid",
+        literal(index),
     );
     if !conn.query(&check).await?.rows.is_empty() {
         tracing::info!(index, "dropping the INVALID index a failed build left");

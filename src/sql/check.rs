@@ -154,7 +154,7 @@ pub fn text_report(found: &[Located]) -> String {
 fn step_json(s: &Step) -> Value {
     let (kind, index) = match &s.kind {
         StepKind::Sql => ("sql", None),
-        StepKind::ConcurrentIndex { index } => ("concurrent-index", Some(index.as_str())),
+        StepKind::ConcurrentIndex { index, .. } => ("concurrent-index", Some(index.as_str())),
         StepKind::Backfill { .. } => ("backfill", None),
         StepKind::TypeChange { .. } => ("type-change", None),
     };

@@ -89,6 +89,7 @@ pub(super) fn steps(
         )
         .with_kind(StepKind::ConcurrentIndex {
             index: ident::sibling(rel, &name),
+            table: ident::relation(rel),
         }),
         Step::quick(add_constraint(stmt, using), Lock::AccessExclusive),
     ])
@@ -168,7 +169,8 @@ mod tests {
         assert_eq!(
             steps[0].kind,
             StepKind::ConcurrentIndex {
-                index: "users_email_key".into()
+                index: "users_email_key".into(),
+                table: "users".into(),
             }
         );
         assert_eq!(
@@ -193,7 +195,8 @@ mod tests {
         assert_eq!(
             f.rewrite.unwrap().steps[0].kind,
             StepKind::ConcurrentIndex {
-                index: "\"Shop\".\"Order_storeId_number_key\"".into()
+                index: "\"Shop\".\"Order_storeId_number_key\"".into(),
+                table: "\"Shop\".\"Order\"".into(),
             }
         );
     }

@@ -35,7 +35,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         Plan {
             summary: format!("{sql} (SHARE UPDATE EXCLUSIVE; an INVALID leftover is dropped and the build retried)"),
             steps: vec![Step::long(sql, Lock::ShareUpdateExclusive, Placement::OutsideTransaction)
-                .with_kind(StepKind::ConcurrentIndex { index })],
+                .with_kind(StepKind::ConcurrentIndex { index, table: table.clone() })],
         }
     });
     Some(Finding {
@@ -76,7 +76,8 @@ mod tests {
         assert_eq!(
             step.kind,
             StepKind::ConcurrentIndex {
-                index: "app.\"Idx\"".into()
+                index: "app.\"Idx\"".into(),
+                table: "app.\"T\"".into(),
             }
         );
     }
