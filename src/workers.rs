@@ -59,8 +59,10 @@ impl Workers {
                 drop(guard);
             })
         });
-        if lane.jobs.send(job).is_err() {
-            tracing::error!("a session thread has stopped; connection dropped");
+        if let Err(mpsc::error::SendError(job)) = lane.jobs.send(job) {
+            // Only a bug could stop a session thread; serve here rather than drop.
+            tracing::error!("a session thread has stopped; serving on the accepting thread");
+            tokio::spawn(job());
         }
     }
 
@@ -91,13 +93,21 @@ impl Workers {
 
 impl Lane {
     fn start(n: usize) -> std::io::Result<Lane> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (built, started) = std::sync::mpsc::channel();
+        // The runtime is built on its own thread: dropping one inside the caller's
+        // runtime (if the thread could not start) would panic.
         std::thread::Builder::new()
             .name(format!("pgshift-worker-{n}"))
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(built.send(Err(e))),
+                };
+                let _ = built.send(Ok(()));
                 runtime.block_on(async move {
                     // Ends when the server drops its Workers, after every session ended.
                     while let Some(job) = rx.recv().await {
@@ -105,6 +115,9 @@ impl Lane {
                     }
                 });
             })?;
+        started
+            .recv()
+            .map_err(|_| std::io::Error::other("session thread ended while starting"))??;
         Ok(Lane {
             jobs,
             live: Arc::new(AtomicUsize::new(0)),
