@@ -458,3 +458,95 @@ fn md5_over_client_tls() {
     assert!(!ok, "wrong md5 password accepted");
     assert!(err.contains("password authentication failed"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// 5. Shutdown with a TLS client that stopped reading
+// ---------------------------------------------------------------------------
+
+/// Reads frames until ReadyForQuery.
+async fn read_until_ready<S: tokio::io::AsyncRead + Unpin>(s: &mut S) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let tag = s.read_u8().await.unwrap();
+        let len = s.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        if tag == b'Z' {
+            return;
+        }
+    }
+}
+
+/// A TLS client that stops reading mid-result fills every buffer between it and the
+/// proxy, so the goodbye (FATAL, TLS close_notify) can never be written. Shutdown
+/// must still finish: drain, terminate grace, then a bounded goodbye.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_tls_client_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt;
+    let db = fresh_db("stuck_tls");
+    let proxy = Proxy::start_with(|c| {
+        with_proxy_cert(c);
+        c.server.drain_timeout_ms = 300;
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&certs().ca).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(&pgshift::wire::startup::ssl_request())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"S");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    client
+        .write_all(&common::raw::startup_packet(
+            196_608,
+            &[("user", "postgres"), ("database", &db)],
+        ))
+        .await
+        .unwrap();
+    read_until_ready(&mut client).await;
+    // About 100 MB of result, never read.
+    client
+        .write_all(&common::raw::query(
+            "SELECT repeat('x', 1000000) FROM generate_series(1, 100)",
+        ))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        proxy.stop();
+        let _ = done_tx.send(());
+    });
+    // Drain 0.3 s + terminate grace 2 s + goodbye 2 s, plus a margin.
+    let stopped = tokio::task::spawn_blocking(move || {
+        done_rx.recv_timeout(std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(
+        stopped.is_ok(),
+        "shutdown still waiting after {:?}",
+        started.elapsed()
+    );
+    drop(client);
+}

@@ -304,8 +304,16 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
         ),
     };
     info!(end = ?end, "session closed");
-    if let Some(err) = err.filter(|_| down.at_boundary()) {
-        let _ = client.write_all(&err.to_bytes()).await;
-    }
-    let _ = client.shutdown().await;
+    // A client that stopped reading (full socket buffer, or TLS close_notify it never
+    // takes) must not hold the session, and with it the shutdown drain, forever.
+    let goodbye = async {
+        if let Some(err) = err.filter(|_| down.at_boundary()) {
+            client.write_all(&err.to_bytes()).await?;
+        }
+        client.shutdown().await
+    };
+    let _ = tokio::time::timeout(FINISH_WAIT, goodbye).await;
 }
+
+/// How long the last words to a closing client may take.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
