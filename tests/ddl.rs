@@ -707,7 +707,8 @@ async fn queries_pgshift_cannot_run_in_band_pass_through_unchanged() {
 
 /// A failed concurrent build leaves its index INVALID; the next build drops that
 /// leftover and succeeds. An INVALID index of the same name on another table,
-/// found first through search_path, is not a leftover of this build: left alone.
+/// found first through search_path, is not a leftover of this build: left alone,
+/// and it does not hide the real leftover.
 #[tokio::test]
 async fn invalid_leftovers_are_dropped_only_from_the_indexed_table() {
     let db = fresh_db("leftover");
@@ -721,6 +722,7 @@ async fn invalid_leftovers_are_dropped_only_from_the_indexed_table() {
     for sql in [
         "CREATE UNIQUE INDEX CONCURRENTLY items_owner ON items (owner_id)",
         "CREATE UNIQUE INDEX CONCURRENTLY items_qty ON other.dup (owner_id)",
+        "CREATE UNIQUE INDEX CONCURRENTLY items_qty ON items (owner_id)",
     ] {
         assert!(check.batch_execute(sql).await.is_err(), "{sql}");
     }

@@ -218,18 +218,31 @@ async fn with_settings<C: Conn>(
 }
 
 /// Drops `index` if it is an INVALID index of `table` (a failed concurrent build).
+/// An index lives in its table's schema, so it is found by its own name among the
+/// table's indexes, not through search_path (which may name another schema first).
 async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io::Result<()> {
-    let of_table = match table {
-        "" => String::new(),
-        t => format!(" AND indrelid = to_regclass({})", literal(t)),
+    let find = if table.is_empty() {
+        // A step deferred by an older proxy, which did not record the table.
+        format!(
+            "SELECT x.indexrelid::regclass::text FROM pg_index x \
+             WHERE x.indexrelid = to_regclass({}) AND NOT x.indisvalid",
+            literal(index)
+        )
+    } else {
+        format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index x \
+             JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE x.indrelid = to_regclass({}) AND NOT x.indisvalid \
+             AND c.relname = (SELECT p[cardinality(p)] FROM parse_ident({}) p)",
+            literal(table),
+            literal(index)
+        )
     };
-    let check = format!(
-        "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass({}){of_table} AND NOT indisvalid",
-        literal(index),
-    );
-    if !conn.query(&check).await?.rows.is_empty() {
-        tracing::info!(index, "dropping the INVALID index a failed build left");
-        conn.query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+    let found = conn.query(&find).await?;
+    if let Some(row) = found.rows.first() {
+        let leftover = cell(row, 0);
+        tracing::info!(index = %leftover, "dropping the INVALID index a failed build left");
+        conn.query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {leftover}"))
             .await?;
     }
     Ok(())
