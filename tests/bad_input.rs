@@ -277,3 +277,41 @@ async fn backend_terminated_mid_query_reaches_the_client() {
     assert_eq!(common::sqlstate(&err).as_deref(), Some("57P01"), "{err}");
     still_serving(&proxy, &db).await;
 }
+
+/// A client that connects and never sends its startup packet must not hold up
+/// shutdown until its startup timeout (a minute here): terminate ends it too.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_client_still_opening() {
+    let proxy = Proxy::start_with(|c| {
+        c.server.startup_timeout_ms = 60_000;
+        c.server.drain_timeout_ms = 200;
+    });
+    let _silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    wait_until(
+        "the silent client is accepted",
+        Duration::from_secs(5),
+        || proxy.handle.stats().connections_active == 1,
+    )
+    .await;
+    let started = Instant::now();
+    let stopped = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            proxy.stop();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(
+        stopped.is_ok(),
+        "shutdown still waiting after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

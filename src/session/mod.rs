@@ -42,9 +42,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
     );
     let settings = shared.settings.load_full();
     let active = ActiveGuard::new(&shared.stats);
-    let established = establish(tcp, peer, id, &shared, &settings, &active)
-        .instrument(span.clone())
-        .await;
+    // Shutdown's terminate signal also ends a session still opening (a client
+    // that sends nothing, a stalled handshake): its deadlines may be a minute away.
+    let mut watch = shared.terminate.watch();
+    let established = tokio::select! {
+        e = establish(tcp, peer, id, &shared, &settings, &active).instrument(span.clone()) => e,
+        _ = watch.fired() => None,
+    };
     let Some(mut s) = established else {
         return;
     };
@@ -316,4 +320,4 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
 }
 
 /// How long the last words to a closing client may take.
-const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -110,8 +110,12 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
-/// Sends a FATAL to a client that has not finished startup; errors are moot.
+/// Sends a FATAL to a client that has not finished startup; errors are moot, and a
+/// client that is not reading gets [`super::FINISH_WAIT`] to take it.
 pub async fn refuse(stream: &mut ClientStream, err: PgError) {
-    let _ = stream.write_all(&err.to_bytes()).await;
-    let _ = stream.flush().await;
+    let send = async {
+        stream.write_all(&err.to_bytes()).await?;
+        stream.flush().await
+    };
+    let _ = tokio::time::timeout(super::FINISH_WAIT, send).await;
 }
