@@ -11,7 +11,7 @@ use crate::server::{Settings, Shared};
 use crate::wire::frame::HEADER_LEN;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) async fn run(
     s: &mut Established<'_>,
@@ -41,7 +41,7 @@ pub(super) async fn run(
                 waited_ms = QUIESCE_WAIT.as_millis() as u64,
                 "no quiet point before a possible DDL statement: forwarded unchanged"
             );
-            return forward_held(s, held).await;
+            return forward_held(s);
         }
     }
     if *deferred_pending && s.down.scanner.tx_status == b'I' {
@@ -78,7 +78,8 @@ pub(super) async fn run(
             };
             let mut io = InBand::new(&mut s.client, &mut s.server, unread, status);
             // Shutdown's terminate signal ends even a long in-band step: the
-            // session closes, and the server cancels what it was running.
+            // session closes; the server notices when it next writes to the closed
+            // connection (or at client_connection_check_interval, if set).
             let mut watch = shared.terminate.watch();
             let handled = tokio::select! {
                 h = engine::handle(&mut io, &cx, sql, &prefix) => h,
@@ -91,7 +92,7 @@ pub(super) async fn run(
     let (outcome, status, unread) = outcome.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
-        Outcome::Forward => return forward_held(s, held).await,
+        Outcome::Forward => return forward_held(s),
         Outcome::Handled {
             deferred_pending: pending,
         } => {
@@ -105,16 +106,16 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// Sends the held frame to the server as it came; the scanner then sees the rest
-/// of the buffer as usual, knowing whether the frame opened an extended batch.
-async fn forward_held(s: &mut Established<'_>, held: usize) -> Result<(), PumpEnd> {
+/// Lets the held frame go to the server as it came: the pump writes it (while it
+/// keeps relaying the server's output and watching for shutdown), and the scanner
+/// sees the rest of the buffer as usual, knowing whether the frame opened a batch.
+fn forward_held(s: &mut Established<'_>) -> Result<(), PumpEnd> {
     if s.up.pending().first() == Some(&b'Q') {
         s.up.scanner.turns += 1;
     } else {
         s.up.scanner.in_batch = true;
     }
-    let frame = s.up.take_front(held).map_err(PumpEnd::ClientProtocol)?;
-    s.server.write_all(&frame).await.map_err(PumpEnd::ServerIo)
+    s.up.release_held().map_err(PumpEnd::ClientProtocol)
 }
 
 /// Longest wait for the server to finish earlier work before a held statement.

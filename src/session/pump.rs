@@ -94,6 +94,13 @@ impl Direction {
         Ok(front)
     }
 
+    /// Makes the held frame forwardable as it came and scans what follows it.
+    pub fn release_held(&mut self) -> Result<(), FrameError> {
+        let held = std::mem::take(&mut self.scanner.held);
+        self.ready = self.scanner.scan(&mut self.buf, held)?;
+        Ok(())
+    }
+
     /// Bytes read but not yet forwarded (the start of an incomplete frame).
     pub fn take_unforwarded(&mut self) -> BytesMut {
         self.ready = 0;
