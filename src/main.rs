@@ -43,7 +43,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -54,7 +54,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         tokio::spawn(handle_signals(server.handle(), args));
         server.run().await;
         ExitCode::SUCCESS
-    })
+    });
+    // Every session has ended; a background connect stuck in a name lookup must
+    // not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// The accepting thread's runtime: it also runs signals and the DDL engine's
