@@ -85,6 +85,8 @@ pub struct InBand<'a, C, S> {
     server: &'a mut S,
     rbuf: BytesMut,
     to_client: BytesMut,
+    /// Set while `to_client` is being written.
+    writing_client: bool,
     /// Status byte of the last ReadyForQuery.
     pub status: u8,
     /// How server messages reach the client, for the next queries.
@@ -103,6 +105,7 @@ where
             server,
             rbuf: unread,
             to_client: BytesMut::new(),
+            writing_client: false,
             status,
             relay: Relay::Quiet,
         }
@@ -113,6 +116,12 @@ where
         self.rbuf
     }
 
+    /// True when a write to the client was cut short (by shutdown): the client may
+    /// be in the middle of a message. Bytes only queued do not count.
+    pub fn client_write_pending(&self) -> bool {
+        self.writing_client
+    }
+
     /// Queues bytes for the client; they go out with the next flush.
     pub fn send_client(&mut self, bytes: &[u8]) {
         self.to_client.extend_from_slice(bytes);
@@ -120,7 +129,9 @@ where
 
     pub async fn flush_client(&mut self) -> io::Result<()> {
         if !self.to_client.is_empty() {
+            self.writing_client = true;
             self.client.write_all(&self.to_client).await?;
+            self.writing_client = false;
             self.to_client.clear();
         }
         self.client.flush().await

@@ -82,8 +82,14 @@ pub(super) async fn run(
             // connection (or at client_connection_check_interval, if set).
             let mut watch = shared.terminate.watch();
             let handled = tokio::select! {
-                h = engine::handle(&mut io, &cx, sql, &prefix) => h,
-                _ = watch.fired() => return Err(PumpEnd::Terminated),
+                h = engine::handle(&mut io, &cx, sql, &prefix) => Some(h),
+                _ = watch.fired() => None,
+            };
+            let Some(handled) = handled else {
+                return Err(match io.client_write_pending() {
+                    true => PumpEnd::TerminatedMidReply,
+                    false => PumpEnd::Terminated,
+                });
             };
             let status = io.status;
             handled.map(|o| (o, status, io.into_unread()))

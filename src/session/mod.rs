@@ -298,7 +298,7 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
             "08P01",
             format!("invalid message from the database server: {e}"),
         )),
-        PumpEnd::Intercepted => None,
+        PumpEnd::Intercepted | PumpEnd::TerminatedMidReply => None,
         PumpEnd::Terminated => Some(
             PgError::fatal(
                 "57P01",

@@ -193,6 +193,9 @@ pub enum PumpEnd {
     ServerIo(io::Error),
     /// Shutdown asked the session to end.
     Terminated,
+    /// Shutdown ended the session while the DDL engine was writing to the client,
+    /// which may be left mid-message: it gets no FATAL, only the close.
+    TerminatedMidReply,
     /// The client sent a Query that may be DDL; it waits in the up direction.
     Intercepted,
 }
