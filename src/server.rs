@@ -45,6 +45,9 @@ impl Settings {
     }
 }
 
+/// Longest wait for sessions to end once terminate has fired.
+const TERMINATE_WAIT: Duration = Duration::from_secs(10);
+
 /// State every session shares.
 pub struct Shared {
     pub settings: Arc<ArcSwap<Settings>>,
@@ -159,7 +162,18 @@ impl Server {
                 "drain time over: terminating sessions"
             );
             shared.terminate.fire();
-            tracker.wait().await;
+            // Every session ends within a few seconds of terminate (the pump's grace,
+            // the bounded goodbye); this cap keeps an unforeseen stall from hanging
+            // the process. What is left is dropped with the runtimes.
+            if tokio::time::timeout(TERMINATE_WAIT, tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    sessions = tracker.len(),
+                    "sessions still running after terminate: exiting without them"
+                );
+            }
         }
         drop(self.workers);
         info!("shutdown complete");
