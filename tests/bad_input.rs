@@ -294,18 +294,9 @@ async fn shutdown_does_not_wait_for_a_client_still_opening() {
     )
     .await;
     let started = Instant::now();
-    let stopped = tokio::task::spawn_blocking(move || {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            proxy.stop();
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-    })
-    .await
-    .unwrap();
+    let stopped = proxy.stop_within(Duration::from_secs(10)).await;
     assert!(
-        stopped.is_ok(),
+        stopped,
         "shutdown still waiting after {:?}",
         started.elapsed()
     );

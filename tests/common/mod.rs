@@ -172,6 +172,19 @@ impl Proxy {
         )
     }
 
+    /// Shuts down and waits at most `limit` for the drain, on a thread of its own so
+    /// that a shutdown that hangs fails the test instead of hanging it. True if done.
+    pub async fn stop_within(self, limit: Duration) -> bool {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            self.stop();
+            let _ = done_tx.send(());
+        });
+        tokio::task::spawn_blocking(move || done_rx.recv_timeout(limit).is_ok())
+            .await
+            .unwrap()
+    }
+
     /// Shuts down and waits for the drain to finish.
     pub fn stop(mut self) {
         self.handle.shutdown();
