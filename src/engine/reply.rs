@@ -8,13 +8,12 @@ use crate::wire::backend::{write_fields, PgError};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub(super) fn rejection(f: &Finding, cx: &SessionCx<'_>) -> PgError {
+pub(super) fn rejection(f: &Finding) -> PgError {
     let why = if f.rewrite.is_none() && f.default_policy != Policy::Reject {
         "no safe rewrite exists"
     } else {
         "policy reject"
     };
-    let _ = cx;
     PgError::error("0A000", format!("pgshift refused {}: {}", f.tag, f.problem)).with_hint(format!(
         "{} (rule {}, {why}; set [ddl.rules] {} = \"allow\" or \"warn\" to let it through)",
         f.hint, f.rule, f.rule

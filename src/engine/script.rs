@@ -147,7 +147,7 @@ where
                 }
                 continue;
             }
-            Action::Reject(f) => Err(Failure::Ours(rejection(f, cx))),
+            Action::Reject(f) => Err(Failure::Ours(rejection(f))),
             Action::Run {
                 finding,
                 plan,
