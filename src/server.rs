@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// Settings derived from a validated config: swapped whole on reload.
@@ -128,7 +128,7 @@ impl Server {
     /// Accepts until shutdown, then drains. Returns when every session has ended.
     pub async fn run(mut self) {
         let tracker = TaskTracker::new();
-        let shared = self.shared.clone();
+        let shared = self.shared;
         info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
         loop {
             let accepted = tokio::select! {
@@ -139,7 +139,12 @@ impl Server {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let id = shared.next_id.fetch_add(1, Relaxed);
-                    self.hand_over(tcp, peer, id, &shared, tracker.token());
+                    let (shared, token) = (shared.clone(), tracker.token());
+                    // `token` keeps the drain waiting for the session.
+                    self.workers.spawn(tcp, move |tcp| async move {
+                        session::serve(tcp, peer, id, shared).await;
+                        drop(token);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -177,37 +182,6 @@ impl Server {
         }
         drop(self.workers);
         info!("shutdown complete");
-    }
-
-    /// Starts the session on a session thread (or here, with one worker). The
-    /// socket moves to that thread's reactor; `token` keeps the drain waiting for it.
-    fn hand_over(
-        &mut self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        id: u64,
-        shared: &Arc<Shared>,
-        token: TaskTrackerToken,
-    ) {
-        let shared = shared.clone();
-        if !self.workers.threaded() {
-            tokio::spawn(async move {
-                session::serve(tcp, peer, id, shared).await;
-                drop(token);
-            });
-            return;
-        }
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => return warn!(error = %e, "cannot hand the connection over"),
-        };
-        self.workers.spawn(move || async move {
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => session::serve(tcp, peer, id, shared).await,
-                Err(e) => warn!(error = %e, "cannot register the connection"),
-            }
-            drop(token);
-        });
     }
 }
 

@@ -11,11 +11,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 type Session = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Runs on the worker thread, inside its runtime, and builds the session there
-/// (so its sockets register with that thread's reactor).
+/// (so its socket registers with that thread's reactor).
 type Job = Box<dyn FnOnce() -> Session + Send>;
 
 pub struct Workers {
@@ -40,22 +41,30 @@ impl Workers {
         Ok(Workers { lanes, next: 0 })
     }
 
-    /// Runs the session built by `job` on the least busy thread.
-    pub fn spawn<F, S>(&mut self, job: F)
+    /// Runs `session(tcp)` on the least busy thread, the socket moved to that
+    /// thread's reactor; with one worker, on the caller's runtime as it is.
+    pub fn spawn<F, S>(&mut self, tcp: TcpStream, session: F)
     where
-        F: FnOnce() -> S + Send + 'static,
+        F: FnOnce(TcpStream) -> S + Send + 'static,
         S: Future<Output = ()> + Send + 'static,
     {
         let Some(lane) = self.pick() else {
-            tokio::spawn(job());
+            tokio::spawn(session(tcp));
             return;
+        };
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::warn!(error = %e, "cannot hand the connection over"),
         };
         let live = lane.live.clone();
         live.fetch_add(1, Relaxed);
         let job: Job = Box::new(move || {
             let guard = Live(live);
             Box::pin(async move {
-                job().await;
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => session(tcp).await,
+                    Err(e) => tracing::warn!(error = %e, "cannot register the connection"),
+                }
                 drop(guard);
             })
         });
@@ -78,11 +87,6 @@ impl Workers {
             .map(|i| (start + i) % n)
             .min_by_key(|&i| self.lanes[i].live.load(Relaxed))?;
         Some(&self.lanes[best])
-    }
-
-    /// Whether sessions run on threads of their own (more than one worker).
-    pub fn threaded(&self) -> bool {
-        !self.lanes.is_empty()
     }
 
     /// Live sessions per thread, for tests and the admin console.
@@ -139,6 +143,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A client socket connected to a throwaway listener.
+    async fn connected() -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _ = listener.accept().await.unwrap();
+        tcp
+    }
+
     #[tokio::test]
     async fn sessions_spread_over_threads_and_run_there() {
         let mut workers = Workers::start(2).unwrap();
@@ -147,7 +161,7 @@ mod tests {
         for _ in 0..4 {
             let tx = tx.clone();
             let mut hold = hold_rx.clone();
-            workers.spawn(move || async move {
+            workers.spawn(connected().await, move |_tcp| async move {
                 let name = std::thread::current().name().unwrap_or("").to_string();
                 tx.send(name).unwrap();
                 let _ = hold.wait_for(|&go| go).await;
@@ -182,7 +196,7 @@ mod tests {
     async fn one_worker_runs_on_the_callers_runtime() {
         let mut workers = Workers::start(1).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        workers.spawn(move || async move {
+        workers.spawn(connected().await, move |_tcp| async move {
             let _ = tx.send(std::thread::current().name().map(String::from));
         });
         let name = rx.await.unwrap();
