@@ -31,7 +31,6 @@ pub(super) async fn run(
         ),
     )
     .await;
-    let held = s.up.scanner.held;
     match quiet {
         Ok(quiet) => quiet?,
         Err(_) => {
@@ -52,6 +51,7 @@ pub(super) async fn run(
         s.up.scanner.intercept_all = false;
     }
     // What the engine may answer: a simple Query, or a whole parameterless batch.
+    let held = s.up.scanner.held;
     let (sql, prefix, len) = if s.up.pending().first() == Some(&b'P') {
         match gather(s, settings).await? {
             Some(batch) => (Some(batch.sql), batch.prefix, batch.len),
