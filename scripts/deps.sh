@@ -15,8 +15,9 @@ ensure_deps() {
         && ! command -v pgbench >/dev/null; then
         missing+=(postgresql-contrib)
     fi
-    # pg_query (the Postgres parser) generates its bindings with libclang.
-    if [ -z "${LIBCLANG_PATH:-}" ] && ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    # pg_query (the Postgres parser) generates its bindings with libclang (libclang-cpp,
+    # which other packages pull in, is a different library and does not do).
+    if [ -z "${LIBCLANG_PATH:-}" ] && ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
         missing+=(libclang-dev)
     fi
     [ ${#missing[@]} -eq 0 ] && return 0
