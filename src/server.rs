@@ -51,7 +51,7 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(10);
 /// State every session shares.
 pub struct Shared {
     pub settings: Arc<ArcSwap<Settings>>,
-    /// The DDL engine's journal writer and deferred-step runner.
+    /// The DDL engine's bookkeeping: journal writers, service connections, scans.
     pub engine: crate::engine::Engine,
     pub cancel: CancelMap,
     pub stats: Stats,
@@ -181,6 +181,8 @@ impl Server {
             }
         }
         drop(self.workers);
+        // Journal writers finish the entry at hand; scans stop.
+        shared.engine.stop(Duration::from_secs(1)).await;
         info!("shutdown complete");
     }
 }

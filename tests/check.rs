@@ -228,7 +228,10 @@ fn json_report_has_every_field() {
     assert_eq!(steps[2]["kind"], "backfill");
     assert_eq!(steps[2]["placement"], "own-transaction");
     assert_eq!(steps[2]["lock"], "ROW EXCLUSIVE");
-    assert!(steps[2]["sql"].as_str().unwrap().contains("LIMIT $BATCH"));
+    assert!(steps[2]["sql"]
+        .as_str()
+        .unwrap()
+        .contains("LIMIT $1::bigint"));
     assert!(backfill["plan"]["summary"].is_string());
 
     let index = all.iter().find(|f| f["rule"] == "create-index").unwrap();

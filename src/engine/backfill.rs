@@ -2,8 +2,8 @@
 //! heap pages with TID ranges (linear in the table size, unlike repeated scans for
 //! NULLs), then a sweep for rows that moved past the last page while it ran.
 
-use super::conn::{Conn, Reply, ServerError};
-use super::steps::{ms, StepContext};
+use super::conn::{Conn, ServerError};
+use super::steps::{cancel_error, ms, StepContext};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Step, StepKind};
 use std::io;
@@ -19,7 +19,9 @@ pub(super) struct Fill {
 }
 
 /// Walks the table's pages in batches (one transaction each), then sweeps rows
-/// that moved past the last page meanwhile.
+/// that moved past the last page meanwhile. Ranges and limits travel as bind
+/// parameters: the statements hold the user's default expression, and no text is
+/// ever replaced inside them.
 pub(super) async fn backfill<C: Conn>(
     conn: &mut C,
     step: &Step,
@@ -28,13 +30,6 @@ pub(super) async fn backfill<C: Conn>(
 ) -> io::Result<Result<(), ServerError>> {
     let StepKind::Backfill { table, by_pages } = &step.kind else {
         return Ok(Ok(()));
-    };
-    let run = |sql: String| {
-        format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; {sql}; COMMIT",
-            ms(cx.ddl.lock_timeout_ms),
-            ms(cx.ddl.long_step_timeout_ms)
-        )
     };
     let (pages, per_batch) = match fill.pages {
         Some(p) => p,
@@ -47,41 +42,70 @@ pub(super) async fn backfill<C: Conn>(
     let pause = Duration::from_millis(cx.ddl.backfill_pause_ms);
     while fill.next_page < pages {
         let to = fill.next_page + per_batch;
-        let sql = by_pages
-            .replace("$FROM", &format!("'({},0)'::tid", fill.next_page))
-            .replace("$TO", &format!("'({to},0)'::tid"));
-        let reply = conn.query(&run(sql)).await?;
-        if let Some(e) = reply.error {
-            conn.query("ROLLBACK").await?;
-            return Ok(Err(e));
+        let (from, until) = (format!("({},0)", fill.next_page), format!("({to},0)"));
+        match batch(conn, cx, by_pages, &[&from, &until]).await? {
+            Ok(rows) => fill.rows += rows,
+            Err(e) => return Ok(Err(e)),
         }
-        fill.rows += updated(&reply);
         fill.next_page = to;
-        tokio::time::sleep(pause).await;
+        if !conn.pause(pause).await {
+            return Ok(Err(cancel_error()));
+        }
     }
-    let sweep = run(step
-        .sql
-        .replace("$BATCH", &cx.ddl.backfill_batch_rows.to_string()));
     // A default that can itself be NULL would match again and again: a pass that
     // fills less than a batch has seen every remaining row, and passes are capped.
+    let limit = cx.ddl.backfill_batch_rows.to_string();
     for _ in 0..SWEEP_PASSES {
-        let reply = conn.query(&sweep).await?;
-        if let Some(e) = reply.error {
-            conn.query("ROLLBACK").await?;
-            return Ok(Err(e));
-        }
-        let rows = updated(&reply);
+        let rows = match batch(conn, cx, &step.sql, &[&limit]).await? {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
         fill.rows += rows;
         if rows < cx.ddl.backfill_batch_rows {
             return Ok(Ok(()));
         }
-        tokio::time::sleep(pause).await;
+        if !conn.pause(pause).await {
+            return Ok(Err(cancel_error()));
+        }
     }
     tracing::warn!(
         table,
         "backfill sweep stopped after {SWEEP_PASSES} full batches: the default may produce NULL"
     );
     Ok(Ok(()))
+}
+
+/// One batch in a transaction of its own, under lock_timeout and the long-step
+/// statement_timeout; returns the rows it updated.
+async fn batch<C: Conn>(
+    conn: &mut C,
+    cx: &StepContext<'_>,
+    sql: &str,
+    params: &[&str],
+) -> io::Result<Result<u64, ServerError>> {
+    if conn.cancelled() {
+        return Ok(Err(cancel_error()));
+    }
+    let begin = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+        ms(cx.ddl.lock_timeout_ms),
+        ms(cx.ddl.long_step_timeout_ms)
+    );
+    let mut reply = conn.query(&begin).await?;
+    let mut rows = 0;
+    if reply.error.is_none() {
+        reply = conn.query_params(sql, params).await?;
+        rows = reply.last_count();
+    }
+    if let Some(e) = reply.error {
+        conn.query("ROLLBACK").await?;
+        return Ok(Err(e));
+    }
+    let end = conn.query("COMMIT").await?;
+    Ok(match end.error {
+        Some(e) => Err(e),
+        None => Ok(rows),
+    })
 }
 
 /// Most sweep passes after the page walk (rows that moved while it ran are few).
@@ -96,24 +120,14 @@ async fn table_pages<C: Conn>(
     batch_rows: u64,
 ) -> io::Result<(u64, u64)> {
     let sql = format!(
-        "SELECT coalesce(max(pg_relation_size(t.relid)) / current_setting('block_size')::bigint, 0), \
-         coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples > 0) / nullif(sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0), 100)::bigint \
-         FROM (SELECT relid FROM pg_partition_tree(to_regclass({t})) WHERE isleaf \
-         UNION SELECT to_regclass({t})) t JOIN pg_class c ON c.oid = t.relid",
+        "SELECT coalesce(pg_catalog.max(pg_catalog.pg_relation_size(t.relid)) / pg_catalog.current_setting('block_size')::bigint, 0), \
+         coalesce(pg_catalog.sum(c.reltuples) FILTER (WHERE c.reltuples > 0) / nullif(pg_catalog.sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0), 100)::bigint \
+         FROM (SELECT relid FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass({t})) WHERE isleaf \
+         UNION SELECT pg_catalog.to_regclass({t})) t JOIN pg_catalog.pg_class c ON c.oid = t.relid",
         t = literal(table)
     );
     let reply = conn.query(&sql).await?;
     let value = |i: usize| -> u64 { reply.cell(i).parse().unwrap_or(0) };
     let per_page = value(1).max(1);
     Ok((value(0), (batch_rows / per_page).max(1)))
-}
-
-/// Rows the batch UPDATE touched: the largest count among the statements' tags.
-fn updated(reply: &Reply) -> u64 {
-    reply
-        .tags
-        .iter()
-        .filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
 }

@@ -1,11 +1,13 @@
-//! The two kinds of connection the DDL engine runs SQL on, behind one trait: the
-//! client's own upstream connection (in-band, raw protocol, the client waiting at a
-//! quiescent point) and pgshift's service connection (tokio-postgres).
+//! The connection the DDL engine runs SQL on: the client's own upstream
+//! connection, in-band (raw protocol, the client waiting at a quiescent point).
+//! pgshift's service connections run only bookkeeping (`service`, `book`).
 
+use super::cancel::CancelSignal;
 use crate::wire::backend::{self, error_fields};
 use crate::wire::frame::{header, HEADER_LEN};
 use bytes::{Buf, BytesMut};
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// An error the server reported, with its fields.
@@ -64,9 +66,24 @@ pub fn cell(row: &[Option<String>], i: usize) -> String {
     row.get(i).cloned().flatten().unwrap_or_default()
 }
 
-/// A connection the engine can run simple queries on.
+/// A connection the engine can run SQL on: the client's own, in-band.
 pub trait Conn: Send {
+    /// One simple Query (several statements allowed), its whole answer.
     fn query(&mut self, sql: &str) -> impl std::future::Future<Output = io::Result<Reply>> + Send;
+
+    /// One statement with text parameters ($1, $2…), through the extended protocol:
+    /// values are never spliced into SQL.
+    fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> impl std::future::Future<Output = io::Result<Reply>> + Send;
+
+    /// True when the client asked to cancel what it is waiting for.
+    fn cancelled(&self) -> bool;
+
+    /// Sleeps for `pause`; false when a cancel request cut it short.
+    fn pause(&mut self, pause: Duration) -> impl std::future::Future<Output = bool> + Send;
 }
 
 /// How server messages of an in-band query reach the client.
@@ -78,6 +95,14 @@ pub enum Relay {
     /// Everything but ReadyForQuery: the client's own statement.
     All,
 }
+
+/// Bytes queued for the client are written once there are this many: a large
+/// result streams to the client instead of piling up in memory.
+const FLUSH_ABOVE: usize = 64 * 1024;
+/// A frame larger than this is passed on (or skipped) in pieces; the engine keeps
+/// only its first [`INSPECT_MAX`] bytes to look at.
+const STREAM_ABOVE: usize = 256 * 1024;
+const INSPECT_MAX: usize = 64 * 1024;
 
 /// The client's upstream connection, used while the client waits for its Query.
 pub struct InBand<'a, C, S> {
@@ -91,6 +116,9 @@ pub struct InBand<'a, C, S> {
     pub status: u8,
     /// How server messages reach the client, for the next queries.
     pub relay: Relay,
+    /// The session's cancel requests, and how many there were when the client's
+    /// statement was handed over (older ones were for earlier statements).
+    cancel: Option<(&'a CancelSignal, u64)>,
 }
 
 impl<'a, C, S> InBand<'a, C, S>
@@ -98,8 +126,15 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// `unread`: server bytes already read but not forwarded.
-    pub fn new(client: &'a mut C, server: &'a mut S, unread: BytesMut, status: u8) -> Self {
+    /// `unread`: server bytes already read but not forwarded. `cancel`: the
+    /// session's cancel requests, when the client waits on this work.
+    pub fn new(
+        client: &'a mut C,
+        server: &'a mut S,
+        unread: BytesMut,
+        status: u8,
+        cancel: Option<&'a CancelSignal>,
+    ) -> Self {
         InBand {
             client,
             server,
@@ -108,6 +143,7 @@ where
             writing_client: false,
             status,
             relay: Relay::Quiet,
+            cancel: cancel.map(|c| (c, c.count())),
         }
     }
 
@@ -127,13 +163,26 @@ where
         self.to_client.extend_from_slice(bytes);
     }
 
-    pub async fn flush_client(&mut self) -> io::Result<()> {
+    /// Bytes queued for the client and not yet written.
+    pub fn take_queued(&mut self) -> BytesMut {
+        self.to_client.split()
+    }
+
+    async fn write_queued(&mut self) -> io::Result<()> {
         if !self.to_client.is_empty() {
             self.writing_client = true;
             self.client.write_all(&self.to_client).await?;
             self.writing_client = false;
             self.to_client.clear();
+            if self.to_client.capacity() > 4 * FLUSH_ABOVE {
+                self.to_client = BytesMut::new();
+            }
         }
+        Ok(())
+    }
+
+    pub async fn flush_client(&mut self) -> io::Result<()> {
+        self.write_queued().await?;
         self.client.flush().await
     }
 
@@ -142,33 +191,69 @@ where
         self.server.write_all(bytes).await
     }
 
-    /// Reads one whole frame from the server.
-    async fn frame(&mut self) -> io::Result<BytesMut> {
-        loop {
-            if let Some((_, total)) = header(&self.rbuf, usize::MAX)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-            {
-                if self.rbuf.len() >= total {
-                    return Ok(self.rbuf.split_to(total));
-                }
-                self.rbuf.reserve(total - self.rbuf.len());
-            }
+    /// Makes sure `rbuf` holds at least `n` bytes.
+    async fn fill(&mut self, n: usize) -> io::Result<()> {
+        while self.rbuf.len() < n {
+            self.rbuf.reserve((n - self.rbuf.len()).min(STREAM_ABOVE));
             if self.server.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
+        Ok(())
+    }
+
+    /// Reads the next frame from the server. A small frame comes back whole; a
+    /// large one is written on to the client as it arrives (`relay`) or skipped,
+    /// and only its first [`INSPECT_MAX`] bytes come back (`true`: streamed).
+    async fn frame(&mut self, relay: impl Fn(u8) -> bool) -> io::Result<(BytesMut, bool)> {
+        self.fill(HEADER_LEN).await?;
+        let (_, total) = header(&self.rbuf, usize::MAX)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        if total <= STREAM_ABOVE {
+            self.fill(total).await?;
+            return Ok((self.rbuf.split_to(total), false));
+        }
+        self.fill(INSPECT_MAX).await?;
+        let head = BytesMut::from(&self.rbuf[..INSPECT_MAX]);
+        let pass = relay(head[0]);
+        if pass {
+            self.write_queued().await?;
+            self.writing_client = true;
+        }
+        let mut left = total;
+        while left > 0 {
+            if self.rbuf.is_empty() {
+                self.fill(1).await?;
+            }
+            let piece = self.rbuf.split_to(left.min(self.rbuf.len()));
+            left -= piece.len();
+            if pass {
+                self.client.write_all(&piece).await?;
+            }
+        }
+        self.writing_client = false;
+        Ok((head, true))
     }
 
     /// Reads until ReadyForQuery, relaying per `self.relay`.
     pub async fn collect(&mut self) -> io::Result<Reply> {
         let mut reply = Reply::default();
+        let relay_mode = self.relay;
+        let relays = move |tag: u8| match relay_mode {
+            Relay::All => tag != b'Z',
+            Relay::Quiet => matches!(tag, b'A' | b'S'),
+        };
         loop {
-            let frame = self.frame().await?;
+            let (frame, streamed) = self.frame(relays).await?;
             let tag = frame[0];
-            let body = &frame[HEADER_LEN..];
+            let body = &frame[HEADER_LEN.min(frame.len())..];
             match tag {
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
+                    if self.to_client.len() > FLUSH_ABOVE {
+                        self.write_queued().await?;
+                    }
                     return Ok(reply);
                 }
                 b'C' => reply.tags.push(cstr(body)),
@@ -179,12 +264,11 @@ where
                 }
                 _ => {}
             }
-            let relay = match self.relay {
-                Relay::All => tag != b'Z',
-                Relay::Quiet => matches!(tag, b'A' | b'S'),
-            };
-            if relay {
+            if !streamed && relays(tag) {
                 self.to_client.extend_from_slice(&frame);
+                if self.to_client.len() > FLUSH_ABOVE {
+                    self.write_queued().await?;
+                }
             }
         }
     }
@@ -201,42 +285,29 @@ where
         self.server.write_all(&out).await?;
         self.collect().await
     }
-}
 
-/// pgshift's own connection through tokio-postgres.
-pub struct Service(pub tokio_postgres::Client);
+    async fn query_params(&mut self, sql: &str, params: &[&str]) -> io::Result<Reply> {
+        let mut out = BytesMut::new();
+        backend::query_with_params(&mut out, sql, params);
+        self.server.write_all(&out).await?;
+        self.collect().await
+    }
 
-impl Conn for Service {
-    async fn query(&mut self, sql: &str) -> io::Result<Reply> {
-        use tokio_postgres::SimpleQueryMessage as M;
-        let mut reply = Reply::default();
-        match self.0.simple_query(sql).await {
-            Ok(messages) => {
-                for m in messages {
-                    match m {
-                        M::Row(row) => reply.rows.push(
-                            (0..row.len())
-                                .map(|i| row.get(i).map(str::to_string))
-                                .collect(),
-                        ),
-                        M::CommandComplete(n) => reply.tags.push(format!("OK {n}")),
-                        _ => {}
-                    }
-                }
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|(c, seen)| c.count() > seen)
+    }
+
+    async fn pause(&mut self, pause: Duration) -> bool {
+        match self.cancel {
+            None => {
+                tokio::time::sleep(pause).await;
+                true
             }
-            Err(e) => match e.as_db_error() {
-                Some(db) => {
-                    reply.error = Some(ServerError {
-                        code: db.code().code().to_string(),
-                        message: db.message().to_string(),
-                        detail: db.detail().map(str::to_string),
-                        hint: db.hint().map(str::to_string),
-                    })
-                }
-                None => return Err(io::Error::other(e.to_string())),
+            Some((c, seen)) => tokio::select! {
+                _ = tokio::time::sleep(pause) => true,
+                _ = c.after(seen) => false,
             },
         }
-        Ok(reply)
     }
 }
 

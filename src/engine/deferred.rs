@@ -1,196 +1,240 @@
-//! Steps deferred until after a client's COMMIT. The row in `pgshift.deferred` is
-//! inserted inside the client's own transaction, so it exists exactly when the
-//! transaction committed: a ROLLBACK drops the deferred work with everything else.
-//! After the session sees the transaction end it pokes this runner, which claims
-//! rows with an advisory lock (several proxies can share a database) and runs the
-//! steps on a service connection, recording progress in the row so a restarted
-//! proxy resumes where it stopped.
+//! Steps deferred until after a client's COMMIT (CONCURRENTLY, VALIDATE: they
+//! cannot run inside its transaction block).
+//!
+//! They run on the client's own upstream session, right after its transaction
+//! ends: that session is the author (login, role, privileges), so nothing the
+//! author wrote ever runs as pgshift's service role. The steps come from pgshift's
+//! memory, never from a table. The row in `pgshift.deferred` is written inside the
+//! client's transaction (through `pgshift.defer`), so it exists exactly when that
+//! transaction committed, and it records progress for people to see. If the
+//! session dies first, a scan marks the row `interrupted`; nothing runs it again
+//! on its own.
 
-use super::conn::{cell, Conn};
-use super::service::{self, Schemas};
+use super::book::{Book, RowState};
+use super::conn::{Conn, InBand};
 use super::steps::{self, Mode, StepContext};
-use crate::server::Settings;
+use super::{Entry, SessionCx};
 use crate::sql::ident::{self, literal};
 use crate::sql::plan::Step;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use crate::wire::backend::PgError;
+use std::io;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Advisory lock class for deferred rows (the row id is the second key).
-const LOCK_CLASS: i32 = 0x7067_7368; // "pgsh"
+/// Most text (statements and steps) one transaction may defer: a session's
+/// memory stays bounded however many statements it defers.
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
 
-/// How often databases with a pgshift schema are scanned for leftover work.
-const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// How often databases are scanned for rows whose session died.
+pub const SCAN_EVERY: Duration = Duration::from_secs(30);
 
+/// One deferred statement, as this session will run it.
 #[derive(Debug, Clone)]
-pub struct Deferred {
-    tx: mpsc::UnboundedSender<String>,
-    seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+pub struct Deferral {
+    /// Its row in `pgshift.deferred`.
+    pub id: i64,
+    pub statement: String,
+    pub rule: String,
+    pub steps: Vec<Step>,
+    /// search_path and role when the statement ran: a SET LOCAL is over after
+    /// COMMIT, and the steps' names were written for these.
+    pub search_path: String,
+    pub role: String,
+    pub table: Option<String>,
 }
 
-impl Deferred {
-    pub fn start(settings: Arc<arc_swap::ArcSwap<Settings>>, schemas: Arc<Schemas>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_forever(rx, settings, schemas));
-        Deferred {
-            tx,
-            seen: Default::default(),
-        }
-    }
-
-    /// A session in `database` ended a transaction that deferred work.
-    pub fn poke(&self, database: &str) {
-        let _ = self.tx.send(database.to_string());
-    }
-
-    /// A session connected to `database`: the first time this process sees it,
-    /// look for work a previous proxy left unfinished there.
-    pub fn seen(&self, database: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked before inserting: every connection passes here, and an insert
-        // would allocate the name each time.
-        if !seen.contains(database) {
-            seen.insert(database.to_string());
-            drop(seen);
-            self.poke(database);
-        }
-    }
+/// The deferrals of the session's open transaction.
+#[derive(Debug, Default)]
+pub struct Pending {
+    items: Vec<Deferral>,
+    bytes: usize,
 }
 
-async fn run_forever(
-    mut rx: mpsc::UnboundedReceiver<String>,
-    settings: Arc<arc_swap::ArcSwap<Settings>>,
-    schemas: Arc<Schemas>,
-) {
-    let mut tick = tokio::time::interval(SCAN_EVERY);
-    loop {
-        let databases = tokio::select! {
-            db = rx.recv() => match db {
-                Some(db) => vec![db],
-                None => return,
-            },
-            _ = tick.tick() => schemas.known(),
-        };
-        for db in databases {
-            let settings = settings.load_full();
-            if let Err(e) = run_pending(&settings, &schemas, &db).await {
-                tracing::warn!(database = %db, error = %e, "deferred DDL steps could not run");
-            }
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds a deferral, or refuses it when the transaction has deferred too much.
+    pub fn push(&mut self, d: Deferral) -> Result<(), PgError> {
+        let size = d.statement.len() + d.steps.iter().map(|s| s.sql.len()).sum::<usize>();
+        if self.bytes + size > MAX_PENDING_BYTES {
+            return Err(PgError::error(
+                "54000",
+                format!(
+                    "pgshift cannot defer more than {} MiB of statements in one transaction",
+                    MAX_PENDING_BYTES >> 20
+                ),
+            )
+            .with_hint("Split the migration into several transactions."));
         }
+        self.bytes += size;
+        self.items.push(d);
+        Ok(())
+    }
+
+    pub fn take(&mut self) -> Vec<Deferral> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
     }
 }
 
-/// Runs every committed, unclaimed deferred row in `database`.
-async fn run_pending(settings: &Settings, schemas: &Schemas, database: &str) -> Result<(), String> {
-    let mut conn = service::connect(settings, database)
-        .await
-        .map_err(|e| e.to_string())?;
-    let exists = checked(
-        &mut conn,
-        "SELECT to_regclass('pgshift.deferred') IS NOT NULL",
-    )
-    .await?;
-    if exists.first_value() != Some("t") {
+/// Runs the deferrals whose transaction committed, in order, on the session's
+/// connection (idle, after the COMMIT). Progress goes to their rows; a failure
+/// ends that deferral and is recorded, the others still run.
+pub async fn run_committed<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    pending: Vec<Deferral>,
+) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if pending.is_empty() {
         return Ok(());
     }
-    // Scanned on every tick from now on, so work reset to 'pending' is picked up.
-    schemas.remember(database);
-    let pending = checked(
-        &mut conn,
-        "SELECT id FROM pgshift.deferred WHERE state IN ('pending', 'running') ORDER BY id",
-    )
-    .await?;
-    for row in pending.rows {
-        let id: i64 = cell(&row, 0).parse().map_err(|_| "bad id")?;
-        let key = format!("({LOCK_CLASS}::bigint << 32) + {id}");
-        let claimed = checked(&mut conn, &format!("SELECT pg_try_advisory_lock({key})")).await?;
-        if claimed.first_value() != Some("t") {
-            continue;
+    let book = cx.engine.books.get(cx.database);
+    let rt = cx.engine.books.runtime();
+    let ids: Vec<i64> = pending.iter().map(|d| d.id).collect();
+    let committed = match book.committed(cx.settings, rt, &ids).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Without the rows pgshift cannot tell COMMIT from ROLLBACK, and a
+            // guess could build what the client rolled back.
+            tracing::error!(target: "pgshift::ddl", session = cx.session_id, error = %e, ids = ?ids, "deferred work not run: its rows could not be read");
+            return Ok(());
         }
-        let result = run_row(&mut conn, settings, id).await;
-        let _ = conn
-            .query(&format!("SELECT pg_advisory_unlock({key})"))
-            .await;
-        let _ = conn.query("RESET ROLE").await;
-        result?;
+    };
+    for d in pending {
+        if committed.contains(&d.id) {
+            run_one(io, cx, &book, d).await?;
+        } else {
+            tracing::info!(target: "pgshift::ddl", session = cx.session_id, deferred = d.id, "deferred work dropped: its transaction rolled back");
+        }
     }
     Ok(())
 }
 
-/// Runs a query and turns a server error into Err.
-async fn checked<C: Conn>(conn: &mut C, sql: &str) -> Result<super::conn::Reply, String> {
-    let reply = conn.query(sql).await.map_err(|e| e.to_string())?;
-    match &reply.error {
-        Some(e) => Err(format!("{} ({})", e.message, e.code)),
-        None => Ok(reply),
-    }
-}
-
-/// Runs one claimed row from where it stopped, as the role that deferred it.
-async fn run_row<C: Conn>(conn: &mut C, settings: &Settings, id: i64) -> Result<(), String> {
-    // Read the row again under the lock: another proxy may have finished it.
-    let row = checked(
-        conn,
-        &format!("SELECT state, next_step, username, search_path, steps::text, rule FROM pgshift.deferred WHERE id = {id}"),
-    )
-    .await?;
-    if row.rows.is_empty() {
-        return Ok(());
-    }
-    let v = |i: usize| row.cell(i);
-    let (state, next, user, search_path, steps_json, rule) = (v(0), v(1), v(2), v(3), v(4), v(5));
-    if state != "pending" && state != "running" {
-        return Ok(());
-    }
-    let steps: Vec<Step> = serde_json::from_str(&steps_json).map_err(|e| e.to_string())?;
-    let start: usize = next.parse().unwrap_or(0);
-    let update =
-        |set: String| format!("UPDATE pgshift.deferred SET {set}, updated = now() WHERE id = {id}");
-    checked(conn, &update("state = 'running'".into())).await?;
-    let prepare = format!(
-        "SET ROLE {}; SELECT set_config('search_path', {}, false)",
-        ident::quote(&user),
-        literal(&search_path)
-    );
-    if let Err(why) = checked(conn, &prepare).await {
-        let _ = conn.query("RESET ROLE").await;
-        checked(
-            conn,
-            &update(format!("state = 'failed', error = {}", literal(&why))),
+async fn run_one<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    book: &Book,
+    d: Deferral,
+) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let rt = cx.engine.books.runtime();
+    let id = d.id;
+    let record = |state: RowState, next: usize, error: Option<String>| async move {
+        if let Err(e) = book
+            .set_state(cx.settings, rt, id, state, next, error.as_deref())
+            .await
+        {
+            tracing::warn!(target: "pgshift::ddl", deferred = id, error = %e, "could not record deferred progress");
+        }
+    };
+    record(RowState::Running, 0, None).await;
+    let saved = io
+        .query(
+            "SELECT pg_catalog.current_setting('search_path'), current_user::text, \
+             pg_catalog.current_setting('role'), pg_catalog.current_setting('lock_timeout'), \
+             pg_catalog.current_setting('statement_timeout')",
         )
         .await?;
-        return Ok(());
+    let value = |i: usize| saved.cell(i);
+    let mut enter = Vec::new();
+    if value(0) != d.search_path {
+        enter.push(format!(
+            "SELECT pg_catalog.set_config('search_path', {}, false)",
+            literal(&d.search_path)
+        ));
     }
-    let cx = StepContext {
-        ddl: &settings.config.ddl,
-        saved_lock_timeout: "0".into(),
-        saved_statement_timeout: "0".into(),
-        table: None,
-    };
-    for (i, step) in steps.iter().enumerate().skip(start) {
-        tracing::info!(target: "pgshift::ddl", deferred = id, rule, step = i, sql = %step.sql, "running deferred step");
-        let outcome = steps::run(conn, step, Mode::Autocommit, &cx).await;
-        // The bookkeeping is pgshift's own: write it as the service role.
-        let _ = conn.query("RESET ROLE").await;
-        match outcome {
-            Ok(report) => {
-                tracing::info!(target: "pgshift::ddl", deferred = id, step = i, ms = report.ms, attempts = report.attempts, "deferred step done");
-                checked(conn, &update(format!("next_step = {}", i + 1))).await?;
-            }
-            Err(failure) => {
-                let why = super::failure_text(&failure);
-                tracing::warn!(target: "pgshift::ddl", deferred = id, step = i, error = %why, "deferred step failed");
-                checked(
-                    conn,
-                    &update(format!("state = 'failed', error = {}", literal(&why))),
-                )
-                .await?;
-                return Ok(());
-            }
+    if value(1) != d.role {
+        enter.push(format!("SET ROLE {}", ident::quote(&d.role)));
+    }
+    let mut outcome: Result<usize, String> = Ok(0);
+    if !enter.is_empty() {
+        let reply = io.query(&enter.join("; ")).await?;
+        if let Some(e) = reply.error {
+            outcome = Err(format!("{} ({})", e.message, e.code));
         }
-        checked(conn, &format!("SET ROLE {}", ident::quote(&user))).await?;
     }
-    let _ = conn.query("RESET ROLE").await;
-    checked(conn, &update("state = 'done'".into())).await?;
+    let step_cx = StepContext {
+        ddl: &cx.settings.config.ddl,
+        saved_lock_timeout: value(3),
+        saved_statement_timeout: value(4),
+        table: d.table.as_deref(),
+    };
+    let mut reports = Vec::new();
+    if outcome.is_ok() {
+        for (i, step) in d.steps.iter().enumerate() {
+            tracing::info!(target: "pgshift::ddl", deferred = d.id, step = i, sql = %step.sql, "running deferred step");
+            match steps::run(io, step, Mode::Autocommit, &step_cx).await {
+                Ok(report) => {
+                    reports.push(report);
+                    record(RowState::Running, i + 1, None).await;
+                }
+                Err(steps::Failure::Io(e)) => return Err(e),
+                Err(failure) => {
+                    outcome = Err(super::failure_text(&failure));
+                    break;
+                }
+            }
+            outcome = Ok(i + 1);
+        }
+    }
+    if !enter.is_empty() {
+        let restore = format!(
+            "SELECT pg_catalog.set_config('search_path', {}, false), pg_catalog.set_config('role', {}, false)",
+            literal(&value(0)),
+            literal(&value(2))
+        );
+        io.query(&restore).await?;
+    }
+    let error = outcome.as_ref().err().cloned();
+    match &outcome {
+        Ok(n) => record(RowState::Done, *n, None).await,
+        Err(why) => {
+            tracing::warn!(target: "pgshift::ddl", deferred = d.id, error = %why, "deferred work failed");
+            record(RowState::Failed, reports.len(), Some(why.clone())).await;
+        }
+    }
+    cx.engine.journal.record(Entry {
+        database: cx.database.to_string(),
+        session_id: cx.session_id,
+        user: cx.user.to_string(),
+        statement: d.statement,
+        rule: d.rule,
+        policy: "rewrite".into(),
+        outcome: if error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        },
+        steps: reports,
+        error,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
     Ok(())
+}
+
+/// Marks interrupted rows in `database` (a proxy or connection died after the
+/// COMMIT), bounded in time.
+pub async fn scan(book: &Book, settings: &crate::server::Settings, rt: &tokio::runtime::Handle) {
+    let limit = Duration::from_secs(20);
+    match tokio::time::timeout(limit, book.mark_interrupted(settings, rt)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            tracing::warn!(target: "pgshift::ddl", database = book.database(), rows = n, "deferred work interrupted: its session ended before it finished (see pgshift.deferred)")
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(database = book.database(), error = %e, "deferred scan skipped")
+        }
+        Err(_) => tracing::warn!(database = book.database(), "deferred scan took too long"),
+    }
+    book.close_if_idle().await;
 }

@@ -1,15 +1,21 @@
 //! The DDL journal: every intercepted statement, its plan, each executed step with
 //! timings and attempts, and the outcome. Written to the log at once and to
-//! `pgshift.ddl_journal` in the target database by a background task, so the
-//! client never waits for it.
+//! `pgshift.ddl_journal` in the target database by a writer task per database, so
+//! the client never waits for it and a stuck database holds up only its own
+//! entries. Each writer's queue is bounded: when it is full, entries are dropped,
+//! counted and logged.
 
-use super::service::{self, Schemas};
+use super::book::Books;
 use super::steps::StepReport;
-use crate::server::Settings;
+use super::Background;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+
+/// Entries waiting per database.
+const QUEUE: usize = 256;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
@@ -19,23 +25,31 @@ pub struct Entry {
     pub statement: String,
     pub rule: String,
     pub policy: String,
-    /// rewritten | warned | rejected | deferred | failed
+    /// rewritten | warned | rejected | deferred | failed | completed
     pub outcome: &'static str,
     pub steps: Vec<StepReport>,
     pub error: Option<String>,
     pub duration_ms: u64,
 }
 
-/// Sends entries to the writer task.
-#[derive(Debug, Clone)]
-pub struct Journal(mpsc::UnboundedSender<Entry>);
+/// Hands entries to the writer of their database.
+#[derive(Debug)]
+pub struct Journal {
+    writers: Mutex<HashMap<String, mpsc::Sender<Entry>>>,
+    books: Arc<Books>,
+    background: Background,
+    /// Entries dropped because their database's queue was full.
+    pub dropped: AtomicU64,
+}
 
 impl Journal {
-    /// Starts the writer; `settings` gives it the upstream and the service credential.
-    pub fn start(settings: Arc<arc_swap::ArcSwap<Settings>>, schemas: Arc<Schemas>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_all(rx, settings, schemas));
-        Journal(tx)
+    pub fn new(books: Arc<Books>, background: Background) -> Self {
+        Journal {
+            writers: Mutex::default(),
+            books,
+            background,
+            dropped: AtomicU64::new(0),
+        }
     }
 
     pub fn record(&self, entry: Entry) {
@@ -53,61 +67,49 @@ impl Journal {
             statement = %entry.statement,
             "ddl"
         );
-        let _ = self.0.send(entry);
-    }
-}
-
-async fn write_all(
-    mut rx: mpsc::UnboundedReceiver<Entry>,
-    settings: Arc<arc_swap::ArcSwap<Settings>>,
-    schemas: Arc<Schemas>,
-) {
-    let mut clients: HashMap<String, super::conn::Service> = HashMap::new();
-    while let Some(entry) = rx.recv().await {
-        let settings = settings.load_full();
-        if let Err(e) = write_one(&entry, &settings, &schemas, &mut clients).await {
-            clients.remove(&entry.database);
-            tracing::warn!(error = %e, database = %entry.database, "could not write the DDL journal");
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if !writers
+            .get(&entry.database)
+            .is_some_and(|tx| !tx.is_closed())
+        {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            self.background.spawn(write_all(
+                rx,
+                self.books.clone(),
+                self.background.clone(),
+                entry.database.clone(),
+            ));
+            writers.insert(entry.database.clone(), tx);
+        }
+        let tx = &writers[&entry.database];
+        if let Err(mpsc::error::TrySendError::Full(entry)) = tx.try_send(entry) {
+            let n = self.dropped.fetch_add(1, Relaxed) + 1;
+            // One line per hundred drops: a stuck database must not flood the log.
+            if n % 100 == 1 {
+                tracing::warn!(database = %entry.database, dropped = n, "DDL journal queue full: entries dropped");
+            }
         }
     }
 }
 
-async fn write_one(
-    entry: &Entry,
-    settings: &Settings,
-    schemas: &Schemas,
-    clients: &mut HashMap<String, super::conn::Service>,
-) -> Result<(), String> {
-    schemas
-        .ensure(settings, &entry.database)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !clients.contains_key(&entry.database) {
-        let c = service::connect(settings, &entry.database)
-            .await
-            .map_err(|e| e.to_string())?;
-        clients.insert(entry.database.clone(), c);
+async fn write_all(
+    mut rx: mpsc::Receiver<Entry>,
+    books: Arc<Books>,
+    background: Background,
+    database: String,
+) {
+    let book = books.get(&database);
+    loop {
+        let entry = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            _ = background.stopped() => return,
+        };
+        let settings = background.settings();
+        if let Err(e) = book.journal(&settings, books.runtime(), &entry).await {
+            tracing::warn!(error = %e, database = %entry.database, "could not write the DDL journal");
+        }
     }
-    let client = &clients[&entry.database].0;
-    let steps = serde_json::to_value(&entry.steps).unwrap_or_default();
-    client
-        .execute(
-            "INSERT INTO pgshift.ddl_journal \
-             (session_id, username, statement, rule, policy, outcome, steps, error, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9)",
-            &[
-                &(entry.session_id as i64),
-                &entry.user,
-                &entry.statement,
-                &entry.rule,
-                &entry.policy,
-                &entry.outcome,
-                &steps.to_string(),
-                &entry.error,
-                &(entry.duration_ms as i64),
-            ],
-        )
-        .await
-        .map_err(|e| service::db_reason(&e))?;
-    Ok(())
 }

@@ -6,43 +6,150 @@
 
 mod backfill;
 mod batch;
+mod book;
+pub mod cancel;
 pub mod conn;
-mod deferred;
+pub mod deferred;
 mod journal;
 mod partitioned;
 mod reply;
 mod retry;
+mod schema;
 mod script;
 pub mod service;
 pub mod steps;
 mod type_change;
 
 pub use batch::{complete_len as batch_len, parse as parse_batch, Batch};
-pub use deferred::Deferred;
+pub use book::Books;
+pub use cancel::CancelSignal;
+pub use deferred::Pending;
 pub use journal::{Entry, Journal};
 pub use script::handle;
 
 use crate::server::Settings;
-use service::Schemas;
-use std::sync::Arc;
+use arc_swap::ArcSwap;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use steps::Failure;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The engine's background parts, one per server.
-#[derive(Debug, Clone)]
+/// The engine's background tasks (journal writers, scans) and what they share:
+/// they run on the accepting thread's runtime and stop with the server.
+#[derive(Clone)]
+pub struct Background {
+    rt: tokio::runtime::Handle,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    settings: Arc<ArcSwap<Settings>>,
+}
+
+impl Background {
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn_on(task, &self.rt);
+    }
+
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background").finish_non_exhaustive()
+    }
+}
+
+/// The engine's shared parts, one per server.
+#[derive(Debug)]
 pub struct Engine {
     pub journal: Journal,
-    pub deferred: Deferred,
-    pub schemas: Arc<Schemas>,
+    pub books: Arc<Books>,
+    background: Background,
+    /// Databases whose leftovers were looked for since this process started.
+    seen: Mutex<HashSet<String>>,
 }
 
 impl Engine {
-    /// Starts the journal writer and the deferred-step runner (needs a runtime).
-    pub fn start(settings: Arc<arc_swap::ArcSwap<Settings>>) -> Self {
-        let schemas = Arc::new(Schemas::default());
+    /// Starts the periodic scan (needs a runtime: the caller's hosts the tasks).
+    pub fn start(settings: Arc<ArcSwap<Settings>>) -> Self {
+        let rt = tokio::runtime::Handle::current();
+        let books = Arc::new(Books::new(rt.clone()));
+        let background = Background {
+            rt,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            settings,
+        };
+        background.spawn(scan_forever(books.clone(), background.clone()));
         Engine {
-            journal: Journal::start(settings.clone(), schemas.clone()),
-            deferred: Deferred::start(settings, schemas.clone()),
-            schemas,
+            journal: Journal::new(books.clone(), background.clone()),
+            books,
+            background,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// A session connected to `database`: the first time this process sees it,
+    /// look for deferred work a dead proxy left behind there.
+    pub fn seen(&self, database: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked before inserting: every connection passes here, and an insert
+        // would allocate the name each time.
+        if seen.contains(database) {
+            return;
+        }
+        seen.insert(database.to_string());
+        let book = self.books.get(database);
+        let background = self.background.clone();
+        self.background.spawn(async move {
+            let settings = background.settings();
+            deferred::scan(&book, &settings, &background.rt).await;
+        });
+    }
+
+    /// Stops the background tasks; waits for them at most `limit`.
+    pub async fn stop(&self, limit: Duration) {
+        self.background.stop.cancel();
+        self.background.tasks.close();
+        let _ = tokio::time::timeout(limit, self.background.tasks.wait()).await;
+    }
+}
+
+/// Every [`deferred::SCAN_EVERY`], each known database is scanned on its own task
+/// (one slow database does not hold up the others) and idle connections close.
+async fn scan_forever(books: Arc<Books>, background: Background) {
+    let mut tick = tokio::time::interval(deferred::SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = background.stopped() => return,
+        }
+        for database in books.databases() {
+            let book = books.get(&database);
+            if !book.is_ready() {
+                book.close_if_idle().await;
+                continue;
+            }
+            let bg = background.clone();
+            background.spawn(async move {
+                let settings = bg.settings();
+                tokio::select! {
+                    _ = deferred::scan(&book, &settings, &bg.rt) => {}
+                    _ = bg.stopped() => {}
+                }
+            });
         }
     }
 }
@@ -54,8 +161,6 @@ pub struct SessionCx<'a> {
     pub database: &'a str,
     pub user: &'a str,
     pub session_id: u64,
-    /// The session's transaction deferred work that waits for its COMMIT.
-    pub deferred_pending: bool,
 }
 
 /// What the session does next with the held Query.
@@ -64,10 +169,7 @@ pub enum Outcome {
     /// Send it to the server untouched; the pump relays the answer.
     Forward,
     /// Answered in-band, ReadyForQuery included.
-    Handled {
-        /// The client's open transaction now carries deferred work.
-        deferred_pending: bool,
-    },
+    Handled,
 }
 
 /// One line describing a failure, for the journal and logs.

@@ -33,7 +33,7 @@ pub async fn partitioned_index<C: Conn>(
         return Ok(None);
     };
     let check = format!(
-        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass({})",
+        "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({})",
         ident::literal(&ident::relation(rel))
     );
     let kind = conn.query(&check).await?;
@@ -67,8 +67,8 @@ pub fn build<'a, C: Conn>(
         .await?;
         let children = conn
             .query(&format!(
-                "SELECT n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = to_regclass({}) ORDER BY 2",
+                "SELECT n.nspname, c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = pg_catalog.to_regclass({}) ORDER BY 2",
                 ident::literal(&ident::relation(&rel))
             ))
             .await?;
@@ -97,7 +97,7 @@ pub fn build<'a, C: Conn>(
             steps::run(conn, &build, Mode::Autocommit, cx).await?;
             let attached = conn
                 .query(&format!(
-                    "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass({}) AND inhparent = to_regclass({})",
+                    "SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = pg_catalog.to_regclass({}) AND inhparent = pg_catalog.to_regclass({})",
                     ident::literal(&index),
                     ident::literal(&parent_index)
                 ))

@@ -4,6 +4,7 @@
 //! it in one implicit transaction.
 
 use super::conn::{Conn, InBand, Relay};
+use super::deferred::{Deferral, Pending};
 use super::reply::{in_transaction_refusal, notice, rejection, send_failure};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
@@ -64,6 +65,7 @@ fn decide<'a>(stmt: &'a Statement, cx: &SessionCx<'_>) -> Action<'a> {
 pub async fn handle<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
+    pending: &mut Pending,
     sql: &str,
     prefix: &[u8],
 ) -> io::Result<Outcome>
@@ -86,14 +88,15 @@ where
     }
     let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
     if actions.iter().all(|a| matches!(a, Action::Pass)) {
-        // A transaction that deferred work is ending: watch its outcome in-band.
-        if cx.deferred_pending
+        // A transaction that deferred work is ending: run it in-band, so the
+        // session sees the outcome and runs the work before anything else.
+        if !pending.is_empty()
             && prefix.is_empty()
             && analysis.statements.iter().all(|s| s.tx.is_some())
         {
             io.relay = Relay::All;
             io.query(sql).await?;
-            return finish_turn(io, cx, false).await;
+            return finish_turn(io).await;
         }
         return Ok(Outcome::Forward);
     }
@@ -103,7 +106,7 @@ where
         return Ok(Outcome::Forward);
     }
     let prelude = io
-        .query("SELECT current_setting('pgshift.bypass', true), current_setting('lock_timeout'), current_setting('statement_timeout'), current_setting('standard_conforming_strings')")
+        .query("SELECT pg_catalog.current_setting('pgshift.bypass', true), pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('standard_conforming_strings')")
         .await?;
     let value = |i: usize| prelude.cell(i);
     if value(3) == "off" {
@@ -133,7 +136,6 @@ where
         io.relay = Relay::Quiet;
         io.query("BEGIN").await?;
     }
-    let mut deferred = false;
     let mut failed = false;
     for (stmt, action) in analysis.statements.iter().zip(&actions) {
         let result = match action {
@@ -157,11 +159,11 @@ where
                     table: finding.table.as_deref(),
                     ..step_cx.clone()
                 };
-                run_plan(io, cx, &cx2, stmt, finding, plan, *policy).await
+                run_plan(io, cx, &cx2, pending, stmt, finding, plan, *policy).await
             }
         };
         match result {
-            Ok(d) => deferred |= d,
+            Ok(()) => {}
             Err(Failure::Io(e)) => return Err(e),
             Err(failure) => {
                 if !wrap && io.status == b'T' {
@@ -181,19 +183,15 @@ where
         let end = io.query(if failed { "ROLLBACK" } else { "COMMIT" }).await?;
         if let Some(e) = end.error {
             send_failure(io, &Failure::Server(e));
-            failed = true;
         }
     }
-    finish_turn(io, cx, deferred && !failed).await
+    finish_turn(io).await
 }
 
-/// Ends the client's turn with ReadyForQuery; pokes the deferred runner when the
-/// transaction that deferred work (earlier, or in this Query: `deferred`) is over.
-async fn finish_turn<C, S>(
-    io: &mut InBand<'_, C, S>,
-    cx: &SessionCx<'_>,
-    deferred: bool,
-) -> io::Result<Outcome>
+/// Ends the client's turn with ReadyForQuery. Deferred work whose transaction is
+/// now over runs after this (the session does it: the client already has its
+/// answer, and its next message waits).
+async fn finish_turn<C, S>(io: &mut InBand<'_, C, S>) -> io::Result<Outcome>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -203,30 +201,22 @@ where
     io.send_client(&out);
     io.flush_client().await?;
     io.relay = Relay::Quiet;
-    let pending = deferred || cx.deferred_pending;
-    if pending && io.status == b'I' {
-        cx.engine.deferred.poke(cx.database);
-        return Ok(Outcome::Handled {
-            deferred_pending: false,
-        });
-    }
-    Ok(Outcome::Handled {
-        deferred_pending: pending,
-    })
+    Ok(Outcome::Handled)
 }
 
 /// Runs a plan: every step in autocommit, or inside the client's transaction the
 /// steps that may run there and the rest deferred (or refused) per policy.
-/// Returns whether work was deferred.
+#[allow(clippy::too_many_arguments)]
 async fn run_plan<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
     step_cx: &StepContext<'_>,
+    pending: &mut Pending,
     stmt: &Statement,
     finding: &Finding,
     plan: &Plan,
     policy: Policy,
-) -> Result<bool, Failure>
+) -> Result<(), Failure>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -261,7 +251,7 @@ where
             reports.push(steps::run(io, step, mode, step_cx).await?);
         }
         if split < n {
-            defer(io, cx, stmt, finding, &plan.steps[split..]).await?;
+            defer(io, cx, pending, stmt, finding, &plan.steps[split..]).await?;
             outcome = "deferred";
         }
         Ok(())
@@ -294,14 +284,17 @@ where
     let mut out = BytesMut::new();
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
-    Ok(outcome == "deferred")
+    Ok(())
 }
 
-/// Journals the remaining steps in `pgshift.deferred`, inside the client's
-/// transaction: the row commits or rolls back with it.
+/// Records the remaining steps in `pgshift.deferred` through `pgshift.defer`,
+/// inside the client's transaction: the row commits or rolls back with it (and
+/// with its savepoint). The session keeps the steps and runs them itself once the
+/// transaction is over; the row is for people to see, and is never executed.
 async fn defer<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
+    pending: &mut Pending,
     stmt: &Statement,
     finding: &Finding,
     rest: &[Step],
@@ -310,25 +303,35 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    cx.engine
-        .schemas
-        .ensure(cx.settings, cx.database)
+    let book = cx.engine.books.get(cx.database);
+    book.ensure(cx.settings, cx.engine.books.runtime())
         .await
-        .map_err(|e| {
-            Failure::Ours(PgError::error("58000", e.to_string()).with_hint(
-                "pgshift needs its service connection to defer work: check upstream.service_user and PGSHIFT_SERVICE_PASSWORD.",
-            ))
-        })?;
+        .map_err(|e| Failure::Ours(PgError::error("58000", e.to_string()).with_hint(e.hint())))?;
     let steps = serde_json::to_string(rest).unwrap_or_default();
-    let insert = format!(
-        "INSERT INTO pgshift.deferred (statement, rule, steps) VALUES ({}, {}, {}::jsonb)",
+    let call = format!(
+        "SELECT s.search_path, s.role, pgshift.defer({}, {}, {}::jsonb, s.search_path, s.role)::text \
+         FROM (SELECT pg_catalog.current_setting('search_path') AS search_path, current_user::text AS role) s",
         literal(&stmt.sql),
         literal(finding.rule),
         literal(&steps)
     );
-    let reply = io.query(&insert).await?;
-    match reply.error {
-        None => Ok(()),
-        Some(e) => Err(Failure::Server(e)),
+    let reply = io.query(&call).await?;
+    if let Some(e) = reply.error {
+        return Err(Failure::Server(e));
     }
+    let id = reply
+        .cell(2)
+        .parse::<i64>()
+        .map_err(|_| Failure::Ours(PgError::error("58000", "pgshift.defer returned no row id")))?;
+    pending
+        .push(Deferral {
+            id,
+            statement: stmt.sql.clone(),
+            rule: finding.rule.to_string(),
+            steps: rest.to_vec(),
+            search_path: reply.cell(0),
+            role: reply.cell(1),
+            table: finding.table.clone(),
+        })
+        .map_err(Failure::Ours)
 }

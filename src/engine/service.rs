@@ -1,13 +1,25 @@
 //! pgshift's own connections to each target database, with the service credential
-//! (`upstream.service_user`, `upstream.service_password` or PGSHIFT_SERVICE_PASSWORD),
-//! and the `pgshift` schema that holds the journal and deferred steps.
+//! (`upstream.service_user`, `upstream.service_password` or PGSHIFT_SERVICE_PASSWORD).
+//! They run only pgshift's bookkeeping (the journal, the state of deferred work) and
+//! trust nothing in the database they did not make themselves: the search_path is
+//! pinned in the startup packet, which beats `ALTER DATABASE/ROLE … SET`, every name
+//! is schema-qualified, and every statement runs under a statement and lock timeout.
 
-use super::conn::Service;
 use crate::server::Settings;
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::time::Duration;
+use tokio_postgres::Client;
 
-#[derive(Debug, thiserror::Error)]
+/// Longest any one bookkeeping statement may run.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a bookkeeping statement waits for a lock (pgshift's own tables only).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings sent in the startup packet: a session default nobody in the database
+/// can override. `pg_temp` is listed last so a temporary table cannot shadow a name.
+const OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c statement_timeout=10000 \
+     -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000";
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     #[error("pgshift's service connection to database {database:?} as {user:?} failed: {reason}")]
     Connect {
@@ -15,12 +27,38 @@ pub enum ServiceError {
         user: String,
         reason: String,
     },
+    #[error("pgshift refuses to use its schema in database {database:?}: {reason}")]
+    Refused { database: String, reason: String },
     #[error("pgshift could not prepare its schema in database {database:?}: {reason}")]
     Schema { database: String, reason: String },
+    #[error("pgshift's bookkeeping in database {database:?} failed: {reason}")]
+    Query { database: String, reason: String },
 }
 
-/// Opens a service connection to `database`; the connection task runs in the background.
-pub async fn connect(settings: &Settings, database: &str) -> Result<Service, ServiceError> {
+impl ServiceError {
+    /// The HINT a client gets with the 58000 this error becomes.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ServiceError::Connect { .. } => {
+                "pgshift needs its service connection to defer work: check upstream.service_user and PGSHIFT_SERVICE_PASSWORD."
+            }
+            ServiceError::Refused { .. } => {
+                "Schema pgshift must belong to pgshift's service role (or upstream.service_schema_owner) and hold only what pgshift created there. Drop or rename the foreign schema, or see the README's security model."
+            }
+            ServiceError::Schema { .. } | ServiceError::Query { .. } => {
+                "pgshift could not write its bookkeeping in this database; the log says why. Run the statement outside a transaction block, or retry."
+            }
+        }
+    }
+}
+
+/// Opens a service connection to `database`. Its connection task runs on `rt`
+/// (the accepting thread's runtime), whoever asks.
+pub async fn connect(
+    settings: &Settings,
+    database: &str,
+    rt: &tokio::runtime::Handle,
+) -> Result<Client, ServiceError> {
     let user = settings.config.upstream.service_user.clone();
     let fail = |reason: String| ServiceError::Connect {
         database: database.into(),
@@ -37,6 +75,7 @@ pub async fn connect(settings: &Settings, database: &str) -> Result<Service, Ser
         .user(&user)
         .dbname(database)
         .application_name("pgshift")
+        .options(OPTIONS)
         .connect_timeout(timeout);
     let password = settings.config.service_password();
     if !password.is_empty() {
@@ -49,12 +88,60 @@ pub async fn connect(settings: &Settings, database: &str) -> Result<Service, Ser
     .await
     .map_err(|_| fail(format!("no answer within {} ms", timeout.as_millis())))?
     .map_err(|e| fail(db_reason(&e)))?;
-    tokio::spawn(async move {
+    rt.spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "service connection ended");
         }
     });
-    Ok(Service(client))
+    // `ALTER ROLE … SET role` or a database default could make the connection act
+    // as someone else; pgshift writes only as the role it logged in as.
+    let who = query(
+        &client,
+        "SELECT current_user::text, session_user::text, pg_catalog.current_setting('search_path')",
+        &[],
+    )
+    .await
+    .map_err(|e| fail(e.reason))?;
+    let row = who.first().ok_or_else(|| fail("no answer".into()))?;
+    let (current, session, path): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    if current != session || path.replace(' ', "") != "pg_catalog,pg_temp" {
+        return Err(ServiceError::Refused {
+            database: database.into(),
+            reason: format!(
+                "the service connection runs as {current:?} (logged in as {session:?}) with search_path {path:?}; a role or database setting overrides pgshift's"
+            ),
+        });
+    }
+    Ok(client)
+}
+
+/// A bookkeeping query, bounded here too in case the server stops answering.
+/// The error says whether the connection is still usable.
+pub async fn query(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, QueryError> {
+    let limit = STATEMENT_TIMEOUT + Duration::from_secs(2);
+    match tokio::time::timeout(limit, client.query(sql, params)).await {
+        Ok(Ok(rows)) => Ok(rows),
+        Ok(Err(e)) => Err(QueryError {
+            reason: db_reason(&e),
+            broken: e.as_db_error().is_none(),
+        }),
+        Err(_) => Err(QueryError {
+            reason: format!("no answer within {} s", limit.as_secs()),
+            broken: true,
+        }),
+    }
+}
+
+/// Why a bookkeeping query failed.
+#[derive(Debug, Clone)]
+pub struct QueryError {
+    pub reason: String,
+    /// The connection is gone or hung: open a new one.
+    pub broken: bool,
 }
 
 /// The server's own message when there is one (wrong password, missing role).
@@ -62,105 +149,5 @@ pub fn db_reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
-    }
-}
-
-const SCHEMA: &str = "
-SELECT pg_advisory_xact_lock(hashtext('pgshift.schema'));
-CREATE SCHEMA IF NOT EXISTS pgshift;
-CREATE TABLE IF NOT EXISTS pgshift.ddl_journal (
-    id bigserial PRIMARY KEY,
-    at timestamptz NOT NULL DEFAULT now(),
-    session_id bigint,
-    username text,
-    statement text NOT NULL,
-    rule text,
-    policy text,
-    outcome text NOT NULL,
-    steps jsonb NOT NULL DEFAULT '[]',
-    error text,
-    duration_ms bigint
-);
-CREATE TABLE IF NOT EXISTS pgshift.deferred (
-    id bigserial PRIMARY KEY,
-    created timestamptz NOT NULL DEFAULT now(),
-    username text NOT NULL DEFAULT current_user,
-    search_path text NOT NULL DEFAULT current_setting('search_path'),
-    statement text NOT NULL,
-    rule text NOT NULL,
-    steps jsonb NOT NULL,
-    state text NOT NULL DEFAULT 'pending'
-        CHECK (state IN ('pending', 'running', 'done', 'failed')),
-    next_step int NOT NULL DEFAULT 0,
-    error text,
-    updated timestamptz
-);
--- Application roles record deferred work inside their own transaction. A row runs
--- later as the role that inserted it (the trigger sets it; nobody can choose it),
--- so a row grants nothing its author could not do directly.
-CREATE OR REPLACE FUNCTION pgshift.deferred_author() RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-    NEW.username := current_user;
-    NEW.state := 'pending';
-    NEW.next_step := 0;
-    NEW.error := NULL;
-    RETURN NEW;
-END
-$f$;
-DROP TRIGGER IF EXISTS deferred_author ON pgshift.deferred;
-CREATE TRIGGER deferred_author BEFORE INSERT ON pgshift.deferred
-    FOR EACH ROW EXECUTE FUNCTION pgshift.deferred_author();
-GRANT USAGE ON SCHEMA pgshift TO PUBLIC;
-GRANT INSERT (statement, rule, steps, search_path) ON pgshift.deferred TO PUBLIC;
-GRANT USAGE ON SEQUENCE pgshift.deferred_id_seq TO PUBLIC;
-";
-
-/// Databases whose `pgshift` schema this process has checked.
-#[derive(Debug, Default)]
-pub struct Schemas(Mutex<HashSet<String>>);
-
-impl Schemas {
-    /// Creates the `pgshift` schema in `database` once per process.
-    pub async fn ensure(&self, settings: &Settings, database: &str) -> Result<(), ServiceError> {
-        if self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(database)
-        {
-            return Ok(());
-        }
-        let service = connect(settings, database).await?;
-        service
-            .0
-            .batch_execute(&format!("BEGIN; {SCHEMA} COMMIT;"))
-            .await
-            .map_err(|e| ServiceError::Schema {
-                database: database.into(),
-                reason: db_reason(&e),
-            })?;
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(database.to_string());
-        Ok(())
-    }
-
-    /// Notes that `database` has the schema (a previous proxy created it).
-    pub fn remember(&self, database: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(database.to_string());
-    }
-
-    /// Databases known to have the schema (the deferred runner scans them).
-    pub fn known(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
     }
 }

@@ -90,6 +90,9 @@ pub async fn run<C: Conn>(
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut fill = Fill::default();
     loop {
+        if conn.cancelled() {
+            return Err(Failure::Ours(canceled()));
+        }
         let outcome = match (&step.kind, mode) {
             (StepKind::Backfill { .. }, _) => backfill(conn, step, cx, &mut fill).await?,
             (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
@@ -116,12 +119,21 @@ pub async fn run<C: Conn>(
                 })
             }
             Err(e) if retryable(&e) => match backoff.failed() {
-                Some(pause) => tokio::time::sleep(pause).await,
+                Some(pause) => {
+                    if !conn.pause(pause).await {
+                        return Err(Failure::Ours(canceled()));
+                    }
+                }
                 None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
             },
             Err(e) => return Err(Failure::Server(e)),
         }
     }
+}
+
+/// What Postgres says when a client cancels a statement.
+pub fn canceled() -> PgError {
+    PgError::error("57014", "canceling statement due to user request")
 }
 
 pub(super) fn ms(d: u64) -> String {
@@ -211,10 +223,30 @@ async fn with_settings<C: Conn>(
     saved: &str,
 ) -> io::Result<Result<(), ServerError>> {
     conn.query(&format!("SET {name} = {value}")).await?;
-    let reply = conn.query(sql).await?;
+    // A cancel that came while pgshift was between queries would find the
+    // backend idle: check before starting what may run for an hour.
+    let reply = if conn.cancelled() {
+        None
+    } else {
+        Some(conn.query(sql).await?)
+    };
     conn.query(&format!("SET {name} = {}", literal(saved)))
         .await?;
-    Ok(reply.error.map_or(Ok(()), Err))
+    match reply {
+        None => Ok(Err(cancel_error())),
+        Some(reply) => Ok(reply.error.map_or(Ok(()), Err)),
+    }
+}
+
+/// [`canceled`] as the server would have reported it.
+pub(super) fn cancel_error() -> ServerError {
+    let e = canceled();
+    ServerError {
+        code: e.code.into(),
+        message: e.message,
+        detail: None,
+        hint: None,
+    }
 }
 
 /// Drops `index` if it is an INVALID index of `table` (a failed concurrent build).
@@ -224,16 +256,16 @@ async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io:
     let find = if table.is_empty() {
         // A step deferred by an older proxy, which did not record the table.
         format!(
-            "SELECT x.indexrelid::regclass::text FROM pg_index x \
-             WHERE x.indexrelid = to_regclass({}) AND NOT x.indisvalid",
+            "SELECT x.indexrelid::regclass::text FROM pg_catalog.pg_index x \
+             WHERE x.indexrelid = pg_catalog.to_regclass({}) AND NOT x.indisvalid",
             literal(index)
         )
     } else {
         format!(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index x \
-             JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE x.indrelid = to_regclass({}) AND NOT x.indisvalid \
-             AND c.relname = (SELECT p[cardinality(p)] FROM parse_ident({}) p)",
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index x \
+             JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE x.indrelid = pg_catalog.to_regclass({}) AND NOT x.indisvalid \
+             AND c.relname = (SELECT p[pg_catalog.cardinality(p)] FROM pg_catalog.parse_ident({}) p)",
             literal(table),
             literal(index)
         )
@@ -285,11 +317,11 @@ async fn gave_up<C: Conn>(
 async fn blockers<C: Conn>(conn: &mut C, table: &str) -> io::Result<String> {
     let sql = format!(
         "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
-         coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int, 0), \
-         left(coalesce(a.query, ''), 120) \
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.granted AND l.locktype = 'relation' AND l.relation = to_regclass({}) \
-         AND a.pid <> pg_backend_pid() GROUP BY 1, 2, 3, 4, 5 ORDER BY 4 DESC LIMIT 5",
+         coalesce(extract(epoch FROM pg_catalog.now() - coalesce(a.xact_start, a.query_start))::int, 0), \
+         pg_catalog.left(coalesce(a.query, ''), 120) \
+         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regclass({}) \
+         AND a.pid <> pg_catalog.pg_backend_pid() GROUP BY 1, 2, 3, 4, 5 ORDER BY 4 DESC LIMIT 5",
         literal(table)
     );
     let reply = conn.query(&sql).await?;

@@ -28,12 +28,12 @@ pub async fn check<C: Conn>(
     typmod: i32,
 ) -> Result<(), Failure> {
     let sql = format!(
-        "SELECT t.typname::text, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
-         (a.atttypid = to_regtype({target}))::text, \
-         EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = a.atttypid \
-                 AND c.casttarget = to_regtype({target}) AND c.castmethod = 'b')::text \
-         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-         WHERE a.attrelid = to_regclass({table}) AND a.attname = {column} AND NOT a.attisdropped",
+        "SELECT t.typname::text, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+         (a.atttypid = pg_catalog.to_regtype({target}))::text, \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_cast c WHERE c.castsource = a.atttypid \
+                 AND c.casttarget = pg_catalog.to_regtype({target}) AND c.castmethod = 'b')::text \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = pg_catalog.to_regclass({table}) AND a.attname = {column} AND NOT a.attisdropped",
         target = literal(target),
         table = literal(table),
         column = literal(column),

@@ -31,6 +31,8 @@ pub struct AuthContext<'a> {
     pub both_tls: bool,
     pub cancel: &'a CancelMap,
     pub addr: &'a UpstreamAddr,
+    /// The session's cancel requests, shared with its key.
+    pub signal: &'a std::sync::Arc<crate::engine::CancelSignal>,
 }
 
 /// A session that is authenticated and ready for queries.
@@ -116,7 +118,9 @@ pub async fn relay(
                     backend::parse_backend_key_data(&frame).ok_or_else(malformed)?;
                 // 3.2 allows long keys; 3.0 clients expect exactly four bytes.
                 let len = if minor >= 2 { 32 } else { 4 };
-                let issued = ctx.cancel.register(ctx.addr.clone(), pid, secret, len);
+                let issued =
+                    ctx.cancel
+                        .register(ctx.addr.clone(), pid, secret, len, ctx.signal.clone());
                 backend::backend_key_data(&mut out, issued.pid, &issued.secret);
                 key = Some(issued);
             }

@@ -2,6 +2,7 @@
 //! on a new connection is looked up here and sent on to the right backend.
 
 use crate::config::UpstreamAddr;
+use crate::engine::CancelSignal;
 use crate::net::upstream;
 use crate::wire::startup::cancel_request;
 use bytes::Bytes;
@@ -18,6 +19,8 @@ pub struct CancelTarget {
     pub addr: UpstreamAddr,
     pub backend_pid: u32,
     pub backend_secret: Bytes,
+    /// The session's own view of cancel requests (see [`CancelSignal`]).
+    pub signal: Arc<CancelSignal>,
 }
 
 /// Proxy-issued process id → the backend it stands for.
@@ -46,6 +49,7 @@ impl CancelMap {
         backend_pid: u32,
         backend_secret: Bytes,
         secret_len: usize,
+        signal: Arc<CancelSignal>,
     ) -> CancelKey {
         let mut rng = rand::thread_rng();
         let secret: Vec<u8> = (0..secret_len).map(|_| rng.gen()).collect();
@@ -59,6 +63,7 @@ impl CancelMap {
                     addr: addr.clone(),
                     backend_pid,
                     backend_secret: backend_secret.clone(),
+                    signal: signal.clone(),
                 });
                 return CancelKey {
                     map: self.clone(),
@@ -80,13 +85,22 @@ impl CancelMap {
     }
 }
 
-/// Sends a client's CancelRequest on to the backend its key stands for. Unknown
-/// keys are dropped silently, as Postgres does.
+/// Sends a client's CancelRequest on to the backend its key stands for, and
+/// tells the session (which may be waiting itself, or running pgshift's own work
+/// on that backend: then the request stops with the session). Unknown keys are
+/// dropped silently, as Postgres does.
 pub async fn forward(map: &CancelMap, pid: u32, secret: &[u8], timeout: Duration) {
     let Some(target) = map.lookup(pid, secret) else {
         debug!(pid, "cancel request with an unknown key");
         return;
     };
+    if !target.signal.request() {
+        info!(
+            backend_pid = target.backend_pid,
+            "cancel request kept from the backend: it runs pgshift's deferred work"
+        );
+        return;
+    }
     let packet = cancel_request(target.backend_pid, &target.backend_secret);
     match upstream::connect_plain(&target.addr, timeout).await {
         Ok(mut stream) => {
@@ -115,7 +129,7 @@ mod tests {
     fn register_lookup_and_drop() {
         let map = CancelMap::default();
         let addr = UpstreamAddr::parse("127.0.0.1:1").unwrap();
-        let key = map.register(addr, 77, Bytes::from_static(b"abcd"), 4);
+        let key = map.register(addr, 77, Bytes::from_static(b"abcd"), 4, Default::default());
         assert_eq!(key.secret.len(), 4);
         let target = map.lookup(key.pid, &key.secret).unwrap();
         assert_eq!(target.backend_pid, 77);

@@ -1,7 +1,9 @@
 //! The hand-off between the pump and the DDL engine: wait until the server has
-//! answered everything sent before the held Query, give the engine the connection,
-//! then put the pump's state back the way the engine left it.
+//! answered everything sent before the held message, run deferred work whose
+//! transaction has ended, give the engine the connection, then put the pump's
+//! state back the way the engine left it.
 
+use super::hold;
 use super::pump::{Direction, PumpEnd};
 use super::terminate::Terminate;
 use super::Established;
@@ -17,7 +19,19 @@ pub(super) async fn run(
     s: &mut Established<'_>,
     shared: &Shared,
     settings: &Settings,
-    deferred_pending: &mut bool,
+) -> Result<(), PumpEnd> {
+    let result = turn(s, shared, settings).await;
+    // Deferred work waits for its transaction's end: until then every message
+    // that opens a turn is held.
+    s.up.scanner.intercept_all = !s.pending.is_empty();
+    result?;
+    s.up.rescan().map_err(PumpEnd::ClientProtocol)
+}
+
+async fn turn(
+    s: &mut Established<'_>,
+    shared: &Shared,
+    settings: &Settings,
 ) -> Result<(), PumpEnd> {
     let turns = s.up.scanner.turns;
     let quiet = tokio::time::timeout(
@@ -38,90 +52,90 @@ pub(super) async fn run(
             // turns): the only safe move is to behave like a plain relay.
             tracing::warn!(
                 waited_ms = QUIESCE_WAIT.as_millis() as u64,
-                "no quiet point before a possible DDL statement: forwarded unchanged"
+                "no quiet point before a held message: forwarded unchanged"
             );
-            return forward_held(s);
+            s.up.release_held();
+            return Ok(());
         }
     }
-    if *deferred_pending && s.down.scanner.tx_status == b'I' {
-        // The transaction that deferred work ended some other way (extended
-        // protocol COMMIT, a forwarded ROLLBACK): hand the work to the runner.
-        shared.engine.deferred.poke(&s.registered.info.database);
-        *deferred_pending = false;
-        s.up.scanner.intercept_all = false;
+    if !s.pending.is_empty() && s.down.scanner.tx_status == b'I' {
+        // The transaction that deferred work has ended (a COMMIT the engine did
+        // not see: extended protocol, a prepared statement): run it now, before
+        // anything the client sends next.
+        hold::run_deferred(s, shared, settings).await?;
+    }
+    if s.up.scanner.held == 0 {
+        // Woken only for the deferred work, or a cancel answered the held message.
+        return Ok(());
     }
     // What the engine may answer: a simple Query, or a whole parameterless batch.
     let held = s.up.scanner.held;
-    let (sql, prefix, len) = if s.up.pending().first() == Some(&b'P') {
-        match gather(s, settings).await? {
+    let (sql, prefix, len) = match s.up.pending().first() {
+        Some(b'P') => match gather(s, settings).await? {
             Some(batch) => (Some(batch.sql), batch.prefix, batch.len),
             None => (None, Default::default(), held),
+        },
+        Some(b'Q') => {
+            let body = &s.up.pending()[HEADER_LEN..held];
+            let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).ok();
+            (sql.map(str::to_string), Default::default(), held)
         }
-    } else {
-        let body = &s.up.pending()[HEADER_LEN..held];
-        let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).ok();
-        (sql.map(str::to_string), Default::default(), held)
+        // Held only so that deferred work could run first.
+        _ => (None, Default::default(), held),
+    };
+    let Some(sql) = sql else {
+        s.up.release_held();
+        return Ok(());
     };
     let unread = s.down.take_unforwarded();
     let status = s.down.scanner.tx_status;
     let info = &s.registered.info;
-    let outcome = match &sql {
-        None => Ok((Outcome::Forward, status, unread)),
-        Some(sql) => {
-            let cx = SessionCx {
-                settings,
-                engine: &shared.engine,
-                database: &info.database,
-                user: &info.user,
-                session_id: info.id,
-                deferred_pending: *deferred_pending,
-            };
-            let mut io = InBand::new(&mut s.client, &mut s.server, unread, status);
-            // Shutdown's terminate signal ends even a long in-band step: the
-            // session closes; the server notices when it next writes to the closed
-            // connection (or at client_connection_check_interval, if set).
-            let mut watch = shared.terminate.watch();
-            let handled = tokio::select! {
-                h = engine::handle(&mut io, &cx, sql, &prefix) => Some(h),
-                _ = watch.fired() => None,
-            };
-            let Some(handled) = handled else {
-                return Err(match io.client_write_pending() {
-                    true => PumpEnd::TerminatedMidReply,
-                    false => PumpEnd::Terminated,
-                });
-            };
-            let status = io.status;
-            handled.map(|o| (o, status, io.into_unread()))
-        }
+    let cx = SessionCx {
+        settings,
+        engine: &shared.engine,
+        database: &info.database,
+        user: &info.user,
+        session_id: info.id,
     };
-    let (outcome, status, unread) = outcome.map_err(PumpEnd::ServerIo)?;
+    let mut io = InBand::new(
+        &mut s.client,
+        &mut s.server,
+        unread,
+        status,
+        Some(&s.signal),
+    );
+    // Shutdown's terminate signal ends even a long in-band step: the session
+    // closes; the server notices when it next writes to the closed connection (or
+    // at client_connection_check_interval, if set).
+    let mut watch = shared.terminate.watch();
+    let handled = tokio::select! {
+        h = engine::handle(&mut io, &cx, &mut s.pending, &sql, &prefix) => Some(h),
+        _ = watch.fired() => None,
+    };
+    let Some(handled) = handled else {
+        return Err(match io.client_write_pending() {
+            true => PumpEnd::TerminatedMidReply,
+            false => PumpEnd::Terminated,
+        });
+    };
+    let status = io.status;
+    let unread = io.into_unread();
+    let outcome = handled.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
-        Outcome::Forward => return forward_held(s),
-        Outcome::Handled {
-            deferred_pending: pending,
-        } => {
-            s.up.take_front(len).map_err(PumpEnd::ClientProtocol)?;
-            *deferred_pending = pending;
+        Outcome::Forward => s.up.release_held(),
+        Outcome::Handled => {
+            s.up.drop_front(len);
             s.down.scanner.tx_status = status;
             info.set_tx_status(status);
+            if !s.pending.is_empty() && status == b'I' {
+                // The client's COMMIT just went through the engine: the client has
+                // its answer, and its next statement waits for the deferred work.
+                hold::run_deferred(s, shared, settings).await?;
+            }
         }
     }
-    s.up.scanner.intercept_all = *deferred_pending;
     Ok(())
-}
-
-/// Lets the held frame go to the server as it came: the pump writes it (while it
-/// keeps relaying the server's output and watching for shutdown), and the scanner
-/// sees the rest of the buffer as usual, knowing whether the frame opened a batch.
-fn forward_held(s: &mut Established<'_>) -> Result<(), PumpEnd> {
-    if s.up.pending().first() == Some(&b'Q') {
-        s.up.scanner.turns += 1;
-    } else {
-        s.up.scanner.in_batch = true;
-    }
-    s.up.release_held().map_err(PumpEnd::ClientProtocol)
 }
 
 /// Longest wait for the server to finish earlier work before a held statement.
@@ -153,7 +167,7 @@ async fn gather(s: &mut Established<'_>, settings: &Settings) -> Result<Option<B
 
 /// Relays server output until it has answered every turn the client started
 /// (`turns`) and stands at a frame boundary.
-async fn quiesce<S, C>(
+pub(super) async fn quiesce<S, C>(
     server: &mut S,
     client: &mut C,
     down: &mut Direction,
@@ -162,7 +176,7 @@ async fn quiesce<S, C>(
 ) -> Result<(), PumpEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncWrite + Unpin,
 {
     let mut watch = terminate.watch();
     std::future::poll_fn(|cx| {

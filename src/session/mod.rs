@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod cancel;
+mod hold;
 pub mod info;
 mod intercept;
 mod io;
@@ -11,6 +12,7 @@ mod opening;
 pub mod pump;
 pub mod terminate;
 
+use crate::engine::{CancelSignal, Pending};
 use crate::net::stream::{ClientStream, ServerStream};
 use crate::net::upstream::{self, Connected};
 use crate::server::{Settings, Shared};
@@ -54,9 +56,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
     };
     // The hot path runs outside the span: nothing in the pump logs, and entering a
     // span on every wake-up costs more than the pump's own work.
-    let mut deferred_pending = false;
     if settings.config.ddl.enabled {
-        shared.engine.deferred.seen(&s.registered.info.database);
+        shared.engine.seen(&s.registered.info.database);
     }
     let end = loop {
         let end = pump::run(
@@ -72,16 +73,18 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
         if !matches!(end, PumpEnd::Intercepted) {
             break end;
         }
-        let handled = intercept::run(&mut s, &shared, &settings, &mut deferred_pending)
+        let handled = intercept::run(&mut s, &shared, &settings)
             .instrument(span.clone())
             .await;
         if let Err(end) = handled {
             break end;
         }
     };
-    if deferred_pending {
-        // The transaction may have committed through the extended protocol.
-        shared.engine.deferred.poke(&s.registered.info.database);
+    if matches!(end, PumpEnd::ClientClosed | PumpEnd::ClientIo(_)) {
+        // A transaction may have committed just before the client went away.
+        hold::finish_after_client_left(&mut s, &shared, &settings)
+            .instrument(span.clone())
+            .await;
     }
     finish(&mut s.client, &s.down, end, &shared.stats)
         .instrument(span)
@@ -96,6 +99,10 @@ pub(crate) struct Established<'a> {
     down: Direction,
     registered: Registered<'a>,
     _cancel_key: Option<CancelKey>,
+    /// Cancel requests for this session, as pgshift sees them.
+    signal: Arc<CancelSignal>,
+    /// Deferred work of the open transaction, run once it ends.
+    pending: Pending,
 }
 
 /// Opening, limits, upstream connect and authentication. On failure the client has
@@ -134,11 +141,13 @@ async fn establish<'a>(
     let connected = connect_upstream(&mut client, shared, settings).await?;
     let channel_binding_ok = same_certificate(&client, settings, &connected);
     let mut server = connected.stream;
+    let signal = Arc::new(CancelSignal::default());
     let ctx = auth::AuthContext {
         channel_binding_ok,
         both_tls: client.is_tls() && server.is_tls(),
         cancel: &shared.cancel,
         addr: &settings.upstream,
+        signal: &signal,
     };
     let relayed = tokio::time::timeout_at(
         deadline,
@@ -165,6 +174,8 @@ async fn establish<'a>(
         down,
         registered,
         _cancel_key: ready.key,
+        signal,
+        pending: Pending::default(),
     })
 }
 

@@ -85,19 +85,23 @@ impl Direction {
         r.read_buf(&mut self.buf).await
     }
 
-    /// Takes `len` bytes (the held frame, or a whole batch starting with it) out of
-    /// the buffer and scans what follows.
-    pub fn take_front(&mut self, len: usize) -> Result<BytesMut, FrameError> {
-        let front = self.buf.split_to(len.min(self.buf.len()));
-        self.scanner.held = 0;
-        self.ready = self.scanner.scan(&mut self.buf, 0)?;
-        Ok(front)
+    /// Drops `len` bytes (the held frame, or a whole turn starting with it): pgshift
+    /// answered them itself. What follows is scanned by [`Self::rescan`].
+    pub fn drop_front(&mut self, len: usize) {
+        self.buf.advance(len.min(self.buf.len()));
+        self.scanner.consume();
     }
 
-    /// Makes the held frame forwardable as it came and scans what follows it.
-    pub fn release_held(&mut self) -> Result<(), FrameError> {
-        let held = std::mem::take(&mut self.scanner.held);
-        self.ready = self.scanner.scan(&mut self.buf, held)?;
+    /// Makes the held frame forwardable as it came; what follows is scanned by
+    /// [`Self::rescan`].
+    pub fn release_held(&mut self) {
+        self.ready = self.scanner.release();
+    }
+
+    /// Scans what is buffered past the forwardable prefix (after the scanner's
+    /// flags changed, or a held frame was dropped or released).
+    pub fn rescan(&mut self) -> Result<(), FrameError> {
+        self.ready = self.scanner.scan(&mut self.buf, self.ready)?;
         Ok(())
     }
 
@@ -196,7 +200,8 @@ pub enum PumpEnd {
     /// Shutdown ended the session while the DDL engine was writing to the client,
     /// which may be left mid-message: it gets no FATAL, only the close.
     TerminatedMidReply,
-    /// The client sent a Query that may be DDL; it waits in the up direction.
+    /// The client sent a Query that may be DDL (it waits in the up direction), or
+    /// deferred work can run now.
     Intercepted,
 }
 
@@ -248,6 +253,11 @@ where
             Poll::Ready(r) => Some(PumpEnd::server_side(r)),
             Poll::Pending => None,
         });
+        // Deferred work waits for its transaction's end: stop as soon as the
+        // server has answered everything and is idle.
+        let end = end.or_else(|| {
+            (up.scanner.intercept_all && idle(up, down)).then_some(PumpEnd::Intercepted)
+        });
         let end = end.or_else(|| {
             let grace = grace.as_mut()?;
             (down.at_boundary() || grace.as_mut().poll(cx).is_ready())
@@ -261,6 +271,16 @@ where
         }
     })
     .await
+}
+
+/// True when the server has answered every turn the client started, both streams
+/// stand between frames, and the session is outside a transaction block.
+pub fn idle(up: &Direction, down: &Direction) -> bool {
+    down.scanner.tx_status == b'I'
+        && down.scanner.turns >= up.scanner.turns
+        && !up.scanner.in_batch
+        && up.at_boundary()
+        && down.at_boundary()
 }
 
 fn report(up: &mut Direction, down: &mut Direction, stats: &Stats) {

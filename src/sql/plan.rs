@@ -80,11 +80,11 @@ pub enum StepKind {
         table: String,
     },
     /// Batched backfill of existing rows of `table`, one transaction per batch.
-    /// `by_pages` is the UPDATE of the rows in a range of heap pages (placeholders
-    /// `$FROM` and `$TO`, tids); the executor walks the table's pages with it, so the
-    /// work stays linear in the table size. `sql` is then repeated (placeholder
-    /// `$BATCH`, a row limit) until it updates no row, for rows that moved past the
-    /// last page while the backfill ran.
+    /// `by_pages` is the UPDATE of the rows in a range of heap pages (bind
+    /// parameters `$1` and `$2`, tids); the executor walks the table's pages with it,
+    /// so the work stays linear in the table size. `sql` is then repeated (bind
+    /// parameter `$1`, a row limit) until it updates fewer rows than that, for rows
+    /// that moved past the last page while the backfill ran.
     Backfill { table: String, by_pages: String },
     /// `ALTER COLUMN … TYPE` that is catalog-only only if the column's current type
     /// is binary-coercible to `target` (with type modifier `typmod`, -1 for none):

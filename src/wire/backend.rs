@@ -216,6 +216,28 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     });
 }
 
+/// Appends an unnamed Parse, a Bind of `params` (text format), an Execute and a
+/// Sync: one statement with real parameters (frontend messages, built by the DDL
+/// engine, so that values never have to be spliced into SQL text).
+pub fn query_with_params(out: &mut BytesMut, sql: &str, params: &[&str]) {
+    write_frame(out, b'P', |b| {
+        b.extend_from_slice(&[0]);
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+    });
+    write_frame(out, b'B', |b| {
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&(params.len() as u16).to_be_bytes());
+        for p in params {
+            b.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            b.extend_from_slice(p.as_bytes());
+        }
+        b.extend_from_slice(&[0, 0]);
+    });
+    write_frame(out, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
+    write_frame(out, b'S', |_| {});
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,15 +40,17 @@ pub struct Scanner {
     pub counts: Counts,
     /// Client side: stop at a Query that may be DDL, for the DDL engine.
     pub intercept: bool,
-    /// With `intercept`: stop at every Query (a transaction that deferred DDL work
-    /// is open, and the engine must see how it ends).
+    /// With `intercept`: stop at every message that starts a turn (deferred DDL
+    /// work waits for the transaction's end, and must run before anything after it).
     pub intercept_all: bool,
     /// Client side: extended-protocol messages were forwarded since the last Sync.
     pub in_batch: bool,
     /// Client side: a Sync followed the last Execute (see `observe`).
     synced_after_execute: bool,
-    /// Length of the held Query frame that starts where forwarding stopped; 0: none.
+    /// Length of the held frame that starts where forwarding stopped; 0: none.
     pub held: usize,
+    /// Its tag.
+    held_tag: u8,
     /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
     /// side, forwarded), or ReadyForQuery frames seen (server side).
     pub turns: u64,
@@ -66,6 +68,7 @@ impl Scanner {
             intercept: false,
             intercept_all: false,
             held: 0,
+            held_tag: 0,
             in_batch: false,
             synced_after_execute: false,
             turns: 0,
@@ -79,9 +82,35 @@ impl Scanner {
 
     fn holds(&self, tag: u8) -> bool {
         match self.flow {
-            Flow::ClientToServer => tag == b'Q' || tag == b'P',
+            Flow::ClientToServer => {
+                tag == b'Q' || tag == b'P' || self.intercept_all && starts_turn(tag)
+            }
             Flow::ServerToClient => tag == b'Z',
         }
+    }
+
+    /// Lets the held frame go as it came; counts it as `scan` would have, had it
+    /// not held it. Returns its length.
+    pub fn release(&mut self) -> usize {
+        let held = std::mem::take(&mut self.held);
+        match self.held_tag {
+            b'Q' => self.end_turn(),
+            b'P' => self.in_batch = true,
+            tag => self.observe(tag),
+        }
+        held
+    }
+
+    /// Forgets the held frame: the engine answered it (or the batch it starts).
+    pub fn consume(&mut self) {
+        self.held = 0;
+        self.in_batch = false;
+    }
+
+    fn end_turn(&mut self) {
+        self.turns += 1;
+        self.in_batch = false;
+        self.synced_after_execute = false;
     }
 
     /// Scans `buf[from..]` and returns the offset up to which `buf` may be forwarded.
@@ -113,17 +142,18 @@ impl Scanner {
                 let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
                 // Only at the start of a turn: mid-batch, the server is waiting for
                 // the rest of the batch and would never become quiescent.
-                if self.intercept && !self.in_batch && (hit || self.intercept_all && tag == b'Q') {
+                if self.intercept
+                    && !self.in_batch
+                    && (hit || self.intercept_all && starts_turn(tag))
+                {
                     self.held = total;
+                    self.held_tag = tag;
                     return Ok(pos);
                 }
                 match tag {
                     b'P' => self.in_batch = true,
-                    _ => {
-                        self.turns += 1;
-                        self.in_batch = false;
-                        self.synced_after_execute = false;
-                    }
+                    b'Q' | b'Z' => self.end_turn(),
+                    _ => self.observe(tag),
                 }
                 pos += total;
             } else {
@@ -195,6 +225,12 @@ impl Scanner {
             _ => {}
         }
     }
+}
+
+/// Frontend messages that can open a turn (all but COPY data and Sync/Flush,
+/// which only continue one).
+fn starts_turn(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'F' | b'X')
 }
 
 /// The NUL-terminated string at the start of `body`, without its terminator.

@@ -31,13 +31,19 @@ pub fn direct(db: &str) -> String {
     format!("host={host} port={port} dbname={db} user=postgres connect_timeout=10")
 }
 
-/// The statements the server logged for database `db`.
+/// The statements the server logged for database `db` (simple Query, and the
+/// extended protocol's `execute <unnamed>: …`).
 pub fn logged(db: &str) -> Vec<String> {
     let log = std::fs::read_to_string(pg().log_path()).unwrap_or_default();
     let tag = format!(" db={db} ");
     log.lines()
         .filter(|l| l.contains(&tag))
-        .filter_map(|l| l.split_once("statement: ").map(|(_, s)| s.to_string()))
+        .filter_map(|l| {
+            let (_, s) = l
+                .split_once("statement: ")
+                .or_else(|| l.split_once("execute <unnamed>: "))?;
+            Some(s.to_string())
+        })
         .collect()
 }
 

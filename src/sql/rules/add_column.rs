@@ -279,7 +279,7 @@ mod tests {
             [
                 "ALTER TABLE users ADD COLUMN token uuid",
                 "ALTER TABLE users ALTER COLUMN token SET DEFAULT gen_random_uuid()",
-                "UPDATE users SET token = gen_random_uuid() WHERE ctid = ANY (ARRAY(SELECT ctid FROM users WHERE token IS NULL LIMIT $BATCH)) AND token IS NULL",
+                "UPDATE users SET token = gen_random_uuid() WHERE ctid = ANY (ARRAY(SELECT ctid FROM users WHERE token IS NULL LIMIT $1::bigint)) AND token IS NULL",
             ]
         );
         let fill = &f.rewrite.unwrap().steps[2];
@@ -291,7 +291,7 @@ mod tests {
             fill.kind,
             StepKind::Backfill {
                 table: "users".into(),
-                by_pages: "UPDATE users SET token = gen_random_uuid() WHERE ctid >= $FROM AND ctid < $TO AND token IS NULL".into(),
+                by_pages: "UPDATE users SET token = gen_random_uuid() WHERE ctid >= $1::tid AND ctid < $2::tid AND token IS NULL".into(),
             }
         );
     }
@@ -304,7 +304,7 @@ mod tests {
             [
                 "ALTER TABLE \"Auth\".\"User\" ADD COLUMN \"sessionId\" uuid",
                 "ALTER TABLE \"Auth\".\"User\" ALTER COLUMN \"sessionId\" SET DEFAULT uuid_generate_v4()",
-                "UPDATE \"Auth\".\"User\" SET \"sessionId\" = uuid_generate_v4() WHERE ctid = ANY (ARRAY(SELECT ctid FROM \"Auth\".\"User\" WHERE \"sessionId\" IS NULL LIMIT $BATCH)) AND \"sessionId\" IS NULL",
+                "UPDATE \"Auth\".\"User\" SET \"sessionId\" = uuid_generate_v4() WHERE ctid = ANY (ARRAY(SELECT ctid FROM \"Auth\".\"User\" WHERE \"sessionId\" IS NULL LIMIT $1::bigint)) AND \"sessionId\" IS NULL",
                 "ALTER TABLE \"Auth\".\"User\" ADD CONSTRAINT \"User_sessionId_not_null\" CHECK (\"sessionId\" IS NOT NULL) NOT VALID",
                 "ALTER TABLE \"Auth\".\"User\" VALIDATE CONSTRAINT \"User_sessionId_not_null\"",
                 "ALTER TABLE \"Auth\".\"User\" ALTER COLUMN \"sessionId\" SET NOT NULL",
@@ -322,7 +322,7 @@ mod tests {
                 "ALTER TABLE app.events ADD COLUMN seq bigint",
                 "CREATE SEQUENCE IF NOT EXISTS app.events_seq_seq AS bigint OWNED BY app.events.seq",
                 "ALTER TABLE app.events ALTER COLUMN seq SET DEFAULT nextval('app.events_seq_seq')",
-                "UPDATE app.events SET seq = nextval('app.events_seq_seq') WHERE ctid = ANY (ARRAY(SELECT ctid FROM app.events WHERE seq IS NULL LIMIT $BATCH)) AND seq IS NULL",
+                "UPDATE app.events SET seq = nextval('app.events_seq_seq') WHERE ctid = ANY (ARRAY(SELECT ctid FROM app.events WHERE seq IS NULL LIMIT $1::bigint)) AND seq IS NULL",
                 "ALTER TABLE app.events ADD CONSTRAINT events_seq_not_null CHECK (seq IS NOT NULL) NOT VALID",
                 "ALTER TABLE app.events VALIDATE CONSTRAINT events_seq_not_null",
                 "ALTER TABLE app.events ALTER COLUMN seq SET NOT NULL",

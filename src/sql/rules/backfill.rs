@@ -48,12 +48,12 @@ pub(super) fn batch(one: &One<'_>, column: &str, value: &str) -> Step {
     let t = one.table();
     let c = ident::quote(column);
     Step::long(
-        format!("UPDATE {t} SET {c} = {value} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT $BATCH)) AND {c} IS NULL"),
+        format!("UPDATE {t} SET {c} = {value} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT $1::bigint)) AND {c} IS NULL"),
         Lock::RowExclusive,
         Placement::OwnTransaction,
     )
     .with_kind(StepKind::Backfill {
-        by_pages: format!("UPDATE {t} SET {c} = {value} WHERE ctid >= $FROM AND ctid < $TO AND {c} IS NULL"),
+        by_pages: format!("UPDATE {t} SET {c} = {value} WHERE ctid >= $1::tid AND ctid < $2::tid AND {c} IS NULL"),
         table: t,
     })
 }

@@ -1,0 +1,353 @@
+//! The `pgshift` schema in each target database: its tables, created (or brought
+//! up to date) by the service role, and the check that runs before pgshift reads or
+//! writes anything there. A schema pgshift does not own, or one that carries a
+//! trigger, rule, policy, default, constraint, index or function pgshift did not
+//! create, is refused: writing to it could run someone else's code as the service
+//! role.
+
+use super::service::{self, ServiceError};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// Marks the schema's layout; an older one is upgraded in place.
+const VERSION: &str = "pgshift state, schema version 2";
+
+/// Advisory lock (transaction scope) that serializes creating and upgrading the
+/// schema between proxies. Anyone can take it, so it is only ever tried.
+const SCHEMA_LOCK: i64 = 0x7067_7368_0000_0001;
+
+/// How long pgshift tries to get [`SCHEMA_LOCK`] before giving up.
+const SCHEMA_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The body of `pgshift.defer`, compared character by character when verifying.
+/// A client's session calls it inside its own transaction, so the row exists
+/// exactly when that transaction (and savepoint) commits. It only stores its
+/// arguments: nothing ever executes a row.
+pub const DEFER_BODY: &str = "
+INSERT INTO pgshift.deferred (username, role, search_path, statement, rule, steps, backend_pid, backend_start)
+SELECT session_user, $5, $4, $1, $2, $3, pg_catalog.pg_backend_pid(),
+       (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
+RETURNING id
+";
+
+/// Everything pgshift keeps, idempotent: a fresh schema and one from version 1
+/// (whose client-writable table and trigger are removed) end the same.
+fn script() -> String {
+    format!(
+        "
+CREATE TABLE IF NOT EXISTS pgshift.ddl_journal (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    session_id bigint,
+    username text,
+    statement text NOT NULL,
+    rule text,
+    policy text,
+    outcome text NOT NULL,
+    steps jsonb NOT NULL DEFAULT '[]',
+    error text,
+    duration_ms bigint
+);
+CREATE TABLE IF NOT EXISTS pgshift.deferred (
+    id bigserial PRIMARY KEY,
+    created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    username text NOT NULL,
+    search_path text NOT NULL,
+    statement text NOT NULL,
+    rule text NOT NULL,
+    steps jsonb NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    next_step int NOT NULL DEFAULT 0,
+    error text,
+    updated timestamptz
+);
+DROP TRIGGER IF EXISTS deferred_author ON pgshift.deferred;
+DROP FUNCTION IF EXISTS pgshift.deferred_author();
+ALTER TABLE pgshift.deferred
+    ALTER COLUMN username DROP DEFAULT,
+    ALTER COLUMN search_path DROP DEFAULT,
+    ADD COLUMN IF NOT EXISTS role text,
+    ADD COLUMN IF NOT EXISTS backend_pid int,
+    ADD COLUMN IF NOT EXISTS backend_start timestamptz,
+    DROP CONSTRAINT IF EXISTS deferred_state_check,
+    ADD CONSTRAINT deferred_state_check
+        CHECK (state IN ('pending', 'running', 'done', 'failed', 'interrupted'));
+-- Rows of version 1 were run by the service role; nothing runs them now.
+UPDATE pgshift.deferred SET state = 'interrupted' WHERE state IN ('pending', 'running') AND backend_pid IS NULL;
+REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
+CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $pgshift${DEFER_BODY}$pgshift$;
+REVOKE ALL ON FUNCTION pgshift.defer(text, text, jsonb, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgshift.defer(text, text, jsonb, text, text) TO PUBLIC;
+GRANT USAGE ON SCHEMA pgshift TO PUBLIC;
+COMMENT ON SCHEMA pgshift IS '{VERSION}';
+"
+    )
+}
+
+/// What a database's schema looks like before pgshift touches it.
+enum Found {
+    Missing,
+    Foreign(String),
+    Current,
+    Older,
+}
+
+async fn found(client: &Client, owner: &str, database: &str) -> Result<Found, ServiceError> {
+    let rows = service::query(
+        client,
+        "SELECT r.rolname::text, pg_catalog.obj_description(n.oid, 'pg_namespace') \
+         FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner \
+         WHERE n.nspname = 'pgshift'",
+        &[],
+    )
+    .await
+    .map_err(|e| query_failed(database, e))?;
+    let Some(row) = rows.first() else {
+        return Ok(Found::Missing);
+    };
+    let (schema_owner, comment): (String, Option<String>) = (row.get(0), row.get(1));
+    Ok(if schema_owner != owner {
+        Found::Foreign(format!(
+            "schema pgshift belongs to {schema_owner:?}, not to {owner:?}"
+        ))
+    } else if comment.as_deref() == Some(VERSION) {
+        Found::Current
+    } else {
+        Found::Older
+    })
+}
+
+/// Creates or upgrades the schema if needed, then verifies it. `owner` is the
+/// role the schema and everything in it must belong to.
+pub async fn ensure(client: &Client, owner: &str, database: &str) -> Result<(), ServiceError> {
+    match found(client, owner, database).await? {
+        Found::Current => {}
+        Found::Foreign(reason) => return Err(refused(database, reason)),
+        Found::Missing | Found::Older => prepare(client, owner, database).await?,
+    }
+    let problems = problems(client, owner, database).await?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(refused(database, problems.join("; ")))
+    }
+}
+
+/// True when the schema exists and passes the check (for the scan, which must not
+/// create the schema in every database a client visits).
+pub async fn present(client: &Client, owner: &str, database: &str) -> Result<bool, ServiceError> {
+    match found(client, owner, database).await? {
+        Found::Missing => Ok(false),
+        _ => ensure(client, owner, database).await.map(|()| true),
+    }
+}
+
+/// Runs the script in one transaction holding [`SCHEMA_LOCK`]. The lock is only
+/// tried, and a DDL that waits longer than the connection's lock_timeout is rolled
+/// back; both are retried until [`SCHEMA_LOCK_WAIT`] is over.
+async fn prepare(client: &Client, owner: &str, database: &str) -> Result<(), ServiceError> {
+    let started = Instant::now();
+    let fail = |e: BatchError| ServiceError::Schema {
+        database: database.into(),
+        reason: e.reason,
+    };
+    loop {
+        let locked = batch(
+            client,
+            &format!("BEGIN; SELECT pg_catalog.pg_try_advisory_xact_lock({SCHEMA_LOCK})::text"),
+        )
+        .await
+        .map_err(fail)?;
+        let outcome = if locked.as_deref() == Some("true") {
+            // Looked at again under the lock: another proxy may have just made it.
+            match found(client, owner, database).await {
+                Ok(Found::Current) => Ok(()),
+                Ok(Found::Foreign(reason)) => Err(Err(refused(database, reason))),
+                Ok(Found::Missing) => match batch(client, "CREATE SCHEMA pgshift").await {
+                    Ok(_) => batch(client, &script()).await.map(drop).map_err(Ok),
+                    Err(e) => Err(Ok(e)),
+                },
+                Ok(Found::Older) => batch(client, &script()).await.map(drop).map_err(Ok),
+                Err(e) => Err(Err(e)),
+            }
+        } else {
+            Err(Ok(BatchError {
+                reason: format!(
+                    "another session holds pgshift's schema lock (advisory lock {SCHEMA_LOCK})"
+                ),
+                code: Some("55P03".into()),
+            }))
+        };
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        batch(client, end).await.map_err(fail)?;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(database, "pgshift schema ready");
+                return Ok(());
+            }
+            Err(Ok(e)) if e.code.as_deref() == Some("55P03") => {
+                if started.elapsed() >= SCHEMA_LOCK_WAIT {
+                    return Err(fail(BatchError {
+                        reason: format!("{} for {} s", e.reason, SCHEMA_LOCK_WAIT.as_secs()),
+                        code: e.code,
+                    }));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(Ok(e)) => return Err(fail(e)),
+            Err(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// A failed batch: the server's message and SQLSTATE, if it answered.
+#[derive(Debug)]
+struct BatchError {
+    reason: String,
+    code: Option<String>,
+}
+
+/// Runs a simple-protocol batch; returns the first value of the last row.
+async fn batch(client: &Client, sql: &str) -> Result<Option<String>, BatchError> {
+    use tokio_postgres::SimpleQueryMessage as M;
+    let limit = service::STATEMENT_TIMEOUT + Duration::from_secs(2);
+    let messages = tokio::time::timeout(limit, client.simple_query(sql))
+        .await
+        .map_err(|_| BatchError {
+            reason: format!("no answer within {} s", limit.as_secs()),
+            code: None,
+        })?
+        .map_err(|e| BatchError {
+            reason: service::db_reason(&e),
+            code: e.code().map(|c| c.code().to_string()),
+        })?;
+    Ok(messages.iter().rev().find_map(|m| match m {
+        M::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    }))
+}
+
+fn refused(database: &str, reason: String) -> ServiceError {
+    tracing::error!(
+        database,
+        reason,
+        "pgshift refuses its schema in this database"
+    );
+    ServiceError::Refused {
+        database: database.into(),
+        reason,
+    }
+}
+
+fn query_failed(database: &str, e: service::QueryError) -> ServiceError {
+    ServiceError::Query {
+        database: database.into(),
+        reason: e.reason,
+    }
+}
+
+/// Everything in schema pgshift that pgshift did not make, one line each.
+async fn problems(
+    client: &Client,
+    owner: &str,
+    database: &str,
+) -> Result<Vec<String>, ServiceError> {
+    let rows = service::query(client, CHECK, &[&owner, &DEFER_BODY])
+        .await
+        .map_err(|e| query_failed(database, e))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// One row per problem. $1: the owner every object must have; $2: DEFER_BODY.
+/// Only the objects pgshift uses can run code when it writes (its two tables, their
+/// sequences and indexes, and `pgshift.defer`); objects of other owners anywhere in
+/// the schema are refused too, since pgshift never created them.
+const CHECK: &str = r#"
+WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgshift'),
+ours(relname, relkind) AS (VALUES
+    ('ddl_journal', 'r'), ('ddl_journal_id_seq', 'S'), ('ddl_journal_pkey', 'i'),
+    ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i')),
+tables AS (SELECT c.oid FROM pg_catalog.pg_class c, s
+           WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred')),
+defaults(relname, attname, expr) AS (VALUES
+    ('ddl_journal', 'id', 'nextval(''pgshift.ddl_journal_id_seq''::regclass)'),
+    ('ddl_journal', 'at', 'now()'),
+    ('ddl_journal', 'steps', '''[]''::jsonb'),
+    ('deferred', 'id', 'nextval(''pgshift.deferred_id_seq''::regclass)'),
+    ('deferred', 'created', 'now()'),
+    ('deferred', 'state', '''pending''::text'),
+    ('deferred', 'next_step', '0')),
+constraints(conname, def) AS (VALUES
+    ('ddl_journal_pkey', 'PRIMARY KEY (id)'),
+    ('deferred_pkey', 'PRIMARY KEY (id)'),
+    ('deferred_state_check', 'CHECK ((state = ANY (ARRAY[''pending''::text, ''running''::text, ''done''::text, ''failed''::text, ''interrupted''::text])))'))
+SELECT pg_catalog.format('%s %s belongs to %s', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'v' THEN 'view' ELSE 'relation' END, c.relname, r.rolname)
+  FROM pg_catalog.pg_class c JOIN s ON c.relnamespace = s.oid JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+ WHERE r.rolname <> $1
+UNION ALL
+SELECT pg_catalog.format('relation %s is of kind %s, expected %s', c.relname, c.relkind, o.relkind)
+  FROM pg_catalog.pg_class c JOIN s ON c.relnamespace = s.oid JOIN ours o ON o.relname = c.relname
+ WHERE c.relkind::text <> o.relkind
+UNION ALL
+SELECT pg_catalog.format('function %s belongs to %s', p.oid::pg_catalog.regprocedure, r.rolname)
+  FROM pg_catalog.pg_proc p JOIN s ON p.pronamespace = s.oid JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+ WHERE r.rolname <> $1
+UNION ALL
+SELECT pg_catalog.format('type %s belongs to %s', t.typname, r.rolname)
+  FROM pg_catalog.pg_type t JOIN s ON t.typnamespace = s.oid JOIN pg_catalog.pg_roles r ON r.oid = t.typowner
+ WHERE r.rolname <> $1
+UNION ALL
+SELECT pg_catalog.format('function %s is not the one pgshift made', p.oid::pg_catalog.regprocedure)
+  FROM pg_catalog.pg_proc p JOIN s ON p.pronamespace = s.oid
+ WHERE p.proname = 'defer' AND (NOT p.prosecdef OR p.prosrc <> $2
+       OR p.proconfig IS DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp']
+       OR p.prolang <> (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql'))
+UNION ALL
+SELECT 'function pgshift.defer is missing'
+ WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN s ON p.pronamespace = s.oid WHERE p.proname = 'defer')
+UNION ALL
+SELECT pg_catalog.format('table %s is missing', o.relname) FROM ours o
+ WHERE o.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN s ON c.relnamespace = s.oid WHERE c.relname = o.relname)
+UNION ALL
+SELECT pg_catalog.format('trigger %s on %s', t.tgname, t.tgrelid::pg_catalog.regclass)
+  FROM pg_catalog.pg_trigger t JOIN tables ON t.tgrelid = tables.oid
+UNION ALL
+SELECT pg_catalog.format('rule %s on %s', w.rulename, w.ev_class::pg_catalog.regclass)
+  FROM pg_catalog.pg_rewrite w JOIN tables ON w.ev_class = tables.oid
+UNION ALL
+SELECT pg_catalog.format('policy %s on %s', p.polname, p.polrelid::pg_catalog.regclass)
+  FROM pg_catalog.pg_policy p JOIN tables ON p.polrelid = tables.oid
+UNION ALL
+SELECT pg_catalog.format('row level security is on for %s', c.oid::pg_catalog.regclass)
+  FROM pg_catalog.pg_class c JOIN tables ON c.oid = tables.oid
+ WHERE c.relrowsecurity OR c.relforcerowsecurity
+UNION ALL
+SELECT pg_catalog.format('default %s on %s.%s', pg_catalog.pg_get_expr(d.adbin, d.adrelid), c.relname, a.attname)
+  FROM pg_catalog.pg_attrdef d JOIN tables ON d.adrelid = tables.oid
+  JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+ WHERE (c.relname::text, a.attname::text, pg_catalog.pg_get_expr(d.adbin, d.adrelid)) NOT IN (SELECT * FROM defaults)
+UNION ALL
+SELECT pg_catalog.format('constraint %s on %s: %s', k.conname, k.conrelid::pg_catalog.regclass, pg_catalog.pg_get_constraintdef(k.oid))
+  FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid
+ WHERE (k.conname::text, pg_catalog.pg_get_constraintdef(k.oid)) NOT IN (SELECT * FROM constraints)
+UNION ALL
+SELECT pg_catalog.format('index %s on %s', x.indexrelid::pg_catalog.regclass, x.indrelid::pg_catalog.regclass)
+  FROM pg_catalog.pg_index x JOIN tables ON x.indrelid = tables.oid
+  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+ WHERE c.relname NOT IN ('ddl_journal_pkey', 'deferred_pkey')
+UNION ALL
+SELECT pg_catalog.format('column %s.%s has type %s', c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
+  FROM pg_catalog.pg_attribute a JOIN tables ON a.attrelid = tables.oid
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+ WHERE a.attnum > 0 AND NOT a.attisdropped
+   AND t.typnamespace <> (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog')
+"#;

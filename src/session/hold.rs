@@ -1,0 +1,251 @@
+//! Deferred work runs on the session's own backend right after the transaction
+//! that deferred it ends. Meanwhile the client already has its COMMIT's answer,
+//! and whatever it sends next waits here. A cancel request does not reach the
+//! backend (it would cancel pgshift's committed work, not the client's statement):
+//! the waiting statement is answered with 57014 instead, as Postgres answers a
+//! cancelled statement, and never runs. If the client goes away, the work still
+//! finishes on the backend before the session closes.
+
+use super::pump::{Direction, PumpEnd};
+use super::Established;
+use crate::engine::conn::InBand;
+use crate::engine::{self, CancelSignal, SessionCx};
+use crate::server::{Settings, Shared};
+use crate::wire::backend;
+use crate::wire::frame::header;
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Most bytes of the client's next messages read while they wait: then the
+/// client's socket fills and it waits for real.
+const HOLD_BUFFER: usize = 1 << 20;
+
+/// Longest write of a 57014 answer to a client that does not read.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs the session's deferred work (its transaction has ended, the server is idle).
+pub(super) async fn run_deferred(
+    s: &mut Established<'_>,
+    shared: &Shared,
+    settings: &Settings,
+) -> Result<(), PumpEnd> {
+    let pending = s.pending.take();
+    let info = &s.registered.info;
+    let cx = SessionCx {
+        settings,
+        engine: &shared.engine,
+        database: &info.database,
+        user: &info.user,
+        session_id: info.id,
+    };
+    // Notifications that arrive meanwhile reach the client after the work.
+    let mut later: Vec<u8> = Vec::new();
+    let unread = s.down.take_unforwarded();
+    let mut io = InBand::new(&mut later, &mut s.server, unread, b'I', None);
+    s.signal.set_own_work(true);
+    let mut waiting = Waiting::new(&s.signal, s.up.scanner.held);
+    let mut watch = shared.terminate.watch();
+    let done = {
+        let work = engine::deferred::run_committed(&mut io, &cx, pending);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => break Some(r),
+                _ = watch.fired() => break None,
+                event = waiting.next(&mut s.client, &mut s.up) => {
+                    waiting.handle(event, &mut s.client, &mut s.up).await;
+                }
+            }
+        }
+    };
+    s.signal.set_own_work(false);
+    let status = io.status;
+    let unread = io.into_unread();
+    match done {
+        None => return Err(PumpEnd::Terminated),
+        Some(r) => r.map_err(PumpEnd::ServerIo)?,
+    }
+    s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
+    s.down.scanner.tx_status = status;
+    if !later.is_empty() && !waiting.client_gone {
+        let _ = tokio::time::timeout(ANSWER_WAIT, s.client.write_all(&later)).await;
+    }
+    Ok(())
+}
+
+/// The client's side while the work runs.
+struct Waiting<'a> {
+    signal: &'a CancelSignal,
+    seen: u64,
+    /// Cancel requests that arrived while a statement of the client's waited.
+    cancels: usize,
+    /// Read no more: the client closed, or its buffer is full.
+    client_gone: bool,
+    /// Bytes already buffered when the wait began (the held message).
+    start: usize,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Cancel,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(signal: &'a CancelSignal, held: usize) -> Self {
+        Waiting {
+            signal,
+            seen: signal.count(),
+            cancels: 0,
+            client_gone: false,
+            start: held,
+        }
+    }
+
+    /// The next thing that happens on the client's side. Both branches can be
+    /// dropped at any point without losing data.
+    async fn next<C: AsyncRead + Unpin>(&mut self, client: &mut C, up: &mut Direction) -> Event {
+        let can_read = !self.client_gone && up.pending().len() < self.start + HOLD_BUFFER;
+        tokio::select! {
+            n = up.read_more(client), if can_read => Event::Read(n),
+            _ = self.signal.after(self.seen) => Event::Cancel,
+        }
+    }
+
+    async fn handle<C: AsyncWrite + Unpin>(
+        &mut self,
+        event: Event,
+        client: &mut C,
+        up: &mut Direction,
+    ) {
+        match event {
+            Event::Read(Ok(0)) | Event::Read(Err(_)) => self.client_gone = true,
+            Event::Read(Ok(_)) => {}
+            Event::Cancel => {
+                self.seen = self.signal.count();
+                // A cancel with no statement waiting finds nothing to cancel,
+                // as on an idle backend.
+                if !up.pending().is_empty() {
+                    self.cancels += 1;
+                }
+            }
+        }
+        while self.cancels > 0 && !self.client_gone {
+            let Some(len) = turn_len(up.pending()) else {
+                break;
+            };
+            let mut out = BytesMut::new();
+            crate::engine::steps::canceled().encode(&mut out);
+            backend::ready_for_query(&mut out, b'I');
+            let written = tokio::time::timeout(ANSWER_WAIT, client.write_all(&out)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                self.client_gone = true;
+                return;
+            }
+            tracing::info!("cancel request answered a statement waiting for deferred work");
+            up.drop_front(len);
+            self.start = 0;
+            self.cancels -= 1;
+        }
+    }
+}
+
+/// Length of the whole turn at the start of `buf` (a Query, a FunctionCall, or
+/// extended-protocol messages up to their Sync), if it is all there. None for a
+/// Terminate: that is not a statement to cancel.
+fn turn_len(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let (tag, total) = header(&buf[pos..], usize::MAX).ok()??;
+        if buf.len() - pos < total {
+            return None;
+        }
+        pos += total;
+        match tag {
+            b'X' => return None,
+            b'Q' | b'F' if pos == total => return Some(pos),
+            b'S' => return Some(pos),
+            _ => {}
+        }
+    }
+}
+
+/// After the client left: lets the server finish what it was sent, and if the
+/// transaction ended, runs the deferred work with nobody waiting (bounded by the
+/// quiet-point wait; the work itself by its own timeouts).
+pub(super) async fn finish_after_client_left(
+    s: &mut Established<'_>,
+    shared: &Shared,
+    settings: &Settings,
+) {
+    if s.pending.is_empty() {
+        return;
+    }
+    let turns = s.up.scanner.turns;
+    let mut sink = tokio::io::sink();
+    let quiet = tokio::time::timeout(
+        Duration::from_secs(10),
+        super::intercept::quiesce(
+            &mut s.server,
+            &mut sink,
+            &mut s.down,
+            turns,
+            &shared.terminate,
+        ),
+    )
+    .await;
+    if !matches!(quiet, Ok(Ok(()))) || s.down.scanner.tx_status != b'I' {
+        // Mid-transaction: the server rolls it back when the connection closes.
+        return;
+    }
+    let pending = s.pending.take();
+    let info = &s.registered.info;
+    let cx = SessionCx {
+        settings,
+        engine: &shared.engine,
+        database: &info.database,
+        user: &info.user,
+        session_id: info.id,
+    };
+    let unread = s.down.take_unforwarded();
+    let mut nobody: Vec<u8> = Vec::new();
+    let mut io = InBand::new(&mut nobody, &mut s.server, unread, b'I', None);
+    let mut watch = shared.terminate.watch();
+    tokio::select! {
+        r = engine::deferred::run_committed(&mut io, &cx, pending) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "deferred work after the client left failed");
+            }
+        }
+        _ = watch.fired() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turn_len;
+    use crate::wire::frame::write_frame;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = bytes::BytesMut::new();
+        write_frame(&mut out, tag, |b| b.extend_from_slice(body));
+        out.to_vec()
+    }
+
+    #[test]
+    fn whole_turns_only() {
+        let q = msg(b'Q', b"SELECT 1\0");
+        assert_eq!(turn_len(&q), Some(q.len()));
+        assert_eq!(turn_len(&q[..q.len() - 1]), None);
+        let batch = [
+            msg(b'P', b"\0SELECT 1\0\0\0"),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ]
+        .concat();
+        assert_eq!(turn_len(&batch), Some(batch.len()));
+        assert_eq!(turn_len(&batch[..batch.len() - 5]), None);
+        assert_eq!(turn_len(&msg(b'X', b"")), None);
+    }
+}
