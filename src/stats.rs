@@ -58,17 +58,17 @@ impl Stats {
     }
 }
 
-/// Counts a live connection for as long as it is held.
+/// Counts a client for as long as it is held: from its startup packet on (a
+/// socket that sent nothing is not a client yet).
 pub struct ActiveGuard<'a>(&'a Stats);
 
 impl<'a> ActiveGuard<'a> {
     pub fn new(stats: &'a Stats) -> Self {
-        stats.connections_total.fetch_add(1, Relaxed);
         stats.connections_active.fetch_add(1, Relaxed);
         ActiveGuard(stats)
     }
 
-    /// Active connections including this one.
+    /// Active clients including this one.
     pub fn active(&self) -> u64 {
         self.0.connections_active.load(Relaxed)
     }

@@ -213,6 +213,49 @@ async fn silent_clients_time_out_at_startup() {
     still_serving(&proxy, &db).await;
 }
 
+/// Sockets that never send a startup packet hold no client slot, and are closed
+/// after `server.startup_packet_timeout_ms` (pgbouncer's client_login_timeout).
+#[tokio::test]
+async fn silent_sockets_do_not_lock_out_real_clients() {
+    // 1,000 sockets on each side of the proxy, in this one process.
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let db = fresh_db("silent");
+    let proxy = Proxy::start_with(|c| {
+        c.server.max_client_conn = 20;
+        c.server.startup_packet_timeout_ms = 1_500;
+    });
+    let mut silent = Vec::new();
+    for _ in 0..1_000 {
+        silent.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    // Every one of them accepted and waiting for its startup packet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let real = connect(&proxy.conn_str(&db, "postgres")).await;
+    real.simple_query("SELECT 1").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(proxy.handle.stats().connections_rejected, 0);
+    // They are closed once their time is up, long before startup_timeout_ms.
+    let mut closed = 0;
+    for s in &mut silent {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(s, &mut b),
+        )
+        .await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1_000);
+    still_serving(&proxy, &db).await;
+}
+
 #[tokio::test]
 async fn client_killed_mid_copy_leaves_nothing_behind() {
     let db = fresh_db("copykill");

@@ -49,6 +49,9 @@ pub struct Server {
     pub max_client_conn: usize,
     /// Time a client has to finish startup and authentication.
     pub startup_timeout_ms: u64,
+    /// Time a new connection has to send its startup packet (TLS handshake
+    /// included); until then it does not count against `max_client_conn`.
+    pub startup_packet_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long sessions may keep running before FATAL 57P01.
     pub drain_timeout_ms: u64,
     /// Largest client message accepted, in bytes (Postgres' own limit is 1 GiB).
@@ -116,6 +119,7 @@ impl Default for Server {
             workers: 2,
             max_client_conn: 1000,
             startup_timeout_ms: 60_000,
+            startup_packet_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
             max_message_size: 1 << 30,
         }
@@ -193,6 +197,12 @@ impl Config {
         if self.server.max_client_conn == 0 {
             return Err(invalid("server.max_client_conn", "must be at least 1"));
         }
+        if self.server.startup_packet_timeout_ms == 0 {
+            return Err(invalid(
+                "server.startup_packet_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         if self.server.max_message_size < 1024 {
             return Err(invalid("server.max_message_size", "must be at least 1024"));
         }
@@ -223,6 +233,10 @@ impl Config {
 
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_millis(self.server.startup_timeout_ms)
+    }
+
+    pub fn startup_packet_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.startup_packet_timeout_ms)
     }
 
     pub fn connect_timeout(&self) -> Duration {

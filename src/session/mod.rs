@@ -43,12 +43,12 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
         tls = tracing::field::Empty,
     );
     let settings = shared.settings.load_full();
-    let active = ActiveGuard::new(&shared.stats);
+    shared.stats.connections_total.fetch_add(1, Relaxed);
     // Shutdown's terminate signal also ends a session still opening (a client
     // that sends nothing, a stalled handshake): its deadlines may be a minute away.
     let mut watch = shared.terminate.watch();
     let established = tokio::select! {
-        e = establish(tcp, peer, id, &shared, &settings, &active).instrument(span.clone()) => e,
+        e = establish(tcp, peer, id, &shared, &settings).instrument(span.clone()) => e,
         _ = watch.fired() => None,
     };
     let Some(mut s) = established else {
@@ -103,6 +103,8 @@ pub(crate) struct Established<'a> {
     signal: Arc<CancelSignal>,
     /// Deferred work of the open transaction, run once it ends.
     pending: Pending,
+    /// Counts the session against `server.max_client_conn`.
+    _active: ActiveGuard<'a>,
 }
 
 /// Opening, limits, upstream connect and authentication. On failure the client has
@@ -113,10 +115,12 @@ async fn establish<'a>(
     id: u64,
     shared: &'a Shared,
     settings: &Settings,
-    active: &ActiveGuard<'_>,
 ) -> Option<Established<'a>> {
     let deadline = Instant::now() + settings.config.startup_timeout();
-    let (mut client, startup, leftover) = open(tcp, shared, settings, deadline).await?;
+    // A socket that says nothing holds no client slot, and not for long.
+    let packet_deadline = deadline.min(Instant::now() + settings.config.startup_packet_timeout());
+    let (mut client, startup, leftover) = open(tcp, shared, settings, packet_deadline).await?;
+    let active = ActiveGuard::new(&shared.stats);
     let user = startup.param("user").unwrap_or("");
     // Postgres defaults the database to the user name.
     let database = startup.param("database").unwrap_or(user);
@@ -176,6 +180,7 @@ async fn establish<'a>(
         _cancel_key: ready.key,
         signal,
         pending: Pending::default(),
+        _active: active,
     })
 }
 
