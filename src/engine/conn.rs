@@ -112,6 +112,9 @@ pub struct InBand<'a, C, S> {
     to_client: BytesMut,
     /// Set while `to_client` is being written.
     writing_client: bool,
+    /// A write to the client failed: it is gone. The work on the server goes on
+    /// (deferred steps must still run); what it would have sent is dropped.
+    client_gone: bool,
     /// Status byte of the last ReadyForQuery.
     pub status: u8,
     /// How server messages reach the client, for the next queries.
@@ -141,6 +144,7 @@ where
             rbuf: unread,
             to_client: BytesMut::new(),
             writing_client: false,
+            client_gone: false,
             status,
             relay: Relay::Quiet,
             cancel: cancel.map(|c| (c, c.count())),
@@ -158,6 +162,11 @@ where
         self.writing_client
     }
 
+    /// True when a write to the client failed.
+    pub fn client_gone(&self) -> bool {
+        self.client_gone
+    }
+
     /// Queues bytes for the client; they go out with the next flush.
     pub fn send_client(&mut self, bytes: &[u8]) {
         self.to_client.extend_from_slice(bytes);
@@ -170,9 +179,12 @@ where
 
     async fn write_queued(&mut self) -> io::Result<()> {
         if !self.to_client.is_empty() {
-            self.writing_client = true;
-            self.client.write_all(&self.to_client).await?;
-            self.writing_client = false;
+            if !self.client_gone {
+                self.writing_client = true;
+                let written = self.client.write_all(&self.to_client).await;
+                self.writing_client = false;
+                self.client_gone = written.is_err();
+            }
             self.to_client.clear();
             if self.to_client.capacity() > 4 * FLUSH_ABOVE {
                 self.to_client = BytesMut::new();
@@ -183,7 +195,10 @@ where
 
     pub async fn flush_client(&mut self) -> io::Result<()> {
         self.write_queued().await?;
-        self.client.flush().await
+        if !self.client_gone {
+            self.client_gone = self.client.flush().await.is_err();
+        }
+        Ok(())
     }
 
     /// Sends raw bytes to the server (the client's untouched Query).
@@ -216,10 +231,11 @@ where
         }
         self.fill(INSPECT_MAX).await?;
         let head = BytesMut::from(&self.rbuf[..INSPECT_MAX]);
-        let pass = relay(head[0]);
+        let mut pass = relay(head[0]);
         if pass {
             self.write_queued().await?;
-            self.writing_client = true;
+            pass = !self.client_gone;
+            self.writing_client = pass;
         }
         let mut left = total;
         while left > 0 {
@@ -228,8 +244,9 @@ where
             }
             let piece = self.rbuf.split_to(left.min(self.rbuf.len()));
             left -= piece.len();
-            if pass {
-                self.client.write_all(&piece).await?;
+            if pass && self.client.write_all(&piece).await.is_err() {
+                self.client_gone = true;
+                pass = false;
             }
         }
         self.writing_client = false;

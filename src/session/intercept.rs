@@ -119,6 +119,7 @@ async fn turn(
         });
     };
     let status = io.status;
+    let client_gone = io.client_gone();
     let unread = io.into_unread();
     let outcome = handled.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
@@ -134,6 +135,9 @@ async fn turn(
                 hold::run_deferred(s, shared, settings).await?;
             }
         }
+    }
+    if client_gone {
+        return Err(PumpEnd::ClientClosed);
     }
     Ok(())
 }

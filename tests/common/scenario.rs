@@ -150,11 +150,21 @@ pub const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, owner_id int, q
     CREATE TABLE owners (id int PRIMARY KEY);
     INSERT INTO owners SELECT g FROM generate_series(0, 99) g;";
 
-/// Waits until `sql` (one value) returns `want`.
+/// Waits until `sql` (one value) returns `want`; an error (a table not made
+/// yet) counts as not yet.
 pub async fn eventually(client: &Client, sql: &str, want: &str) {
     let start = Instant::now();
     loop {
-        let got = one_value(client, sql).await;
+        let got = match client.simple_query(sql).await {
+            Ok(rows) => rows
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            Err(e) => format!("error: {e}"),
+        };
         if got == want {
             return;
         }

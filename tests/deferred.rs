@@ -1,0 +1,225 @@
+//! Deferred work (steps that cannot run inside the client's transaction) runs on
+//! the client's own session as soon as the transaction ends, however it ends: a
+//! simple COMMIT, an extended-protocol one, a COMMIT followed by Terminate or a
+//! closed socket, a savepoint rolled back. The client's next statement waits for
+//! it, and a cancel answers that statement without touching the work.
+
+mod common;
+
+use common::scenario::{direct, eventually, one_value, proxy};
+use common::{connect, fresh_db, sqlstate};
+use std::time::{Duration, Instant};
+
+const SETUP: &str =
+    "CREATE TABLE t (c int); INSERT INTO t SELECT g FROM generate_series(1, 1000) g";
+
+/// `true`, `false` or `missing`: the index's state.
+fn valid(name: &str) -> String {
+    format!("SELECT coalesce((SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass('{name}')), 'missing')")
+}
+
+async fn index_valid(admin: &tokio_postgres::Client, name: &str) -> String {
+    one_value(admin, &valid(name)).await
+}
+
+#[tokio::test]
+async fn an_extended_protocol_commit_runs_the_work_at_once() {
+    let db = fresh_db("extcommit");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("BEGIN; CREATE INDEX t_c ON t (c)")
+        .await
+        .unwrap();
+    // tokio-postgres prepares a named statement and binds it: pgshift cannot
+    // answer it, only see the transaction end.
+    client.execute("COMMIT", &[]).await.unwrap();
+    // No further message from the client: the work starts on its own.
+    eventually(&admin, &valid("t_c"), "true").await;
+    eventually(&admin, "SELECT state FROM pgshift.deferred", "done").await;
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn work_finishes_after_the_client_leaves() {
+    let db = fresh_db("leave");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    // COMMIT then Terminate (tokio-postgres sends it on drop), pipelined.
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("BEGIN; CREATE INDEX t_a ON t (c)")
+        .await
+        .unwrap();
+    let commit = client.execute("COMMIT", &[]);
+    commit.await.unwrap();
+    drop(client);
+    eventually(&admin, &valid("t_a"), "true").await;
+    // A client that closes its socket right after a simple-protocol COMMIT.
+    let mut raw = common::raw::Raw::startup(p.addr, "postgres", &db).await.0;
+    raw.send(&common::raw::query("BEGIN; CREATE INDEX t_b ON t (c)"))
+        .await;
+    raw.read_until(b'Z').await;
+    raw.send(&common::raw::query("COMMIT")).await;
+    drop(raw);
+    eventually(&admin, &valid("t_b"), "true").await;
+    eventually(
+        &admin,
+        "SELECT string_agg(state, ',') FROM pgshift.deferred",
+        "done,done",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_savepoint_takes_its_deferral_with_it() {
+    let db = fresh_db("savepoint");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    for sql in [
+        "BEGIN",
+        "SAVEPOINT a",
+        "CREATE INDEX t_gone ON t (c)",
+        "ROLLBACK TO SAVEPOINT a",
+        "CREATE INDEX t_kept ON t (c)",
+        "COMMIT",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(index_valid(&admin, "t_kept").await, "true");
+    assert_eq!(index_valid(&admin, "t_gone").await, "missing");
+    assert_eq!(
+        one_value(&admin, "SELECT count(*) FROM pgshift.deferred").await,
+        "1"
+    );
+}
+
+/// The deferred build waits behind an open writer; meanwhile the client's next
+/// statement waits, and cancelling it answers 57014 within a second while the
+/// build goes on.
+#[tokio::test]
+async fn cancel_answers_a_statement_waiting_for_deferred_work() {
+    let db = fresh_db("holdcancel");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; INSERT INTO t VALUES (0)")
+        .await
+        .unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    let started = Instant::now();
+    client
+        .batch_execute("BEGIN; CREATE INDEX t_c ON t (c); COMMIT")
+        .await
+        .unwrap();
+    // The COMMIT is answered at once, not after the build.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let cancel = client.cancel_token();
+    let waiting = tokio::spawn(async move {
+        let r = client.simple_query("SELECT 42").await;
+        (r, client)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the statement waits for the deferred build"
+    );
+    let sent = Instant::now();
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (r, client) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered")
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    // The build was not cancelled: it still waits for the writer.
+    assert_eq!(
+        one_value(
+            &admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'"
+        )
+        .await,
+        "1"
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    // The next statement waits for the build, then runs.
+    let rows = client.simple_query("SELECT 7").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("7"))
+    );
+    assert_eq!(index_valid(&admin, "t_c").await, "true");
+    assert_eq!(
+        one_value(&admin, "SELECT state FROM pgshift.deferred").await,
+        "done"
+    );
+}
+
+/// A row whose session died (a proxy killed after the COMMIT) is marked
+/// interrupted by the next proxy and not run by anyone; malformed rows do not
+/// stop anything either.
+#[tokio::test]
+async fn rows_of_dead_sessions_are_marked_interrupted() {
+    let db = fresh_db("interrupted");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("BEGIN; CREATE INDEX t_c ON t (c); COMMIT")
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    // As a dead proxy would leave them: committed, never finished; and garbage.
+    admin
+        .batch_execute(
+            "SELECT pgshift.defer('CREATE INDEX t_late ON t (c)', 'create-index', \
+               '[{\"sql\": \"CREATE INDEX CONCURRENTLY t_late ON t (c)\", \"kind\": \"Sql\", \"lock\": \"ShareUpdateExclusive\", \"long\": true, \"placement\": \"OutsideTransaction\"}]', 'public', 'postgres');
+             INSERT INTO pgshift.deferred (username, search_path, statement, rule, steps) VALUES ('x', 'x', 'x', 'x', '{}')",
+        )
+        .await
+        .unwrap();
+    let pid = one_value(&admin, "SELECT pg_backend_pid()").await;
+    drop(admin);
+    let admin = connect(&direct(&db)).await;
+    eventually(
+        &admin,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        "0",
+    )
+    .await;
+    drop(client);
+    drop(p);
+    let later = proxy();
+    let client = connect(&later.conn_str(&db, "postgres")).await;
+    eventually(
+        &admin,
+        "SELECT string_agg(state, ',' ORDER BY id) FROM pgshift.deferred",
+        "done,interrupted,interrupted",
+    )
+    .await;
+    assert_eq!(index_valid(&admin, "t_late").await, "missing");
+    // Deferred work still runs in that database.
+    client
+        .batch_execute("BEGIN; CREATE INDEX t_d ON t (c); COMMIT")
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(index_valid(&admin, "t_d").await, "true");
+}
