@@ -38,16 +38,17 @@ async fn through(proxy: &Proxy, db: &str, user: &str) -> Client {
 /// A transaction-wrapped CREATE INDEX through `client`: its CONCURRENTLY build is
 /// deferred until the COMMIT. Waits until pgshift recorded it as done.
 async fn deferred_index(client: &Client, admin: &Client, table: &str, index: &str) {
+    let name = index.rsplit('.').next().unwrap();
     client
         .batch_execute(&format!(
-            "BEGIN; CREATE INDEX {index} ON {table} (c); COMMIT"
+            "BEGIN; CREATE INDEX {name} ON {table} (c); COMMIT"
         ))
         .await
         .unwrap();
     eventually(
         admin,
         &format!(
-            "SELECT state FROM pgshift.deferred WHERE statement LIKE '%{index}%' ORDER BY id DESC LIMIT 1"
+            "SELECT state FROM pgshift.deferred WHERE statement LIKE '%{name}%' ORDER BY id DESC LIMIT 1"
         ),
         "done",
     )
@@ -439,5 +440,54 @@ async fn objects_pgshift_did_not_make_are_refused() {
     assert!(
         message.contains("default 'x'::text on deferred.error"),
         "{message}"
+    );
+}
+
+/// The recommended setup (README): a service role with no superuser, no
+/// membership in application roles, CONNECT and CREATE on the database.
+#[tokio::test]
+async fn a_least_privilege_service_role_is_enough() {
+    let db = fresh_db("leastpriv");
+    let svc = format!("{db}_svc");
+    let app = format!("{db}_app");
+    let admin = connect(&direct(&db)).await;
+    role(&admin, &svc, "NOSUPERUSER NOCREATEDB NOCREATEROLE").await;
+    role(&admin, &app, "").await;
+    admin
+        .batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+             GRANT CONNECT, CREATE ON DATABASE {db} TO {svc};
+             GRANT CONNECT ON DATABASE {db} TO {app};
+             CREATE SCHEMA app AUTHORIZATION {app}"
+        ))
+        .await
+        .unwrap();
+    let service_user = svc.clone();
+    let p = Proxy::start_with(move |c| {
+        c.upstream.service_user = service_user;
+        c.ddl.lock_timeout_ms = 200;
+    });
+    let client = through(&p, &db, &app).await;
+    client
+        .batch_execute("SET search_path = app; CREATE TABLE t (c int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    deferred_index(&client, &admin, "app.t", "app.t_c").await;
+    client
+        .batch_execute("ALTER TABLE t ADD CONSTRAINT t_pos CHECK (c > 0)")
+        .await
+        .unwrap();
+    eventually(&admin, "SELECT count(*) FROM pgshift.ddl_journal", "3").await;
+    assert_eq!(
+        one_value(
+            &admin,
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgshift'"
+        )
+        .await,
+        svc
+    );
+    assert_eq!(
+        one_value(&admin, "SELECT username FROM pgshift.deferred").await,
+        app
     );
 }
