@@ -24,8 +24,12 @@ pub struct Workers {
     next: usize,
 }
 
+/// Sessions waiting to be picked up by a thread; it takes each at once, so the
+/// queue only fills if the thread is stuck.
+const LANE_QUEUE: usize = 1024;
+
 struct Lane {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     live: Arc<AtomicUsize>,
 }
 
@@ -68,9 +72,17 @@ impl Workers {
                 drop(guard);
             })
         });
-        if let Err(mpsc::error::SendError(job)) = lane.jobs.send(job) {
-            // Only a bug could stop a session thread; serve here rather than drop.
-            tracing::error!("a session thread has stopped; serving on the accepting thread");
+        if let Err(e) = lane.jobs.try_send(job) {
+            // Only a bug could stop or stall a session thread; serve here rather
+            // than drop the client.
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
+            };
+            tracing::error!(
+                "a session thread is not taking sessions; serving on the accepting thread"
+            );
             tokio::spawn(job());
         }
     }
@@ -97,7 +109,7 @@ impl Workers {
 
 impl Lane {
     fn start(n: usize) -> std::io::Result<Lane> {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (jobs, mut rx) = mpsc::channel::<Job>(LANE_QUEUE);
         let (built, started) = std::sync::mpsc::channel();
         // The runtime is built on its own thread: dropping one inside the caller's
         // runtime (if the thread could not start) would panic.

@@ -162,6 +162,17 @@ where
         self.writing_client
     }
 
+    /// Runs `work` unless the client cancels first (then None, and `work` is dropped).
+    pub async fn unless_cancelled<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        match self.cancel {
+            None => Some(work.await),
+            Some((c, seen)) => tokio::select! {
+                r = work => Some(r),
+                _ = c.after(seen) => None,
+            },
+        }
+    }
+
     /// True when a write to the client failed.
     pub fn client_gone(&self) -> bool {
         self.client_gone

@@ -304,9 +304,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let book = cx.engine.books.get(cx.database);
-    book.ensure(cx.settings, cx.engine.books.runtime())
+    let ready = io
+        .unless_cancelled(book.ensure(cx.settings, cx.engine.books.runtime()))
         .await
-        .map_err(|e| Failure::Ours(PgError::error("58000", e.to_string()).with_hint(e.hint())))?;
+        .ok_or_else(|| Failure::Ours(steps::canceled()))?;
+    ready.map_err(|e| Failure::Ours(PgError::error("58000", e.to_string()).with_hint(e.hint())))?;
     let steps = serde_json::to_string(rest).unwrap_or_default();
     let call = format!(
         "SELECT s.search_path, s.role, pgshift.defer({}, {}, {}::jsonb, s.search_path, s.role)::text \
