@@ -220,7 +220,9 @@ where
     /// Makes sure `rbuf` holds at least `n` bytes.
     async fn fill(&mut self, n: usize) -> io::Result<()> {
         while self.rbuf.len() < n {
-            self.rbuf.reserve((n - self.rbuf.len()).min(STREAM_ABOVE));
+            // At least a socket buffer's worth: a large frame is read in pieces.
+            self.rbuf
+                .reserve((n - self.rbuf.len()).clamp(16 * 1024, STREAM_ABOVE));
             if self.server.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
