@@ -253,23 +253,14 @@ pub(super) fn cancel_error() -> ServerError {
 /// An index lives in its table's schema, so it is found by its own name among the
 /// table's indexes, not through search_path (which may name another schema first).
 async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io::Result<()> {
-    let find = if table.is_empty() {
-        // A step deferred by an older proxy, which did not record the table.
-        format!(
-            "SELECT x.indexrelid::regclass::text FROM pg_catalog.pg_index x \
-             WHERE x.indexrelid = pg_catalog.to_regclass({}) AND NOT x.indisvalid",
-            literal(index)
-        )
-    } else {
-        format!(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index x \
-             JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE x.indrelid = pg_catalog.to_regclass({}) AND NOT x.indisvalid \
-             AND c.relname = (SELECT p[pg_catalog.cardinality(p)] FROM pg_catalog.parse_ident({}) p)",
-            literal(table),
-            literal(index)
-        )
-    };
+    let find = format!(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index x \
+         JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE x.indrelid = pg_catalog.to_regclass({}) AND NOT x.indisvalid \
+         AND c.relname = (SELECT p[pg_catalog.cardinality(p)] FROM pg_catalog.parse_ident({}) p)",
+        literal(table),
+        literal(index)
+    );
     let found = conn.query(&find).await?;
     if let Some(row) = found.rows.first() {
         let leftover = cell(row, 0);

@@ -72,13 +72,8 @@ pub enum StepKind {
     /// `CREATE [UNIQUE] INDEX CONCURRENTLY`: a failure can leave `index` (quoted,
     /// qualified as the statement qualified `table`) INVALID; the executor drops it
     /// concurrently before retrying, but only an index of `table`: an unqualified
-    /// name may resolve elsewhere through search_path. Rows deferred by a proxy
-    /// from before `table` existed have it empty.
-    ConcurrentIndex {
-        index: String,
-        #[serde(default)]
-        table: String,
-    },
+    /// name may resolve elsewhere through search_path.
+    ConcurrentIndex { index: String, table: String },
     /// Batched backfill of existing rows of `table`, one transaction per batch.
     /// `by_pages` is the UPDATE of the rows in a range of heap pages (bind
     /// parameters `$1` and `$2`, tids); the executor walks the table's pages with it,
