@@ -9,7 +9,7 @@
 use super::pump::{Direction, PumpEnd};
 use super::Established;
 use crate::engine::conn::InBand;
-use crate::engine::{self, CancelSignal, SessionCx};
+use crate::engine::{self, CancelSignal};
 use crate::server::{Settings, Shared};
 use crate::wire::backend;
 use crate::wire::frame::header;
@@ -31,14 +31,7 @@ pub(super) async fn run_deferred(
     settings: &Settings,
 ) -> Result<(), PumpEnd> {
     let pending = s.pending.take();
-    let info = &s.registered.info;
-    let cx = SessionCx {
-        settings,
-        engine: &shared.engine,
-        database: &info.database,
-        user: &info.user,
-        session_id: info.id,
-    };
+    let cx = super::session_cx(&s.registered.info, shared, settings);
     // Notifications that arrive meanwhile reach the client after the work.
     let mut later: Vec<u8> = Vec::new();
     let unread = s.down.take_unforwarded();
@@ -198,26 +191,9 @@ pub(super) async fn finish_after_client_left(
         // Mid-transaction: the server rolls it back when the connection closes.
         return;
     }
-    let pending = s.pending.take();
-    let info = &s.registered.info;
-    let cx = SessionCx {
-        settings,
-        engine: &shared.engine,
-        database: &info.database,
-        user: &info.user,
-        session_id: info.id,
-    };
-    let unread = s.down.take_unforwarded();
-    let mut nobody: Vec<u8> = Vec::new();
-    let mut io = InBand::new(&mut nobody, &mut s.server, unread, b'I', None);
-    let mut watch = shared.terminate.watch();
-    tokio::select! {
-        r = engine::deferred::run_committed(&mut io, &cx, pending) => {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "deferred work after the client left failed");
-            }
-        }
-        _ = watch.fired() => {}
+    // The client's side reads EOF at once: nobody waits, the work still runs.
+    if let Err(end) = run_deferred(s, shared, settings).await {
+        tracing::warn!(end = ?end, "deferred work after the client left did not finish");
     }
 }
 

@@ -8,7 +8,7 @@ use super::pump::{Direction, PumpEnd};
 use super::terminate::Terminate;
 use super::Established;
 use crate::engine::conn::InBand;
-use crate::engine::{self, Batch, Outcome, SessionCx};
+use crate::engine::{self, Batch, Outcome};
 use crate::server::{Settings, Shared};
 use crate::wire::frame::HEADER_LEN;
 use std::task::Poll;
@@ -90,13 +90,7 @@ async fn turn(
     let unread = s.down.take_unforwarded();
     let status = s.down.scanner.tx_status;
     let info = &s.registered.info;
-    let cx = SessionCx {
-        settings,
-        engine: &shared.engine,
-        database: &info.database,
-        user: &info.user,
-        session_id: info.id,
-    };
+    let cx = super::session_cx(info, shared, settings);
     let mut io = InBand::new(
         &mut s.client,
         &mut s.server,

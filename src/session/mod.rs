@@ -335,5 +335,20 @@ async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats
     let _ = tokio::time::timeout(FINISH_WAIT, goodbye).await;
 }
 
+/// What the DDL engine needs to know about a session.
+fn session_cx<'a>(
+    info: &'a info::SessionInfo,
+    shared: &'a Shared,
+    settings: &'a Settings,
+) -> crate::engine::SessionCx<'a> {
+    crate::engine::SessionCx {
+        settings,
+        engine: &shared.engine,
+        database: &info.database,
+        user: &info.user,
+        session_id: info.id,
+    }
+}
+
 /// How long the last words to a closing client may take.
 pub(super) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
