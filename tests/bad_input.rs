@@ -333,7 +333,8 @@ async fn shutdown_does_not_wait_for_a_client_still_opening() {
     wait_until(
         "the silent client is accepted",
         Duration::from_secs(5),
-        || proxy.handle.stats().connections_active == 1,
+        // Accepted, not yet a client: it has not sent its startup packet.
+        || proxy.handle.stats().connections_total == 1,
     )
     .await;
     let started = Instant::now();

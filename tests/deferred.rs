@@ -223,3 +223,124 @@ async fn rows_of_dead_sessions_are_marked_interrupted() {
     client.simple_query("SELECT 1").await.unwrap();
     assert_eq!(index_valid(&admin, "t_d").await, "true");
 }
+
+/// Endings that leave deferred work no moment to run between two transactions
+/// are refused, and the transaction fails as with any error.
+#[tokio::test]
+async fn prepare_transaction_and_commit_and_chain_are_refused_with_deferred_work() {
+    let db = fresh_db("twophase");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    for ending in ["PREPARE TRANSACTION 'pgshift_t'", "COMMIT AND CHAIN"] {
+        client
+            .batch_execute("BEGIN; CREATE INDEX t_c ON t (c)")
+            .await
+            .unwrap();
+        let e = client.batch_execute(ending).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{ending}: {e:?}");
+        let hint = e
+            .as_db_error()
+            .unwrap()
+            .hint()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!hint.is_empty(), "{ending}");
+        // The transaction failed; ROLLBACK ends it and nothing is left behind.
+        let next = client.batch_execute("SELECT 1").await.unwrap_err();
+        assert_eq!(sqlstate(&next).as_deref(), Some("25P02"));
+        client.batch_execute("ROLLBACK").await.unwrap();
+        client.simple_query("SELECT 1").await.unwrap();
+        assert_eq!(index_valid(&admin, "t_c").await, "missing");
+    }
+    // Without deferred work both pass through as usual.
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1); COMMIT AND CHAIN")
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+/// The settings the statement ran under are the deferred steps' too: here a
+/// read-write transaction in a session whose default is read-only.
+#[tokio::test]
+async fn deferred_steps_run_under_the_statements_settings() {
+    let db = fresh_db("replay");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute(
+            "SET default_transaction_read_only = on; BEGIN READ WRITE; \
+             SET LOCAL maintenance_work_mem = '77MB'; CREATE INDEX t_c ON t (c); COMMIT",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .simple_query("SELECT current_setting('default_transaction_read_only'), current_setting('maintenance_work_mem')")
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+        panic!("{rows:?}")
+    };
+    // The session's own settings are back.
+    assert_eq!((r.get(0), r.get(1)), (Some("on"), Some("64MB")));
+    assert_eq!(index_valid(&admin, "t_c").await, "true");
+    assert_eq!(
+        one_value(&admin, "SELECT state FROM pgshift.deferred").await,
+        "done"
+    );
+}
+
+/// Notifications that arrive while the deferred build runs reach the client
+/// whole and in order.
+#[tokio::test]
+async fn notifications_during_deferred_work_arrive_intact() {
+    use futures_util::StreamExt;
+    let db = fresh_db("notify");
+    let admin = connect(&direct(&db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; INSERT INTO t VALUES (0)")
+        .await
+        .unwrap();
+    let p = proxy();
+    let (client, mut connection) =
+        tokio_postgres::connect(&p.conn_str(&db, "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN ch; BEGIN; CREATE INDEX t_c ON t (c); COMMIT")
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_notify('ch', g::text || repeat('y', 500)) FROM generate_series(1, 3000) g",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        got.push(n);
+    }
+    assert_eq!(got.len(), 3000);
+    for (i, n) in got.iter().enumerate() {
+        assert_eq!(n, &format!("{}{}", i + 1, "y".repeat(500)));
+    }
+    assert_eq!(index_valid(&admin, "t_c").await, "true");
+}

@@ -118,12 +118,23 @@ async fn forged_deferred_rows_run_nowhere() {
             "INSERT".to_string(),
             insert.err().and_then(|e| sqlstate(&e)),
         ));
-        // The function records whatever it is given, as data.
+        // The function records whatever it is given, as data, for a role the
+        // caller may use; claiming another role records nothing.
         let _ = m
             .batch_execute(&format!(
-                "SELECT pgshift.defer('x', 'create-index', '{steps}', 'public', 'postgres')"
+                "SELECT pgshift.defer('x', 'create-index', '{steps}', 'public', '{mallory}')"
             ))
             .await;
+        let claimed = m
+            .simple_query(&format!(
+                "SELECT pgshift.defer('x', 'create-index', '{steps}', 'public', 'postgres') IS NULL"
+            ))
+            .await;
+        let nothing = matches!(claimed.as_deref(), Ok([_, tokio_postgres::SimpleQueryMessage::Row(r), ..]) if r.get(0) == Some("t"));
+        refused.push((
+            "defer as postgres".to_string(),
+            nothing.then(|| "42501".to_string()),
+        ));
     }
     for sql in [
         "UPDATE pgshift.deferred SET state = 'pending'",
@@ -436,7 +447,11 @@ async fn objects_pgshift_did_not_make_are_refused() {
         .batch_execute(
             "CREATE FUNCTION public.noisy() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN RAISE NOTICE 'ran'; RETURN NEW; END$f$;
              CREATE TRIGGER noisy BEFORE INSERT ON pgshift.ddl_journal FOR EACH ROW EXECUTE FUNCTION public.noisy();
-             ALTER TABLE pgshift.deferred ALTER COLUMN error SET DEFAULT 'x'",
+             ALTER TABLE pgshift.deferred ALTER COLUMN error SET DEFAULT 'x';
+             CREATE TABLE public.kid () INHERITS (pgshift.deferred);
+             CREATE EXTENSION citext SCHEMA pgshift;
+             ALTER TABLE pgshift.ddl_journal DROP CONSTRAINT ddl_journal_pkey;
+             CREATE UNIQUE INDEX ddl_journal_pkey ON pgshift.ddl_journal ((id + 0));",
         )
         .await
         .unwrap();
@@ -452,7 +467,15 @@ async fn objects_pgshift_did_not_make_are_refused() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert_eq!(sqlstate(&e).as_deref(), Some("58000"), "{e:?}");
-    assert!(message.contains("trigger noisy"), "{message}");
+    for planted in [
+        "trigger noisy",
+        "kid inherits from pgshift.deferred",
+        "extension citext",
+        "constraint ddl_journal_pkey is missing",
+        "index CREATE UNIQUE INDEX ddl_journal_pkey ON pgshift.ddl_journal USING btree (((id + 0)))",
+    ] {
+        assert!(message.contains(planted), "{planted}: {message}");
+    }
     assert!(
         message.contains("default 'x'::text on deferred.error"),
         "{message}"

@@ -92,9 +92,6 @@ pub struct Upstream {
     pub service_user: String,
     /// Its password; `PGSHIFT_SERVICE_PASSWORD` in the environment wins.
     pub service_password: String,
-    /// Role that must own schema `pgshift` and everything in it; empty: the
-    /// service user. Anything else there is refused.
-    pub service_schema_owner: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,7 +133,6 @@ impl Default for Upstream {
             tls_server_name: String::new(),
             service_user: "postgres".into(),
             service_password: String::new(),
-            service_schema_owner: String::new(),
         }
     }
 }
@@ -251,14 +247,6 @@ impl Config {
     pub fn service_password(&self) -> String {
         std::env::var("PGSHIFT_SERVICE_PASSWORD")
             .unwrap_or_else(|_| self.upstream.service_password.clone())
-    }
-
-    /// The role that must own schema `pgshift`.
-    pub fn schema_owner(&self) -> String {
-        match self.upstream.service_schema_owner.as_str() {
-            "" => self.upstream.service_user.clone(),
-            owner => owner.to_string(),
-        }
     }
 
     /// The files a reload re-reads.

@@ -33,6 +33,20 @@ pub fn complete_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// True when the whole messages at the start of `buf` end with a Flush and hold
+/// no Sync: the client waits for answers before it sends the rest.
+pub fn flushed(buf: &[u8]) -> bool {
+    let (mut pos, mut last) = (0, 0);
+    while let Ok(Some((tag, total))) = header(&buf[pos..], usize::MAX) {
+        if buf.len() - pos < total || tag == b'S' {
+            break;
+        }
+        pos += total;
+        last = tag;
+    }
+    last == b'H'
+}
+
 /// Reads a NUL-terminated string off the front of `b`.
 fn cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
     let end = b.iter().position(|&c| c == 0)?;
@@ -132,6 +146,14 @@ mod tests {
             &batch(&[msg(b'1', b""), msg(b'2', b""), msg(b'n', b"")])[..]
         );
         assert!(complete_len(&bytes[..bytes.len() - 1]).is_none());
+        assert!(!flushed(&bytes));
+        let flushed_batch = batch(&[
+            msg(b'P', b"\0SELECT 1\0\0\0"),
+            msg(b'D', b"S\0"),
+            msg(b'H', b""),
+        ]);
+        assert!(flushed(&flushed_batch));
+        assert!(!flushed(&flushed_batch[..flushed_batch.len() - 1]));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub enum RowState {
 impl RowState {
     fn name(self) -> &'static str {
         match self {
-            RowState::Running => "running",
+            RowState::Running => "working",
             RowState::Done => "done",
             RowState::Failed => "failed",
         }
@@ -147,12 +147,14 @@ impl Book {
                 Some(c) => c,
                 None => Arc::new(service::connect(settings, &self.database, rt).await?),
             };
-            let owner = settings.config.schema_owner();
+            // Only the service role itself may own what it writes to: any other
+            // owner could change the code that runs when it writes.
+            let owner = &settings.config.upstream.service_user;
             let has_schema = if create {
-                schema::ensure(&client, &owner, &self.database).await?;
+                schema::ensure(&client, owner, &self.database).await?;
                 true
             } else {
-                schema::present(&client, &owner, &self.database).await?
+                schema::present(&client, owner, &self.database).await?
             };
             Ok::<_, ServiceError>((client, has_schema))
         }
@@ -302,7 +304,7 @@ impl Book {
                 false,
                 "WITH gone AS (UPDATE pgshift.deferred d SET state = 'interrupted', \
                  error = 'the session running it ended before it finished', updated = pg_catalog.now() \
-                 WHERE d.state IN ('pending', 'running') AND NOT EXISTS ( \
+                 WHERE d.state IN ('recorded', 'working') AND NOT EXISTS ( \
                    SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = d.backend_pid \
                    AND (d.backend_start IS NULL OR a.backend_start IS NULL OR a.backend_start = d.backend_start)) \
                  RETURNING 1) SELECT pg_catalog.count(*) FROM gone",
@@ -312,6 +314,22 @@ impl Book {
         Ok(rows
             .and_then(|r| r.first().map(|r| r.get::<_, i64>(0)))
             .unwrap_or(0) as u64)
+    }
+
+    /// Checks the schema again (something may have been added since it was
+    /// checked; only a superuser could, but pgshift does not write on trust).
+    pub async fn recheck(&self, settings: &Settings) {
+        let mut state = self.state.lock().await;
+        let State::Ready { client, .. } = &*state else {
+            return;
+        };
+        let owner = &settings.config.upstream.service_user;
+        if let Err(error) = schema::verify(client, owner, &self.database).await {
+            *state = State::Failed {
+                error,
+                at: Instant::now(),
+            };
+        }
     }
 
     /// True when the book has a connection to a checked schema (periodic scans

@@ -41,6 +41,11 @@ impl CancelSignal {
         }
     }
 
+    /// True while the backend runs pgshift's own work.
+    pub fn own_work(&self) -> bool {
+        self.own_work.load(SeqCst)
+    }
+
     /// While set, requests are held for the session instead of forwarded.
     pub fn set_own_work(&self, on: bool) {
         self.own_work.store(on, SeqCst);

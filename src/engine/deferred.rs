@@ -28,6 +28,20 @@ pub const MAX_PENDING_BYTES: usize = 16 << 20;
 /// How often databases are scanned for rows whose session died.
 pub const SCAN_EVERY: Duration = Duration::from_secs(30);
 
+/// Settings that decide what a deferred step does, taken when the statement ran
+/// and put back around its steps: (the setting to set, what to read for it).
+pub const REPLAYED: &[(&str, &str)] = &[
+    ("search_path", "search_path"),
+    ("default_tablespace", "default_tablespace"),
+    ("maintenance_work_mem", "maintenance_work_mem"),
+    (
+        "max_parallel_maintenance_workers",
+        "max_parallel_maintenance_workers",
+    ),
+    // The transaction could write: the steps' own transactions may too.
+    ("default_transaction_read_only", "transaction_read_only"),
+];
+
 /// One deferred statement, as this session will run it.
 #[derive(Debug, Clone)]
 pub struct Deferral {
@@ -36,9 +50,9 @@ pub struct Deferral {
     pub statement: String,
     pub rule: String,
     pub steps: Vec<Step>,
-    /// search_path and role when the statement ran: a SET LOCAL is over after
-    /// COMMIT, and the steps' names were written for these.
-    pub search_path: String,
+    /// The [`REPLAYED`] settings and the role when the statement ran: a SET LOCAL
+    /// is over after COMMIT, and the steps were written for these.
+    pub settings: Vec<String>,
     pub role: String,
     pub table: Option<String>,
 }
@@ -97,13 +111,26 @@ where
     let book = cx.engine.books.get(cx.database);
     let rt = cx.engine.books.runtime();
     let ids: Vec<i64> = pending.iter().map(|d| d.id).collect();
-    let committed = match book.committed(cx.settings, rt, &ids).await {
+    let mut committed = book.committed(cx.settings, rt, &ids).await;
+    if committed.is_err() {
+        // Once more, on a fresh connection if the last one broke.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        committed = book.committed(cx.settings, rt, &ids).await;
+    }
+    let committed = match committed {
         Ok(c) => c,
         Err(e) => {
             // Without the rows pgshift cannot tell COMMIT from ROLLBACK, and a
             // guess could build what the client rolled back.
             tracing::error!(target: "pgshift::ddl", session = cx.session_id, error = %e, ids = ?ids, "deferred work not run: its rows could not be read");
-            return Ok(());
+            let warning = PgError::warning(format!(
+                "pgshift did not run the work your transaction deferred: {e}"
+            ))
+            .with_hint(format!(
+                "See pgshift.deferred rows {ids:?}; if your transaction committed, run their steps outside a transaction block."
+            ));
+            io.send_client(&warning.to_bytes());
+            return io.flush_client().await;
         }
     };
     for d in pending {
@@ -113,7 +140,8 @@ where
             tracing::info!(target: "pgshift::ddl", session = cx.session_id, deferred = d.id, "deferred work dropped: its transaction rolled back");
         }
     }
-    Ok(())
+    // Notifications that came meanwhile.
+    io.flush_client().await
 }
 
 async fn run_one<C, S>(
@@ -138,23 +166,45 @@ where
         }
     };
     record(RowState::Running, 0, None).await;
+    // The session's settings now, to compare with the statement's and to restore.
+    let reads: Vec<String> = REPLAYED
+        .iter()
+        .map(|(name, _)| format!("pg_catalog.current_setting('{name}')"))
+        .collect();
     let saved = io
-        .query(
-            "SELECT pg_catalog.current_setting('search_path'), current_user::text, \
-             pg_catalog.current_setting('role'), pg_catalog.current_setting('lock_timeout'), \
-             pg_catalog.current_setting('statement_timeout')",
-        )
+        .query(&format!(
+            "SELECT {}, current_user::text, pg_catalog.current_setting('role'), \
+             pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout')",
+            reads.join(", ")
+        ))
         .await?;
+    let n = REPLAYED.len();
     let value = |i: usize| saved.cell(i);
     let mut enter = Vec::new();
-    if value(0) != d.search_path {
-        enter.push(format!(
-            "SELECT pg_catalog.set_config('search_path', {}, false)",
-            literal(&d.search_path)
-        ));
+    let mut restore = Vec::new();
+    for (i, (name, _)) in REPLAYED.iter().enumerate() {
+        let wanted = d.settings.get(i).cloned().unwrap_or_default();
+        if value(i) != wanted {
+            enter.push(format!(
+                "pg_catalog.set_config('{name}', {}, false)",
+                literal(&wanted)
+            ));
+            restore.push(format!(
+                "pg_catalog.set_config('{name}', {}, false)",
+                literal(&value(i))
+            ));
+        }
     }
-    if value(1) != d.role {
+    let mut enter = (!enter.is_empty())
+        .then(|| format!("SELECT {}", enter.join(", ")))
+        .into_iter()
+        .collect::<Vec<_>>();
+    if value(n) != d.role {
         enter.push(format!("SET ROLE {}", ident::quote(&d.role)));
+        restore.push(format!(
+            "pg_catalog.set_config('role', {}, false)",
+            literal(&value(n + 1))
+        ));
     }
     let mut outcome: Result<usize, String> = Ok(0);
     if !enter.is_empty() {
@@ -165,8 +215,8 @@ where
     }
     let step_cx = StepContext {
         ddl: &cx.settings.config.ddl,
-        saved_lock_timeout: value(3),
-        saved_statement_timeout: value(4),
+        saved_lock_timeout: value(n + 2),
+        saved_statement_timeout: value(n + 3),
         table: d.table.as_deref(),
     };
     let mut reports = Vec::new();
@@ -187,13 +237,8 @@ where
             outcome = Ok(i + 1);
         }
     }
-    if !enter.is_empty() {
-        let restore = format!(
-            "SELECT pg_catalog.set_config('search_path', {}, false), pg_catalog.set_config('role', {}, false)",
-            literal(&value(0)),
-            literal(&value(2))
-        );
-        io.query(&restore).await?;
+    if !restore.is_empty() {
+        io.query(&format!("SELECT {}", restore.join(", "))).await?;
     }
     let error = outcome.as_ref().err().cloned();
     match &outcome {
@@ -226,6 +271,7 @@ where
 /// COMMIT), bounded in time.
 pub async fn scan(book: &Book, settings: &crate::server::Settings, rt: &tokio::runtime::Handle) {
     let limit = Duration::from_secs(20);
+    let _ = tokio::time::timeout(limit, book.recheck(settings)).await;
     match tokio::time::timeout(limit, book.mark_interrupted(settings, rt)).await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => {

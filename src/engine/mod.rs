@@ -20,7 +20,7 @@ pub mod service;
 pub mod steps;
 mod type_change;
 
-pub use batch::{complete_len as batch_len, parse as parse_batch, Batch};
+pub use batch::{complete_len as batch_len, flushed, parse as parse_batch, Batch};
 pub use book::Books;
 pub use cancel::CancelSignal;
 pub use deferred::Pending;
@@ -115,6 +115,11 @@ impl Engine {
             let settings = background.settings();
             deferred::scan(&book, &settings, &background.rt).await;
         });
+    }
+
+    /// The settings now in force (they may have been reloaded since a session began).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.background.settings()
     }
 
     /// Stops the background tasks; waits for them at most `limit`.

@@ -22,11 +22,14 @@ const SCHEMA_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// The body of `pgshift.defer`, compared character by character when verifying.
 /// A client's session calls it inside its own transaction, so the row exists
 /// exactly when that transaction (and savepoint) commits. It only stores its
-/// arguments: nothing ever executes a row.
+/// arguments, size-limited, and only a role the caller may act as: nothing ever
+/// executes a row. (The state, `recorded`, is one no older pgshift runs.)
 pub const DEFER_BODY: &str = "
 INSERT INTO pgshift.deferred (username, role, search_path, statement, rule, steps, backend_pid, backend_start)
 SELECT session_user, $5, $4, $1, $2, $3, pg_catalog.pg_backend_pid(),
        (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
+WHERE pg_catalog.pg_has_role(session_user, $5, 'MEMBER')
+  AND pg_catalog.octet_length($1) + pg_catalog.octet_length($3::pg_catalog.text) <= 33554432
 RETURNING id
 ";
 
@@ -56,7 +59,7 @@ CREATE TABLE IF NOT EXISTS pgshift.deferred (
     statement text NOT NULL,
     rule text NOT NULL,
     steps jsonb NOT NULL,
-    state text NOT NULL DEFAULT 'pending',
+    state text NOT NULL DEFAULT 'recorded',
     next_step int NOT NULL DEFAULT 0,
     error text,
     updated timestamptz
@@ -66,14 +69,17 @@ DROP FUNCTION IF EXISTS pgshift.deferred_author();
 ALTER TABLE pgshift.deferred
     ALTER COLUMN username DROP DEFAULT,
     ALTER COLUMN search_path DROP DEFAULT,
+    ALTER COLUMN state SET DEFAULT 'recorded',
     ADD COLUMN IF NOT EXISTS role text,
     ADD COLUMN IF NOT EXISTS backend_pid int,
     ADD COLUMN IF NOT EXISTS backend_start timestamptz,
-    DROP CONSTRAINT IF EXISTS deferred_state_check,
-    ADD CONSTRAINT deferred_state_check
-        CHECK (state IN ('pending', 'running', 'done', 'failed', 'interrupted'));
--- Rows of version 1 were run by the service role; nothing runs them now.
-UPDATE pgshift.deferred SET state = 'interrupted' WHERE state IN ('pending', 'running') AND backend_pid IS NULL;
+    DROP CONSTRAINT IF EXISTS deferred_state_check;
+-- Version 1 ran rows in states pending and running on the service connection;
+-- nothing runs them now, and no row is ever in those states again.
+UPDATE pgshift.deferred SET state = 'interrupted' WHERE state NOT IN ('done', 'failed');
+ALTER TABLE pgshift.deferred ADD CONSTRAINT deferred_state_check
+    CHECK (state IN ('recorded', 'working', 'done', 'failed', 'interrupted'));
+CREATE INDEX IF NOT EXISTS deferred_open ON pgshift.deferred (id) WHERE state IN ('recorded', 'working');
 REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint
@@ -128,6 +134,12 @@ pub async fn ensure(client: &Client, owner: &str, database: &str) -> Result<(), 
         Found::Foreign(reason) => return Err(refused(database, reason)),
         Found::Missing | Found::Older => prepare(client, owner, database).await?,
     }
+    verify(client, owner, database).await
+}
+
+/// The check alone: anything in schema pgshift that pgshift did not make refuses
+/// the database.
+pub async fn verify(client: &Client, owner: &str, database: &str) -> Result<(), ServiceError> {
     let problems = problems(client, owner, database).await?;
     if problems.is_empty() {
         Ok(())
@@ -268,12 +280,13 @@ async fn problems(
 /// One row per problem. $1: the owner every object must have; $2: DEFER_BODY.
 /// Only the objects pgshift uses can run code when it writes (its two tables, their
 /// sequences and indexes, and `pgshift.defer`); objects of other owners anywhere in
-/// the schema are refused too, since pgshift never created them.
+/// the schema, tables inheriting from pgshift's and extensions living there are
+/// refused too, since pgshift never made them.
 const CHECK: &str = r#"
 WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgshift'),
 ours(relname, relkind) AS (VALUES
     ('ddl_journal', 'r'), ('ddl_journal_id_seq', 'S'), ('ddl_journal_pkey', 'i'),
-    ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i')),
+    ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i'), ('deferred_open', 'i')),
 tables AS (SELECT c.oid FROM pg_catalog.pg_class c, s
            WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred')),
 defaults(relname, attname, expr) AS (VALUES
@@ -282,12 +295,21 @@ defaults(relname, attname, expr) AS (VALUES
     ('ddl_journal', 'steps', '''[]''::jsonb'),
     ('deferred', 'id', 'nextval(''pgshift.deferred_id_seq''::regclass)'),
     ('deferred', 'created', 'now()'),
-    ('deferred', 'state', '''pending''::text'),
+    ('deferred', 'state', '''recorded''::text'),
     ('deferred', 'next_step', '0')),
 constraints(conname, def) AS (VALUES
     ('ddl_journal_pkey', 'PRIMARY KEY (id)'),
     ('deferred_pkey', 'PRIMARY KEY (id)'),
-    ('deferred_state_check', 'CHECK ((state = ANY (ARRAY[''pending''::text, ''running''::text, ''done''::text, ''failed''::text, ''interrupted''::text])))'))
+    ('deferred_state_check', 'CHECK ((state = ANY (ARRAY[''recorded''::text, ''working''::text, ''done''::text, ''failed''::text, ''interrupted''::text])))')),
+indexes(relname, def) AS (VALUES
+    ('ddl_journal_pkey', 'CREATE UNIQUE INDEX ddl_journal_pkey ON pgshift.ddl_journal USING btree (id)'),
+    ('deferred_pkey', 'CREATE UNIQUE INDEX deferred_pkey ON pgshift.deferred USING btree (id)'),
+    ('deferred_open', 'CREATE INDEX deferred_open ON pgshift.deferred USING btree (id) WHERE (state = ANY (ARRAY[''recorded''::text, ''working''::text]))')),
+found_constraints AS (SELECT k.conname::text AS conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
+    FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid),
+found_indexes AS (SELECT c.relname::text AS relname, pg_catalog.pg_get_indexdef(x.indexrelid) AS def
+    FROM pg_catalog.pg_index x JOIN tables ON x.indrelid = tables.oid
+    JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid)
 SELECT pg_catalog.format('%s %s belongs to %s', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'v' THEN 'view' ELSE 'relation' END, c.relname, r.rolname)
   FROM pg_catalog.pg_class c JOIN s ON c.relnamespace = s.oid JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
  WHERE r.rolname <> $1
@@ -304,6 +326,9 @@ SELECT pg_catalog.format('type %s belongs to %s', t.typname, r.rolname)
   FROM pg_catalog.pg_type t JOIN s ON t.typnamespace = s.oid JOIN pg_catalog.pg_roles r ON r.oid = t.typowner
  WHERE r.rolname <> $1
 UNION ALL
+SELECT pg_catalog.format('extension %s lives in schema pgshift', e.extname)
+  FROM pg_catalog.pg_extension e JOIN s ON e.extnamespace = s.oid
+UNION ALL
 SELECT pg_catalog.format('function %s is not the one pgshift made', p.oid::pg_catalog.regprocedure)
   FROM pg_catalog.pg_proc p JOIN s ON p.pronamespace = s.oid
  WHERE p.proname = 'defer' AND (NOT p.prosecdef OR p.prosrc <> $2
@@ -315,6 +340,10 @@ SELECT 'function pgshift.defer is missing'
 UNION ALL
 SELECT pg_catalog.format('table %s is missing', o.relname) FROM ours o
  WHERE o.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN s ON c.relnamespace = s.oid WHERE c.relname = o.relname)
+UNION ALL
+SELECT pg_catalog.format('%s inherits from %s', i.inhrelid::pg_catalog.regclass, i.inhparent::pg_catalog.regclass)
+  FROM pg_catalog.pg_inherits i
+ WHERE i.inhparent IN (SELECT oid FROM tables) OR i.inhrelid IN (SELECT oid FROM tables)
 UNION ALL
 SELECT pg_catalog.format('trigger %s on %s', t.tgname, t.tgrelid::pg_catalog.regclass)
   FROM pg_catalog.pg_trigger t JOIN tables ON t.tgrelid = tables.oid
@@ -335,19 +364,23 @@ SELECT pg_catalog.format('default %s on %s.%s', pg_catalog.pg_get_expr(d.adbin, 
   JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
  WHERE (c.relname::text, a.attname::text, pg_catalog.pg_get_expr(d.adbin, d.adrelid)) NOT IN (SELECT * FROM defaults)
 UNION ALL
-SELECT pg_catalog.format('constraint %s on %s: %s', k.conname, k.conrelid::pg_catalog.regclass, pg_catalog.pg_get_constraintdef(k.oid))
-  FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid
- WHERE (k.conname::text, pg_catalog.pg_get_constraintdef(k.oid)) NOT IN (SELECT * FROM constraints)
+SELECT pg_catalog.format('constraint %s: %s', f.conname, f.def)
+  FROM found_constraints f WHERE (f.conname, f.def) NOT IN (SELECT * FROM constraints)
 UNION ALL
-SELECT pg_catalog.format('index %s on %s', x.indexrelid::pg_catalog.regclass, x.indrelid::pg_catalog.regclass)
-  FROM pg_catalog.pg_index x JOIN tables ON x.indrelid = tables.oid
-  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
- WHERE c.relname NOT IN ('ddl_journal_pkey', 'deferred_pkey')
+SELECT pg_catalog.format('constraint %s is missing', k.conname)
+  FROM constraints k WHERE (k.conname, k.def) NOT IN (SELECT * FROM found_constraints)
+UNION ALL
+SELECT pg_catalog.format('index %s', f.def)
+  FROM found_indexes f WHERE (f.relname, f.def) NOT IN (SELECT * FROM indexes)
+UNION ALL
+SELECT pg_catalog.format('index %s is missing', x.relname)
+  FROM indexes x WHERE (x.relname, x.def) NOT IN (SELECT * FROM found_indexes)
 UNION ALL
 SELECT pg_catalog.format('column %s.%s has type %s', c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
   FROM pg_catalog.pg_attribute a JOIN tables ON a.attrelid = tables.oid
   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE a.attnum > 0 AND NOT a.attisdropped
-   AND t.typnamespace <> (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog')
+   AND (t.typnamespace <> (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog')
+        OR a.attcollation NOT IN (0, 100))
 "#;

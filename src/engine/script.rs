@@ -4,12 +4,12 @@
 //! it in one implicit transaction.
 
 use super::conn::{Conn, InBand, Relay};
-use super::deferred::{Deferral, Pending};
+use super::deferred::{Deferral, Pending, REPLAYED};
 use super::reply::{in_transaction_refusal, notice, rejection, send_failure};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
 use crate::config::InTransaction;
-use crate::sql::analysis::{analyze_cached, Statement};
+use crate::sql::analysis::{analyze_cached, Statement, TxControl};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
 use crate::wire::backend::{self, PgError};
@@ -86,18 +86,24 @@ where
         tracing::warn!(target: "pgshift::ddl", session = cx.session_id, "a Query with COPY and possible DDL was forwarded unchanged");
         return Ok(Outcome::Forward);
     }
-    let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
-    if actions.iter().all(|a| matches!(a, Action::Pass)) {
-        // A transaction that deferred work is ending: run it in-band, so the
-        // session sees the outcome and runs the work before anything else.
-        if !pending.is_empty()
-            && prefix.is_empty()
-            && analysis.statements.iter().all(|s| s.tx.is_some())
+    if !pending.is_empty() {
+        if let Some(refusal) = analysis
+            .statements
+            .iter()
+            .find_map(|s| ending_refused(s.tx))
         {
-            io.relay = Relay::All;
-            io.query(sql).await?;
+            // Deferred work runs on this session between this transaction and the
+            // next; these endings leave no such moment.
+            io.send_client(prefix);
+            if io.status == b'T' {
+                fail_transaction(io).await?;
+            }
+            send_failure(io, &Failure::Ours(refusal));
             return finish_turn(io).await;
         }
+    }
+    let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
+    if actions.iter().all(|a| matches!(a, Action::Pass)) {
         return Ok(Outcome::Forward);
     }
     let ddl = &cx.settings.config.ddl;
@@ -106,13 +112,19 @@ where
         return Ok(Outcome::Forward);
     }
     let prelude = io
-        .query("SELECT pg_catalog.current_setting('pgshift.bypass', true), pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('standard_conforming_strings')")
+        .query("SELECT pg_catalog.current_setting('pgshift.bypass', true), pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('standard_conforming_strings'), pg_catalog.current_setting('client_encoding')")
         .await?;
     let value = |i: usize| prelude.cell(i);
     if value(3) == "off" {
         // pg_query reads backslashes in '…' as the standard says; this session's
         // server would not, so statement boundaries could differ. Stay out of it.
         tracing::warn!(target: "pgshift::ddl", session = cx.session_id, "standard_conforming_strings is off: statement forwarded unchanged");
+        return Ok(Outcome::Forward);
+    }
+    if value(4) != "UTF8" {
+        // Names pgshift reads back (search_path, roles) and the text it sends would
+        // be in another encoding than the one it works in.
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, encoding = %value(4), "client_encoding is not UTF8: statement forwarded unchanged");
         return Ok(Outcome::Forward);
     }
     if matches!(value(0).as_str(), "on" | "true" | "1" | "yes") {
@@ -167,9 +179,7 @@ where
             Err(Failure::Io(e)) => return Err(e),
             Err(failure) => {
                 if !wrap && io.status == b'T' {
-                    // Our error must fail the client's transaction like a server error would.
-                    io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
-                        .await?;
+                    fail_transaction(io).await?;
                 }
                 send_failure(io, &failure);
                 failed = true;
@@ -186,6 +196,37 @@ where
         }
     }
     finish_turn(io).await
+}
+
+/// Our error must fail the client's transaction like a server error would.
+async fn fail_transaction<C, S>(io: &mut InBand<'_, C, S>) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
+        .await
+        .map(drop)
+}
+
+/// The refusal for a transaction ending that leaves deferred work no moment to
+/// run on this session.
+fn ending_refused(tx: Option<TxControl>) -> Option<PgError> {
+    let (what, hint) = match tx? {
+        TxControl::Prepare => (
+            "PREPARE TRANSACTION",
+            "Commit the transaction directly, or run its DDL outside the prepared transaction.",
+        ),
+        TxControl::CommitChain => ("COMMIT AND CHAIN", "Send COMMIT, then BEGIN."),
+        _ => return None,
+    };
+    Some(
+        PgError::error(
+            "0A000",
+            format!("pgshift cannot run {what} here: this transaction deferred work that must run on this session right after it commits"),
+        )
+        .with_hint(hint),
+    )
 }
 
 /// Ends the client's turn with ReadyForQuery. Deferred work whose transaction is
@@ -303,16 +344,27 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Made on the engine's own runtime: a cancel stops the wait, not the work,
+    // which must not be cut short in the middle of the schema's transaction.
     let book = cx.engine.books.get(cx.database);
+    let (settings, rt) = (cx.engine.settings(), cx.engine.books.runtime().clone());
+    let rt2 = rt.clone();
+    let ensure = rt.spawn(async move { book.ensure(&settings, &rt2).await });
     let ready = io
-        .unless_cancelled(book.ensure(cx.settings, cx.engine.books.runtime()))
+        .unless_cancelled(ensure)
         .await
-        .ok_or_else(|| Failure::Ours(steps::canceled()))?;
+        .ok_or_else(|| Failure::Ours(steps::canceled()))?
+        .map_err(|e| Failure::Io(std::io::Error::other(e)))?;
     ready.map_err(|e| Failure::Ours(PgError::error("58000", e.to_string()).with_hint(e.hint())))?;
     let steps = serde_json::to_string(rest).unwrap_or_default();
+    let reads: Vec<String> = REPLAYED
+        .iter()
+        .map(|(_, read)| format!("pg_catalog.current_setting('{read}')"))
+        .collect();
     let call = format!(
-        "SELECT s.search_path, s.role, pgshift.defer({}, {}, {}::jsonb, s.search_path, s.role)::text \
-         FROM (SELECT pg_catalog.current_setting('search_path') AS search_path, current_user::text AS role) s",
+        "SELECT {}, current_user::pg_catalog.text, pgshift.defer({}, {}, {}::pg_catalog.jsonb, \
+         pg_catalog.current_setting('search_path'), current_user::pg_catalog.text)::pg_catalog.text",
+        reads.join(", "),
         literal(&stmt.sql),
         literal(finding.rule),
         literal(&steps)
@@ -321,18 +373,20 @@ where
     if let Some(e) = reply.error {
         return Err(Failure::Server(e));
     }
-    let id = reply
-        .cell(2)
-        .parse::<i64>()
-        .map_err(|_| Failure::Ours(PgError::error("58000", "pgshift.defer returned no row id")))?;
+    let n = REPLAYED.len();
+    let id = reply.cell(n + 1).parse::<i64>().map_err(|_| {
+        Failure::Ours(PgError::error("58000", "pgshift.defer recorded no row").with_hint(
+            "The statement and its steps are limited to 32 MiB, and the session's current role must be one its login may use.",
+        ))
+    })?;
     pending
         .push(Deferral {
             id,
             statement: stmt.sql.clone(),
             rule: finding.rule.to_string(),
             steps: rest.to_vec(),
-            search_path: reply.cell(0),
-            role: reply.cell(1),
+            settings: (0..n).map(|i| reply.cell(i)).collect(),
+            role: reply.cell(n),
             table: finding.table.clone(),
         })
         .map_err(Failure::Ours)

@@ -17,7 +17,8 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Settings sent in the startup packet: a session default nobody in the database
 /// can override. `pg_temp` is listed last so a temporary table cannot shadow a name.
 const OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c statement_timeout=10000 \
-     -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000";
+     -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000 \
+     -c idle_session_timeout=0 -c default_transaction_read_only=off";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
@@ -43,7 +44,7 @@ impl ServiceError {
                 "pgshift needs its service connection to defer work: check upstream.service_user and PGSHIFT_SERVICE_PASSWORD."
             }
             ServiceError::Refused { .. } => {
-                "Schema pgshift must belong to pgshift's service role (or upstream.service_schema_owner) and hold only what pgshift created there. Drop or rename the foreign schema, or see the README's security model."
+                "Schema pgshift must belong to pgshift's service role and hold only what pgshift created there. Drop or rename the foreign schema, or see the README's security model."
             }
             ServiceError::Schema { .. } | ServiceError::Query { .. } => {
                 "pgshift could not write its bookkeeping in this database; the log says why. Run the statement outside a transaction block, or retry."

@@ -103,6 +103,8 @@ pub async fn forward(map: &CancelMap, pid: u32, secret: &[u8], timeout: Duration
     }
     let packet = cancel_request(target.backend_pid, &target.backend_secret);
     match upstream::connect_plain(&target.addr, timeout).await {
+        // Deferred work may have started while the connection was made.
+        Ok(_) if target.signal.own_work() => {}
         Ok(mut stream) => {
             if let Err(e) = stream.write_all(&packet).await {
                 warn!(error = %e, "sending cancel upstream failed");

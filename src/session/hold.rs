@@ -4,8 +4,10 @@
 //! backend (it would cancel pgshift's committed work, not the client's statement):
 //! the waiting statement is answered with 57014 instead, as Postgres answers a
 //! cancelled statement, and never runs. If the client goes away, the work still
-//! finishes on the backend before the session closes.
+//! finishes on the backend before the session closes. What the server sends the
+//! client meanwhile (notifications) reaches it through a bounded [`Outbox`].
 
+use super::outbox::{Outbox, Writer};
 use super::pump::{Direction, PumpEnd};
 use super::Established;
 use crate::engine::conn::InBand;
@@ -21,8 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 /// client's socket fills and it waits for real.
 const HOLD_BUFFER: usize = 1 << 20;
 
-/// Longest write of a 57014 answer to a client that does not read.
-const ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// Longest write to a client that does not read; then it counts as gone (it may
+/// be left mid-message, so the session ends after the work).
+const WRITE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs the session's deferred work (its transaction has ended, the server is idle).
 pub(super) async fn run_deferred(
@@ -32,10 +35,10 @@ pub(super) async fn run_deferred(
 ) -> Result<(), PumpEnd> {
     let pending = s.pending.take();
     let cx = super::session_cx(&s.registered.info, shared, settings);
-    // Notifications that arrive meanwhile reach the client after the work.
-    let mut later: Vec<u8> = Vec::new();
+    let outbox = Outbox::default();
+    let mut writer = Writer(&outbox);
     let unread = s.down.take_unforwarded();
-    let mut io = InBand::new(&mut later, &mut s.server, unread, b'I', None);
+    let mut io = InBand::new(&mut writer, &mut s.server, unread, b'I', None);
     s.signal.set_own_work(true);
     let mut waiting = Waiting::new(&s.signal, s.up.scanner.held);
     let mut watch = shared.terminate.watch();
@@ -46,6 +49,7 @@ pub(super) async fn run_deferred(
             tokio::select! {
                 r = &mut work => break Some(r),
                 _ = watch.fired() => break None,
+                _ = outbox.filled() => waiting.pass_on(outbox.take_frames(), &mut s.client).await,
                 event = waiting.next(&mut s.client, &mut s.up) => {
                     waiting.handle(event, &mut s.client, &mut s.up).await;
                 }
@@ -59,10 +63,11 @@ pub(super) async fn run_deferred(
         None => return Err(PumpEnd::Terminated),
         Some(r) => r.map_err(PumpEnd::ServerIo)?,
     }
+    waiting.pass_on(outbox.take_frames(), &mut s.client).await;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     s.down.scanner.tx_status = status;
-    if !later.is_empty() && !waiting.client_gone {
-        let _ = tokio::time::timeout(ANSWER_WAIT, s.client.write_all(&later)).await;
+    if waiting.client_gone {
+        return Err(PumpEnd::ClientClosed);
     }
     Ok(())
 }
@@ -73,7 +78,7 @@ struct Waiting<'a> {
     seen: u64,
     /// Cancel requests that arrived while a statement of the client's waited.
     cancels: usize,
-    /// Read no more: the client closed, or its buffer is full.
+    /// The client closed, or a write to it failed: read and write no more.
     client_gone: bool,
     /// Bytes already buffered when the wait began (the held message).
     start: usize,
@@ -105,6 +110,22 @@ impl<'a> Waiting<'a> {
         }
     }
 
+    /// Writes whole frames to the client; a client that does not take them within
+    /// [`WRITE_WAIT`] is gone (frames for it are dropped).
+    async fn pass_on<C: AsyncWrite + Unpin>(&mut self, frames: BytesMut, client: &mut C) {
+        if frames.is_empty() || self.client_gone {
+            return;
+        }
+        let written = tokio::time::timeout(WRITE_WAIT, async {
+            client.write_all(&frames).await?;
+            client.flush().await
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            self.client_gone = true;
+        }
+    }
+
     async fn handle<C: AsyncWrite + Unpin>(
         &mut self,
         event: Event,
@@ -116,9 +137,9 @@ impl<'a> Waiting<'a> {
             Event::Read(Ok(_)) => {}
             Event::Cancel => {
                 self.seen = self.signal.count();
-                // A cancel with no statement waiting finds nothing to cancel,
-                // as on an idle backend.
-                if !up.pending().is_empty() {
+                // A cancel with no statement waiting finds nothing to cancel, as
+                // on an idle backend.
+                if up.pending().first().is_some_and(|&t| opens_statement(t)) {
                     self.cancels += 1;
                 }
             }
@@ -130,11 +151,7 @@ impl<'a> Waiting<'a> {
             let mut out = BytesMut::new();
             crate::engine::steps::canceled().encode(&mut out);
             backend::ready_for_query(&mut out, b'I');
-            let written = tokio::time::timeout(ANSWER_WAIT, client.write_all(&out)).await;
-            if !matches!(written, Ok(Ok(()))) {
-                self.client_gone = true;
-                return;
-            }
+            self.pass_on(out, client).await;
             tracing::info!("cancel request answered a statement waiting for deferred work");
             up.drop_front(len);
             self.start = 0;
@@ -143,14 +160,19 @@ impl<'a> Waiting<'a> {
     }
 }
 
+/// Messages that start a statement a cancel can hit (not Sync, Flush, Terminate).
+fn opens_statement(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'F')
+}
+
 /// Length of the whole turn at the start of `buf` (a Query, a FunctionCall, or
-/// extended-protocol messages up to their Sync), if it is all there. None for a
-/// Terminate: that is not a statement to cancel.
+/// extended-protocol messages up to their Sync), if it is all there and holds a
+/// statement. None for a Terminate, a bare Sync or Flush: nothing to cancel.
 fn turn_len(buf: &[u8]) -> Option<usize> {
     let mut pos = 0;
     loop {
         let (tag, total) = header(&buf[pos..], usize::MAX).ok()??;
-        if buf.len() - pos < total {
+        if buf.len() - pos < total || (pos == 0 && !opens_statement(tag)) {
             return None;
         }
         pos += total;
@@ -192,8 +214,11 @@ pub(super) async fn finish_after_client_left(
         return;
     }
     // The client's side reads EOF at once: nobody waits, the work still runs.
-    if let Err(end) = run_deferred(s, shared, settings).await {
-        tracing::warn!(end = ?end, "deferred work after the client left did not finish");
+    match run_deferred(s, shared, settings).await {
+        Ok(()) | Err(PumpEnd::ClientClosed) => {}
+        Err(end) => {
+            tracing::warn!(end = ?end, "deferred work after the client left did not finish")
+        }
     }
 }
 
@@ -223,5 +248,10 @@ mod tests {
         assert_eq!(turn_len(&batch), Some(batch.len()));
         assert_eq!(turn_len(&batch[..batch.len() - 5]), None);
         assert_eq!(turn_len(&msg(b'X', b"")), None);
+        assert_eq!(
+            turn_len(&msg(b'S', b"")),
+            None,
+            "a bare Sync is not cancelled"
+        );
     }
 }

@@ -69,18 +69,23 @@ async fn turn(
         return Ok(());
     }
     // What the engine may answer: a simple Query, or a whole parameterless batch.
+    // A message held only so that deferred work could run first goes on as it
+    // came, but for a Query that may end the transaction in a way deferred work
+    // cannot follow (the engine refuses those).
     let held = s.up.scanner.held;
+    let hit = s.up.scanner.held_hit;
     let (sql, prefix, len) = match s.up.pending().first() {
-        Some(b'P') => match gather(s, settings).await? {
+        Some(b'P') if hit => match gather(s, settings).await? {
             Some(batch) => (Some(batch.sql), batch.prefix, batch.len),
             None => (None, Default::default(), held),
         },
         Some(b'Q') => {
             let body = &s.up.pending()[HEADER_LEN..held];
-            let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).ok();
+            let body = body.strip_suffix(&[0]).unwrap_or(body);
+            let look = hit || !s.pending.is_empty() && may_end_oddly(body);
+            let sql = look.then(|| std::str::from_utf8(body).ok()).flatten();
             (sql.map(str::to_string), Default::default(), held)
         }
-        // Held only so that deferred work could run first.
         _ => (None, Default::default(), held),
     };
     let Some(sql) = sql else {
@@ -136,6 +141,16 @@ async fn turn(
     Ok(())
 }
 
+/// True when `sql` may hold PREPARE TRANSACTION or COMMIT AND CHAIN (a cheap,
+/// generous test: the engine parses what it lets through).
+fn may_end_oddly(sql: &[u8]) -> bool {
+    let has = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"prepare") || has(b"chain")
+}
+
 /// Longest wait for the server to finish earlier work before a held statement.
 const QUIESCE_WAIT: Duration = Duration::from_secs(10);
 
@@ -151,7 +166,9 @@ async fn gather(s: &mut Established<'_>, settings: &Settings) -> Result<Option<B
         if let Some(len) = engine::batch_len(s.up.pending()) {
             return Ok(engine::parse_batch(s.up.pending(), len));
         }
-        if s.up.pending().len() > max {
+        // A client that flushed without a Sync waits for the answer first: the
+        // batch will not complete, and the engine cannot answer part of one.
+        if s.up.pending().len() > max || engine::flushed(s.up.pending()) {
             return Ok(None);
         }
         match tokio::time::timeout_at(deadline, s.up.read_more(&mut s.client)).await {

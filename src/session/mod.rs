@@ -9,6 +9,7 @@ pub mod info;
 mod intercept;
 mod io;
 mod opening;
+mod outbox;
 pub mod pump;
 pub mod terminate;
 

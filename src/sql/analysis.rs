@@ -14,7 +14,11 @@ pub enum TxControl {
     Begin,
     Commit,
     Rollback,
-    /// SAVEPOINT, RELEASE, ROLLBACK TO, PREPARE TRANSACTION and the like.
+    /// COMMIT AND CHAIN: commits, and a new transaction starts at once.
+    CommitChain,
+    /// PREPARE TRANSACTION: the transaction ends, to commit later elsewhere.
+    Prepare,
+    /// SAVEPOINT, RELEASE, ROLLBACK TO, COMMIT PREPARED and the like.
     Other,
 }
 
@@ -123,7 +127,9 @@ fn tx_control(node: &NodeEnum) -> Option<TxControl> {
     };
     Some(match K::try_from(t.kind).ok()? {
         K::TransStmtBegin | K::TransStmtStart => TxControl::Begin,
+        K::TransStmtCommit if t.chain => TxControl::CommitChain,
         K::TransStmtCommit => TxControl::Commit,
+        K::TransStmtPrepare => TxControl::Prepare,
         K::TransStmtRollback => TxControl::Rollback,
         _ => TxControl::Other,
     })

@@ -15,6 +15,7 @@ pub const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
     Notice,
+    Warning,
     Error,
     Fatal,
 }
@@ -23,6 +24,7 @@ impl Severity {
     fn as_str(self) -> &'static str {
         match self {
             Severity::Notice => "NOTICE",
+            Severity::Warning => "WARNING",
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
         }
@@ -65,6 +67,14 @@ impl PgError {
         }
     }
 
+    /// A NoticeResponse of severity WARNING (SQLSTATE 01000).
+    pub fn warning(message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Warning,
+            ..PgError::fatal("01000", message)
+        }
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -89,10 +99,9 @@ impl PgError {
         if let Some(h) = &self.hint {
             fields.push((b'H', h));
         }
-        let tag = if self.severity == Severity::Notice {
-            b'N'
-        } else {
-            b'E'
+        let tag = match self.severity {
+            Severity::Notice | Severity::Warning => b'N',
+            Severity::Error | Severity::Fatal => b'E',
         };
         write_fields(out, tag, &fields);
     }

@@ -51,6 +51,9 @@ pub struct Scanner {
     pub held: usize,
     /// Its tag.
     held_tag: u8,
+    /// The held frame is a Query or unnamed Parse the sniff flagged (not only held
+    /// because `intercept_all` holds every turn).
+    pub held_hit: bool,
     /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
     /// side, forwarded), or ReadyForQuery frames seen (server side).
     pub turns: u64,
@@ -69,6 +72,7 @@ impl Scanner {
             intercept_all: false,
             held: 0,
             held_tag: 0,
+            held_hit: false,
             in_batch: false,
             synced_after_execute: false,
             turns: 0,
@@ -148,6 +152,7 @@ impl Scanner {
                 {
                     self.held = total;
                     self.held_tag = tag;
+                    self.held_hit = hit;
                     return Ok(pos);
                 }
                 match tag {
