@@ -295,7 +295,8 @@ fn ordinary(rng: &mut Rng) -> String {
             ])
             .to_string(),
         7 => format!("SET application_name = {}", literal(rng)),
-        8 => format!("DO {}", literal(rng)),
+        // DO takes several strings: pg_query parses two with a comment between.
+        8 => format!("DO {}{}{}", literal(rng), s(rng), literal(rng)),
         _ => format!("SELECT {}{}FROM t", e(rng), s(rng)),
     }
 }

@@ -9,10 +9,15 @@
 //! allocation; a text with no `;` before its trailing whitespace is decided by its
 //! first keyword alone.
 //!
-//! `standard_conforming_strings = off` makes a backslash escape the next character in
-//! plain `'…'` strings, and the session's setting is not known here: when a plain
-//! string holds a backslash, the text is read a second time that way, and a DDL
-//! keyword found by either reading flags it.
+//! Readers of the same text disagree in two places, so a text is read up to three
+//! ways and flagged when any reading finds a DDL keyword (a second reading is needed
+//! only when the first met one of the two places, so the common text is read once):
+//! - pg_query, which the engine parses with: the reading the sniff must never miss.
+//!   It keeps comments as tokens, so a `--` comment between `'a'` and a quote on the
+//!   next line ends the string, where Postgres continues it.
+//! - Postgres itself, with `standard_conforming_strings` on,
+//! - and off, where a backslash escapes the next byte in plain `'…'` strings too.
+//!   The session's setting is not known here.
 
 /// Leading keywords of statements that may change schema or take strong locks. Every
 /// statement kind a rule in `rules/` flags starts with one of these (a test checks
@@ -43,12 +48,19 @@ pub fn may_be_ddl(sql: &[u8]) -> bool {
         Some(p) if sql[start + p + 1..].iter().all(u8::is_ascii_whitespace) => return false,
         Some(_) => {}
     }
-    let mut standard = Lexer::new(sql, false);
-    if standard.finds_ddl(start) {
+    // Each reading matches the one before it up to a place that one marks: it runs
+    // only then, and otherwise the one before stands in for it.
+    let mut last = Lexer::new(sql, PG_QUERY);
+    if last.finds_ddl(start) {
         return true;
     }
-    // Both readings agree up to the first backslash inside a plain string.
-    standard.saw_backslash && Lexer::new(sql, true).finds_ddl(start)
+    if last.saw_comment_gap {
+        last = Lexer::new(sql, SERVER);
+        if last.finds_ddl(start) {
+            return true;
+        }
+    }
+    last.saw_backslash && Lexer::new(sql, SERVER_BACKSLASHES).finds_ddl(start)
 }
 
 /// Offset of the first `;` in `s`, looking at eight bytes at a time.
@@ -97,21 +109,45 @@ enum Literal {
     Bits,
 }
 
+/// Where readers of a text differ.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// Plain strings take backslash escapes: standard_conforming_strings off.
+    backslash_plain: bool,
+    /// A `--` comment between two quotes does not stop string continuation.
+    comments_continue: bool,
+}
+
+const PG_QUERY: Reading = Reading {
+    backslash_plain: false,
+    comments_continue: false,
+};
+const SERVER: Reading = Reading {
+    backslash_plain: false,
+    comments_continue: true,
+};
+const SERVER_BACKSLASHES: Reading = Reading {
+    backslash_plain: true,
+    comments_continue: true,
+};
+
 /// One reading of a text.
 struct Lexer<'a> {
     s: &'a [u8],
-    /// Plain strings take backslash escapes (standard_conforming_strings off).
-    backslash_plain: bool,
-    /// A backslash appeared inside a plain string read the standard way.
+    reading: Reading,
+    /// A backslash appeared inside a plain string read without escapes.
     saw_backslash: bool,
+    /// A `--` comment followed a closing quote.
+    saw_comment_gap: bool,
 }
 
 impl<'a> Lexer<'a> {
-    fn new(s: &'a [u8], backslash_plain: bool) -> Self {
+    fn new(s: &'a [u8], reading: Reading) -> Self {
         Lexer {
             s,
-            backslash_plain,
+            reading,
             saw_backslash: false,
+            saw_comment_gap: false,
         }
     }
 
@@ -155,7 +191,7 @@ impl<'a> Lexer<'a> {
             [.., b'b' | b'B' | b'x' | b'X'] if starts_token(s, i - 1, after_dollar) => {
                 Literal::Bits
             }
-            _ if self.backslash_plain => Literal::Escaped,
+            _ if self.reading.backslash_plain => Literal::Escaped,
             _ => Literal::Plain,
         }
     }
@@ -182,7 +218,7 @@ impl<'a> Lexer<'a> {
             } else if kind != Literal::Bits && s.get(i + 1) == Some(&b'\'') {
                 i += 2;
             } else {
-                match continuation(s, i + 1) {
+                match self.continuation(i + 1) {
                     Some(quote) => i = quote + 1,
                     None => return i + 1,
                 }
@@ -190,23 +226,30 @@ impl<'a> Lexer<'a> {
         }
         s.len()
     }
-}
 
-/// Where a literal that closed just before `i` continues: the offset of the next
-/// opening quote when only whitespace and `--` comments, with at least one newline,
-/// come first.
-fn continuation(s: &[u8], mut i: usize) -> Option<usize> {
-    let mut newline = false;
-    loop {
-        match *s.get(i)? {
-            b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
-            b'\n' | b'\r' => {
-                newline = true;
-                i += 1;
+    /// Where a literal that closed just before `i` continues: the offset of the next
+    /// opening quote when only whitespace with at least one newline comes first
+    /// (and `--` comments, when they continue strings in this reading).
+    fn continuation(&mut self, mut i: usize) -> Option<usize> {
+        let s = self.s;
+        let mut newline = false;
+        loop {
+            match *s.get(i)? {
+                b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
+                b'\n' | b'\r' => {
+                    newline = true;
+                    i += 1;
+                }
+                b'-' if s.get(i + 1) == Some(&b'-') => {
+                    self.saw_comment_gap = true;
+                    if !self.reading.comments_continue {
+                        return None;
+                    }
+                    i = line_comment_end(s, i);
+                }
+                b'\'' if newline => return Some(i),
+                _ => return None,
             }
-            b'-' if s.get(i + 1) == Some(&b'-') => i = line_comment_end(s, i),
-            b'\'' if newline => return Some(i),
-            _ => return None,
         }
     }
 }
@@ -419,7 +462,23 @@ mod tests {
             b"SELECT E'a'\n'\\'' , '\\' ; CREATE INDEX i ON t(a); -- '"
         ));
         assert!(may_be_ddl(
+            b"SELECT E'a'\r\x0b\x0c'\\''; CREATE INDEX i ON t(a)"
+        ));
+        // A `--` comment between the quotes: Postgres continues the string, pg_query
+        // does not (`DO` takes several strings, so both parse). Only pg_query sees
+        // the CREATE in the first text, only Postgres in the second.
+        assert!(may_be_ddl(b"DO E'' -- c\n'\\'; CREATE INDEX i ON t(a)"));
+        assert!(may_be_ddl(
+            b"DO E'BEGIN NULL; END --' -- c\n'\\''; CREATE INDEX i ON t(a); -- '"
+        ));
+        assert!(may_be_ddl(
+            b"SELECT E'a' -- c\n'\\''; CREATE INDEX i ON t(a)"
+        ));
+        assert!(may_be_ddl(
             b"SELECT E'a' -- c\n  \r\t'\\'' , '\\' ; CREATE INDEX i ON t(a); -- '"
+        ));
+        assert!(may_be_ddl(
+            b"SELECT E'a' -- c\n'\\'; CREATE INDEX i ON t(a); -- '"
         ));
         // Without a newline there is no continuation.
         assert!(may_be_ddl(b"SELECT E'a' , '\\'; CREATE INDEX i ON t(a)"));
