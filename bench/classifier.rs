@@ -17,12 +17,16 @@ const PASSTHROUGH: &[&str] = &[
     "/* app=web */ SELECT * FROM users WHERE email = 'a;b' AND id = 1",
     "WITH x AS (SELECT 1) SELECT * FROM x",
     "DELETE FROM sessions WHERE expires < now()",
+    // Several statements: the sniff reads past the first one.
+    "BEGIN; UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2; COMMIT;",
+    "SET application_name = 'web'; SELECT $q$;$q$, E'it\\'s', \"a;b\" FROM t /* x; */ -- y;\n",
 ];
 
 const DDL: &[&str] = &[
     "CREATE INDEX items_qty ON items (qty)",
     "ALTER TABLE items ADD CONSTRAINT items_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id)",
     "ALTER TABLE \"Items\" ALTER COLUMN \"Qty\" SET NOT NULL",
+    "BEGIN; SELECT 'migration 12'; ALTER TABLE items ADD COLUMN note text; COMMIT;",
 ];
 
 fn per_op(iters: u64, mut f: impl FnMut()) -> f64 {
