@@ -4,11 +4,11 @@
 //! it in one implicit transaction.
 
 use super::conn::{Conn, InBand, Relay};
-use super::reply::{in_transaction_refusal, notice, rejection, send_failure};
+use super::reply::{in_transaction_refusal, notice, rejection, send_failure, unparsed_refusal};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
-use crate::config::InTransaction;
-use crate::sql::analysis::{analyze_cached, Statement};
+use crate::config::{InTransaction, UnparsedPolicy};
+use crate::sql::analysis::{analyze_shared, Statement, Unparsed, Verdict};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
 use crate::wire::backend::{self, PgError};
@@ -71,11 +71,13 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let analysis = analyze_cached(sql);
-    // Syntax errors and failed transactions are the server's to report.
-    let Ok(analysis) = &*analysis else {
-        return Ok(Outcome::Forward);
+    let analysis = match analyze_shared(sql, &cx.settings.config.ddl.parse_limits()).await {
+        Verdict::Parsed(a) => a,
+        // Syntax errors are the server's to report.
+        Verdict::SyntaxError(_) => return Ok(Outcome::Forward),
+        Verdict::Unparsed(why) => return unparsed(io, cx, prefix, &why).await,
     };
+    // Failed transactions are the server's to report too.
     if io.status == b'E' || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
     }
@@ -164,12 +166,7 @@ where
             Ok(d) => deferred |= d,
             Err(Failure::Io(e)) => return Err(e),
             Err(failure) => {
-                if !wrap && io.status == b'T' {
-                    // Our error must fail the client's transaction like a server error would.
-                    io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
-                        .await?;
-                }
-                send_failure(io, &failure);
+                fail(io, &failure, !wrap).await?;
                 failed = true;
                 break;
             }
@@ -185,6 +182,43 @@ where
         }
     }
     finish_turn(io, cx, deferred && !failed).await
+}
+
+/// Sends our error; inside the client's transaction (unless pgshift opened it,
+/// `client_tx`) it fails the transaction first, like a server error would.
+async fn fail<C, S>(io: &mut InBand<'_, C, S>, failure: &Failure, client_tx: bool) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if client_tx && io.status == b'T' {
+        io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
+            .await?;
+    }
+    send_failure(io, failure);
+    Ok(())
+}
+
+/// A candidate pgshift did not parse: forwarded unchecked, or refused under
+/// `ddl.unparsed = "reject"` (failing the client's transaction as usual).
+async fn unparsed<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    prefix: &[u8],
+    why: &Unparsed,
+) -> io::Result<Outcome>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if cx.settings.config.ddl.unparsed == UnparsedPolicy::Forward || io.status == b'E' {
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, reason = %why, "statement not parsed: forwarded unchecked");
+        return Ok(Outcome::Forward);
+    }
+    tracing::warn!(target: "pgshift::ddl", session = cx.session_id, reason = %why, "statement not parsed: refused (ddl.unparsed = reject)");
+    io.send_client(prefix);
+    fail(io, &Failure::Ours(unparsed_refusal(why)), true).await?;
+    finish_turn(io, cx, false).await
 }
 
 /// Ends the client's turn with ReadyForQuery; pokes the deferred runner when the
