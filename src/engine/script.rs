@@ -184,8 +184,9 @@ where
     finish_turn(io, cx, deferred && !failed).await
 }
 
-/// Sends our error; inside the client's transaction (unless pgshift opened it,
-/// `client_tx`) it fails the transaction first, like a server error would.
+/// Sends our error. In a transaction that is the client's (`client_tx`: not one
+/// pgshift opened around a multi-statement Query) it first fails the transaction,
+/// like a server error would.
 async fn fail<C, S>(io: &mut InBand<'_, C, S>, failure: &Failure, client_tx: bool) -> io::Result<()>
 where
     C: AsyncWrite + Unpin + Send,
@@ -211,7 +212,15 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    if cx.settings.config.ddl.unparsed == UnparsedPolicy::Forward || io.status == b'E' {
+    let ddl = &cx.settings.config.ddl;
+    let mut forward = ddl.unparsed == UnparsedPolicy::Forward || io.status == b'E';
+    if !forward && ddl.allow_bypass {
+        let bypass = io
+            .query("SELECT current_setting('pgshift.bypass', true)")
+            .await?;
+        forward = matches!(bypass.cell(0).as_str(), "on" | "true" | "1" | "yes");
+    }
+    if forward {
         tracing::warn!(target: "pgshift::ddl", session = cx.session_id, reason = %why, "statement not parsed: forwarded unchecked");
         return Ok(Outcome::Forward);
     }

@@ -225,7 +225,7 @@ async fn shared(sql: &str, limits: &ParseLimits) -> Verdict {
             limit: limits.max_bytes,
         });
     }
-    if let Some(hit) = parse_cache::get(sql) {
+    if let Some(hit) = parse_cache::get(sql, limits.cache_bytes) {
         return hit;
     }
     let text: Arc<str> = sql.into();
@@ -366,7 +366,7 @@ mod tests {
             panic!("not parsed");
         };
         assert!(!a.is_clean());
-        assert!(parse_cache::get("CREATE INDEX i ON t (c)").is_some());
+        assert!(parse_cache::get("CREATE INDEX i ON t (c)", l.cache_bytes).is_some());
         assert!(matches!(
             analyze_shared("CREATE INDEX ON", &l).await,
             Verdict::SyntaxError(_)
@@ -404,7 +404,7 @@ mod tests {
         assert!(COUNTS.timeout.load(Relaxed) > before);
         for _ in 0..600 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if parse_cache::get(&sql).is_some() {
+            if parse_cache::get(&sql, l.cache_bytes).is_some() {
                 return;
             }
             // A job no thread had taken when the wait ended was withdrawn: again.

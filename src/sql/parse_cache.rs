@@ -22,8 +22,12 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
-/// The cached verdict for exactly `sql`, if any.
-pub fn get(sql: &str) -> Option<Verdict> {
+/// The cached verdict for exactly `sql`, if any. Text too big to be kept under `cap`
+/// is not looked up (hashing megabytes on a session thread for nothing).
+pub fn get(sql: &str, cap: usize) -> Option<Verdict> {
+    if sql.len() > cap / 4 {
+        return None;
+    }
     CACHE.with(|c| c.borrow().entries.get(sql).map(|(v, _)| v.clone()))
 }
 
@@ -110,8 +114,8 @@ mod tests {
             assert!(bytes() <= cap);
         }
         assert!(bytes() > cap / 2, "{}", bytes());
-        assert!(get(&format!("statement 0999 {}", "y".repeat(1_000))).is_some());
-        assert!(get(&format!("statement 0000 {}", "y".repeat(1_000))).is_none());
+        assert!(get(&format!("statement 0999 {}", "y".repeat(1_000)), cap).is_some());
+        assert!(get(&format!("statement 0000 {}", "y".repeat(1_000)), cap).is_none());
     }
 
     #[test]
@@ -119,10 +123,10 @@ mod tests {
         let cap = 1 << 20;
         let big: Arc<str> = "z".repeat(cap / 4).into();
         insert(big.clone(), syntax(10), cap);
-        assert!(get(&big).is_none());
+        assert!(get(&big, cap).is_none());
         assert_eq!(bytes(), 0);
         insert("small".into(), syntax(10), cap);
-        assert!(matches!(get("small"), Some(Verdict::SyntaxError(_))));
+        assert!(matches!(get("small", cap), Some(Verdict::SyntaxError(_))));
     }
 
     #[test]
