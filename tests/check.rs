@@ -323,3 +323,23 @@ fn usage_and_io_errors_exit_two_with_one_line() {
         2
     );
 }
+
+#[test]
+fn deeply_nested_files_are_reported_not_fatal() {
+    // 5,000 terms overflowed the check's 8 MiB main-thread stack (unoptimized
+    // builds) before the parse moved to the parser threads.
+    let dir = std::env::temp_dir().join(format!("pgshift-check-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for terms in [4_000, 5_000, 100_000] {
+        let file = dir.join(format!("deep_{terms}.sql"));
+        let sql = format!(
+            "CREATE INDEX i ON t (c);\nCREATE VIEW v AS SELECT 1{};\n",
+            "+1".repeat(terms)
+        );
+        std::fs::write(&file, sql).unwrap();
+        let run = pgshift(&[file.to_str().unwrap()]);
+        assert_eq!(run.code, 1, "{terms}: {}{}", run.stdout, run.stderr);
+        let said = run.stdout.contains("not checked: nested too deeply");
+        assert!(said, "{terms} terms: {}{}", run.stdout, run.stderr);
+    }
+}

@@ -1,6 +1,7 @@
 //! `[ddl]`: the DDL safety engine's knobs and per-rule policies.
 
 use super::ConfigError;
+use crate::sql::analysis::ParseLimits;
 use crate::sql::plan::Policy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -15,6 +16,17 @@ pub enum InTransaction {
     /// it after the client's COMMIT (dropped on ROLLBACK).
     Defer,
     /// Refuse with an error and a HINT.
+    Reject,
+}
+
+/// What to do with a possible DDL statement pgshift did not parse (too large, too
+/// deeply nested, or not parsed in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnparsedPolicy {
+    /// Send it to the server unchecked, with a warning in the log.
+    Forward,
+    /// Refuse it with 0A000 and a HINT naming `ddl.unparsed`.
     Reject,
 }
 
@@ -48,6 +60,14 @@ pub struct Ddl {
     pub backfill_batch_rows: u64,
     /// Pause between backfill batches.
     pub backfill_pause_ms: u64,
+    /// Longest statement text pgshift parses; longer candidates are unparsed.
+    pub max_parse_bytes: usize,
+    /// Longest a session waits for its statement's parse; then it is unparsed.
+    pub parse_timeout_ms: u64,
+    /// forward | reject: see [`UnparsedPolicy`].
+    pub unparsed: UnparsedPolicy,
+    /// Parse cache of each session thread, in bytes.
+    pub parse_cache_bytes: usize,
     /// Policy per rule id: rewrite | warn | reject | allow.
     pub rules: BTreeMap<String, Policy>,
     /// Per-database policy overrides: `[ddl.database.NAME]` rule = policy.
@@ -71,6 +91,10 @@ impl Default for Ddl {
             allow_bypass: false,
             backfill_batch_rows: 5_000,
             backfill_pause_ms: 10,
+            max_parse_bytes: 1 << 20,
+            parse_timeout_ms: 5_000,
+            unparsed: UnparsedPolicy::Forward,
+            parse_cache_bytes: 16 << 20,
             rules: BTreeMap::new(),
             database: BTreeMap::new(),
             user: BTreeMap::new(),
@@ -91,6 +115,14 @@ impl Ddl {
         Duration::from_millis(self.lock_timeout_ms)
     }
 
+    pub fn parse_limits(&self) -> ParseLimits {
+        ParseLimits {
+            max_bytes: self.max_parse_bytes,
+            timeout: Duration::from_millis(self.parse_timeout_ms),
+            cache_bytes: self.parse_cache_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
         if self.lock_timeout_ms == 0 {
@@ -104,6 +136,12 @@ impl Ddl {
                 "ddl.backfill_batch_rows",
                 "must be at least 1".into(),
             ));
+        }
+        if self.max_parse_bytes == 0 {
+            return Err(invalid("ddl.max_parse_bytes", "must be at least 1".into()));
+        }
+        if self.parse_timeout_ms == 0 {
+            return Err(invalid("ddl.parse_timeout_ms", "must be at least 1".into()));
         }
         let maps = std::iter::once(&self.rules)
             .chain(self.database.values())
@@ -156,5 +194,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no-such-rule"));
+    }
+
+    #[test]
+    fn parse_limits() {
+        let ddl: Ddl = toml::from_str(
+            "max_parse_bytes = 4096\nparse_timeout_ms = 250\nunparsed = \"reject\"\nparse_cache_bytes = 0",
+        )
+        .unwrap();
+        ddl.validate().unwrap();
+        assert_eq!(ddl.unparsed, UnparsedPolicy::Reject);
+        assert_eq!(
+            ddl.parse_limits(),
+            ParseLimits {
+                max_bytes: 4096,
+                timeout: Duration::from_millis(250),
+                cache_bytes: 0
+            }
+        );
+        assert_eq!(Ddl::default().unparsed, UnparsedPolicy::Forward);
+        for bad in [
+            "max_parse_bytes = 0",
+            "parse_timeout_ms = 0",
+            "unparsed = \"drop\"",
+        ] {
+            let rejected = toml::from_str::<Ddl>(bad).map_or(true, |d| d.validate().is_err());
+            assert!(rejected, "{bad}");
+        }
     }
 }

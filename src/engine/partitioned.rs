@@ -7,7 +7,10 @@
 use super::conn::{cell, Conn};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use crate::sql::ident;
+use crate::sql::parser;
 use crate::sql::plan::{Lock, Step, StepKind};
+use crate::wire::backend::PgError;
+use pg_query::protobuf::IndexStmt;
 use pg_query::NodeEnum;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,18 +19,21 @@ use std::pin::Pin;
 pub async fn partitioned_index<C: Conn>(
     conn: &mut C,
     sql: &str,
-) -> std::io::Result<Option<pg_query::protobuf::IndexStmt>> {
-    let Ok(parsed) = pg_query::parse(sql) else {
-        return Ok(None);
+) -> std::io::Result<Option<IndexStmt>> {
+    // pgshift wrote this statement, but its expressions nest as deep as the client's
+    // did: pg_query runs on a parser thread, like every parse.
+    let text = sql.to_string();
+    let parsed = match parser::submit(sql.len(), move || index_stmt(&text)) {
+        Ok(pending) => pending.await,
+        Err(e) => Err(e),
     };
-    let node = parsed
-        .protobuf
-        .stmts
-        .first()
-        .and_then(|s| s.stmt.as_ref())
-        .and_then(|n| n.node.clone());
-    let Some(NodeEnum::IndexStmt(stmt)) = node else {
-        return Ok(None);
+    let stmt = match parsed {
+        Ok(Some(stmt)) => stmt,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(target: "pgshift::ddl", error = %e, "cannot parse a CREATE INDEX step: built as written");
+            return Ok(None);
+        }
     };
     let Some(rel) = &stmt.relation else {
         return Ok(None);
@@ -37,7 +43,15 @@ pub async fn partitioned_index<C: Conn>(
         ident::literal(&ident::relation(rel))
     );
     let kind = conn.query(&check).await?;
-    Ok((kind.first_value() == Some("p")).then_some(*stmt))
+    Ok((kind.first_value() == Some("p")).then_some(stmt))
+}
+
+fn index_stmt(sql: &str) -> Option<IndexStmt> {
+    let parsed = pg_query::parse(sql).ok()?;
+    match parsed.protobuf.stmts.into_iter().next()?.stmt?.node? {
+        NodeEnum::IndexStmt(stmt) => Some(*stmt),
+        _ => None,
+    }
 }
 
 type Boxed<'a> = Pin<Box<dyn Future<Output = Result<StepReport, Failure>> + Send + 'a>>;
@@ -57,7 +71,7 @@ pub fn build<'a, C: Conn>(
         if let Some(r) = only.relation.as_mut() {
             r.inh = false;
         }
-        let only_sql = deparse(only);
+        let only_sql = deparse(only).await?;
         steps::run(
             conn,
             &Step::quick(only_sql, Lock::Share),
@@ -86,7 +100,7 @@ pub fn build<'a, C: Conn>(
             }
             let index = ident::qualified(&schema, &name);
             let build = Step::long(
-                deparse(child),
+                deparse(child).await?,
                 Lock::ShareUpdateExclusive,
                 crate::sql::plan::Placement::OutsideTransaction,
             )
@@ -122,8 +136,22 @@ pub fn build<'a, C: Conn>(
     })
 }
 
-fn deparse(stmt: pg_query::protobuf::IndexStmt) -> String {
-    NodeEnum::IndexStmt(Box::new(stmt))
-        .deparse()
-        .unwrap_or_default()
+/// The statement as SQL, deparsed on a parser thread (it recurses as deep as the
+/// index expressions nest).
+async fn deparse(stmt: IndexStmt) -> Result<String, Failure> {
+    let job = move || {
+        NodeEnum::IndexStmt(Box::new(stmt))
+            .deparse()
+            .unwrap_or_default()
+    };
+    let deparsed = match parser::submit(0, job) {
+        Ok(pending) => pending.await,
+        Err(e) => Err(e),
+    };
+    deparsed.map_err(|e| {
+        Failure::Ours(
+            PgError::error("53000", format!("pgshift could not build the index: {e}"))
+                .with_hint("Retry the statement."),
+        )
+    })
 }

@@ -3,6 +3,7 @@
 use super::conn::{InBand, ServerError};
 use super::steps::Failure;
 use super::SessionCx;
+use crate::sql::analysis::Unparsed;
 use crate::sql::plan::{Finding, Policy};
 use crate::wire::backend::{write_fields, PgError};
 use bytes::BytesMut;
@@ -17,6 +18,21 @@ pub(super) fn rejection(f: &Finding) -> PgError {
     PgError::error("0A000", format!("pgshift refused {}: {}", f.tag, f.problem)).with_hint(format!(
         "{} (rule {}, {why}; set [ddl.rules] {} = \"allow\" or \"warn\" to let it through)",
         f.hint, f.rule, f.rule
+    ))
+}
+
+pub(super) fn unparsed_refusal(why: &Unparsed) -> PgError {
+    let what = match why {
+        Unparsed::TooLarge { .. } => "Send it as smaller statements, or raise ddl.max_parse_bytes",
+        Unparsed::Timeout { .. } | Unparsed::Busy => "Retry it, or raise ddl.parse_timeout_ms",
+        Unparsed::ParserFailed(_) => "Write it with less nesting",
+    };
+    PgError::error(
+        "0A000",
+        format!("pgshift refused a statement it could not check: {why}"),
+    )
+    .with_hint(format!(
+        "{what}; or set ddl.unparsed = \"forward\" to let such statements through unchecked."
     ))
 }
 

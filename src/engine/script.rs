@@ -5,11 +5,11 @@
 
 use super::conn::{Conn, InBand, Relay};
 use super::deferred::{Deferral, Pending, REPLAYED};
-use super::reply::{in_transaction_refusal, notice, rejection, send_failure};
+use super::reply::{in_transaction_refusal, notice, rejection, send_failure, unparsed_refusal};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
-use crate::config::InTransaction;
-use crate::sql::analysis::{analyze_cached, Statement, TxControl};
+use crate::config::{InTransaction, UnparsedPolicy};
+use crate::sql::analysis::{analyze_shared, Statement, TxControl, Unparsed, Verdict};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
 use crate::wire::backend::{self, PgError};
@@ -73,11 +73,13 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let analysis = analyze_cached(sql);
-    // Syntax errors and failed transactions are the server's to report.
-    let Ok(analysis) = &*analysis else {
-        return Ok(Outcome::Forward);
+    let analysis = match analyze_shared(sql, &cx.settings.config.ddl.parse_limits()).await {
+        Verdict::Parsed(a) => a,
+        // Syntax errors are the server's to report.
+        Verdict::SyntaxError(_) => return Ok(Outcome::Forward),
+        Verdict::Unparsed(why) => return unparsed(io, cx, prefix, &why).await,
     };
+    // Failed transactions are the server's to report too.
     if io.status == b'E' || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
     }
@@ -95,10 +97,7 @@ where
             // Deferred work runs on this session between this transaction and the
             // next; these endings leave no such moment.
             io.send_client(prefix);
-            if io.status == b'T' {
-                fail_transaction(io).await?;
-            }
-            send_failure(io, &Failure::Ours(refusal));
+            fail(io, &Failure::Ours(refusal), true).await?;
             return finish_turn(io).await;
         }
     }
@@ -178,10 +177,7 @@ where
             Ok(()) => {}
             Err(Failure::Io(e)) => return Err(e),
             Err(failure) => {
-                if !wrap && io.status == b'T' {
-                    fail_transaction(io).await?;
-                }
-                send_failure(io, &failure);
+                fail(io, &failure, !wrap).await?;
                 failed = true;
                 break;
             }
@@ -198,15 +194,50 @@ where
     finish_turn(io).await
 }
 
-/// Our error must fail the client's transaction like a server error would.
-async fn fail_transaction<C, S>(io: &mut InBand<'_, C, S>) -> io::Result<()>
+/// Sends our error. In a transaction that is the client's (`client_tx`: not one
+/// pgshift opened around a multi-statement Query) it first fails the transaction,
+/// like a server error would.
+async fn fail<C, S>(io: &mut InBand<'_, C, S>, failure: &Failure, client_tx: bool) -> io::Result<()>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
-        .await
-        .map(drop)
+    if client_tx && io.status == b'T' {
+        io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
+            .await?;
+    }
+    send_failure(io, failure);
+    Ok(())
+}
+
+/// A candidate pgshift did not parse: forwarded unchecked, or refused under
+/// `ddl.unparsed = "reject"` (failing the client's transaction as usual).
+async fn unparsed<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    prefix: &[u8],
+    why: &Unparsed,
+) -> io::Result<Outcome>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let ddl = &cx.settings.config.ddl;
+    let mut forward = ddl.unparsed == UnparsedPolicy::Forward || io.status == b'E';
+    if !forward && ddl.allow_bypass {
+        let bypass = io
+            .query("SELECT pg_catalog.current_setting('pgshift.bypass', true)")
+            .await?;
+        forward = matches!(bypass.cell(0).as_str(), "on" | "true" | "1" | "yes");
+    }
+    if forward {
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, reason = %why, "statement not parsed: forwarded unchecked");
+        return Ok(Outcome::Forward);
+    }
+    tracing::warn!(target: "pgshift::ddl", session = cx.session_id, reason = %why, "statement not parsed: refused (ddl.unparsed = reject)");
+    io.send_client(prefix);
+    fail(io, &Failure::Ours(unparsed_refusal(why)), true).await?;
+    finish_turn(io).await
 }
 
 /// The refusal for a transaction ending that leaves deferred work no moment to

@@ -1,12 +1,15 @@
 //! Parses SQL text with pg_query (the real Postgres grammar) and runs the rules over
-//! each statement. Results are cached by text: migrations repeat, parsing costs ~25 µs.
+//! each statement. The proxy asks through [`analyze_shared`]: the parse runs on a
+//! parser thread (`super::parser`), bounded in size, nesting and waiting time, and
+//! verdicts are cached by text per session thread (`super::parse_cache`).
 
 use super::plan::Finding;
-use super::rules;
+use super::{nesting, parse_cache, parser, rules};
 use pg_query::NodeEnum;
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Transaction control statements the executor must recognise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +62,37 @@ impl Analysis {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub String);
+/// Why [`analyze`] gave no analysis.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not valid SQL: the server will say so too.
+    #[error("{0}")]
+    Syntax(String),
+    /// Nested deeper than pgshift's parser takes.
+    #[error("nested too deeply for pgshift's parser ({0})")]
+    TooDeep(String),
+    #[error("pgshift's parser failed: {0}")]
+    Failed(String),
+}
 
-/// Parses `sql` and reviews each statement.
+/// Deepest nesting, in tokens (`super::nesting`), that is parsed at all. Realistic
+/// DDL stays far below (a 2,000-column CREATE TABLE: 11); Postgres itself refuses
+/// 1+1+…+1 beyond ~6,000 terms (12,000 tokens) with its default max_stack_depth.
+pub const MAX_NESTING: usize = 10_000;
+
+/// Parses `sql` and reviews each statement. Recurses as deep as the statement nests
+/// (up to [`MAX_NESTING`]): run it on a parser thread ([`analyze_shared`],
+/// `parser::run_blocking`), not on a thread with a small stack.
 pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
-    let parsed = pg_query::parse(sql).map_err(|e| ParseError(e.to_string()))?;
+    match nesting::bound(sql, MAX_NESTING) {
+        Some(depth) if depth > MAX_NESTING => {
+            return Err(ParseError::TooDeep(format!(
+                "up to {depth} levels by its tokens, over the {MAX_NESTING} it parses"
+            )))
+        }
+        _ => {}
+    }
+    let parsed = pg_query::parse(sql).map_err(parse_error)?;
     let mut statements = Vec::new();
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
@@ -135,25 +162,136 @@ fn tx_control(node: &NodeEnum) -> Option<TxControl> {
     })
 }
 
-/// Most distinct texts kept; the cache is emptied when it fills.
-const CACHE_MAX: usize = 1024;
-
-type Cache = Mutex<HashMap<Box<str>, Arc<Result<Analysis, String>>>>;
-
-/// [`analyze`] through a process-wide cache keyed by the exact text.
-pub fn analyze_cached(sql: &str) -> Arc<Result<Analysis, String>> {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
-        return hit.clone();
+fn parse_error(e: pg_query::Error) -> ParseError {
+    match e {
+        pg_query::Error::Parse(_) => ParseError::Syntax(e.to_string()),
+        // prost refuses messages nested over 100 deep (~50 nested operators).
+        pg_query::Error::Decode(d) if d.to_string().contains("recursion limit") => {
+            ParseError::TooDeep("its parse tree is over 100 levels deep".into())
+        }
+        other => ParseError::Failed(other.to_string()),
     }
-    let result = Arc::new(analyze(sql).map_err(|e| e.0));
-    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= CACHE_MAX {
-        map.clear();
+}
+
+/// What the proxy learns about a candidate statement.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Parsed(Arc<Analysis>),
+    /// Not valid SQL: the server reports it.
+    SyntaxError(Arc<str>),
+    /// pgshift did not parse it; `ddl.unparsed` decides what happens.
+    Unparsed(Unparsed),
+}
+
+/// Why a candidate was not parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unparsed {
+    #[error("the statement is {bytes} bytes, over ddl.max_parse_bytes ({limit})")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("the parse took longer than ddl.parse_timeout_ms ({ms} ms)")]
+    Timeout { ms: u64 },
+    #[error("pgshift's parser threads are busy and their queue is full")]
+    Busy,
+    #[error("{0}")]
+    ParserFailed(String),
+}
+
+/// Bounds on parsing one candidate (`[ddl]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Longer text is not parsed.
+    pub max_bytes: usize,
+    /// Longest wait for a parse.
+    pub timeout: Duration,
+    /// This thread's parse cache, in bytes.
+    pub cache_bytes: usize,
+}
+
+/// Analyses `sql` on a parser thread, or answers from this thread's cache, without
+/// blocking the calling thread. Waits at most `limits.timeout`; a parse still running
+/// then finishes in the background and fills the cache.
+pub async fn analyze_shared(sql: &str, limits: &ParseLimits) -> Verdict {
+    let verdict = shared(sql, limits).await;
+    if let Verdict::Unparsed(why) = &verdict {
+        let counter = match why {
+            Unparsed::TooLarge { .. } => &COUNTS.too_large,
+            Unparsed::Timeout { .. } => &COUNTS.timeout,
+            Unparsed::Busy => &COUNTS.busy,
+            Unparsed::ParserFailed(_) => &COUNTS.parser_failed,
+        };
+        counter.fetch_add(1, Relaxed);
     }
-    map.insert(sql.into(), result.clone());
-    result
+    verdict
+}
+
+async fn shared(sql: &str, limits: &ParseLimits) -> Verdict {
+    if sql.len() > limits.max_bytes {
+        return Verdict::Unparsed(Unparsed::TooLarge {
+            bytes: sql.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    if let Some(hit) = parse_cache::get(sql, limits.cache_bytes) {
+        return hit;
+    }
+    let text: Arc<str> = sql.into();
+    let job = text.clone();
+    let mut pending = match parser::submit(sql.len(), move || verdict_of(&job)) {
+        Ok(p) => p,
+        Err(parser::PoolError::Busy) => return Verdict::Unparsed(Unparsed::Busy),
+        Err(e) => return Verdict::Unparsed(Unparsed::ParserFailed(e.to_string())),
+    };
+    let cap = limits.cache_bytes;
+    match tokio::time::timeout(limits.timeout, &mut pending).await {
+        Ok(Ok(verdict)) => {
+            parse_cache::insert(text, verdict.clone(), cap);
+            verdict
+        }
+        Ok(Err(e)) => Verdict::Unparsed(Unparsed::ParserFailed(e.to_string())),
+        Err(_) => {
+            if pending.started() {
+                // Ends when the parse does; nothing else to stop.
+                tokio::spawn(async move {
+                    if let Ok(verdict) = pending.await {
+                        parse_cache::insert(text, verdict, cap);
+                    }
+                });
+            }
+            Verdict::Unparsed(Unparsed::Timeout {
+                ms: limits.timeout.as_millis() as u64,
+            })
+        }
+    }
+}
+
+/// The verdict on `sql`, on a parser thread.
+fn verdict_of(sql: &str) -> Verdict {
+    match analyze(sql) {
+        Ok(a) => Verdict::Parsed(Arc::new(a)),
+        Err(ParseError::Syntax(m)) => Verdict::SyntaxError(m.into()),
+        Err(e) => Verdict::Unparsed(Unparsed::ParserFailed(e.to_string())),
+    }
+}
+
+/// Candidates not parsed since the process started, by reason.
+#[derive(Debug, Default)]
+pub struct UnparsedCounts {
+    pub too_large: AtomicU64,
+    pub timeout: AtomicU64,
+    pub busy: AtomicU64,
+    pub parser_failed: AtomicU64,
+}
+
+static COUNTS: UnparsedCounts = UnparsedCounts {
+    too_large: AtomicU64::new(0),
+    timeout: AtomicU64::new(0),
+    busy: AtomicU64::new(0),
+    parser_failed: AtomicU64::new(0),
+};
+
+/// The process-wide counts of candidates not parsed.
+pub fn unparsed_counts() -> &'static UnparsedCounts {
+    &COUNTS
 }
 
 #[cfg(test)]
@@ -190,7 +328,94 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_reported_not_panicked() {
-        assert!(analyze("CREATE INDEX ON").is_err());
-        assert!(analyze_cached("CREATE INDEX ON").is_err());
+        assert!(matches!(
+            analyze("CREATE INDEX ON"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+
+    fn chain(terms: usize) -> String {
+        format!("CREATE VIEW v AS SELECT 1{}", "+1".repeat(terms))
+    }
+
+    #[test]
+    fn deep_statements_are_refused_not_overflowed() {
+        // 4,000 terms is under the nesting bound: the C parser recurses 4,000 deep
+        // (~9 MiB unoptimized, a test thread has 2 MiB), then the decoder refuses it.
+        let deep = parser::run_blocking(16_000, || analyze(&chain(4_000))).unwrap();
+        assert!(matches!(deep, Err(ParseError::TooDeep(_))), "{deep:?}");
+        // Over the bound: refused before the parser, on any thread.
+        let deeper = analyze(&chain(500_000));
+        assert!(
+            matches!(deeper, Err(ParseError::TooDeep(ref m)) if m.contains("over the 10000")),
+            "{deeper:?}"
+        );
+        // Wide is fine.
+        let wide = format!("CREATE VIEW v AS SELECT 1{}", ", 1+1".repeat(20_000));
+        assert!(parser::run_blocking(wide.len(), move || analyze(&wide))
+            .unwrap()
+            .is_ok());
+    }
+
+    fn limits() -> ParseLimits {
+        ParseLimits {
+            max_bytes: 1 << 20,
+            timeout: Duration::from_secs(10),
+            cache_bytes: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_verdicts() {
+        let l = limits();
+        let Verdict::Parsed(a) = analyze_shared("CREATE INDEX i ON t (c)", &l).await else {
+            panic!("not parsed");
+        };
+        assert!(!a.is_clean());
+        assert!(parse_cache::get("CREATE INDEX i ON t (c)", l.cache_bytes).is_some());
+        assert!(matches!(
+            analyze_shared("CREATE INDEX ON", &l).await,
+            Verdict::SyntaxError(_)
+        ));
+        let before = COUNTS.too_large.load(Relaxed);
+        let big = "x".repeat(l.max_bytes + 1);
+        assert!(matches!(
+            analyze_shared(&big, &l).await,
+            Verdict::Unparsed(Unparsed::TooLarge { bytes, limit: 1_048_576 }) if bytes == big.len()
+        ));
+        assert!(COUNTS.too_large.load(Relaxed) > before);
+        let deep = analyze_shared(&chain(4_000), &l).await;
+        assert!(
+            matches!(&deep, Verdict::Unparsed(Unparsed::ParserFailed(m)) if m.contains("nested too deeply")),
+            "{deep:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_parse_times_out_and_still_fills_the_cache() {
+        let l = ParseLimits {
+            timeout: Duration::from_millis(1),
+            ..limits()
+        };
+        // Far more than a millisecond of parsing, under the big-job threshold.
+        let sums = format!("1{}", "+1".repeat(40));
+        let sql = format!("CREATE VIEW v AS SELECT {}", vec![sums; 700].join(", "));
+        assert!(sql.len() < parser::BIG_JOB_BYTES);
+        let before = COUNTS.timeout.load(Relaxed);
+        let verdict = analyze_shared(&sql, &l).await;
+        assert!(
+            matches!(verdict, Verdict::Unparsed(Unparsed::Timeout { ms: 1 })),
+            "{verdict:?}"
+        );
+        assert!(COUNTS.timeout.load(Relaxed) > before);
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if parse_cache::get(&sql, l.cache_bytes).is_some() {
+                return;
+            }
+            // A job no thread had taken when the wait ended was withdrawn: again.
+            analyze_shared(&sql, &l).await;
+        }
+        panic!("the finished parse did not reach the cache");
     }
 }

@@ -1,10 +1,12 @@
 //! `pgshift check FILE...`: reviews migration files offline, with the same rules the
 //! proxy applies, and prints each finding with the lock it takes and what pgshift
 //! would run instead. The exit code says whether a file needs attention: 1 when a
-//! finding's default policy is rewrite or reject (or a file does not parse), 0 when
-//! there are only warn/allow findings or none, 2 when a file cannot be read.
+//! finding's default policy is rewrite or reject (or a file does not parse, or nests
+//! too deeply to check), 0 when there are only warn/allow findings or none, 2 when a
+//! file cannot be read.
 
-use super::analysis::{self, code_span};
+use super::analysis::{self, code_span, ParseError};
+use super::parser;
 use super::plan::{Finding, Placement, Policy, Step, StepKind};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -31,6 +33,8 @@ pub enum Outcome {
     Findings(Vec<(usize, Finding)>),
     /// The file does not parse: the line of the statement that fails, and the message.
     SyntaxError(usize, String),
+    /// pgshift cannot parse it (nested too deeply): why.
+    Unchecked(String),
 }
 
 /// Checks the text of one file.
@@ -45,7 +49,8 @@ pub fn check_text(text: &str) -> Outcome {
                 })
                 .collect(),
         ),
-        Err(e) => Outcome::SyntaxError(error_line(text), e.0),
+        Err(ParseError::Syntax(msg)) => Outcome::SyntaxError(error_line(text), msg),
+        Err(e) => Outcome::Unchecked(e.to_string()),
     }
 }
 
@@ -85,8 +90,11 @@ pub fn run(files: &[PathBuf], format: Format) -> u8 {
     }
     let mut found = Vec::new();
     let mut failed = false;
-    for (file, text) in &texts {
-        match check_text(text) {
+    for (file, text) in texts {
+        // The parse recurses as deep as the SQL nests: a parser thread has the stack.
+        let outcome = parser::run_blocking(text.len(), move || check_text(&text))
+            .unwrap_or_else(|e| Outcome::Unchecked(e.to_string()));
+        match outcome {
             Outcome::Findings(fs) => found.extend(fs.into_iter().map(|(line, finding)| Located {
                 file: file.clone(),
                 line,
@@ -97,6 +105,13 @@ pub fn run(files: &[PathBuf], format: Format) -> u8 {
                 match format {
                     Format::Text => println!("{file}:{line}: syntax error: {msg}"),
                     Format::Json => eprintln!("{file}:{line}: syntax error: {msg}"),
+                }
+            }
+            Outcome::Unchecked(msg) => {
+                failed = true;
+                match format {
+                    Format::Text => println!("{file}: not checked: {msg}"),
+                    Format::Json => eprintln!("{file}: not checked: {msg}"),
                 }
             }
         }
@@ -253,7 +268,20 @@ mod tests {
                 assert_eq!(line, 3);
                 assert!(msg.contains("syntax error"), "{msg}");
             }
-            Outcome::Findings(_) => panic!("parsed"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_statements_are_not_checked_and_say_so() {
+        let sql = format!(
+            "SELECT 1;\nCREATE VIEW v AS SELECT 1{};",
+            "+1".repeat(5_000)
+        );
+        let outcome = parser::run_blocking(sql.len(), move || check_text(&sql)).unwrap();
+        match outcome {
+            Outcome::Unchecked(msg) => assert!(msg.contains("nested too deeply"), "{msg}"),
+            other => panic!("{other:?}"),
         }
     }
 }
