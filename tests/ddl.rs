@@ -646,3 +646,39 @@ async fn invalid_leftovers_are_dropped_only_from_the_indexed_table() {
         "other.items_qty f, public.items_owner t, public.items_qty t"
     );
 }
+
+/// A string continued after a `--` comment on a later line: Postgres joins the two
+/// parts, pgshift's parser does not, so it would check other statements than the
+/// ones that run. Refused, instead of running `CREATE INDEX` unchecked.
+#[tokio::test]
+async fn texts_split_differently_by_the_parser_are_refused() {
+    let db = fresh_db("split");
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("CREATE TABLE t (a int)")
+        .await
+        .unwrap();
+    let text = "DO E'BEGIN NULL; END --' -- c\n'\\''; CREATE INDEX i ON t(a); -- '";
+    let e = client.batch_execute(text).await.unwrap_err();
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    let check = connect(&direct(&db)).await;
+    assert_eq!(
+        one_value(
+            &check,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'i'"
+        )
+        .await,
+        "0"
+    );
+    // Directly, Postgres runs both statements: the index exists.
+    check.batch_execute(text).await.unwrap();
+    assert_eq!(
+        one_value(
+            &check,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'i'"
+        )
+        .await,
+        "1"
+    );
+}

@@ -83,6 +83,12 @@ where
     if io.status == b'E' || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
     }
+    if crate::sql::sniff::splits_differ(sql.as_bytes()) {
+        // What pgshift checked would not be what Postgres runs.
+        io.send_client(prefix);
+        fail(io, &Failure::Ours(split_refusal()), true).await?;
+        return finish_turn(io).await;
+    }
     if analysis.statements.iter().any(|s| s.copy) {
         // COPY data flows between client and server: only the pump can carry it.
         tracing::warn!(target: "pgshift::ddl", session = cx.session_id, "a Query with COPY and possible DDL was forwarded unchanged");
@@ -238,6 +244,15 @@ where
     io.send_client(prefix);
     fail(io, &Failure::Ours(unparsed_refusal(why)), true).await?;
     finish_turn(io).await
+}
+
+/// The refusal for a text pg_query and Postgres would split into different statements.
+fn split_refusal() -> PgError {
+    PgError::error(
+        "0A000",
+        "pgshift refused a text whose statements it cannot delimit as Postgres does: a string continues on a later line after a -- comment",
+    )
+    .with_hint("Remove the comment between the two parts of the string, or write the string in one piece.")
 }
 
 /// The refusal for a transaction ending that leaves deferred work no moment to

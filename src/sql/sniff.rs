@@ -63,6 +63,16 @@ pub fn may_be_ddl(sql: &[u8]) -> bool {
     last.saw_backslash && Lexer::new(sql, SERVER_BACKSLASHES).finds_ddl(start)
 }
 
+/// True when pg_query and Postgres would split `sql` into statements differently:
+/// a string continued on a later line after a `--` comment, which Postgres joins and
+/// pg_query does not. The engine cannot trust its parse of such a text.
+pub fn splits_differ(sql: &[u8]) -> bool {
+    let mut lexer = Lexer::new(sql, PG_QUERY);
+    lexer.read_all = true;
+    lexer.finds_ddl(0);
+    lexer.diverged
+}
+
 /// Offset of the first `;` in `s`, looking at eight bytes at a time.
 fn find_semicolon(s: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
@@ -139,6 +149,10 @@ struct Lexer<'a> {
     saw_backslash: bool,
     /// A `--` comment followed a closing quote.
     saw_comment_gap: bool,
+    /// Read the whole text, not only up to the first DDL keyword.
+    read_all: bool,
+    /// A string this reading ended is continued by Postgres' reading.
+    diverged: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -148,6 +162,8 @@ impl<'a> Lexer<'a> {
             reading,
             saw_backslash: false,
             saw_comment_gap: false,
+            read_all: false,
+            diverged: false,
         }
     }
 
@@ -160,7 +176,7 @@ impl<'a> Lexer<'a> {
             i = match s[i] {
                 b';' => {
                     let next = skip_space_and_comments(s, i + 1);
-                    if is_ddl_keyword(&s[next..]) {
+                    if is_ddl_keyword(&s[next..]) && !self.read_all {
                         return true;
                     }
                     next
@@ -243,6 +259,7 @@ impl<'a> Lexer<'a> {
                 b'-' if s.get(i + 1) == Some(&b'-') => {
                     self.saw_comment_gap = true;
                     if !self.reading.comments_continue {
+                        self.diverged |= Lexer::new(s, SERVER).continuation(i).is_some();
                         return None;
                     }
                     i = line_comment_end(s, i);
@@ -378,6 +395,16 @@ fn block_comment_end(s: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::may_be_ddl;
+
+    #[test]
+    fn texts_pg_query_and_postgres_split_differently() {
+        use super::splits_differ;
+        let split = b"DO E'BEGIN NULL; END --' -- c\n'\\''; CREATE INDEX i ON t(a); -- '";
+        assert!(splits_differ(split));
+        assert!(!splits_differ(b"SELECT 'a' -- c\n; CREATE INDEX i ON t(a)"));
+        assert!(!splits_differ(b"SELECT 'a'\n'b'; CREATE INDEX i ON t(a)"));
+        assert!(!splits_differ(b"CREATE INDEX i ON t(a) -- done"));
+    }
 
     #[test]
     fn plain_statements() {
