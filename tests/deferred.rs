@@ -9,6 +9,7 @@ mod common;
 use common::scenario::{direct, eventually, one_value, proxy};
 use common::{connect, fresh_db, sqlstate};
 use std::time::{Duration, Instant};
+use tokio_postgres::Client;
 
 const SETUP: &str =
     "CREATE TABLE t (c int); INSERT INTO t SELECT g FROM generate_series(1, 1000) g";
@@ -20,6 +21,20 @@ fn valid(name: &str) -> String {
 
 async fn index_valid(admin: &tokio_postgres::Client, name: &str) -> String {
     one_value(admin, &valid(name)).await
+}
+
+/// A table whose deferred index build will wait: a direct session holds an open
+/// write on it. Returns that session (COMMIT it to let the build finish), an
+/// admin session and a proxy.
+async fn waiting_build(db: &str) -> (Client, Client, common::Proxy) {
+    let admin = connect(&direct(db)).await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let blocker = connect(&direct(db)).await;
+    blocker
+        .batch_execute("BEGIN; INSERT INTO t VALUES (0)")
+        .await
+        .unwrap();
+    (blocker, admin, proxy())
 }
 
 #[tokio::test]
@@ -106,14 +121,7 @@ async fn a_rolled_back_savepoint_takes_its_deferral_with_it() {
 #[tokio::test]
 async fn cancel_answers_a_statement_waiting_for_deferred_work() {
     let db = fresh_db("holdcancel");
-    let admin = connect(&direct(&db)).await;
-    admin.batch_execute(SETUP).await.unwrap();
-    let blocker = connect(&direct(&db)).await;
-    blocker
-        .batch_execute("BEGIN; INSERT INTO t VALUES (0)")
-        .await
-        .unwrap();
-    let p = proxy();
+    let (blocker, admin, p) = waiting_build(&db).await;
     let client = connect(&p.conn_str(&db, "postgres")).await;
     let started = Instant::now();
     client
@@ -300,14 +308,7 @@ async fn deferred_steps_run_under_the_statements_settings() {
 async fn notifications_during_deferred_work_arrive_intact() {
     use futures_util::StreamExt;
     let db = fresh_db("notify");
-    let admin = connect(&direct(&db)).await;
-    admin.batch_execute(SETUP).await.unwrap();
-    let blocker = connect(&direct(&db)).await;
-    blocker
-        .batch_execute("BEGIN; INSERT INTO t VALUES (0)")
-        .await
-        .unwrap();
-    let p = proxy();
+    let (blocker, admin, p) = waiting_build(&db).await;
     let (client, mut connection) =
         tokio_postgres::connect(&p.conn_str(&db, "postgres"), tokio_postgres::NoTls)
             .await

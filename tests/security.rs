@@ -65,6 +65,27 @@ async fn deferred_index(client: &Client, admin: &Client, table: &str, index: &st
     );
 }
 
+/// A function `schema.name(args)` that makes `attacker` superuser when it runs as
+/// a superuser (pgshift's default service role), and otherwise returns NULL.
+fn trap(schema: &str, name: &str, args: &str, returns: &str, attacker: &str) -> String {
+    let params: Vec<String> = args
+        .split(", ")
+        .filter(|a| !a.is_empty())
+        .enumerate()
+        .map(|(i, t)| format!("a{i} {t}"))
+        .collect();
+    format!(
+        "CREATE FUNCTION {schema}.{name}({}) RETURNS {returns} LANGUAGE plpgsql AS $f$
+         BEGIN
+           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+             EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+           END IF;
+           RETURN NULL;
+         END $f$;",
+        params.join(", ")
+    )
+}
+
 /// Steps an attacker would like the service role to run, in every shape.
 fn forged_steps(attacker: &str) -> Vec<String> {
     [
@@ -205,22 +226,7 @@ async fn a_migrations_search_path_never_reaches_the_service_role() {
         ("count", "", "bigint"),
         ("pg_try_advisory_xact_lock", "bigint", "boolean"),
     ] {
-        let params: Vec<String> = args
-            .split(", ")
-            .filter(|a| !a.is_empty())
-            .enumerate()
-            .map(|(i, t)| format!("a{i} {t}"))
-            .collect();
-        setup.push_str(&format!(
-            "CREATE FUNCTION app.{name}({}) RETURNS {returns} LANGUAGE plpgsql AS $f$
-             BEGIN
-               IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-                 EXECUTE 'ALTER ROLE {app} SUPERUSER';
-               END IF;
-               RETURN NULL;
-             END $f$;",
-            params.join(", ")
-        ));
+        setup.push_str(&trap("app", name, args, returns, &app));
     }
     client.batch_execute(&setup).await.unwrap();
     // An ordinary transaction-wrapped migration, run with that search_path.
@@ -336,22 +342,7 @@ async fn database_settings_do_not_reach_the_service_role() {
         ("obj_description", "oid, name", "text"),
         ("format", "text, text", "text"),
     ] {
-        let params: Vec<String> = args
-            .split(", ")
-            .filter(|a| !a.is_empty())
-            .enumerate()
-            .map(|(i, t)| format!("a{i} {t}"))
-            .collect();
-        plant.push_str(&format!(
-            "CREATE FUNCTION public.{name}({}) RETURNS {returns} LANGUAGE plpgsql AS $f$
-             BEGIN
-               IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-                 EXECUTE 'ALTER ROLE {owner} SUPERUSER';
-               END IF;
-               RETURN NULL;
-             END $f$;",
-            params.join(", ")
-        ));
+        plant.push_str(&trap("public", name, args, returns, &owner));
     }
     o.batch_execute(&plant).await.unwrap();
     // A fresh proxy: its first session scans, a deferral creates the schema, the
