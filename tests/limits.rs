@@ -4,64 +4,11 @@
 
 mod common;
 
+use common::binary::Binary;
 use common::raw::{query, Raw};
 use common::scenario::{direct, eventually, one_value};
-use common::{connect, fresh_db, pg, sqlstate, Proxy};
-use std::process::{Child, Command, Stdio};
+use common::{connect, fresh_db, sqlstate, Proxy};
 use std::time::{Duration, Instant};
-
-/// pgshift as its own process (the built binary), so its memory can be read.
-struct Spawned {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Spawned {
-    fn start() -> Spawned {
-        loop {
-            let port = pgshift::cluster::free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_pgshift"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--upstream", &pg().tcp_address()])
-                .args(["-c", "log.level=warn"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("pgshift binary");
-            let addr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut s = Spawned { child, addr };
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return s;
-                }
-                if s.child.try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: another one
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = s.child.kill();
-        }
-    }
-
-    /// Resident memory in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap();
-        kb * 1024
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `SELECT …400 MB…; CREATE INDEX …` as one Query: pgshift runs it statement by
 /// statement, and the rows stream to the client as they come.
@@ -70,8 +17,8 @@ async fn a_large_result_before_ddl_streams_through() {
     let db = fresh_db("bigresult");
     let admin = connect(&direct(&db)).await;
     admin.batch_execute("CREATE TABLE t (a int)").await.unwrap();
-    let proxy = Spawned::start();
-    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    let proxy = Binary::start(&["-c", "log.level=warn"]);
+    let (mut raw, _) = Raw::startup(proxy.addr(), "postgres", &db).await;
     let before = proxy.rss();
     raw.send(&query(
         "SELECT repeat('x', 1000) FROM generate_series(1, 400000); CREATE INDEX t_g ON t (a)",

@@ -4,74 +4,14 @@
 
 mod common;
 
-use common::{connect, fresh_db, pg};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use common::binary::Binary;
+use common::{connect, fresh_db};
+use std::time::Duration;
 
 async fn still_serving(conn_str: &str) {
     let client = connect(conn_str).await;
     let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
-}
-
-/// The pgshift binary in front of the test cluster, its log in a file.
-struct Binary {
-    child: Child,
-    port: u16,
-}
-
-impl Binary {
-    fn start(args: &[&str]) -> Binary {
-        let port = pgshift::cluster::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = std::env::temp_dir().join(format!("pgshift-parse-limits-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshift"))
-            .args([
-                "serve",
-                "--listen",
-                &listen,
-                "--upstream",
-                &pg().tcp_address(),
-            ])
-            .args(args)
-            .stderr(std::fs::File::create(&log).map_or(Stdio::null(), Stdio::from))
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "pgshift did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Binary { child, port }
-    }
-
-    fn conn_str(&self, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} dbname={db} user=postgres connect_timeout=10",
-            self.port
-        )
-    }
-
-    /// Resident set size in MiB, from /proc.
-    fn rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib / 1024
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// RSS (MiB) of a pgshift binary around 100 unique 10 MB candidates sent through one
@@ -80,7 +20,7 @@ async fn rss_around_big_statements(args: &[&str], name: &str) -> [u64; 4] {
     let db = fresh_db(name);
     let proxy = Binary::start(args);
     still_serving(&proxy.conn_str(&db)).await;
-    let before = proxy.rss_mib();
+    let before = proxy.rss() >> 20;
     let client = connect(&proxy.conn_str(&db)).await;
     let filler = "x".repeat(10 << 20);
     let mut warm = 0;
@@ -88,14 +28,14 @@ async fn rss_around_big_statements(args: &[&str], name: &str) -> [u64; 4] {
         let sql = format!("COMMENT ON DATABASE {db} IS '{i} {filler}'");
         client.simple_query(&sql).await.unwrap();
         if i == 9 {
-            warm = proxy.rss_mib();
+            warm = proxy.rss() >> 20;
         }
     }
-    let during = proxy.rss_mib();
+    let during = proxy.rss() >> 20;
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
     still_serving(&proxy.conn_str(&db)).await;
-    let after = proxy.rss_mib();
+    let after = proxy.rss() >> 20;
     eprintln!("{name}: RSS {before} MiB before, {warm} after 10 statements, {during} after 100, {after} after the session closed");
     [before, warm, during, after]
 }

@@ -2,6 +2,7 @@
 //! test, and pgshift running in-process on its own thread and runtime.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod raw;
 pub mod scenario;
 
