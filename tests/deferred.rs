@@ -345,3 +345,35 @@ async fn notifications_during_deferred_work_arrive_intact() {
     }
     assert_eq!(index_valid(&admin, "t_c").await, "true");
 }
+
+/// A test runner creates a database through pgshift, runs migrations with deferred
+/// DDL in it, and drops it at once: pgshift's own connection to it must not be in
+/// the way (Postgres refuses DROP DATABASE while other sessions are connected).
+#[tokio::test]
+async fn a_database_with_deferred_work_can_be_dropped_at_once() {
+    let runner_db = fresh_db("dropper");
+    let p = proxy();
+    let runner = connect(&p.conn_str(&runner_db, "postgres")).await;
+    let test_db = format!("{runner_db}_test");
+    for round in 0..2 {
+        runner
+            .batch_execute(&format!("CREATE DATABASE {test_db}"))
+            .await
+            .unwrap();
+        let app = connect(&p.conn_str(&test_db, "postgres")).await;
+        app.batch_execute(SETUP).await.unwrap();
+        app.batch_execute("BEGIN; CREATE INDEX t_c ON t (c); COMMIT")
+            .await
+            .unwrap();
+        app.simple_query("SELECT 1").await.unwrap();
+        let check = connect(&direct(&test_db)).await;
+        assert_eq!(index_valid(&check, "t_c").await, "true", "round {round}");
+        drop(check);
+        drop(app);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        runner
+            .batch_execute(&format!("DROP DATABASE {test_db}"))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+    }
+}

@@ -15,9 +15,9 @@ use tokio_postgres::Client;
 /// A refused or unreachable database is asked again after this long.
 const RETRY_REFUSED: Duration = Duration::from_secs(30);
 const RETRY_FAILED: Duration = Duration::from_secs(2);
-/// A service connection unused for this long is closed (so that, among others,
-/// `DROP DATABASE` is not blocked by pgshift).
-const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// A service connection unused for this long is closed: an idle connection of
+/// pgshift's must not keep `DROP DATABASE` and its friends waiting.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
 
 /// Every database's book.
 #[derive(Debug)]
@@ -30,6 +30,9 @@ pub struct Books {
 pub struct Book {
     database: String,
     state: tokio::sync::Mutex<State>,
+    /// No connection may be opened before this (a client is dropping, renaming or
+    /// copying the database).
+    closed_until: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -85,9 +88,21 @@ impl Books {
         let book = Arc::new(Book {
             database: database.to_string(),
             state: tokio::sync::Mutex::new(State::Closed),
+            closed_until: Mutex::new(None),
         });
         map.insert(database.to_string(), book.clone());
         book
+    }
+
+    /// Closes pgshift's connection to `database` and opens none for `hold` (a
+    /// client's statement needs the database to itself); `None` lifts that.
+    pub async fn step_aside(&self, database: &str, hold: Option<Duration>) {
+        let book = self.get(database);
+        *book.closed_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            hold.map(|h| Instant::now() + h);
+        if hold.is_some() {
+            *book.state.lock().await = State::Closed;
+        }
     }
 
     /// Databases this process has a book for.
@@ -114,6 +129,13 @@ impl Book {
         rt: &tokio::runtime::Handle,
         create: bool,
     ) -> Result<Option<Arc<Client>>, ServiceError> {
+        let until = *self.closed_until.lock().unwrap_or_else(|e| e.into_inner());
+        if until.is_some_and(|t| Instant::now() < t) {
+            return Err(ServiceError::Query {
+                database: self.database.clone(),
+                reason: "a client is dropping, renaming or copying the database".into(),
+            });
+        }
         let mut state = self.state.lock().await;
         let existing = match &mut *state {
             // Only real work (`create`) counts as use: scans alone let an idle

@@ -130,20 +130,25 @@ impl Engine {
     }
 }
 
-/// Every [`deferred::SCAN_EVERY`], each known database is scanned on its own task
-/// (one slow database does not hold up the others) and idle connections close.
+/// Every few seconds idle service connections close; every
+/// [`deferred::SCAN_EVERY`], each database with a checked schema is scanned on a
+/// task of its own (one slow database does not hold up the others).
 async fn scan_forever(books: Arc<Books>, background: Background) {
-    let mut tick = tokio::time::interval(deferred::SCAN_EVERY);
+    let reap = book::IDLE_CLOSE / 2;
+    let mut tick = tokio::time::interval(reap);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let scan_every = (deferred::SCAN_EVERY.as_millis() / reap.as_millis()).max(1) as u64;
+    let mut n = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = background.stopped() => return,
         }
+        n += 1;
         for database in books.databases() {
             let book = books.get(&database);
-            if !book.is_ready() {
+            if n % scan_every != 0 || !book.is_ready() {
                 book.close_if_idle().await;
                 continue;
             }

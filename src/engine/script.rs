@@ -18,6 +18,10 @@ use std::io;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Longest pgshift keeps away from a database a client drops, renames or copies
+/// (the statement's end lifts it sooner).
+const STEP_ASIDE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What pgshift does with one statement.
 enum Action<'a> {
     Pass,
@@ -82,6 +86,28 @@ where
     // Failed transactions are the server's to report too.
     if io.status == b'E' || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
+    }
+    let exclusive: Vec<&String> = analysis
+        .statements
+        .iter()
+        .flat_map(|s| &s.exclusive_databases)
+        .collect();
+    if !exclusive.is_empty() {
+        // Postgres waits 5 s for other sessions to leave the database, then
+        // refuses: pgshift's own connection must not be one of them. It stays away
+        // while the statement runs (in-band, as sent), and not a moment longer.
+        let books = &cx.engine.books;
+        for database in &exclusive {
+            books.step_aside(database, Some(STEP_ASIDE)).await;
+        }
+        io.send_client(prefix);
+        io.relay = Relay::All;
+        let ran = io.query(sql).await;
+        for database in &exclusive {
+            books.step_aside(database, None).await;
+        }
+        ran?;
+        return finish_turn(io).await;
     }
     if crate::sql::sniff::splits_differ(sql.as_bytes()) {
         // What pgshift checked would not be what Postgres runs.

@@ -37,6 +37,9 @@ pub struct Statement {
     pub copy: bool,
     /// What a rule found, if the statement is unsafe.
     pub finding: Option<Finding>,
+    /// Databases the statement needs no other session connected to (DROP
+    /// DATABASE, a rename, a tablespace move, CREATE DATABASE … TEMPLATE).
+    pub exclusive_databases: Vec<String>,
 }
 
 impl Statement {
@@ -112,6 +115,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             tx: tx_control(node),
             copy: matches!(node, NodeEnum::CopyStmt(c) if c.filename.is_empty()),
             finding: rules::review(node, text),
+            exclusive_databases: exclusive_databases(node),
         });
     }
     Ok(Analysis { statements })
@@ -144,6 +148,34 @@ pub(crate) fn code_span(text: &str) -> Range<usize> {
             let lead = text.len() - text.trim_start().len();
             lead..text.trim_end().len().max(lead)
         }
+    }
+}
+
+fn exclusive_databases(node: &NodeEnum) -> Vec<String> {
+    use pg_query::protobuf::ObjectType;
+    let option = |options: &[pg_query::protobuf::Node], name: &str| -> Option<String> {
+        options.iter().find_map(|o| match o.node.as_ref()? {
+            NodeEnum::DefElem(d) if d.defname == name => match d.arg.as_ref()?.node.as_ref()? {
+                NodeEnum::String(s) => Some(s.sval.clone()),
+                NodeEnum::TypeName(t) => t.names.last().and_then(|n| match n.node.as_ref()? {
+                    NodeEnum::String(s) => Some(s.sval.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    match node {
+        NodeEnum::DropdbStmt(d) => vec![d.dbname.clone()],
+        NodeEnum::RenameStmt(r) if r.rename_type == ObjectType::ObjectDatabase as i32 => {
+            vec![r.subname.clone()]
+        }
+        NodeEnum::AlterDatabaseStmt(a) if option(&a.options, "tablespace").is_some() => {
+            vec![a.dbname.clone()]
+        }
+        NodeEnum::CreatedbStmt(c) => option(&c.options, "template").into_iter().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -318,6 +350,29 @@ mod tests {
         let a = analyze(sql).unwrap();
         assert_eq!(a.statements[1].sql, "DROP TABLE \"é\"");
         assert_eq!(a.statements[1].line_in(sql), 5);
+    }
+
+    #[test]
+    fn statements_that_need_a_database_to_themselves() {
+        let dbs = |sql: &str| {
+            analyze(sql).unwrap().statements[0]
+                .exclusive_databases
+                .clone()
+        };
+        assert_eq!(
+            dbs("DROP DATABASE IF EXISTS \"Test\" WITH (FORCE)"),
+            ["Test"]
+        );
+        assert_eq!(dbs("ALTER DATABASE a RENAME TO b"), ["a"]);
+        assert_eq!(dbs("ALTER DATABASE a SET TABLESPACE fast"), ["a"]);
+        assert_eq!(dbs("CREATE DATABASE c TEMPLATE tpl"), ["tpl"]);
+        assert_eq!(
+            dbs("CREATE DATABASE c WITH TEMPLATE = 'tpl' OWNER x"),
+            ["tpl"]
+        );
+        assert!(dbs("CREATE DATABASE c").is_empty());
+        assert!(dbs("ALTER DATABASE a SET work_mem = '1MB'").is_empty());
+        assert!(dbs("DROP TABLE t").is_empty());
     }
 
     #[test]
