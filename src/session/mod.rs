@@ -11,6 +11,7 @@ mod io;
 mod opening;
 mod outbox;
 pub mod pump;
+mod refusal;
 pub mod terminate;
 
 use crate::engine::{CancelSignal, Pending};
@@ -20,8 +21,6 @@ use crate::server::{Settings, Shared};
 use crate::stats::{ActiveGuard, Stats};
 use crate::wire::backend::PgError;
 use crate::wire::scanner::Flow;
-use crate::wire::startup::Startup;
-use bytes::BytesMut;
 use cancel::CancelKey;
 use info::Registered;
 use opening::{refuse, Opening};
@@ -87,7 +86,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
             .instrument(span.clone())
             .await;
     }
-    finish(&mut s.client, &s.down, end, &shared.stats)
+    finish(&mut s.client, &s.up, &s.down, end, &shared.stats)
         .instrument(span)
         .await;
 }
@@ -120,8 +119,24 @@ async fn establish<'a>(
     let deadline = Instant::now() + settings.config.startup_timeout();
     // A socket that says nothing holds no client slot, and not for long.
     let packet_deadline = deadline.min(Instant::now() + settings.config.startup_packet_timeout());
-    let (mut client, startup, leftover) = open(tcp, shared, settings, packet_deadline).await?;
-    let active = ActiveGuard::new(&shared.stats);
+    let (mut client, startup, leftover) = match open(tcp, shared, settings, packet_deadline).await?
+    {
+        Opening::Startup {
+            stream,
+            startup,
+            leftover,
+        } => (stream, startup, leftover),
+        Opening::Cancel { pid, secret } => {
+            answer_cancel(pid, &secret, shared, settings).await;
+            return None;
+        }
+        Opening::ForServer { mut stream, packet } => {
+            shared.stats.protocol_errors.fetch_add(1, Relaxed);
+            let _active = admit(&mut stream, shared, settings).await?;
+            refusal::relay(&mut stream, &packet, shared, settings, deadline).await;
+            return None;
+        }
+    };
     let user = startup.param("user").unwrap_or("");
     // Postgres defaults the database to the user name.
     let database = startup.param("database").unwrap_or(user);
@@ -129,20 +144,10 @@ async fn establish<'a>(
     span.record("user", user);
     span.record("database", database);
     span.record("tls", client.is_tls());
+    let active = admit(&mut client, shared, settings).await?;
     let registered = shared
         .sessions
         .register(id, peer, user, database, client.is_tls());
-
-    let limit = settings.config.server.max_client_conn;
-    if active.active() > limit as u64 {
-        shared.stats.connections_rejected.fetch_add(1, Relaxed);
-        warn!(limit, "too many clients");
-        let err = PgError::fatal("53300", "sorry, too many clients already").with_hint(format!(
-            "pgshift serves at most {limit} clients (server.max_client_conn)."
-        ));
-        refuse(&mut client, err).await;
-        return None;
-    }
     let connected = connect_upstream(&mut client, shared, settings).await?;
     let channel_binding_ok = same_certificate(&client, settings, &connected);
     let mut server = connected.stream;
@@ -185,34 +190,19 @@ async fn establish<'a>(
     })
 }
 
-/// Reads the client's opening; answers a CancelRequest on the spot.
+/// Reads the client's opening.
 async fn open(
     tcp: TcpStream,
     shared: &Shared,
     settings: &Settings,
     deadline: Instant,
-) -> Option<(ClientStream, Startup, BytesMut)> {
+) -> Option<Opening> {
     let opening =
         tokio::time::timeout_at(deadline, opening::accept(tcp, settings.client_tls.as_ref())).await;
     match opening {
-        Ok(Ok(Opening::Startup {
-            stream,
-            startup,
-            leftover,
-        })) => Some((stream, startup, leftover)),
-        Ok(Ok(Opening::Cancel { pid, secret })) => {
-            shared.stats.cancel_requests.fetch_add(1, Relaxed);
-            cancel::forward(
-                &shared.cancel,
-                pid,
-                &secret,
-                settings.config.connect_timeout(),
-            )
-            .await;
-            None
-        }
+        Ok(Ok(opening)) => Some(opening),
         Ok(Err(e)) => {
-            if matches!(e, opening::OpeningError::Protocol(_)) {
+            if e.is_protocol_error() {
                 shared.stats.protocol_errors.fetch_add(1, Relaxed);
             }
             debug!(error = %e, "opening failed");
@@ -224,6 +214,38 @@ async fn open(
             None
         }
     }
+}
+
+/// Passes a CancelRequest on; the client gets no answer, as from Postgres.
+async fn answer_cancel(pid: u32, secret: &[u8], shared: &Shared, settings: &Settings) {
+    shared.stats.cancel_requests.fetch_add(1, Relaxed);
+    cancel::forward(
+        &shared.cancel,
+        pid,
+        secret,
+        settings.config.connect_timeout(),
+    )
+    .await;
+}
+
+/// Counts the client against `server.max_client_conn`, or refuses it.
+async fn admit<'a>(
+    client: &mut ClientStream,
+    shared: &'a Shared,
+    settings: &Settings,
+) -> Option<ActiveGuard<'a>> {
+    let active = ActiveGuard::new(&shared.stats);
+    let limit = settings.config.server.max_client_conn;
+    if active.active() <= limit as u64 {
+        return Some(active);
+    }
+    shared.stats.connections_rejected.fetch_add(1, Relaxed);
+    warn!(limit, "too many clients");
+    let err = PgError::fatal("53300", "sorry, too many clients already").with_hint(format!(
+        "pgshift serves at most {limit} clients (server.max_client_conn)."
+    ));
+    refuse(client, err).await;
+    None
 }
 
 async fn connect_upstream(
@@ -292,9 +314,18 @@ async fn auth_outcome(
 
 /// Tells the client why its session ended, when the stream is at a frame boundary
 /// and the server did not already say so.
-async fn finish(client: &mut ClientStream, down: &Direction, end: PumpEnd, stats: &Stats) {
+async fn finish(
+    client: &mut ClientStream,
+    up: &Direction,
+    down: &Direction,
+    end: PumpEnd,
+    stats: &Stats,
+) {
     let err = match &end {
         PumpEnd::ClientClosed | PumpEnd::ClientIo(_) => None,
+        // The client said goodbye (or sent a header Postgres refuses, and the
+        // server answered it as it does): Postgres says nothing more, nor does pgshift.
+        _ if up.scanner.ended.is_some() => None,
         PumpEnd::ServerClosed | PumpEnd::ServerIo(_) => {
             (down.scanner.last_tag != b'E').then(|| {
                 PgError::fatal(

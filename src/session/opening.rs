@@ -1,10 +1,11 @@
 //! The client's opening: SSLRequest/GSSENCRequest negotiation, TLS termination, and
-//! the StartupMessage or CancelRequest that follows.
+//! the StartupMessage or CancelRequest that follows, answered the way Postgres'
+//! ProcessStartupPacket answers them.
 
 use crate::net::stream::ClientStream;
 use crate::net::tls::ClientTls;
 use crate::wire::backend::PgError;
-use crate::wire::startup::{self, Startup, StartupPacket};
+use crate::wire::startup::{self, BadLength, Negotiated, Startup, StartupPacket};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,63 +22,71 @@ pub enum Opening {
         pid: u32,
         secret: Bytes,
     },
+    /// A packet only the server can answer (see [`StartupPacket::ForServer`]).
+    ForServer {
+        stream: ClientStream,
+        packet: Bytes,
+    },
 }
 
-/// Why an opening failed; the client has already been told where it could be.
+/// Why an opening failed; the client has already been told where Postgres would
+/// have told it.
 #[derive(Debug, thiserror::Error)]
 pub enum OpeningError {
     #[error("client closed the connection during startup")]
     Closed,
-    #[error("{0}")]
-    Protocol(String),
+    /// Closed without a word, as Postgres closes it.
+    #[error(transparent)]
+    BadLength(#[from] BadLength),
+    /// Refused with a FATAL after the answer to the request, as Postgres refuses it.
+    #[error("received unencrypted data after {0}")]
+    UnencryptedData(&'static str),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
+impl OpeningError {
+    /// The client broke the protocol (rather than went away or failed TLS).
+    pub fn is_protocol_error(&self) -> bool {
+        matches!(
+            self,
+            OpeningError::BadLength(_) | OpeningError::UnencryptedData(_)
+        )
+    }
+}
+
 pub async fn accept(tcp: TcpStream, tls: Option<&ClientTls>) -> Result<Opening, OpeningError> {
     let mut stream = ClientStream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(512);
-    let mut gss_asked = false;
+    let mut done = Negotiated::default();
     loop {
-        let packet = match read_packet(&mut stream, &mut buf).await {
-            Ok(p) => p,
-            Err(OpeningError::Protocol(msg)) => {
-                refuse(&mut stream, PgError::fatal("08P01", msg.clone())).await;
-                return Err(OpeningError::Protocol(msg));
-            }
-            Err(e) => return Err(e),
-        };
-        match packet {
-            StartupPacket::SslRequest if !stream.is_tls() => {
-                if !buf.is_empty() {
-                    // Bytes sent before the handshake would be trusted as if encrypted.
-                    let msg = "received unencrypted data after SSL request";
-                    refuse(&mut stream, PgError::fatal("08P01", msg)).await;
-                    return Err(OpeningError::Protocol(msg.into()));
-                }
-                match (stream, tls) {
+        match read_packet(&mut stream, &mut buf, done).await? {
+            StartupPacket::SslRequest => {
+                stream = match (stream, tls) {
                     (ClientStream::Plain(mut tcp), Some(tls)) => {
                         tcp.write_all(b"S").await?;
                         let tls_stream =
                             tls.acceptor.accept(tcp).await.map_err(OpeningError::Tls)?;
-                        stream = ClientStream::Tls(Box::new(tls_stream));
+                        // Inside TLS, a GSSENCRequest is no longer one.
+                        done.gss = true;
+                        ClientStream::Tls(Box::new(tls_stream))
                     }
                     (mut plain, _) => {
                         plain.write_all(b"N").await?;
-                        stream = plain;
+                        plain
                     }
-                }
+                };
+                done.ssl = true;
+                refuse_unencrypted(&mut stream, &buf, "SSL request").await?;
             }
-            StartupPacket::GssEncRequest if !gss_asked && !stream.is_tls() => {
-                gss_asked = true;
+            StartupPacket::GssEncRequest => {
+                // pgshift has no GSSAPI encryption: it answers like a Postgres
+                // without it (or on a Unix socket), and the client may try TLS next.
                 stream.write_all(b"N").await?;
-            }
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                let msg = "unexpected encryption request after negotiation";
-                refuse(&mut stream, PgError::fatal("08P01", msg)).await;
-                return Err(OpeningError::Protocol(msg.into()));
+                done.gss = true;
+                refuse_unencrypted(&mut stream, &buf, "GSSAPI encryption request").await?;
             }
             StartupPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             StartupPacket::Startup(startup) => {
@@ -87,19 +96,42 @@ pub async fn accept(tcp: TcpStream, tls: Option<&ClientTls>) -> Result<Opening, 
                     leftover: buf,
                 })
             }
+            StartupPacket::ForServer(packet) => return Ok(Opening::ForServer { stream, packet }),
         }
     }
+}
+
+/// Bytes that came before the answer to an encryption request were not encrypted,
+/// and may have been injected by a man in the middle (CVE-2021-23214). Postgres
+/// refuses them once it has answered (over TLS, if it accepted), with this FATAL.
+async fn refuse_unencrypted(
+    stream: &mut ClientStream,
+    buf: &BytesMut,
+    request: &'static str,
+) -> Result<(), OpeningError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let err = PgError::fatal(
+        "08P01",
+        format!("received unencrypted data after {request}"),
+    )
+    .with_detail(
+        "This could be either a client-software bug or evidence of an attempted \
+             man-in-the-middle attack.",
+    );
+    refuse(stream, err).await;
+    Err(OpeningError::UnencryptedData(request))
 }
 
 async fn read_packet<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut BytesMut,
+    done: Negotiated,
 ) -> Result<StartupPacket, OpeningError> {
     loop {
-        match startup::decode(buf) {
-            Ok(Some(packet)) => return Ok(packet),
-            Ok(None) => {}
-            Err(e) => return Err(OpeningError::Protocol(e.to_string())),
+        if let Some(packet) = startup::decode(buf, done)? {
+            return Ok(packet);
         }
         if buf.capacity() - buf.len() < 256 {
             buf.reserve(1024);

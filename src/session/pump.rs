@@ -64,8 +64,18 @@ impl Direction {
             need_flush: false,
             unreported: 0,
         };
-        d.ready = d.scanner.scan(&mut d.buf, 0)?;
+        d.scan_from(0)?;
         Ok(d)
+    }
+
+    /// Scans past `from`; once the client's stream ended for the server, drops
+    /// what follows (Postgres never reads it), so that it cannot pile up.
+    fn scan_from(&mut self, from: usize) -> Result<(), FrameError> {
+        self.ready = self.scanner.scan(&mut self.buf, from)?;
+        if self.scanner.ended.is_some() {
+            self.buf.truncate(self.ready);
+        }
+        Ok(())
     }
 
     /// True when everything forwarded so far ends on a frame boundary, so the proxy
@@ -101,8 +111,7 @@ impl Direction {
     /// Scans what is buffered past the forwardable prefix (after the scanner's
     /// flags changed, or a held frame was dropped or released).
     pub fn rescan(&mut self) -> Result<(), FrameError> {
-        self.ready = self.scanner.scan(&mut self.buf, self.ready)?;
-        Ok(())
+        self.scan_from(self.ready)
     }
 
     /// Bytes read but not yet forwarded (the start of an incomplete frame).
@@ -114,8 +123,7 @@ impl Direction {
     /// Puts back bytes taken with [`Self::take_unforwarded`] (or read past them).
     pub fn restore(&mut self, bytes: BytesMut) -> Result<(), FrameError> {
         self.buf = bytes;
-        self.ready = self.scanner.scan(&mut self.buf, 0)?;
-        Ok(())
+        self.scan_from(0)
     }
 
     /// Moves bytes from `r` to `w` until `r` ends, the scanner holds a frame for the
@@ -165,12 +173,7 @@ impl Direction {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(TransferError::Read(e))),
                 // A frame cut short by EOF is dropped: the peer could not use it.
                 Poll::Ready(Ok(0)) => self.read_eof = true,
-                Poll::Ready(Ok(_)) => {
-                    self.ready = self
-                        .scanner
-                        .scan(&mut self.buf, self.ready)
-                        .map_err(TransferError::Frame)?;
-                }
+                Poll::Ready(Ok(_)) => self.scan_from(self.ready).map_err(TransferError::Frame)?,
             }
         }
     }
@@ -185,7 +188,7 @@ impl Direction {
 /// How a session's pump ended.
 #[derive(Debug)]
 pub enum PumpEnd {
-    /// The client closed its side (after Terminate, or abruptly).
+    /// The client closed its side.
     ClientClosed,
     /// The server closed its side.
     ServerClosed,

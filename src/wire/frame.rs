@@ -37,6 +37,26 @@ pub fn header(buf: &[u8], limit: usize) -> Result<Option<(u8, usize)>, FrameErro
     Ok(Some((tag, total)))
 }
 
+/// Postgres' cap on frontend messages it expects to be short (PQ_SMALL_MESSAGE_LIMIT).
+const PQ_SMALL_MESSAGE_LIMIT: u32 = 10_000;
+/// Postgres' cap on any frontend message (PQ_LARGE_MESSAGE_LIMIT, MaxAllocSize - 1).
+const PQ_LARGE_MESSAGE_LIMIT: u32 = 0x3fff_fffe;
+
+/// True when `buf` starts with a frontend header Postgres refuses as soon as it has
+/// read it (SocketBackend, CopyGetData, pq_getmessage): a length below 4, or over
+/// its cap for the message type. It then ends the session, whatever follows.
+pub fn refused_header(buf: &[u8]) -> bool {
+    if buf.len() < HEADER_LEN {
+        return false;
+    }
+    let len = be_u32(buf, 1);
+    let short = matches!(
+        buf[0],
+        b'C' | b'D' | b'E' | b'H' | b'S' | b'X' | b'c' | b'f'
+    );
+    !(4..=PQ_LARGE_MESSAGE_LIMIT).contains(&len) || short && len > PQ_SMALL_MESSAGE_LIMIT
+}
+
 /// Splits one complete frame off the front of `buf`, if there is one.
 pub fn split_frame(
     buf: &mut bytes::BytesMut,
@@ -82,6 +102,21 @@ mod tests {
             header(b"Q\x7f\0\0\0", 1 << 20),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn headers_postgres_refuses() {
+        assert!(!refused_header(b"Q\0\0\0"));
+        assert!(refused_header(b"Q\0\0\0\x03"));
+        assert!(refused_header(b"@\0\0\0\x00"));
+        assert!(!refused_header(b"Q\0\0\0\x04"));
+        // Sync, Terminate and friends are capped at 10000 bytes, Query at 1 GB.
+        assert!(!refused_header(b"S\0\0\x27\x10"));
+        assert!(refused_header(b"S\0\0\x27\x11"));
+        assert!(refused_header(b"X\0\0\x27\x11"));
+        assert!(!refused_header(b"Q\0\0\x27\x11"));
+        assert!(!refused_header(b"d\x3f\xff\xff\xfe"));
+        assert!(refused_header(b"d\x3f\xff\xff\xff"));
     }
 
     #[test]

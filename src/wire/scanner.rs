@@ -3,7 +3,7 @@
 //! few small frames are held whole and looked at: Query and Parse from the client
 //! (for the SQL sniff), ReadyForQuery from the server (transaction status).
 
-use super::frame::{header, FrameError, HEADER_LEN};
+use super::frame::{header, refused_header, FrameError, HEADER_LEN};
 use bytes::BytesMut;
 
 /// Most a held, incomplete frame reserves at once.
@@ -25,6 +25,16 @@ pub struct Counts {
     pub ddl_candidates: u64,
     /// ErrorResponse frames from the server.
     pub errors: u64,
+}
+
+/// Why the client's stream ended for the server: Postgres reads nothing after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// A Terminate: Postgres closes the connection without a word.
+    Terminate,
+    /// A header Postgres refuses (see [`refused_header`]): it closes the connection,
+    /// with a FATAL of its own or without a word, depending on the message type.
+    RefusedHeader,
 }
 
 #[derive(Debug)]
@@ -57,6 +67,8 @@ pub struct Scanner {
     /// Messages that each get one ReadyForQuery: Query, Sync, FunctionCall (client
     /// side, forwarded), or ReadyForQuery frames seen (server side).
     pub turns: u64,
+    /// Client side: the last frame Postgres reads went by; the scan stops after it.
+    pub ended: Option<ClientEnd>,
 }
 
 impl Scanner {
@@ -76,6 +88,7 @@ impl Scanner {
             in_batch: false,
             synced_after_execute: false,
             turns: 0,
+            ended: None,
         }
     }
 
@@ -118,7 +131,8 @@ impl Scanner {
     }
 
     /// Scans `buf[from..]` and returns the offset up to which `buf` may be forwarded.
-    /// Bytes past it are the start of a frame that is held until it is complete.
+    /// Bytes past it are the start of a frame that is held until it is complete, or,
+    /// once the client's stream [`ended`](Self::ended), bytes nobody will read.
     pub fn scan(&mut self, buf: &mut BytesMut, from: usize) -> Result<usize, FrameError> {
         let mut pos = from;
         if self.held > 0 {
@@ -132,6 +146,14 @@ impl Scanner {
                 if self.body_left > 0 {
                     return Ok(pos);
                 }
+            }
+            if self.ended.is_some() {
+                return Ok(pos);
+            }
+            if self.flow == Flow::ClientToServer && refused_header(&buf[pos..]) {
+                // The server answers the header (it has all it reads), then closes.
+                self.ended = Some(ClientEnd::RefusedHeader);
+                return Ok(pos + HEADER_LEN);
             }
             let Some((tag, total)) = header(&buf[pos..], self.limit)? else {
                 return Ok(pos);
@@ -226,6 +248,7 @@ impl Scanner {
                 self.synced_after_execute = false;
             }
             (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
+            (Flow::ClientToServer, b'X') => self.ended = Some(ClientEnd::Terminate),
             (Flow::ServerToClient, b'E') => self.counts.errors += 1,
             _ => {}
         }
@@ -294,6 +317,50 @@ mod tests {
         s.scan(&mut buf, 0).unwrap();
         assert_eq!(s.counts.errors, 1);
         assert_eq!(s.last_tag, b'E');
+    }
+
+    #[test]
+    fn nothing_after_a_terminate_is_forwarded() {
+        let mut bytes = frame(b'Q', b"select 1\0");
+        let upto = bytes.len() + 5;
+        bytes.extend(frame(b'X', b""));
+        bytes.extend(frame(b'Q', b"select 2\0"));
+        bytes.extend_from_slice(b"\0\0\0\0\0garbage");
+        for intercept_all in [false, true] {
+            let mut c = Scanner::new(Flow::ClientToServer, 1 << 20);
+            c.intercept = intercept_all;
+            c.intercept_all = intercept_all;
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut ready = c.scan(&mut buf, 0).unwrap();
+            if intercept_all {
+                // Held: the Query, then the Terminate (deferred work waits for them).
+                assert_eq!(c.held, upto - 5);
+                assert_eq!(ready, 0);
+                ready = c.release();
+                ready = c.scan(&mut buf, ready).unwrap();
+                assert_eq!(c.held, 5);
+                ready += c.release();
+                ready = c.scan(&mut buf, ready).unwrap();
+            }
+            assert_eq!(ready, upto);
+            assert_eq!(c.ended, Some(ClientEnd::Terminate));
+            assert_eq!(c.counts.queries, 1);
+        }
+    }
+
+    #[test]
+    fn a_refused_header_is_the_last_thing_forwarded() {
+        let mut c = Scanner::new(Flow::ClientToServer, 1 << 20);
+        let mut bytes = frame(b'Q', b"select 1\0");
+        let upto = bytes.len() + 5;
+        bytes.extend_from_slice(b"Q\0\0\0\x02more");
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(c.scan(&mut buf, 0).unwrap(), upto);
+        assert_eq!(c.ended, Some(ClientEnd::RefusedHeader));
+        // The server is not checked: its frames are trusted, and bad ones are errors.
+        let mut s = Scanner::new(Flow::ServerToClient, 1 << 20);
+        let mut buf = BytesMut::from(&b"C\0\0\0\x02"[..]);
+        assert!(s.scan(&mut buf, 0).is_err());
     }
 
     #[test]
