@@ -449,10 +449,12 @@ async fn a_wrong_service_credential_is_a_clear_error_not_a_hang() {
         c.upstream.service_password = "not the password".into();
     });
     let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    // Committed first: a table created in the same transaction is left alone.
     client
-        .batch_execute("CREATE TABLE t (c int); BEGIN")
+        .batch_execute("CREATE TABLE t (c int)")
         .await
         .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
     let started = std::time::Instant::now();
     let err = client
         .batch_execute("CREATE INDEX t_c ON t (c)")

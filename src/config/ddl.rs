@@ -54,6 +54,10 @@ pub struct Ddl {
     pub in_transaction: InTransaction,
     /// Send a NOTICE saying what pgshift did.
     pub notices: bool,
+    /// A table (with its indexes and TOAST, partitions summed) at most this big is
+    /// small: holding any lock on it for a whole statement is brief, so the
+    /// statement runs as written (under lock_timeout with retries).
+    pub small_table_bytes: u64,
     /// Honour `SET pgshift.bypass = on` in a session (emergencies, admins).
     pub allow_bypass: bool,
     /// Rows per backfill batch (one transaction each).
@@ -88,6 +92,7 @@ impl Default for Ddl {
             long_step_timeout_ms: 3_600_000,
             in_transaction: InTransaction::Defer,
             notices: true,
+            small_table_bytes: 1 << 20,
             allow_bypass: false,
             backfill_batch_rows: 5_000,
             backfill_pause_ms: 10,

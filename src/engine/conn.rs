@@ -17,18 +17,73 @@ pub struct ServerError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Every field as the server sent it (severity, context, schema, table,
+    /// constraint, position, source location…), so it can reach the client whole.
+    pub fields: Vec<(u8, String)>,
 }
 
 impl ServerError {
-    fn from_fields(fields: &[(u8, String)]) -> Self {
+    pub fn from_fields(fields: Vec<(u8, String)>) -> Self {
         let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone());
         ServerError {
             code: get(b'C').unwrap_or_else(|| "XX000".into()),
             message: get(b'M').unwrap_or_default(),
             detail: get(b'D'),
             hint: get(b'H'),
+            fields,
         }
     }
+
+    /// The position (1-based, in characters) as the server gave it.
+    fn position(&self) -> Option<usize> {
+        let p = self.fields.iter().find(|(k, _)| *k == b'P')?;
+        p.1.parse().ok()
+    }
+
+    fn set_position(&mut self, at: Option<usize>) {
+        self.fields.retain(|(k, _)| *k != b'P');
+        if let Some(at) = at {
+            // Postgres puts the position after the message fields; any place works.
+            self.fields.push((b'P', at.to_string()));
+        }
+    }
+
+    /// Makes the position count from the start of `sql`, which began `at`
+    /// characters into the text the server ran; drops it when it points elsewhere.
+    pub fn within(mut self, at: usize, sql: &str) -> Self {
+        let inside = self
+            .position()
+            .and_then(|p| p.checked_sub(at))
+            .filter(|&p| p >= 1 && p <= sql.chars().count() + 1);
+        self.set_position(inside);
+        self
+    }
+
+    /// Moves the position `by` characters on (to count in the client's whole Query).
+    pub fn shifted(mut self, by: usize) -> Self {
+        let p = self.position().map(|p| p + by);
+        self.set_position(p);
+        self
+    }
+
+    /// Drops the position: it points into SQL the client did not send.
+    pub fn without_position(mut self) -> Self {
+        self.set_position(None);
+        self
+    }
+}
+
+/// Adds `shift` characters to the position field of an ErrorResponse or
+/// NoticeResponse: the server counted from the start of the one statement pgshift
+/// sent, the client from the start of its whole Query.
+pub fn shift_position(frame: &[u8], shift: usize) -> Option<BytesMut> {
+    let mut fields = error_fields(frame);
+    let p = fields.iter_mut().find(|(k, _)| *k == b'P')?;
+    p.1 = (p.1.parse::<usize>().ok()? + shift).to_string();
+    let mut out = BytesMut::new();
+    let borrowed: Vec<(u8, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    backend::write_fields(&mut out, frame[0], &borrowed);
+    Some(out)
 }
 
 /// What one simple Query returned.
@@ -72,11 +127,19 @@ pub trait Conn: Send {
     fn query(&mut self, sql: &str) -> impl std::future::Future<Output = io::Result<Reply>> + Send;
 
     /// One statement with text parameters ($1, $2…), through the extended protocol:
-    /// values are never spliced into SQL.
+    /// values are never spliced into SQL. For the steps' own SQL (backfill
+    /// batches): the server's notices reach the client.
     fn query_params(
         &mut self,
         sql: &str,
         params: &[&str],
+    ) -> impl std::future::Future<Output = io::Result<Reply>> + Send;
+
+    /// [`Conn::query`] for SQL that stands in for the client's statement: the
+    /// server's notices reach the client, as they would have directly.
+    fn query_step(
+        &mut self,
+        sql: &str,
     ) -> impl std::future::Future<Output = io::Result<Reply>> + Send;
 
     /// True when the client asked to cancel what it is waiting for.
@@ -94,6 +157,10 @@ pub enum Relay {
     Quiet,
     /// Everything but ReadyForQuery: the client's own statement.
     All,
+    /// What the client would have seen had its statement run as written, short of
+    /// results and errors: notices, warnings, notifications, parameter changes
+    /// (for the steps pgshift runs in its place).
+    Notices,
 }
 
 /// Bytes queued for the client are written once there are this many: a large
@@ -122,6 +189,9 @@ pub struct InBand<'a, C, S> {
     /// The session's cancel requests, and how many there were when the client's
     /// statement was handed over (older ones were for earlier statements).
     cancel: Option<(&'a CancelSignal, u64)>,
+    /// Characters before the running statement in the client's Query: added to
+    /// the positions in what is relayed with [`Relay::All`].
+    pub position_shift: usize,
 }
 
 impl<'a, C, S> InBand<'a, C, S>
@@ -148,6 +218,7 @@ where
             status,
             relay: Relay::Quiet,
             cancel: cancel.map(|c| (c, c.count())),
+            position_shift: 0,
         }
     }
 
@@ -273,6 +344,7 @@ where
         let relays = move |tag: u8| match relay_mode {
             Relay::All => tag != b'Z',
             Relay::Quiet => matches!(tag, b'A' | b'S'),
+            Relay::Notices => matches!(tag, b'A' | b'S' | b'N'),
         };
         loop {
             let (frame, streamed) = self.frame(relays).await?;
@@ -288,14 +360,19 @@ where
                 }
                 b'C' => reply.tags.push(cstr(body)),
                 // The client's own results go to the client, not into memory.
-                b'D' if self.relay == Relay::Quiet => reply.rows.push(data_row(body)),
+                b'D' if self.relay != Relay::All => reply.rows.push(data_row(body)),
                 b'E' if reply.error.is_none() => {
-                    reply.error = Some(ServerError::from_fields(&error_fields(&frame)));
+                    reply.error = Some(ServerError::from_fields(error_fields(&frame)));
                 }
                 _ => {}
             }
             if !streamed && relays(tag) {
-                self.to_client.extend_from_slice(&frame);
+                let shifted = match (tag, self.position_shift) {
+                    (b'E' | b'N', shift) if shift > 0 => shift_position(&frame, shift),
+                    _ => None,
+                };
+                self.to_client
+                    .extend_from_slice(shifted.as_deref().unwrap_or(&frame));
                 if self.to_client.len() > FLUSH_ABOVE {
                     self.write_queued().await?;
                 }
@@ -320,7 +397,17 @@ where
         let mut out = BytesMut::new();
         backend::query_with_params(&mut out, sql, params);
         self.server.write_all(&out).await?;
-        self.collect().await
+        let relay = std::mem::replace(&mut self.relay, Relay::Notices);
+        let reply = self.collect().await;
+        self.relay = relay;
+        reply
+    }
+
+    async fn query_step(&mut self, sql: &str) -> io::Result<Reply> {
+        let relay = std::mem::replace(&mut self.relay, Relay::Notices);
+        let reply = self.query(sql).await;
+        self.relay = relay;
+        reply
     }
 
     fn cancelled(&self) -> bool {

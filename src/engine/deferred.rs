@@ -15,7 +15,7 @@ use super::conn::{Conn, InBand};
 use super::steps::{self, Mode, StepContext};
 use super::{Entry, SessionCx};
 use crate::sql::ident::{self, literal};
-use crate::sql::plan::Step;
+use crate::sql::plan::{Step, StepKind};
 use crate::wire::backend::PgError;
 use std::io;
 use std::time::{Duration, Instant};
@@ -85,6 +85,19 @@ impl Pending {
         self.bytes += size;
         self.items.push(d);
         Ok(())
+    }
+
+    /// True when a deferred build makes an index that one of `names` (SQL) may name.
+    pub fn builds_index(&self, names: &[String]) -> bool {
+        self.items
+            .iter()
+            .flat_map(|d| &d.steps)
+            .any(|s| match &s.kind {
+                StepKind::ConcurrentIndex { index, .. } => names
+                    .iter()
+                    .any(|n| crate::sql::mentions::same_index(n, index)),
+                _ => false,
+            })
     }
 
     pub fn take(&mut self) -> Vec<Deferral> {

@@ -14,11 +14,13 @@ mod journal;
 mod partitioned;
 mod reply;
 mod retry;
+mod risk;
 mod schema;
 mod script;
 pub mod service;
 pub mod steps;
 mod type_change;
+mod unnamed;
 
 pub use batch::{complete_len as batch_len, flushed, parse as parse_batch, Batch};
 pub use book::Books;

@@ -107,6 +107,7 @@ pub fn build<'a, C: Conn>(
             .with_kind(StepKind::ConcurrentIndex {
                 index: index.clone(),
                 table: ident::qualified(&schema, &table),
+                naming: None,
             });
             steps::run(conn, &build, Mode::Autocommit, cx).await?;
             let attached = conn

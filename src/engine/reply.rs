@@ -81,17 +81,23 @@ where
 }
 
 pub(super) fn encode_server_error(out: &mut BytesMut, e: &ServerError) {
-    let mut fields: Vec<(u8, &str)> = vec![
-        (b'S', "ERROR"),
-        (b'V', "ERROR"),
-        (b'C', &e.code),
-        (b'M', &e.message),
-    ];
-    if let Some(d) = &e.detail {
-        fields.push((b'D', d));
-    }
-    if let Some(h) = &e.hint {
-        fields.push((b'H', h));
+    // The server's fields as it sent them (the steps placed the position in the
+    // client's text, or dropped it).
+    let fields: Vec<(u8, &str)> = e.fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if fields.is_empty() {
+        let mut fields: Vec<(u8, &str)> = vec![
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', &e.code),
+            (b'M', &e.message),
+        ];
+        if let Some(d) = &e.detail {
+            fields.push((b'D', d));
+        }
+        if let Some(h) = &e.hint {
+            fields.push((b'H', h));
+        }
+        return write_fields(out, b'E', &fields);
     }
     write_fields(out, b'E', &fields);
 }

@@ -6,6 +6,7 @@
 use super::conn::{Conn, InBand, Relay};
 use super::deferred::{Deferral, Pending, REPLAYED};
 use super::reply::{in_transaction_refusal, notice, rejection, send_failure, unparsed_refusal};
+use super::risk::{self, Risk};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{Entry, Outcome, SessionCx};
 use crate::config::{InTransaction, UnparsedPolicy};
@@ -25,7 +26,12 @@ const STEP_ASIDE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// What pgshift does with one statement.
 enum Action<'a> {
     Pass,
+    /// Small tables only: the statement as written, under lock_timeout with
+    /// retries, without a NOTICE (nothing differs but the lock wait).
+    AsWritten(&'a Finding),
     Reject(&'a Finding),
+    /// Refused for a reason the catalog gave (not the rule's own).
+    Refuse(PgError),
     Run {
         finding: &'a Finding,
         plan: Plan,
@@ -61,6 +67,68 @@ fn decide<'a>(stmt: &'a Statement, cx: &SessionCx<'_>) -> Action<'a> {
             policy,
         },
     }
+}
+
+/// Looks at what the statement locks, in the client's session, and lets the rule
+/// act only where the statement as written could stall someone else: not on temp
+/// tables, tables the client's own transaction created, or a relation that does
+/// not exist (Postgres says so at once); on small tables it runs as written.
+async fn assess<'a, C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    stmt: &'a Statement,
+    action: Action<'a>,
+) -> io::Result<Action<'a>>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let finding = match &action {
+        Action::Pass | Action::AsWritten(_) | Action::Refuse(_) => return Ok(action),
+        Action::Reject(f) | Action::Run { finding: f, .. } => *f,
+    };
+    let mut seen = Vec::new();
+    for name in finding.locked() {
+        seen.push(risk::look(io, name).await?);
+    }
+    let small = cx.settings.config.ddl.small_table_bytes;
+    Ok(match risk::judge(&seen, small) {
+        Risk::None => Action::Pass,
+        Risk::Small => Action::AsWritten(finding),
+        Risk::Rule if finding.rule == "refresh-matview" => match (&action, seen.first()) {
+            // CONCURRENTLY needs data and a unique index: without them, refuse
+            // rather than turn a statement that works into one that fails.
+            (Action::Run { .. }, Some(Some(view))) if !(view.populated && view.unique_index) => {
+                Action::Refuse(refresh_refusal(&stmt.sql, finding, view))
+            }
+            _ => action,
+        },
+        Risk::Rule => action,
+    })
+}
+
+/// Why a large materialized view's REFRESH cannot be made concurrent.
+fn refresh_refusal(sql: &str, finding: &Finding, view: &risk::Seen) -> PgError {
+    let name = finding.table.as_deref().unwrap_or(sql);
+    let (why, hint) = if view.populated {
+        (
+            format!("{name} has no unique index on plain columns without a WHERE clause, which REFRESH … CONCURRENTLY needs"),
+            format!("Create a unique index on {name} (CREATE UNIQUE INDEX CONCURRENTLY … ON {name} (…)), then refresh again; or SET pgshift.bypass = on to refresh it with reads blocked."),
+        )
+    } else {
+        (
+            format!("{name} holds no data yet, and its first REFRESH cannot be CONCURRENTLY"),
+            format!("Populate it at a quiet moment (SET pgshift.bypass = on; REFRESH MATERIALIZED VIEW {name}), with reads of it blocked while it runs."),
+        )
+    };
+    PgError::error(
+        "0A000",
+        format!(
+            "pgshift refused REFRESH MATERIALIZED VIEW: {}; {why}",
+            finding.problem
+        ),
+    )
+    .with_hint(hint)
 }
 
 /// `prefix`: responses owed to the client before the statement's own (an
@@ -133,8 +201,10 @@ where
             return finish_turn(io).await;
         }
     }
-    let actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
-    if actions.iter().all(|a| matches!(a, Action::Pass)) {
+    let mut actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
+    let in_tx = io.status != b'I';
+    let followers = in_tx && analysis.statements.iter().any(|s| follows(s, pending));
+    if actions.iter().all(|a| matches!(a, Action::Pass)) && !followers {
         return Ok(Outcome::Forward);
     }
     let ddl = &cx.settings.config.ddl;
@@ -165,6 +235,12 @@ where
         }
         notice(io, cx, "pgshift.bypass is set but ddl.allow_bypass is off: the statement runs through pgshift's rules", None);
     }
+    for (stmt, action) in analysis.statements.iter().zip(actions.iter_mut()) {
+        *action = assess(io, cx, stmt, std::mem::replace(action, Action::Pass)).await?;
+    }
+    if actions.iter().all(|a| matches!(a, Action::Pass)) && !followers {
+        return Ok(Outcome::Forward);
+    }
     io.send_client(prefix);
     let step_cx = StepContext {
         ddl,
@@ -182,9 +258,14 @@ where
     let mut failed = false;
     for (stmt, action) in analysis.statements.iter().zip(&actions) {
         let result = match action {
+            Action::Pass if io.status != b'I' && follows(stmt, pending) => {
+                follow(io, cx, pending, stmt).await
+            }
             Action::Pass => {
                 io.relay = Relay::All;
+                io.position_shift = sql[..stmt.offset.min(sql.len())].chars().count();
                 let reply = io.query(&stmt.sql).await?;
+                io.position_shift = 0;
                 io.relay = Relay::Quiet;
                 if reply.error.is_some() {
                     failed = true;
@@ -192,7 +273,21 @@ where
                 }
                 continue;
             }
+            Action::AsWritten(finding) => {
+                let cx2 = StepContext {
+                    table: finding.table.as_deref(),
+                    ..step_cx.clone()
+                };
+                let shift = sql[..stmt.offset.min(sql.len())].chars().count();
+                run_as_written(io, cx, &cx2, stmt, finding)
+                    .await
+                    .map_err(|f| match f {
+                        Failure::Server(e) => Failure::Server(e.shifted(shift)),
+                        other => other,
+                    })
+            }
             Action::Reject(f) => Err(Failure::Ours(rejection(f))),
+            Action::Refuse(e) => Err(Failure::Ours(e.clone())),
             Action::Run {
                 finding,
                 plan,
@@ -202,7 +297,15 @@ where
                     table: finding.table.as_deref(),
                     ..step_cx.clone()
                 };
-                run_plan(io, cx, &cx2, pending, stmt, finding, plan, *policy).await
+                let mut plan = plan.clone();
+                super::unnamed::name_indexes(io, &mut plan).await?;
+                run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
+                    .await
+                    .map_err(|f| match f {
+                        // It points into SQL pgshift ran in the statement's place.
+                        Failure::Server(e) => Failure::Server(e.without_position()),
+                        other => other,
+                    })
             }
         };
         match result {
@@ -364,7 +467,8 @@ where
             reports.push(steps::run(io, step, mode, step_cx).await?);
         }
         if split < n {
-            defer(io, cx, pending, stmt, finding, &plan.steps[split..]).await?;
+            let (rule, table) = (finding.rule, finding.table.as_ref());
+            defer(io, cx, pending, stmt, rule, table, &plan.steps[split..]).await?;
             outcome = "deferred";
         }
         Ok(())
@@ -400,6 +504,90 @@ where
     Ok(())
 }
 
+/// True when `stmt` names an index whose build this transaction deferred: it
+/// must run after the build, not now (the index does not exist yet).
+fn follows(stmt: &Statement, pending: &Pending) -> bool {
+    stmt.index_use
+        .as_ref()
+        .is_some_and(|u| pending.builds_index(&u.indexes))
+}
+
+/// Defers `stmt` behind the build it depends on, in order, and answers it.
+async fn follow<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    pending: &mut Pending,
+    stmt: &Statement,
+) -> Result<(), Failure>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(used) = &stmt.index_use else {
+        return Ok(());
+    };
+    let step = Step::quick(stmt.sql.clone(), crate::sql::plan::Lock::AccessExclusive);
+    defer(io, cx, pending, stmt, FOLLOWS, None, &[step]).await?;
+    let message = format!(
+        "pgshift: {} runs after COMMIT, once the deferred build of the index it names is done",
+        used.tag
+    );
+    notice(io, cx, &message, None);
+    let mut out = BytesMut::new();
+    backend::command_complete(&mut out, used.tag);
+    io.send_client(&out);
+    Ok(())
+}
+
+/// The rule recorded for a statement deferred behind an index build it names.
+const FOLLOWS: &str = "follows-deferred-index";
+
+/// Runs a statement on small tables as written: the same SQL, under lock_timeout
+/// with retries, in a savepoint inside the client's transaction. The server's
+/// notices reach the client; pgshift adds none.
+async fn run_as_written<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    stmt: &Statement,
+    finding: &Finding,
+) -> Result<(), Failure>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let mode = if io.status != b'I' {
+        Mode::InTransaction
+    } else {
+        Mode::Autocommit
+    };
+    let step = Step::quick(stmt.sql.clone(), finding.lock);
+    let result = steps::run(io, &step, mode, step_cx).await;
+    let error = result.as_ref().err().map(super::failure_text);
+    cx.engine.journal.record(Entry {
+        database: cx.database.to_string(),
+        session_id: cx.session_id,
+        user: cx.user.to_string(),
+        statement: stmt.sql.clone(),
+        rule: finding.rule.to_string(),
+        policy: "small-table".to_string(),
+        outcome: if error.is_some() {
+            "failed"
+        } else {
+            "as-written"
+        },
+        steps: result.iter().cloned().collect(),
+        error,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    result?;
+    let mut out = BytesMut::new();
+    backend::command_complete(&mut out, finding.tag);
+    io.send_client(&out);
+    Ok(())
+}
+
 /// Records the remaining steps in `pgshift.deferred` through `pgshift.defer`,
 /// inside the client's transaction: the row commits or rolls back with it (and
 /// with its savepoint). The session keeps the steps and runs them itself once the
@@ -409,7 +597,8 @@ async fn defer<C, S>(
     cx: &SessionCx<'_>,
     pending: &mut Pending,
     stmt: &Statement,
-    finding: &Finding,
+    rule: &str,
+    table: Option<&String>,
     rest: &[Step],
 ) -> Result<(), Failure>
 where
@@ -438,7 +627,7 @@ where
          pg_catalog.current_setting('search_path'), current_user::pg_catalog.text)::pg_catalog.text",
         reads.join(", "),
         literal(&stmt.sql),
-        literal(finding.rule),
+        literal(rule),
         literal(&steps)
     );
     let reply = io.query(&call).await?;
@@ -455,11 +644,11 @@ where
         .push(Deferral {
             id,
             statement: stmt.sql.clone(),
-            rule: finding.rule.to_string(),
+            rule: rule.to_string(),
             steps: rest.to_vec(),
             settings: (0..n).map(|i| reply.cell(i)).collect(),
             role: reply.cell(n),
-            table: finding.table.clone(),
+            table: table.cloned(),
         })
         .map_err(Failure::Ours)
 }

@@ -96,7 +96,7 @@ pub async fn run<C: Conn>(
         let outcome = match (&step.kind, mode) {
             (StepKind::Backfill { .. }, _) => backfill(conn, step, cx, &mut fill).await?,
             (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
-            (StepKind::ConcurrentIndex { index, table }, _) => {
+            (StepKind::ConcurrentIndex { index, table, .. }, _) => {
                 drop_if_invalid(conn, index, table).await?;
                 let r = long(conn, &step.sql, cx).await?;
                 if r.is_err() {
@@ -148,15 +148,19 @@ async fn in_savepoint<C: Conn>(
     sql: &str,
     cx: &StepContext<'_>,
 ) -> io::Result<Result<(), ServerError>> {
+    let before = format!(
+        "SAVEPOINT pgshift_step; SET LOCAL lock_timeout = {}; ",
+        ms(cx.ddl.lock_timeout_ms)
+    );
     let attempt = format!(
-        "SAVEPOINT pgshift_step; SET LOCAL lock_timeout = {}; {sql}; SET LOCAL lock_timeout = {}; RELEASE SAVEPOINT pgshift_step",
-        ms(cx.ddl.lock_timeout_ms),
+        "{before}{sql}; SET LOCAL lock_timeout = {}; RELEASE SAVEPOINT pgshift_step",
         literal(&cx.saved_lock_timeout),
     );
-    let reply = conn.query(&attempt).await?;
+    let reply = conn.query_step(&attempt).await?;
     match reply.error {
         None => Ok(Ok(())),
         Some(e) => {
+            let e = e.within(before.chars().count(), sql);
             conn.query("ROLLBACK TO SAVEPOINT pgshift_step; RELEASE SAVEPOINT pgshift_step")
                 .await?;
             Ok(Err(e))
@@ -171,12 +175,14 @@ async fn guarded<C: Conn>(
     sql: &str,
     cx: &StepContext<'_>,
 ) -> io::Result<Result<(), ServerError>> {
-    let attempt = format!(
-        "BEGIN; SET LOCAL lock_timeout = {}; {sql}; COMMIT",
+    let before = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; ",
         ms(cx.ddl.lock_timeout_ms)
     );
-    let reply = conn.query(&attempt).await?;
-    match reply.error {
+    let attempt = format!("{before}{sql}; COMMIT");
+    let reply = conn.query_step(&attempt).await?;
+    let at = before.chars().count();
+    match reply.error.map(|e| e.within(at, sql)) {
         None => Ok(Ok(())),
         // VACUUM and friends refuse transaction blocks: set, run, restore instead.
         Some(e) if e.code == "25001" => {
@@ -228,13 +234,13 @@ async fn with_settings<C: Conn>(
     let reply = if conn.cancelled() {
         None
     } else {
-        Some(conn.query(sql).await?)
+        Some(conn.query_step(sql).await?)
     };
     conn.query(&format!("SET {name} = {}", literal(saved)))
         .await?;
     match reply {
         None => Ok(Err(cancel_error())),
-        Some(reply) => Ok(reply.error.map_or(Ok(()), Err)),
+        Some(reply) => Ok(reply.error.map_or(Ok(()), |e| Err(e.within(0, sql)))),
     }
 }
 
@@ -246,6 +252,7 @@ pub(super) fn cancel_error() -> ServerError {
         message: e.message,
         detail: None,
         hint: None,
+        fields: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! parser thread (`super::parser`), bounded in size, nesting and waiting time, and
 //! verdicts are cached by text per session thread (`super::parse_cache`).
 
+use super::mentions::{self, IndexUse};
 use super::plan::Finding;
 use super::{nesting, parse_cache, parser, rules};
 use pg_query::NodeEnum;
@@ -40,6 +41,12 @@ pub struct Statement {
     /// Databases the statement needs no other session connected to (DROP
     /// DATABASE, a rename, a tablespace move, CREATE DATABASE … TEMPLATE).
     pub exclusive_databases: Vec<String>,
+    /// The table a CREATE TABLE [AS] creates, as SQL (`pgshift check` counts
+    /// later statements on it as statements on a new table).
+    pub creates: Option<String>,
+    /// The indexes it names, when it only needs them to exist (a COMMENT, an ALTER
+    /// INDEX): it follows a deferred build of one of them.
+    pub index_use: Option<IndexUse>,
 }
 
 impl Statement {
@@ -116,6 +123,8 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             copy: matches!(node, NodeEnum::CopyStmt(c) if c.filename.is_empty()),
             finding: rules::review(node, text),
             exclusive_databases: exclusive_databases(node),
+            creates: creates(node),
+            index_use: mentions::index_use(node),
         });
     }
     Ok(Analysis { statements })
@@ -149,6 +158,16 @@ pub(crate) fn code_span(text: &str) -> Range<usize> {
             lead..text.trim_end().len().max(lead)
         }
     }
+}
+
+/// The table a statement creates, as SQL.
+fn creates(node: &NodeEnum) -> Option<String> {
+    let rel = match node {
+        NodeEnum::CreateStmt(c) => c.relation.as_ref()?,
+        NodeEnum::CreateTableAsStmt(c) => c.into.as_ref()?.rel.as_ref()?,
+        _ => return None,
+    };
+    Some(super::ident::relation(rel))
 }
 
 fn exclusive_databases(node: &NodeEnum) -> Vec<String> {

@@ -6,8 +6,8 @@
 //! file cannot be read.
 
 use super::analysis::{self, code_span, ParseError};
-use super::parser;
 use super::plan::{Finding, Placement, Policy, Step, StepKind};
+use super::{naming, parser};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,15 +40,28 @@ pub enum Outcome {
 /// Checks the text of one file.
 pub fn check_text(text: &str) -> Outcome {
     match analysis::analyze(text) {
-        Ok(a) => Outcome::Findings(
-            a.statements
-                .into_iter()
-                .filter_map(|s| {
-                    let line = s.line_in(text);
-                    s.finding.map(|f| (line, f))
-                })
-                .collect(),
-        ),
+        Ok(a) => {
+            // A table created earlier in the file is new: nobody else uses it yet,
+            // so statements on it are safe as written (as the proxy judges it).
+            let mut created: Vec<String> = Vec::new();
+            let mut found = Vec::new();
+            for s in a.statements {
+                let line = s.line_in(text);
+                if let Some(c) = s.creates {
+                    created.push(c);
+                }
+                let Some(mut f) = s.finding else { continue };
+                let locked = f.locked();
+                if !locked.is_empty() && locked.iter().all(|r| created.iter().any(|c| c == r)) {
+                    continue;
+                }
+                if let Some(plan) = &mut f.rewrite {
+                    naming::name_offline(plan);
+                }
+                found.push((line, f));
+            }
+            Outcome::Findings(found)
+        }
         Err(ParseError::Syntax(msg)) => Outcome::SyntaxError(error_line(text), msg),
         Err(e) => Outcome::Unchecked(e.to_string()),
     }

@@ -7,6 +7,8 @@
 pub mod analysis;
 pub mod check;
 pub mod ident;
+pub mod mentions;
+pub mod naming;
 pub mod nesting;
 pub mod parse_cache;
 pub mod parser;

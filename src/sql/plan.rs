@@ -73,7 +73,15 @@ pub enum StepKind {
     /// qualified as the statement qualified `table`) INVALID; the executor drops it
     /// concurrently before retrying, but only an index of `table`: an unqualified
     /// name may resolve elsewhere through search_path.
-    ConcurrentIndex { index: String, table: String },
+    /// `naming`: the statement left the index unnamed; `index` and the name in
+    /// `sql` are [`crate::sql::naming::PLACEHOLDER`] until the executor picks the
+    /// name Postgres would have picked (it needs the catalog).
+    ConcurrentIndex {
+        index: String,
+        table: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        naming: Option<crate::sql::naming::IndexNaming>,
+    },
     /// Batched backfill of existing rows of `table`, one transaction per batch.
     /// `by_pages` is the UPDATE of the rows in a range of heap pages (bind
     /// parameters `$1` and `$2`, tids); the executor walks the table's pages with it,
@@ -158,6 +166,9 @@ pub struct Finding {
     /// The lock the original statement takes, and on what.
     pub lock: Lock,
     pub table: Option<String>,
+    /// Every relation the original locks, when that is more than `table` (DROP of
+    /// several tables, DROP INDEX's indexes): pgshift judges the risk by all of them.
+    pub relations: Vec<String>,
     /// Why the original is unsafe, in one sentence.
     pub problem: String,
     /// The safe plan, when one exists.
@@ -166,6 +177,17 @@ pub struct Finding {
     pub hint: String,
     /// The policy that applies when config says nothing about this rule.
     pub default_policy: Policy,
+}
+
+impl Finding {
+    /// The relations the original statement locks, as written.
+    pub fn locked(&self) -> Vec<&str> {
+        if self.relations.is_empty() {
+            self.table.iter().map(String::as_str).collect()
+        } else {
+            self.relations.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// What pgshift does with a finding.

@@ -72,6 +72,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint: "Add the constraint NOT VALID, then VALIDATE CONSTRAINT in a separate transaction."
             .into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }

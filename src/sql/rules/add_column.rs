@@ -105,6 +105,7 @@ fn reject(table: String, problem: String, hint: &str) -> Finding {
         rewrite: None,
         hint: hint.into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Reject,
     }
 }
@@ -158,6 +159,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         }
         .into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }

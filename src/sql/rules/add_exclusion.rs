@@ -34,6 +34,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint: "Exclusion constraints cannot be added NOT VALID or USING INDEX: build a new table with the constraint and copy the rows over, or allow this rule for a small table."
             .into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Reject,
     })
 }

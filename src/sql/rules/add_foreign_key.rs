@@ -63,6 +63,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint: "Add the constraint NOT VALID, then VALIDATE CONSTRAINT in a separate transaction; index the referencing columns first (CONCURRENTLY). Partitioned tables need PG 18 for NOT VALID foreign keys."
             .into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }

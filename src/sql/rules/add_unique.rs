@@ -90,6 +90,7 @@ pub(super) fn steps(
         .with_kind(StepKind::ConcurrentIndex {
             index: ident::sibling(rel, &name),
             table: ident::relation(rel),
+            naming: None,
         }),
         Step::quick(add_constraint(stmt, using), Lock::AccessExclusive),
     ])
@@ -133,6 +134,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         }),
         hint,
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }
@@ -169,6 +171,7 @@ mod tests {
         assert_eq!(
             steps[0].kind,
             StepKind::ConcurrentIndex {
+                naming: None,
                 index: "users_email_key".into(),
                 table: "users".into(),
             }
@@ -197,6 +200,7 @@ mod tests {
             StepKind::ConcurrentIndex {
                 index: "\"Shop\".\"Order_storeId_number_key\"".into(),
                 table: "\"Shop\".\"Order\"".into(),
+                naming: None,
             }
         );
     }

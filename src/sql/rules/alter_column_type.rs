@@ -121,6 +121,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             }),
             hint: format!("pgshift runs this only after checking that the current type of {column} is binary-coercible to {to} (e.g. varchar(n) to a wider varchar or text); otherwise use an expand/contract migration."),
             table: Some(table),
+            relations: Vec::new(),
             default_policy: Policy::Rewrite,
         }
     } else {
@@ -132,6 +133,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             rewrite: None,
             hint: "Online column rollouts (a later pgshift feature) will handle this; for now use an expand/contract migration: add a new column, keep it in sync with a trigger, backfill it in batches, switch the application over, then drop the old column.".into(),
             table: Some(table),
+            relations: Vec::new(),
             default_policy: Policy::Reject,
         }
     };

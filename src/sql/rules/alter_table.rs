@@ -267,6 +267,7 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
         problem,
         rewrite,
         hint,
+        relations: Vec::new(),
         default_policy: policy,
     })
 }

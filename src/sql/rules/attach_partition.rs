@@ -40,6 +40,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             "Before attaching, ADD CONSTRAINT … CHECK (<key> IS NOT NULL AND <key> within the bound) NOT VALID on {part} and VALIDATE it, and build the parent's indexes on {part} CONCURRENTLY; ATTACH then skips the scan, and the CHECK can be dropped after."
         ),
         table: Some(parent),
+        relations: Vec::new(),
         default_policy: Policy::Warn,
     })
 }

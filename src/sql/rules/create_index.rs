@@ -8,8 +8,8 @@
 //! partition's index is attached): no finding.
 
 use super::{deparse, Rule};
-use crate::sql::ident;
 use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
+use crate::sql::{ident, naming};
 use pg_query::NodeEnum;
 
 pub const RULE: Rule = Rule {
@@ -29,14 +29,38 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let table = ident::relation(rel);
     let mut safe = (**stmt).clone();
     safe.concurrent = true;
-    let rewrite = (!stmt.idxname.is_empty()).then(|| {
-        let index = ident::sibling(rel, &stmt.idxname);
-        let sql = deparse(NodeEnum::IndexStmt(Box::new(safe)));
-        Plan {
-            summary: format!("{sql} (SHARE UPDATE EXCLUSIVE; an INVALID leftover is dropped and the build retried)"),
-            steps: vec![Step::long(sql, Lock::ShareUpdateExclusive, Placement::OutsideTransaction)
-                .with_kind(StepKind::ConcurrentIndex { index, table: table.clone() })],
-        }
+    // Unnamed: the executor gives it the name Postgres would (it needs the catalog
+    // to avoid collisions), so that a failed build can be found and retried.
+    let naming = stmt.idxname.is_empty().then(|| {
+        naming::unnamed_index(
+            &rel.schemaname,
+            &rel.relname,
+            &stmt.index_params,
+            &stmt.index_including_params,
+        )
+    });
+    if naming.is_some() {
+        safe.idxname = naming::PLACEHOLDER.into();
+    }
+    let index = match naming {
+        Some(_) => naming::PLACEHOLDER.to_string(),
+        None => ident::sibling(rel, &stmt.idxname),
+    };
+    let sql = deparse(NodeEnum::IndexStmt(Box::new(safe)));
+    let rewrite = Some(Plan {
+        summary: format!(
+            "{sql} (SHARE UPDATE EXCLUSIVE; an INVALID leftover is dropped and the build retried)"
+        ),
+        steps: vec![Step::long(
+            sql,
+            Lock::ShareUpdateExclusive,
+            Placement::OutsideTransaction,
+        )
+        .with_kind(StepKind::ConcurrentIndex {
+            index,
+            table: table.clone(),
+            naming,
+        })],
     });
     Some(Finding {
         rule: RULE.id,
@@ -45,12 +69,10 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         problem: format!(
             "CREATE INDEX takes a SHARE lock on {table}: writes wait for the whole build"
         ),
-        hint: match rewrite {
-            Some(_) => "Use CREATE INDEX CONCURRENTLY outside a transaction block. On a partitioned table: CREATE INDEX … ON ONLY the parent, CREATE INDEX CONCURRENTLY on each partition, then ALTER INDEX … ATTACH PARTITION each.".into(),
-            None => "Name the index so a failed concurrent build can be found and retried.".into(),
-        },
+        hint: "Use CREATE INDEX CONCURRENTLY outside a transaction block. On a partitioned table: CREATE INDEX … ON ONLY the parent, CREATE INDEX CONCURRENTLY on each partition, then ALTER INDEX … ATTACH PARTITION each.".into(),
         rewrite,
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }
@@ -78,6 +100,7 @@ mod tests {
             StepKind::ConcurrentIndex {
                 index: "app.\"Idx\"".into(),
                 table: "app.\"T\"".into(),
+                naming: None,
             }
         );
     }
@@ -93,8 +116,22 @@ mod tests {
     }
 
     #[test]
-    fn unnamed_indexes_have_no_rewrite() {
-        let f = review(&parse_one("CREATE INDEX ON t (c)"), "").unwrap();
-        assert!(f.rewrite.is_none());
+    fn unnamed_indexes_are_named_by_the_executor() {
+        let f = review(&parse_one("CREATE INDEX ON app.t (c)"), "").unwrap();
+        let step = &f.rewrite.unwrap().steps[0];
+        assert_eq!(
+            step.sql,
+            "CREATE INDEX CONCURRENTLY pgshift_unnamed_index ON app.t USING btree (c)"
+        );
+        let StepKind::ConcurrentIndex {
+            naming: Some(n), ..
+        } = &step.kind
+        else {
+            panic!("{:?}", step.kind)
+        };
+        assert_eq!(
+            (n.schema.as_str(), n.candidates(1)[0].as_str()),
+            ("app", "t_c_idx")
+        );
     }
 }

@@ -49,6 +49,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             "Use DETACH PARTITION … CONCURRENTLY outside a transaction block (not possible with a default partition); if it is interrupted, run ALTER TABLE {parent} DETACH PARTITION {part} FINALIZE."
         ),
         table: Some(parent),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }

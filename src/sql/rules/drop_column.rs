@@ -32,6 +32,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         rewrite: Some(guarded(original(node, sql), Lock::AccessExclusive)),
         hint: "Deploy code that no longer uses the column first; drop its indexes and foreign keys concurrently before the column.".into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Warn,
     })
 }

@@ -44,6 +44,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         },
         rewrite,
         table: None,
+        relations: names,
         default_policy: Policy::Rewrite,
     })
 }

@@ -36,7 +36,8 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         ),
         rewrite: Some(guarded(original(node, sql), Lock::AccessExclusive)),
         hint: "Deploy code that no longer uses the table first; drop its foreign keys one by one (each under lock_timeout) before the table.".into(),
-        table: tables.into_iter().next(),
+        table: tables.first().cloned(),
+        relations: tables,
         default_policy: Policy::Warn,
     })
 }

@@ -33,6 +33,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         rewrite: Some(guarded(original(node, sql), Lock::None)),
         hint: "Add enum values in their own migration (or transaction) before the statements that use them; IF NOT EXISTS makes it rerunnable.".into(),
         table: None,
+        relations: Vec::new(),
         default_policy: Policy::Allow,
     })
 }

@@ -44,6 +44,7 @@ fn finding(tag: &'static str, lock: Lock, table: String, sql: String) -> Finding
             "Run it with a short lock_timeout (e.g. SET lock_timeout = '2s') and retry on failure."
                 .into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     }
 }

@@ -40,6 +40,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             Some(_) => "Use REFRESH MATERIALIZED VIEW CONCURRENTLY; it needs a unique index on the view (without a WHERE clause) over all rows.".into(),
             None => "WITH NO DATA cannot run concurrently; it is quick, but reads of the view fail until the next refresh.".into(),
         },
+        relations: Vec::new(),
         default_policy: if rewrite.is_some() { Policy::Rewrite } else { Policy::Warn },
         rewrite,
         table: Some(view),

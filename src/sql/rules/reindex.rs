@@ -62,6 +62,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             Some(_) => "Use REINDEX … CONCURRENTLY outside a transaction block; if it is interrupted, drop the INVALID …_ccnew index it leaves.".into(),
             None => "Reindex the tables or indexes that need it one by one with REINDEX … CONCURRENTLY.".into(),
         },
+        relations: Vec::new(),
         default_policy: if rewrite.is_some() { Policy::Rewrite } else { Policy::Warn },
         rewrite,
         table,

@@ -43,6 +43,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         rewrite: Some(guarded(original(node, sql), Lock::AccessExclusive)),
         hint: hint.into(),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Warn,
     })
 }

@@ -79,6 +79,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             ident::quote(column)
         ),
         table: Some(table),
+        relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
 }

@@ -79,6 +79,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         rewrite: None,
         hint: "Use pg_repack (online), or build a new table, copy the rows over in batches and swap the names.".into(),
         table,
+        relations: Vec::new(),
         default_policy: Policy::Reject,
     })
 }

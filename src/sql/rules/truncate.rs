@@ -39,7 +39,8 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         problem,
         rewrite: Some(guarded(original(node, sql), Lock::AccessExclusive)),
         hint: "List every table explicitly instead of CASCADE; for a big live table delete in batches instead.".into(),
-        table: tables.into_iter().next(),
+        table: tables.first().cloned(),
+        relations: tables,
         default_policy: Policy::Warn,
     })
 }

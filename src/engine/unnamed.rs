@@ -1,0 +1,70 @@
+//! Names for what the statement left unnamed, picked the way Postgres picks them:
+//! the first candidate (`t_c_idx`, `t_c_idx1`, …) that no relation or constraint
+//! in the table's schema uses, looked up in the client's session.
+
+use super::conn::Conn;
+use crate::sql::naming::{self, IndexNaming};
+use crate::sql::plan::{Plan, StepKind};
+use std::io;
+
+/// Candidates tried; Postgres tries on forever, but a schema with a hundred
+/// indexes of one name pattern has a bigger problem.
+const CANDIDATES: usize = 100;
+
+const FREE: &str = "\
+WITH s AS (SELECT c.relnamespace AS ns FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))
+SELECT u.x FROM s, pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY AS u(x, i)
+WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                  WHERE c.relname OPERATOR(pg_catalog.=) u.x AND c.relnamespace OPERATOR(pg_catalog.=) s.ns)
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k
+                  WHERE k.conname OPERATOR(pg_catalog.=) u.x AND k.connamespace OPERATOR(pg_catalog.=) s.ns)
+ORDER BY u.i LIMIT 1";
+
+/// Gives every unnamed index build in `plan` its name.
+pub async fn name_indexes<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Result<()> {
+    for step in &mut plan.steps {
+        let StepKind::ConcurrentIndex {
+            table,
+            naming: Some(n),
+            ..
+        } = &step.kind
+        else {
+            continue;
+        };
+        let name = pick(conn, table, n).await?;
+        naming::give_name(step, &name);
+    }
+    Ok(())
+}
+
+async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result<String> {
+    let candidates = n.candidates(CANDIDATES);
+    let reply = conn
+        .query_params(FREE, &[table, &array_literal(&candidates)])
+        .await?;
+    Ok(match reply.first_value() {
+        Some(name) if reply.error.is_none() => name.to_string(),
+        // The table went away: the build fails with Postgres' own error.
+        _ => candidates[0].clone(),
+    })
+}
+
+/// A text[] literal: every element quoted, `"` and `\` escaped.
+fn array_literal(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn array_literals_escape() {
+        assert_eq!(
+            super::array_literal(&["a".into(), "b\"c\\".into()]),
+            r#"{"a","b\"c\\"}"#
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Statements that name an index without being DDL pgshift rewrites: a comment on
+//! it, an ALTER INDEX, a constraint built on it. When the index's build was
+//! deferred to after the transaction, such a statement must follow it there.
+
+use super::ident;
+use super::rules::name_list;
+use pg_query::protobuf::{AlterTableType, ConstrType, ObjectType};
+use pg_query::NodeEnum;
+
+/// A statement that needs indexes to exist, and the command tag Postgres answers
+/// it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexUse {
+    pub tag: &'static str,
+    /// The indexes it names, as SQL (schema-qualified where the statement was).
+    pub indexes: Vec<String>,
+}
+
+pub fn index_use(node: &NodeEnum) -> Option<IndexUse> {
+    let index = ObjectType::ObjectIndex as i32;
+    let one = |tag: &'static str, name: String| {
+        Some(IndexUse {
+            tag,
+            indexes: vec![name],
+        })
+    };
+    match node {
+        NodeEnum::CommentStmt(c) if c.objtype == index => match c.object.as_ref()?.node.as_ref()? {
+            NodeEnum::List(l) => one("COMMENT", name_list(&l.items)),
+            _ => None,
+        },
+        NodeEnum::AlterTableStmt(a) if a.objtype == index => {
+            one("ALTER INDEX", ident::relation(a.relation.as_ref()?))
+        }
+        NodeEnum::RenameStmt(r) if r.rename_type == index => {
+            one("ALTER INDEX", ident::relation(r.relation.as_ref()?))
+        }
+        NodeEnum::AlterObjectSchemaStmt(a) if a.object_type == index => {
+            one("ALTER INDEX", ident::relation(a.relation.as_ref()?))
+        }
+        NodeEnum::AlterTableStmt(a) if a.objtype == ObjectType::ObjectTable as i32 => {
+            let rel = a.relation.as_ref()?;
+            let indexes: Vec<String> = a
+                .cmds
+                .iter()
+                .filter_map(|c| match c.node.as_ref()? {
+                    NodeEnum::AlterTableCmd(cmd) => Some(cmd),
+                    _ => None,
+                })
+                .filter_map(|cmd| {
+                    if cmd.subtype == AlterTableType::AtReplicaIdentity as i32 {
+                        return match cmd.def.as_ref()?.node.as_ref()? {
+                            NodeEnum::ReplicaIdentityStmt(r) if !r.name.is_empty() => {
+                                Some(ident::sibling(rel, &r.name))
+                            }
+                            _ => None,
+                        };
+                    }
+                    match cmd.def.as_ref()?.node.as_ref()? {
+                        NodeEnum::Constraint(c)
+                            if !c.indexname.is_empty()
+                                && matches!(
+                                    ConstrType::try_from(c.contype),
+                                    Ok(ConstrType::ConstrPrimary | ConstrType::ConstrUnique)
+                                ) =>
+                        {
+                            Some(ident::sibling(rel, &c.indexname))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            (!indexes.is_empty()).then_some(IndexUse {
+                tag: "ALTER TABLE",
+                indexes,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// True when `a` and `b` (SQL names) may name the same index: equal, or equal in
+/// their last part with at least one of them unqualified.
+pub fn same_index(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let split = |s: &str| -> (Option<String>, String) {
+        let mut quoted = false;
+        let mut cut = None;
+        for (i, c) in s.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '.' if !quoted => cut = Some(i),
+                _ => {}
+            }
+        }
+        match cut {
+            Some(i) => (Some(s[..i].to_string()), s[i + 1..].to_string()),
+            None => (None, s.to_string()),
+        }
+    };
+    let ((sa, na), (sb, nb)) = (split(a), split(b));
+    na == nb && (sa.is_none() || sb.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::rules::parse_one;
+
+    fn uses(sql: &str) -> Option<(&'static str, Vec<String>)> {
+        index_use(&parse_one(sql)).map(|u| (u.tag, u.indexes))
+    }
+
+    #[test]
+    fn statements_that_name_an_index() {
+        assert_eq!(
+            uses("COMMENT ON INDEX auth.users_key IS 'x'"),
+            Some(("COMMENT", vec!["auth.users_key".into()]))
+        );
+        assert_eq!(
+            uses("ALTER INDEX i SET (fillfactor = 90)"),
+            Some(("ALTER INDEX", vec!["i".into()]))
+        );
+        assert_eq!(
+            uses("ALTER INDEX \"I\" RENAME TO j"),
+            Some(("ALTER INDEX", vec!["\"I\"".into()]))
+        );
+        assert_eq!(
+            uses("ALTER TABLE app.t ADD CONSTRAINT t_key UNIQUE USING INDEX t_idx"),
+            Some(("ALTER TABLE", vec!["app.t_idx".into()]))
+        );
+        assert_eq!(
+            uses("ALTER TABLE t REPLICA IDENTITY USING INDEX t_idx"),
+            Some(("ALTER TABLE", vec!["t_idx".into()]))
+        );
+        assert_eq!(uses("COMMENT ON TABLE t IS 'x'"), None);
+        assert_eq!(uses("ALTER TABLE t ADD COLUMN c int"), None);
+    }
+
+    #[test]
+    fn index_names_match_with_or_without_schema() {
+        assert!(same_index("auth.k", "auth.k"));
+        assert!(same_index("k", "auth.k"));
+        assert!(!same_index("a.k", "b.k"));
+        assert!(!same_index("\"a.k\"", "k"));
+    }
+}

@@ -1,0 +1,323 @@
+//! The names Postgres gives what the user left unnamed (indexcmds.c
+//! `ChooseIndexName`, `ChooseIndexColumnNames`, `ChooseIndexNameAddition`;
+//! parse_target.c `FigureIndexColname`; namespace.c `makeObjectName` and
+//! `ChooseRelationName`), so that a statement pgshift runs in another form leaves
+//! the schema Postgres would have left. Only the last part needs the catalog: the
+//! first candidate no relation or constraint in the schema already uses.
+
+use super::ident::{self, MAX_IDENT};
+use super::plan::{Plan, Step, StepKind};
+use pg_query::protobuf::{IndexElem, Node};
+use pg_query::NodeEnum;
+use serde::{Deserialize, Serialize};
+
+/// Stands for the name of an unnamed index in a plan's SQL until the executor
+/// picks it (a plain identifier, so the deparsed SQL keeps it as is).
+pub const PLACEHOLDER: &str = "pgshift_unnamed_index";
+
+/// Everything of an unnamed index's name but the collision check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexNaming {
+    /// The table's schema as the statement wrote it (empty: none), where the
+    /// index will live.
+    pub schema: String,
+    /// The table's own name (unqualified, as Postgres stores it).
+    pub table: String,
+    /// The column part: names joined by `_` (see [`addition`]).
+    pub addition: String,
+    /// `idx`, `key`, `excl` or `pkey`.
+    pub label: String,
+}
+
+impl IndexNaming {
+    /// The candidates Postgres tries in order: `label`, then `label1`, `label2`…
+    pub fn candidates(&self, n: usize) -> Vec<String> {
+        let name2 = (!self.addition.is_empty()).then_some(self.addition.as_str());
+        (0..n)
+            .map(|i| {
+                let label = if i == 0 {
+                    self.label.clone()
+                } else {
+                    format!("{}{i}", self.label)
+                };
+                make_object_name(&self.table, name2, &label)
+            })
+            .collect()
+    }
+}
+
+/// Puts `name` in a step that builds an unnamed index (its SQL and the index it
+/// names), and forgets the naming.
+pub fn give_name(step: &mut Step, name: &str) {
+    if let StepKind::ConcurrentIndex { index, naming, .. } = &mut step.kind {
+        if let Some(n) = naming.take() {
+            step.sql = step.sql.replacen(PLACEHOLDER, &ident::quote(name), 1);
+            *index = ident::qualified(&n.schema, name);
+        }
+    }
+}
+
+/// Names every unnamed index build of `plan` with Postgres' first choice, which
+/// is its name unless something in the schema already has it (`pgshift check`:
+/// offline, it cannot look).
+pub fn name_offline(plan: &mut Plan) {
+    for step in &mut plan.steps {
+        if let StepKind::ConcurrentIndex {
+            naming: Some(n), ..
+        } = &step.kind
+        {
+            let name = n.candidates(1).remove(0);
+            give_name(step, &name);
+        }
+    }
+}
+
+/// The naming of `CREATE INDEX` without a name (not a constraint: suffix `idx`).
+pub fn unnamed_index(
+    schema: &str,
+    table: &str,
+    params: &[Node],
+    including: &[Node],
+) -> IndexNaming {
+    let elems: Vec<&IndexElem> = params
+        .iter()
+        .chain(including)
+        .filter_map(|n| match n.node.as_ref()? {
+            NodeEnum::IndexElem(e) => Some(&**e),
+            _ => None,
+        })
+        .collect();
+    IndexNaming {
+        schema: schema.to_string(),
+        table: truncated(table).to_string(),
+        addition: addition(&column_names(&elems)),
+        label: "idx".into(),
+    }
+}
+
+/// `ChooseIndexColumnNames`: each element's name (a column's, or what
+/// `FigureIndexColname` makes of an expression, else `expr`), numbered to be unique.
+fn column_names(elems: &[&IndexElem]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in elems {
+        let orig = if !e.indexcolname.is_empty() {
+            e.indexcolname.clone()
+        } else if !e.name.is_empty() {
+            e.name.clone()
+        } else {
+            e.expr
+                .as_deref()
+                .and_then(|x| figure(x).map(|(name, _)| name))
+                .unwrap_or_else(|| "expr".into())
+        };
+        let orig = truncated(&orig).to_string();
+        let mut name = orig.clone();
+        let mut i = 1;
+        while out.contains(&name) {
+            let suffix = i.to_string();
+            name = format!("{}{suffix}", clip(&orig, MAX_IDENT - suffix.len()));
+            i += 1;
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// `ChooseIndexNameAddition`: names joined by `_`, stopping once 63 bytes are
+/// reached (the result may be longer; `makeObjectName` cuts it).
+fn addition(names: &[String]) -> String {
+    let mut buf = String::new();
+    for name in names {
+        if !buf.is_empty() {
+            buf.push('_');
+        }
+        buf.push_str(name);
+        if buf.len() > MAX_IDENT {
+            break;
+        }
+    }
+    buf
+}
+
+/// `makeObjectName`: `name1[_name2][_label]`, the longer name cut first so the
+/// whole fits in 63 bytes, each cut at a character boundary.
+pub fn make_object_name(name1: &str, name2: Option<&str>, label: &str) -> String {
+    let overhead = usize::from(name2.is_some()) + label.len() + 1;
+    let avail = MAX_IDENT.saturating_sub(overhead);
+    let mut n1 = name1.len();
+    let mut n2 = name2.map_or(0, str::len);
+    while n1 + n2 > avail {
+        if n1 > n2 {
+            n1 -= 1;
+        } else {
+            n2 -= 1;
+        }
+    }
+    let mut out = clip(name1, n1).to_string();
+    if let Some(name2) = name2 {
+        out.push('_');
+        out.push_str(clip(name2, n2));
+    }
+    out.push('_');
+    out.push_str(label);
+    out
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary (`pg_mbcliplen` for UTF-8).
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// An identifier as Postgres keeps it: at most 63 bytes.
+fn truncated(s: &str) -> &str {
+    clip(s, MAX_IDENT)
+}
+
+/// `FigureColnameInternal` for the raw expressions an index may hold: a name and
+/// its strength (2 for a real name, 1 for a fallback like a type name), or None.
+fn figure(node: &Node) -> Option<(String, u8)> {
+    let last_string = |nodes: &[Node]| {
+        nodes.iter().rev().find_map(|n| match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(s.sval.clone()),
+            _ => None,
+        })
+    };
+    match node.node.as_ref()? {
+        NodeEnum::ColumnRef(c) => match c.fields.last()?.node.as_ref()? {
+            NodeEnum::String(s) => Some((s.sval.clone(), 2)),
+            _ => None,
+        },
+        NodeEnum::AIndirection(i) => match i.indirection.last().and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::String(s)) => Some((s.sval.clone(), 2)),
+            _ => figure(i.arg.as_deref()?),
+        },
+        NodeEnum::FuncCall(f) => Some((last_string(&f.funcname)?, 2)),
+        NodeEnum::AExpr(a) if a.kind == pg_query::protobuf::AExprKind::AexprNullif as i32 => {
+            Some(("nullif".into(), 2))
+        }
+        NodeEnum::TypeCast(t) => {
+            let inner = t.arg.as_deref().and_then(figure);
+            match inner {
+                Some((name, 2)) => Some((name, 2)),
+                _ => {
+                    let names = &t.type_name.as_ref()?.names;
+                    Some((last_string(names)?, 1))
+                }
+            }
+        }
+        NodeEnum::CollateClause(c) => figure(c.arg.as_deref()?),
+        NodeEnum::GroupingFunc(_) => Some(("grouping".into(), 2)),
+        NodeEnum::CaseExpr(c) => match c.defresult.as_deref().and_then(figure) {
+            Some((name, 2)) => Some((name, 2)),
+            _ => Some(("case".into(), 1)),
+        },
+        NodeEnum::AArrayExpr(_) => Some(("array".into(), 1)),
+        NodeEnum::RowExpr(_) => Some(("row".into(), 1)),
+        NodeEnum::CoalesceExpr(_) => Some(("coalesce".into(), 2)),
+        NodeEnum::MinMaxExpr(m) => Some((
+            if m.op == pg_query::protobuf::MinMaxOp::IsGreatest as i32 {
+                "greatest"
+            } else {
+                "least"
+            }
+            .into(),
+            2,
+        )),
+        NodeEnum::SqlvalueFunction(f) => {
+            use pg_query::protobuf::SqlValueFunctionOp as Op;
+            let name = match Op::try_from(f.op).ok()? {
+                Op::SvfopCurrentDate => "current_date",
+                Op::SvfopCurrentTime | Op::SvfopCurrentTimeN => "current_time",
+                Op::SvfopCurrentTimestamp | Op::SvfopCurrentTimestampN => "current_timestamp",
+                Op::SvfopLocaltime | Op::SvfopLocaltimeN => "localtime",
+                Op::SvfopLocaltimestamp | Op::SvfopLocaltimestampN => "localtimestamp",
+                Op::SvfopCurrentRole => "current_role",
+                Op::SvfopCurrentUser => "current_user",
+                Op::SvfopUser => "user",
+                Op::SvfopSessionUser => "session_user",
+                Op::SvfopCurrentCatalog => "current_catalog",
+                Op::SvfopCurrentSchema => "current_schema",
+                _ => return None,
+            };
+            Some((name.into(), 2))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naming(sql: &str) -> IndexNaming {
+        let parsed = pg_query::parse(sql).unwrap();
+        let node = parsed.protobuf.stmts[0]
+            .stmt
+            .as_ref()
+            .unwrap()
+            .node
+            .clone()
+            .unwrap();
+        let NodeEnum::IndexStmt(s) = node else {
+            panic!()
+        };
+        let rel = s.relation.as_ref().unwrap();
+        unnamed_index(
+            &rel.schemaname,
+            &rel.relname,
+            &s.index_params,
+            &s.index_including_params,
+        )
+    }
+
+    fn first(sql: &str) -> String {
+        naming(sql).candidates(1).remove(0)
+    }
+
+    #[test]
+    fn names_postgres_gives() {
+        // Each checked against Postgres 15 (tests/differential has the live check).
+        assert_eq!(first("CREATE INDEX ON t (a)"), "t_a_idx");
+        assert_eq!(first("CREATE UNIQUE INDEX ON app.t (a, b)"), "t_a_b_idx");
+        assert_eq!(first("CREATE INDEX ON t (lower(c))"), "t_lower_idx");
+        assert_eq!(first("CREATE INDEX ON t ((a + b))"), "t_expr_idx");
+        assert_eq!(first("CREATE INDEX ON t ((d ->> 'k'), a)"), "t_expr_a_idx");
+        assert_eq!(first("CREATE INDEX ON t ((a::text))"), "t_a_idx");
+        assert_eq!(first("CREATE INDEX ON t ((1::text))"), "t_text_idx");
+        assert_eq!(
+            first("CREATE INDEX ON t (lower(a), lower(b))"),
+            "t_lower_lower1_idx"
+        );
+        assert_eq!(first("CREATE INDEX ON t (c) INCLUDE (a)"), "t_c_a_idx");
+        assert_eq!(
+            first("CREATE INDEX ON t (coalesce(a, b))"),
+            "t_coalesce_idx"
+        );
+        assert_eq!(first("CREATE INDEX ON \"T\" (\"A\")"), "T_A_idx");
+    }
+
+    #[test]
+    fn collisions_number_the_label() {
+        let n = naming("CREATE INDEX ON t (a)");
+        assert_eq!(n.candidates(3), ["t_a_idx", "t_a_idx1", "t_a_idx2"]);
+    }
+
+    #[test]
+    fn long_names_are_cut_like_postgres_cuts_them() {
+        let table = "a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while";
+        let col = "a_column_with_an_equally_long_name_to_make_the_index_name_overf";
+        // Both cut in turn, the longer first, to 29 bytes each.
+        assert_eq!(
+            make_object_name(table, Some(col), "idx"),
+            "a_table_with_a_rather_long_na_a_column_with_an_equally_long_idx"
+        );
+        // Multi-byte characters are never split.
+        let name = make_object_name("tä", Some(&"ü".repeat(40)), "idx");
+        assert!(name.len() <= 63 && name.ends_with("_idx"), "{name}");
+    }
+}

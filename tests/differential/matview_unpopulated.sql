@@ -1,0 +1,10 @@
+-- REFRESH of a view created WITH NO DATA (CONCURRENTLY would fail).
+CREATE TABLE sales (day int, amount int);
+INSERT INTO sales SELECT g % 7, g FROM generate_series(1, 70) g;
+CREATE MATERIALIZED VIEW daily AS SELECT day, sum(amount) AS total FROM sales GROUP BY day WITH NO DATA;
+CREATE UNIQUE INDEX daily_day ON daily (day);
+SELECT * FROM daily;
+REFRESH MATERIALIZED VIEW daily;
+SELECT * FROM daily ORDER BY day;
+REFRESH MATERIALIZED VIEW daily WITH NO DATA;
+REFRESH MATERIALIZED VIEW CONCURRENTLY daily;

@@ -1,0 +1,9 @@
+-- Names past 63 bytes are truncated the way Postgres truncates them.
+CREATE TABLE a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while (
+  a_column_with_an_equally_long_name_to_make_the_index_name_overflow int,
+  "Ünïcödé_çölümn_wïth_mültïbyte_chäräctërs_ïn_ït_tö_cüt_ät_ä_bötündäry" int);
+INSERT INTO a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while SELECT g, g FROM generate_series(1, 50) g;
+CREATE INDEX ON a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while (a_column_with_an_equally_long_name_to_make_the_index_name_overflow);
+CREATE INDEX ON a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while (a_column_with_an_equally_long_name_to_make_the_index_name_overflow);
+CREATE INDEX ON a_table_with_a_rather_long_name_that_goes_on_and_on_for_a_while ("Ünïcödé_çölümn_wïth_mültïbyte_chäräctërs_ïn_ït_tö_cüt_ät_ä_bötündäry");
+SELECT indexname FROM pg_indexes WHERE tablename LIKE 'a_table%' ORDER BY 1;
