@@ -230,9 +230,12 @@ async fn reject_policy_and_in_transaction_reject() {
 }
 
 /// A proxy where create-index runs as written under lock_timeout (policy warn), so
-/// the lock retries can be watched with a plain CREATE INDEX.
+/// the lock retries can be watched with a plain CREATE INDEX. The stall budget is
+/// off: with it, pgshift would wait for the idle blocker instead of attempting
+/// (tests/stall_budget.rs).
 fn warn_proxy(attempts: u32) -> Proxy {
     Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = 0;
         c.ddl.lock_timeout_ms = LOCK_TIMEOUT_MS;
         c.ddl.retry_initial_ms = 50;
         c.ddl.retry_max_ms = 200;

@@ -2,7 +2,9 @@
 //! psql directly and through pgshift (with pgshift's own NOTICEs off), each in a
 //! fresh database, and must print byte for byte the same thing (rows, NOTICEs,
 //! WARNINGs, errors with their caret) and leave the same schema
-//! (`pg_dump --schema-only`).
+//! (`pg_dump --schema-only`). Through pgshift twice where the size must not matter:
+//! with the default `ddl.small_table_bytes` (the test tables are small, so
+//! statements run as written) and with every table judged large (the safe forms).
 
 mod common;
 
@@ -129,37 +131,31 @@ fn compare(name: &str, proxy: &Proxy) {
 }
 
 macro_rules! scripts {
-    ($($test:ident),* $(,)?) => {
+    ($run:ident: $($test:ident),* $(,)?) => {
         $(
             #[test]
             fn $test() {
-                if std::env::var("DIFF_LARGE").is_ok() { differential_any_size(concat!(stringify!($test), ".sql")); return; }
-                differential(concat!(stringify!($test), ".sql"));
+                $run(concat!(stringify!($test), ".sql"));
             }
         )*
     };
 }
 
-scripts!(
+// The same output at any size: pgshift's safe forms (or leaving the statement
+// alone) change nothing a client sees.
+scripts!(differential_any_size:
     add_column_check,
     add_column_not_null,
     add_column_references,
     add_column_volatile_default,
     add_foreign_key,
-    alter_type_small,
     check_and_set_not_null,
-    cluster_vacuum_full_small,
     comment_on_new_index,
     create_index_if_not_exists,
     django_initial,
     drop_cascade,
     drop_if_exists,
-    errors_in_ddl,
-    event_trigger_notice,
-    generated_stored,
-    matview_no_unique_index,
     matview_unique_index,
-    matview_unpopulated,
     multi_statement_error,
     new_table_in_transaction,
     partitioned_unnamed_index,
@@ -171,4 +167,19 @@ scripts!(
     unnamed_index_collisions,
     unnamed_index_long_names,
     unnamed_indexes,
+);
+
+// The same output on small tables, where the statement runs as written. On large
+// ones pgshift refuses these (a rewrite of the whole table, a REFRESH that cannot
+// be concurrent), or its safe form differs where the client can see it: an
+// event trigger fires for each of its statements, and an error in an index
+// expression has no position in the client's text.
+scripts!(differential:
+    alter_type_small,
+    cluster_vacuum_full_small,
+    errors_in_ddl,
+    event_trigger_notice,
+    generated_stored,
+    matview_no_unique_index,
+    matview_unpopulated,
 );

@@ -54,6 +54,11 @@ pub struct Ddl {
     pub in_transaction: InTransaction,
     /// Send a NOTICE saying what pgshift did.
     pub notices: bool,
+    /// Longest any application query may wait behind one of pgshift's lock
+    /// attempts: each attempt's lock_timeout (at most `lock_timeout_ms`), and
+    /// pgshift makes none while a long transaction holds a conflicting lock.
+    /// 0 = attempt with `lock_timeout_ms` whoever holds the table.
+    pub stall_budget_ms: u64,
     /// A table (with its indexes and TOAST, partitions summed) at most this big is
     /// small: holding any lock on it for a whole statement is brief, so the
     /// statement runs as written (under lock_timeout with retries).
@@ -92,6 +97,7 @@ impl Default for Ddl {
             long_step_timeout_ms: 3_600_000,
             in_transaction: InTransaction::Defer,
             notices: true,
+            stall_budget_ms: 100,
             small_table_bytes: 1 << 20,
             allow_bypass: false,
             backfill_batch_rows: 5_000,

@@ -88,7 +88,7 @@ async fn batch<C: Conn>(
     }
     let begin = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
-        ms(cx.ddl.lock_timeout_ms),
+        ms(super::blockers::attempt_ms(cx.ddl)),
         ms(cx.ddl.long_step_timeout_ms)
     );
     let mut reply = conn.query(&begin).await?;

@@ -66,6 +66,31 @@ impl ServerError {
         self
     }
 
+    /// The check violation of the CHECK that stood in for NOT NULL on `column`, as
+    /// SET NOT NULL reports it: 23502, `column "c" of relation "t" contains null
+    /// values`, with the column instead of the constraint.
+    pub fn null_in(mut self, column: &str) -> Self {
+        let table = self
+            .fields
+            .iter()
+            .find(|(k, _)| *k == b't')
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.code = "23502".into();
+        self.message = format!("column \"{column}\" of relation \"{table}\" contains null values");
+        self.fields.retain(|(k, _)| !matches!(k, b'n' | b'D'));
+        for (k, v) in &mut self.fields {
+            match k {
+                b'C' => *v = self.code.clone(),
+                b'M' => *v = self.message.clone(),
+                _ => {}
+            }
+        }
+        self.fields.push((b'c', column.to_string()));
+        self.detail = None;
+        self
+    }
+
     /// Drops the position: it points into SQL the client did not send.
     pub fn without_position(mut self) -> Self {
         self.set_position(None);
@@ -147,6 +172,12 @@ pub trait Conn: Send {
 
     /// Sleeps for `pause`; false when a cancel request cut it short.
     fn pause(&mut self, pause: Duration) -> impl std::future::Future<Output = bool> + Send;
+
+    /// Sends the client a NoticeResponse now (pgshift is about to wait a while).
+    fn tell(
+        &mut self,
+        notice: &crate::wire::backend::PgError,
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send;
 }
 
 /// How server messages of an in-band query reach the client.
@@ -412,6 +443,11 @@ where
 
     fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|(c, seen)| c.count() > seen)
+    }
+
+    async fn tell(&mut self, notice: &crate::wire::backend::PgError) -> io::Result<()> {
+        self.send_client(&notice.to_bytes());
+        self.flush_client().await
     }
 
     async fn pause(&mut self, pause: Duration) -> bool {

@@ -6,12 +6,14 @@
 
 mod backfill;
 mod batch;
+mod blockers;
 mod book;
 pub mod cancel;
 pub mod conn;
 pub mod deferred;
 mod journal;
 mod partitioned;
+mod precheck;
 mod reply;
 mod retry;
 mod risk;

@@ -88,7 +88,16 @@ pub fn build<'a, C: Conn>(
             .await?;
         for row in &children.rows {
             let (schema, table) = (cell(row, 0), cell(row, 1));
-            let name = ident::generated_name(&table, &[], &stmt.idxname);
+            // Postgres names a partition's index as if it were unnamed on the
+            // partition (`measures_2024_v_idx`), whatever the parent's is called.
+            let naming = crate::sql::naming::unnamed_index(
+                &schema,
+                &table,
+                &stmt.index_params,
+                &stmt.index_including_params,
+            );
+            let name =
+                super::unnamed::pick(conn, &ident::qualified(&schema, &table), &naming).await?;
             let mut child = stmt.clone();
             child.idxname = name.clone();
             child.concurrent = true;

@@ -5,6 +5,7 @@
 
 use super::conn::{Conn, InBand, Relay};
 use super::deferred::{Deferral, Pending, REPLAYED};
+use super::precheck;
 use super::reply::{in_transaction_refusal, notice, rejection, send_failure, unparsed_refusal};
 use super::risk::{self, Risk};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
@@ -438,6 +439,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
+    for (full, cut) in crate::sql::naming::truncations(&stmt.sql) {
+        // What Postgres' scanner would have said while reading the statement.
+        let notice = PgError {
+            code: "42622",
+            ..PgError::notice(format!(
+                "identifier \"{full}\" will be truncated to \"{cut}\""
+            ))
+        };
+        io.send_client(&notice.to_bytes());
+    }
     let in_tx = io.status != b'I';
     let n = plan.steps.len();
     let split = if in_tx {
@@ -454,6 +465,7 @@ where
         Mode::Autocommit
     };
     let mut reports: Vec<StepReport> = Vec::new();
+    let mut skipped: Option<PgError> = None;
     let mut outcome = if policy == Policy::Warn {
         "warned"
     } else {
@@ -463,8 +475,24 @@ where
         if split < n && cx.settings.config.ddl.in_transaction == InTransaction::Reject {
             return Err(Failure::Ours(in_transaction_refusal(finding)));
         }
-        for step in &plan.steps[..split] {
-            reports.push(steps::run(io, step, mode, step_cx).await?);
+        if let Some(check) = &finding.precheck {
+            if let precheck::Verdict::Skip(notice) = precheck::run(io, check).await? {
+                skipped = Some(notice);
+                outcome = "skipped";
+                return Ok(());
+            }
+        }
+        for (i, step) in plan.steps[..split].iter().enumerate() {
+            match steps::run(io, step, mode, step_cx).await {
+                Ok(report) => reports.push(report),
+                Err(Failure::Io(e)) => return Err(Failure::Io(e)),
+                Err(failure) => {
+                    if mode == Mode::Autocommit {
+                        undo(io, cx, step_cx, &plan.steps[..i]).await?;
+                    }
+                    return Err(failure);
+                }
+            }
         }
         if split < n {
             let (rule, table) = (finding.rule, finding.table.as_ref());
@@ -488,6 +516,14 @@ where
         duration_ms: started.elapsed().as_millis() as u64,
     });
     result?;
+    if let Some(notice) = skipped {
+        // Postgres' own words for IF NOT EXISTS on a taken name; nothing to do.
+        io.send_client(&notice.to_bytes());
+        let mut out = BytesMut::new();
+        backend::command_complete(&mut out, finding.tag);
+        io.send_client(&out);
+        return Ok(());
+    }
     let message = match (outcome, policy) {
         ("deferred", _) => format!(
             "pgshift: {} runs in your transaction; the rest runs after COMMIT (nothing if you roll back): {}",
@@ -585,6 +621,36 @@ where
     let mut out = BytesMut::new();
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
+    Ok(())
+}
+
+/// Takes back the steps that completed before one failed, last first, so that
+/// the failed statement leaves nothing behind, as it would directly. (Inside a
+/// transaction the failure rolls them back.) An undo that fails is logged.
+async fn undo<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    done: &[Step],
+) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    for sql in done.iter().rev().filter_map(|s| s.undo.as_ref()) {
+        let step = Step::quick(sql.clone(), crate::sql::plan::Lock::AccessExclusive);
+        match steps::run(io, &step, Mode::Autocommit, step_cx).await {
+            Ok(_) => {}
+            Err(Failure::Io(e)) => return Err(e),
+            Err(failure) => tracing::warn!(
+                target: "pgshift::ddl",
+                session = cx.session_id,
+                undo = %sql,
+                error = %super::failure_text(&failure),
+                "could not take back a step of a failed statement"
+            ),
+        }
+    }
     Ok(())
 }
 

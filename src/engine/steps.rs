@@ -4,6 +4,7 @@
 //! cleanup for concurrent builds.
 
 use super::backfill::{backfill, Fill};
+use super::blockers;
 use super::conn::{cell, Conn, ServerError};
 use super::retry::Backoff;
 use crate::config::Ddl;
@@ -93,6 +94,11 @@ pub async fn run<C: Conn>(
         if conn.cancelled() {
             return Err(Failure::Ours(canceled()));
         }
+        if let (true, Some(table)) = (step.needs_lock_retry(), cx.table) {
+            if cx.ddl.stall_budget_ms > 0 {
+                wait_out_long_holders(conn, step, cx, table, &backoff).await?;
+            }
+        }
         let outcome = match (&step.kind, mode) {
             (StepKind::Backfill { .. }, _) => backfill(conn, step, cx, &mut fill).await?,
             (_, Mode::InTransaction) => in_savepoint(conn, &step.sql, cx).await?,
@@ -126,8 +132,17 @@ pub async fn run<C: Conn>(
                 }
                 None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
             },
-            Err(e) => return Err(Failure::Server(e)),
+            Err(e) => return Err(Failure::Server(as_original(e, step))),
         }
+    }
+}
+
+/// The error the original statement would have raised, where pgshift's form of it
+/// words it differently: a NULL found by the CHECK that stands in for NOT NULL.
+fn as_original(e: ServerError, step: &Step) -> ServerError {
+    match &step.null_column {
+        Some(column) if e.code == "23514" => e.null_in(column),
+        _ => e,
     }
 }
 
@@ -150,7 +165,7 @@ async fn in_savepoint<C: Conn>(
 ) -> io::Result<Result<(), ServerError>> {
     let before = format!(
         "SAVEPOINT pgshift_step; SET LOCAL lock_timeout = {}; ",
-        ms(cx.ddl.lock_timeout_ms)
+        ms(blockers::attempt_ms(cx.ddl))
     );
     let attempt = format!(
         "{before}{sql}; SET LOCAL lock_timeout = {}; RELEASE SAVEPOINT pgshift_step",
@@ -177,7 +192,7 @@ async fn guarded<C: Conn>(
 ) -> io::Result<Result<(), ServerError>> {
     let before = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; ",
-        ms(cx.ddl.lock_timeout_ms)
+        ms(blockers::attempt_ms(cx.ddl))
     );
     let attempt = format!("{before}{sql}; COMMIT");
     let reply = conn.query_step(&attempt).await?;
@@ -191,7 +206,7 @@ async fn guarded<C: Conn>(
                 conn,
                 sql,
                 "lock_timeout",
-                &ms(cx.ddl.lock_timeout_ms),
+                &ms(blockers::attempt_ms(cx.ddl)),
                 &cx.saved_lock_timeout,
             )
             .await
@@ -278,6 +293,53 @@ async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io:
     Ok(())
 }
 
+/// Waits, outside Postgres' lock queue, while a long transaction holds a lock on
+/// `table` that the step's lock conflicts with (see `super::blockers`). The
+/// client hears once who pgshift waits for. Bounded by the retry deadline.
+async fn wait_out_long_holders<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    cx: &StepContext<'_>,
+    table: &str,
+    backoff: &Backoff,
+) -> Result<(), Failure> {
+    let budget = cx.ddl.stall_budget_ms;
+    let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
+    let mut told = false;
+    loop {
+        let Some(holder) = blockers::long_holder(conn, table, step.lock, budget).await? else {
+            return Ok(());
+        };
+        if !told {
+            told = true;
+            tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, lock = %step.lock, "waiting outside the lock queue for a long transaction");
+            if cx.ddl.notices {
+                let notice = PgError::notice(format!(
+                    "pgshift: waiting for {holder} to end its transaction before taking the {} lock on {table}; nothing queues behind this statement meanwhile",
+                    step.lock
+                ));
+                conn.tell(&notice).await?;
+            }
+        }
+        if backoff.elapsed() >= deadline {
+            let err = PgError::error(
+                "55P03",
+                format!(
+                    "pgshift could not get the {} lock on {table}: a long transaction held it for all of ddl.retry_deadline_ms ({:.1} s)",
+                    step.lock,
+                    backoff.elapsed().as_secs_f64()
+                ),
+            )
+            .with_detail(format!("Waiting for {holder}."))
+            .with_hint("End or wait out that transaction, then run the statement again.");
+            return Err(Failure::Ours(err));
+        }
+        if !conn.pause(blockers::POLL).await {
+            return Err(Failure::Ours(canceled()));
+        }
+    }
+}
+
 /// The 55P03 the client gets when retries run out, naming who holds locks.
 async fn gave_up<C: Conn>(
     conn: &mut C,
@@ -293,7 +355,7 @@ async fn gave_up<C: Conn>(
             "pgshift could not get the {} lock on {table}: {} attempts with lock_timeout {} ms over {:.1} s all failed ({})",
             step.lock,
             backoff.attempts,
-            cx.ddl.lock_timeout_ms,
+            blockers::attempt_ms(cx.ddl),
             backoff.elapsed().as_secs_f64(),
             last.message
         ),

@@ -37,7 +37,8 @@ pub async fn name_indexes<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Result<
     Ok(())
 }
 
-async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result<String> {
+/// The first of `n`'s candidates nothing in `table`'s schema uses.
+pub async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result<String> {
     let candidates = n.candidates(CANDIDATES);
     let reply = conn
         .query_params(FREE, &[table, &array_literal(&candidates)])
@@ -50,7 +51,7 @@ async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result
 }
 
 /// A text[] literal: every element quoted, `"` and `\` escaped.
-fn array_literal(items: &[String]) -> String {
+pub(super) fn array_literal(items: &[String]) -> String {
     let quoted: Vec<String> = items
         .iter()
         .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))

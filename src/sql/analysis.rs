@@ -163,8 +163,9 @@ pub(crate) fn code_span(text: &str) -> Range<usize> {
 /// The table a statement creates, as SQL.
 fn creates(node: &NodeEnum) -> Option<String> {
     let rel = match node {
-        NodeEnum::CreateStmt(c) => c.relation.as_ref()?,
-        NodeEnum::CreateTableAsStmt(c) => c.into.as_ref()?.rel.as_ref()?,
+        // IF NOT EXISTS: the table may be an old one.
+        NodeEnum::CreateStmt(c) if !c.if_not_exists => c.relation.as_ref()?,
+        NodeEnum::CreateTableAsStmt(c) if !c.if_not_exists => c.into.as_ref()?.rel.as_ref()?,
         _ => return None,
     };
     Some(super::ident::relation(rel))

@@ -321,3 +321,39 @@ mod tests {
         assert!(name.len() <= 63 && name.ends_with("_idx"), "{name}");
     }
 }
+
+/// The NOTICEs Postgres' scanner raises for `sql`: one per identifier longer than
+/// 63 bytes (`identifier "…" will be truncated to "…"`), as (full, truncated). A
+/// statement pgshift runs in another form never reaches that scanner.
+pub fn truncations(sql: &str) -> Vec<(String, String)> {
+    let Ok(scanned) = pg_query::scan(sql) else {
+        return Vec::new();
+    };
+    scanned
+        .tokens
+        .iter()
+        .filter(|t| t.token == pg_query::protobuf::Token::Ident as i32)
+        .filter_map(|t| sql.get(usize::try_from(t.start).ok()?..usize::try_from(t.end).ok()?))
+        .filter_map(|text| {
+            let name = match text.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None if text.starts_with(['U', 'u']) && text.get(1..2) == Some("&") => return None,
+                None => text.to_ascii_lowercase(),
+            };
+            (name.len() > MAX_IDENT).then(|| (name.clone(), truncated(&name).to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    #[test]
+    fn long_identifiers_are_reported_once_each() {
+        let long = "A".repeat(70);
+        let sql = format!("CREATE INDEX ON t ({long}, \"{long}\", short)");
+        let t = super::truncations(&sql);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], ("a".repeat(70), "a".repeat(63)));
+        assert_eq!(t[1], (long.clone(), "A".repeat(63)));
+    }
+}

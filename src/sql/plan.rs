@@ -111,6 +111,16 @@ pub struct Step {
     /// runs with the long-step statement timeout instead of the session's.
     pub long: bool,
     pub kind: StepKind,
+    /// SQL that takes this step back when a later step of the plan fails, so that
+    /// a statement that fails leaves nothing behind, as it would directly
+    /// (the NOT VALID constraint of a VALIDATE that found a bad row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
+    /// When this step finds a row that breaks a CHECK pgshift added in place of
+    /// NOT NULL: the column whose NULL the original would have reported
+    /// (`column "c" of relation "t" contains null values`, 23502).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_column: Option<String>,
 }
 
 impl Step {
@@ -122,6 +132,8 @@ impl Step {
             placement: Placement::Anywhere,
             long: false,
             kind: StepKind::Sql,
+            undo: None,
+            null_column: None,
         }
     }
 
@@ -133,7 +145,22 @@ impl Step {
             placement,
             long: true,
             kind: StepKind::Sql,
+            undo: None,
+            null_column: None,
         }
+    }
+
+    /// Sets the SQL that takes this step back (see [`Step::undo`]).
+    pub fn undone_by(mut self, sql: String) -> Self {
+        self.undo = Some(sql);
+        self
+    }
+
+    /// Sets the column a violation of this step is reported on (see
+    /// [`Step::null_column`]).
+    pub fn reports_null_in(mut self, column: &str) -> Self {
+        self.null_column = Some(column.to_string());
+        self
     }
 
     pub fn with_kind(mut self, kind: StepKind) -> Self {
@@ -169,6 +196,9 @@ pub struct Finding {
     /// Every relation the original locks, when that is more than `table` (DROP of
     /// several tables, DROP INDEX's indexes): pgshift judges the risk by all of them.
     pub relations: Vec<String>,
+    /// What to check in the client's transaction before deferring the safe form,
+    /// so that an error Postgres would raise at once is raised at once.
+    pub precheck: Option<Precheck>,
     /// Why the original is unsafe, in one sentence.
     pub problem: String,
     /// The safe plan, when one exists.
@@ -188,6 +218,26 @@ impl Finding {
             self.relations.iter().map(String::as_str).collect()
         }
     }
+}
+
+/// What the safe form needs to hold, checked in the client's session before it
+/// runs or is deferred, so that Postgres' own error comes at once, in its words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Precheck {
+    /// The table, as SQL.
+    pub table: String,
+    /// Plain columns the index names (Postgres: `column "c" does not exist`).
+    pub columns: Vec<String>,
+    /// A query that resolves the index's expressions and predicate on the table
+    /// without reading a row (`SELECT … FROM t WHERE … LIMIT 0`), when it has any.
+    pub probe: Option<String>,
+    /// The index's name (unquoted, in the table's schema), when it is named.
+    pub index: Option<String>,
+    /// IF NOT EXISTS: a taken name is a NOTICE and nothing done, not an error.
+    pub if_not_exists: bool,
+    /// A missing column is reported with its table, as ALTER TABLE reports it
+    /// (`column "c" of relation "t" does not exist`), not as CREATE INDEX does.
+    pub column_of_relation: bool,
 }
 
 /// What pgshift does with a finding.

@@ -2,7 +2,7 @@
 //! (instant; new rows are checked from then on), then VALIDATE CONSTRAINT in its own
 //! transaction (a scan under SHARE UPDATE EXCLUSIVE, which blocks no reads or writes).
 
-use super::alter_table::{self, add_constraint, validate};
+use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::{expr, Rule};
 use crate::sql::ident;
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
@@ -41,7 +41,8 @@ pub(super) fn steps(stmt: &AlterTableStmt, con: &Constraint) -> Vec<Step> {
     not_valid.skip_validation = true;
     not_valid.initially_valid = false;
     vec![
-        Step::quick(add_constraint(stmt, not_valid), Lock::AccessExclusive),
+        Step::quick(add_constraint(stmt, not_valid), Lock::AccessExclusive)
+            .undone_by(drop_constraint(stmt, &name)),
         validate(stmt, &name),
     ]
 }
@@ -73,6 +74,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             .into(),
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

@@ -5,9 +5,10 @@
 //! - a volatile default (`gen_random_uuid()`, `clock_timestamp()`, see `expr`) and
 //!   serial types: add the column bare, SET DEFAULT (new rows get values from now
 //!   on), backfill existing rows in batches, then NOT NULL the `set-not-null` way;
-//! - inline CHECK, UNIQUE and PRIMARY KEY: add the column without them, then add
-//!   them the `add-check` / `add-unique` way;
-//! - NOT NULL without a default fails on any table with rows: rejected;
+//! - inline CHECK, UNIQUE, PRIMARY KEY and REFERENCES: add the column without them,
+//!   then add them the `add-check` / `add-unique` / `add-foreign-key` way;
+//! - NOT NULL without a default: Postgres refuses it at the first row, or adds it
+//!   to an empty table at once; left to Postgres (`lock-timeout` guards it);
 //! - identity and stored generated columns rewrite the table with no online form in
 //!   place: rejected.
 //!
@@ -47,6 +48,8 @@ struct Column<'a> {
     serial: Option<(&'static str, &'static str)>,
     checks: Vec<&'a Constraint>,
     keys: Vec<&'a Constraint>,
+    /// Inline REFERENCES, with the DEFERRABLE and friends that followed each.
+    foreign: Vec<Constraint>,
     /// DEFERRABLE and friends, which attach to the constraint before them.
     attributes: bool,
 }
@@ -61,6 +64,7 @@ fn classify(def: &ColumnDef) -> Column<'_> {
         serial: None,
         checks: vec![],
         keys: vec![],
+        foreign: vec![],
         attributes: false,
     };
     if let Some(t) = &def.type_name {
@@ -84,16 +88,52 @@ fn classify(def: &ColumnDef) -> Column<'_> {
                 col.keys.push(c);
             }
             Ok(C::ConstrUnique) => col.keys.push(c),
+            Ok(C::ConstrForeign) => col.foreign.push((**c).clone()),
             Ok(
-                C::ConstrAttrDeferrable
+                kind @ (C::ConstrAttrDeferrable
                 | C::ConstrAttrNotDeferrable
                 | C::ConstrAttrDeferred
-                | C::ConstrAttrImmediate,
-            ) => col.attributes = true,
+                | C::ConstrAttrImmediate),
+            ) => {
+                // They attach to the constraint just before them.
+                match (last_foreign(def, c), col.foreign.last_mut()) {
+                    (true, Some(fk)) => match kind {
+                        C::ConstrAttrDeferrable => fk.deferrable = true,
+                        C::ConstrAttrNotDeferrable => fk.deferrable = false,
+                        C::ConstrAttrDeferred => fk.initdeferred = true,
+                        _ => fk.initdeferred = false,
+                    },
+                    _ => col.attributes = true,
+                }
+            }
             _ => {}
         }
     }
     col
+}
+
+/// True when the constraint before `attr` in the column's list is a REFERENCES.
+fn last_foreign(def: &ColumnDef, attr: &Constraint) -> bool {
+    let mut previous: Option<i32> = None;
+    for c in &def.constraints {
+        let Some(NodeEnum::Constraint(c)) = c.node.as_ref() else {
+            continue;
+        };
+        if std::ptr::eq(&**c, attr) {
+            return previous == Some(ConstrType::ConstrForeign as i32);
+        }
+        let is_attr = matches!(
+            ConstrType::try_from(c.contype),
+            Ok(ConstrType::ConstrAttrDeferrable
+                | ConstrType::ConstrAttrNotDeferrable
+                | ConstrType::ConstrAttrDeferred
+                | ConstrType::ConstrAttrImmediate)
+        );
+        if !is_attr {
+            previous = Some(c.contype);
+        }
+    }
+    false
 }
 
 fn reject(table: String, problem: String, hint: &str) -> Finding {
@@ -106,6 +146,7 @@ fn reject(table: String, problem: String, hint: &str) -> Finding {
         hint: hint.into(),
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Reject,
     }
 }
@@ -130,17 +171,18 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     }
     let volatile = col.default.filter(|d| expr::is_volatile(d));
     let backfill = col.serial.is_some() || volatile.is_some();
-    if !backfill && col.not_null && col.default.is_none() {
-        return Some(reject(
-            table,
-            format!("ADD COLUMN {name} NOT NULL without a DEFAULT fails on a table that has rows"),
-            "Give it a constant DEFAULT (NOT NULL DEFAULT <constant> needs no scan), or add it nullable, backfill it and SET NOT NULL afterwards.",
-        ));
-    }
-    if !backfill && col.checks.is_empty() && col.keys.is_empty() {
+    // NOT NULL without a DEFAULT: Postgres refuses it at the first row, or adds it
+    // to an empty table at once. Its scan stops there: only the lock is a risk.
+    if !backfill && col.checks.is_empty() && col.keys.is_empty() && col.foreign.is_empty() {
         return None;
     }
+    let referenced: Vec<String> = col
+        .foreign
+        .iter()
+        .filter_map(|f| f.pktable.as_ref().map(ident::relation))
+        .collect();
     let problem = match (col.serial, volatile, col.checks.is_empty()) {
+        (None, None, true) if col.keys.is_empty() => format!("ADD COLUMN {name} with REFERENCES checks every row of {table} against {} under ACCESS EXCLUSIVE: reads and writes wait for the scan", referenced.join(", ")),
         (Some(_), _, _) => format!("ADD COLUMN {name} with a serial type fills every row from a sequence, rewriting all of {table} under ACCESS EXCLUSIVE: reads and writes wait for the rewrite"),
         (None, Some(d), _) => format!("ADD COLUMN {name} with the volatile DEFAULT {} rewrites all of {table} under ACCESS EXCLUSIVE: reads and writes wait for the rewrite", deparse_expr(d)),
         (None, None, false) => format!("ADD COLUMN {name} with a CHECK scans all of {table} under ACCESS EXCLUSIVE: reads and writes wait for the scan"),
@@ -158,8 +200,13 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             "Add the column without the constraint, then add a CHECK NOT VALID and VALIDATE it, or build the unique index CONCURRENTLY and attach it USING INDEX."
         }
         .into(),
+        relations: if referenced.is_empty() {
+            Vec::new()
+        } else {
+            std::iter::once(table.clone()).chain(referenced).collect()
+        },
         table: Some(table),
-        relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }
@@ -171,10 +218,14 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
     let stmt = one.stmt;
     let column = col.def.colname.as_str();
     let mut summary = vec!["ADD COLUMN without its constraints"];
-    let mut steps = vec![Step::quick(
-        add_bare(one, col, backfill),
-        Lock::AccessExclusive,
-    )];
+    let mut bare = Step::quick(add_bare(one, col, backfill), Lock::AccessExclusive);
+    if !one.cmd.missing_ok {
+        // With IF NOT EXISTS the column may have been there before: keep it.
+        let mut drop = alter_table::cmd(AlterTableType::AtDropColumn);
+        drop.name = column.into();
+        bare = bare.undone_by(alter_table::statement(stmt, drop));
+    }
+    let mut steps = vec![bare];
     if backfill {
         let default = match col.serial {
             Some((_, sql_type)) => {
@@ -206,6 +257,27 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
         steps.extend(add_unique::steps(stmt, key, &[column])?);
         summary.push(add_unique::SUMMARY);
     }
+    for fk in &col.foreign {
+        let name = if fk.conname.is_empty() {
+            ident::generated_name(&one.rel.relname, &[column], "fkey")
+        } else {
+            fk.conname.clone()
+        };
+        let mut not_valid = fk.clone();
+        not_valid.conname = name.clone();
+        not_valid.fk_attrs = vec![super::string_node(column)];
+        not_valid.skip_validation = true;
+        not_valid.initially_valid = false;
+        steps.push(
+            Step::quick(
+                alter_table::add_constraint(stmt, not_valid),
+                Lock::ShareRowExclusive,
+            )
+            .undone_by(alter_table::drop_constraint(stmt, &name)),
+        );
+        steps.push(alter_table::validate(stmt, &name));
+        summary.push("REFERENCES added NOT VALID, then validated in its own transaction");
+    }
     summary.dedup();
     Some(Plan {
         summary: summary.join("; "),
@@ -223,7 +295,22 @@ fn add_bare(one: &One<'_>, col: &Column<'_>, backfill: bool) -> String {
         let Some(NodeEnum::Constraint(c)) = c.node.as_ref() else {
             return true;
         };
-        let later = [C::ConstrCheck, C::ConstrUnique, C::ConstrPrimary];
+        let later = [
+            C::ConstrCheck,
+            C::ConstrUnique,
+            C::ConstrPrimary,
+            C::ConstrForeign,
+        ];
+        let attribute = [
+            C::ConstrAttrDeferrable,
+            C::ConstrAttrNotDeferrable,
+            C::ConstrAttrDeferred,
+            C::ConstrAttrImmediate,
+        ];
+        if !col.foreign.is_empty() && attribute.iter().any(|t| *t as i32 == c.contype) {
+            // They went with the REFERENCES they followed.
+            return false;
+        }
         let filled = [C::ConstrDefault, C::ConstrNotnull];
         !later
             .iter()
@@ -381,11 +468,44 @@ mod tests {
     }
 
     #[test]
-    fn not_null_without_default_is_rejected() {
-        let f = review_sql("ALTER TABLE t ADD COLUMN c int NOT NULL").unwrap();
-        assert_eq!(f.default_policy, Policy::Reject);
-        assert!(f.rewrite.is_none());
-        assert!(f.hint.contains("DEFAULT"));
+    fn inline_references_are_added_not_valid_then_validated() {
+        let f = review_sql(
+            "ALTER TABLE orders ADD COLUMN customer_id int REFERENCES customers (id) ON DELETE CASCADE DEFERRABLE",
+        )
+        .unwrap();
+        assert_eq!(f.rule, "add-column");
+        assert_eq!(f.locked(), ["orders", "customers"]);
+        assert_eq!(
+            step_sql(&f),
+            [
+                "ALTER TABLE orders ADD COLUMN customer_id int",
+                "ALTER TABLE orders ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE DEFERRABLE NOT VALID",
+                "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_fkey",
+            ]
+        );
+        let steps = f.rewrite.unwrap().steps;
+        assert_eq!(
+            steps[1].undo.as_deref(),
+            Some("ALTER TABLE orders DROP CONSTRAINT orders_customer_id_fkey")
+        );
+        assert_eq!(
+            steps[0].undo.as_deref(),
+            Some("ALTER TABLE orders DROP customer_id")
+        );
+    }
+
+    #[test]
+    fn not_null_without_default_is_left_to_postgres() {
+        // Postgres refuses it at the first row, or adds it to an empty table: the
+        // statement runs as written, only its lock wait guarded.
+        let sql = "ALTER TABLE t ADD COLUMN c int NOT NULL";
+        assert!(review(&parse_one(sql), sql).is_none());
+        let f = review_sql(sql).unwrap();
+        assert_eq!(
+            (f.rule, f.default_policy),
+            ("lock-timeout", Policy::Rewrite)
+        );
+        assert_eq!(step_sql(&f), [sql]);
     }
 
     #[test]
@@ -412,7 +532,6 @@ mod tests {
             "ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 0",
             "ALTER TABLE t ADD COLUMN c timestamptz NOT NULL DEFAULT now()",
             "ALTER TABLE t ADD COLUMN c jsonb DEFAULT '{}'::jsonb",
-            "ALTER TABLE t ADD COLUMN p_id int REFERENCES p (id)",
         ] {
             assert!(review(&parse_one(sql), sql).is_none(), "{sql}");
         }

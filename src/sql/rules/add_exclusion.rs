@@ -35,6 +35,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             .into(),
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Reject,
     })
 }

@@ -4,7 +4,7 @@
 //! UPDATE EXCLUSIVE and blocks no reads or writes. `ADD COLUMN … REFERENCES` does not
 //! scan (the new column is empty) and is left to `lock-timeout`.
 
-use super::alter_table::{self, add_constraint, validate};
+use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::{str_val, Rule};
 use crate::sql::ident;
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
@@ -43,7 +43,8 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     not_valid.skip_validation = true;
     not_valid.initially_valid = false;
     let steps = vec![
-        Step::quick(add_constraint(one.stmt, not_valid), Lock::ShareRowExclusive),
+        Step::quick(add_constraint(one.stmt, not_valid), Lock::ShareRowExclusive)
+            .undone_by(drop_constraint(one.stmt, &name)),
         validate(one.stmt, &name),
     ];
     Some(Finding {
@@ -62,8 +63,11 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         }),
         hint: "Add the constraint NOT VALID, then VALIDATE CONSTRAINT in a separate transaction; index the referencing columns first (CONCURRENTLY). Partitioned tables need PG 18 for NOT VALID foreign keys."
             .into(),
+        // The referenced table is locked too: a new table's FK to a busy one is
+        // not a statement nobody else feels.
+        relations: vec![table.clone(), referenced],
         table: Some(table),
-        relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

@@ -135,6 +135,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint,
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

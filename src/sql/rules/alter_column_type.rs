@@ -122,6 +122,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             hint: format!("pgshift runs this only after checking that the current type of {column} is binary-coercible to {to} (e.g. varchar(n) to a wider varchar or text); otherwise use an expand/contract migration."),
             table: Some(table),
             relations: Vec::new(),
+            precheck: None,
             default_policy: Policy::Rewrite,
         }
     } else {
@@ -134,6 +135,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             hint: "Online column rollouts (a later pgshift feature) will handle this; for now use an expand/contract migration: add a new column, keep it in sync with a trigger, backfill it in batches, switch the application over, then drop the old column.".into(),
             table: Some(table),
             relations: Vec::new(),
+            precheck: None,
             default_policy: Policy::Reject,
         }
     };

@@ -268,6 +268,7 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
         rewrite,
         hint,
         relations: Vec::new(),
+        precheck: None,
         default_policy: policy,
     })
 }

@@ -39,8 +39,9 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: format!(
             "Before attaching, ADD CONSTRAINT … CHECK (<key> IS NOT NULL AND <key> within the bound) NOT VALID on {part} and VALIDATE it, and build the parent's indexes on {part} CONCURRENTLY; ATTACH then skips the scan, and the CHECK can be dropped after."
         ),
+        relations: vec![parent.clone(), part],
         table: Some(parent),
-        relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Warn,
     })
 }

@@ -7,9 +7,10 @@
 //! the first step of that sequence (instant, the index stays invalid until every
 //! partition's index is attached): no finding.
 
-use super::{deparse, Rule};
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
+use super::{deparse, deparse_expr, Rule};
+use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Precheck, Step, StepKind};
 use crate::sql::{ident, naming};
+use pg_query::protobuf::IndexStmt;
 use pg_query::NodeEnum;
 
 pub const RULE: Rule = Rule {
@@ -71,10 +72,47 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         ),
         hint: "Use CREATE INDEX CONCURRENTLY outside a transaction block. On a partitioned table: CREATE INDEX … ON ONLY the parent, CREATE INDEX CONCURRENTLY on each partition, then ALTER INDEX … ATTACH PARTITION each.".into(),
         rewrite,
+        precheck: Some(precheck(stmt, &table)),
         table: Some(table),
         relations: Vec::new(),
         default_policy: Policy::Rewrite,
     })
+}
+
+/// What the deferred build needs, checked in the client's transaction first.
+fn precheck(stmt: &IndexStmt, table: &str) -> Precheck {
+    let mut columns = Vec::new();
+    let mut exprs = Vec::new();
+    for p in stmt.index_params.iter().chain(&stmt.index_including_params) {
+        let Some(NodeEnum::IndexElem(e)) = p.node.as_ref() else {
+            continue;
+        };
+        match &e.expr {
+            Some(x) => exprs.push(format!("({})", deparse_expr(x))),
+            None if !e.name.is_empty() => columns.push(e.name.clone()),
+            None => {}
+        }
+    }
+    let predicate = stmt.where_clause.as_deref().map(deparse_expr);
+    let probe = (!exprs.is_empty() || predicate.is_some()).then(|| {
+        format!(
+            "SELECT {} FROM {table} WHERE {} LIMIT 0",
+            if exprs.is_empty() {
+                "1".to_string()
+            } else {
+                exprs.join(", ")
+            },
+            predicate.map_or("true".to_string(), |p| format!("({p})"))
+        )
+    });
+    Precheck {
+        table: table.to_string(),
+        columns,
+        probe,
+        index: (!stmt.idxname.is_empty()).then(|| stmt.idxname.clone()),
+        if_not_exists: stmt.if_not_exists,
+        column_of_relation: false,
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +141,24 @@ mod tests {
                 naming: None,
             }
         );
+    }
+
+    #[test]
+    fn the_deferral_checks_columns_expressions_and_the_name() {
+        let f = review(
+            &parse_one(
+                "CREATE INDEX IF NOT EXISTS i ON app.t (a, lower(b)) INCLUDE (c) WHERE d > 0",
+            ),
+            "",
+        )
+        .unwrap();
+        let p = f.precheck.unwrap();
+        assert_eq!(p.columns, ["a", "c"]);
+        assert_eq!(
+            p.probe.as_deref(),
+            Some("SELECT (lower(b)) FROM app.t WHERE (d > 0) LIMIT 0")
+        );
+        assert_eq!((p.index.as_deref(), p.if_not_exists), (Some("i"), true));
     }
 
     #[test]

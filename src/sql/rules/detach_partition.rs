@@ -48,8 +48,9 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint: format!(
             "Use DETACH PARTITION … CONCURRENTLY outside a transaction block (not possible with a default partition); if it is interrupted, run ALTER TABLE {parent} DETACH PARTITION {part} FINALIZE."
         ),
+        relations: vec![parent.clone(), part],
         table: Some(parent),
-        relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

@@ -33,6 +33,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: "Deploy code that no longer uses the column first; drop its indexes and foreign keys concurrently before the column.".into(),
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Warn,
     })
 }

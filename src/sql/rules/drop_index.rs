@@ -3,7 +3,7 @@
 //! IF EXISTS makes a retry after a partial run harmless). Postgres only allows it for
 //! one index without CASCADE, so other forms get no rewrite.
 
-use super::{concurrent, deparse, dropped_names, Rule};
+use super::{concurrent, deparse, dropped_names, guarded, original, Rule};
 use crate::sql::plan::{Finding, Lock, Policy};
 use pg_query::protobuf::{DropBehavior, ObjectType};
 use pg_query::NodeEnum;
@@ -14,7 +14,7 @@ pub const RULE: Rule = Rule {
     review,
 };
 
-fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
+fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
     let NodeEnum::DropStmt(stmt) = node else {
         return None;
     };
@@ -23,12 +23,17 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     }
     let names = dropped_names(stmt);
     let cascade = stmt.behavior == DropBehavior::DropCascade as i32;
-    let rewrite = (names.len() == 1 && !cascade).then(|| {
+    let concurrently = names.len() == 1 && !cascade;
+    // CONCURRENTLY takes one index and no CASCADE. The drop itself is instant
+    // once it has its lock, so the other forms run as written, only the lock
+    // wait guarded.
+    let rewrite = Some(if concurrently {
         let mut safe = stmt.clone();
         safe.concurrent = true;
         safe.missing_ok = true;
-        let sql = deparse(NodeEnum::DropStmt(safe));
-        concurrent(sql)
+        concurrent(deparse(NodeEnum::DropStmt(safe)))
+    } else {
+        guarded(original(node, sql), Lock::AccessExclusive)
     });
     Some(Finding {
         rule: RULE.id,
@@ -38,13 +43,15 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             "DROP INDEX {} takes ACCESS EXCLUSIVE on its table: reads and writes wait behind it",
             names.join(", ")
         ),
-        hint: match rewrite {
-            Some(_) => "Use DROP INDEX CONCURRENTLY IF EXISTS outside a transaction block.".into(),
-            None => "DROP INDEX CONCURRENTLY takes one index and no CASCADE: drop each index in its own statement, and what depends on it first.".into(),
+        hint: if concurrently {
+            "Use DROP INDEX CONCURRENTLY IF EXISTS outside a transaction block.".into()
+        } else {
+            "DROP INDEX CONCURRENTLY takes one index and no CASCADE: drop each index in its own statement, and what depends on it first.".into()
         },
         rewrite,
         table: None,
         relations: names,
+        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }
@@ -88,10 +95,11 @@ mod tests {
     }
 
     #[test]
-    fn several_indexes_or_cascade_have_no_rewrite() {
+    fn several_indexes_or_cascade_run_as_written_under_lock_timeout() {
         for sql in ["DROP INDEX a, b", "DROP INDEX a CASCADE"] {
             let f = review_sql(sql).unwrap();
-            assert!(f.rewrite.is_none(), "{sql}");
+            assert_eq!(step_sql(&f), [sql]);
+            assert_eq!(f.rewrite.unwrap().steps[0].placement, Placement::Anywhere);
         }
     }
 

@@ -38,6 +38,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: "Deploy code that no longer uses the table first; drop its foreign keys one by one (each under lock_timeout) before the table.".into(),
         table: tables.first().cloned(),
         relations: tables,
+        precheck: None,
         default_policy: Policy::Warn,
     })
 }

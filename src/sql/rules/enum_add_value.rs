@@ -34,6 +34,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: "Add enum values in their own migration (or transaction) before the statements that use them; IF NOT EXISTS makes it rerunnable.".into(),
         table: None,
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Allow,
     })
 }

@@ -41,6 +41,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             None => "WITH NO DATA cannot run concurrently; it is quick, but reads of the view fail until the next refresh.".into(),
         },
         relations: Vec::new(),
+        precheck: None,
         default_policy: if rewrite.is_some() { Policy::Rewrite } else { Policy::Warn },
         rewrite,
         table: Some(view),

@@ -63,6 +63,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             None => "Reindex the tables or indexes that need it one by one with REINDEX … CONCURRENTLY.".into(),
         },
         relations: Vec::new(),
+        precheck: None,
         default_policy: if rewrite.is_some() { Policy::Rewrite } else { Policy::Warn },
         rewrite,
         table,

@@ -44,6 +44,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: hint.into(),
         table: Some(table),
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Warn,
     })
 }

@@ -6,7 +6,7 @@
 use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::Rule;
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
+use crate::sql::plan::{Finding, Lock, Plan, Policy, Precheck, Step};
 use pg_query::protobuf::{
     AlterTableStmt, AlterTableType, ColumnRef, ConstrType, Constraint, Node, NullTest, NullTestType,
 };
@@ -46,8 +46,9 @@ pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
     let mut set = alter_table::cmd(AlterTableType::AtSetNotNull);
     set.name = column.into();
     vec![
-        Step::quick(add_constraint(stmt, check), Lock::AccessExclusive),
-        validate(stmt, &name),
+        Step::quick(add_constraint(stmt, check), Lock::AccessExclusive)
+            .undone_by(drop_constraint(stmt, &name)),
+        validate(stmt, &name).reports_null_in(column),
         Step::quick(alter_table::statement(stmt, set), Lock::AccessExclusive),
         Step::quick(drop_constraint(stmt, &name), Lock::AccessExclusive),
     ]
@@ -78,8 +79,16 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             "Add CHECK ({} IS NOT NULL) NOT VALID, VALIDATE it in a separate transaction, then SET NOT NULL.",
             ident::quote(column)
         ),
-        table: Some(table),
+        table: Some(table.clone()),
         relations: Vec::new(),
+        precheck: Some(Precheck {
+            table: table.clone(),
+            columns: vec![column.to_string()],
+            probe: None,
+            index: None,
+            if_not_exists: false,
+            column_of_relation: true,
+        }),
         default_policy: Policy::Rewrite,
     })
 }

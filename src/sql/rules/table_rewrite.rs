@@ -80,6 +80,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         hint: "Use pg_repack (online), or build a new table, copy the rows over in batches and swap the names.".into(),
         table,
         relations: Vec::new(),
+        precheck: None,
         default_policy: Policy::Reject,
     })
 }

@@ -41,6 +41,7 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
         hint: "List every table explicitly instead of CASCADE; for a big live table delete in batches instead.".into(),
         table: tables.first().cloned(),
         relations: tables,
+        precheck: None,
         default_policy: Policy::Warn,
     })
 }

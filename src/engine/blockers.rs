@@ -1,0 +1,149 @@
+//! The stall budget: a lock attempt joins Postgres' lock queue, and every query on
+//! the table that arrives meanwhile queues behind the attempt. So pgshift does not
+//! attempt while a session in a long transaction (idle in it, or open longer than
+//! the budget) holds a conflicting lock: the attempt would wait for it, and the
+//! application with it. It polls, outside the queue, until only short holders are
+//! left, then attempts with `lock_timeout` = the budget.
+
+use super::conn::{cell, Conn};
+use crate::config::Ddl;
+use crate::sql::plan::Lock;
+use std::io;
+use std::time::Duration;
+
+/// How often pgshift looks again while a long transaction holds the table.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// lock_timeout of one attempt: the stall budget, within `ddl.lock_timeout_ms`.
+pub fn attempt_ms(ddl: &Ddl) -> u64 {
+    match ddl.stall_budget_ms {
+        0 => ddl.lock_timeout_ms,
+        budget => budget.min(ddl.lock_timeout_ms),
+    }
+}
+
+/// A session whose lock an attempt would queue behind for longer than the budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: String,
+    pub user: String,
+    pub application: String,
+    pub state: String,
+    /// How long its transaction has been open.
+    pub for_ms: u64,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} (user \"{}\", application \"{}\", {} for {:.1} s)",
+            self.pid,
+            self.user,
+            self.application,
+            self.state,
+            self.for_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// pg_locks modes that conflict with `lock` (Postgres' conflict table).
+pub fn conflicting(lock: Lock) -> &'static [&'static str] {
+    const ALL: [&str; 8] = [
+        "AccessShareLock",
+        "RowShareLock",
+        "RowExclusiveLock",
+        "ShareUpdateExclusiveLock",
+        "ShareLock",
+        "ShareRowExclusiveLock",
+        "ExclusiveLock",
+        "AccessExclusiveLock",
+    ];
+    match lock {
+        Lock::None => &[],
+        Lock::AccessShare => &ALL[7..],
+        Lock::RowShare => &ALL[6..],
+        Lock::RowExclusive => &ALL[4..],
+        Lock::ShareUpdateExclusive => &ALL[3..],
+        Lock::Share => &[
+            "RowExclusiveLock",
+            "ShareUpdateExclusiveLock",
+            "ShareRowExclusiveLock",
+            "ExclusiveLock",
+            "AccessExclusiveLock",
+        ],
+        Lock::ShareRowExclusive => &ALL[2..],
+        Lock::Exclusive => &ALL[1..],
+        Lock::AccessExclusive => &ALL,
+    }
+}
+
+const LONG_HOLDER: &str = "\
+SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesce(a.application_name, ''),
+  coalesce(a.state, ''),
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regclass($1)
+  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+  AND l.pid <> pg_catalog.pg_backend_pid() AND l.mode = ANY ($2::pg_catalog.text[])
+  AND (a.state LIKE 'idle in transaction%'
+       OR a.xact_start < pg_catalog.clock_timestamp() - $3::pg_catalog.interval)
+ORDER BY a.xact_start LIMIT 1";
+
+/// The longest-open session holding a lock on `table` that conflicts with `lock`
+/// while idle in its transaction or open longer than `budget_ms`, if any.
+pub async fn long_holder<C: Conn>(
+    conn: &mut C,
+    table: &str,
+    lock: Lock,
+    budget_ms: u64,
+) -> io::Result<Option<Holder>> {
+    let modes = conflicting(lock);
+    if modes.is_empty() {
+        return Ok(None);
+    }
+    let modes = format!("{{{}}}", modes.join(","));
+    let budget = format!("{budget_ms} milliseconds");
+    let reply = conn
+        .query_params(LONG_HOLDER, &[table, &modes, &budget])
+        .await?;
+    if reply.error.is_some() {
+        return Ok(None);
+    }
+    Ok(reply.rows.first().map(|r| Holder {
+        pid: cell(r, 0),
+        user: cell(r, 1),
+        application: cell(r, 2),
+        state: cell(r, 3),
+        for_ms: cell(r, 4).parse().unwrap_or(0),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_follow_postgres_table() {
+        assert_eq!(conflicting(Lock::AccessShare), ["AccessExclusiveLock"]);
+        assert_eq!(conflicting(Lock::AccessExclusive).len(), 8);
+        assert!(!conflicting(Lock::Share).contains(&"ShareLock"));
+        assert!(conflicting(Lock::ShareUpdateExclusive).contains(&"ShareUpdateExclusiveLock"));
+        assert!(!conflicting(Lock::RowExclusive).contains(&"RowExclusiveLock"));
+        assert!(conflicting(Lock::ShareRowExclusive).contains(&"RowExclusiveLock"));
+    }
+
+    #[test]
+    fn the_budget_bounds_each_attempt() {
+        let mut ddl = Ddl {
+            lock_timeout_ms: 500,
+            stall_budget_ms: 100,
+            ..Ddl::default()
+        };
+        assert_eq!(attempt_ms(&ddl), 100);
+        ddl.stall_budget_ms = 0;
+        assert_eq!(attempt_ms(&ddl), 500);
+        ddl.stall_budget_ms = 900;
+        assert_eq!(attempt_ms(&ddl), 500);
+    }
+}

@@ -1,0 +1,88 @@
+//! Before a CREATE INDEX is deferred to after the client's transaction, what its
+//! build needs is checked in that transaction, so that an error Postgres would
+//! raise at once is raised at once, with Postgres' own SQLSTATE and message (and
+//! the transaction fails as it would have), instead of showing up later in
+//! `pgshift.deferred` while the migration tool records success.
+//!
+//! Checked, in Postgres' order: ownership of the table, the plain columns, the
+//! expressions and predicate (resolved by a query that reads no row), the name.
+//! What only the build can find (a duplicate under a UNIQUE index, a function not
+//! marked IMMUTABLE) still fails later, recorded on the deferred row.
+
+use super::conn::Conn;
+use super::steps::Failure;
+use crate::sql::plan::Precheck;
+use crate::wire::backend::{PgError, Severity};
+
+/// What the check found, when it found nothing wrong.
+pub enum Verdict {
+    /// The deferral may go ahead.
+    Ready,
+    /// IF NOT EXISTS and the name is taken: Postgres says so and does nothing.
+    Skip(PgError),
+}
+
+const COLUMNS: &str = "\
+WITH r AS (SELECT c.oid, c.relname, pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owner
+           FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))
+SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
+  (SELECT u.x FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY AS u(x, i)
+   WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) r.oid
+                     AND a.attname OPERATOR(pg_catalog.=) u.x AND NOT a.attisdropped)
+   ORDER BY u.i LIMIT 1),
+  EXISTS (SELECT FROM pg_catalog.pg_class i WHERE i.relname OPERATOR(pg_catalog.=) $3
+          AND i.relnamespace OPERATOR(pg_catalog.=) (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r.oid)
+          -- An INVALID index of this table is a failed build's leftover, which the
+          -- build drops before it retries: not a taken name.
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indexrelid OPERATOR(pg_catalog.=) i.oid
+                          AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text
+FROM r";
+
+pub async fn run<C: Conn>(conn: &mut C, p: &Precheck) -> Result<Verdict, Failure> {
+    let columns = super::unnamed::array_literal(&p.columns);
+    let name = p.index.as_deref().unwrap_or("");
+    let reply = conn
+        .query_params(COLUMNS, &[&p.table, &columns, name])
+        .await?;
+    if reply.error.is_some() || reply.rows.is_empty() {
+        // The table is gone: the build will say so.
+        return Ok(Verdict::Ready);
+    }
+    if reply.cell(1) != "true" {
+        return Err(Failure::Ours(PgError::error(
+            "42501",
+            format!("must be owner of table {}", reply.cell(0)),
+        )));
+    }
+    if let Some(Some(missing)) = reply.rows[0].get(2) {
+        let message = if p.column_of_relation {
+            format!(
+                "column \"{missing}\" of relation \"{}\" does not exist",
+                reply.cell(0)
+            )
+        } else {
+            format!("column \"{missing}\" does not exist")
+        };
+        return Err(Failure::Ours(PgError::error("42703", message)));
+    }
+    if let Some(probe) = &p.probe {
+        let probed = conn.query(probe).await?;
+        if let Some(e) = probed.error {
+            return Err(Failure::Server(e));
+        }
+    }
+    if reply.cell(3) == "true" {
+        if p.if_not_exists {
+            return Ok(Verdict::Skip(PgError {
+                severity: Severity::Notice,
+                code: "42P07",
+                ..PgError::notice(format!("relation \"{name}\" already exists, skipping"))
+            }));
+        }
+        return Err(Failure::Ours(PgError::error(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        )));
+    }
+    Ok(Verdict::Ready)
+}

@@ -1,0 +1,145 @@
+//! The stall budget (`ddl.stall_budget_ms`): while an idle-in-transaction session
+//! holds the table, pgshift does not join Postgres' lock queue (where every
+//! application query on the table would queue behind its attempt); it waits
+//! outside and attempts once only short transactions are left, with lock_timeout
+//! = the budget. Each scenario runs through pgshift with the budget, and with the
+//! budget off (attempts of lock_timeout_ms = 500, the old engine), in one test:
+//! the second shows the stall the first avoids, so the test can fail.
+
+mod common;
+
+use common::scenario::{run, Scenario, TABLE};
+use common::{connect, fresh_db, Proxy};
+use std::time::Duration;
+
+const BUDGET_MS: u64 = 100;
+const LOCK_TIMEOUT_MS: u64 = 500;
+/// Scheduling slack on a busy 2-core machine, over the budget.
+const SLACK: Duration = Duration::from_millis(200);
+
+fn proxy(budget_ms: u64) -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = LOCK_TIMEOUT_MS;
+        c.ddl.stall_budget_ms = budget_ms;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 400;
+        c.ddl.max_attempts = 100;
+        c.ddl.retry_deadline_ms = 30_000;
+    })
+}
+
+/// (worst application query with the budget, worst with it off).
+async fn both_ways(name: &str, s: &Scenario<'_>, check: &str, want: &str) -> (Duration, Duration) {
+    let mut worst = Vec::new();
+    for budget in [BUDGET_MS, 0] {
+        let db = fresh_db(&format!("{name}_{budget}"));
+        let proxy = proxy(budget);
+        let out = run(&db, &proxy.conn_str(&db, "postgres"), s).await;
+        out.ddl
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{} (budget {budget}): {e:?}", s.ddl));
+        assert!(out.app_queries > 10, "the load ran: {}", out.app_queries);
+        let client = connect(&common::scenario::direct(&db)).await;
+        common::scenario::eventually(&client, check, want).await;
+        worst.push(out.worst);
+    }
+    (worst[0], worst[1])
+}
+
+fn assert_within_budget(what: &str, (with, without): (Duration, Duration)) {
+    eprintln!("{what}: worst application query {with:?} with the budget, {without:?} without");
+    assert!(
+        with < Duration::from_millis(BUDGET_MS) + SLACK,
+        "{what}: with the stall budget an application query waited {with:?}"
+    );
+    assert!(
+        without > Duration::from_millis(LOCK_TIMEOUT_MS) * 8 / 10,
+        "{what}: without the budget the attempts should stall the application, worst {without:?}"
+    );
+}
+
+const BLOCKER: &str = "UPDATE items SET qty = qty WHERE id = 1";
+const APP: &str = "UPDATE items SET qty = qty + 1 WHERE id = 500";
+
+#[tokio::test]
+async fn check_constraint_and_set_not_null() {
+    let s = Scenario {
+        setup: TABLE,
+        blocker: BLOCKER,
+        ddl: "ALTER TABLE items ADD CONSTRAINT qty_positive CHECK (qty > 0)",
+        app: APP,
+    };
+    let worst = both_ways(
+        "sb_check",
+        &s,
+        "SELECT convalidated::text FROM pg_constraint WHERE conname = 'qty_positive'",
+        "true",
+    )
+    .await;
+    assert_within_budget("ADD CHECK", worst);
+    let s = Scenario {
+        ddl: "ALTER TABLE items ALTER COLUMN qty SET NOT NULL",
+        ..s
+    };
+    let worst = both_ways(
+        "sb_notnull",
+        &s,
+        "SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'qty'",
+        "true",
+    )
+    .await;
+    assert_within_budget("SET NOT NULL", worst);
+}
+
+#[tokio::test]
+async fn foreign_key_and_volatile_default() {
+    let s = Scenario {
+        setup: TABLE,
+        blocker: BLOCKER,
+        ddl: "ALTER TABLE items ADD CONSTRAINT items_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id)",
+        app: APP,
+    };
+    let worst = both_ways(
+        "sb_fk",
+        &s,
+        "SELECT convalidated::text FROM pg_constraint WHERE conname = 'items_owner_fk'",
+        "true",
+    )
+    .await;
+    assert_within_budget("ADD FOREIGN KEY", worst);
+    let s = Scenario {
+        ddl: "ALTER TABLE items ADD COLUMN token text DEFAULT md5(random()::text)",
+        ..s
+    };
+    let worst = both_ways(
+        "sb_volatile",
+        &s,
+        "SELECT (count(token) = count(*))::text FROM items",
+        "true",
+    )
+    .await;
+    assert_within_budget("ADD COLUMN with a volatile default", worst);
+}
+
+#[tokio::test]
+async fn a_django_style_migration_in_one_transaction() {
+    let s = Scenario {
+        setup: TABLE,
+        blocker: BLOCKER,
+        ddl: "BEGIN; \
+              ALTER TABLE items ADD COLUMN note varchar(40) NULL; \
+              ALTER TABLE items ADD CONSTRAINT items_qty_check CHECK (qty >= 0); \
+              CREATE INDEX items_note ON items (note); \
+              COMMIT",
+        app: APP,
+    };
+    let worst = both_ways(
+        "sb_django",
+        &s,
+        "SELECT (SELECT count(*) FROM pg_index WHERE indexrelid = 'items_note'::regclass AND indisvalid) \
+         + (SELECT count(*) FROM pg_constraint WHERE conname = 'items_qty_check' AND convalidated)",
+        "2",
+    )
+    .await;
+    assert_within_budget("a Django-style migration", worst);
+}
