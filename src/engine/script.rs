@@ -504,16 +504,10 @@ where
     .await;
     let error = result.as_ref().err().map(super::failure_text);
     cx.engine.journal.record(Entry {
-        database: cx.database.to_string(),
-        session_id: cx.session_id,
-        user: cx.user.to_string(),
-        statement: stmt.sql.clone(),
-        rule: finding.rule.to_string(),
-        policy: policy.name().to_string(),
         outcome: if error.is_some() { "failed" } else { outcome },
         steps: reports,
         error,
-        duration_ms: started.elapsed().as_millis() as u64,
+        ..entry(cx, stmt, finding.rule, policy.name(), started)
     });
     result?;
     if let Some(notice) = skipped {
@@ -602,12 +596,6 @@ where
     let result = steps::run(io, &step, mode, step_cx).await;
     let error = result.as_ref().err().map(super::failure_text);
     cx.engine.journal.record(Entry {
-        database: cx.database.to_string(),
-        session_id: cx.session_id,
-        user: cx.user.to_string(),
-        statement: stmt.sql.clone(),
-        rule: finding.rule.to_string(),
-        policy: "small-table".to_string(),
         outcome: if error.is_some() {
             "failed"
         } else {
@@ -615,13 +603,35 @@ where
         },
         steps: result.iter().cloned().collect(),
         error,
-        duration_ms: started.elapsed().as_millis() as u64,
+        ..entry(cx, stmt, finding.rule, "small-table", started)
     });
     result?;
     let mut out = BytesMut::new();
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
     Ok(())
+}
+
+/// A journal entry for `stmt` with nothing done yet.
+fn entry(
+    cx: &SessionCx<'_>,
+    stmt: &Statement,
+    rule: &str,
+    policy: &str,
+    started: Instant,
+) -> Entry {
+    Entry {
+        database: cx.database.to_string(),
+        session_id: cx.session_id,
+        user: cx.user.to_string(),
+        statement: stmt.sql.clone(),
+        rule: rule.to_string(),
+        policy: policy.to_string(),
+        outcome: "",
+        steps: Vec::new(),
+        error: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
 }
 
 /// Takes back the steps that completed before one failed, last first, so that

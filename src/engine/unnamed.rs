@@ -22,17 +22,17 @@ ORDER BY u.i LIMIT 1";
 
 /// Gives every unnamed index build in `plan` its name.
 pub async fn name_indexes<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Result<()> {
-    for step in &mut plan.steps {
+    for i in 0..plan.steps.len() {
         let StepKind::ConcurrentIndex {
             table,
             naming: Some(n),
             ..
-        } = &step.kind
+        } = &plan.steps[i].kind
         else {
             continue;
         };
         let name = pick(conn, table, n).await?;
-        naming::give_name(step, &name);
+        naming::give_name(&mut plan.steps, i, &name);
     }
     Ok(())
 }

@@ -46,13 +46,22 @@ impl IndexNaming {
     }
 }
 
-/// Puts `name` in a step that builds an unnamed index (its SQL and the index it
-/// names), and forgets the naming.
-pub fn give_name(step: &mut Step, name: &str) {
+/// Puts `name` in step `i`, which builds an unnamed index (its SQL and the index
+/// it names), and in the steps after it that use the index (ADD CONSTRAINT …
+/// USING INDEX, their undo); forgets the naming.
+pub fn give_name(steps: &mut [Step], i: usize, name: &str) {
+    let quoted = ident::quote(name);
+    let Some([step, later @ ..]) = steps.get_mut(i..) else {
+        return;
+    };
     if let StepKind::ConcurrentIndex { index, naming, .. } = &mut step.kind {
         if let Some(n) = naming.take() {
-            step.sql = step.sql.replacen(PLACEHOLDER, &ident::quote(name), 1);
+            step.sql = step.sql.replacen(PLACEHOLDER, &quoted, 1);
             *index = ident::qualified(&n.schema, name);
+            for s in later {
+                s.sql = s.sql.replace(PLACEHOLDER, &quoted);
+                s.undo = s.undo.take().map(|u| u.replace(PLACEHOLDER, &quoted));
+            }
         }
     }
 }
@@ -61,13 +70,13 @@ pub fn give_name(step: &mut Step, name: &str) {
 /// is its name unless something in the schema already has it (`pgshift check`:
 /// offline, it cannot look).
 pub fn name_offline(plan: &mut Plan) {
-    for step in &mut plan.steps {
+    for i in 0..plan.steps.len() {
         if let StepKind::ConcurrentIndex {
             naming: Some(n), ..
-        } = &step.kind
+        } = &plan.steps[i].kind
         {
             let name = n.candidates(1).remove(0);
-            give_name(step, &name);
+            give_name(&mut plan.steps, i, &name);
         }
     }
 }

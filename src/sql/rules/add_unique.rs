@@ -9,8 +9,8 @@
 
 use super::alter_table::{self, add_constraint};
 use super::{deparse, str_val, Rule};
-use crate::sql::ident;
 use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
+use crate::sql::{ident, naming};
 use pg_query::protobuf::{
     AlterTableStmt, AlterTableType, ConstrType, Constraint, IndexElem, IndexStmt, Node, SortByDir,
     SortByNulls,
@@ -53,10 +53,12 @@ pub(super) fn steps(
     }
     let rel = stmt.relation.as_ref()?;
     let primary = con.contype == ConstrType::ConstrPrimary as i32;
-    let name = match (con.conname.is_empty(), primary) {
-        (false, _) => con.conname.clone(),
-        (true, true) => ident::generated_name(&rel.relname, &[], "pkey"),
-        (true, false) => ident::generated_name(&rel.relname, columns, "key"),
+    // Unnamed: the executor picks the name Postgres would (`t_c_key`, `t_pkey`,
+    // numbered on a collision), which the index and the constraint share.
+    let name = if con.conname.is_empty() {
+        naming::PLACEHOLDER.to_string()
+    } else {
+        con.conname.clone()
     };
     let index = IndexStmt {
         idxname: name.clone(),
@@ -74,6 +76,19 @@ pub(super) fn steps(
         concurrent: true,
         ..Default::default()
     };
+    let naming = con.conname.is_empty().then(|| {
+        let mut n = naming::unnamed_index(
+            &rel.schemaname,
+            &rel.relname,
+            &index.index_params,
+            &index.index_including_params,
+        );
+        n.label = if primary { "pkey" } else { "key" }.into();
+        if primary {
+            n.addition.clear();
+        }
+        n
+    });
     let using = Constraint {
         contype: con.contype,
         conname: name.clone(),
@@ -90,7 +105,7 @@ pub(super) fn steps(
         .with_kind(StepKind::ConcurrentIndex {
             index: ident::sibling(rel, &name),
             table: ident::relation(rel),
-            naming: None,
+            naming,
         }),
         Step::quick(add_constraint(stmt, using), Lock::AccessExclusive),
     ])
@@ -189,17 +204,20 @@ mod tests {
             "ALTER TABLE ONLY \"Shop\".\"Order\" ADD UNIQUE (\"storeId\", number) INCLUDE (total) WITH (fillfactor = 90)",
         )
         .unwrap();
+        // Postgres names it after the INCLUDE columns too (checked on PG 15).
         assert_eq!(
             step_sql(&f),
             [
-                "CREATE UNIQUE INDEX CONCURRENTLY \"Order_storeId_number_key\" ON \"Shop\".\"Order\" USING btree (\"storeId\", number) INCLUDE (total) WITH (fillfactor=90)",
-                "ALTER TABLE ONLY \"Shop\".\"Order\" ADD CONSTRAINT \"Order_storeId_number_key\" UNIQUE USING INDEX \"Order_storeId_number_key\"",
+                "CREATE UNIQUE INDEX CONCURRENTLY \"Order_storeId_number_total_key\" ON \"Shop\".\"Order\" USING btree (\"storeId\", number) INCLUDE (total) WITH (fillfactor=90)",
+                "ALTER TABLE ONLY \"Shop\".\"Order\" ADD CONSTRAINT \"Order_storeId_number_total_key\" UNIQUE USING INDEX \"Order_storeId_number_total_key\"",
             ]
         );
+        let mut plan = f.rewrite.unwrap();
+        crate::sql::naming::name_offline(&mut plan);
         assert_eq!(
-            f.rewrite.unwrap().steps[0].kind,
+            plan.steps[0].kind,
             StepKind::ConcurrentIndex {
-                index: "\"Shop\".\"Order_storeId_number_key\"".into(),
+                index: "\"Shop\".\"Order_storeId_number_total_key\"".into(),
                 table: "\"Shop\".\"Order\"".into(),
                 naming: None,
             }

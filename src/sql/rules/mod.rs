@@ -101,13 +101,15 @@ pub(crate) fn review_sql(sql: &str) -> Option<Finding> {
     review(&parse_one(sql), sql)
 }
 
-/// The SQL of every step, for tests.
+/// The SQL of every step, for tests, unnamed indexes named as Postgres names them
+/// first (as `pgshift check` shows them).
 #[cfg(test)]
-pub(crate) fn step_sql(f: &Finding) -> Vec<&str> {
-    f.rewrite
-        .as_ref()
-        .map(|p| p.steps.iter().map(|s| s.sql.as_str()).collect())
-        .unwrap_or_default()
+pub(crate) fn step_sql(f: &Finding) -> Vec<String> {
+    let Some(mut plan) = f.rewrite.clone() else {
+        return Vec::new();
+    };
+    super::naming::name_offline(&mut plan);
+    plan.steps.into_iter().map(|s| s.sql).collect()
 }
 
 /// Deparses a single statement node back to SQL. Deparsing a tree that came from
