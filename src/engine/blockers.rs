@@ -88,10 +88,14 @@ WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regcl
   AND l.pid <> pg_catalog.pg_backend_pid() AND l.mode = ANY ($2::pg_catalog.text[])
   AND (a.state LIKE 'idle in transaction%'
        OR a.xact_start < pg_catalog.clock_timestamp() - $3::pg_catalog.interval)
+  AND a.wait_event_type IS DISTINCT FROM 'Lock'
 ORDER BY a.xact_start LIMIT 1";
 
 /// The longest-open session holding a lock on `table` that conflicts with `lock`
-/// while idle in its transaction or open longer than `budget_ms`, if any.
+/// while idle in its transaction or open longer than `budget_ms`, if any. A holder
+/// that is itself waiting for a lock does not count: it may be waiting for this
+/// very session (a lock the client's transaction took), and only the lock queue's
+/// deadlock detection settles that, so pgshift attempts as before.
 pub async fn long_holder<C: Conn>(
     conn: &mut C,
     table: &str,
