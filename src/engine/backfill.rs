@@ -28,7 +28,12 @@ pub(super) async fn backfill<C: Conn>(
     cx: &StepContext<'_>,
     fill: &mut Fill,
 ) -> io::Result<Result<(), ServerError>> {
-    let StepKind::Backfill { table, by_pages } = &step.kind else {
+    let StepKind::Backfill {
+        table,
+        by_pages,
+        rest,
+    } = &step.kind
+    else {
         return Ok(Ok(()));
     };
     let (pages, per_batch) = match fill.pages {
@@ -62,6 +67,14 @@ pub(super) async fn backfill<C: Conn>(
         };
         fill.rows += rows;
         if rows < cx.ddl.backfill_batch_rows {
+            // Fewer than a batch are left, but rows updated meanwhile moved to
+            // ctids this sweep did not list: one plain UPDATE finds them.
+            if !rest.is_empty() {
+                match batch(conn, cx, rest, &[]).await? {
+                    Ok(rows) => fill.rows += rows,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
             return Ok(Ok(()));
         }
         if !conn.pause(pause).await {

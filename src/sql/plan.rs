@@ -88,7 +88,18 @@ pub enum StepKind {
     /// so the work stays linear in the table size. `sql` is then repeated (bind
     /// parameter `$1`, a row limit) until it updates fewer rows than that, for rows
     /// that moved past the last page while the backfill ran.
-    Backfill { table: String, by_pages: String },
+    ///
+    /// `rest` (when not empty) is the plain `UPDATE … WHERE col IS NULL` that ends
+    /// the backfill once a sweep finds fewer rows than a batch: a row the
+    /// application updated while the sweep ran moved to another ctid, which the
+    /// sweep's `ctid = ANY (…)` no longer matches; a plain UPDATE follows the row to
+    /// its new version.
+    Backfill {
+        table: String,
+        by_pages: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        rest: String,
+    },
     /// `ALTER COLUMN … TYPE` that is catalog-only only if the column's current type
     /// is binary-coercible to `target` (with type modifier `typmod`, -1 for none):
     /// the executor checks the catalog first and refuses a change that would rewrite.

@@ -381,6 +381,7 @@ mod tests {
             StepKind::Backfill {
                 table: "users".into(),
                 by_pages: "UPDATE users SET token = gen_random_uuid() WHERE ctid >= $1::tid AND ctid < $2::tid AND token IS NULL".into(),
+                rest: "UPDATE users SET token = gen_random_uuid() WHERE token IS NULL".into(),
             }
         );
     }

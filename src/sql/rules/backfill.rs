@@ -54,6 +54,7 @@ pub(super) fn batch(one: &One<'_>, column: &str, value: &str) -> Step {
     )
     .with_kind(StepKind::Backfill {
         by_pages: format!("UPDATE {t} SET {c} = {value} WHERE ctid >= $1::tid AND ctid < $2::tid AND {c} IS NULL"),
+        rest: format!("UPDATE {t} SET {c} = {value} WHERE {c} IS NULL"),
         table: t,
     })
 }
