@@ -65,7 +65,7 @@ CROSS JOIN x";
 /// Ok(None) when it does not exist, or cannot be looked up without risk of an
 /// error (a name of more than two parts is Postgres' to refuse).
 pub async fn look<C: Conn>(conn: &mut C, name: &str) -> io::Result<Option<Seen>> {
-    if parts(name) > 2 {
+    if crate::sql::ident::name_parts(name).len() > 2 {
         return Ok(None);
     }
     let reply = conn.query_params(LOOK, &[name]).await?;
@@ -100,20 +100,6 @@ pub fn judge(seen: &[Option<Seen>], small: u64) -> Risk {
         return Risk::Small;
     }
     Risk::Rule
-}
-
-/// Dot-separated parts of a SQL name, outside double quotes.
-fn parts(name: &str) -> usize {
-    let mut quoted = false;
-    let mut n = 1;
-    for c in name.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => n += 1,
-            _ => {}
-        }
-    }
-    n
 }
 
 #[cfg(test)]
@@ -158,12 +144,5 @@ mod tests {
         );
         // 0 turns the size judgement off, even for an empty table.
         assert_eq!(judge(&[seen(false, false, 0)], 0), Risk::Rule);
-    }
-
-    #[test]
-    fn name_parts() {
-        assert_eq!(parts("t"), 1);
-        assert_eq!(parts("app.\"T.x\""), 2);
-        assert_eq!(parts("db.app.t"), 3);
     }
 }

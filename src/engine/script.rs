@@ -459,11 +459,7 @@ where
     } else {
         n
     };
-    let mode = if in_tx {
-        Mode::InTransaction
-    } else {
-        Mode::Autocommit
-    };
+    let mode = Mode::of(io.status);
     let mut reports: Vec<StepReport> = Vec::new();
     let mut skipped: Option<PgError> = None;
     let mut outcome = if policy == Policy::Warn {
@@ -587,11 +583,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
-    let mode = if io.status != b'I' {
-        Mode::InTransaction
-    } else {
-        Mode::Autocommit
-    };
+    let mode = Mode::of(io.status);
     let step = Step::quick(stmt.sql.clone(), finding.lock);
     let result = steps::run(io, &step, mode, step_cx).await;
     let error = result.as_ref().err().map(super::failure_text);

@@ -25,6 +25,17 @@ pub enum Mode {
     InTransaction,
 }
 
+impl Mode {
+    /// Where the client's session is, from its transaction status byte.
+    pub fn of(status: u8) -> Mode {
+        if status == b'I' {
+            Mode::Autocommit
+        } else {
+            Mode::InTransaction
+        }
+    }
+}
+
 /// Why a step did not complete.
 #[derive(Debug)]
 pub enum Failure {

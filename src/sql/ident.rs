@@ -148,6 +148,36 @@ pub fn sibling(rv: &RangeVar, name: &str) -> String {
     qualified(&rv.schemaname, name)
 }
 
+/// The dot-separated parts of a SQL name (`app."T.x"` → `app`, `"T.x"`), split
+/// outside double quotes; each part as written (quoted or not).
+pub fn name_parts(name: &str) -> Vec<&str> {
+    let mut quoted = false;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in name.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&name[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&name[start..]);
+    parts
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary (Postgres' `pg_mbcliplen` for UTF-8).
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Postgres' NAMEDATALEN - 1: longer identifiers are truncated.
 pub const MAX_IDENT: usize = 63;
 
@@ -160,14 +190,7 @@ pub fn generated_name(table: &str, columns: &[&str], suffix: &str) -> String {
         name.push_str(c);
     }
     let room = MAX_IDENT.saturating_sub(suffix.len() + 1);
-    if name.len() > room {
-        let mut cut = room;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-    }
-    format!("{name}_{suffix}")
+    format!("{}_{suffix}", clip(&name, room))
 }
 
 #[cfg(test)]
@@ -183,6 +206,14 @@ mod tests {
         assert_eq!(quote("1st"), "\"1st\"");
         assert_eq!(qualified("app", "My Table"), "app.\"My Table\"");
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn names_split_outside_quotes() {
+        assert_eq!(name_parts("t"), ["t"]);
+        assert_eq!(name_parts("app.\"T.x\""), ["app", "\"T.x\""]);
+        assert_eq!(name_parts("db.app.t"), ["db", "app", "t"]);
+        assert_eq!(clip("tä", 2), "t");
     }
 
     #[test]

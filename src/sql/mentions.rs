@@ -85,23 +85,8 @@ pub fn same_index(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    let split = |s: &str| -> (Option<String>, String) {
-        let mut quoted = false;
-        let mut cut = None;
-        for (i, c) in s.char_indices() {
-            match c {
-                '"' => quoted = !quoted,
-                '.' if !quoted => cut = Some(i),
-                _ => {}
-            }
-        }
-        match cut {
-            Some(i) => (Some(s[..i].to_string()), s[i + 1..].to_string()),
-            None => (None, s.to_string()),
-        }
-    };
-    let ((sa, na), (sb, nb)) = (split(a), split(b));
-    na == nb && (sa.is_none() || sb.is_none())
+    let (pa, pb) = (ident::name_parts(a), ident::name_parts(b));
+    pa.last() == pb.last() && (pa.len() == 1 || pb.len() == 1)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! the schema Postgres would have left. Only the last part needs the catalog: the
 //! first candidate no relation or constraint in the schema already uses.
 
-use super::ident::{self, MAX_IDENT};
+use super::ident::{self, clip, MAX_IDENT};
 use super::plan::{Plan, Step, StepKind};
 use pg_query::protobuf::{IndexElem, Node};
 use pg_query::NodeEnum;
@@ -170,16 +170,6 @@ pub fn make_object_name(name1: &str, name2: Option<&str>, label: &str) -> String
     out.push('_');
     out.push_str(label);
     out
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character
-/// boundary (`pg_mbcliplen` for UTF-8).
-fn clip(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// An identifier as Postgres keeps it: at most 63 bytes.
