@@ -30,20 +30,31 @@ struct Target {
     name: &'static str,
     /// None: directly; Some(budget): through pgshift with that stall budget.
     budget: Option<u64>,
+    /// Whether the idle-in-transaction writer runs. Without it, "direct" is what the
+    /// migration's own work costs the application on these cores.
+    blocker: bool,
 }
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
+    Target {
+        name: "direct, no long transaction",
+        budget: None,
+        blocker: false,
+    },
     Target {
         name: "direct",
         budget: None,
+        blocker: true,
     },
     Target {
         name: "pgshift, no budget (500 ms attempts)",
         budget: Some(0),
+        blocker: true,
     },
     Target {
         name: "pgshift, stall budget 100 ms",
         budget: Some(100),
+        blocker: true,
     },
 ];
 
@@ -74,12 +85,16 @@ const SCENARIOS: [Scenario; 5] = [
     },
 ];
 
-fn conn_str(port: u16, db: &str) -> String {
-    format!("host=127.0.0.1 port={port} dbname={db} user=postgres connect_timeout=10")
+fn conn_str(port: u16, db: &str, app: &str) -> String {
+    format!("host=127.0.0.1 port={port} dbname={db} user=postgres connect_timeout=10 application_name={app}")
 }
 
 async fn connect(port: u16, db: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(&conn_str(port, db), NoTls)
+    connect_as(port, db, "bench").await
+}
+
+async fn connect_as(port: u16, db: &str, app: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(&conn_str(port, db, app), NoTls)
         .await
         .expect("connect");
     tokio::spawn(async move {
@@ -131,13 +146,16 @@ struct Phase {
     per_s: f64,
 }
 
-fn phase(samples: &[(Instant, Duration)], from: Instant, to: Instant) -> Phase {
-    let inside: Vec<&(Instant, Duration)> = samples
+/// (started, took, worker)
+type Sample = (Instant, Duration, usize);
+
+fn phase(samples: &[Sample], from: Instant, to: Instant) -> Phase {
+    let inside: Vec<&Sample> = samples
         .iter()
-        .filter(|(t, _)| *t >= from && *t < to)
+        .filter(|(t, _, _)| *t >= from && *t < to)
         .collect();
-    let max_at = inside.iter().max_by_key(|(_, d)| *d).map(|(t, _)| *t);
-    let mut d: Vec<Duration> = inside.iter().map(|(_, d)| *d).collect();
+    let max_at = inside.iter().max_by_key(|(_, d, _)| *d).map(|(t, _, _)| *t);
+    let mut d: Vec<Duration> = inside.iter().map(|(_, d, _)| *d).collect();
     d.sort();
     let secs = (to - from).as_secs_f64().max(1e-3);
     Phase {
@@ -195,6 +213,71 @@ async fn sizes(pg: &Cluster, full: bool) {
     println!();
 }
 
+/// One look at pg_stat_activity: (when, [(application, state, wait, blocked by, query)]).
+type Look = (Instant, Vec<[String; 5]>);
+
+/// With BENCH_TRACE set: pg_stat_activity every 10 ms until `stop`, to tell what
+/// a slow application query waited for.
+fn activity(port: u16, db: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Look>> {
+    let db = db.to_string();
+    tokio::spawn(async move {
+        let c = connect_as(port, &db, "sampler").await;
+        let q = c
+            .prepare(
+                "SELECT coalesce(application_name, '') || ':' || coalesce(backend_type, ''), coalesce(state, ''),                  coalesce(wait_event_type || '/' || wait_event, ''), pg_blocking_pids(pid)::text, left(query, 50)                  FROM pg_stat_activity WHERE (datname = current_database() OR backend_type <> 'client backend')                  AND application_name <> 'sampler'",
+            )
+            .await
+            .unwrap();
+        let mut looks = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let rows = c.query(&q, &[]).await.unwrap();
+            let at = Instant::now();
+            let row = |r: &tokio_postgres::Row| std::array::from_fn(|i| r.get::<_, String>(i));
+            looks.push((at, rows.iter().map(row).collect()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        looks
+    })
+}
+
+/// Prints each application query slower than 150 ms with what the sampler saw
+/// meanwhile: its own backend's states, and every other backend that was not idle.
+fn attribute(samples: &[Sample], looks: &[Look], start: Instant) {
+    let slow: Vec<&Sample> = samples
+        .iter()
+        .filter(|(_, d, _)| *d > Duration::from_millis(150))
+        .collect();
+    for (t, d, w) in slow {
+        let me = format!("worker{w}:client backend");
+        let mut own = std::collections::BTreeMap::<String, usize>::new();
+        let mut others = std::collections::BTreeMap::<String, usize>::new();
+        for (_, rows) in looks.iter().filter(|(at, _)| at >= t && *at <= *t + *d) {
+            for [app, state, wait, by, query] in rows {
+                if *app == me {
+                    *own.entry(format!("{state} {wait} by {by}")).or_default() += 1;
+                } else if state != "idle" && !app.starts_with("worker") {
+                    *others
+                        .entry(format!("{app} {state} {wait} by {by}: {query}"))
+                        .or_default() += 1;
+                } else if state != "idle" && !wait.is_empty() {
+                    *others
+                        .entry(format!("{app} {state} {wait} by {by}"))
+                        .or_default() += 1;
+                }
+            }
+        }
+        println!(
+            "slow: worker{w} at {:+.3} s took {:.0} ms; own backend {own:?}; others {others:?}",
+            if *t >= start {
+                (*t - start).as_secs_f64()
+            } else {
+                -(start - *t).as_secs_f64()
+            },
+            d.as_secs_f64() * 1000.0
+        );
+    }
+}
+
 /// Part 2: one scenario against one target.
 async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration, workers: usize) {
     let setup = connect(pg.port, db).await;
@@ -216,7 +299,7 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     let samples = Arc::new(Mutex::new(Vec::new()));
     let mut load = Vec::new();
     for w in 0..workers {
-        let client = connect(port, db).await;
+        let client = connect_as(port, db, &format!("worker{w}")).await;
         let (stop, samples) = (stop.clone(), samples.clone());
         load.push(tokio::spawn(async move {
             let update = client
@@ -229,18 +312,23 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
                 id = 2 + (id * 31 + 17).rem_euclid(199_000);
                 let t = Instant::now();
                 client.execute(&update, &[&id]).await.unwrap();
-                mine.push((t, t.elapsed()));
+                mine.push((t, t.elapsed(), w));
             }
             samples.lock().unwrap().extend(mine);
         }));
     }
+    let trace = std::env::var_os("BENCH_TRACE")
+        .is_some()
+        .then(|| activity(pg.port, db, stop.clone()));
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let blocker = connect(pg.port, db).await;
-    blocker
-        .batch_execute("BEGIN; UPDATE items SET qty = qty WHERE id = 1")
-        .await
-        .unwrap();
+    if target.blocker {
+        blocker
+            .batch_execute("BEGIN; UPDATE items SET qty = qty WHERE id = 1")
+            .await
+            .unwrap();
+    }
     let blocked_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let migrator = connect(port, db).await;
@@ -251,7 +339,9 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
         (r, Instant::now())
     });
     tokio::time::sleep(hold.saturating_sub(blocked_at.elapsed())).await;
-    blocker.batch_execute("COMMIT").await.unwrap();
+    if target.blocker {
+        blocker.batch_execute("COMMIT").await.unwrap();
+    }
     let (result, migration_end) = migration.await.unwrap();
     // pgshift answers a deferred build at COMMIT and runs it after: wait for the
     // schema, not only for the answer.
@@ -283,6 +373,9 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     }
     let end = Instant::now();
     let samples = samples.lock().unwrap().clone();
+    if let Some(trace) = trace {
+        attribute(&samples, &trace.await.unwrap(), migration_start);
+    }
     let before = phase(&samples, t0, blocked_at);
     let during = phase(&samples, migration_start, done_at);
     let after = phase(&samples, done_at, end);
@@ -320,7 +413,12 @@ async fn main() {
         ..ClusterOptions::default()
     })
     .expect("start postgres");
-    sizes(&pg, full).await;
+    // BENCH_ONLY="CREATE INDEX" runs the scenarios and targets whose names
+    // contain it (and skips the sizes); BENCH_TRACE=1 attributes slow queries.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() {
+        sizes(&pg, full).await;
+    }
     let (hold, workers, scenarios) = if full {
         (Duration::from_secs(8), 8, &SCENARIOS[..])
     } else {
@@ -335,6 +433,9 @@ async fn main() {
         println!("| target | migration s→done ms | before p50/p99/max ms | during p50/p99/max ms | after p50/p99/max ms | before q/s | during/before q/s | after/before q/s | migration |");
         println!("|---|---|---|---|---|---|---|---|---|");
         for (j, t) in TARGETS.iter().enumerate() {
+            if !only.is_empty() && !s.name.contains(&only) && !t.name.contains(&only) {
+                continue;
+            }
             let db = pg
                 .create_database(&format!("stall_{i}_{j}"))
                 .expect("database");

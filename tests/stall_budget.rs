@@ -143,3 +143,102 @@ async fn a_django_style_migration_in_one_transaction() {
     .await;
     assert_within_budget("a Django-style migration", worst);
 }
+
+/// `ddl.blockers = "end_idle"`: a session idle in its transaction on the table is
+/// ended once it has been idle for `ddl.blockers_idle_ms`, and not before; a session
+/// that holds the table while running a statement, or that is idle in a
+/// transaction on another table, is left alone.
+#[tokio::test]
+async fn end_idle_ends_only_sessions_idle_in_a_blocking_transaction() {
+    const IDLE_MS: u64 = 1_500;
+    let db = fresh_db("sb_end_idle");
+    let direct = common::scenario::direct(&db);
+    let admin = connect(&direct).await;
+    admin.batch_execute(TABLE).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE other (a int)")
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = BUDGET_MS;
+        c.ddl.blockers = pgshift::config::Blockers::EndIdle;
+        c.ddl.blockers_idle_ms = IDLE_MS;
+        c.ddl.retry_deadline_ms = 30_000;
+    });
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+
+    // Busy, not idle: holds the table for 2.5 s while running, then commits.
+    let busy = connect(&direct).await;
+    let running = tokio::spawn(async move {
+        busy.batch_execute(
+            "BEGIN; LOCK TABLE items IN ROW EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT",
+        )
+        .await
+        .map(|_| busy)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    client
+        .batch_execute("ALTER TABLE items ADD CONSTRAINT qty_positive CHECK (qty > 0)")
+        .await
+        .unwrap();
+    let busy = running
+        .await
+        .unwrap()
+        .expect("a running session is not ended");
+    busy.batch_execute("SELECT 1")
+        .await
+        .expect("still connected");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_000),
+        "the step waited for the running transaction: {:?}",
+        started.elapsed()
+    );
+
+    // Idle in a transaction that holds the table: ended after IDLE_MS, not before.
+    // Idle in a transaction on another table: untouched.
+    let bystander = connect(&direct).await;
+    bystander
+        .batch_execute("BEGIN; UPDATE other SET a = 1")
+        .await
+        .unwrap();
+    let idle = connect(&direct).await;
+    idle.batch_execute(&format!("BEGIN; {BLOCKER}"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    client
+        .batch_execute("ALTER TABLE items ALTER COLUMN qty SET NOT NULL")
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(IDLE_MS) - Duration::from_millis(100),
+        "ended before it had been idle for ddl.blockers_idle_ms: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    let err = idle
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("the idle session was ended");
+    assert!(
+        idle.is_closed() || err.to_string().contains("terminat"),
+        "{err}"
+    );
+    bystander
+        .batch_execute("COMMIT")
+        .await
+        .expect("the bystander was left alone");
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM items WHERE qty IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let notnull: bool = admin
+        .query_one("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'qty'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(notnull);
+}

@@ -30,6 +30,19 @@ pub enum UnparsedPolicy {
     Reject,
 }
 
+/// What pgshift does about a session idle in a transaction that holds a lock a
+/// step needs (see `ddl.blockers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blockers {
+    /// Wait outside the lock queue until it ends its transaction (up to the retry
+    /// deadline).
+    Wait,
+    /// End the session (pg_terminate_backend) once it has been idle in its
+    /// transaction for `ddl.blockers_idle_ms`; its transaction rolls back.
+    EndIdle,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ddl {
@@ -63,9 +76,16 @@ pub struct Ddl {
     /// small: holding any lock on it for a whole statement is brief, so the
     /// statement runs as written (under lock_timeout with retries).
     pub small_table_bytes: u64,
+    /// wait | end_idle: see [`Blockers`]. Off (wait) by default: ending a session
+    /// rolls back its work and its client sees a closed connection.
+    pub blockers: Blockers,
+    /// How long a blocking session must have been idle in its transaction before
+    /// `blockers = "end_idle"` ends it.
+    pub blockers_idle_ms: u64,
     /// Honour `SET pgshift.bypass = on` in a session (emergencies, admins).
     pub allow_bypass: bool,
-    /// Rows per backfill batch (one transaction each).
+    /// Most rows per backfill batch (one transaction each); with a stall budget,
+    /// batches shrink so that one holds its row locks for at most half of it.
     pub backfill_batch_rows: u64,
     /// Pause between backfill batches.
     pub backfill_pause_ms: u64,
@@ -99,6 +119,8 @@ impl Default for Ddl {
             notices: true,
             stall_budget_ms: 100,
             small_table_bytes: 1 << 20,
+            blockers: Blockers::Wait,
+            blockers_idle_ms: 60_000,
             allow_bypass: false,
             backfill_batch_rows: 5_000,
             backfill_pause_ms: 10,
@@ -141,6 +163,9 @@ impl Ddl {
         }
         if self.max_attempts == 0 {
             return Err(invalid("ddl.max_attempts", "must be at least 1".into()));
+        }
+        if self.blockers_idle_ms == 0 {
+            return Err(invalid("ddl.blockers_idle_ms", "must be at least 1".into()));
         }
         if self.backfill_batch_rows == 0 {
             return Err(invalid(

@@ -6,7 +6,7 @@ mod ddl;
 mod overrides;
 mod upstream_addr;
 
-pub use ddl::{Ddl, InTransaction, UnparsedPolicy};
+pub use ddl::{Blockers, Ddl, InTransaction, UnparsedPolicy};
 pub use overrides::apply_override;
 pub use upstream_addr::UpstreamAddr;
 

@@ -13,9 +13,33 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub(super) struct Fill {
     pub(super) rows: u64,
-    /// Heap pages to walk, read once at the start; next page to do.
+    /// Heap pages to walk and the most pages per batch (`ddl.backfill_batch_rows`
+    /// worth), read once at the start; next page to do.
     pages: Option<(u64, u64)>,
     next_page: u64,
+    /// Pages in the next batch: shrunk when a batch holds its row locks longer
+    /// than half the stall budget, grown back when it is quick.
+    per_batch: u64,
+}
+
+impl Fill {
+    /// The next batch's size in pages after one of `took` over `pages` pages.
+    fn resize(&mut self, pages: u64, took: Duration, budget_ms: u64, most: u64) {
+        if budget_ms == 0 {
+            self.per_batch = most;
+            return;
+        }
+        let target = Duration::from_millis(budget_ms) / 2;
+        self.per_batch = if took > target {
+            let scaled = pages as f64 * target.as_secs_f64() / took.as_secs_f64();
+            (scaled as u64).max(1)
+        } else if took < target / 2 {
+            pages.saturating_mul(2)
+        } else {
+            pages
+        }
+        .clamp(1, most);
+    }
 }
 
 /// Walks the table's pages in batches (one transaction each), then sweeps rows
@@ -36,22 +60,26 @@ pub(super) async fn backfill<C: Conn>(
     else {
         return Ok(Ok(()));
     };
-    let (pages, per_batch) = match fill.pages {
+    let (pages, most) = match fill.pages {
         Some(p) => p,
         None => {
             let p = table_pages(conn, table, cx.ddl.backfill_batch_rows).await?;
             fill.pages = Some(p);
+            fill.per_batch = p.1;
             p
         }
     };
     let pause = Duration::from_millis(cx.ddl.backfill_pause_ms);
     while fill.next_page < pages {
-        let to = fill.next_page + per_batch;
+        let size = fill.per_batch.clamp(1, most);
+        let to = fill.next_page + size;
         let (from, until) = (format!("({},0)", fill.next_page), format!("({to},0)"));
+        let started = std::time::Instant::now();
         match batch(conn, cx, by_pages, &[&from, &until]).await? {
             Ok(rows) => fill.rows += rows,
             Err(e) => return Ok(Err(e)),
         }
+        fill.resize(size, started.elapsed(), cx.ddl.stall_budget_ms, most);
         fill.next_page = to;
         if !conn.pause(pause).await {
             return Ok(Err(cancel_error()));
@@ -143,4 +171,30 @@ async fn table_pages<C: Conn>(
     let value = |i: usize| -> u64 { reply.cell(i).parse().unwrap_or(0) };
     let per_page = value(1).max(1);
     Ok((value(0), (batch_rows / per_page).max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_to_half_the_budget_and_grow_back() {
+        let mut fill = Fill::default();
+        // 40 pages took 200 ms against a 100 ms budget: a quarter of them next.
+        fill.resize(40, Duration::from_millis(200), 100, 50);
+        assert_eq!(fill.per_batch, 10);
+        // Quick batches double, up to the configured size.
+        fill.resize(10, Duration::from_millis(5), 100, 50);
+        assert_eq!(fill.per_batch, 20);
+        fill.resize(40, Duration::from_millis(5), 100, 50);
+        assert_eq!(fill.per_batch, 50);
+        // In the band between a quarter and half of the budget: unchanged.
+        fill.resize(30, Duration::from_millis(40), 100, 50);
+        assert_eq!(fill.per_batch, 30);
+        // Never below one page; with the budget off, always the configured size.
+        fill.resize(1, Duration::from_secs(3), 100, 50);
+        assert_eq!(fill.per_batch, 1);
+        fill.resize(1, Duration::from_secs(3), 0, 50);
+        assert_eq!(fill.per_batch, 50);
+    }
 }

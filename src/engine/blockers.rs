@@ -31,6 +31,14 @@ pub struct Holder {
     pub state: String,
     /// How long its transaction has been open.
     pub for_ms: u64,
+    /// How long it has been in its current state (idle in transaction, say).
+    pub idle_ms: u64,
+}
+
+impl Holder {
+    pub fn idle_in_transaction(&self) -> bool {
+        self.state.starts_with("idle in transaction")
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -81,7 +89,8 @@ pub fn conflicting(lock: Lock) -> &'static [&'static str] {
 const LONG_HOLDER: &str = "\
 SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesce(a.application_name, ''),
   coalesce(a.state, ''),
-  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regclass($1)
   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
@@ -120,7 +129,32 @@ pub async fn long_holder<C: Conn>(
         application: cell(r, 2),
         state: cell(r, 3),
         for_ms: cell(r, 4).parse().unwrap_or(0),
+        idle_ms: cell(r, 5).parse().unwrap_or(0),
     }))
+}
+
+/// Ends `holder`'s session if it is still idle in its transaction and has been for
+/// `idle_ms` (checked again in the same statement, so a session that woke up
+/// meanwhile is left alone). Ok(true) when it was ended; Err(server error) when the
+/// role may not end it (42501: it needs pg_signal_backend or the same role).
+pub async fn end_idle<C: Conn>(
+    conn: &mut C,
+    holder: &Holder,
+    idle_ms: u64,
+) -> io::Result<Result<bool, super::conn::ServerError>> {
+    let idle = format!("{idle_ms} milliseconds");
+    let reply = conn
+        .query_params(
+            "SELECT pg_catalog.pg_terminate_backend(a.pid)::pg_catalog.text FROM pg_catalog.pg_stat_activity a \
+             WHERE a.pid = $1::pg_catalog.int4 AND a.state LIKE 'idle in transaction%' \
+             AND a.state_change < pg_catalog.clock_timestamp() - $2::pg_catalog.interval",
+            &[&holder.pid, &idle],
+        )
+        .await?;
+    Ok(match reply.error {
+        Some(e) => Err(e),
+        None => Ok(reply.rows.first().is_some_and(|r| cell(r, 0) == "true")),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::backfill::{backfill, Fill};
 use super::blockers;
 use super::conn::{cell, Conn, ServerError};
 use super::retry::Backoff;
-use crate::config::Ddl;
+use crate::config::{Blockers, Ddl};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Step, StepKind};
 use crate::wire::backend::PgError;
@@ -317,16 +317,45 @@ async fn wait_out_long_holders<C: Conn>(
     let budget = cx.ddl.stall_budget_ms;
     let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
     let mut told = false;
+    let mut may_end = cx.ddl.blockers == Blockers::EndIdle;
     loop {
         let Some(holder) = blockers::long_holder(conn, table, step.lock, budget).await? else {
             return Ok(());
         };
+        if may_end && holder.idle_in_transaction() && holder.idle_ms >= cx.ddl.blockers_idle_ms {
+            match blockers::end_idle(conn, &holder, cx.ddl.blockers_idle_ms).await? {
+                Ok(true) => {
+                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, "ended a session idle in its transaction that blocked a step (ddl.blockers = \"end_idle\")");
+                    if cx.ddl.notices {
+                        let notice = PgError::notice(format!(
+                            "pgshift: ended {holder}, which blocked the {} lock on {table} (ddl.blockers = \"end_idle\")",
+                            step.lock
+                        ));
+                        conn.tell(&notice).await?;
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    may_end = false;
+                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, error = %e.message, "could not end a blocking session idle in its transaction; waiting for it instead");
+                }
+            }
+        }
         if !told {
             told = true;
             tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, lock = %step.lock, "waiting outside the lock queue for a long transaction");
             if cx.ddl.notices {
+                let ending = if may_end && holder.idle_in_transaction() {
+                    format!(
+                        " (ddl.blockers = \"end_idle\" ends it once it has been idle for {:.1} s)",
+                        cx.ddl.blockers_idle_ms as f64 / 1000.0
+                    )
+                } else {
+                    String::new()
+                };
                 let notice = PgError::notice(format!(
-                    "pgshift: waiting for {holder} to end its transaction before taking the {} lock on {table}; nothing queues behind this statement meanwhile",
+                    "pgshift: waiting for {holder} to end its transaction before taking the {} lock on {table}{ending}; nothing queues behind this statement meanwhile",
                     step.lock
                 ));
                 conn.tell(&notice).await?;
