@@ -242,3 +242,77 @@ async fn end_idle_ends_only_sessions_idle_in_a_blocking_transaction() {
         .get(0);
     assert!(notnull);
 }
+
+/// Postgres cancels an autovacuum that blocks a lock request (after
+/// deadlock_timeout), so a DDL sent directly does not wait for it. pgshift waits
+/// outside the lock queue, where that never happens: it cancels the autovacuum
+/// itself, as Postgres would, instead of waiting for it to finish.
+#[tokio::test]
+async fn a_blocking_autovacuum_is_cancelled_not_waited_for() {
+    let db = fresh_db("sb_autovacuum");
+    let direct = common::scenario::direct(&db);
+    let admin = connect(&direct).await;
+    // Slow autovacuum: one cost unit between 100 ms sleeps, on a table with dead rows.
+    admin
+        .batch_execute(
+            "CREATE TABLE av (id int, pad text) WITH (autovacuum_vacuum_cost_delay = 100, \
+             autovacuum_vacuum_cost_limit = 1, autovacuum_vacuum_threshold = 0, \
+             autovacuum_vacuum_scale_factor = 0, autovacuum_analyze_threshold = 1000000000);
+             INSERT INTO av SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+             DELETE FROM av WHERE id % 2 = 0;",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute("ALTER SYSTEM SET autovacuum_naptime = 1")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND query LIKE '%av%' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no autovacuum started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin
+        .batch_execute("ALTER SYSTEM RESET autovacuum_naptime")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    // Running longer than the budget: a long holder by pgshift's measure.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = BUDGET_MS;
+        c.ddl.retry_deadline_ms = 20_000;
+    });
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    let started = std::time::Instant::now();
+    client
+        .batch_execute("ALTER TABLE av ADD CONSTRAINT id_positive CHECK (id > 0)")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the step waited {:?} for autovacuum",
+        started.elapsed()
+    );
+}

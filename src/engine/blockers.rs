@@ -33,16 +33,37 @@ pub struct Holder {
     pub for_ms: u64,
     /// How long it has been in its current state (idle in transaction, say).
     pub idle_ms: u64,
+    /// pg_stat_activity.backend_type: "client backend", "autovacuum worker", ...
+    pub kind: String,
+    /// Its current or last statement (for an autovacuum: what it vacuums).
+    pub query: String,
 }
 
 impl Holder {
     pub fn idle_in_transaction(&self) -> bool {
         self.state.starts_with("idle in transaction")
     }
+
+    /// An autovacuum that Postgres itself would cancel for a lock request that it
+    /// blocks: any but one run to prevent transaction ID wraparound.
+    pub fn yielding_autovacuum(&self) -> bool {
+        self.kind == "autovacuum worker" && !self.query.contains("to prevent wraparound")
+    }
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind != "client backend" {
+            return write!(
+                f,
+                "pid {} ({} \"{}\", {} for {:.1} s)",
+                self.pid,
+                self.kind,
+                self.query,
+                self.state,
+                self.for_ms as f64 / 1000.0
+            );
+        }
         write!(
             f,
             "pid {} (user \"{}\", application \"{}\", {} for {:.1} s)",
@@ -90,7 +111,8 @@ const LONG_HOLDER: &str = "\
 SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesce(a.application_name, ''),
   coalesce(a.state, ''),
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
-  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
+  coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200)
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regclass($1)
   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
@@ -130,7 +152,31 @@ pub async fn long_holder<C: Conn>(
         state: cell(r, 3),
         for_ms: cell(r, 4).parse().unwrap_or(0),
         idle_ms: cell(r, 5).parse().unwrap_or(0),
+        kind: cell(r, 6),
+        query: cell(r, 7),
     }))
+}
+
+/// Cancels `holder`, an autovacuum that blocks a step, as Postgres cancels one
+/// that blocks a lock request (it runs again later). Checked again in the same
+/// statement: the pid must still be an autovacuum that is not for wraparound.
+/// Ok(true) when the cancel was sent; Err when the role may not (42501).
+pub async fn cancel_autovacuum<C: Conn>(
+    conn: &mut C,
+    holder: &Holder,
+) -> io::Result<Result<bool, super::conn::ServerError>> {
+    let reply = conn
+        .query_params(
+            "SELECT pg_catalog.pg_cancel_backend(a.pid)::pg_catalog.text FROM pg_catalog.pg_stat_activity a \
+             WHERE a.pid = $1::pg_catalog.int4 AND a.backend_type = 'autovacuum worker' \
+             AND a.query NOT LIKE '%to prevent wraparound%'",
+            &[&holder.pid],
+        )
+        .await?;
+    Ok(match reply.error {
+        Some(e) => Err(e),
+        None => Ok(reply.rows.first().is_some_and(|r| cell(r, 0) == "true")),
+    })
 }
 
 /// Ends `holder`'s session if it is still idle in its transaction and has been for

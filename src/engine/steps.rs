@@ -318,10 +318,28 @@ async fn wait_out_long_holders<C: Conn>(
     let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
     let mut told = false;
     let mut may_end = cx.ddl.blockers == Blockers::EndIdle;
+    let mut may_cancel = true;
     loop {
         let Some(holder) = blockers::long_holder(conn, table, step.lock, budget).await? else {
             return Ok(());
         };
+        if may_cancel && holder.yielding_autovacuum() {
+            match blockers::cancel_autovacuum(conn, &holder).await? {
+                Ok(true) => {
+                    tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, "cancelled an autovacuum that blocked a step, as Postgres does for a lock request it blocks");
+                    // It lets go of its lock as it stops: look again shortly.
+                    if !conn.pause(blockers::POLL / 5).await {
+                        return Err(Failure::Ours(canceled()));
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    may_cancel = false;
+                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, error = %e.message, "could not cancel an autovacuum that blocks a step (the role needs pg_signal_backend); waiting for it instead");
+                }
+            }
+        }
         if may_end && holder.idle_in_transaction() && holder.idle_ms >= cx.ddl.blockers_idle_ms {
             match blockers::end_idle(conn, &holder, cx.ddl.blockers_idle_ms).await? {
                 Ok(true) => {
