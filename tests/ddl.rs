@@ -50,21 +50,7 @@ async fn create_index_runs_concurrently() {
 async fn command_tag_and_notice_are_the_originals() {
     let db = fresh_db("tag");
     let proxy = proxy();
-    let (client, mut conn) =
-        tokio_postgres::connect(&proxy.conn_str(&db, "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let n2 = notices.clone();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        use futures_util::StreamExt;
-        while let Some(Ok(m)) = stream.next().await {
-            if let tokio_postgres::AsyncMessage::Notice(n) = m {
-                n2.lock().unwrap().push(n.message().to_string());
-            }
-        }
-    });
+    let (client, notices) = common::connect_noting(&proxy.conn_str(&db, "postgres")).await;
     client
         .batch_execute("CREATE TABLE t (c int)")
         .await

@@ -316,3 +316,46 @@ async fn a_blocking_autovacuum_is_cancelled_not_waited_for() {
         started.elapsed()
     );
 }
+
+/// A foreign key locks the referenced table too: a long transaction on it makes
+/// pgshift wait outside the lock queue just as one on the table itself does (the
+/// NOTICE names it), so the application's writes to it never queue behind an
+/// attempt.
+#[tokio::test]
+async fn a_long_transaction_on_the_referenced_table_is_waited_out() {
+    let db = fresh_db("sb_fk_referenced");
+    let direct = common::scenario::direct(&db);
+    let admin = connect(&direct).await;
+    admin.batch_execute(TABLE).await.unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = BUDGET_MS;
+        c.ddl.retry_deadline_ms = 30_000;
+    });
+    let (client, notices) = common::connect_noting(&proxy.conn_str(&db, "postgres")).await;
+    let blocker = connect(&direct).await;
+    blocker
+        .batch_execute("BEGIN; UPDATE owners SET id = id WHERE id = 1")
+        .await
+        .unwrap();
+    let ddl = tokio::spawn(async move {
+        client
+            .batch_execute("ALTER TABLE items ADD CONSTRAINT items_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    ddl.await.unwrap().expect("the foreign key is added");
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("pgshift: waiting for") && n.contains("owners")),
+        "{notices:?}"
+    );
+    common::scenario::eventually(
+        &admin,
+        "SELECT convalidated::text FROM pg_constraint WHERE conname = 'items_owner_fk'",
+        "true",
+    )
+    .await;
+}

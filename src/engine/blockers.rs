@@ -33,6 +33,8 @@ pub struct Holder {
     pub for_ms: u64,
     /// How long it has been in its current state (idle in transaction, say).
     pub idle_ms: u64,
+    /// The relation it holds the lock on.
+    pub relation: String,
     /// pg_stat_activity.backend_type: "client backend", "autovacuum worker", ...
     pub kind: String,
     /// Its current or last statement (for an autovacuum: what it vacuums).
@@ -112,9 +114,11 @@ SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesc
   coalesce(a.state, ''),
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
-  coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200)
+  coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200),
+  l.relation::pg_catalog.regclass::pg_catalog.text
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regclass($1)
+WHERE l.granted AND l.locktype = 'relation'
+  AND l.relation IN (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::pg_catalog.text[]) t)
   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
   AND l.pid <> pg_catalog.pg_backend_pid() AND l.mode = ANY ($2::pg_catalog.text[])
   AND (a.state LIKE 'idle in transaction%'
@@ -122,14 +126,14 @@ WHERE l.granted AND l.locktype = 'relation' AND l.relation = pg_catalog.to_regcl
   AND a.wait_event_type IS DISTINCT FROM 'Lock'
 ORDER BY a.xact_start LIMIT 1";
 
-/// The longest-open session holding a lock on `table` that conflicts with `lock`
+/// The longest-open session holding a lock on one of `tables` that conflicts with `lock`
 /// while idle in its transaction or open longer than `budget_ms`, if any. A holder
 /// that is itself waiting for a lock does not count: it may be waiting for this
 /// very session (a lock the client's transaction took), and only the lock queue's
 /// deadlock detection settles that, so pgshift attempts as before.
 pub async fn long_holder<C: Conn>(
     conn: &mut C,
-    table: &str,
+    tables: &[&str],
     lock: Lock,
     budget_ms: u64,
 ) -> io::Result<Option<Holder>> {
@@ -139,8 +143,10 @@ pub async fn long_holder<C: Conn>(
     }
     let modes = format!("{{{}}}", modes.join(","));
     let budget = format!("{budget_ms} milliseconds");
+    let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    let tables = super::unnamed::array_literal(&tables);
     let reply = conn
-        .query_params(LONG_HOLDER, &[table, &modes, &budget])
+        .query_params(LONG_HOLDER, &[&tables, &modes, &budget])
         .await?;
     if reply.error.is_some() {
         return Ok(None);
@@ -154,6 +160,7 @@ pub async fn long_holder<C: Conn>(
         idle_ms: cell(r, 5).parse().unwrap_or(0),
         kind: cell(r, 6),
         query: cell(r, 7),
+        relation: cell(r, 8),
     }))
 }
 

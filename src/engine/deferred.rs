@@ -231,6 +231,7 @@ where
         saved_lock_timeout: value(n + 2),
         saved_statement_timeout: value(n + 3),
         table: d.table.as_deref(),
+        also: &[],
     };
     let mut reports = Vec::new();
     if outcome.is_ok() {

@@ -248,6 +248,7 @@ where
         saved_lock_timeout: value(1),
         saved_statement_timeout: value(2),
         table: None,
+        also: &[],
     };
     let wrap = analysis.statements.len() > 1
         && io.status == b'I'
@@ -277,6 +278,7 @@ where
             Action::AsWritten(finding) => {
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
+                    also: &finding.relations,
                     ..step_cx.clone()
                 };
                 let shift = sql[..stmt.offset.min(sql.len())].chars().count();
@@ -296,6 +298,7 @@ where
             } => {
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
+                    also: &finding.relations,
                     ..step_cx.clone()
                 };
                 let mut plan = plan.clone();

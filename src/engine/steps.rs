@@ -71,6 +71,9 @@ pub struct StepContext<'a> {
     pub saved_statement_timeout: String,
     /// The table the statement is about, for naming blockers.
     pub table: Option<&'a str>,
+    /// Every relation the statement locks when that is more than `table` (a
+    /// foreign key's referenced table): the stall budget's wait looks at all.
+    pub also: &'a [String],
 }
 
 /// SQLSTATEs worth another attempt: lock_not_available, deadlock_detected.
@@ -107,7 +110,9 @@ pub async fn run<C: Conn>(
         }
         if let (true, Some(table)) = (step.needs_lock_retry(), cx.table) {
             if cx.ddl.stall_budget_ms > 0 {
-                wait_out_long_holders(conn, step, cx, table, &backoff).await?;
+                let mut tables = vec![table];
+                tables.extend(cx.also.iter().map(String::as_str).filter(|t| *t != table));
+                wait_out_long_holders(conn, step, cx, &tables, &backoff).await?;
             }
         }
         let outcome = match (&step.kind, mode) {
@@ -305,13 +310,13 @@ async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io:
 }
 
 /// Waits, outside Postgres' lock queue, while a long transaction holds a lock on
-/// `table` that the step's lock conflicts with (see `super::blockers`). The
+/// one of `tables` that the step's lock conflicts with (see `super::blockers`). The
 /// client hears once who pgshift waits for. Bounded by the retry deadline.
 async fn wait_out_long_holders<C: Conn>(
     conn: &mut C,
     step: &Step,
     cx: &StepContext<'_>,
-    table: &str,
+    tables: &[&str],
     backoff: &Backoff,
 ) -> Result<(), Failure> {
     let budget = cx.ddl.stall_budget_ms;
@@ -320,9 +325,10 @@ async fn wait_out_long_holders<C: Conn>(
     let mut may_end = cx.ddl.blockers == Blockers::EndIdle;
     let mut may_cancel = true;
     loop {
-        let Some(holder) = blockers::long_holder(conn, table, step.lock, budget).await? else {
+        let Some(holder) = blockers::long_holder(conn, tables, step.lock, budget).await? else {
             return Ok(());
         };
+        let table = holder.relation.as_str();
         if may_cancel && holder.yielding_autovacuum() {
             match blockers::cancel_autovacuum(conn, &holder).await? {
                 Ok(true) => {

@@ -219,6 +219,28 @@ pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The messages of the NOTICEs (and WARNINGs) a connection received, so far.
+pub type Notices = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`connect`], keeping the NOTICEs the server (or pgshift) sends.
+pub async fn connect_noting(conn_str: &str) -> (tokio_postgres::Client, Notices) {
+    let (client, mut connection) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+    let notices = Notices::default();
+    let kept = notices.clone();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                kept.lock().unwrap().push(n.message().to_string());
+            }
+        }
+    });
+    (client, notices)
+}
+
 /// Runs psql against the proxy; returns (success, stdout, stderr).
 pub fn psql(args: &[&str], input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     use std::io::Write;
