@@ -11,7 +11,6 @@ use common::scenario::{
     TABLE,
 };
 use common::{connect, fresh_db, Proxy};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
