@@ -255,11 +255,13 @@ fn attribute(samples: &[Sample], looks: &[Look], start: Instant) {
             for [app, state, wait, by, query] in rows {
                 if *app == me {
                     *own.entry(format!("{state} {wait} by {by}")).or_default() += 1;
-                } else if state != "idle" && !app.starts_with("worker") {
+                } else if wait.starts_with("Activity/") || state == "idle" {
+                    // A background process at rest, or an idle session.
+                } else if !app.starts_with("worker") {
                     *others
                         .entry(format!("{app} {state} {wait} by {by}: {query}"))
                         .or_default() += 1;
-                } else if state != "idle" && !wait.is_empty() {
+                } else if wait.starts_with("Lock/") {
                     *others
                         .entry(format!("{app} {state} {wait} by {by}"))
                         .or_default() += 1;
@@ -320,6 +322,8 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     let trace = std::env::var_os("BENCH_TRACE")
         .is_some()
         .then(|| activity(pg.port, db, stop.clone()));
+    // Warm-up: each worker's first statements load caches.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let blocker = connect(pg.port, db).await;

@@ -11,8 +11,17 @@ use crate::sql::plan::Lock;
 use std::io;
 use std::time::Duration;
 
-/// How often pgshift looks again while a long transaction holds the table.
+/// How often pgshift looks again while a long transaction holds the table: only
+/// whether that session is still in the same transaction (one backend's entry,
+/// no lock manager involved).
 pub const POLL: Duration = Duration::from_millis(50);
+
+/// How often the full look at pg_locks runs meanwhile (it takes every lock-manager
+/// partition lock, which the application's own statements need; polled every 50 ms
+/// on a busy 2-core machine it stalled them, measured in bench/migration_stall.rs),
+/// in case the holder let go of the lock without ending its transaction (ROLLBACK
+/// TO SAVEPOINT).
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// lock_timeout of one attempt: the stall budget, within `ddl.lock_timeout_ms`.
 pub fn attempt_ms(ddl: &Ddl) -> u64 {
@@ -35,6 +44,9 @@ pub struct Holder {
     pub idle_ms: u64,
     /// The relation it holds the lock on.
     pub relation: String,
+    /// When its transaction began, as the server's text: the same transaction
+    /// while this is unchanged.
+    pub xact_start: String,
     /// pg_stat_activity.backend_type: "client backend", "autovacuum worker", ...
     pub kind: String,
     /// Its current or last statement (for an autovacuum: what it vacuums).
@@ -115,7 +127,7 @@ SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesc
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200),
-  l.relation::pg_catalog.regclass::pg_catalog.text
+  l.relation::pg_catalog.regclass::pg_catalog.text, a.xact_start::pg_catalog.text
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation'
   AND l.relation IN (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::pg_catalog.text[]) t)
@@ -161,6 +173,34 @@ pub async fn long_holder<C: Conn>(
         kind: cell(r, 6),
         query: cell(r, 7),
         relation: cell(r, 8),
+        xact_start: cell(r, 9),
+    }))
+}
+
+/// `holder` as it is now, if it is still in the same transaction and not waiting
+/// for a lock itself; None when that changed (then look again in full).
+pub async fn same_transaction<C: Conn>(
+    conn: &mut C,
+    holder: &Holder,
+) -> io::Result<Option<Holder>> {
+    let reply = conn
+        .query_params(
+            "SELECT coalesce(a.state, ''), \
+             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text, \
+             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text \
+             FROM pg_catalog.pg_stat_get_activity($1::pg_catalog.int4) a \
+             WHERE a.xact_start::pg_catalog.text = $2 AND a.wait_event_type IS DISTINCT FROM 'Lock'",
+            &[&holder.pid, &holder.xact_start],
+        )
+        .await?;
+    if reply.error.is_some() {
+        return Ok(None);
+    }
+    Ok(reply.rows.first().map(|r| Holder {
+        state: cell(r, 0),
+        for_ms: cell(r, 1).parse().unwrap_or(0),
+        idle_ms: cell(r, 2).parse().unwrap_or(0),
+        ..holder.clone()
     }))
 }
 

@@ -4,7 +4,7 @@
 //! cleanup for concurrent builds.
 
 use super::backfill::{backfill, Fill};
-use super::blockers;
+use super::blockers::{self, Holder};
 use super::conn::{cell, Conn, ServerError};
 use super::retry::Backoff;
 use crate::config::{Blockers, Ddl};
@@ -324,9 +324,25 @@ async fn wait_out_long_holders<C: Conn>(
     let mut told = false;
     let mut may_end = cx.ddl.blockers == Blockers::EndIdle;
     let mut may_cancel = true;
+    // The holder of the last look, and when pg_locks was last read.
+    let mut known: Option<Holder> = None;
+    let mut checked = Instant::now();
     loop {
-        let Some(holder) = blockers::long_holder(conn, tables, step.lock, budget).await? else {
-            return Ok(());
+        let seen = match known.take() {
+            Some(h) if checked.elapsed() < blockers::RECHECK => {
+                blockers::same_transaction(conn, &h).await?
+            }
+            _ => None,
+        };
+        let holder = match seen {
+            Some(h) => h,
+            None => {
+                checked = Instant::now();
+                match blockers::long_holder(conn, tables, step.lock, budget).await? {
+                    Some(h) => h,
+                    None => return Ok(()),
+                }
+            }
         };
         let table = holder.relation.as_str();
         if may_cancel && holder.yielding_autovacuum() {
@@ -401,6 +417,7 @@ async fn wait_out_long_holders<C: Conn>(
         if !conn.pause(blockers::POLL).await {
             return Err(Failure::Ours(canceled()));
         }
+        known = Some(holder);
     }
 }
 
