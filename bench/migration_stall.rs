@@ -33,28 +33,41 @@ struct Target {
     /// Whether the idle-in-transaction writer runs. Without it, "direct" is what the
     /// migration's own work costs the application on these cores.
     blocker: bool,
+    /// Whether the migration runs. Without it, what the long transaction alone
+    /// costs the application on these cores.
+    migrate: bool,
 }
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 5] = [
+    Target {
+        name: "direct, long transaction, no migration",
+        budget: None,
+        blocker: true,
+        migrate: false,
+    },
     Target {
         name: "direct, no long transaction",
         budget: None,
         blocker: false,
+        migrate: true,
     },
     Target {
         name: "direct",
         budget: None,
         blocker: true,
+        migrate: true,
     },
     Target {
         name: "pgshift, no budget (500 ms attempts)",
         budget: Some(0),
         blocker: true,
+        migrate: true,
     },
     Target {
         name: "pgshift, stall budget 100 ms",
         budget: Some(100),
         blocker: true,
+        migrate: true,
     },
 ];
 
@@ -216,6 +229,53 @@ async fn sizes(pg: &Cluster, full: bool) {
 /// One look at pg_stat_activity: (when, [(application, state, wait, blocked by, query)]).
 type Look = (Instant, Vec<[String; 5]>);
 
+/// (woke, late by): a 5 ms sleep that woke more than 20 ms late.
+type Late = Vec<(Instant, Duration)>;
+
+/// With BENCH_TRACE set: how late 5 ms sleeps wake, on an OS thread of its own
+/// (the machine's CPU: it was not scheduled) and as a task on the benchmark's
+/// runtime (the application's client side), until `stop`.
+fn lateness(
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<Late>, tokio::task::JoinHandle<Late>) {
+    const TICK: Duration = Duration::from_millis(5);
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut late = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            std::thread::sleep(TICK);
+            let by = t.elapsed().saturating_sub(TICK);
+            if by > Duration::from_millis(20) {
+                late.push((Instant::now(), by));
+            }
+        }
+        late
+    });
+    let task = tokio::spawn(async move {
+        let mut late = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            tokio::time::sleep(TICK).await;
+            let by = t.elapsed().saturating_sub(TICK);
+            if by > Duration::from_millis(20) {
+                late.push((Instant::now(), by));
+            }
+        }
+        late
+    });
+    (thread, task)
+}
+
+/// The longest lateness that overlaps [from, to].
+fn worst_late(late: &Late, from: Instant, to: Instant) -> Duration {
+    late.iter()
+        .filter(|(woke, by)| *woke >= from && woke.checked_sub(*by).is_some_and(|s| s <= to))
+        .map(|(_, by)| *by)
+        .max()
+        .unwrap_or_default()
+}
+
 /// With BENCH_TRACE set: pg_stat_activity every 10 ms until `stop`, to tell what
 /// a slow application query waited for.
 fn activity(port: u16, db: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Look>> {
@@ -242,7 +302,7 @@ fn activity(port: u16, db: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
 
 /// Prints each application query slower than 150 ms with what the sampler saw
 /// meanwhile: its own backend's states, and every other backend that was not idle.
-fn attribute(samples: &[Sample], looks: &[Look], start: Instant) {
+fn attribute(samples: &[Sample], looks: &[Look], late: (&Late, &Late), start: Instant) {
     let slow: Vec<&Sample> = samples
         .iter()
         .filter(|(_, d, _)| *d > Duration::from_millis(150))
@@ -269,19 +329,28 @@ fn attribute(samples: &[Sample], looks: &[Look], start: Instant) {
             }
         }
         println!(
-            "slow: worker{w} at {:+.3} s took {:.0} ms; own backend {own:?}; others {others:?}",
+            "slow: worker{w} at {:+.3} s took {:.0} ms; an OS thread woke up to {:.0} ms late, a client task {:.0} ms; own backend {own:?}; others {others:?}",
             if *t >= start {
                 (*t - start).as_secs_f64()
             } else {
                 -(start - *t).as_secs_f64()
             },
-            d.as_secs_f64() * 1000.0
+            d.as_secs_f64() * 1000.0,
+            worst_late(late.0, *t, *t + *d).as_secs_f64() * 1000.0,
+            worst_late(late.1, *t, *t + *d).as_secs_f64() * 1000.0,
         );
     }
 }
 
-/// Part 2: one scenario against one target.
-async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration, workers: usize) {
+/// Part 2: one scenario against one target; returns (before, during).
+async fn run(
+    pg: &Cluster,
+    db: &str,
+    target: &Target,
+    sql: &str,
+    hold: Duration,
+    workers: usize,
+) -> (Phase, Phase) {
     let setup = connect(pg.port, db).await;
     setup
         .batch_execute(
@@ -321,7 +390,7 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     }
     let trace = std::env::var_os("BENCH_TRACE")
         .is_some()
-        .then(|| activity(pg.port, db, stop.clone()));
+        .then(|| (activity(pg.port, db, stop.clone()), lateness(stop.clone())));
     // Warm-up: each worker's first statements load caches.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = Instant::now();
@@ -336,17 +405,27 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     let blocked_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let migrator = connect(port, db).await;
-    let sql = sql.to_string();
+    // Without a migration, "during" is the time it would have run: until the
+    // long transaction ends.
+    let sql = if target.migrate {
+        sql.to_string()
+    } else {
+        String::new()
+    };
     let migration_start = Instant::now();
     let migration = tokio::spawn(async move {
         let r = migrator.batch_execute(&sql).await;
         (r, Instant::now())
     });
     tokio::time::sleep(hold.saturating_sub(blocked_at.elapsed())).await;
+    let committed = Instant::now();
     if target.blocker {
         blocker.batch_execute("COMMIT").await.unwrap();
     }
-    let (result, migration_end) = migration.await.unwrap();
+    let (result, mut migration_end) = migration.await.unwrap();
+    if !target.migrate {
+        migration_end = committed;
+    }
     // pgshift answers a deferred build at COMMIT and runs it after: wait for the
     // schema, not only for the answer.
     let mut done_at = migration_end;
@@ -377,8 +456,10 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
     }
     let end = Instant::now();
     let samples = samples.lock().unwrap().clone();
-    if let Some(trace) = trace {
-        attribute(&samples, &trace.await.unwrap(), migration_start);
+    if let Some((looks, (thread, task))) = trace {
+        let looks = looks.await.unwrap();
+        let (thread, task) = (thread.join().unwrap(), task.await.unwrap());
+        attribute(&samples, &looks, (&thread, &task), migration_start);
     }
     let before = phase(&samples, t0, blocked_at);
     let during = phase(&samples, migration_start, done_at);
@@ -407,6 +488,33 @@ async fn run(pg: &Cluster, db: &str, target: &Target, sql: &str, hold: Duration,
         during.per_s / before.per_s.max(1e-9),
         after.per_s / before.per_s.max(1e-9),
     );
+    (before, during)
+}
+
+/// Issue 8's targets for the run with the stall budget, and the worst query of the
+/// same load under the same long transaction with no migration at all.
+fn verdict(budget: &(Phase, Phase), control: Option<&(Phase, Phase)>) {
+    let (before, during) = budget;
+    let yes = |ok: bool| if ok { "met" } else { "NOT met" };
+    let max_ok = during.max <= Duration::from_millis(150);
+    let p99_ok = during.p99 <= before.p99 * 3 && during.p99 < Duration::from_millis(50);
+    let rate = during.per_s / before.per_s.max(1e-9);
+    println!(
+        "\nWith the budget: worst query {} ms (target ≤ 150: {}); p99 {} ms against {} before (target ≤ 3× and < 50: {}); throughput {rate:.2}× (target ≥ 0.9: {}).",
+        ms(during.max),
+        yes(max_ok),
+        ms(during.p99),
+        ms(before.p99),
+        yes(p99_ok),
+        yes(rate >= 0.9),
+    );
+    if let Some((_, c)) = control {
+        println!(
+            "The same load and long transaction with no migration: worst query {} ms, p99 {} ms.",
+            ms(c.max),
+            ms(c.p99)
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -436,6 +544,7 @@ async fn main() {
         println!("### {}\n", s.name);
         println!("| target | migration s→done ms | before p50/p99/max ms | during p50/p99/max ms | after p50/p99/max ms | before q/s | during/before q/s | after/before q/s | migration |");
         println!("|---|---|---|---|---|---|---|---|---|");
+        let (mut control, mut budget) = (None, None);
         for (j, t) in TARGETS.iter().enumerate() {
             if !only.is_empty() && !s.name.contains(&only) && !t.name.contains(&only) {
                 continue;
@@ -443,7 +552,15 @@ async fn main() {
             let db = pg
                 .create_database(&format!("stall_{i}_{j}"))
                 .expect("database");
-            run(&pg, &db, t, s.sql, hold, workers).await;
+            let phases = run(&pg, &db, t, s.sql, hold, workers).await;
+            match (t.migrate, t.budget) {
+                (false, _) => control = Some(phases),
+                (true, Some(b)) if b > 0 => budget = Some(phases),
+                _ => {}
+            }
+        }
+        if let Some(b) = &budget {
+            verdict(b, control.as_ref());
         }
         println!();
     }
