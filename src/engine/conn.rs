@@ -92,10 +92,56 @@ impl ServerError {
     }
 
     /// Drops the position: it points into SQL the client did not send.
+    /// Moves the position from `ran`, SQL pgshift ran in place of the client's
+    /// statement, to the same text in `original`, the statement as written: the
+    /// longest stretch of `ran` from the position (at least its first token) that
+    /// occurs exactly once in `original`. Dropped when there is none.
+    pub fn mapped(mut self, ran: &str, original: &str) -> Self {
+        if ran == original {
+            return self;
+        }
+        let at = self.position().and_then(|p| find_again(ran, p, original));
+        self.set_position(at);
+        self
+    }
+
     pub fn without_position(mut self) -> Self {
         self.set_position(None);
         self
     }
+}
+
+/// The 1-based character position in `original` of the text at character `p` of
+/// `ran` (see [`ServerError::mapped`]).
+fn find_again(ran: &str, p: usize, original: &str) -> Option<usize> {
+    let start = ran.char_indices().nth(p.checked_sub(1)?)?.0;
+    let rest = &ran[start..];
+    let first = rest.chars().next()?;
+    let token = if first.is_alphanumeric() || first == '_' {
+        rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(rest.len())
+    } else {
+        first.len_utf8()
+    };
+    for chars in [64, 32, 16, 8, 4, 2, 1] {
+        let len = rest
+            .char_indices()
+            .nth(chars)
+            .map_or(rest.len(), |(i, _)| i)
+            .max(token);
+        let snippet = &rest[..len.min(rest.len())];
+        let mut found = original.match_indices(snippet).map(|(i, _)| i);
+        match (found.next(), found.next()) {
+            (Some(i), None) => return Some(original[..i].chars().count() + 1),
+            // Shorter stretches would be just as ambiguous.
+            (Some(_), Some(_)) => return None,
+            (None, _) => {}
+        }
+        if len <= token {
+            break;
+        }
+    }
+    None
 }
 
 /// Adds `shift` characters to the position field of an ErrorResponse or
@@ -489,4 +535,51 @@ fn data_row(mut body: &[u8]) -> Vec<Option<String>> {
         body.advance(len);
     }
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_again;
+
+    #[test]
+    fn positions_find_the_same_text_in_the_original() {
+        // "+" in the safe form's probe is the one "+" of the original.
+        let probe = "SELECT ((a + b)) FROM ONLY public.t LIMIT 0";
+        let original = "CREATE INDEX t_bad_expr ON t ((a + b))";
+        let p = probe.find('+').unwrap() + 1;
+        assert_eq!(
+            find_again(probe, p, original),
+            original.find('+').map(|i| i + 1)
+        );
+        // An identifier followed by text the original lacks.
+        let ran = "ALTER TABLE t ADD CONSTRAINT c CHECK (nocol > 0) NOT VALID";
+        let original = "ALTER TABLE t ADD CONSTRAINT c CHECK (nocol > 0)";
+        let p = ran.find("nocol").unwrap() + 1;
+        assert_eq!(
+            find_again(ran, p, original),
+            original.find("nocol").map(|i| i + 1)
+        );
+        // Characters, not bytes.
+        let ran = "CREATE INDEX CONCURRENTLY ä ON t ((é + x))";
+        let original = "CREATE INDEX ä ON t ((é + x))";
+        let p = ran.chars().position(|c| c == 'é').unwrap() + 1;
+        assert_eq!(
+            find_again(ran, p, original),
+            original.chars().position(|c| c == 'é').map(|i| i + 1)
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_missing_text_gives_no_position() {
+        let ran = "SELECT (a + c) FROM t";
+        let p = ran.find("a +").unwrap() + 1;
+        // "a + c)" is not in the original, "a + " twice: no guess.
+        assert_eq!(
+            find_again(ran, p, "CREATE INDEX ON t (((a + b) * (a + b)))"),
+            None
+        );
+        assert_eq!(find_again(ran, p, "CREATE INDEX ON t ((b))"), None);
+        assert_eq!(find_again(ran, 0, "x"), None);
+        assert_eq!(find_again(ran, 999, "x"), None);
+    }
 }

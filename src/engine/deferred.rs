@@ -232,6 +232,7 @@ where
         saved_statement_timeout: value(n + 3),
         table: d.table.as_deref(),
         also: &[],
+        original: "",
     };
     let mut reports = Vec::new();
     if outcome.is_ok() {

@@ -38,7 +38,8 @@ SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
                           AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text
 FROM r";
 
-pub async fn run<C: Conn>(conn: &mut C, p: &Precheck) -> Result<Verdict, Failure> {
+/// `original` is the client's statement, where the probe's error position is moved.
+pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<Verdict, Failure> {
     let columns = super::unnamed::array_literal(&p.columns);
     let name = p.index.as_deref().unwrap_or("");
     let reply = conn
@@ -68,7 +69,7 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck) -> Result<Verdict, Failure
     if let Some(probe) = &p.probe {
         let probed = conn.query(probe).await?;
         if let Some(e) = probed.error {
-            return Err(Failure::Server(e));
+            return Err(Failure::Server(e.mapped(probe, original)));
         }
     }
     if reply.cell(3) == "true" {

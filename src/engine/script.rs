@@ -249,6 +249,7 @@ where
         saved_statement_timeout: value(2),
         table: None,
         also: &[],
+        original: "",
     };
     let wrap = analysis.statements.len() > 1
         && io.status == b'I'
@@ -279,6 +280,7 @@ where
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
                     also: &finding.relations,
+                    original: &stmt.sql,
                     ..step_cx.clone()
                 };
                 let shift = sql[..stmt.offset.min(sql.len())].chars().count();
@@ -299,15 +301,18 @@ where
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
                     also: &finding.relations,
+                    original: &stmt.sql,
                     ..step_cx.clone()
                 };
+                let shift = sql[..stmt.offset.min(sql.len())].chars().count();
                 let mut plan = plan.clone();
                 super::unnamed::name_indexes(io, &mut plan).await?;
                 run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
                     .await
                     .map_err(|f| match f {
-                        // It points into SQL pgshift ran in the statement's place.
-                        Failure::Server(e) => Failure::Server(e.without_position()),
+                        // Moved from the SQL pgshift ran into the statement; from
+                        // there into the client's whole Query.
+                        Failure::Server(e) => Failure::Server(e.shifted(shift)),
                         other => other,
                     })
             }
@@ -475,7 +480,9 @@ where
             return Err(Failure::Ours(in_transaction_refusal(finding)));
         }
         if let Some(check) = &finding.precheck {
-            if let precheck::Verdict::Skip(notice) = precheck::run(io, check).await? {
+            if let precheck::Verdict::Skip(notice) =
+                precheck::run(io, check, step_cx.original).await?
+            {
                 skipped = Some(notice);
                 outcome = "skipped";
                 return Ok(());

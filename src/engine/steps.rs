@@ -74,6 +74,9 @@ pub struct StepContext<'a> {
     /// Every relation the statement locks when that is more than `table` (a
     /// foreign key's referenced table): the stall budget's wait looks at all.
     pub also: &'a [String],
+    /// The client's statement as written, where an error's position is moved to
+    /// (empty for deferred work, which has no client to tell).
+    pub original: &'a str,
 }
 
 /// SQLSTATEs worth another attempt: lock_not_available, deadlock_detected.
@@ -148,7 +151,10 @@ pub async fn run<C: Conn>(
                 }
                 None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
             },
-            Err(e) => return Err(Failure::Server(as_original(e, step))),
+            Err(e) => {
+                let e = as_original(e, step).mapped(&step.sql, cx.original);
+                return Err(Failure::Server(e));
+            }
         }
     }
 }
