@@ -5,28 +5,43 @@
 mod common;
 
 use common::binary::Binary;
-use common::{connect, fresh_db};
+use common::fresh_db;
 use std::time::Duration;
 
-async fn still_serving(conn_str: &str) {
-    let client = connect(conn_str).await;
-    let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
-    assert_eq!(row.get::<_, i32>(0), 42);
+/// A session through the binary; a failure says whether the binary still runs.
+async fn open(proxy: &mut Binary, db: &str) -> tokio_postgres::Client {
+    match tokio_postgres::connect(&proxy.conn_str(db), tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            client
+        }
+        Err(e) => panic!("connect: {e}; {}", proxy.report()),
+    }
+}
+
+async fn still_serving(proxy: &mut Binary, db: &str) {
+    let client = open(proxy, db).await;
+    match client.query_one("SELECT 41 + 1", &[]).await {
+        Ok(row) => assert_eq!(row.get::<_, i32>(0), 42),
+        Err(e) => panic!("SELECT: {e}; {}", proxy.report()),
+    }
 }
 
 /// RSS (MiB) of a pgshift binary around 100 unique 10 MB candidates sent through one
 /// session: before, after the first 10, after all 100, and after the session closed.
 async fn rss_around_big_statements(args: &[&str], name: &str) -> [u64; 4] {
     let db = fresh_db(name);
-    let proxy = Binary::start(args);
-    still_serving(&proxy.conn_str(&db)).await;
+    let mut proxy = Binary::start(args);
+    still_serving(&mut proxy, &db).await;
     let before = proxy.rss() >> 20;
-    let client = connect(&proxy.conn_str(&db)).await;
+    let client = open(&mut proxy, &db).await;
     let filler = "x".repeat(10 << 20);
     let mut warm = 0;
     for i in 0..100 {
         let sql = format!("COMMENT ON DATABASE {db} IS '{i} {filler}'");
-        client.simple_query(&sql).await.unwrap();
+        if let Err(e) = client.simple_query(&sql).await {
+            panic!("statement {i}: {e}; {}", proxy.report());
+        }
         if i == 9 {
             warm = proxy.rss() >> 20;
         }
@@ -34,7 +49,7 @@ async fn rss_around_big_statements(args: &[&str], name: &str) -> [u64; 4] {
     let during = proxy.rss() >> 20;
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    still_serving(&proxy.conn_str(&db)).await;
+    still_serving(&mut proxy, &db).await;
     let after = proxy.rss() >> 20;
     eprintln!("{name}: RSS {before} MiB before, {warm} after 10 statements, {during} after 100, {after} after the session closed");
     [before, warm, during, after]

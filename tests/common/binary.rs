@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct Binary {
     child: Child,
     pub port: u16,
+    log: std::path::PathBuf,
 }
 
 impl Binary {
@@ -31,7 +32,7 @@ impl Binary {
                 .stderr(std::fs::File::create(&log).map_or(Stdio::null(), Stdio::from))
                 .spawn()
                 .expect("the pgshift binary");
-            let mut binary = Binary { child, port };
+            let mut binary = Binary { child, port, log };
             let started = Instant::now();
             loop {
                 if std::net::TcpStream::connect(&listen).is_ok() {
@@ -58,6 +59,19 @@ impl Binary {
             "host=127.0.0.1 port={} dbname={db} user=postgres connect_timeout=10",
             self.port
         )
+    }
+
+    /// Whether the process still runs, and the end of its log: for a failure message.
+    pub fn report(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "still running".to_string(),
+            Ok(Some(status)) => format!("exited: {status}"),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("pgshift {state}; its log ends:\n{}", tail.join("\n"))
     }
 
     /// Resident set size in bytes, from /proc.
