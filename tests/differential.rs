@@ -165,6 +165,7 @@ scripts!(differential_any_size:
     savepoints,
     set_not_null_fails,
     temp_tables,
+    unnamed_check_and_fkey,
     unnamed_constraint_collisions,
     unnamed_index_collisions,
     unnamed_index_long_names,

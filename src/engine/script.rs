@@ -307,6 +307,7 @@ where
                 let shift = sql[..stmt.offset.min(sql.len())].chars().count();
                 let mut plan = plan.clone();
                 super::unnamed::name_indexes(io, &mut plan).await?;
+                super::unnamed::name_constraints(io, &mut plan).await?;
                 run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
                     .await
                     .map_err(|f| match f {

@@ -37,6 +37,38 @@ pub async fn name_indexes<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Result<
     Ok(())
 }
 
+const FREE_CONSTRAINT: &str = "\
+WITH s AS (SELECT c.relnamespace AS ns FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))
+SELECT u.x FROM s, pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY AS u(x, i)
+WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k
+                  WHERE k.conname OPERATOR(pg_catalog.=) u.x AND k.connamespace OPERATOR(pg_catalog.=) s.ns)
+ORDER BY u.i LIMIT 1";
+
+/// Gives every unnamed constraint in `plan` the name Postgres' `ChooseConstraintName`
+/// would: the first candidate no constraint in the table's schema has, nor one
+/// named earlier in the same plan.
+pub async fn name_constraints<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Result<()> {
+    let mut taken: Vec<String> = Vec::new();
+    for n in naming::constraint_namings(plan) {
+        let candidates: Vec<String> = n
+            .candidates(CANDIDATES)
+            .into_iter()
+            .filter(|c| !taken.contains(c))
+            .collect();
+        let reply = conn
+            .query_params(FREE_CONSTRAINT, &[&n.table, &array_literal(&candidates)])
+            .await?;
+        let name = match reply.first_value() {
+            Some(name) if reply.error.is_none() => name.to_string(),
+            // The table went away: the step fails with Postgres' own error.
+            _ => candidates.first().cloned().unwrap_or_default(),
+        };
+        naming::give_constraint_name(plan, &n, &name);
+        taken.push(name);
+    }
+    Ok(())
+}
+
 /// The first of `n`'s candidates nothing in `table`'s schema uses.
 pub async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result<String> {
     let candidates = n.candidates(CANDIDATES);

@@ -46,6 +46,84 @@ impl IndexNaming {
     }
 }
 
+/// An unnamed constraint pgshift adds in its own steps (a CHECK or FOREIGN KEY
+/// added NOT VALID, the CHECK that proves NOT NULL): named as Postgres'
+/// `ChooseConstraintName` would, `name1[_name2]_label`, then `label1`, `label2`…
+/// until no constraint in the table's schema has the name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConstraintNaming {
+    /// Stands for the name in the plan's SQL (a plain identifier, unique in the
+    /// process) until it is picked.
+    pub placeholder: String,
+    /// The table as SQL: its schema is where the name must be free.
+    pub table: String,
+    pub name1: String,
+    pub name2: Option<String>,
+    pub label: String,
+}
+
+impl ConstraintNaming {
+    /// A naming for a constraint on `table` (SQL) whose unqualified name is
+    /// `relname`, with a fresh placeholder.
+    pub fn new(table: &str, relname: &str, name2: Option<&str>, label: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        ConstraintNaming {
+            placeholder: format!(
+                "pgshift_unnamed_{label}_{}",
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            table: table.to_string(),
+            name1: truncated(relname).to_string(),
+            name2: name2.map(|n| n.to_string()),
+            label: label.to_string(),
+        }
+    }
+
+    /// The candidates Postgres tries in order.
+    pub fn candidates(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let label = if i == 0 {
+                    self.label.clone()
+                } else {
+                    format!("{}{i}", self.label)
+                };
+                make_object_name(&self.name1, self.name2.as_deref(), &label)
+            })
+            .collect()
+    }
+}
+
+/// `ChooseForeignKeyConstraintNameAddition`: the referencing columns joined by `_`.
+pub fn fkey_addition(columns: &[&str]) -> String {
+    let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    addition(&names)
+}
+
+/// Puts `name` wherever `plan` holds `naming`'s placeholder: every step's SQL and
+/// undo, and the summary.
+pub fn give_constraint_name(plan: &mut Plan, naming: &ConstraintNaming, name: &str) {
+    let quoted = ident::quote(name);
+    for s in &mut plan.steps {
+        s.sql = s.sql.replace(&naming.placeholder, &quoted);
+        s.undo = s
+            .undo
+            .take()
+            .map(|u| u.replace(&naming.placeholder, &quoted));
+        s.names.retain(|n| n.placeholder != naming.placeholder);
+    }
+    plan.summary = plan.summary.replace(&naming.placeholder, &quoted);
+}
+
+/// Every unnamed constraint of `plan`, in step order.
+pub fn constraint_namings(plan: &Plan) -> Vec<ConstraintNaming> {
+    plan.steps
+        .iter()
+        .flat_map(|s| s.names.iter().cloned())
+        .collect()
+}
+
 /// Puts `name` in step `i`, which builds an unnamed index (its SQL and the index
 /// it names), and in the steps after it that use the index (ADD CONSTRAINT …
 /// USING INDEX, their undo); forgets the naming.
@@ -66,10 +144,20 @@ pub fn give_name(steps: &mut [Step], i: usize, name: &str) {
     }
 }
 
-/// Names every unnamed index build of `plan` with Postgres' first choice, which
-/// is its name unless something in the schema already has it (`pgshift check`:
-/// offline, it cannot look).
+/// Names every unnamed index build and constraint of `plan` with Postgres' first
+/// choice, which is its name unless something in the schema already has it
+/// (`pgshift check`: offline, it cannot look).
 pub fn name_offline(plan: &mut Plan) {
+    let mut taken = Vec::new();
+    for n in constraint_namings(plan) {
+        let name = n
+            .candidates(100)
+            .into_iter()
+            .find(|c| !taken.contains(c))
+            .unwrap_or_default();
+        give_constraint_name(plan, &n, &name);
+        taken.push(name);
+    }
     for i in 0..plan.steps.len() {
         if let StepKind::ConcurrentIndex {
             naming: Some(n), ..
@@ -252,6 +340,42 @@ fn figure(node: &Node) -> Option<(String, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unnamed_constraints_are_numbered_and_cut_like_postgres() {
+        let n = ConstraintNaming::new("app.t", "t", Some("a"), "check");
+        assert!(n.placeholder.starts_with("pgshift_unnamed_check_"));
+        assert_eq!(n.candidates(3), ["t_a_check", "t_a_check1", "t_a_check2"]);
+        let n = ConstraintNaming::new("t", "t", None, "check");
+        assert_eq!(n.candidates(1), ["t_check"]);
+        // makeObjectName cuts the longer part first.
+        let long = "l".repeat(60);
+        let n = ConstraintNaming::new("t", &long, Some("col"), "fkey");
+        let name = n.candidates(1).remove(0);
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("_col_fkey"), "{name}");
+        assert_eq!(fkey_addition(&["a", "b"]), "a_b");
+    }
+
+    #[test]
+    fn two_unnamed_checks_in_one_plan_get_two_names() {
+        let sql = "ALTER TABLE t ADD COLUMN c int CHECK (c > 0) CHECK (c < 10)";
+        let finding = crate::sql::rules::review_sql(sql).expect("a finding");
+        let mut plan = finding.rewrite.expect("a plan");
+        name_offline(&mut plan);
+        let all: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains("ADD CONSTRAINT t_c_check CHECK (c > 0)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ADD CONSTRAINT t_c_check1 CHECK (c < 10)"),
+            "{all}"
+        );
+        assert!(!all.contains("pgshift_unnamed"), "{all}");
+        assert!(plan.steps.iter().all(|s| s.names.is_empty()));
+    }
 
     fn naming(sql: &str) -> IndexNaming {
         let parsed = pg_query::parse(sql).unwrap();

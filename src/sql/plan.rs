@@ -132,6 +132,11 @@ pub struct Step {
     /// (`column "c" of relation "t" contains null values`, 23502).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub null_column: Option<String>,
+    /// Constraints this step adds that the statement left unnamed: their SQL holds
+    /// a placeholder until the executor picks Postgres' name (see
+    /// `naming::ConstraintNaming`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<super::naming::ConstraintNaming>,
 }
 
 impl Step {
@@ -145,6 +150,7 @@ impl Step {
             kind: StepKind::Sql,
             undo: None,
             null_column: None,
+            names: Vec::new(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Step {
             kind: StepKind::Sql,
             undo: None,
             null_column: None,
+            names: Vec::new(),
         }
     }
 
@@ -171,6 +178,12 @@ impl Step {
     /// [`Step::null_column`]).
     pub fn reports_null_in(mut self, column: &str) -> Self {
         self.null_column = Some(column.to_string());
+        self
+    }
+
+    /// Marks this step as adding the unnamed constraint `naming` describes.
+    pub fn naming(mut self, naming: Option<super::naming::ConstraintNaming>) -> Self {
+        self.names.extend(naming);
         self
     }
 

@@ -5,6 +5,7 @@
 use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::{expr, Rule};
 use crate::sql::ident;
+use crate::sql::naming::ConstraintNaming;
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
 use pg_query::protobuf::{AlterTableStmt, AlterTableType, ConstrType, Constraint};
 use pg_query::NodeEnum;
@@ -15,34 +16,40 @@ pub const RULE: Rule = Rule {
     review,
 };
 
-/// Postgres' name for an unnamed check on `table`: `t_col_check` when the condition
-/// reads one column, `t_check` otherwise.
-pub(super) fn name_for(table: &str, con: &Constraint) -> String {
+/// The check's name: its own, or a placeholder for the one Postgres would choose
+/// (`t_col_check` when the condition reads one column, `t_check` otherwise,
+/// numbered when taken), with the naming that picks it.
+fn name_for(stmt: &AlterTableStmt, con: &Constraint) -> (String, Option<ConstraintNaming>) {
     if !con.conname.is_empty() {
-        return con.conname.clone();
+        return (con.conname.clone(), None);
     }
+    let Some(rel) = stmt.relation.as_ref() else {
+        return (String::new(), None);
+    };
     let cols = con
         .raw_expr
         .as_deref()
         .map(expr::columns)
         .unwrap_or_default();
-    match cols.as_slice() {
-        [one] => ident::generated_name(table, &[one], "check"),
-        _ => ident::generated_name(table, &[], "check"),
-    }
+    let name2 = match cols.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    let naming = ConstraintNaming::new(&ident::relation(rel), &rel.relname, name2, "check");
+    (naming.placeholder.clone(), Some(naming))
 }
 
 /// ADD … NOT VALID, then VALIDATE: the two steps for a check on `stmt`'s table.
 pub(super) fn steps(stmt: &AlterTableStmt, con: &Constraint) -> Vec<Step> {
-    let relname = stmt.relation.as_ref().map_or("", |r| r.relname.as_str());
-    let name = name_for(relname, con);
+    let (name, naming) = name_for(stmt, con);
     let mut not_valid = con.clone();
     not_valid.conname = name.clone();
     not_valid.skip_validation = true;
     not_valid.initially_valid = false;
     vec![
         Step::quick(add_constraint(stmt, not_valid), Lock::AccessExclusive)
-            .undone_by(drop_constraint(stmt, &name)),
+            .undone_by(drop_constraint(stmt, &name))
+            .naming(naming),
         validate(stmt, &name),
     ]
 }

@@ -18,6 +18,7 @@
 use super::alter_table::{self, One};
 use super::{add_check, add_unique, backfill, deparse_expr, expr, set_not_null, Rule};
 use crate::sql::ident;
+use crate::sql::naming::{self, ConstraintNaming};
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
 use pg_query::protobuf::{AlterTableType, ColumnDef, ConstrType, Constraint, Node, TypeName};
 use pg_query::NodeEnum;
@@ -258,11 +259,13 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
         summary.push(add_unique::SUMMARY);
     }
     for fk in &col.foreign {
-        let name = if fk.conname.is_empty() {
-            ident::generated_name(&one.rel.relname, &[column], "fkey")
-        } else {
-            fk.conname.clone()
-        };
+        let naming = fk.conname.is_empty().then(|| {
+            let addition = naming::fkey_addition(&[column]);
+            ConstraintNaming::new(&one.table(), &one.rel.relname, Some(&addition), "fkey")
+        });
+        let name = naming
+            .as_ref()
+            .map_or_else(|| fk.conname.clone(), |n| n.placeholder.clone());
         let mut not_valid = fk.clone();
         not_valid.conname = name.clone();
         not_valid.fk_attrs = vec![super::string_node(column)];
@@ -273,7 +276,8 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
                 alter_table::add_constraint(stmt, not_valid),
                 Lock::ShareRowExclusive,
             )
-            .undone_by(alter_table::drop_constraint(stmt, &name)),
+            .undone_by(alter_table::drop_constraint(stmt, &name))
+            .naming(naming),
         );
         steps.push(alter_table::validate(stmt, &name));
         summary.push("REFERENCES added NOT VALID, then validated in its own transaction");
@@ -484,7 +488,9 @@ mod tests {
                 "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_fkey",
             ]
         );
-        let steps = f.rewrite.unwrap().steps;
+        let mut plan = f.rewrite.unwrap();
+        crate::sql::naming::name_offline(&mut plan);
+        let steps = plan.steps;
         assert_eq!(
             steps[1].undo.as_deref(),
             Some("ALTER TABLE orders DROP CONSTRAINT orders_customer_id_fkey")

@@ -7,6 +7,7 @@
 use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::{str_val, Rule};
 use crate::sql::ident;
+use crate::sql::naming::{self, ConstraintNaming};
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
 use pg_query::protobuf::{AlterTableType, ConstrType};
 use pg_query::NodeEnum;
@@ -32,19 +33,22 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         .as_ref()
         .map(ident::relation)
         .unwrap_or_default();
-    let name = if con.conname.is_empty() {
+    let naming = con.conname.is_empty().then(|| {
         let cols: Vec<&str> = con.fk_attrs.iter().filter_map(str_val).collect();
-        ident::generated_name(&one.rel.relname, &cols, "fkey")
-    } else {
-        con.conname.clone()
-    };
+        let addition = naming::fkey_addition(&cols);
+        ConstraintNaming::new(&table, &one.rel.relname, Some(&addition), "fkey")
+    });
+    let name = naming
+        .as_ref()
+        .map_or_else(|| con.conname.clone(), |n| n.placeholder.clone());
     let mut not_valid = con.clone();
     not_valid.conname = name.clone();
     not_valid.skip_validation = true;
     not_valid.initially_valid = false;
     let steps = vec![
         Step::quick(add_constraint(one.stmt, not_valid), Lock::ShareRowExclusive)
-            .undone_by(drop_constraint(one.stmt, &name)),
+            .undone_by(drop_constraint(one.stmt, &name))
+            .naming(naming),
         validate(one.stmt, &name),
     ];
     Some(Finding {

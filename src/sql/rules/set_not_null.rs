@@ -6,6 +6,7 @@
 use super::alter_table::{self, add_constraint, drop_constraint, validate};
 use super::Rule;
 use crate::sql::ident;
+use crate::sql::naming::ConstraintNaming;
 use crate::sql::plan::{Finding, Lock, Plan, Policy, Precheck, Step};
 use pg_query::protobuf::{
     AlterTableStmt, AlterTableType, ColumnRef, ConstrType, Constraint, Node, NullTest, NullTestType,
@@ -20,8 +21,15 @@ pub const RULE: Rule = Rule {
 
 /// The four steps that set NOT NULL on `column` of `stmt`'s table without a locked scan.
 pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
-    let relname = stmt.relation.as_ref().map_or("", |r| r.relname.as_str());
-    let name = ident::generated_name(relname, &[column], "not_null");
+    // pgshift's own check, dropped at the end: any free name will do, and
+    // Postgres' rules give one in the same style.
+    let naming = stmt
+        .relation
+        .as_ref()
+        .map(|r| ConstraintNaming::new(&ident::relation(r), &r.relname, Some(column), "not_null"));
+    let name = naming
+        .as_ref()
+        .map_or(String::new(), |n| n.placeholder.clone());
     let test = NullTest {
         arg: Some(Box::new(Node {
             node: Some(NodeEnum::ColumnRef(ColumnRef {
@@ -47,7 +55,8 @@ pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
     set.name = column.into();
     vec![
         Step::quick(add_constraint(stmt, check), Lock::AccessExclusive)
-            .undone_by(drop_constraint(stmt, &name)),
+            .undone_by(drop_constraint(stmt, &name))
+            .naming(naming),
         validate(stmt, &name).reports_null_in(column),
         Step::quick(alter_table::statement(stmt, set), Lock::AccessExclusive),
         Step::quick(drop_constraint(stmt, &name), Lock::AccessExclusive),
