@@ -359,3 +359,73 @@ async fn a_long_transaction_on_the_referenced_table_is_waited_out() {
     )
     .await;
 }
+
+/// Inside the client's transaction (a migration tool's BEGIN … COMMIT): an idle
+/// blocker is ended once idle long enough, and where the client's role may not end
+/// it, the refusal does not abort the client's transaction: pgshift waits instead.
+#[tokio::test]
+async fn end_idle_inside_a_transaction_and_when_refused() {
+    let db = fresh_db("sb_end_idle_tx");
+    let direct = common::scenario::direct(&db);
+    let admin = connect(&direct).await;
+    admin.batch_execute(TABLE).await.unwrap();
+    let weak = format!("{db}_weak");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; GRANT CREATE ON SCHEMA public TO {weak}; \
+             GRANT pg_read_all_stats TO {weak}"
+        ))
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = BUDGET_MS;
+        c.ddl.blockers = pgshift::config::Blockers::EndIdle;
+        c.ddl.blockers_idle_ms = 1_000;
+        c.ddl.retry_deadline_ms = 30_000;
+    });
+
+    // Allowed: the superuser's transaction ends the idle blocker and goes on.
+    let idle = connect(&direct).await;
+    idle.batch_execute(&format!("BEGIN; {BLOCKER}"))
+        .await
+        .unwrap();
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute("BEGIN; ALTER TABLE items ADD CONSTRAINT qty_positive CHECK (qty > 0)")
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        idle.batch_execute("COMMIT").await.is_err(),
+        "the idle blocker was ended"
+    );
+
+    // Refused: a role that sees the superuser's session (pg_read_all_stats) but may
+    // not end it waits for it, inside its own transaction, which stays usable.
+    let idle = connect(&direct).await;
+    idle.batch_execute(&format!("BEGIN; {BLOCKER}"))
+        .await
+        .unwrap();
+    let ender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        idle.batch_execute("COMMIT").await
+    });
+    let client = connect(&proxy.conn_str(&db, &weak)).await;
+    client
+        .batch_execute(
+            "BEGIN; ALTER TABLE items ADD CONSTRAINT qty_not_negative CHECK (qty >= 0); SELECT 1",
+        )
+        .await
+        .expect("the transaction survives the refused signal");
+    client.batch_execute("COMMIT").await.unwrap();
+    ender
+        .await
+        .unwrap()
+        .expect("the superuser's session was not ended");
+    common::scenario::eventually(
+        &admin,
+        "SELECT count(*)::text FROM pg_constraint WHERE conname IN ('qty_positive', 'qty_not_negative') AND convalidated",
+        "2",
+    )
+    .await;
+}

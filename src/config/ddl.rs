@@ -76,6 +76,9 @@ pub struct Ddl {
     /// small: holding any lock on it for a whole statement is brief, so the
     /// statement runs as written (under lock_timeout with retries).
     pub small_table_bytes: u64,
+    /// Cancel an autovacuum (not one for wraparound) that blocks a step, as
+    /// Postgres does for a lock request it blocks, instead of waiting for it.
+    pub cancel_autovacuum: bool,
     /// wait | end_idle: see [`Blockers`]. Off (wait) by default: ending a session
     /// rolls back its work and its client sees a closed connection.
     pub blockers: Blockers,
@@ -119,6 +122,7 @@ impl Default for Ddl {
             notices: true,
             stall_budget_ms: 100,
             small_table_bytes: 1 << 20,
+            cancel_autovacuum: true,
             blockers: Blockers::Wait,
             blockers_idle_ms: 60_000,
             allow_bypass: false,
@@ -164,8 +168,12 @@ impl Ddl {
         if self.max_attempts == 0 {
             return Err(invalid("ddl.max_attempts", "must be at least 1".into()));
         }
-        if self.blockers_idle_ms == 0 {
-            return Err(invalid("ddl.blockers_idle_ms", "must be at least 1".into()));
+        if self.blockers_idle_ms < 1_000 {
+            return Err(invalid(
+                "ddl.blockers_idle_ms",
+                "must be at least 1000: a session idle for less may be between two statements"
+                    .into(),
+            ));
         }
         if self.backfill_batch_rows == 0 {
             return Err(invalid(

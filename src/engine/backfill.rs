@@ -74,12 +74,14 @@ pub(super) async fn backfill<C: Conn>(
         let size = fill.per_batch.clamp(1, most);
         let to = fill.next_page + size;
         let (from, until) = (format!("({},0)", fill.next_page), format!("({to},0)"));
-        let started = std::time::Instant::now();
-        match batch(conn, cx, by_pages, &[&from, &until]).await? {
-            Ok(rows) => fill.rows += rows,
+        let held = match batch_timed(conn, cx, by_pages, &[&from, &until]).await? {
+            Ok((rows, held)) => {
+                fill.rows += rows;
+                held
+            }
             Err(e) => return Ok(Err(e)),
-        }
-        fill.resize(size, started.elapsed(), cx.ddl.stall_budget_ms, most);
+        };
+        fill.resize(size, held, cx.ddl.stall_budget_ms, most);
         fill.next_page = to;
         if !conn.pause(pause).await {
             return Ok(Err(cancel_error()));
@@ -124,6 +126,19 @@ async fn batch<C: Conn>(
     sql: &str,
     params: &[&str],
 ) -> io::Result<Result<u64, ServerError>> {
+    Ok(batch_timed(conn, cx, sql, params)
+        .await?
+        .map(|(rows, _)| rows))
+}
+
+/// [`batch`], and how long it held its row locks: from the UPDATE's start to
+/// the COMMIT's answer (the BEGIN before it takes none).
+async fn batch_timed<C: Conn>(
+    conn: &mut C,
+    cx: &StepContext<'_>,
+    sql: &str,
+    params: &[&str],
+) -> io::Result<Result<(u64, Duration), ServerError>> {
     if conn.cancelled() {
         return Ok(Err(cancel_error()));
     }
@@ -134,6 +149,7 @@ async fn batch<C: Conn>(
     );
     let mut reply = conn.query(&begin).await?;
     let mut rows = 0;
+    let started = std::time::Instant::now();
     if reply.error.is_none() {
         reply = conn.query_params(sql, params).await?;
         rows = reply.last_count();
@@ -145,7 +161,7 @@ async fn batch<C: Conn>(
     let end = conn.query("COMMIT").await?;
     Ok(match end.error {
         Some(e) => Err(e),
-        None => Ok(rows),
+        None => Ok((rows, started.elapsed())),
     })
 }
 

@@ -124,13 +124,13 @@ pub fn conflicting(lock: Lock) -> &'static [&'static str] {
 const LONG_HOLDER: &str = "\
 SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesce(a.application_name, ''),
   coalesce(a.state, ''),
-  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
-  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text,
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text,
+  coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200),
   l.relation::pg_catalog.regclass::pg_catalog.text, a.xact_start::pg_catalog.text
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation'
-  AND l.relation IN (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::pg_catalog.text[]) t)
+  AND l.relation OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.to_regclass(t)::pg_catalog.oid FROM pg_catalog.unnest($1::pg_catalog.text[]) t))
   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
   AND l.pid <> pg_catalog.pg_backend_pid() AND l.mode = ANY ($2::pg_catalog.text[])
   AND (a.state LIKE 'idle in transaction%'
@@ -186,8 +186,8 @@ pub async fn same_transaction<C: Conn>(
     let reply = conn
         .query_params(
             "SELECT coalesce(a.state, ''), \
-             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::pg_catalog.int8, 0)::pg_catalog.text, \
-             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::pg_catalog.int8, 0)::pg_catalog.text \
+             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text, \
+             coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text \
              FROM pg_catalog.pg_stat_get_activity($1::pg_catalog.int4) a \
              WHERE a.xact_start::pg_catalog.text = $2 AND a.wait_event_type IS DISTINCT FROM 'Lock'",
             &[&holder.pid, &holder.xact_start],
@@ -204,50 +204,76 @@ pub async fn same_transaction<C: Conn>(
     }))
 }
 
-/// Cancels `holder`, an autovacuum that blocks a step, as Postgres cancels one
-/// that blocks a lock request (it runs again later). Checked again in the same
-/// statement: the pid must still be an autovacuum that is not for wraparound.
-/// Ok(true) when the cancel was sent; Err when the role may not (42501).
-pub async fn cancel_autovacuum<C: Conn>(
+/// What pgshift may do to a long holder instead of waiting for it.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    /// Cancel an autovacuum (not one for wraparound), as Postgres cancels one that
+    /// blocks a lock request; it runs again later.
+    CancelAutovacuum,
+    /// End a session idle in its transaction for at least this many ms
+    /// (`ddl.blockers = "end_idle"`).
+    EndIdle(u64),
+}
+
+/// Sends `signal` to `holder` if it still holds: the same transaction (its start
+/// time), and for EndIdle still idle in it long enough, for CancelAutovacuum still
+/// an autovacuum not for wraparound, all checked again in the statement that
+/// signals. Ok(true) when sent; Err when the role may not (42501). Inside the
+/// client's transaction (`in_tx`) it runs in a savepoint, so a refusal does not
+/// abort the transaction, on a fresh look at the other sessions.
+pub async fn signal<C: Conn>(
     conn: &mut C,
     holder: &Holder,
+    signal: Signal,
+    in_tx: bool,
 ) -> io::Result<Result<bool, super::conn::ServerError>> {
-    let reply = conn
-        .query_params(
-            "SELECT pg_catalog.pg_cancel_backend(a.pid)::pg_catalog.text FROM pg_catalog.pg_stat_activity a \
-             WHERE a.pid = $1::pg_catalog.int4 AND a.backend_type = 'autovacuum worker' \
-             AND a.query NOT LIKE '%to prevent wraparound%'",
-            &[&holder.pid],
-        )
-        .await?;
+    const CANCEL: &str = "SELECT pg_catalog.pg_cancel_backend(a.pid)::pg_catalog.text \
+         FROM pg_catalog.pg_stat_get_activity($1::pg_catalog.int4) a \
+         WHERE a.xact_start::pg_catalog.text OPERATOR(pg_catalog.=) $2 \
+         AND a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker' \
+         AND a.query NOT LIKE '%to prevent wraparound%'";
+    const END: &str = "SELECT pg_catalog.pg_terminate_backend(a.pid)::pg_catalog.text \
+         FROM pg_catalog.pg_stat_get_activity($1::pg_catalog.int4) a \
+         WHERE a.xact_start::pg_catalog.text OPERATOR(pg_catalog.=) $2 \
+         AND a.state LIKE 'idle in transaction%' \
+         AND a.state_change OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $3::pg_catalog.interval)";
+    if in_tx {
+        conn.query("SAVEPOINT pgshift_signal; SELECT pg_catalog.pg_stat_clear_snapshot()")
+            .await?;
+    }
+    let reply = match signal {
+        Signal::CancelAutovacuum => {
+            conn.query_params(CANCEL, &[&holder.pid, &holder.xact_start])
+                .await?
+        }
+        Signal::EndIdle(ms) => {
+            let idle = format!("{ms} milliseconds");
+            conn.query_params(END, &[&holder.pid, &holder.xact_start, &idle])
+                .await?
+        }
+    };
+    if in_tx {
+        let end = if reply.error.is_some() {
+            "ROLLBACK TO SAVEPOINT pgshift_signal; RELEASE SAVEPOINT pgshift_signal"
+        } else {
+            "RELEASE SAVEPOINT pgshift_signal"
+        };
+        conn.query(end).await?;
+    }
     Ok(match reply.error {
         Some(e) => Err(e),
         None => Ok(reply.rows.first().is_some_and(|r| cell(r, 0) == "true")),
     })
 }
 
-/// Ends `holder`'s session if it is still idle in its transaction and has been for
-/// `idle_ms` (checked again in the same statement, so a session that woke up
-/// meanwhile is left alone). Ok(true) when it was ended; Err(server error) when the
-/// role may not end it (42501: it needs pg_signal_backend or the same role).
-pub async fn end_idle<C: Conn>(
-    conn: &mut C,
-    holder: &Holder,
-    idle_ms: u64,
-) -> io::Result<Result<bool, super::conn::ServerError>> {
-    let idle = format!("{idle_ms} milliseconds");
-    let reply = conn
-        .query_params(
-            "SELECT pg_catalog.pg_terminate_backend(a.pid)::pg_catalog.text FROM pg_catalog.pg_stat_activity a \
-             WHERE a.pid = $1::pg_catalog.int4 AND a.state LIKE 'idle in transaction%' \
-             AND a.state_change < pg_catalog.clock_timestamp() - $2::pg_catalog.interval",
-            &[&holder.pid, &idle],
-        )
-        .await?;
-    Ok(match reply.error {
-        Some(e) => Err(e),
-        None => Ok(reply.rows.first().is_some_and(|r| cell(r, 0) == "true")),
-    })
+/// Inside a transaction Postgres keeps its first look at the other sessions
+/// (pg_stat_activity) until the transaction ends: drop it before looking again.
+pub async fn fresh_look<C: Conn>(conn: &mut C, in_tx: bool) -> io::Result<()> {
+    if in_tx {
+        conn.query("SELECT pg_catalog.pg_stat_clear_snapshot()")
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -114,31 +114,50 @@ impl ServerError {
 /// The 1-based character position in `original` of the text at character `p` of
 /// `ran` (see [`ServerError::mapped`]).
 fn find_again(ran: &str, p: usize, original: &str) -> Option<usize> {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
     let start = ran.char_indices().nth(p.checked_sub(1)?)?.0;
     let rest = &ran[start..];
     let first = rest.chars().next()?;
-    let token = if first.is_alphanumeric() || first == '_' {
-        rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-            .unwrap_or(rest.len())
+    // The whole token the position points at: an identifier or keyword, or one
+    // character of anything else.
+    let token = if word(first) {
+        rest.find(|c: char| !word(c)).unwrap_or(rest.len())
     } else {
         first.len_utf8()
     };
-    for chars in [64, 32, 16, 8, 4, 2, 1] {
-        let len = rest
-            .char_indices()
-            .nth(chars)
-            .map_or(rest.len(), |(i, _)| i)
-            .max(token);
-        let snippet = &rest[..len.min(rest.len())];
-        let mut found = original.match_indices(snippet).map(|(i, _)| i);
+    let mut lengths: Vec<usize> = [64, 32, 16, 8]
+        .iter()
+        .map(|&chars| {
+            rest.char_indices()
+                .nth(chars)
+                .map_or(rest.len(), |(i, _)| i)
+        })
+        .filter(|&len| len >= token)
+        .collect();
+    lengths.push(token);
+    lengths.dedup();
+    for len in lengths {
+        let snippet = &rest[..len];
+        let after_in_ran = rest[len..].chars().next();
+        // A match must start and end where tokens do in the original as in `ran`:
+        // `s` must not be found inside `ts`.
+        let fits = |i: usize| {
+            let before = original[..i].chars().next_back();
+            let after = original[i + len..].chars().next();
+            let starts = !word(first) || !before.is_some_and(word);
+            let ends = !snippet.chars().next_back().is_some_and(word)
+                || after.is_some_and(word) == after_in_ran.is_some_and(word);
+            starts && ends
+        };
+        let mut found = original
+            .match_indices(snippet)
+            .map(|(i, _)| i)
+            .filter(|&i| fits(i));
         match (found.next(), found.next()) {
             (Some(i), None) => return Some(original[..i].chars().count() + 1),
             // Shorter stretches would be just as ambiguous.
             (Some(_), Some(_)) => return None,
             (None, _) => {}
-        }
-        if len <= token {
-            break;
         }
     }
     None
@@ -566,6 +585,21 @@ mod tests {
         assert_eq!(
             find_again(ran, p, original),
             original.chars().position(|c| c == 'é').map(|i| i + 1)
+        );
+    }
+
+    #[test]
+    fn matches_keep_to_token_boundaries() {
+        // The schema `s` of pgshift's `ONLY s.ts` is not the `s` inside `ts`.
+        let ran = "SELECT x FROM ONLY s.ts LIMIT 0";
+        let p = ran.find("s.ts").unwrap() + 1;
+        assert_eq!(find_again(ran, p, "CREATE INDEX ON ts ((x))"), None);
+        // Nor a word that only begins like the one pointed at.
+        let ran = "SELECT (nocol > 0) FROM t";
+        let p = ran.find("nocol").unwrap() + 1;
+        assert_eq!(
+            find_again(ran, p, "ALTER TABLE t ADD CHECK (nocolumn > 0)"),
+            None
         );
     }
 

@@ -231,7 +231,6 @@ where
         saved_lock_timeout: value(n + 2),
         saved_statement_timeout: value(n + 3),
         table: d.table.as_deref(),
-        also: &[],
         original: "",
     };
     let mut reports = Vec::new();

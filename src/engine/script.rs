@@ -248,7 +248,6 @@ where
         saved_lock_timeout: value(1),
         saved_statement_timeout: value(2),
         table: None,
-        also: &[],
         original: "",
     };
     let wrap = analysis.statements.len() > 1
@@ -279,7 +278,6 @@ where
             Action::AsWritten(finding) => {
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
-                    also: &finding.relations,
                     original: &stmt.sql,
                     ..step_cx.clone()
                 };
@@ -300,7 +298,6 @@ where
             } => {
                 let cx2 = StepContext {
                     table: finding.table.as_deref(),
-                    also: &finding.relations,
                     original: &stmt.sql,
                     ..step_cx.clone()
                 };
@@ -711,7 +708,8 @@ where
     );
     let reply = io.query(&call).await?;
     if let Some(e) = reply.error {
-        return Err(Failure::Server(e));
+        // Its position would point into pgshift's call, not the client's text.
+        return Err(Failure::Server(e.without_position()));
     }
     let n = REPLAYED.len();
     let id = reply.cell(n + 1).parse::<i64>().map_err(|_| {

@@ -71,9 +71,6 @@ pub struct StepContext<'a> {
     pub saved_statement_timeout: String,
     /// The table the statement is about, for naming blockers.
     pub table: Option<&'a str>,
-    /// Every relation the statement locks when that is more than `table` (a
-    /// foreign key's referenced table): the stall budget's wait looks at all.
-    pub also: &'a [String],
     /// The client's statement as written, where an error's position is moved to
     /// (empty for deferred work, which has no client to tell).
     pub original: &'a str,
@@ -114,8 +111,9 @@ pub async fn run<C: Conn>(
         if let (true, Some(table)) = (step.needs_lock_retry(), cx.table) {
             if cx.ddl.stall_budget_ms > 0 {
                 let mut tables = vec![table];
-                tables.extend(cx.also.iter().map(String::as_str).filter(|t| *t != table));
-                wait_out_long_holders(conn, step, cx, &tables, &backoff).await?;
+                tables.extend(step.also.iter().map(String::as_str).filter(|t| *t != table));
+                let in_tx = mode == Mode::InTransaction;
+                wait_out_long_holders(conn, step, cx, &tables, &backoff, in_tx).await?;
             }
         }
         let outcome = match (&step.kind, mode) {
@@ -152,7 +150,11 @@ pub async fn run<C: Conn>(
                 None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
             },
             Err(e) => {
-                let e = as_original(e, step).mapped(&step.sql, cx.original);
+                // A backfill batch ran other SQL than the step's: no position.
+                let e = match step.kind {
+                    StepKind::Backfill { .. } => e.without_position(),
+                    _ => as_original(e, step).mapped(&step.sql, cx.original),
+                };
                 return Err(Failure::Server(e));
             }
         }
@@ -316,24 +318,28 @@ async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io:
 }
 
 /// Waits, outside Postgres' lock queue, while a long transaction holds a lock on
-/// one of `tables` that the step's lock conflicts with (see `super::blockers`). The
-/// client hears once who pgshift waits for. Bounded by the retry deadline.
+/// one of `tables` that the step's lock conflicts with (see `super::blockers`).
+/// The client hears once who pgshift waits for. Bounded by the retry deadline.
+/// An autovacuum in the way is cancelled, and with `ddl.blockers = "end_idle"` a
+/// session idle in its transaction long enough is ended; each at most once.
 async fn wait_out_long_holders<C: Conn>(
     conn: &mut C,
     step: &Step,
     cx: &StepContext<'_>,
     tables: &[&str],
     backoff: &Backoff,
+    in_tx: bool,
 ) -> Result<(), Failure> {
     let budget = cx.ddl.stall_budget_ms;
     let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
     let mut told = false;
-    let mut may_end = cx.ddl.blockers == Blockers::EndIdle;
-    let mut may_cancel = true;
+    // Sessions pgshift signalled (or may not signal): never again.
+    let mut signalled: Vec<String> = Vec::new();
     // The holder of the last look, and when pg_locks was last read.
     let mut known: Option<Holder> = None;
     let mut checked = Instant::now();
     loop {
+        blockers::fresh_look(conn, in_tx).await?;
         let seen = match known.take() {
             Some(h) if checked.elapsed() < blockers::RECHECK => {
                 blockers::same_transaction(conn, &h).await?
@@ -351,48 +357,56 @@ async fn wait_out_long_holders<C: Conn>(
             }
         };
         let table = holder.relation.as_str();
-        if may_cancel && holder.yielding_autovacuum() {
-            match blockers::cancel_autovacuum(conn, &holder).await? {
+        let signal = if !signalled.contains(&holder.pid) {
+            if cx.ddl.cancel_autovacuum && holder.yielding_autovacuum() {
+                Some(blockers::Signal::CancelAutovacuum)
+            } else if cx.ddl.blockers == Blockers::EndIdle
+                && holder.idle_in_transaction()
+                && holder.idle_ms >= cx.ddl.blockers_idle_ms
+            {
+                Some(blockers::Signal::EndIdle(cx.ddl.blockers_idle_ms))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let mut sent = false;
+        if let Some(signal) = signal {
+            match blockers::signal(conn, &holder, signal, in_tx).await? {
                 Ok(true) => {
-                    tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, "cancelled an autovacuum that blocked a step, as Postgres does for a lock request it blocks");
-                    // It lets go of its lock as it stops: look again shortly.
-                    if !conn.pause(blockers::POLL / 5).await {
-                        return Err(Failure::Ours(canceled()));
+                    signalled.push(holder.pid.clone());
+                    sent = true;
+                    match signal {
+                        blockers::Signal::CancelAutovacuum => {
+                            tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, "cancelled an autovacuum that blocked a step, as Postgres does for a lock request it blocks");
+                        }
+                        blockers::Signal::EndIdle(_) => {
+                            tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, "ended a session idle in its transaction that blocked a step (ddl.blockers = \"end_idle\")");
+                            if cx.ddl.notices {
+                                let notice = PgError::notice(format!(
+                                    "pgshift: ended {holder}, which blocked the {} lock on {table} (ddl.blockers = \"end_idle\")",
+                                    step.lock
+                                ));
+                                conn.tell(&notice).await?;
+                            }
+                        }
                     }
-                    continue;
                 }
+                // It changed meanwhile: look again.
                 Ok(false) => {}
                 Err(e) => {
-                    may_cancel = false;
-                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, error = %e.message, "could not cancel an autovacuum that blocks a step (the role needs pg_signal_backend); waiting for it instead");
+                    signalled.push(holder.pid.clone());
+                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, error = %e.message, "could not signal a session that blocks a step; waiting for it instead");
                 }
             }
         }
-        if may_end && holder.idle_in_transaction() && holder.idle_ms >= cx.ddl.blockers_idle_ms {
-            match blockers::end_idle(conn, &holder, cx.ddl.blockers_idle_ms).await? {
-                Ok(true) => {
-                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, "ended a session idle in its transaction that blocked a step (ddl.blockers = \"end_idle\")");
-                    if cx.ddl.notices {
-                        let notice = PgError::notice(format!(
-                            "pgshift: ended {holder}, which blocked the {} lock on {table} (ddl.blockers = \"end_idle\")",
-                            step.lock
-                        ));
-                        conn.tell(&notice).await?;
-                    }
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    may_end = false;
-                    tracing::warn!(target: "pgshift::ddl", %table, blocker = %holder, error = %e.message, "could not end a blocking session idle in its transaction; waiting for it instead");
-                }
-            }
-        }
-        if !told {
+        if !told && !sent {
             told = true;
             tracing::info!(target: "pgshift::ddl", %table, blocker = %holder, lock = %step.lock, "waiting outside the lock queue for a long transaction");
             if cx.ddl.notices {
-                let ending = if may_end && holder.idle_in_transaction() {
+                let ending = if cx.ddl.blockers == Blockers::EndIdle && holder.idle_in_transaction()
+                {
                     format!(
                         " (ddl.blockers = \"end_idle\" ends it once it has been idle for {:.1} s)",
                         cx.ddl.blockers_idle_ms as f64 / 1000.0
@@ -420,10 +434,18 @@ async fn wait_out_long_holders<C: Conn>(
             .with_hint("End or wait out that transaction, then run the statement again.");
             return Err(Failure::Ours(err));
         }
-        if !conn.pause(blockers::POLL).await {
+        // A signalled session lets go as it stops: look again in full, shortly.
+        let pause = if sent {
+            blockers::POLL / 5
+        } else {
+            blockers::POLL
+        };
+        if !conn.pause(pause).await {
             return Err(Failure::Ours(canceled()));
         }
-        known = Some(holder);
+        if !sent {
+            known = Some(holder);
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub struct Step {
     /// `naming::ConstraintNaming`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<super::naming::ConstraintNaming>,
+    /// Other relations this step takes the same lock on (a foreign key's
+    /// referenced table): the stall budget waits out long holders there too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 impl Step {
@@ -151,6 +155,7 @@ impl Step {
             undo: None,
             null_column: None,
             names: Vec::new(),
+            also: Vec::new(),
         }
     }
 
@@ -165,6 +170,7 @@ impl Step {
             undo: None,
             null_column: None,
             names: Vec::new(),
+            also: Vec::new(),
         }
     }
 
@@ -184,6 +190,12 @@ impl Step {
     /// Marks this step as adding the unnamed constraint `naming` describes.
     pub fn naming(mut self, naming: Option<super::naming::ConstraintNaming>) -> Self {
         self.names.extend(naming);
+        self
+    }
+
+    /// Marks `relation` as locked by this step too, with the step's lock.
+    pub fn also_locks(mut self, relation: String) -> Self {
+        self.also.push(relation);
         self
     }
 

@@ -277,7 +277,8 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
                 Lock::ShareRowExclusive,
             )
             .undone_by(alter_table::drop_constraint(stmt, &name))
-            .naming(naming),
+            .naming(naming)
+            .also_locks(fk.pktable.as_ref().map(ident::relation).unwrap_or_default()),
         );
         steps.push(alter_table::validate(stmt, &name));
         summary.push("REFERENCES added NOT VALID, then validated in its own transaction");

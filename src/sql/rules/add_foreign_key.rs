@@ -48,7 +48,8 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let steps = vec![
         Step::quick(add_constraint(one.stmt, not_valid), Lock::ShareRowExclusive)
             .undone_by(drop_constraint(one.stmt, &name))
-            .naming(naming),
+            .naming(naming)
+            .also_locks(referenced.clone()),
         validate(one.stmt, &name),
     ];
     Some(Finding {
