@@ -429,3 +429,66 @@ async fn end_idle_inside_a_transaction_and_when_refused() {
     )
     .await;
 }
+
+/// A role without pg_read_all_stats cannot see how long another role's session has
+/// been in its transaction. pgshift then measures it itself: once it has seen the
+/// same transaction hold the table for the budget, it waits outside the lock
+/// queue, so the attempts (each a stall of up to the budget for the application)
+/// stop instead of repeating until the blocker ends.
+#[tokio::test]
+async fn a_blocker_the_role_cannot_see_into_is_waited_out_too() {
+    let db = fresh_db("sb_invisible");
+    let direct = common::scenario::direct(&db);
+    let admin = connect(&direct).await;
+    admin.batch_execute(TABLE).await.unwrap();
+    let weak = format!("{db}_weak");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; GRANT CREATE ON SCHEMA public TO {weak}"
+        ))
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.stall_budget_ms = BUDGET_MS;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 200;
+        c.ddl.max_attempts = 100;
+        c.ddl.retry_deadline_ms = 30_000;
+    });
+    let blocker = connect(&direct).await;
+    blocker
+        .batch_execute(&format!("BEGIN; {BLOCKER}"))
+        .await
+        .unwrap();
+    let (client, notices) = common::connect_noting(&proxy.conn_str(&db, &weak)).await;
+    let ddl = tokio::spawn(async move {
+        client
+            .batch_execute("ALTER TABLE items ADD CONSTRAINT qty_positive CHECK (qty > 0)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let committed = std::time::Instant::now();
+    ddl.await.unwrap().expect("the constraint is added");
+    let after = committed.elapsed();
+    assert!(
+        after < Duration::from_secs(2),
+        "the step went on {after:?} after the blocker ended"
+    );
+    let attempts = common::scenario::logged(&db)
+        .iter()
+        .filter(|l| l.contains("lock_timeout") && l.contains("ADD CONSTRAINT qty_positive"))
+        .count();
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("pgshift: waiting for") && n.contains("pg_read_all_stats")),
+        "{notices:?}"
+    );
+    // One attempt finds the holder, then pgshift waits; one more once it ended.
+    assert!(
+        attempts <= 3,
+        "{attempts} attempts while the blocker held the table"
+    );
+}

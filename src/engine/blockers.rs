@@ -51,7 +51,17 @@ pub struct Holder {
     pub kind: String,
     /// Its current or last statement (for an autovacuum: what it vacuums).
     pub query: String,
+    /// Its transaction as pg_locks names it (`3/1234`), which every role may see.
+    pub vxid: String,
+    /// Whether pg_stat_activity shows this role its state and timings (another
+    /// role's session needs pg_read_all_stats); if not, how long it has held the
+    /// lock is measured by pgshift watching it.
+    pub visible: bool,
 }
+
+/// When pgshift first saw each transaction it cannot see into hold a conflicting
+/// lock (by pg_locks' virtual transaction id), across the looks of one step.
+pub type FirstSeen = std::collections::HashMap<String, std::time::Instant>;
 
 impl Holder {
     pub fn idle_in_transaction(&self) -> bool {
@@ -67,6 +77,15 @@ impl Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.visible {
+            return write!(
+                f,
+                "pid {} (user \"{}\", holding the lock for at least {:.1} s; grant pg_read_all_stats to see more)",
+                self.pid,
+                self.user,
+                self.for_ms as f64 / 1000.0
+            );
+        }
         if self.kind != "client backend" {
             return write!(
                 f,
@@ -121,60 +140,82 @@ pub fn conflicting(lock: Lock) -> &'static [&'static str] {
     }
 }
 
-const LONG_HOLDER: &str = "\
+const HOLDERS: &str = "\
 SELECT a.pid::pg_catalog.text, coalesce(a.usename::pg_catalog.text, ''), coalesce(a.application_name, ''),
   coalesce(a.state, ''),
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce((extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change) OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8, 0)::pg_catalog.text,
   coalesce(a.backend_type, ''), pg_catalog.left(coalesce(a.query, ''), 200),
-  l.relation::pg_catalog.regclass::pg_catalog.text, a.xact_start::pg_catalog.text
+  l.relation::pg_catalog.regclass::pg_catalog.text, coalesce(a.xact_start::pg_catalog.text, ''),
+  coalesce(l.virtualtransaction, ''), (a.state IS NOT NULL)::pg_catalog.text
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation'
   AND l.relation OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.to_regclass(t)::pg_catalog.oid FROM pg_catalog.unnest($1::pg_catalog.text[]) t))
   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
   AND l.pid <> pg_catalog.pg_backend_pid() AND l.mode = ANY ($2::pg_catalog.text[])
-  AND (a.state LIKE 'idle in transaction%'
-       OR a.xact_start < pg_catalog.clock_timestamp() - $3::pg_catalog.interval)
   AND a.wait_event_type IS DISTINCT FROM 'Lock'
-ORDER BY a.xact_start LIMIT 1";
+ORDER BY a.xact_start NULLS LAST LIMIT 50";
 
-/// The longest-open session holding a lock on one of `tables` that conflicts with `lock`
-/// while idle in its transaction or open longer than `budget_ms`, if any. A holder
-/// that is itself waiting for a lock does not count: it may be waiting for this
-/// very session (a lock the client's transaction took), and only the lock queue's
-/// deadlock detection settles that, so pgshift attempts as before.
+/// The longest-open session holding a lock on one of `tables` that conflicts with
+/// `lock` while idle in its transaction or open longer than `budget_ms`, if any. A
+/// holder that is itself waiting for a lock does not count: it may be waiting for
+/// this very session (a lock the client's transaction took), and only the lock
+/// queue's deadlock detection settles that, so pgshift attempts as before. A
+/// holder whose activity this role may not see counts once pgshift has seen its
+/// transaction hold the lock for the budget (`first_seen`, kept by the caller).
 pub async fn long_holder<C: Conn>(
     conn: &mut C,
     tables: &[&str],
     lock: Lock,
     budget_ms: u64,
+    first_seen: &mut FirstSeen,
 ) -> io::Result<Option<Holder>> {
     let modes = conflicting(lock);
     if modes.is_empty() {
         return Ok(None);
     }
     let modes = format!("{{{}}}", modes.join(","));
-    let budget = format!("{budget_ms} milliseconds");
     let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let tables = super::unnamed::array_literal(&tables);
-    let reply = conn
-        .query_params(LONG_HOLDER, &[&tables, &modes, &budget])
-        .await?;
+    let reply = conn.query_params(HOLDERS, &[&tables, &modes]).await?;
     if reply.error.is_some() {
         return Ok(None);
     }
-    Ok(reply.rows.first().map(|r| Holder {
-        pid: cell(r, 0),
-        user: cell(r, 1),
-        application: cell(r, 2),
-        state: cell(r, 3),
-        for_ms: cell(r, 4).parse().unwrap_or(0),
-        idle_ms: cell(r, 5).parse().unwrap_or(0),
-        kind: cell(r, 6),
-        query: cell(r, 7),
-        relation: cell(r, 8),
-        xact_start: cell(r, 9),
-    }))
+    let now = std::time::Instant::now();
+    let holders: Vec<Holder> = reply
+        .rows
+        .iter()
+        .map(|r| Holder {
+            pid: cell(r, 0),
+            user: cell(r, 1),
+            application: cell(r, 2),
+            state: cell(r, 3),
+            for_ms: cell(r, 4).parse().unwrap_or(0),
+            idle_ms: cell(r, 5).parse().unwrap_or(0),
+            kind: cell(r, 6),
+            query: cell(r, 7),
+            relation: cell(r, 8),
+            xact_start: cell(r, 9),
+            vxid: cell(r, 10),
+            visible: cell(r, 11) == "true",
+        })
+        .collect();
+    first_seen.retain(|vxid, _| holders.iter().any(|h| !h.visible && h.vxid == *vxid));
+    let budget = Duration::from_millis(budget_ms);
+    let mut long = None;
+    for mut h in holders {
+        let is_long = if h.visible {
+            h.idle_in_transaction() || h.for_ms > budget_ms
+        } else {
+            let since = *first_seen.entry(h.vxid.clone()).or_insert(now);
+            h.for_ms = (now - since).as_millis() as u64;
+            now - since >= budget
+        };
+        if is_long && long.is_none() {
+            long = Some(h);
+        }
+    }
+    Ok(long)
 }
 
 /// `holder` as it is now, if it is still in the same transaction and not waiting

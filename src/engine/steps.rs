@@ -104,6 +104,7 @@ pub async fn run<C: Conn>(
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut fill = Fill::default();
+    let mut first_seen = blockers::FirstSeen::new();
     loop {
         if conn.cancelled() {
             return Err(Failure::Ours(canceled()));
@@ -113,7 +114,8 @@ pub async fn run<C: Conn>(
                 let mut tables = vec![table];
                 tables.extend(step.also.iter().map(String::as_str).filter(|t| *t != table));
                 let in_tx = mode == Mode::InTransaction;
-                wait_out_long_holders(conn, step, cx, &tables, &backoff, in_tx).await?;
+                wait_out_long_holders(conn, step, cx, &tables, &backoff, in_tx, &mut first_seen)
+                    .await?;
             }
         }
         let outcome = match (&step.kind, mode) {
@@ -329,6 +331,7 @@ async fn wait_out_long_holders<C: Conn>(
     tables: &[&str],
     backoff: &Backoff,
     in_tx: bool,
+    first_seen: &mut blockers::FirstSeen,
 ) -> Result<(), Failure> {
     let budget = cx.ddl.stall_budget_ms;
     let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
@@ -341,7 +344,7 @@ async fn wait_out_long_holders<C: Conn>(
     loop {
         blockers::fresh_look(conn, in_tx).await?;
         let seen = match known.take() {
-            Some(h) if checked.elapsed() < blockers::RECHECK => {
+            Some(h) if h.visible && checked.elapsed() < blockers::RECHECK => {
                 blockers::same_transaction(conn, &h).await?
             }
             _ => None,
@@ -350,7 +353,7 @@ async fn wait_out_long_holders<C: Conn>(
             Some(h) => h,
             None => {
                 checked = Instant::now();
-                match blockers::long_holder(conn, tables, step.lock, budget).await? {
+                match blockers::long_holder(conn, tables, step.lock, budget, first_seen).await? {
                     Some(h) => h,
                     None => return Ok(()),
                 }
@@ -435,8 +438,11 @@ async fn wait_out_long_holders<C: Conn>(
             return Err(Failure::Ours(err));
         }
         // A signalled session lets go as it stops: look again in full, shortly.
+        // One this role cannot see into is only ever looked at in pg_locks: less often.
         let pause = if sent {
             blockers::POLL / 5
+        } else if !holder.visible {
+            blockers::POLL * 5
         } else {
             blockers::POLL
         };
