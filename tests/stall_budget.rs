@@ -360,23 +360,35 @@ async fn a_long_transaction_on_the_referenced_table_is_waited_out() {
     .await;
 }
 
-/// Inside the client's transaction (a migration tool's BEGIN … COMMIT): an idle
-/// blocker is ended once idle long enough, and where the client's role may not end
-/// it, the refusal does not abort the client's transaction: pgshift waits instead.
-#[tokio::test]
-async fn end_idle_inside_a_transaction_and_when_refused() {
-    let db = fresh_db("sb_end_idle_tx");
+/// A fresh database with the items table owned by a new role that is not a
+/// superuser, plus `grant` (with `{weak}` for the role): (database, direct
+/// connection string, superuser client, role).
+async fn with_owner_role(
+    name: &str,
+    grant: &str,
+) -> (String, String, tokio_postgres::Client, String) {
+    let db = fresh_db(name);
     let direct = common::scenario::direct(&db);
     let admin = connect(&direct).await;
     admin.batch_execute(TABLE).await.unwrap();
     let weak = format!("{db}_weak");
     admin
         .batch_execute(&format!(
-            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; GRANT CREATE ON SCHEMA public TO {weak}; \
-             GRANT pg_read_all_stats TO {weak}"
+            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; GRANT CREATE ON SCHEMA public TO {weak}; {}",
+            grant.replace("{weak}", &weak)
         ))
         .await
         .unwrap();
+    (db, direct, admin, weak)
+}
+
+/// Inside the client's transaction (a migration tool's BEGIN … COMMIT): an idle
+/// blocker is ended once idle long enough, and where the client's role may not end
+/// it, the refusal does not abort the client's transaction: pgshift waits instead.
+#[tokio::test]
+async fn end_idle_inside_a_transaction_and_when_refused() {
+    let (db, direct, admin, weak) =
+        with_owner_role("sb_end_idle_tx", "GRANT pg_read_all_stats TO {weak}").await;
     let proxy = Proxy::start_with(|c| {
         c.ddl.stall_budget_ms = BUDGET_MS;
         c.ddl.blockers = pgshift::config::Blockers::EndIdle;
@@ -437,17 +449,7 @@ async fn end_idle_inside_a_transaction_and_when_refused() {
 /// stop instead of repeating until the blocker ends.
 #[tokio::test]
 async fn a_blocker_the_role_cannot_see_into_is_waited_out_too() {
-    let db = fresh_db("sb_invisible");
-    let direct = common::scenario::direct(&db);
-    let admin = connect(&direct).await;
-    admin.batch_execute(TABLE).await.unwrap();
-    let weak = format!("{db}_weak");
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; GRANT CREATE ON SCHEMA public TO {weak}"
-        ))
-        .await
-        .unwrap();
+    let (db, direct, _admin, weak) = with_owner_role("sb_invisible", "").await;
     let proxy = Proxy::start_with(|c| {
         c.ddl.stall_budget_ms = BUDGET_MS;
         c.ddl.retry_initial_ms = 50;

@@ -33,16 +33,7 @@ impl IndexNaming {
     /// The candidates Postgres tries in order: `label`, then `label1`, `label2`…
     pub fn candidates(&self, n: usize) -> Vec<String> {
         let name2 = (!self.addition.is_empty()).then_some(self.addition.as_str());
-        (0..n)
-            .map(|i| {
-                let label = if i == 0 {
-                    self.label.clone()
-                } else {
-                    format!("{}{i}", self.label)
-                };
-                make_object_name(&self.table, name2, &label)
-            })
-            .collect()
+        numbered(&self.table, name2, &self.label, n)
     }
 }
 
@@ -82,16 +73,7 @@ impl ConstraintNaming {
 
     /// The candidates Postgres tries in order.
     pub fn candidates(&self, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| {
-                let label = if i == 0 {
-                    self.label.clone()
-                } else {
-                    format!("{}{i}", self.label)
-                };
-                make_object_name(&self.name1, self.name2.as_deref(), &label)
-            })
-            .collect()
+        numbered(&self.name1, self.name2.as_deref(), &self.label, n)
     }
 }
 
@@ -234,6 +216,16 @@ fn addition(names: &[String]) -> String {
         }
     }
     buf
+}
+
+/// The first `n` names Postgres tries: `label`, then `label1`, `label2`…
+fn numbered(name1: &str, name2: Option<&str>, label: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i {
+            0 => make_object_name(name1, name2, label),
+            _ => make_object_name(name1, name2, &format!("{label}{i}")),
+        })
+        .collect()
 }
 
 /// `makeObjectName`: `name1[_name2][_label]`, the longer name cut first so the
