@@ -1,7 +1,8 @@
 //! pgshift: a PostgreSQL wire-protocol proxy that makes schema changes safe.
 //!
 //! The hot wing moves bytes: `wire` (sans-IO framing), `net` (transports, TLS),
-//! `session` (handshake, auth relay, pump), `server` (listener, drain, reload),
+//! `session` (handshake, auth relay, pump), `context` (settings and shared state),
+//! `server` (listener, drain, reload),
 //! `workers` (session threads).
 //! The slow wing thinks about SQL: `sql`. `cluster` runs throwaway Postgres
 //! clusters for the demo and the tests.
@@ -9,6 +10,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod logging;
 pub mod net;

@@ -1,67 +1,21 @@
 //! The listener: accepts clients, hands each to a session task, reloads settings,
 //! and drains on shutdown (stop accepting, wait, then FATAL 57P01 the rest).
 
-use crate::config::{Config, UpstreamAddr};
-use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
-use crate::session::{self, cancel::CancelMap, info::Sessions, terminate::Terminate};
-use crate::stats::Stats;
+use crate::config::Config;
+use crate::context::{Settings, Shared};
+use crate::net::tls::TlsError;
+use crate::session;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Settings derived from a validated config: swapped whole on reload.
-pub struct Settings {
-    pub config: Config,
-    pub client_tls: Option<ClientTls>,
-    pub upstream: UpstreamAddr,
-    pub upstream_tls: UpstreamTls,
-}
-
-impl Settings {
-    pub fn build(config: Config) -> Result<Settings, TlsError> {
-        let client_tls = match config.tls_files() {
-            Some((cert, key)) => Some(tls::client_tls(&cert, &key)?),
-            None => None,
-        };
-        let upstream = config.upstream_addr();
-        let host = match &upstream {
-            UpstreamAddr::Tcp { host, .. } => host.clone(),
-            UpstreamAddr::Unix { .. } => "localhost".into(),
-        };
-        let upstream_tls = tls::upstream_tls(&config, &host)?;
-        Ok(Settings {
-            config,
-            client_tls,
-            upstream,
-            upstream_tls,
-        })
-    }
-}
-
 /// Longest wait for sessions to end once terminate has fired.
 const TERMINATE_WAIT: Duration = Duration::from_secs(10);
-
-/// State every session shares.
-pub struct Shared {
-    pub settings: Arc<ArcSwap<Settings>>,
-    /// The DDL engine's bookkeeping: journal writers, service connections, scans.
-    pub engine: crate::engine::Engine,
-    pub cancel: CancelMap,
-    pub stats: Stats,
-    pub sessions: Sessions,
-    /// Fired to stop accepting.
-    pub shutdown: CancellationToken,
-    /// Fired when the drain time is over: sessions end with FATAL 57P01.
-    pub terminate: Terminate,
-    next_id: AtomicU64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -98,16 +52,7 @@ impl Server {
         let workers =
             Workers::start(settings.config.server.workers).map_err(StartError::Workers)?;
         let settings = Arc::new(ArcSwap::from_pointee(settings));
-        let shared = Arc::new(Shared {
-            engine: crate::engine::Engine::start(settings.clone()),
-            settings,
-            cancel: CancelMap::default(),
-            stats: Stats::default(),
-            sessions: Sessions::default(),
-            shutdown: CancellationToken::new(),
-            terminate: Terminate::default(),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(settings));
         Ok(Server {
             listener,
             workers,
@@ -138,7 +83,7 @@ impl Server {
             match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    let id = shared.next_id.fetch_add(1, Relaxed);
+                    let id = shared.next_id();
                     let (shared, token) = (shared.clone(), tracker.token());
                     // `token` keeps the drain waiting for the session.
                     self.workers.spawn(tcp, move |tcp| async move {

@@ -6,7 +6,7 @@
 use super::journal::Entry;
 use super::schema;
 use super::service::{self, ServiceError};
-use crate::server::Settings;
+use crate::context::Settings;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

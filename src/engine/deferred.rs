@@ -283,7 +283,7 @@ where
 
 /// Marks interrupted rows in `database` (a proxy or connection died after the
 /// COMMIT), bounded in time.
-pub async fn scan(book: &Book, settings: &crate::server::Settings, rt: &tokio::runtime::Handle) {
+pub async fn scan(book: &Book, settings: &crate::context::Settings, rt: &tokio::runtime::Handle) {
     let limit = Duration::from_secs(20);
     let _ = tokio::time::timeout(limit, book.recheck(settings)).await;
     match tokio::time::timeout(limit, book.mark_interrupted(settings, rt)).await {

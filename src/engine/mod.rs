@@ -31,7 +31,7 @@ pub use deferred::Pending;
 pub use journal::{Entry, Journal};
 pub use script::handle;
 
-use crate::server::Settings;
+use crate::context::Settings;
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

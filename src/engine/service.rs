@@ -5,7 +5,7 @@
 //! pinned in the startup packet, which beats `ALTER DATABASE/ROLE … SET`, every name
 //! is schema-qualified, and every statement runs under a statement and lock timeout.
 
-use crate::server::Settings;
+use crate::context::Settings;
 use std::time::Duration;
 use tokio_postgres::Client;
 

@@ -10,9 +10,9 @@
 use super::outbox::{Outbox, Writer};
 use super::pump::{Direction, PumpEnd};
 use super::Established;
+use crate::context::{Settings, Shared};
 use crate::engine::conn::InBand;
 use crate::engine::{self, CancelSignal};
-use crate::server::{Settings, Shared};
 use crate::wire::backend;
 use crate::wire::frame::header;
 use bytes::BytesMut;

@@ -14,10 +14,10 @@ pub mod pump;
 mod refusal;
 pub mod terminate;
 
+use crate::context::{Settings, Shared};
 use crate::engine::{CancelSignal, Pending};
 use crate::net::stream::{ClientStream, ServerStream};
 use crate::net::upstream::{self, Connected};
-use crate::server::{Settings, Shared};
 use crate::stats::{ActiveGuard, Stats};
 use crate::wire::backend::PgError;
 use crate::wire::scanner::Flow;

@@ -4,8 +4,8 @@
 //! until the server closes. Nothing here frames it: Postgres answers a pre-3.0
 //! packet in the old protocol's format, which has no length words.
 
+use crate::context::{Settings, Shared};
 use crate::net::stream::ClientStream;
-use crate::server::{Settings, Shared};
 use crate::wire::backend::PgError;
 use crate::wire::startup;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

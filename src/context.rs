@@ -1,0 +1,79 @@
+//! What the listener, the sessions and the DDL engine share: the settings derived
+//! from the config (swapped whole on reload) and the state every session sees.
+//! Its own module, so that `session` and `engine` depend on it and not on the
+//! listener (`server`), which depends on them.
+
+use crate::config::{Config, UpstreamAddr};
+use crate::net::tls::{self, ClientTls, TlsError, UpstreamTls};
+use crate::session::{cancel::CancelMap, info::Sessions, terminate::Terminate};
+use crate::stats::Stats;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Settings derived from a validated config: swapped whole on reload.
+pub struct Settings {
+    pub config: Config,
+    pub client_tls: Option<ClientTls>,
+    pub upstream: UpstreamAddr,
+    pub upstream_tls: UpstreamTls,
+}
+
+impl Settings {
+    pub fn build(config: Config) -> Result<Settings, TlsError> {
+        let client_tls = match config.tls_files() {
+            Some((cert, key)) => Some(tls::client_tls(&cert, &key)?),
+            None => None,
+        };
+        let upstream = config.upstream_addr();
+        let host = match &upstream {
+            UpstreamAddr::Tcp { host, .. } => host.clone(),
+            UpstreamAddr::Unix { .. } => "localhost".into(),
+        };
+        let upstream_tls = tls::upstream_tls(&config, &host)?;
+        Ok(Settings {
+            config,
+            client_tls,
+            upstream,
+            upstream_tls,
+        })
+    }
+}
+
+/// State every session shares.
+pub struct Shared {
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// The DDL engine's bookkeeping: journal writers, service connections, scans.
+    pub engine: crate::engine::Engine,
+    pub cancel: CancelMap,
+    pub stats: Stats,
+    pub sessions: Sessions,
+    /// Fired to stop accepting.
+    pub shutdown: CancellationToken,
+    /// Fired when the drain time is over: sessions end with FATAL 57P01.
+    pub terminate: Terminate,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state of a server starting with `settings`; starts the DDL
+    /// engine's background work.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Shared {
+        Shared {
+            engine: crate::engine::Engine::start(settings.clone()),
+            settings,
+            cancel: CancelMap::default(),
+            stats: Stats::default(),
+            sessions: Sessions::default(),
+            shutdown: CancellationToken::new(),
+            terminate: Terminate::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A new session's id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+}
