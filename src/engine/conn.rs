@@ -3,6 +3,7 @@
 //! pgshift's service connections run only bookkeeping (`service`, `book`).
 
 use super::cancel::CancelSignal;
+use crate::wire::backend::TxStatus;
 use crate::wire::backend::{self, error_fields};
 use crate::wire::frame::{header, HEADER_LEN};
 use bytes::{Buf, BytesMut};
@@ -278,8 +279,8 @@ pub struct InBand<'a, C, S> {
     /// A write to the client failed: it is gone. The work on the server goes on
     /// (deferred steps must still run); what it would have sent is dropped.
     client_gone: bool,
-    /// Status byte of the last ReadyForQuery.
-    pub status: u8,
+    /// The status of the last ReadyForQuery.
+    pub status: TxStatus,
     /// How server messages reach the client, for the next queries.
     pub relay: Relay,
     /// The session's cancel requests, and how many there were when the client's
@@ -301,7 +302,7 @@ where
         client: &'a mut C,
         server: &'a mut S,
         unread: BytesMut,
-        status: u8,
+        status: TxStatus,
         cancel: Option<&'a CancelSignal>,
     ) -> Self {
         InBand {
@@ -448,7 +449,7 @@ where
             let body = &frame[HEADER_LEN.min(frame.len())..];
             match tag {
                 b'Z' => {
-                    self.status = body.first().copied().unwrap_or(b'I');
+                    self.status = TxStatus::of_body(body);
                     if self.to_client.len() > FLUSH_ABOVE {
                         self.write_queued().await?;
                     }

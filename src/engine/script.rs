@@ -14,6 +14,7 @@ use crate::config::{InTransaction, UnparsedPolicy};
 use crate::sql::analysis::{analyze_shared, Statement, TxControl, Unparsed, Verdict};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
+use crate::wire::backend::TxStatus;
 use crate::wire::backend::{self, PgError};
 use bytes::BytesMut;
 use std::io;
@@ -153,7 +154,7 @@ where
         Verdict::Unparsed(why) => return unparsed(io, cx, prefix, &why).await,
     };
     // Failed transactions are the server's to report too.
-    if io.status == b'E' || analysis.statements.is_empty() {
+    if io.status == TxStatus::Failed || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
     }
     let exclusive: Vec<&String> = analysis
@@ -203,7 +204,7 @@ where
         }
     }
     let mut actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
-    let in_tx = io.status != b'I';
+    let in_tx = io.status != TxStatus::Idle;
     let followers = in_tx && analysis.statements.iter().any(|s| follows(s, pending));
     if actions.iter().all(|a| matches!(a, Action::Pass)) && !followers {
         return Ok(Outcome::Forward);
@@ -251,7 +252,7 @@ where
         original: "",
     };
     let wrap = analysis.statements.len() > 1
-        && io.status == b'I'
+        && io.status == TxStatus::Idle
         && analysis.statements.iter().all(|s| s.tx.is_none());
     if wrap {
         io.relay = Relay::Quiet;
@@ -260,7 +261,7 @@ where
     let mut failed = false;
     for (stmt, action) in analysis.statements.iter().zip(&actions) {
         let result = match action {
-            Action::Pass if io.status != b'I' && follows(stmt, pending) => {
+            Action::Pass if io.status != TxStatus::Idle && follows(stmt, pending) => {
                 follow(io, cx, pending, stmt).await
             }
             Action::Pass => {
@@ -344,7 +345,7 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    if client_tx && io.status == b'T' {
+    if client_tx && io.status == TxStatus::InTransaction {
         io.query("DO $$BEGIN RAISE EXCEPTION 'pgshift: statement failed'; END$$")
             .await?;
     }
@@ -365,7 +366,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let ddl = &cx.settings.config.ddl;
-    let mut forward = ddl.unparsed == UnparsedPolicy::Forward || io.status == b'E';
+    let mut forward = ddl.unparsed == UnparsedPolicy::Forward || io.status == TxStatus::Failed;
     if !forward && ddl.allow_bypass {
         let bypass = io
             .query("SELECT pg_catalog.current_setting('pgshift.bypass', true)")
@@ -455,7 +456,7 @@ where
         };
         io.send_client(&notice.to_bytes());
     }
-    let in_tx = io.status != b'I';
+    let in_tx = io.status != TxStatus::Idle;
     let n = plan.steps.len();
     let split = if in_tx {
         plan.steps

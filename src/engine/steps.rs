@@ -10,7 +10,7 @@ use super::retry::Backoff;
 use crate::config::{Blockers, Ddl};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Step, StepKind};
-use crate::wire::backend::PgError;
+use crate::wire::backend::{PgError, TxStatus};
 use serde::Serialize;
 use std::io;
 use std::time::Instant;
@@ -27,8 +27,8 @@ pub enum Mode {
 
 impl Mode {
     /// Where the client's session is, from its transaction status byte.
-    pub fn of(status: u8) -> Mode {
-        if status == b'I' {
+    pub fn of(status: TxStatus) -> Mode {
+        if status == TxStatus::Idle {
             Mode::Autocommit
         } else {
             Mode::InTransaction

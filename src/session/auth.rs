@@ -8,6 +8,7 @@ use super::cancel::{CancelKey, CancelMap};
 use super::io::{read_frame, ReadError};
 use crate::config::UpstreamAddr;
 use crate::net::stream::{ClientStream, ServerStream};
+use crate::wire::backend::TxStatus;
 use crate::wire::backend::{self, PgError, AUTH_OK, AUTH_SASL, AUTH_SASL_FINAL, SCRAM_PLUS};
 use crate::wire::startup::Startup;
 use bytes::BytesMut;
@@ -40,7 +41,7 @@ pub struct Ready {
     pub client_leftover: BytesMut,
     pub server_leftover: BytesMut,
     pub key: Option<CancelKey>,
-    pub tx_status: u8,
+    pub tx_status: TxStatus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +132,7 @@ pub async fn relay(
                     client_leftover: client_buf,
                     server_leftover: server_buf,
                     key,
-                    tx_status: frame.get(5).copied().unwrap_or(b'I'),
+                    tx_status: TxStatus::of_body(frame.get(5..).unwrap_or_default()),
                 });
             }
             _ => out.extend_from_slice(&frame),

@@ -14,6 +14,7 @@ use crate::context::{Settings, Shared};
 use crate::engine::conn::InBand;
 use crate::engine::{self, CancelSignal};
 use crate::wire::backend;
+use crate::wire::backend::TxStatus;
 use crate::wire::frame::header;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -38,7 +39,7 @@ pub(super) async fn run_deferred(
     let outbox = Outbox::default();
     let mut writer = Writer(&outbox);
     let unread = s.down.take_unforwarded();
-    let mut io = InBand::new(&mut writer, &mut s.server, unread, b'I', None);
+    let mut io = InBand::new(&mut writer, &mut s.server, unread, TxStatus::Idle, None);
     s.signal.set_own_work(true);
     let mut waiting = Waiting::new(&s.signal, s.up.scanner.held);
     let mut watch = shared.terminate.watch();
@@ -65,7 +66,7 @@ pub(super) async fn run_deferred(
     }
     waiting.pass_on(outbox.take_frames(), &mut s.client).await;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
-    s.down.scanner.tx_status = status;
+    s.down.scanner.tx_status = Some(status);
     if waiting.client_gone {
         return Err(PumpEnd::ClientClosed);
     }
@@ -150,7 +151,7 @@ impl<'a> Waiting<'a> {
             };
             let mut out = BytesMut::new();
             crate::engine::steps::canceled().encode(&mut out);
-            backend::ready_for_query(&mut out, b'I');
+            backend::ready_for_query(&mut out, TxStatus::Idle);
             self.pass_on(out, client).await;
             tracing::info!("cancel request answered a statement waiting for deferred work");
             up.drop_front(len);
@@ -209,7 +210,7 @@ pub(super) async fn finish_after_client_left(
         ),
     )
     .await;
-    if !matches!(quiet, Ok(Ok(()))) || s.down.scanner.tx_status != b'I' {
+    if !matches!(quiet, Ok(Ok(()))) || s.down.scanner.tx_status != Some(TxStatus::Idle) {
         // Mid-transaction: the server rolls it back when the connection closes.
         return;
     }

@@ -1,6 +1,7 @@
 //! What the proxy knows about each live session, for the admin console's
 //! SHOW CLIENTS and for the DDL engine (transaction status decides what may run).
 
+use crate::wire::backend::TxStatus;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -31,8 +32,9 @@ pub struct SessionSnapshot {
 }
 
 impl SessionInfo {
-    pub fn set_tx_status(&self, status: u8) {
-        if status != 0 && self.tx_status.load(Relaxed) != status {
+    pub fn set_tx_status(&self, status: TxStatus) {
+        let status = status.byte();
+        if self.tx_status.load(Relaxed) != status {
             self.tx_status.store(status, Relaxed);
         }
     }
@@ -70,7 +72,7 @@ impl Sessions {
             database: database.to_string(),
             tls,
             connected_at: SystemTime::now(),
-            tx_status: AtomicU8::new(b'I'),
+            tx_status: AtomicU8::new(TxStatus::Idle.byte()),
         });
         self.0.insert(id, info.clone());
         Registered {

@@ -10,6 +10,7 @@ use super::Established;
 use crate::context::{Settings, Shared};
 use crate::engine::conn::InBand;
 use crate::engine::{self, Batch, Outcome};
+use crate::wire::backend::TxStatus;
 use crate::wire::frame::HEADER_LEN;
 use std::task::Poll;
 use std::time::Duration;
@@ -58,7 +59,7 @@ async fn turn(
             return Ok(());
         }
     }
-    if !s.pending.is_empty() && s.down.scanner.tx_status == b'I' {
+    if !s.pending.is_empty() && s.down.scanner.tx_status == Some(TxStatus::Idle) {
         // The transaction that deferred work has ended (a COMMIT the engine did
         // not see: extended protocol, a prepared statement): run it now, before
         // anything the client sends next.
@@ -93,7 +94,7 @@ async fn turn(
         return Ok(());
     };
     let unread = s.down.take_unforwarded();
-    let status = s.down.scanner.tx_status;
+    let status = s.down.scanner.tx_status.unwrap_or_default();
     let info = &s.registered.info;
     let cx = super::session_cx(info, shared, settings);
     let mut io = InBand::new(
@@ -126,9 +127,9 @@ async fn turn(
         Outcome::Forward => s.up.release_held(),
         Outcome::Handled => {
             s.up.drop_front(len);
-            s.down.scanner.tx_status = status;
+            s.down.scanner.tx_status = Some(status);
             info.set_tx_status(status);
-            if !s.pending.is_empty() && status == b'I' {
+            if !s.pending.is_empty() && status == TxStatus::Idle {
                 // The client's COMMIT just went through the engine: the client has
                 // its answer, and its next statement waits for the deferred work.
                 hold::run_deferred(s, shared, settings).await?;

@@ -174,7 +174,7 @@ async fn establish<'a>(
         refuse(&mut client, err).await;
         return None;
     };
-    down.scanner.tx_status = ready.tx_status;
+    down.scanner.tx_status = Some(ready.tx_status);
     let mut up = up;
     up.scanner.intercept = settings.config.ddl.enabled;
     Some(Established {

@@ -6,6 +6,7 @@
 use super::info::SessionInfo;
 use super::terminate::Terminate;
 use crate::stats::Stats;
+use crate::wire::backend::TxStatus;
 use crate::wire::frame::FrameError;
 use crate::wire::scanner::{Counts, Flow, Scanner};
 use bytes::{Buf, BytesMut};
@@ -267,7 +268,9 @@ where
                 .then_some(PumpEnd::Terminated)
         });
         report(up, down, stats);
-        info.set_tx_status(down.scanner.tx_status);
+        if let Some(status) = down.scanner.tx_status {
+            info.set_tx_status(status);
+        }
         match end {
             Some(end) => Poll::Ready(end),
             None => Poll::Pending,
@@ -279,7 +282,7 @@ where
 /// True when the server has answered every turn the client started, both streams
 /// stand between frames, and the session is outside a transaction block.
 pub fn idle(up: &Direction, down: &Direction) -> bool {
-    down.scanner.tx_status == b'I'
+    down.scanner.tx_status == Some(TxStatus::Idle)
         && down.scanner.turns >= up.scanner.turns
         && !up.scanner.in_batch
         && up.at_boundary()

@@ -212,9 +212,49 @@ pub fn command_complete(out: &mut BytesMut, tag: &str) {
     });
 }
 
+/// A session's transaction status, as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxStatus {
+    /// `I`: not in a transaction block.
+    #[default]
+    Idle,
+    /// `T`: in a transaction block.
+    InTransaction,
+    /// `E`: in a failed transaction block (queries are refused until it ends).
+    Failed,
+}
+
+impl TxStatus {
+    /// The status in a ReadyForQuery body's first byte; None for anything else.
+    pub fn from_byte(b: u8) -> Option<TxStatus> {
+        match b {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InTransaction),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    /// The status of a ReadyForQuery frame's `body`; Idle when it is malformed.
+    pub fn of_body(body: &[u8]) -> TxStatus {
+        body.first()
+            .copied()
+            .and_then(TxStatus::from_byte)
+            .unwrap_or_default()
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
 /// Appends a ReadyForQuery frame.
-pub fn ready_for_query(out: &mut BytesMut, status: u8) {
-    write_frame(out, b'Z', |b| b.extend_from_slice(&[status]));
+pub fn ready_for_query(out: &mut BytesMut, status: TxStatus) {
+    write_frame(out, b'Z', |b| b.extend_from_slice(&[status.byte()]));
 }
 
 /// Appends a simple Query frame (a frontend message, built by the DDL engine).

@@ -3,6 +3,7 @@
 //! few small frames are held whole and looked at: Query and Parse from the client
 //! (for the SQL sniff), ReadyForQuery from the server (transaction status).
 
+use super::backend::TxStatus;
 use super::frame::{header, refused_header, FrameError, HEADER_LEN};
 use bytes::BytesMut;
 
@@ -45,8 +46,8 @@ pub struct Scanner {
     body_left: usize,
     /// Tag of the last frame whose header was seen.
     pub last_tag: u8,
-    /// Status byte of the last ReadyForQuery ('I', 'T' or 'E'); 0 before the first.
-    pub tx_status: u8,
+    /// The status of the last ReadyForQuery; None before the first.
+    pub tx_status: Option<TxStatus>,
     pub counts: Counts,
     /// Client side: stop at a Query that may be DDL, for the DDL engine.
     pub intercept: bool,
@@ -78,7 +79,7 @@ impl Scanner {
             limit,
             body_left: 0,
             last_tag: 0,
-            tx_status: 0,
+            tx_status: None,
             counts: Counts::default(),
             intercept: false,
             intercept_all: false,
@@ -195,7 +196,7 @@ impl Scanner {
     fn inspect(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
             b'Z' => {
-                self.tx_status = body.first().copied().unwrap_or(0);
+                self.tx_status = body.first().copied().and_then(TxStatus::from_byte);
                 false
             }
             b'Q' => {
@@ -294,11 +295,11 @@ mod tests {
             buf.extend_from_slice(&bytes[cut..]);
             let ready = s2.scan(&mut buf, ready).unwrap();
             assert_eq!(ready, bytes.len(), "cut at {cut}");
-            assert_eq!(s2.tx_status, b'T');
+            assert_eq!(s2.tx_status, Some(TxStatus::InTransaction));
         }
         let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
         assert_eq!(s.scan(&mut buf, 0).unwrap(), 105);
-        assert_eq!(s.tx_status, 0);
+        assert_eq!(s.tx_status, None);
     }
 
     #[test]
