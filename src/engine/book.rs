@@ -301,7 +301,7 @@ impl Book {
                 &entry.statement,
                 &entry.rule,
                 &entry.policy,
-                &entry.outcome,
+                &entry.outcome.name(),
                 &steps,
                 &entry.error,
                 &(entry.duration_ms as i64),

@@ -12,6 +12,7 @@
 
 use super::book::{Book, RowState};
 use super::conn::{Conn, InBand};
+use super::journal::Outcome;
 use super::steps::{self, Mode, StepContext};
 use super::{Entry, SessionCx};
 use crate::sql::ident::{self, literal};
@@ -270,9 +271,9 @@ where
         rule: d.rule,
         policy: "rewrite".into(),
         outcome: if error.is_some() {
-            "failed"
+            Outcome::Failed
         } else {
-            "completed"
+            Outcome::Completed
         },
         steps: reports,
         error,

@@ -17,6 +17,40 @@ use tokio::sync::mpsc;
 /// Entries waiting per database.
 const QUEUE: usize = 256;
 
+/// What became of a statement pgshift handled: the journal's `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// pgshift ran its safe form.
+    Rewritten,
+    /// The statement ran as written, with a NOTICE (policy `warn`).
+    Warned,
+    /// Nothing to do: IF NOT EXISTS on a name that is taken.
+    Skipped,
+    /// Part of it waits for the client's COMMIT.
+    Deferred,
+    /// Deferred work that ran to its end.
+    Completed,
+    /// Judged harmless (a small table) and run as written.
+    AsWritten,
+    Failed,
+}
+
+impl Outcome {
+    /// As the journal table and the log spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Rewritten => "rewritten",
+            Outcome::Warned => "warned",
+            Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
+            Outcome::Completed => "completed",
+            Outcome::AsWritten => "as-written",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub database: String,
@@ -25,8 +59,7 @@ pub struct Entry {
     pub statement: String,
     pub rule: String,
     pub policy: String,
-    /// rewritten | warned | rejected | deferred | failed | completed
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub steps: Vec<StepReport>,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -60,7 +93,7 @@ impl Journal {
             user = %entry.user,
             rule = %entry.rule,
             policy = %entry.policy,
-            outcome = entry.outcome,
+            outcome = entry.outcome.name(),
             steps = entry.steps.len(),
             duration_ms = entry.duration_ms,
             error = entry.error.as_deref().unwrap_or(""),

@@ -5,10 +5,10 @@
 
 use super::conn::{Conn, InBand, Relay};
 use super::deferred::{Deferral, Pending, REPLAYED};
-use super::precheck;
 use super::reply::{in_transaction_refusal, notice, rejection, send_failure, unparsed_refusal};
 use super::risk::{self, Risk};
 use super::steps::{self, Failure, Mode, StepContext, StepReport};
+use super::{journal, precheck};
 use super::{Entry, Outcome, SessionCx};
 use crate::config::{InTransaction, UnparsedPolicy};
 use crate::sql::analysis::{analyze_shared, Statement, TxControl, Unparsed, Verdict};
@@ -470,9 +470,9 @@ where
     let mut reports: Vec<StepReport> = Vec::new();
     let mut skipped: Option<PgError> = None;
     let mut outcome = if policy == Policy::Warn {
-        "warned"
+        journal::Outcome::Warned
     } else {
-        "rewritten"
+        journal::Outcome::Rewritten
     };
     let result: Result<(), Failure> = async {
         if split < n && cx.settings.config.ddl.in_transaction == InTransaction::Reject {
@@ -483,7 +483,7 @@ where
                 precheck::run(io, check, step_cx.original).await?
             {
                 skipped = Some(notice);
-                outcome = "skipped";
+                outcome = journal::Outcome::Skipped;
                 return Ok(());
             }
         }
@@ -502,14 +502,18 @@ where
         if split < n {
             let (rule, table) = (finding.rule, finding.table.as_ref());
             defer(io, cx, pending, stmt, rule, table, &plan.steps[split..]).await?;
-            outcome = "deferred";
+            outcome = journal::Outcome::Deferred;
         }
         Ok(())
     }
     .await;
     let error = result.as_ref().err().map(super::failure_text);
     cx.engine.journal.record(Entry {
-        outcome: if error.is_some() { "failed" } else { outcome },
+        outcome: if error.is_some() {
+            journal::Outcome::Failed
+        } else {
+            outcome
+        },
         steps: reports,
         error,
         ..entry(cx, stmt, finding.rule, policy.name(), started)
@@ -524,7 +528,7 @@ where
         return Ok(());
     }
     let message = match (outcome, policy) {
-        ("deferred", _) => format!(
+        (journal::Outcome::Deferred, _) => format!(
             "pgshift: {} runs in your transaction; the rest runs after COMMIT (nothing if you roll back): {}",
             if split == 0 { "nothing".to_string() } else { format!("{split} of {n} steps") },
             plan.summary
@@ -598,9 +602,9 @@ where
     let error = result.as_ref().err().map(super::failure_text);
     cx.engine.journal.record(Entry {
         outcome: if error.is_some() {
-            "failed"
+            journal::Outcome::Failed
         } else {
-            "as-written"
+            journal::Outcome::AsWritten
         },
         steps: result.iter().cloned().collect(),
         error,
@@ -628,7 +632,7 @@ fn entry(
         statement: stmt.sql.clone(),
         rule: rule.to_string(),
         policy: policy.to_string(),
-        outcome: "",
+        outcome: journal::Outcome::Rewritten,
         steps: Vec::new(),
         error: None,
         duration_ms: started.elapsed().as_millis() as u64,
