@@ -66,7 +66,7 @@ pub(super) async fn run_deferred(
     }
     waiting.pass_on(outbox.take_frames(), &mut s.client).await;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
-    s.down.scanner.tx_status = Some(status);
+    s.down.scanner.set_tx_status(status);
     if waiting.client_gone {
         return Err(PumpEnd::ClientClosed);
     }
@@ -210,7 +210,7 @@ pub(super) async fn finish_after_client_left(
         ),
     )
     .await;
-    if !matches!(quiet, Ok(Ok(()))) || s.down.scanner.tx_status != Some(TxStatus::Idle) {
+    if !matches!(quiet, Ok(Ok(()))) || s.down.scanner.tx_status() != Some(TxStatus::Idle) {
         // Mid-transaction: the server rolls it back when the connection closes.
         return;
     }

@@ -24,7 +24,7 @@ pub(super) async fn run(
     let result = turn(s, shared, settings).await;
     // Deferred work waits for its transaction's end: until then every message
     // that opens a turn is held.
-    s.up.scanner.intercept_all = !s.pending.is_empty();
+    s.up.scanner.hold_every_turn(!s.pending.is_empty());
     result?;
     s.up.rescan().map_err(PumpEnd::ClientProtocol)
 }
@@ -59,7 +59,7 @@ async fn turn(
             return Ok(());
         }
     }
-    if !s.pending.is_empty() && s.down.scanner.tx_status == Some(TxStatus::Idle) {
+    if !s.pending.is_empty() && s.down.scanner.tx_status() == Some(TxStatus::Idle) {
         // The transaction that deferred work has ended (a COMMIT the engine did
         // not see: extended protocol, a prepared statement): run it now, before
         // anything the client sends next.
@@ -94,7 +94,7 @@ async fn turn(
         return Ok(());
     };
     let unread = s.down.take_unforwarded();
-    let status = s.down.scanner.tx_status.unwrap_or_default();
+    let status = s.down.scanner.tx_status().unwrap_or_default();
     let info = &s.registered.info;
     let cx = super::session_cx(info, shared, settings);
     let mut io = InBand::new(
@@ -127,7 +127,7 @@ async fn turn(
         Outcome::Forward => s.up.release_held(),
         Outcome::Handled => {
             s.up.drop_front(len);
-            s.down.scanner.tx_status = Some(status);
+            s.down.scanner.set_tx_status(status);
             info.set_tx_status(status);
             if !s.pending.is_empty() && status == TxStatus::Idle {
                 // The client's COMMIT just went through the engine: the client has

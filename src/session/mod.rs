@@ -174,9 +174,9 @@ async fn establish<'a>(
         refuse(&mut client, err).await;
         return None;
     };
-    down.scanner.tx_status = Some(ready.tx_status);
+    down.scanner.set_tx_status(ready.tx_status);
     let mut up = up;
-    up.scanner.intercept = settings.config.ddl.enabled;
+    up.scanner.set_intercept(settings.config.ddl.enabled);
     Some(Established {
         client,
         server,

@@ -182,7 +182,7 @@ impl Direction {
     /// Takes the byte and message counts gathered since the last call.
     fn take_counts(&mut self) -> (u64, Counts) {
         let bytes = std::mem::take(&mut self.unreported);
-        (bytes, std::mem::take(&mut self.scanner.counts))
+        (bytes, self.scanner.take_counts())
     }
 }
 
@@ -260,7 +260,7 @@ where
         // Deferred work waits for its transaction's end: stop as soon as the
         // server has answered everything and is idle.
         let end = end.or_else(|| {
-            (up.scanner.intercept_all && idle(up, down)).then_some(PumpEnd::Intercepted)
+            (up.scanner.holds_every_turn() && idle(up, down)).then_some(PumpEnd::Intercepted)
         });
         let end = end.or_else(|| {
             let grace = grace.as_mut()?;
@@ -268,7 +268,7 @@ where
                 .then_some(PumpEnd::Terminated)
         });
         report(up, down, stats);
-        if let Some(status) = down.scanner.tx_status {
+        if let Some(status) = down.scanner.tx_status() {
             info.set_tx_status(status);
         }
         match end {
@@ -282,7 +282,7 @@ where
 /// True when the server has answered every turn the client started, both streams
 /// stand between frames, and the session is outside a transaction block.
 pub fn idle(up: &Direction, down: &Direction) -> bool {
-    down.scanner.tx_status == Some(TxStatus::Idle)
+    down.scanner.tx_status() == Some(TxStatus::Idle)
         && down.scanner.turns >= up.scanner.turns
         && !up.scanner.in_batch
         && up.at_boundary()

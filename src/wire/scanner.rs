@@ -47,13 +47,13 @@ pub struct Scanner {
     /// Tag of the last frame whose header was seen.
     pub last_tag: u8,
     /// The status of the last ReadyForQuery; None before the first.
-    pub tx_status: Option<TxStatus>,
-    pub counts: Counts,
+    tx_status: Option<TxStatus>,
+    counts: Counts,
     /// Client side: stop at a Query that may be DDL, for the DDL engine.
-    pub intercept: bool,
+    intercept: bool,
     /// With `intercept`: stop at every message that starts a turn (deferred DDL
     /// work waits for the transaction's end, and must run before anything after it).
-    pub intercept_all: bool,
+    intercept_all: bool,
     /// Client side: extended-protocol messages were forwarded since the last Sync.
     pub in_batch: bool,
     /// Client side: a Sync followed the last Execute (see `observe`).
@@ -73,6 +73,36 @@ pub struct Scanner {
 }
 
 impl Scanner {
+    /// The status of the last ReadyForQuery; None before the first.
+    pub fn tx_status(&self) -> Option<TxStatus> {
+        self.tx_status
+    }
+
+    /// Server side: the status the DDL engine's own exchange with the server left,
+    /// whose ReadyForQuery frames did not pass through this scanner.
+    pub fn set_tx_status(&mut self, status: TxStatus) {
+        self.tx_status = Some(status);
+    }
+
+    /// Client side: whether to stop at a Query that may be DDL.
+    pub fn set_intercept(&mut self, on: bool) {
+        self.intercept = on;
+    }
+
+    /// Client side: whether to stop at every message that starts a turn.
+    pub fn hold_every_turn(&mut self, on: bool) {
+        self.intercept_all = on;
+    }
+
+    pub fn holds_every_turn(&self) -> bool {
+        self.intercept_all
+    }
+
+    /// The counts since the last call.
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
+    }
+
     pub fn new(flow: Flow, limit: usize) -> Self {
         Scanner {
             flow,
