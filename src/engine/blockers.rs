@@ -256,6 +256,22 @@ pub enum Signal {
     EndIdle(u64),
 }
 
+impl Signal {
+    /// What pgshift may send `holder` under `ddl`, if anything.
+    pub fn for_holder(holder: &Holder, ddl: &Ddl) -> Option<Signal> {
+        if ddl.cancel_autovacuum && holder.yielding_autovacuum() {
+            Some(Signal::CancelAutovacuum)
+        } else if ddl.blockers == crate::config::Blockers::EndIdle
+            && holder.idle_in_transaction()
+            && holder.idle_ms >= ddl.blockers_idle_ms
+        {
+            Some(Signal::EndIdle(ddl.blockers_idle_ms))
+        } else {
+            None
+        }
+    }
+}
+
 /// Sends `signal` to `holder` if it still holds: the same transaction (its start
 /// time), and for EndIdle still idle in it long enough, for CancelAutovacuum still
 /// an autovacuum not for wraparound, all checked again in the statement that

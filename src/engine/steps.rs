@@ -360,19 +360,9 @@ async fn wait_out_long_holders<C: Conn>(
             }
         };
         let table = holder.relation.as_str();
-        let signal = if !signalled.contains(&holder.pid) {
-            if cx.ddl.cancel_autovacuum && holder.yielding_autovacuum() {
-                Some(blockers::Signal::CancelAutovacuum)
-            } else if cx.ddl.blockers == Blockers::EndIdle
-                && holder.idle_in_transaction()
-                && holder.idle_ms >= cx.ddl.blockers_idle_ms
-            {
-                Some(blockers::Signal::EndIdle(cx.ddl.blockers_idle_ms))
-            } else {
-                None
-            }
-        } else {
-            None
+        let signal = match signalled.contains(&holder.pid) {
+            true => None,
+            false => blockers::Signal::for_holder(&holder, cx.ddl),
         };
         let mut sent = false;
         if let Some(signal) = signal {

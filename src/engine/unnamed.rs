@@ -55,14 +55,7 @@ pub async fn name_constraints<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Res
             .into_iter()
             .filter(|c| !taken.contains(c))
             .collect();
-        let reply = conn
-            .query_params(FREE_CONSTRAINT, &[&n.table, &array_literal(&candidates)])
-            .await?;
-        let name = match reply.first_value() {
-            Some(name) if reply.error.is_none() => name.to_string(),
-            // The table went away: the step fails with Postgres' own error.
-            _ => candidates.first().cloned().unwrap_or_default(),
-        };
+        let name = first_free(conn, FREE_CONSTRAINT, &n.table, &candidates).await?;
         naming::give_constraint_name(plan, &n, &name);
         taken.push(name);
     }
@@ -71,14 +64,24 @@ pub async fn name_constraints<C: Conn>(conn: &mut C, plan: &mut Plan) -> io::Res
 
 /// The first of `n`'s candidates nothing in `table`'s schema uses.
 pub async fn pick<C: Conn>(conn: &mut C, table: &str, n: &IndexNaming) -> io::Result<String> {
-    let candidates = n.candidates(CANDIDATES);
+    first_free(conn, FREE, table, &n.candidates(CANDIDATES)).await
+}
+
+/// The first of `candidates` that `free` (FREE or FREE_CONSTRAINT) finds unused
+/// in `table`'s schema; the first candidate when the table went away (the step
+/// then fails with Postgres' own error).
+async fn first_free<C: Conn>(
+    conn: &mut C,
+    free: &str,
+    table: &str,
+    candidates: &[String],
+) -> io::Result<String> {
     let reply = conn
-        .query_params(FREE, &[table, &array_literal(&candidates)])
+        .query_params(free, &[table, &array_literal(candidates)])
         .await?;
     Ok(match reply.first_value() {
         Some(name) if reply.error.is_none() => name.to_string(),
-        // The table went away: the build fails with Postgres' own error.
-        _ => candidates[0].clone(),
+        _ => candidates.first().cloned().unwrap_or_default(),
     })
 }
 
