@@ -207,8 +207,9 @@ for t in pgshift-tcp pgshift-uds pgshift-noddl; do
   want "$t" || continue
   if [[ $PGSHIFT_OK == 0 ]]; then AVAIL[$t]=0; WHY[$t]=$PGSHIFT_WHY; log "$t: not available: $PGSHIFT_WHY"; continue; fi
   up=127.0.0.1:$PG_PORT; [[ $t == pgshift-uds ]] && up=$SOCKDIR:$PG_PORT
-  # pgshift-noddl: the DDL engine off (no sniff-triggered holds), to price the engine.
-  off=(); [[ $t == pgshift-noddl ]] && off=(-c ddl.enabled=false)
+  # pgshift-noddl: the DDL engine and rollouts off (no sniff-triggered holds, no
+  # record of Describes), to price them.
+  off=(); [[ $t == pgshift-noddl ]] && off=(-c ddl.enabled=false -c rollout.enabled=false)
   start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" "${off[@]}" "${PGSHIFT_EXTRA[@]}"
 done
 for t in pgbouncer-tcp pgbouncer-uds; do

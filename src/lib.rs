@@ -14,6 +14,7 @@ pub mod context;
 pub mod engine;
 pub mod logging;
 pub mod net;
+pub mod rollout;
 pub mod server;
 pub mod session;
 pub mod sql;

@@ -6,29 +6,11 @@
 
 mod common;
 
+use common::attack::{is_superuser, role, trap};
 use common::scenario::{direct, eventually, one_value, proxy};
 use common::{connect, fresh_db, sqlstate, Proxy};
 use std::time::Duration;
 use tokio_postgres::Client;
-
-/// Creates a login role (cluster-wide, so named after the test's database).
-async fn role(admin: &Client, name: &str, extra: &str) {
-    admin
-        .batch_execute(&format!(
-            "DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN {extra}"
-        ))
-        .await
-        .unwrap();
-}
-
-async fn is_superuser(admin: &Client, name: &str) -> bool {
-    one_value(
-        admin,
-        &format!("SELECT rolsuper::text FROM pg_roles WHERE rolname = '{name}'"),
-    )
-    .await
-        == "true"
-}
 
 /// A client of `proxy` logged in as `user`.
 async fn through(proxy: &Proxy, db: &str, user: &str) -> Client {
@@ -63,27 +45,6 @@ async fn deferred_index(client: &Client, admin: &Client, table: &str, index: &st
         .await,
         "true"
     );
-}
-
-/// A function `schema.name(args)` that makes `attacker` superuser when it runs as
-/// a superuser (pgshift's default service role), and otherwise returns NULL.
-fn trap(schema: &str, name: &str, args: &str, returns: &str, attacker: &str) -> String {
-    let params: Vec<String> = args
-        .split(", ")
-        .filter(|a| !a.is_empty())
-        .enumerate()
-        .map(|(i, t)| format!("a{i} {t}"))
-        .collect();
-    format!(
-        "CREATE FUNCTION {schema}.{name}({}) RETURNS {returns} LANGUAGE plpgsql AS $f$
-         BEGIN
-           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-             EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
-           END IF;
-           RETURN NULL;
-         END $f$;",
-        params.join(", ")
-    )
 }
 
 /// Steps an attacker would like the service role to run, in every shape.

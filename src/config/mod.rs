@@ -4,10 +4,12 @@
 
 mod ddl;
 mod overrides;
+mod rollout;
 mod upstream_addr;
 
 pub use ddl::{Blockers, Ddl, InTransaction, UnparsedPolicy};
 pub use overrides::apply_override;
+pub use rollout::{Rollout, When};
 pub use upstream_addr::UpstreamAddr;
 
 use serde::Deserialize;
@@ -34,6 +36,7 @@ pub struct Config {
     pub upstream: Upstream,
     pub log: Log,
     pub ddl: Ddl,
+    pub rollout: Rollout,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,7 +223,8 @@ impl Config {
                 "verify-full needs a CA file",
             ));
         }
-        self.ddl.validate()
+        self.ddl.validate()?;
+        self.rollout.validate()
     }
 
     pub fn upstream_addr(&self) -> UpstreamAddr {

@@ -146,12 +146,9 @@ impl Book {
                 }
                 return Ok(Some(client.clone()));
             }
-            State::NoSchema { client, .. } if !client.is_closed() => {
-                if !create {
-                    return Ok(None);
-                }
-                Some(client.clone())
-            }
+            // Looked at again: another proxy (or session) may have made the
+            // schema since.
+            State::NoSchema { client, .. } if !client.is_closed() => Some(client.clone()),
             State::Failed { error, at } => {
                 let wait = match error {
                     ServiceError::Refused { .. } => RETRY_REFUSED,
@@ -233,6 +230,35 @@ impl Book {
                 })
             }
         }
+    }
+
+    /// One query on the checked service connection (the schema made if missing).
+    pub async fn service_query(
+        &self,
+        settings: &Settings,
+        rt: &tokio::runtime::Handle,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ServiceError> {
+        Ok(self
+            .run(settings, rt, true, sql, params)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// One query on the service connection, only where the schema exists (a scan
+    /// must not create it in every database a client visits).
+    pub async fn scan_query(
+        &self,
+        settings: &Settings,
+        rt: &tokio::runtime::Handle,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ServiceError> {
+        Ok(self
+            .run(settings, rt, false, sql, params)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Which of `ids` exist: deferred rows are written inside the client's

@@ -185,6 +185,8 @@ pub struct Reply {
     /// Command tags, one per completed statement.
     pub tags: Vec<String>,
     pub error: Option<ServerError>,
+    /// The columns of the last RowDescription (a Describe's answer).
+    pub fields: Option<Vec<crate::wire::backend::Field>>,
 }
 
 impl Reply {
@@ -458,6 +460,7 @@ where
                 b'C' => reply.tags.push(cstr(body)),
                 // The client's own results go to the client, not into memory.
                 b'D' if self.relay != Relay::All => reply.rows.push(data_row(body)),
+                b'T' if !streamed => reply.fields = crate::wire::backend::row_description(body),
                 b'E' if reply.error.is_none() => {
                     reply.error = Some(ServerError::from_fields(error_fields(&frame)));
                 }

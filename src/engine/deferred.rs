@@ -238,7 +238,37 @@ where
     if outcome.is_ok() {
         for (i, step) in d.steps.iter().enumerate() {
             tracing::info!(target: "pgshift::ddl", deferred = d.id, step = i, sql = %step.sql, "running deferred step");
-            match steps::run(io, step, Mode::Autocommit, &step_cx).await {
+            let ran = match &step.kind {
+                // A type change deferred from the transaction starts its rollout
+                // now that the transaction committed.
+                crate::sql::plan::StepKind::Rollout {
+                    table,
+                    column,
+                    target,
+                    using,
+                } => {
+                    let spec = crate::rollout::Spec {
+                        table: table.clone(),
+                        column: column.clone(),
+                        target: target.clone(),
+                        using: using.clone(),
+                    };
+                    let at = Instant::now();
+                    crate::rollout::start::start(io, cx, &step_cx, &spec, &d.statement)
+                        .await
+                        .map(|started| {
+                            tracing::info!(target: "pgshift::rollout", deferred = d.id, rollout = started.id, "started rollout of {}", started.describe);
+                            steps::StepReport {
+                                sql: step.sql.clone(),
+                                attempts: 1,
+                                ms: at.elapsed().as_millis() as u64,
+                                rows: None,
+                            }
+                        })
+                }
+                _ => steps::run(io, step, Mode::Autocommit, &step_cx).await,
+            };
+            match ran {
                 Ok(report) => {
                     reports.push(report);
                     record(RowState::Running, i + 1, None).await;

@@ -7,9 +7,10 @@
 mod backfill;
 mod batch;
 mod blockers;
-mod book;
+pub mod book;
 pub mod cancel;
 pub mod conn;
+mod copies;
 pub mod deferred;
 mod journal;
 mod partitioned;
@@ -17,6 +18,7 @@ mod precheck;
 mod reply;
 mod retry;
 mod risk;
+mod rollouts;
 mod schema;
 mod script;
 pub mod service;
@@ -33,9 +35,9 @@ pub use script::handle;
 
 use crate::context::Settings;
 use arc_swap::ArcSwap;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use steps::Failure;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,6 +67,14 @@ impl Background {
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()
     }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
 }
 
 impl std::fmt::Debug for Background {
@@ -73,14 +83,28 @@ impl std::fmt::Debug for Background {
     }
 }
 
+/// New connections to a database look for rollouts at most this often.
+const ROLLOUT_LOOK: Duration = Duration::from_secs(2);
+/// A database a session connected to this recently is looked at for rollouts on
+/// every tick of the background scan too.
+const ACTIVE: Duration = Duration::from_secs(60);
+
+/// When a database last had a new session, and was last looked at for rollouts.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    session: Instant,
+    scan: Instant,
+}
+
 /// The engine's shared parts, one per server.
 #[derive(Debug)]
 pub struct Engine {
     pub journal: Journal,
     pub books: Arc<Books>,
+    pub rollouts: Arc<crate::rollout::Running>,
     background: Background,
-    /// Databases whose leftovers were looked for since this process started.
-    seen: Mutex<HashSet<String>>,
+    /// Databases sessions connected to since this process started.
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
 }
 
 impl Engine {
@@ -94,31 +118,67 @@ impl Engine {
             stop: CancellationToken::new(),
             settings,
         };
-        background.spawn(scan_forever(books.clone(), background.clone()));
+        let rollouts: Arc<crate::rollout::Running> = Arc::default();
+        let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+        background.spawn(scan_forever(
+            books.clone(),
+            background.clone(),
+            rollouts.clone(),
+            seen.clone(),
+        ));
         Engine {
             journal: Journal::new(books.clone(), background.clone()),
             books,
+            rollouts,
             background,
-            seen: Mutex::default(),
+            seen,
         }
     }
 
     /// A session connected to `database`: the first time this process sees it,
-    /// look for deferred work a dead proxy left behind there.
+    /// look for deferred work a dead proxy left behind there; then, at most every
+    /// [`ROLLOUT_LOOK`], for rollouts another proxy started (this one stands by
+    /// to drive them if that proxy goes).
     pub fn seen(&self, database: &str) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked before inserting: every connection passes here, and an insert
+        // Looked up before inserting: every connection passes here, and an insert
         // would allocate the name each time.
-        if seen.contains(database) {
-            return;
-        }
-        seen.insert(database.to_string());
+        let now = Instant::now();
+        let first = match seen.get_mut(database) {
+            Some(at) => {
+                at.session = now;
+                if now.duration_since(at.scan) < ROLLOUT_LOOK {
+                    return;
+                }
+                at.scan = now;
+                false
+            }
+            None => {
+                seen.insert(
+                    database.to_string(),
+                    Seen {
+                        session: now,
+                        scan: now,
+                    },
+                );
+                true
+            }
+        };
         let book = self.books.get(database);
         let background = self.background.clone();
+        let rollouts = self.rollouts.clone();
         self.background.spawn(async move {
             let settings = background.settings();
-            deferred::scan(&book, &settings, &background.rt).await;
+            if first {
+                deferred::scan(&book, &settings, &background.rt).await;
+            }
+            crate::rollout::scan(&book, settings, &background, &rollouts).await;
         });
+    }
+
+    /// The background tasks' owner (rollout drivers run there).
+    pub fn background(&self) -> &Background {
+        &self.background
     }
 
     /// The settings now in force (they may have been reloaded since a session began).
@@ -137,7 +197,12 @@ impl Engine {
 /// Every few seconds idle service connections close; every
 /// [`deferred::SCAN_EVERY`], each database with a checked schema is scanned on a
 /// task of its own (one slow database does not hold up the others).
-async fn scan_forever(books: Arc<Books>, background: Background) {
+async fn scan_forever(
+    books: Arc<Books>,
+    background: Background,
+    rollouts: Arc<crate::rollout::Running>,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+) {
     let reap = book::IDLE_CLOSE / 2;
     let mut tick = tokio::time::interval(reap);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,17 +215,43 @@ async fn scan_forever(books: Arc<Books>, background: Background) {
             _ = background.stopped() => return,
         }
         n += 1;
+        let active: Vec<String> = {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            seen.iter_mut()
+                .filter(|(_, at)| now.duration_since(at.session) < ACTIVE)
+                .map(|(db, at)| {
+                    at.scan = now;
+                    db.clone()
+                })
+                .collect()
+        };
         for database in books.databases() {
             let book = books.get(&database);
             if n % scan_every != 0 || !book.is_ready() {
                 book.close_if_idle().await;
+                if active.contains(&database) {
+                    // Rollouts another proxy started: this one stands by for them.
+                    let (bg, rollouts) = (background.clone(), rollouts.clone());
+                    background.spawn(async move {
+                        let settings = bg.settings();
+                        tokio::select! {
+                            _ = crate::rollout::scan(&book, settings, &bg, &rollouts) => {}
+                            _ = bg.stopped() => {}
+                        }
+                    });
+                }
                 continue;
             }
             let bg = background.clone();
+            let rollouts = rollouts.clone();
             background.spawn(async move {
                 let settings = bg.settings();
                 tokio::select! {
-                    _ = deferred::scan(&book, &settings, &bg.rt) => {}
+                    _ = async {
+                        deferred::scan(&book, &settings, &bg.rt).await;
+                        crate::rollout::scan(&book, settings.clone(), &bg, &rollouts).await;
+                    } => {}
                     _ = bg.stopped() => {}
                 }
             });
@@ -184,6 +275,9 @@ pub enum Outcome {
     Forward,
     /// Answered in-band, ReadyForQuery included.
     Handled,
+    /// Send this Query text instead (a simple Query only); the pump relays the
+    /// answer, COPY data included.
+    Rewrite(String),
 }
 
 /// One line describing a failure, for the journal and logs.

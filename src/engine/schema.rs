@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Marks the schema's layout; an older one is upgraded in place.
-const VERSION: &str = "pgshift state, schema version 2";
+const VERSION: &str = "pgshift state, schema version 4";
 
 /// Advisory lock (transaction scope) that serializes creating and upgrading the
 /// schema between proxies. Anyone can take it, so it is only ever tried.
@@ -80,6 +80,37 @@ UPDATE pgshift.deferred SET state = 'interrupted' WHERE state NOT IN ('done', 'f
 ALTER TABLE pgshift.deferred ADD CONSTRAINT deferred_state_check
     CHECK (state IN ('recorded', 'working', 'done', 'failed', 'interrupted'));
 CREATE INDEX IF NOT EXISTS deferred_open ON pgshift.deferred (id) WHERE state IN ('recorded', 'working');
+CREATE TABLE IF NOT EXISTS pgshift.rollouts (
+    id bigserial PRIMARY KEY,
+    created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated timestamptz,
+    username text NOT NULL,
+    statement text NOT NULL,
+    table_oid oid NOT NULL,
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    column_name text NOT NULL,
+    new_column text NOT NULL,
+    old_type text NOT NULL,
+    new_type text NOT NULL,
+    transform text NOT NULL,
+    uses text[] NOT NULL,
+    key_columns text[] NOT NULL,
+    not_null boolean NOT NULL,
+    column_default text,
+    phase text NOT NULL,
+    request text,
+    paused boolean NOT NULL,
+    rows_per_second bigint NOT NULL,
+    rows_done bigint NOT NULL,
+    rows_total bigint,
+    last_key text[],
+    mismatches bigint,
+    driver text,
+    heartbeat timestamptz,
+    error text
+);
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS indexes text[];
 REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint
@@ -286,9 +317,10 @@ const CHECK: &str = r#"
 WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgshift'),
 ours(relname, relkind) AS (VALUES
     ('ddl_journal', 'r'), ('ddl_journal_id_seq', 'S'), ('ddl_journal_pkey', 'i'),
+    ('rollouts', 'r'), ('rollouts_id_seq', 'S'), ('rollouts_pkey', 'i'),
     ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i'), ('deferred_open', 'i')),
 tables AS (SELECT c.oid FROM pg_catalog.pg_class c, s
-           WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred')),
+           WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred', 'rollouts')),
 defaults(relname, attname, expr) AS (VALUES
     ('ddl_journal', 'id', 'nextval(''pgshift.ddl_journal_id_seq''::regclass)'),
     ('ddl_journal', 'at', 'now()'),
@@ -296,14 +328,18 @@ defaults(relname, attname, expr) AS (VALUES
     ('deferred', 'id', 'nextval(''pgshift.deferred_id_seq''::regclass)'),
     ('deferred', 'created', 'now()'),
     ('deferred', 'state', '''recorded''::text'),
-    ('deferred', 'next_step', '0')),
+    ('deferred', 'next_step', '0'),
+    ('rollouts', 'id', 'nextval(''pgshift.rollouts_id_seq''::regclass)'),
+    ('rollouts', 'created', 'now()')),
 constraints(conname, def) AS (VALUES
     ('ddl_journal_pkey', 'PRIMARY KEY (id)'),
     ('deferred_pkey', 'PRIMARY KEY (id)'),
+    ('rollouts_pkey', 'PRIMARY KEY (id)'),
     ('deferred_state_check', 'CHECK ((state = ANY (ARRAY[''recorded''::text, ''working''::text, ''done''::text, ''failed''::text, ''interrupted''::text])))')),
 indexes(relname, def) AS (VALUES
     ('ddl_journal_pkey', 'CREATE UNIQUE INDEX ddl_journal_pkey ON pgshift.ddl_journal USING btree (id)'),
     ('deferred_pkey', 'CREATE UNIQUE INDEX deferred_pkey ON pgshift.deferred USING btree (id)'),
+    ('rollouts_pkey', 'CREATE UNIQUE INDEX rollouts_pkey ON pgshift.rollouts USING btree (id)'),
     ('deferred_open', 'CREATE INDEX deferred_open ON pgshift.deferred USING btree (id) WHERE (state = ANY (ARRAY[''recorded''::text, ''working''::text]))')),
 found_constraints AS (SELECT k.conname::text AS conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
     FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid),

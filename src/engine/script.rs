@@ -52,6 +52,15 @@ fn decide<'a>(stmt: &'a Statement, cx: &SessionCx<'_>) -> Action<'a> {
     match (policy, &f.rewrite) {
         (Policy::Allow, _) => Action::Pass,
         (Policy::Reject, _) | (Policy::Rewrite, None) => Action::Reject(f),
+        (Policy::Rewrite, Some(plan))
+            if !cx.settings.config.rollout.enabled
+                && matches!(
+                    plan.steps.first().map(|s| &s.kind),
+                    Some(crate::sql::plan::StepKind::Rollout { .. })
+                ) =>
+        {
+            Action::Reject(f)
+        }
         (Policy::Rewrite, Some(plan)) => Action::Run {
             finding: f,
             plan: plan.clone(),
@@ -151,11 +160,25 @@ where
         Verdict::Parsed(a) => a,
         // Syntax errors are the server's to report.
         Verdict::SyntaxError(_) => return Ok(Outcome::Forward),
+        // Held only because a table may be under rollout (a COPY, no DDL, no
+        // deferred work waiting): it goes on as it would have without one.
+        Verdict::Unparsed(_)
+            if pending.is_empty()
+                && crate::sql::sniff::starts_with_copy(sql.as_bytes())
+                && !crate::sql::sniff::may_be_ddl(sql.as_bytes()) =>
+        {
+            return Ok(Outcome::Forward)
+        }
         Verdict::Unparsed(why) => return unparsed(io, cx, prefix, &why).await,
     };
     // Failed transactions are the server's to report too.
     if io.status == TxStatus::Failed || analysis.statements.is_empty() {
         return Ok(Outcome::Forward);
+    }
+    if let [only] = &analysis.statements[..] {
+        if let (Some(target), true) = (&only.copy_target, prefix.is_empty()) {
+            return super::copies::with_column_list(io, cx, sql, target).await;
+        }
     }
     let exclusive: Vec<&String> = analysis
         .statements
@@ -204,6 +227,16 @@ where
         }
     }
     let mut actions: Vec<Action> = analysis.statements.iter().map(|s| decide(s, cx)).collect();
+    for (stmt, action) in analysis.statements.iter().zip(actions.iter_mut()) {
+        if let Some(table) = &stmt.changes_columns_of {
+            let by_name = analysis.statements.len() > 1;
+            if let Some(refusal) =
+                super::copies::column_change_refusal(io, cx, table, by_name).await?
+            {
+                *action = Action::Refuse(refusal);
+            }
+        }
+    }
     let in_tx = io.status != TxStatus::Idle;
     let followers = in_tx && analysis.statements.iter().any(|s| follows(s, pending));
     if actions.iter().all(|a| matches!(a, Action::Pass)) && !followers {
@@ -303,17 +336,45 @@ where
                     ..step_cx.clone()
                 };
                 let shift = sql[..stmt.offset.min(sql.len())].chars().count();
-                let mut plan = plan.clone();
-                super::unnamed::name_indexes(io, &mut plan).await?;
-                super::unnamed::name_constraints(io, &mut plan).await?;
-                run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
-                    .await
-                    .map_err(|f| match f {
-                        // Moved from the SQL pgshift ran into the statement; from
-                        // there into the client's whole Query.
-                        Failure::Server(e) => Failure::Server(e.shifted(shift)),
-                        other => other,
-                    })
+                // Inside a transaction the rollout starts after COMMIT: run_plan
+                // defers its step (placed outside transactions).
+                let rollout = plan
+                    .steps
+                    .first()
+                    .map(|s| &s.kind)
+                    .filter(|_| io.status == TxStatus::Idle);
+                if let Some(crate::sql::plan::StepKind::Rollout {
+                    table,
+                    column,
+                    target,
+                    using,
+                }) = rollout
+                {
+                    let spec = crate::rollout::Spec {
+                        table: table.clone(),
+                        column: column.clone(),
+                        target: target.clone(),
+                        using: using.clone(),
+                    };
+                    super::rollouts::run(io, cx, &cx2, stmt, finding, spec)
+                        .await
+                        .map_err(|f| match f {
+                            Failure::Server(e) => Failure::Server(e.shifted(shift)),
+                            other => other,
+                        })
+                } else {
+                    let mut plan = plan.clone();
+                    super::unnamed::name_indexes(io, &mut plan).await?;
+                    super::unnamed::name_constraints(io, &mut plan).await?;
+                    run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
+                        .await
+                        .map_err(|f| match f {
+                            // Moved from the SQL pgshift ran into the statement; from
+                            // there into the client's whole Query.
+                            Failure::Server(e) => Failure::Server(e.shifted(shift)),
+                            other => other,
+                        })
+                }
             }
         };
         match result {

@@ -16,9 +16,14 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings sent in the startup packet: a session default nobody in the database
 /// can override. `pg_temp` is listed last so a temporary table cannot shadow a name.
-const OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c statement_timeout=10000 \
+/// Values read back as text and sent again as parameters (a rollout's keys) must
+/// come back exact whatever the database or role sets: every float digit, ISO
+/// dates, one time zone.
+const OPTIONS: &str =
+    "-c search_path=pg_catalog,pg_temp -c check_function_bodies=on -c statement_timeout=10000 \
      -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000 \
-     -c idle_session_timeout=0 -c default_transaction_read_only=off";
+     -c idle_session_timeout=0 -c default_transaction_read_only=off \
+     -c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {

@@ -101,6 +101,13 @@ pub async fn run<C: Conn>(
     {
         super::type_change::check(conn, table, column, target, *typmod).await?;
     }
+    if let StepKind::Rollout { .. } = &step.kind {
+        // Started by the engine itself, never as a step of a plan.
+        return Err(Failure::Ours(PgError::error(
+            "0A000",
+            "pgshift starts an online rollout only outside a transaction block",
+        )));
+    }
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut fill = Fill::default();
@@ -130,7 +137,7 @@ pub async fn run<C: Conn>(
                 r
             }
             (StepKind::Sql, _) if step.long => long(conn, &step.sql, cx).await?,
-            (StepKind::Sql | StepKind::TypeChange { .. }, _) => {
+            (StepKind::Sql | StepKind::TypeChange { .. } | StepKind::Rollout { .. }, _) => {
                 guarded(conn, &step.sql, cx).await?
             }
         };

@@ -57,7 +57,7 @@ pub async fn check<C: Conn>(
         )
         .with_hint(
             "Only binary-coercible changes (a wider varchar, varchar to text, a larger numeric precision) run in place. \
-             Use an expand/contract migration for this one; online column rollouts (a later pgshift feature) will do it for you. \
+             Use an expand/contract migration for this one (pgshift rolls out only type changes that always rewrite, such as int to bigint). \
              (rule alter-column-type)",
         ),
     ))

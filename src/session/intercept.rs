@@ -25,6 +25,8 @@ pub(super) async fn run(
     // Deferred work waits for its transaction's end: until then every message
     // that opens a turn is held.
     s.up.scanner.hold_every_turn(!s.pending.is_empty());
+    // A message pgshift answered itself (or a cancel did) left nothing out.
+    s.up.scanner.settle();
     result?;
     s.up.rescan().map_err(PumpEnd::ClientProtocol)
 }
@@ -64,6 +66,22 @@ async fn turn(
         // not see: extended protocol, a prepared statement): run it now, before
         // anything the client sends next.
         hold::run_deferred(s, shared, settings).await?;
+    }
+    // Nothing of the client's is at the server now: a rollout's lock window need
+    // not wait for this session while it renews (or waits for that window).
+    for round in 0..RENEW_ROUNDS {
+        if round == 0 || s.up.scanner.stale() {
+            s.up.scanner.quiet();
+        }
+        if s.up.scanner.stale() {
+            super::statements::renew(s, shared, settings).await?;
+        }
+        // Published before the check: a lock window that opens from here on
+        // waits for this turn; one that opened before, the check sees.
+        s.up.scanner.publish();
+        if !s.up.scanner.stale() {
+            break;
+        }
     }
     if s.up.scanner.held == 0 {
         // Woken only for the deferred work, or a cancel answered the held message.
@@ -125,6 +143,12 @@ async fn turn(
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
         Outcome::Forward => s.up.release_held(),
+        Outcome::Rewrite(sql) if s.up.pending().first() == Some(&b'Q') && len == held => {
+            let mut frame = bytes::BytesMut::new();
+            crate::wire::backend::query(&mut frame, &sql);
+            s.up.replace_held(&frame);
+        }
+        Outcome::Rewrite(_) => s.up.release_held(),
         Outcome::Handled => {
             s.up.drop_front(len);
             s.down.scanner.set_tx_status(status);
@@ -151,6 +175,10 @@ fn may_end_oddly(sql: &[u8]) -> bool {
     };
     has(b"prepare") || has(b"chain")
 }
+
+/// Renewals in a row at one turn while changes keep coming; past them the turn
+/// goes on stale (as it does in a failed transaction).
+const RENEW_ROUNDS: usize = 3;
 
 /// Longest wait for the server to finish earlier work before a held statement.
 const QUIESCE_WAIT: Duration = Duration::from_secs(10);

@@ -12,7 +12,9 @@ mod opening;
 mod outbox;
 pub mod pump;
 mod refusal;
+mod statements;
 pub mod terminate;
+mod wrapper;
 
 use crate::context::{Settings, Shared};
 use crate::engine::{CancelSignal, Pending};
@@ -177,6 +179,20 @@ async fn establish<'a>(
     down.scanner.set_tx_status(ready.tx_status);
     let mut up = up;
     up.scanner.set_intercept(settings.config.ddl.enabled);
+    if settings.config.rollout.enabled {
+        up.scanner.hold_copies(shared.engine.rollouts.live());
+        up.scanner.watch_changes(shared.engine.rollouts.changes());
+        let described = Arc::new(crate::wire::described::Record::default());
+        up.scanner.track_described(described.clone());
+        down.scanner.track_described(described);
+        let activity = Arc::new(crate::wire::activity::Activity::default());
+        shared
+            .engine
+            .rollouts
+            .register(&registered.info.database, &activity);
+        up.scanner.track_activity(activity.clone());
+        down.scanner.track_activity(activity);
+    }
     Some(Established {
         client,
         server,

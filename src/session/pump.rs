@@ -109,6 +109,18 @@ impl Direction {
         self.ready = self.scanner.release();
     }
 
+    /// Forwards `frame` in place of the held frame (a message of the same kind, so
+    /// the turn is counted as for the held one); what follows is scanned by
+    /// [`Self::rescan`].
+    pub fn replace_held(&mut self, frame: &[u8]) {
+        let held = self.scanner.release();
+        let mut buf = BytesMut::with_capacity(frame.len() + self.buf.len() - held);
+        buf.extend_from_slice(frame);
+        buf.extend_from_slice(&self.buf[held..]);
+        self.buf = buf;
+        self.ready = frame.len();
+    }
+
     /// Scans what is buffered past the forwardable prefix (after the scanner's
     /// flags changed, or a held frame was dropped or released).
     pub fn rescan(&mut self) -> Result<(), FrameError> {

@@ -36,6 +36,10 @@ pub struct Statement {
     pub tx: Option<TxControl>,
     /// COPY FROM STDIN / TO STDOUT: the client streams data in or out.
     pub copy: bool,
+    /// A COPY of a whole table without a column list (`COPY t FROM STDIN`).
+    pub copy_target: Option<CopyTarget>,
+    /// The table whose columns the statement adds, drops, renames or retypes.
+    pub changes_columns_of: Option<TableRef>,
     /// What a rule found, if the statement is unsafe.
     pub finding: Option<Finding>,
     /// Databases the statement needs no other session connected to (DROP
@@ -47,6 +51,24 @@ pub struct Statement {
     /// The indexes it names, when it only needs them to exist (a COMMENT, an ALTER
     /// INDEX): it follows a deferred build of one of them.
     pub index_use: Option<IndexUse>,
+}
+
+/// A table as a statement names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    /// `db.schema.table`: Postgres takes it when db is the current database.
+    pub catalog: Option<String>,
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+/// The table of a `COPY t …` without a column list, and where one would go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyTarget {
+    pub schema: Option<String>,
+    pub name: String,
+    /// Byte offset in the analysed text just past the table's name.
+    pub list_at: usize,
 }
 
 impl Statement {
@@ -121,6 +143,8 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             offset: start + span.start,
             tx: tx_control(node),
             copy: matches!(node, NodeEnum::CopyStmt(c) if c.filename.is_empty()),
+            copy_target: copy_target(node, sql),
+            changes_columns_of: changes_columns_of(node),
             finding: rules::review(node, text),
             exclusive_databases: exclusive_databases(node),
             creates: creates(node),
@@ -128,6 +152,73 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
         });
     }
     Ok(Analysis { statements })
+}
+
+fn changes_columns_of(node: &NodeEnum) -> Option<TableRef> {
+    use pg_query::protobuf::{AlterTableType as At, ObjectType};
+    let rel = match node {
+        NodeEnum::AlterTableStmt(a) if a.objtype == ObjectType::ObjectTable as i32 => {
+            let changes = a.cmds.iter().any(|c| match c.node.as_ref() {
+                Some(NodeEnum::AlterTableCmd(cmd)) => matches!(
+                    At::try_from(cmd.subtype),
+                    Ok(At::AtAddColumn | At::AtDropColumn | At::AtAlterColumnType)
+                ),
+                _ => false,
+            });
+            a.relation.as_ref().filter(|_| changes)?
+        }
+        NodeEnum::RenameStmt(r) if r.rename_type == ObjectType::ObjectColumn as i32 => {
+            r.relation.as_ref()?
+        }
+        _ => return None,
+    };
+    Some(TableRef {
+        catalog: (!rel.catalogname.is_empty()).then(|| rel.catalogname.clone()),
+        schema: (!rel.schemaname.is_empty()).then(|| rel.schemaname.clone()),
+        name: rel.relname.clone(),
+    })
+}
+
+fn copy_target(node: &NodeEnum, sql: &str) -> Option<CopyTarget> {
+    let NodeEnum::CopyStmt(c) = node else {
+        return None;
+    };
+    let table = c.relation.as_ref()?;
+    if !c.filename.is_empty() || c.is_program || c.query.is_some() || !c.attlist.is_empty() {
+        return None;
+    }
+    if !table.catalogname.is_empty() {
+        return None;
+    }
+    Some(CopyTarget {
+        schema: (!table.schemaname.is_empty()).then(|| table.schemaname.clone()),
+        name: table.relname.clone(),
+        list_at: name_end(sql, usize::try_from(table.location).ok()?)?,
+    })
+}
+
+/// The end of the (possibly qualified) name that starts at byte `from`.
+fn name_end(sql: &str, from: usize) -> Option<usize> {
+    use pg_query::protobuf::Token;
+    let comment = |t: i32| t == Token::SqlComment as i32 || t == Token::CComment as i32;
+    let tokens = pg_query::scan(sql).ok()?.tokens;
+    let mut rest = tokens
+        .iter()
+        .filter(|t| !comment(t.token))
+        .skip_while(|t| usize::try_from(t.start).unwrap_or(0) < from);
+    let span = |t: &pg_query::protobuf::ScanToken| {
+        sql.get(usize::try_from(t.start).ok()?..usize::try_from(t.end).ok()?)
+    };
+    let mut end = usize::try_from(rest.next()?.end).ok()?;
+    while let Some(next) = rest.next() {
+        match span(next) {
+            Some(".") => end = usize::try_from(rest.next()?.end).ok()?,
+            // `U&"…" UESCAPE '!'`: the name goes on past its last token.
+            Some(word) if word.eq_ignore_ascii_case("uescape") => return None,
+            _ => break,
+        }
+    }
+    Some(end)
 }
 
 /// The byte range of `text` from its first token to the end of its last, leaving out
@@ -349,6 +440,31 @@ pub fn unparsed_counts() -> &'static UnparsedCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_without_a_column_list_says_where_one_goes() {
+        fn at(sql: &str) -> Option<(Option<String>, String, &str)> {
+            let t = analyze(sql).unwrap().statements[0].copy_target.clone();
+            t.map(|t| (t.schema, t.name, &sql[..t.list_at]))
+        }
+        assert_eq!(
+            at("COPY orders FROM STDIN"),
+            Some((None, "orders".into(), "COPY orders"))
+        );
+        assert_eq!(
+            at("copy /* x */ app . \"Or.ders\" TO STDOUT (FORMAT csv)"),
+            Some((
+                Some("app".into()),
+                "Or.ders".into(),
+                "copy /* x */ app . \"Or.ders\""
+            ))
+        );
+        assert_eq!(at("COPY orders (id) FROM STDIN"), None);
+        assert_eq!(at("COPY U&\"ord!0065rs\" UESCAPE '!' TO STDOUT"), None);
+        assert_eq!(at("COPY (SELECT 1) TO STDOUT"), None);
+        assert_eq!(at("COPY orders FROM '/tmp/x'"), None);
+        assert_eq!(at("COPY db.app.orders FROM STDIN"), None);
+    }
 
     #[test]
     fn splits_statements_with_offsets_and_lines() {

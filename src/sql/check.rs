@@ -167,6 +167,10 @@ pub fn text_report(found: &[Located]) -> String {
             Some(plan) => {
                 let _ = writeln!(out, "    safe plan: {}", plan.summary);
                 for (i, s) in plan.steps.iter().enumerate() {
+                    if let StepKind::Rollout { .. } = s.kind {
+                        let _ = writeln!(out, "      {}. online rollout: new column and mirror trigger (ACCESS EXCLUSIVE, brief), background backfill and verify, cutover (ACCESS EXCLUSIVE, brief); outside a transaction", i + 1);
+                        continue;
+                    }
                     let sql = s.sql.replace('\n', "\n         ");
                     let _ = writeln!(out, "      {}. {sql}; {}; {}", i + 1, s.lock, placement(s));
                 }
@@ -185,6 +189,7 @@ fn step_json(s: &Step) -> Value {
         StepKind::ConcurrentIndex { index, .. } => ("concurrent-index", Some(index.as_str())),
         StepKind::Backfill { .. } => ("backfill", None),
         StepKind::TypeChange { .. } => ("type-change", None),
+        StepKind::Rollout { .. } => ("rollout", None),
     };
     let placement = match s.placement {
         Placement::Anywhere => "anywhere",
@@ -253,7 +258,7 @@ mod tests {
         assert_eq!(
             text_report(&located(sql)),
             "m.sql:3: create-index [rewrite]: CREATE INDEX takes a SHARE lock on t: writes wait for the whole build\n    lock: SHARE\n    safe plan: CREATE INDEX CONCURRENTLY i ON t USING btree (c) (SHARE UPDATE EXCLUSIVE; an INVALID leftover is dropped and the build retried)\n      1. CREATE INDEX CONCURRENTLY i ON t USING btree (c); SHARE UPDATE EXCLUSIVE; outside a transaction\n\
-             m.sql:4: alter-column-type [reject]: ALTER COLUMN id TYPE bigint rewrites all of t and its indexes under ACCESS EXCLUSIVE: reads and writes wait for the rewrite\n    lock: ACCESS EXCLUSIVE\n    hint: Online column rollouts (a later pgshift feature) will handle this; for now use an expand/contract migration: add a new column, keep it in sync with a trigger, backfill it in batches, switch the application over, then drop the old column.\n"
+             m.sql:4: alter-column-type [rewrite]: ALTER COLUMN id TYPE bigint rewrites all of t and its indexes under ACCESS EXCLUSIVE: reads and writes wait for the rewrite\n    lock: ACCESS EXCLUSIVE\n    safe plan: ALTER COLUMN id TYPE bigint runs as an online rollout: a new column, mirrored and backfilled in the background, swapped in at cutover\n      1. online rollout: new column and mirror trigger (ACCESS EXCLUSIVE, brief), background backfill and verify, cutover (ACCESS EXCLUSIVE, brief); outside a transaction\n"
         );
     }
 

@@ -31,6 +31,9 @@ const BIG_RUNNING: usize = 1;
 /// A job over this many bytes of SQL is big (up to ~0.3 s of parsing; most DDL is
 /// well under 10 KiB).
 pub const BIG_JOB_BYTES: usize = 64 << 10;
+/// After a job over this many bytes, the thread returns free memory to the system
+/// (once the reply is sent: the session does not wait for it).
+const TRIM_AFTER_BYTES: usize = 1 << 20;
 /// Queued jobs per kind, at most; each holds its text.
 const SMALL_QUEUE: usize = 1024;
 const BIG_QUEUE: usize = 4;
@@ -93,6 +96,19 @@ impl Pool {
     }
 }
 
+/// Returns the free memory a big job leaves in the allocator's arenas to the system.
+/// glibc keeps a thread's peak for reuse: without this, one 10 MB statement left the
+/// process ~150 MiB bigger for good. A trim walks the arenas (~8 ms after a 10 MB
+/// statement here), small beside that statement's parse.
+#[allow(unsafe_code)]
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Pool {
     /// Starts the threads; None when none could start.
     fn start(threads: usize) -> Option<Arc<Pool>> {
@@ -129,6 +145,9 @@ impl Pool {
             }
             flag.store(true, Ordering::Release);
             let _ = tx.send(f());
+            if bytes >= TRIM_AFTER_BYTES {
+                give_back_memory();
+            }
         });
         {
             let mut q = self.lock();

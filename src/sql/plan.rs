@@ -109,6 +109,16 @@ pub enum StepKind {
         target: String,
         typmod: i32,
     },
+    /// A type change that rewrites the table: started as an online rollout
+    /// (`crate::rollout`), which needs the client idle (not in a transaction).
+    /// `column` unquoted; `target` and `using` as SQL.
+    Rollout {
+        table: String,
+        column: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        using: Option<String>,
+    },
 }
 
 /// One step of a plan.

@@ -63,6 +63,13 @@ pub fn may_be_ddl(sql: &[u8]) -> bool {
     last.saw_backslash && Lexer::new(sql, SERVER_BACKSLASHES).finds_ddl(start)
 }
 
+/// True when `sql` starts with COPY (after spaces and comments): a COPY without a
+/// column list of a table under rollout needs one.
+pub fn starts_with_copy(sql: &[u8]) -> bool {
+    let s = &sql[skip_space_and_comments(sql, 0)..];
+    s.len() >= 4 && s[..word_len(s)].eq_ignore_ascii_case(b"COPY")
+}
+
 /// True when pg_query and Postgres would split `sql` into statements differently:
 /// a string continued on a later line after a `--` comment, which Postgres joins and
 /// pg_query does not. The engine cannot trust its parse of such a text.
@@ -394,7 +401,16 @@ fn block_comment_end(s: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::may_be_ddl;
+    use super::{may_be_ddl, starts_with_copy};
+
+    #[test]
+    fn copy_is_found_after_comments_only_as_a_word() {
+        assert!(starts_with_copy(b"COPY t FROM STDIN"));
+        assert!(starts_with_copy(b"  /* x */ -- y\n copy t TO STDOUT"));
+        assert!(!starts_with_copy(b"COPYING t"));
+        assert!(!starts_with_copy(b"SELECT 1; COPY t FROM STDIN"));
+        assert!(!starts_with_copy(b"cop"));
+    }
 
     #[test]
     fn texts_pg_query_and_postgres_split_differently() {

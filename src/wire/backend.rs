@@ -269,22 +269,117 @@ pub fn query(out: &mut BytesMut, sql: &str) {
 /// Sync: one statement with real parameters (frontend messages, built by the DDL
 /// engine, so that values never have to be spliced into SQL text).
 pub fn query_with_params(out: &mut BytesMut, sql: &str, params: &[&str]) {
+    parse(out, "", sql, &[]);
+    let params: Vec<Option<&str>> = params.iter().map(|p| Some(*p)).collect();
+    bind_execute_params(out, "", &params);
+    sync(out);
+}
+
+/// Appends a Parse of `sql` as statement `name` with these parameter types (a
+/// frontend message).
+pub fn parse(out: &mut BytesMut, name: &str, sql: &str, params: &[u32]) {
     write_frame(out, b'P', |b| {
-        b.extend_from_slice(&[0]);
-        b.extend_from_slice(sql.as_bytes());
-        b.extend_from_slice(&[0, 0, 0]);
-    });
-    write_frame(out, b'B', |b| {
-        b.extend_from_slice(&[0, 0, 0, 0]);
+        put_cstr(b, name);
+        put_cstr(b, sql);
         b.extend_from_slice(&(params.len() as u16).to_be_bytes());
         for p in params {
-            b.extend_from_slice(&(p.len() as u32).to_be_bytes());
-            b.extend_from_slice(p.as_bytes());
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+    });
+}
+
+/// Appends a Describe of statement `name` (a frontend message).
+pub fn describe_statement(out: &mut BytesMut, name: &str) {
+    write_frame(out, b'D', |b| {
+        b.extend_from_slice(b"S");
+        put_cstr(b, name);
+    });
+}
+
+/// Appends a Bind of statement `name` to the portal of the same name, with text
+/// parameters (None: NULL) and text results, and an Execute of it.
+pub fn bind_execute_params(out: &mut BytesMut, name: &str, params: &[Option<&str>]) {
+    write_frame(out, b'B', |b| {
+        put_cstr(b, name);
+        put_cstr(b, name);
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&(params.len() as u16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(p) => {
+                    b.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                    b.extend_from_slice(p.as_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
         }
         b.extend_from_slice(&[0, 0]);
     });
-    write_frame(out, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
+    write_frame(out, b'E', |b| {
+        put_cstr(b, name);
+        b.extend_from_slice(&[0, 0, 0, 0]);
+    });
+}
+
+/// Appends a Close of the statement (`kind` b'S') or portal (b'P') `name`.
+pub fn close(out: &mut BytesMut, kind: u8, name: &str) {
+    write_frame(out, b'C', |b| {
+        b.extend_from_slice(&[kind]);
+        put_cstr(b, name);
+    });
+}
+
+/// Appends a Sync.
+pub fn sync(out: &mut BytesMut) {
     write_frame(out, b'S', |_| {});
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(&[0]);
+}
+
+/// One column of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    /// The table it comes from and its attnum there; 0 for an expression.
+    pub table: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub typmod: i32,
+}
+
+/// The columns of a RowDescription body; None when it is malformed.
+pub fn row_description(mut body: &[u8]) -> Option<Vec<Field>> {
+    use bytes::Buf;
+    if body.len() < 2 {
+        return None;
+    }
+    let n = body.get_u16();
+    let mut fields = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let end = body.iter().position(|&b| b == 0)?;
+        let name = String::from_utf8_lossy(&body[..end]).into_owned();
+        body.advance(end + 1);
+        if body.len() < 18 {
+            return None;
+        }
+        let table = body.get_u32();
+        let attnum = body.get_i16();
+        let type_oid = body.get_u32();
+        let _len = body.get_i16();
+        let typmod = body.get_i32();
+        let _format = body.get_i16();
+        fields.push(Field {
+            name,
+            table,
+            attnum,
+            type_oid,
+            typmod,
+        });
+    }
+    Some(fields)
 }
 
 #[cfg(test)]

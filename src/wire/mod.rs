@@ -2,7 +2,9 @@
 //! backend messages the proxy builds or rewrites. Nothing here touches a socket,
 //! so every function is testable and fuzzable on plain byte slices.
 
+pub mod activity;
 pub mod backend;
+pub mod described;
 pub mod frame;
 pub mod scanner;
 pub mod startup;

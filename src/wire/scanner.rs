@@ -3,9 +3,13 @@
 //! few small frames are held whole and looked at: Query and Parse from the client
 //! (for the SQL sniff), ReadyForQuery from the server (transaction status).
 
+use super::activity::Activity;
 use super::backend::TxStatus;
+use super::described::{Described, Record};
 use super::frame::{header, refused_header, FrameError, HEADER_LEN};
 use bytes::BytesMut;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Most a held, incomplete frame reserves at once.
 const HOLD_STEP: usize = 1 << 20;
@@ -54,6 +58,21 @@ pub struct Scanner {
     /// With `intercept`: stop at every message that starts a turn (deferred DDL
     /// work waits for the transaction's end, and must run before anything after it).
     intercept_all: bool,
+    /// Client side, with `intercept`: while it counts tables under rollout, stop at
+    /// a Query that starts with COPY too (it may need a column list).
+    copies: Option<Arc<AtomicUsize>>,
+    /// Client side: counts the changes rollouts made to tables, and the count this
+    /// session's prepared statements were last renewed at (see `stale`).
+    changes: Option<(Arc<AtomicU64>, u64)>,
+    /// Client side: a named Parse went by: the session may have statements to renew.
+    named: bool,
+    /// Both sides, once rollouts are on: what the client was told its named
+    /// statements return (the client's side notes Describes, Parses and Closes of
+    /// statements; the server's side, the answers).
+    described: Option<Arc<Record>>,
+    /// Both sides, once rollouts are on: which of the session's turns are at the
+    /// server, for a rollout's lock window.
+    activity: Option<Arc<Activity>>,
     /// Client side: extended-protocol messages were forwarded since the last Sync.
     pub in_batch: bool,
     /// Client side: a Sync followed the last Execute (see `observe`).
@@ -94,6 +113,84 @@ impl Scanner {
         self.intercept_all = on;
     }
 
+    /// Client side: stop at a COPY Query while `live` (tables under rollout) is
+    /// not zero.
+    pub fn hold_copies(&mut self, live: Arc<AtomicUsize>) {
+        self.copies = Some(live);
+    }
+
+    /// Client side: watch `changes` (tables changed by rollouts); from now on, a
+    /// session that prepared named statements stops at the first message of its
+    /// next turn after a change, so that they can be renewed first.
+    pub fn watch_changes(&mut self, changes: Arc<AtomicU64>) {
+        let now = changes.load(Ordering::Acquire);
+        self.changes = Some((changes, now));
+    }
+
+    /// Keep `described` up to date (both sides of a session share it).
+    pub fn track_described(&mut self, described: Arc<Record>) {
+        self.described = Some(described);
+    }
+
+    /// Keep `activity` up to date (both sides of a session share it).
+    pub fn track_activity(&mut self, activity: Arc<Activity>) {
+        self.activity = Some(activity);
+    }
+
+    /// Client side: publishes the change count the next turn starts at; comes
+    /// before the stale check that lets it go (see [`Activity`]).
+    pub fn publish(&self) {
+        if let (Some(a), Some((changes, _))) = (&self.activity, &self.changes) {
+            a.publish(changes);
+        }
+    }
+
+    /// Client side: the server answered everything sent so far.
+    pub fn quiet(&self) {
+        if let Some(a) = &self.activity {
+            a.quiet();
+        }
+    }
+
+    /// Client side: unpublishes the count when no turn is out (a held message was
+    /// answered by pgshift, or not sent).
+    pub fn settle(&self) {
+        if let Some(a) = &self.activity {
+            a.settle();
+        }
+    }
+
+    fn sent(&self) {
+        if let Some(a) = &self.activity {
+            a.sent();
+        }
+    }
+
+    /// The session's record, when it keeps one.
+    pub fn record(&self) -> Option<Arc<Record>> {
+        self.described.clone()
+    }
+
+    fn note<T>(&self, f: impl FnOnce(&mut Described) -> T) -> Option<T> {
+        Some(self.described.as_ref()?.with(f))
+    }
+
+    /// True when tables changed since this session's named statements were renewed.
+    pub fn stale(&self) -> bool {
+        self.named
+            && self
+                .changes
+                .as_ref()
+                .is_some_and(|(c, seen)| c.load(Ordering::SeqCst) != *seen)
+    }
+
+    /// The named statements were renewed for the first `count` changes.
+    pub fn renewed_at(&mut self, count: u64) {
+        if let Some((_, seen)) = &mut self.changes {
+            *seen = count;
+        }
+    }
+
     pub fn holds_every_turn(&self) -> bool {
         self.intercept_all
     }
@@ -113,6 +210,11 @@ impl Scanner {
             counts: Counts::default(),
             intercept: false,
             intercept_all: false,
+            copies: None,
+            changes: None,
+            named: false,
+            described: None,
+            activity: None,
             held: 0,
             held_tag: 0,
             held_hit: false,
@@ -131,9 +233,16 @@ impl Scanner {
     fn holds(&self, tag: u8) -> bool {
         match self.flow {
             Flow::ClientToServer => {
-                tag == b'Q' || tag == b'P' || self.intercept_all && starts_turn(tag)
+                tag == b'Q'
+                    || tag == b'P'
+                    || (self.intercept_all || !self.in_batch && self.stale()) && starts_turn(tag)
+                    || self.described.is_some() && matches!(tag, b'D' | b'C')
             }
-            Flow::ServerToClient => tag == b'Z',
+            Flow::ServerToClient => {
+                tag == b'Z'
+                    || matches!(tag, b't' | b'T' | b'n')
+                        && self.described.as_ref().is_some_and(|d| d.waiting())
+            }
         }
     }
 
@@ -141,6 +250,9 @@ impl Scanner {
     /// not held it. Returns its length.
     pub fn release(&mut self) -> usize {
         let held = std::mem::take(&mut self.held);
+        if opens_turn(self.held_tag) {
+            self.sent();
+        }
         match self.held_tag {
             b'Q' => self.end_turn(),
             b'P' => self.in_batch = true,
@@ -190,6 +302,12 @@ impl Scanner {
                 return Ok(pos);
             };
             self.last_tag = tag;
+            // The first message of a turn: published before `holds` looks at
+            // whether the session's statements are stale.
+            let opens = self.flow == Flow::ClientToServer && !self.in_batch && opens_turn(tag);
+            if opens {
+                self.publish();
+            }
             if self.holds(tag) {
                 if buf.len() - pos < total {
                     // Grow in steps: a header alone must not pin its full length.
@@ -199,22 +317,41 @@ impl Scanner {
                 let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
                 // Only at the start of a turn: mid-batch, the server is waiting for
                 // the rest of the batch and would never become quiescent.
-                if self.intercept
-                    && !self.in_batch
-                    && (hit || self.intercept_all && starts_turn(tag))
+                let turn = !self.in_batch && starts_turn(tag);
+                if turn && (self.stale() || self.intercept && self.intercept_all)
+                    || self.intercept && !self.in_batch && hit
                 {
                     self.held = total;
                     self.held_tag = tag;
                     self.held_hit = hit;
                     return Ok(pos);
                 }
+                if opens {
+                    self.sent();
+                }
                 match tag {
                     b'P' => self.in_batch = true,
-                    b'Q' | b'Z' => self.end_turn(),
+                    b'Q' => self.end_turn(),
+                    b'Z' => {
+                        self.end_turn();
+                        if let Some(a) = &self.activity {
+                            a.answered();
+                        }
+                    }
                     _ => self.observe(tag),
                 }
                 pos += total;
             } else {
+                if tag == b'B' && self.flow == Flow::ClientToServer && self.described.is_some() {
+                    // A Bind streams on (its parameters may be big): its names are
+                    // read from what has arrived, usually all of its start.
+                    let body =
+                        &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
+                    self.note(|d| d.bound(bind_names(body)));
+                }
+                if opens {
+                    self.sent();
+                }
                 self.observe(tag);
                 pos += HEADER_LEN;
                 self.body_left = total - HEADER_LEN;
@@ -233,14 +370,48 @@ impl Scanner {
                 self.counts.queries += 1;
                 // The text ends at the final byte; an embedded NUL makes Postgres
                 // reject the message anyway.
-                self.sniff(body.strip_suffix(&[0]).unwrap_or(body))
+                let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                self.sniff(sql)
+                    || self
+                        .copies
+                        .as_ref()
+                        .is_some_and(|live| live.load(Ordering::Relaxed) > 0)
+                        && crate::sql::sniff::starts_with_copy(sql)
             }
             b'P' => {
                 // Parse: statement name, then the query text. Only unnamed statements
                 // are candidates for interception: a named one outlives its batch.
                 let name = cstr(body);
+                self.named |= !name.is_empty();
+                self.note(|d| d.forget(name));
                 let hit = self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
                 hit && name.is_empty()
+            }
+            b'D' | b'C' if self.flow == Flow::ClientToServer => {
+                // Describe or Close: 'S' and a statement's name, or 'P' and a portal's.
+                let name = cstr(body.get(1..).unwrap_or_default());
+                let turn = self.turns;
+                self.note(|d| match (tag, body.first()) {
+                    (b'D', Some(b'S')) => d.asked(turn, name),
+                    (b'D', Some(b'P')) => d.asked_portal(turn, name),
+                    (_, Some(b'S')) => d.forget(name),
+                    (_, Some(b'P')) => d.closed_portal(name),
+                    _ => {}
+                });
+                false
+            }
+            b'B' if self.flow == Flow::ClientToServer => {
+                self.note(|d| d.bound(bind_names(body)));
+                false
+            }
+            b't' => {
+                self.note(|d| d.parameters());
+                false
+            }
+            b'T' | b'n' => {
+                let turn = self.turns;
+                self.note(|d| d.rows(turn, (tag == b'T').then_some(body)));
+                false
             }
             _ => false,
         }
@@ -280,7 +451,11 @@ impl Scanner {
             }
             (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
             (Flow::ClientToServer, b'X') => self.ended = Some(ClientEnd::Terminate),
-            (Flow::ServerToClient, b'E') => self.counts.errors += 1,
+            (Flow::ServerToClient, b'E') => {
+                self.counts.errors += 1;
+                let turn = self.turns;
+                self.note(|d| d.error(turn));
+            }
             _ => {}
         }
     }
@@ -290,6 +465,21 @@ impl Scanner {
 /// which only continue one).
 fn starts_turn(tag: u8) -> bool {
     matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'F' | b'X')
+}
+
+/// Messages that open a turn the server answers with a ReadyForQuery (all of
+/// [`starts_turn`] but Terminate).
+fn opens_turn(tag: u8) -> bool {
+    tag != b'X' && starts_turn(tag)
+}
+
+/// The portal and statement names a Bind body starts with; None when they are
+/// not all there.
+pub fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = body.iter().position(|&b| b == 0)?;
+    let rest = &body[end + 1..];
+    let stmt_end = rest.iter().position(|&b| b == 0)?;
+    Some((&body[..end], &rest[..stmt_end]))
 }
 
 /// The NUL-terminated string at the start of `body`, without its terminator.

@@ -74,6 +74,12 @@ impl Binary {
         format!("pgshift {state}; its log ends:\n{}", tail.join("\n"))
     }
 
+    /// SIGKILL: the process ends at once, without draining or closing anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Resident set size in bytes, from /proc.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

@@ -2,8 +2,10 @@
 //! test, and pgshift running in-process on its own thread and runtime.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod binary;
 pub mod raw;
+pub mod rollouts;
 pub mod scenario;
 
 use pgshift::cluster::{Cluster, ClusterOptions};
@@ -239,6 +241,26 @@ pub async fn connect_noting(conn_str: &str) -> (tokio_postgres::Client, Notices)
         }
     });
     (client, notices)
+}
+
+/// [`psql`] quietly as postgres on 127.0.0.1:`port`, database `db`, reading `script`.
+pub fn psql_at(port: u16, db: &str, script: &str) -> (bool, String, String) {
+    let port = port.to_string();
+    psql(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-q",
+        ],
+        script,
+        &[],
+    )
 }
 
 /// Runs psql against the proxy; returns (success, stdout, stderr).

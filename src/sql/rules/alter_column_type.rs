@@ -13,7 +13,7 @@
 use super::alter_table;
 use super::{deparse_expr, guarded, original, Rule};
 use crate::sql::ident;
-use crate::sql::plan::{Finding, Lock, Policy, StepKind};
+use crate::sql::plan::{Finding, Lock, Placement, Policy, StepKind};
 use pg_query::protobuf::{AConst, AlterTableType, Node, TypeCast, TypeName};
 use pg_query::NodeEnum;
 
@@ -126,17 +126,28 @@ fn review(node: &NodeEnum, sql: &str) -> Option<Finding> {
             default_policy: Policy::Rewrite,
         }
     } else {
+        let using = def.raw_default.as_deref().map(deparse_expr);
+        let mut plan = guarded(original(node, sql), Lock::AccessExclusive);
+        plan.summary = format!("ALTER COLUMN {column} TYPE {to} runs as an online rollout: a new column, mirrored and backfilled in the background, swapped in at cutover");
+        plan.steps[0].kind = StepKind::Rollout {
+            table: table.clone(),
+            column: one.cmd.name.clone(),
+            target: to.clone(),
+            using,
+        };
+        // Inside a client's transaction it starts after COMMIT (deferred).
+        plan.steps[0].placement = Placement::OutsideTransaction;
         Finding {
             rule: RULE.id,
             tag: "ALTER TABLE",
             lock: Lock::AccessExclusive,
             problem: format!("ALTER COLUMN {column} TYPE {to} rewrites all of {table} and its indexes under ACCESS EXCLUSIVE: reads and writes wait for the rewrite"),
-            rewrite: None,
-            hint: "Online column rollouts (a later pgshift feature) will handle this; for now use an expand/contract migration: add a new column, keep it in sync with a trigger, backfill it in batches, switch the application over, then drop the old column.".into(),
+            rewrite: Some(plan),
+            hint: "pgshift runs it as an online rollout (outside a transaction block): a new column kept in sync by a trigger, backfilled in batches, verified, then swapped in; or use an expand/contract migration by hand.".into(),
             table: Some(table),
             relations: Vec::new(),
             precheck: None,
-            default_policy: Policy::Reject,
+            default_policy: Policy::Rewrite,
         }
     };
     Some(finding)
@@ -181,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn rewriting_changes_are_rejected() {
+    fn rewriting_changes_become_rollouts() {
         for sql in [
             "ALTER TABLE t ALTER COLUMN id TYPE bigint",
             "ALTER TABLE t ALTER COLUMN n TYPE int USING n::int",
@@ -194,12 +205,33 @@ mod tests {
             let f = review_sql(sql).unwrap();
             assert_eq!(
                 (f.rule, f.default_policy),
-                ("alter-column-type", Policy::Reject),
+                ("alter-column-type", Policy::Rewrite),
                 "{sql}"
             );
-            assert!(f.rewrite.is_none(), "{sql}");
+            let plan = f.rewrite.expect(sql);
+            assert!(
+                matches!(&plan.steps[0].kind, StepKind::Rollout { table, .. } if table == "t"),
+                "{sql}"
+            );
             assert!(f.problem.contains("rewrites all of t"), "{sql}");
         }
+    }
+
+    #[test]
+    fn the_rollout_gets_the_using_clause() {
+        let f = review_sql(
+            "ALTER TABLE app.t ALTER COLUMN \"Amount\" TYPE bigint USING \"Amount\" * 100",
+        )
+        .unwrap();
+        assert_eq!(
+            f.rewrite.unwrap().steps[0].kind,
+            StepKind::Rollout {
+                table: "app.t".into(),
+                column: "Amount".into(),
+                target: "bigint".into(),
+                using: Some("\"Amount\" * 100".into()),
+            }
+        );
     }
 
     #[test]

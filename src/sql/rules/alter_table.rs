@@ -159,6 +159,16 @@ fn is_guarded(f: &Finding) -> bool {
     })
 }
 
+/// True when the subcommand's plan is an online rollout, which runs only as a
+/// statement of its own.
+fn is_rollout(f: &Finding) -> bool {
+    f.rewrite.as_ref().is_some_and(|p| {
+        p.steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Rollout { .. }))
+    })
+}
+
 struct Part {
     sql: String,
     lock: Lock,
@@ -202,9 +212,13 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
     if let Some((i, part)) = parts.iter().enumerate().find(|(_, p)| {
         p.finding
             .as_ref()
-            .is_some_and(|f| f.default_policy == Policy::Reject)
+            .is_some_and(|f| f.default_policy == Policy::Reject || (count > 1 && is_rollout(f)))
     }) {
         let mut f = part.finding.clone()?;
+        if is_rollout(&f) {
+            f.hint = "pgshift runs a rewriting type change as an online rollout, but only as an ALTER TABLE of its own: send this subcommand as a separate statement.".into();
+            f.default_policy = Policy::Reject;
+        }
         f.problem = format!(
             "{} (subcommand {} of {count}: {})",
             f.problem,

@@ -1,0 +1,418 @@
+//! The cost of an online column rollout, measured side by side in one run.
+//!
+//! Part 1, the mirror's write overhead: bulk and single-row UPDATE and INSERT on a
+//! table of N rows (~120 B each), directly against Postgres, (a) with no rollout,
+//! (b) with the new column written by the statement itself (the physical floor:
+//! a wider row; what a proxy-side rewrite would cost), (c) with pgshift's mirror
+//! trigger installed by a real rollout (verified, waiting for its cutover).
+//! Median of 3 runs each.
+//!
+//! Part 2, the backfill: a rollout of `ALTER COLUMN amount TYPE bigint` on a fresh
+//! table of N rows, through pgshift, while 4 workers update random rows through
+//! pgshift; the time from the ALTER to "verified" (backfill plus a verify pass)
+//! next to the single blocking `UPDATE` of the whole table and the blocking
+//! `ALTER … TYPE bigint` on the same data, and the workers' latency before and
+//! during the rollout.
+//!
+//! `cargo bench --bench rollout` (N = 1,000,000); under `cargo test` it runs with
+//! N = 20,000 as a smoke test.
+
+use pgshift::cluster::{Cluster, ClusterOptions};
+use pgshift::config::Config;
+use pgshift::server::Server;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+async fn connect(port: u16, db: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} dbname={db} user=postgres"),
+        NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+fn start_proxy(pg_port: u16) -> u16 {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.upstream.address = format!("127.0.0.1:{pg_port}");
+    config.ddl.notices = true;
+    config.ddl.small_table_bytes = 0;
+    config.validate().expect("valid config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind(config).await.expect("bind pgshift");
+            tx.send(server.local_addr().port()).unwrap();
+            server.run().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+async fn fill(c: &Client, rows: i64) {
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS items;
+         CREATE TABLE items (id bigint PRIMARY KEY, amount int NOT NULL, payload text);
+         INSERT INTO items SELECT g, g % 100000, repeat('x', 90) FROM generate_series(1, {rows}) g;"
+    ))
+    .await
+    .expect("fill");
+    c.batch_execute("VACUUM ANALYZE items")
+        .await
+        .expect("vacuum");
+}
+
+async fn timed(c: &Client, sql: &str) -> Duration {
+    let t = Instant::now();
+    c.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    t.elapsed()
+}
+
+/// Median of three runs of `f`.
+async fn median3<F, Fut>(mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut v = [f().await, f().await, f().await];
+    v.sort();
+    v[1]
+}
+
+struct Writes {
+    bulk_update: Duration,
+    single_updates: Duration,
+    bulk_insert: Duration,
+    single_inserts: Duration,
+}
+
+/// The four write shapes; `extra` is what the statement also sets (the floor).
+async fn writes(c: &Client, rows: i64, extra: bool) -> Writes {
+    let n_single = 2_000i64;
+    // Warm: the first UPDATE after a fill also sets hint bits on every page.
+    c.batch_execute("UPDATE items SET amount = amount WHERE id % 5 = 0; VACUUM items")
+        .await
+        .ok();
+    let set = if extra {
+        ", amount__pgshift_new = amount + 1"
+    } else {
+        ""
+    };
+    let bulk_update = median3(|| {
+        let sql = format!("UPDATE items SET amount = amount + 1{set} WHERE id % 5 = 0");
+        async move { timed(c, &sql).await }
+    })
+    .await;
+    let update = c
+        .prepare(&format!(
+            "UPDATE items SET amount = amount + 1{set} WHERE id = $1"
+        ))
+        .await
+        .unwrap();
+    let single_updates = median3(|| {
+        let update = update.clone();
+        async move {
+            let t = Instant::now();
+            for i in 0..n_single {
+                c.execute(&update, &[&(i * 7919 % rows + 1)]).await.unwrap();
+            }
+            t.elapsed()
+        }
+    })
+    .await;
+    let (cols, vals) = if extra {
+        (", amount__pgshift_new", ", g % 1000")
+    } else {
+        ("", "")
+    };
+    let mut base = rows * 10;
+    let mut bulk = Vec::new();
+    for _ in 0..3 {
+        let sql = format!(
+            "INSERT INTO items (id, amount, payload{cols}) SELECT g, g % 1000, repeat('y', 90){vals} FROM generate_series({}, {}) g",
+            base + 1,
+            base + rows / 10
+        );
+        bulk.push(timed(c, &sql).await);
+        base += rows;
+    }
+    bulk.sort();
+    let insert = c
+        .prepare(&format!(
+            "INSERT INTO items (id, amount, payload{cols}) VALUES ($1, 5, 'z'{})",
+            if extra { ", 5" } else { "" }
+        ))
+        .await
+        .unwrap();
+    let mut singles = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        for i in 0..n_single {
+            c.execute(&insert, &[&(base + i)]).await.unwrap();
+        }
+        singles.push(t.elapsed());
+        base += rows;
+    }
+    singles.sort();
+    Writes {
+        bulk_update,
+        single_updates,
+        bulk_insert: bulk[1],
+        single_inserts: singles[1],
+    }
+}
+
+async fn wait_phase(admin: &Client, want: &str, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let row = admin
+            .query_opt(
+                "SELECT phase, error FROM pgshift.rollouts ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(r) = row {
+            let (phase, error): (String, Option<String>) = (r.get(0), r.get(1));
+            assert!(phase != "failed", "rollout failed: {error:?}");
+            if phase == want {
+                return t.elapsed();
+            }
+        }
+        assert!(t.elapsed() < limit, "no {want} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+}
+
+async fn overhead(pg: &Cluster, proxy: u16, rows: i64) {
+    println!("## Mirror overhead: {rows} rows, bulk UPDATE of 20 %, 2,000 single-row UPDATEs, bulk INSERT of 10 %, 2,000 single-row INSERTs (median of 3, direct connection)\n");
+    let db = pg.create_database("rollout_overhead").unwrap();
+    let pg_port = pg.port;
+    let c = connect(pg_port, &db).await;
+    fill(&c, rows).await;
+    let none = writes(&c, rows, false).await;
+    fill(&c, rows).await;
+    c.batch_execute("ALTER TABLE items ADD COLUMN amount__pgshift_new bigint")
+        .await
+        .unwrap();
+    let floor = writes(&c, rows, true).await;
+    fill(&c, rows).await;
+    let via = connect(proxy, &db).await;
+    via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
+        .await
+        .expect("rollout start");
+    wait_phase(&c, "verified", Duration::from_secs(3600)).await;
+    let trigger = writes(&c, rows, false).await;
+    println!("| write | no rollout ms | new column in the statement ms (ratio) | mirror trigger ms (ratio) |");
+    println!("|---|---|---|---|");
+    for (name, a, b, t) in [
+        (
+            "bulk UPDATE",
+            none.bulk_update,
+            floor.bulk_update,
+            trigger.bulk_update,
+        ),
+        (
+            "single-row UPDATEs",
+            none.single_updates,
+            floor.single_updates,
+            trigger.single_updates,
+        ),
+        (
+            "bulk INSERT",
+            none.bulk_insert,
+            floor.bulk_insert,
+            trigger.bulk_insert,
+        ),
+        (
+            "single-row INSERTs",
+            none.single_inserts,
+            floor.single_inserts,
+            trigger.single_inserts,
+        ),
+    ] {
+        println!(
+            "| {name} | {} | {} ({}) | {} ({}) |",
+            ms(a),
+            ms(b),
+            ratio(b, a),
+            ms(t),
+            ratio(t, a)
+        );
+    }
+    println!();
+    let check: i64 = c
+        .query_one(
+            "SELECT count(*) FROM items WHERE amount__pgshift_new IS DISTINCT FROM amount",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(check, 0, "the mirror missed rows");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn backfill(pg: &Cluster, proxy: u16, rows: i64) {
+    println!("## Backfill: {rows} rows, 4 workers updating random rows through pgshift\n");
+    let db = pg.create_database("rollout_backfill").unwrap();
+    let c = connect(pg.port, &db).await;
+    fill(&c, rows).await;
+    c.batch_execute("ALTER TABLE items ADD COLUMN copy bigint")
+        .await
+        .unwrap();
+    let blocking_update = timed(&c, "UPDATE items SET copy = amount").await;
+    fill(&c, rows).await;
+    let blocking_alter = timed(&c, "ALTER TABLE items ALTER COLUMN amount TYPE bigint").await;
+    fill(&c, rows).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..4i64 {
+        let (stop, samples, db) = (stop.clone(), samples.clone(), db.clone());
+        workers.push(tokio::spawn(async move {
+            let c = connect(proxy, &db).await;
+            let st = c
+                .prepare("UPDATE items SET amount = amount + 1 WHERE id = $1")
+                .await
+                .unwrap();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                c.execute(&st, &[&(i * 104_729 % rows + 1)]).await.unwrap();
+                samples.lock().unwrap().push((t, t.elapsed()));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let via = connect(proxy, &db).await;
+    via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
+        .await
+        .expect("rollout start");
+    let answered = started.elapsed();
+    let mut backfilled = None;
+    let verified = loop {
+        let phase: String = c
+            .query_one(
+                "SELECT phase FROM pgshift.rollouts ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(phase != "failed", "rollout failed");
+        if phase != "backfilling" && backfilled.is_none() {
+            backfilled = Some(started.elapsed());
+        }
+        if phase == "verified" {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let backfilled = backfilled.unwrap_or(verified);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let samples: Vec<(Instant, Duration)> = std::mem::take(&mut *samples.lock().unwrap());
+    let (mut before, mut during): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for (t, d) in samples.iter() {
+        if *t < started {
+            before.push(*d)
+        } else {
+            during.push(*d)
+        }
+    }
+    before.sort();
+    during.sort();
+    let mismatched: i64 = c
+        .query_one(
+            "SELECT count(*) FROM items WHERE amount__pgshift_new IS DISTINCT FROM amount",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0);
+    println!("| what | time ms | rows/s | vs blocking UPDATE |");
+    println!("|---|---|---|---|");
+    let per_s = |d: Duration| format!("{:.0}", rows as f64 / d.as_secs_f64());
+    println!(
+        "| blocking `UPDATE items SET copy = amount` (no load) | {} | {} | 1.00x |",
+        ms(blocking_update),
+        per_s(blocking_update)
+    );
+    println!(
+        "| blocking `ALTER … TYPE bigint` (no load) | {} | {} | {} |",
+        ms(blocking_alter),
+        per_s(blocking_alter),
+        ratio(blocking_alter, blocking_update)
+    );
+    println!("| rollout: ALTER answered | {} | | |", ms(answered));
+    println!(
+        "| rollout: backfill done (under load) | {} | {} | {} |",
+        ms(backfilled),
+        per_s(backfilled),
+        ratio(backfilled, blocking_update)
+    );
+    println!(
+        "| rollout: verified (under load) | {} | {} | {} |",
+        ms(verified),
+        per_s(verified),
+        ratio(verified, blocking_update)
+    );
+    println!();
+    println!(
+        "workers: before p50/p99/max {}/{}/{} ms ({} queries in 3 s); during p50/p99/max {}/{}/{} ms ({:.0} q/s); p99 during/before {}",
+        ms(percentile(&before, 0.5)),
+        ms(percentile(&before, 0.99)),
+        ms(percentile(&before, 1.0)),
+        before.len(),
+        ms(percentile(&during, 0.5)),
+        ms(percentile(&during, 0.99)),
+        ms(percentile(&during, 1.0)),
+        during.len() as f64 / verified.as_secs_f64(),
+        ratio(percentile(&during, 0.99), percentile(&before, 0.99)),
+    );
+    println!();
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rows: i64 = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 20_000 });
+    let pg = Cluster::start(&ClusterOptions::default()).expect("start postgres");
+    let proxy = start_proxy(pg.port);
+    overhead(&pg, proxy, rows).await;
+    backfill(&pg, proxy, rows).await;
+}

@@ -1,0 +1,144 @@
+//! `COPY t FROM STDIN` / `COPY t TO STDOUT` without a column list, on a table under
+//! rollout: the table has a column more than the application knows of (the new
+//! one; after the cutover the old one, where the column stood), so the statement
+//! gets the list the application means, in its order. Everything else about the
+//! statement stays as written; the pump then carries the data as for any COPY.
+
+use super::conn::{Conn, InBand};
+use super::{Outcome, SessionCx};
+use crate::sql::analysis::{CopyTarget, TableRef};
+use crate::sql::ident::quote;
+use crate::wire::backend::PgError;
+use std::io;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The table's columns in attnum order, as a COPY without a list takes them (no
+/// generated columns), found as the COPY would find the table (the session's
+/// search_path), in the client's session: only the catalog is read. Every
+/// operator is pg_catalog's, by name: the session's search_path may hold the
+/// client's own (an `=(oid, regclass)` in public would win over an implicit cast).
+/// Each row also says whether the session reads text as pgshift does.
+const COLUMNS: &str = "
+SELECT c.oid::pg_catalog.text, a.attname::pg_catalog.text,
+       pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8'
+       AND pg_catalog.current_setting('standard_conforming_strings') OPERATOR(pg_catalog.=) 'on'
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
+ WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(
+         CASE WHEN $1::pg_catalog.text OPERATOR(pg_catalog.=) '' THEN ''
+              ELSE pg_catalog.quote_ident($1::pg_catalog.text) OPERATOR(pg_catalog.||) '.' END
+         OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2::pg_catalog.text))::pg_catalog.oid
+   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+   AND a.attgenerated OPERATOR(pg_catalog.=) ''
+ ORDER BY a.attnum";
+
+/// The oid of the table `schema.name` (no schema: the session's search_path),
+/// found in the client's session; operators named as in [`COLUMNS`].
+const TABLE: &str = "
+SELECT pg_catalog.to_regclass(
+         CASE WHEN $1::pg_catalog.text OPERATOR(pg_catalog.=) '' THEN ''
+              ELSE pg_catalog.quote_ident($1::pg_catalog.text) OPERATOR(pg_catalog.||) '.' END
+         OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2::pg_catalog.text))::pg_catalog.oid::pg_catalog.text";
+
+/// The rollout under way on `table`, if this process knows of one: a refusal of
+/// a statement that adds, drops, renames or retypes its columns (a column added
+/// now stands after pgshift's, and an INSERT by position loses its value into
+/// pgshift's column; a renamed column breaks the mirror).
+pub async fn column_change_refusal<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    table: &TableRef,
+    by_name: bool,
+) -> io::Result<Option<PgError>>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let tables = cx.engine.rollouts.tables(cx.database);
+    if tables.is_empty() || table.catalog.as_deref().is_some_and(|c| c != cx.database) {
+        return Ok(None);
+    }
+    let found = if by_name {
+        // Earlier statements of the same Query may change the search_path or
+        // rename tables before this one runs: any table under rollout of that
+        // name counts.
+        tables.iter().find(|t| t.name == table.name)
+    } else {
+        let schema = table.schema.clone().unwrap_or_default();
+        let reply = io.query_params(TABLE, &[&schema, &table.name]).await?;
+        let oid: Option<u32> = reply
+            .rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|s| s.parse().ok());
+        tables.iter().find(|t| Some(t.oid) == oid)
+    };
+    let Some(t) = found else {
+        return Ok(None);
+    };
+    Ok(Some(
+        PgError::error(
+            "55006",
+            format!(
+                "{} is under an online rollout of its column {}: pgshift does not change its columns until the rollout is finished or rolled back",
+                quote(&table.name),
+                quote(&t.column)
+            ),
+        )
+        .with_hint("Finish or roll back the rollout first (pgshift.rollouts has its id), then run this statement."),
+    ))
+}
+
+/// Forwards the COPY as written, or with the column list of the rollout's table.
+pub async fn with_column_list<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    sql: &str,
+    target: &CopyTarget,
+) -> io::Result<Outcome>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let tables = cx.engine.rollouts.tables(cx.database);
+    if tables.is_empty() {
+        return Ok(Outcome::Forward);
+    }
+    let schema = target.schema.clone().unwrap_or_default();
+    let reply = io.query_params(COLUMNS, &[&schema, &target.name]).await?;
+    // A session in another encoding, or reading backslashes in strings, gets its
+    // COPY as written: the names pgshift would write back could differ.
+    let plain = |r: &Vec<Option<String>>| r.get(2).cloned().flatten().as_deref() == Some("t");
+    if reply.error.is_some() || reply.rows.is_empty() || !plain(&reply.rows[0]) {
+        return Ok(Outcome::Forward);
+    }
+    let oid: Option<u32> = reply.rows[0][0].as_deref().and_then(|s| s.parse().ok());
+    let Some(table) = tables.iter().find(|t| Some(t.oid) == oid) else {
+        return Ok(Outcome::Forward);
+    };
+    let names: Vec<String> = reply
+        .rows
+        .iter()
+        .filter_map(|r| r.get(1).cloned().flatten())
+        .collect();
+    let visible = table.visible(&names);
+    if visible == names {
+        return Ok(Outcome::Forward);
+    }
+    let list: Vec<String> = visible.iter().map(|c| quote(c)).collect();
+    let (Some(head), Some(tail)) = (sql.get(..target.list_at), sql.get(target.list_at..)) else {
+        return Ok(Outcome::Forward);
+    };
+    let rewritten = format!("{head} ({}){tail}", list.join(", "));
+    tracing::debug!(target: "pgshift::rollout", session = cx.session_id, "COPY given its column list: {rewritten}");
+    if cx.settings.config.ddl.notices {
+        let notice = PgError::notice(format!(
+            "pgshift: {} is under rollout: COPY runs with the columns ({}), in the order the application knows",
+            quote(&target.name),
+            list.join(", ")
+        ));
+        io.send_client(&notice.to_bytes());
+        io.flush_client().await?;
+    }
+    Ok(Outcome::Rewrite(rewritten))
+}

@@ -1,0 +1,1398 @@
+//! Drives one rollout from its row: backfill, verify, cutover, finish, rollback.
+//! The driver's connection holds the rollout's advisory lock, so exactly one proxy
+//! drives a rollout at a time; when that proxy dies its connection goes and
+//! another proxy's standby takes the lock. Each transition is one transaction that
+//! also updates the row: whatever point a proxy is killed at, the row is right.
+
+use super::model::{Phase, Request, Rollout, Twin, COLUMNS};
+use super::twins::{constraint_on, pass_name, ForeignKey};
+use super::{sql, Running};
+use crate::config::When;
+use crate::context::Settings;
+use crate::engine::{service, Background};
+use crate::sql::ident::{literal, quote};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// First key of the advisory locks that say who drives a rollout (the second is
+/// its id).
+const LOCK_CLASS: i32 = 0x7067_7368;
+/// How often an idle driver or a standby looks at the row again.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Verify passes that may repair rows before the rollout is called failed.
+const MAX_VERIFY_PASSES: u32 = 5;
+
+pub struct Driver {
+    pub(super) client: Client,
+    pub id: i64,
+    /// Statements the driver runs every batch, prepared once (a round trip less
+    /// each time).
+    cache: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+    /// While it drives: the process's rollouts and the database, so that a step
+    /// that changes what the table returns holds sessions for its lock window
+    /// (see [`Running::swap`]).
+    hold: Option<(Arc<Running>, String)>,
+}
+
+/// Why a step did not happen: the server's words, and whether trying again later
+/// may help (a lock not granted in time) or an operator must act.
+#[derive(Debug)]
+pub struct StepError {
+    pub reason: String,
+    pub retry: bool,
+    pub broken: bool,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<tokio_postgres::Error> for StepError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_string());
+        StepError {
+            reason: service::db_reason(&e),
+            retry: matches!(code.as_deref(), Some("55P03" | "40P01" | "40001" | "57014")),
+            broken: e.as_db_error().is_none(),
+        }
+    }
+}
+
+pub(super) fn ours(reason: impl Into<String>) -> StepError {
+    StepError {
+        reason: reason.into(),
+        retry: false,
+        broken: false,
+    }
+}
+
+impl Driver {
+    /// A connection that holds rollout `id`'s lock (the caller just made the row).
+    pub async fn connect(
+        settings: &Settings,
+        database: &str,
+        rt: &tokio::runtime::Handle,
+        id: i64,
+    ) -> Result<Driver, String> {
+        let client = service::connect(settings, database, rt)
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = Driver {
+            client,
+            id,
+            cache: Default::default(),
+            hold: None,
+        };
+        if d.try_lock().await.map_err(|e| e.reason)? {
+            Ok(d)
+        } else {
+            Err(format!("rollout {id} is driven by another session"))
+        }
+    }
+
+    pub async fn try_lock(&self) -> Result<bool, StepError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1::int4, $2::int8::int4)",
+                &[&LOCK_CLASS, &self.id],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// `sql` prepared on this connection, once.
+    async fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, StepError> {
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(sql).cloned()
+        };
+        if let Some(st) = cached {
+            return Ok(st);
+        }
+        let st = self.client.prepare(sql).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 32 {
+            cache.clear();
+        }
+        cache.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    pub async fn load(&self) -> Result<Rollout, StepError> {
+        let row = self
+            .client
+            .query_opt(
+                &self
+                    .prepared(&format!(
+                        "SELECT {COLUMNS} FROM pgshift.rollouts WHERE id = $1"
+                    ))
+                    .await?,
+                &[&self.id],
+            )
+            .await?
+            .ok_or_else(|| ours(format!("rollout {} is gone", self.id)))?;
+        Ok(Rollout::from_row(&row))
+    }
+
+    pub async fn set_phase(&self, phase: Phase, error: Option<&str>) -> Result<(), StepError> {
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET phase = $2, error = $3, updated = pg_catalog.now() WHERE id = $1",
+                &[&self.id, &phase.name(), &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn note_error(&self, error: &str) -> Result<(), StepError> {
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET error = $2, updated = pg_catalog.now() WHERE id = $1",
+                &[&self.id, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_request(&self) -> Result<(), StepError> {
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET request = NULL WHERE id = $1",
+                &[&self.id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The table's name now (it is followed by oid: a rename does not lose it),
+    /// written back to the row when it changed.
+    pub async fn refresh(&self, r: &mut Rollout) -> Result<(), StepError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::oid",
+                &[&r.table_oid.to_string()],
+            )
+            .await?
+            .ok_or_else(|| ours(format!("table {} is gone", r.qualified())))?;
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        if schema != r.schema || table != r.table {
+            self.client
+                .execute(
+                    "UPDATE pgshift.rollouts SET schema_name = $2, table_name = $3 WHERE id = $1",
+                    &[&self.id, &schema, &table],
+                )
+                .await?;
+            r.schema = schema;
+            r.table = table;
+        }
+        Ok(())
+    }
+
+    /// Inside a transaction that locked the table: refuses to go on if the name
+    /// no longer means the table, or if an UPDATE would run code pgshift did not
+    /// write (see [`sql::FOREIGN_CODE`]). `trigger` and `function`: pgshift's own,
+    /// allowed on it now; `new`: the column the rollout writes.
+    async fn check_locked(
+        &self,
+        r: &Rollout,
+        trigger: &str,
+        function: &str,
+        new: &str,
+    ) -> Result<(), StepError> {
+        let mut pinned: Vec<String> = r.key_columns.clone();
+        pinned.extend(r.uses.iter().cloned());
+        pinned.push(new.to_string());
+        let rows = self
+            .client
+            .query(
+                &self.prepared(sql::FOREIGN_CODE).await?,
+                &[
+                    &r.table_oid.to_string(),
+                    &trigger,
+                    &function,
+                    &r.qualified(),
+                    &pinned,
+                    &r.key_columns,
+                    &"",
+                ],
+            )
+            .await?;
+        let renamed = "it was renamed, moved or replaced";
+        if !rows.is_empty() && rows.iter().all(|x| x.get::<_, String>(0) == renamed) {
+            // Renamed between the look by oid and the lock: look again.
+            return Err(StepError {
+                reason: format!("{} was renamed meanwhile", r.qualified()),
+                retry: true,
+                broken: false,
+            });
+        }
+        if let Some(row) = rows.first() {
+            let what: String = row.get(0);
+            return Err(ours(format!(
+                "pgshift stopped working on {}: {what} (an UPDATE by its service role would run code pgshift did not write, or act on another table)",
+                r.qualified()
+            )));
+        }
+        Ok(())
+    }
+
+    /// (Re)creates the mirror function: before the cutover (`lenient` once the
+    /// rollout failed), or after it.
+    pub async fn install_function(&self, r: &Rollout, mirror: Mirror) -> Result<(), StepError> {
+        let names = r.names();
+        let text = match mirror {
+            Mirror::AfterCutover => sql::after_cutover_function(
+                &names.reverse_function,
+                &r.column,
+                &r.old_column(),
+                Self::reversible(r),
+            ),
+            _ if Self::reversible(r) && sql::widening(&r.old_type, &r.new_type) => {
+                sql::copy_function(&names.function, &r.column, &r.new_column)
+            }
+            _ => {
+                let rows = self
+                    .client
+                    .query(super::start::VARS, &[&r.table_oid.to_string(), &r.uses])
+                    .await?;
+                let vars: Vec<(String, String)> =
+                    rows.iter().map(|x| (x.get(0), x.get(1))).collect();
+                let lenient = mirror == Mirror::Lenient;
+                sql::trigger_function(&names.function, &vars, &r.new_column, &r.transform, lenient)
+            }
+        };
+        self.client.batch_execute(&text).await?;
+        Ok(())
+    }
+
+    /// A start that failed before the client got its answer: nothing of the
+    /// rollout exists on the table (the expand is one transaction).
+    pub async fn abandon(&self, r: &Rollout, why: &str) -> Result<(), StepError> {
+        self.drop_functions(r).await?;
+        self.set_phase(Phase::RolledBack, Some(&format!("the start failed: {why}")))
+            .await
+    }
+
+    async fn drop_functions(&self, r: &Rollout) -> Result<(), StepError> {
+        let n = r.names();
+        self.client
+            .batch_execute(&format!(
+                "DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}()",
+                n.function, n.reverse_function
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// After the phase is final: a failure leaves two unused functions behind
+    /// (logged), and must not turn the phase back.
+    async fn drop_leftover_functions(&self, r: &Rollout) {
+        if let Err(e) = self.drop_functions(r).await {
+            tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "the rollout's functions were left behind");
+        }
+    }
+
+    async fn trigger_exists(&self, r: &Rollout, name: &str) -> Result<bool, StepError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1::text::oid AND tgname = $2::text::name)",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// True when the rollout's table name still means its table (inside a
+    /// transaction that locked it, the answer holds until commit).
+    async fn names_table(&self, r: &Rollout) -> Result<bool, StepError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_catalog.to_regclass($1::text) IS NOT DISTINCT FROM $2::text::oid",
+                &[&r.qualified(), &r.table_oid.to_string()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// One transaction: `body` under the given lock, with the row updated by
+    /// `done` (SQL, `$1` = id) in the same commit.
+    async fn in_lock(
+        &self,
+        r: &Rollout,
+        lock_ms: u64,
+        body: &str,
+        done: &str,
+        expect: Option<&Expected>,
+    ) -> Result<(), StepError> {
+        let begin = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = 0; \
+             LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE",
+            literal(&format!("{lock_ms}ms")),
+            r.qualified(),
+        );
+        let result = async {
+            self.client.batch_execute(&begin).await?;
+            // The DDL runs no code of the table's owner, but it must act on this
+            // table: under the lock, the name cannot change any more.
+            let same = self.names_table(r).await?;
+            if !same {
+                return Err(StepError {
+                    reason: format!("{} was renamed or replaced meanwhile", r.qualified()),
+                    retry: true,
+                    broken: false,
+                });
+            }
+            if let Some(expected) = expect {
+                // The cutover: nothing new uses the old column, its indexes are
+                // the ones that have twins (one added since would be lost), and
+                // the foreign keys on them are the ones read (one replaced since
+                // would come back with its old definition).
+                let users = self.column_users(r, &r.column).await?;
+                let now = self.old_indexes(r).await?;
+                let oids: Vec<u32> = now.iter().map(|i| i.oid).collect();
+                let mut fks = Vec::new();
+                for unique in now.iter().filter(|i| i.unique) {
+                    fks.extend(self.foreign_keys(r, unique.oid).await?);
+                }
+                let fks: Vec<(u32, String, String)> = fks
+                    .into_iter()
+                    .map(|f| (f.table_oid, f.name, f.definition))
+                    .collect();
+                if !users.is_empty() || oids != expected.indexes || fks != expected.foreign_keys {
+                    return Err(ours(format!(
+                        "{} gained users during the cutover ({}); ask for the cutover again",
+                        quote(&r.column),
+                        match users.is_empty() {
+                            true => "an index or a foreign key changed".to_string(),
+                            false => users.join(", "),
+                        }
+                    )));
+                }
+            }
+            self.client
+                .batch_execute(&format!("{body}; {done}; COMMIT"))
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Retries [`Driver::in_lock`] while the lock is not granted in time, for at
+    /// most the DDL retry deadline, pausing between attempts.
+    async fn with_retries(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        body: &str,
+        done: &str,
+        background: &Background,
+        expect: Option<&Expected>,
+    ) -> Result<(), StepError> {
+        let ddl = &settings.config.ddl;
+        let lock_ms = match ddl.stall_budget_ms {
+            0 => ddl.lock_timeout_ms,
+            b => b.min(ddl.lock_timeout_ms),
+        };
+        let deadline = Instant::now() + Duration::from_millis(ddl.retry_deadline_ms);
+        let mut pause = Duration::from_millis(ddl.retry_initial_ms.max(10));
+        loop {
+            // Like the engine's steps: no attempt while a transaction that has
+            // been open longer than the stall budget holds a lock on the table
+            // (the attempt would queue behind it, and every query behind that).
+            while ddl.stall_budget_ms > 0 && self.long_holder(r, ddl.stall_budget_ms).await? {
+                if Instant::now() >= deadline {
+                    return Err(StepError {
+                        reason: format!(
+                            "a transaction open longer than {} ms held {} until the retry deadline",
+                            ddl.stall_budget_ms,
+                            r.qualified()
+                        ),
+                        retry: true,
+                        broken: false,
+                    });
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = background.stopped() => return Err(ours("pgshift is shutting down")),
+                }
+            }
+            // A step that moves the rollout to another phase changes what the
+            // table returns (cutover, rollback, finish): sessions about to use a
+            // statement that reads it wait for this attempt to end, then renew it.
+            let swap = match &self.hold {
+                Some((running, database))
+                    if done.starts_with("UPDATE pgshift.rollouts SET phase") =>
+                {
+                    Some(running.swap(database, &r.table, r.table_oid))
+                }
+                _ => None,
+            };
+            if let Some(swap) = &swap {
+                swap.settle().await;
+            }
+            let attempt = self.in_lock(r, lock_ms, body, done, expect).await;
+            drop(swap);
+            match attempt {
+                Err(e) if e.retry && Instant::now() + pause < deadline => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = background.stopped() => return Err(ours("pgshift is shutting down")),
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(ddl.retry_max_ms.max(10)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// True when another session whose transaction began more than `budget_ms`
+    /// ago holds a lock on the table (sessions of other roles count only where
+    /// this role may see their transaction's start).
+    async fn long_holder(&self, r: &Rollout, budget_ms: u64) -> Result<bool, StepError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+                 JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'relation' AND l.relation = $1::text::oid AND l.granted \
+                 AND l.pid <> pg_catalog.pg_backend_pid() \
+                 AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $2::int8 / 1000.0))",
+                &[&r.table_oid.to_string(), &(budget_ms as i64)],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    fn done(phase: Phase) -> String {
+        format!(
+            "UPDATE pgshift.rollouts SET phase = '{}', request = NULL, error = NULL, updated = pg_catalog.now() WHERE id = ",
+            phase.name()
+        )
+    }
+
+    /// Adds (NOT VALID) and validates CHECK (`column` IS NOT NULL), so that SET NOT
+    /// NULL inside the short lock window needs no scan.
+    async fn not_null_check(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        column: &str,
+        background: &Background,
+    ) -> Result<(), StepError> {
+        let name = r.names().not_null_check;
+        let want = format!("CHECK (({} IS NOT NULL))", quote(column));
+        let found: Option<String> = self
+            .client
+            .query_opt(
+                "SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint WHERE conrelid = $1::text::oid AND conname = $2::text::name",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await?
+            .map(|row| row.get(0));
+        match found {
+            None => {
+                let add = format!(
+                    "ALTER TABLE ONLY {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                    r.qualified(),
+                    quote(&name),
+                    quote(column)
+                );
+                self.with_retries(settings, r, &add, "SELECT 1", background, None)
+                    .await?;
+            }
+            Some(def) if def == want || def == format!("{want} NOT VALID") => {}
+            Some(def) => {
+                return Err(ours(format!(
+                    "{} has a constraint named {} that pgshift did not make ({def})",
+                    r.qualified(),
+                    quote(&name)
+                )))
+            }
+        }
+        // Validated under a lock that keeps the constraint and the table's name
+        // as checked: the scan evaluates only pgshift's IS NOT NULL.
+        let result = async {
+            self.client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
+                     LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.qualified()
+                ))
+                .await?;
+            let ok: bool = self
+                .client
+                .query_one(
+                    "SELECT pg_catalog.to_regclass($1::text) IS NOT DISTINCT FROM $2::text::oid AND \
+                     (SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint \
+                       WHERE conrelid = $2::text::oid AND conname = $3::text::name) IN ($4::text, $4::text || ' NOT VALID')",
+                    &[&r.qualified(), &r.table_oid.to_string(), &name, &want],
+                )
+                .await?
+                .get::<_, Option<bool>>(0)
+                .unwrap_or(false);
+            if !ok {
+                return Err(ours(format!(
+                    "{} or its constraint {} changed meanwhile",
+                    r.qualified(),
+                    quote(&name)
+                )));
+            }
+            self.client
+                .batch_execute(&format!(
+                    "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}; COMMIT",
+                    r.qualified(),
+                    quote(&name)
+                ))
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Refuses to move a default whose text, parsed again, would run input
+    /// functions that are not built in (literals of the owner's types).
+    async fn default_is_built_in(&self, r: &Rollout, column: &str) -> Result<(), StepError> {
+        let rows = self
+            .client
+            .query(sql::DEFAULT_CODE, &[&r.table_oid.to_string(), &column])
+            .await?;
+        if let Some(row) = rows.first() {
+            let what: String = row.get(0);
+            return Err(ours(format!(
+                "the default of {} cannot be moved by pgshift: {what}; move it by hand (ALTER COLUMN … DROP DEFAULT), then ask again",
+                quote(column)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The live NOT NULL and default of `column` (printed on this connection).
+    async fn column_state(
+        &self,
+        r: &Rollout,
+        column: &str,
+    ) -> Result<(bool, Option<String>), StepError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT a.attnotnull, pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attribute a \
+                 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name AND NOT a.attisdropped",
+                &[&r.table_oid.to_string(), &column],
+            )
+            .await?
+            .ok_or_else(|| ours(format!("column {} of {} is gone", quote(column), r.qualified())))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    pub(super) async fn attnum(&self, r: &Rollout, column: &str) -> Result<i32, StepError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT attnum::int4 FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::oid AND attname = $2::text::name AND NOT attisdropped",
+                &[&r.table_oid.to_string(), &column],
+            )
+            .await?
+            .ok_or_else(|| ours(format!("column {} is gone", quote(column))))?;
+        Ok(row.get(0))
+    }
+
+    /// Objects other than its default and pgshift's trigger that use `column`:
+    /// the swap would leave them on the old column.
+    async fn column_users(&self, r: &Rollout, column: &str) -> Result<Vec<String>, StepError> {
+        let attnum = self.attnum(r, column).await?;
+        let rows = self
+            .client
+            .query(super::start::USERS, &[&r.table_oid.to_string(), &attnum])
+            .await?;
+        let n = r.names();
+        let ours = [
+            format!("trigger {} on ", n.trigger),
+            format!("trigger {} on ", n.reverse_trigger),
+        ];
+        Ok(rows
+            .iter()
+            .map(|x| x.get::<_, Option<String>>(0).unwrap_or_default())
+            .filter(|what| !ours.iter().any(|o| what.starts_with(o)))
+            .collect())
+    }
+
+    /// True when the new value is the old one through an assignment cast, so
+    /// that the reverse mirror (new to old, by assignment) gives the old value back.
+    fn reversible(r: &Rollout) -> bool {
+        r.transform == quote(&r.column)
+    }
+
+    async fn cutover(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        bg: &Background,
+    ) -> Result<(), StepError> {
+        let users = self.column_users(r, &r.column).await?;
+        if !users.is_empty() {
+            return Err(ours(format!(
+                "{} gained users during the rollout ({}); move them, then ask for the cutover again",
+                quote(&r.column),
+                users.join(", ")
+            )));
+        }
+        let (not_null, default) = self.column_state(r, &r.column).await?;
+        if default.is_some() {
+            self.default_is_built_in(r, &r.column).await?;
+        }
+        let (indexes, fks, old_indexes) = self.build_indexes(settings, r).await?;
+        let reversible = Self::reversible(r);
+        self.install_function(r, Mirror::AfterCutover).await?;
+        if not_null {
+            self.not_null_check(settings, r, &r.new_column, bg).await?;
+        }
+        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        let (c, new, old) = (
+            quote(&r.column),
+            quote(&r.new_column),
+            quote(&r.old_column()),
+        );
+        let n = r.names();
+        let sequences = self.owned_sequences(r, &r.column).await?;
+        let marks = self.column_marks(r, &r.column, &r.column).await?;
+        let mut body = Vec::new();
+        // A key or unique constraint moves to its twin; its old index goes with
+        // it, and the foreign keys that reference it are added again on the twin.
+        body.extend(fks.iter().map(ForeignKey::drop_sql));
+        for tw in indexes.iter().filter(|tw| tw.constraint.is_some()) {
+            body.push(format!("{t} DROP CONSTRAINT {}", quote(&tw.name)));
+        }
+        body.push(format!("{t} RENAME COLUMN {c} TO {old}"));
+        body.push(format!("{t} RENAME COLUMN {new} TO {c}"));
+        // The twins take the old indexes' names; the old ones go with the column.
+        for tw in indexes.iter().filter(|tw| tw.constraint.is_none()) {
+            body.extend(pass_name(r, tw, &n.old_index(tw.oid), &n.new_index(tw.oid)));
+        }
+        if let Some(default) = &default {
+            body.push(format!("{t} ALTER COLUMN {old} DROP DEFAULT"));
+            body.push(format!("{t} ALTER COLUMN {c} SET DEFAULT {default}"));
+        }
+        if not_null {
+            body.push(format!("{t} ALTER COLUMN {c} SET NOT NULL"));
+            body.push(format!("{t} DROP CONSTRAINT {}", quote(&n.not_null_check)));
+        }
+        for tw in &indexes {
+            body.extend(constraint_on(&t, tw, &n.new_index(tw.oid)));
+        }
+        body.extend(fks.iter().map(ForeignKey::add_sql));
+        // Privileges, comment and settings of the column go to the new one.
+        body.extend(marks);
+        // The replica identity and CLUSTER ON follow the name to the twin (then
+        // the old column may lose its NOT NULL).
+        for i in &old_indexes {
+            body.extend(i.table_marks(&r.qualified()));
+        }
+        if not_null {
+            body.push(format!("{t} ALTER COLUMN {old} DROP NOT NULL"));
+        }
+        // A `serial` sequence follows the column (the finish would drop it).
+        for seq in &sequences {
+            body.push(format!(
+                "ALTER SEQUENCE {seq} OWNED BY {}.{c}",
+                r.qualified()
+            ));
+        }
+        body.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote(&n.trigger),
+            r.qualified()
+        ));
+        // Writes after the cutover: positional INSERTs (the old column stands
+        // where the column stood) and, for a plain cast, everything that sets the
+        // column, so that a rollback loses nothing.
+        let events = match reversible {
+            true => format!("INSERT OR UPDATE OF {c}"),
+            false => "INSERT".to_string(),
+        };
+        body.push(format!(
+            "CREATE TRIGGER {} BEFORE {events} ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            quote(&n.reverse_trigger),
+            r.qualified(),
+            n.reverse_function
+        ));
+        body.push(format!(
+            "{t} ENABLE ALWAYS TRIGGER {}",
+            quote(&n.reverse_trigger)
+        ));
+        let done = format!("{}{}", Self::done(Phase::CutOver), r.id);
+        let expected = Expected {
+            indexes: indexes.iter().map(|tw| tw.oid).collect(),
+            foreign_keys: fks
+                .iter()
+                .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
+                .collect(),
+        };
+        self.with_retries(settings, r, &body.join("; "), &done, bg, Some(&expected))
+            .await?;
+        tracing::info!(target: "pgshift::rollout", rollout = r.id, "cut over: {}", r.describe());
+        let pending: Vec<(u32, String)> =
+            fks.iter().map(|f| (f.table_oid, f.name.clone())).collect();
+        if let Err(e) = self.validate_foreign_keys(settings, &pending).await {
+            tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "a foreign key stays NOT VALID for now");
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        bg: &Background,
+    ) -> Result<(), StepError> {
+        let n = r.names();
+        let body = format!(
+            "DROP TRIGGER IF EXISTS {} ON {t}; ALTER TABLE ONLY {t} DROP COLUMN IF EXISTS {}",
+            quote(&n.reverse_trigger),
+            quote(&r.old_column()),
+            t = r.qualified(),
+        );
+        let done = format!("{}{}", Self::done(Phase::Finished), r.id);
+        self.with_retries(settings, r, &body, &done, bg, None)
+            .await?;
+        self.drop_leftover_functions(r).await;
+        tracing::info!(target: "pgshift::rollout", rollout = r.id, "finished: {}", r.describe());
+        Ok(())
+    }
+
+    async fn rollback(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        bg: &Background,
+    ) -> Result<(), StepError> {
+        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        let n = r.names();
+        let (c, new, old) = (
+            quote(&r.column),
+            quote(&r.new_column),
+            quote(&r.old_column()),
+        );
+        let mut body = Vec::new();
+        // Foreign keys moved back with a primary key, validated after the move.
+        let mut rollback_fks: Vec<(u32, String)> = Vec::new();
+        if r.phase == Phase::CutOver {
+            // What was added to the new column since the cutover would go with it.
+            let users = self.column_users(r, &r.column).await?;
+            if !users.is_empty() {
+                return Err(ours(format!(
+                    "{} gained users since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
+                    quote(&r.column),
+                    users.join(", ")
+                )));
+            }
+            if !Self::reversible(r) {
+                return Err(ours(format!(
+                    "rollout {} computed the new column with USING {}: pgshift has no inverse to carry the writes made since the cutover back into the old column, so a rollback would lose them",
+                    r.id, r.transform
+                )));
+            }
+            // Writes since the cutover reached the old column through the reverse
+            // mirror; a value the old type cannot hold came through as NULL.
+            // Under a lock that keeps the name; row_security off: a policy would
+            // be the owner's code (it errors instead of applying one).
+            self.client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
+                     SET LOCAL row_security = off; LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.qualified()
+                ))
+                .await?;
+            let same = self.names_table(r).await?;
+            if !same {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                return Err(ours(format!(
+                    "{} was renamed or replaced meanwhile",
+                    r.qualified()
+                )));
+            }
+            let counted = self
+                .client
+                .query_one(
+                    &format!(
+                        "SELECT pg_catalog.count(*) FROM ONLY {} WHERE {old} IS NULL AND {c} IS NOT NULL",
+                        r.qualified()
+                    ),
+                    &[],
+                )
+                .await;
+            let _ = self.client.batch_execute("COMMIT").await;
+            let lost: i64 = counted?.get(0);
+            if lost > 0 {
+                return Err(ours(format!(
+                    "{lost} rows written since the cutover hold values the old type {} cannot hold; rolling back would lose them",
+                    r.old_type
+                )));
+            }
+            let (not_null, default) = self.column_state(r, &r.column).await?;
+            if default.is_some() {
+                self.default_is_built_in(r, &r.column).await?;
+            }
+            if not_null {
+                self.not_null_check(settings, r, &r.old_column(), bg)
+                    .await?;
+            }
+            // Keys and unique constraints move back: first twins on the old
+            // column; the foreign keys that reference the column's unique
+            // indexes move with them.
+            let constrained: Vec<&Twin> = r
+                .indexes
+                .iter()
+                .filter(|tw| tw.constraint.is_some())
+                .collect();
+            let current = self.indexes_on(r, &r.column).await?;
+            for tw in &constrained {
+                let behind: Vec<sql::OldIndex> = current
+                    .iter()
+                    .filter(|i| i.constraint.as_ref().is_some_and(|c| c.0 == tw.name))
+                    .cloned()
+                    .collect();
+                let back = n.old_index(tw.oid);
+                self.build_twins(settings, r, &behind, &r.column, &r.old_column(), |_| {
+                    back.clone()
+                })
+                .await?;
+            }
+            let mut fks = Vec::new();
+            for unique in current.iter().filter(|i| i.unique) {
+                fks.extend(self.foreign_keys(r, unique.oid).await?);
+            }
+            let sequences = self.owned_sequences(r, &r.column).await?;
+            let marks = self.column_marks(r, &r.column, &r.column).await?;
+            body.push(format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote(&n.reverse_trigger),
+                r.qualified()
+            ));
+            body.extend(fks.iter().map(ForeignKey::drop_sql));
+            for tw in &constrained {
+                body.push(format!("{t} DROP CONSTRAINT {}", quote(&tw.name)));
+            }
+            // The old indexes take their names back; the twins go with the new column.
+            for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
+                body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
+            }
+            body.push(format!("{t} RENAME COLUMN {c} TO {new}"));
+            body.push(format!("{t} RENAME COLUMN {old} TO {c}"));
+            for seq in &sequences {
+                body.push(format!(
+                    "ALTER SEQUENCE {seq} OWNED BY {}.{c}",
+                    r.qualified()
+                ));
+            }
+            if let Some(default) = &default {
+                body.push(format!("{t} ALTER COLUMN {new} DROP DEFAULT"));
+                body.push(format!("{t} ALTER COLUMN {c} SET DEFAULT {default}"));
+            }
+            if not_null {
+                body.push(format!("{t} ALTER COLUMN {c} SET NOT NULL"));
+            }
+            for tw in &constrained {
+                body.extend(constraint_on(&t, tw, &n.old_index(tw.oid)));
+            }
+            body.extend(fks.iter().map(ForeignKey::add_sql));
+            for i in &current {
+                body.extend(i.table_marks(&r.qualified()));
+            }
+            body.extend(marks);
+            rollback_fks = fks.iter().map(|f| (f.table_oid, f.name.clone())).collect();
+        } else {
+            body.push(format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote(&n.trigger),
+                r.qualified()
+            ));
+        }
+        body.push(format!(
+            "{t} DROP CONSTRAINT IF EXISTS {}",
+            quote(&n.not_null_check)
+        ));
+        body.push(format!("{t} DROP COLUMN IF EXISTS {new}"));
+        let done = format!("{}{}", Self::done(Phase::RolledBack), r.id);
+        self.with_retries(settings, r, &body.join("; "), &done, bg, None)
+            .await?;
+        // The rollout is over: nothing comes back for these, so a few tries now.
+        let mut tries = 0;
+        while let Err(e) = self.validate_foreign_keys(settings, &rollback_fks).await {
+            tries += 1;
+            if tries == 3 {
+                let names: Vec<&str> = rollback_fks.iter().map(|(_, n)| n.as_str()).collect();
+                let left = format!(
+                    "rolled back, but foreign keys {} are still NOT VALID ({}): run ALTER TABLE … VALIDATE CONSTRAINT",
+                    names.join(", "),
+                    e.reason
+                );
+                tracing::warn!(target: "pgshift::rollout", rollout = r.id, "{left}");
+                let _ = self.note_error(&left).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.drop_leftover_functions(r).await;
+        tracing::info!(target: "pgshift::rollout", rollout = r.id, "rolled back: {}", r.describe());
+        Ok(())
+    }
+}
+
+/// The batch size, grown or shrunk toward the target duration.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub rows: u64,
+}
+
+impl Pace {
+    pub fn next(self, took: Duration, target: Duration, min: u64, max: u64) -> Pace {
+        let took = took.as_secs_f64().max(0.001);
+        let ideal = self.rows as f64 * target.as_secs_f64() / took;
+        let rows = ideal
+            .min(self.rows as f64 * 2.0)
+            .max(self.rows as f64 / 4.0);
+        Pace {
+            rows: (rows as u64).clamp(min, max),
+        }
+    }
+}
+
+/// One backfill or verify batch; `Ok(None)` when the pass is over.
+async fn batch(
+    d: &Driver,
+    r: &Rollout,
+    keys: &[(String, String)],
+    rows: u64,
+    lock_ms: u64,
+    verify: bool,
+    bound: &mut Option<Vec<String>>,
+) -> Result<Option<u64>, StepError> {
+    let names = r.names();
+    let begin = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = '60s'; \
+         LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
+        literal(&format!("{lock_ms}ms")),
+        r.qualified()
+    );
+    d.client.batch_execute(&begin).await?;
+    let result = async {
+        // Under this lock nobody can add a trigger, rule, index or constraint,
+        // or rename the table: what was checked is what the UPDATE runs.
+        let function = format!("{}()", names.function);
+        d.check_locked(r, &names.trigger, &function, &r.new_column)
+            .await?;
+        let after = r.last_key.clone();
+        if after.is_none() || bound.is_none() {
+            // A pass starts (or this driver took one over): it walks up to the
+            // last key there is now.
+            *bound = d
+                .client
+                .query_opt(&sql::last_key(r, keys), &[])
+                .await?
+                .map(|row| key_values(&row, keys.len()))
+                .transpose()?;
+        }
+        let Some(last) = bound.as_ref() else {
+            return Ok((false, 0)); // an empty table
+        };
+        let mut range: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(a) = &after {
+            range.extend(a.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+        }
+        range.extend(last.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+        let end = d
+            .client
+            .query_opt(&sql::batch_end(r, keys, after.is_some(), rows), &range)
+            .await?
+            .map(|row| key_values(&row, keys.len()))
+            .transpose()?;
+        // The pass ends with the batch that reaches its last key.
+        let more = end.as_ref().is_some_and(|e| e != last);
+        let upper = end.unwrap_or_else(|| last.clone());
+        let mut fill_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(a) = &after {
+            fill_params.extend(a.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+        }
+        fill_params.extend(upper.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+        let fill = d.prepared(&sql::fill(r, keys, after.is_some())).await?;
+        let changed = d.client.execute(&fill, &fill_params).await?;
+        let counter = if verify { "mismatches = COALESCE(mismatches, 0) + $3" } else { "rows_done = rows_done + $3" };
+        let checkpoint = d
+            .prepared(&format!(
+                "UPDATE pgshift.rollouts SET last_key = $2, {counter}, updated = pg_catalog.now(), heartbeat = pg_catalog.now() WHERE id = $1"
+            ))
+            .await?;
+        // The checkpoint after the last batch is NULL: the next pass starts over.
+        let upper = more.then_some(upper);
+        d.client
+            .execute(&checkpoint, &[&r.id, &upper, &(changed as i64)])
+            .await?;
+        Ok((more, changed))
+    }
+    .await;
+    match result {
+        Ok((more, changed)) => {
+            d.client.batch_execute("COMMIT").await?;
+            Ok(more.then_some(changed))
+        }
+        Err(e) => {
+            let _ = d.client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// What the cutover's lock window expects to find as it was read: the old
+/// column's indexes (oids) and the foreign keys on them (table, name, definition).
+pub struct Expected {
+    indexes: Vec<u32>,
+    foreign_keys: Vec<(u32, String, String)>,
+}
+
+/// Which mirror function a rollout needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirror {
+    /// Before the cutover: a value that does not convert fails the write.
+    Strict,
+    /// The rollout failed: a value that does not convert stores NULL.
+    Lenient,
+    /// From the cutover to the finish.
+    AfterCutover,
+}
+
+/// A key read as text, one value per key column.
+fn key_values(row: &tokio_postgres::Row, n: usize) -> Result<Vec<String>, StepError> {
+    (0..n)
+        .map(|i| row.get::<_, Option<String>>(i))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| ours("a primary key value is NULL"))
+}
+
+/// Drives the rollout until it is over, the connection breaks or pgshift stops.
+/// `entered`: the rollout's registration, when the caller made it.
+pub async fn run(
+    d: Driver,
+    bg: Background,
+    database: String,
+    running: Arc<Running>,
+    entered: Option<super::Entered>,
+) {
+    let _registered = entered.or_else(|| running.enter(&database, d.id));
+    let mut d = d;
+    d.hold = Some((running.clone(), database.clone()));
+    tracing::info!(target: "pgshift::rollout", rollout = d.id, database, "driving rollout");
+    let mut pace: Option<Pace> = None;
+    let mut passes = 0u32;
+    // A verify pass completed just now, in this driver: the cutover may follow.
+    let mut fresh = false;
+    // An automatic cutover or finish failed for a reason a retry cannot mend (the
+    // column gained a user, say): no more automatic attempts until an operator asks.
+    let mut auto_stopped = false;
+    // The foreign keys a cut-over rollout moved are valid (this driver saw it).
+    let mut fks_valid = false;
+    let mut backoff_until: Option<Instant> = None;
+    // The key's columns and types: the batch's check under its lock refuses a
+    // changed primary key, so they are read once.
+    let mut keys: Option<Vec<(String, String)>> = None;
+    // The last key of the pass under way.
+    let mut bound: Option<Vec<String>> = None;
+    loop {
+        let settings = bg.settings();
+        let conf = &settings.config.rollout;
+        let r = match d.load().await {
+            Ok(mut r) => {
+                if !r.phase.is_over() {
+                    if let Err(e) = d.refresh(&mut r).await {
+                        tracing::debug!(target: "pgshift::rollout", rollout = d.id, error = %e, "table not found by oid");
+                    }
+                }
+                running.describe(&database, &r);
+                r
+            }
+            Err(e) => {
+                tracing::warn!(target: "pgshift::rollout", rollout = d.id, error = %e, "rollout driver stops");
+                return;
+            }
+        };
+        if r.phase.is_over() {
+            return;
+        }
+        if r.request.is_some() {
+            auto_stopped = false;
+        }
+        let outcome: Result<(), StepError> = async {
+            match r.request {
+                Some(Request::Rollback) => return d.rollback(&settings, &r, &bg).await,
+                Some(Request::Pause) => {
+                    d.client.execute("UPDATE pgshift.rollouts SET paused = true, request = NULL WHERE id = $1", &[&d.id]).await?;
+                    return Ok(());
+                }
+                Some(Request::Resume) => {
+                    d.client.execute("UPDATE pgshift.rollouts SET paused = false, request = NULL WHERE id = $1", &[&d.id]).await?;
+                    if r.phase == Phase::Failed {
+                        d.install_function(&r, Mirror::Strict).await?;
+                        d.set_phase(Phase::Backfilling, None).await?;
+                    }
+                    return Ok(());
+                }
+                Some(Request::Verify) if r.phase == Phase::Verified => {
+                    d.client.execute("UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0, request = NULL WHERE id = $1", &[&d.id]).await?;
+                    passes = 0;
+                    return Ok(());
+                }
+                Some(Request::Verify) => {
+                    d.clear_request().await?;
+                    return Ok(());
+                }
+                _ => {}
+            }
+            if backoff_until.is_some_and(|t| Instant::now() < t) {
+                return idle(&bg).await;
+            }
+            match r.phase {
+                Phase::Planned => {
+                    // The start did not finish: the expand committed or not at all.
+                    if d.trigger_exists(&r, &r.names().trigger).await? {
+                        d.set_phase(Phase::Backfilling, None).await
+                    } else {
+                        d.abandon(&r, "pgshift stopped while starting it").await
+                    }
+                }
+                Phase::Backfilling | Phase::Verifying if r.paused => idle(&bg).await,
+                Phase::Backfilling | Phase::Verifying => {
+                    let verify = r.phase == Phase::Verifying;
+                    if keys.is_none() {
+                        keys = Some(key_types(&d, &r).await?);
+                    }
+                    let keys = keys.clone().unwrap_or_default();
+                    let p = pace.unwrap_or(Pace { rows: conf.batch_rows.min(1000).max(conf.min_batch_rows) });
+                    let lock_ms = settings.config.ddl.lock_timeout_ms.min(1000);
+                    let started = Instant::now();
+                    match batch(&d, &r, &keys, p.rows, lock_ms, verify, &mut bound).await {
+                        Ok(Some(_)) => {
+                            let took = started.elapsed();
+                            pace = Some(p.next(took, Duration::from_millis(conf.batch_target_ms), conf.min_batch_rows, conf.batch_rows));
+                            throttle(&r, p.rows, took, conf.pause_ms, &bg).await;
+                            Ok(())
+                        }
+                        Ok(None) if !verify => {
+                            d.client.execute("UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0, updated = pg_catalog.now() WHERE id = $1", &[&d.id]).await?;
+                            passes = 0;
+                            Ok(())
+                        }
+                        Ok(None) => {
+                            let r = d.load().await?;
+                            passes += 1;
+                            if r.mismatches.unwrap_or(0) == 0 {
+                                d.set_phase(Phase::Verified, None).await?;
+                                fresh = true;
+                                tracing::info!(target: "pgshift::rollout", rollout = d.id, "verified: every row's new value matches");
+                            } else if passes >= MAX_VERIFY_PASSES {
+                                d.install_function(&r, Mirror::Lenient).await?;
+                                d.set_phase(Phase::Failed, Some(&format!("verify repaired rows in {passes} passes in a row: something writes the table without the mirror"))).await?;
+                            } else {
+                                d.client.execute("UPDATE pgshift.rollouts SET last_key = NULL, mismatches = 0 WHERE id = $1", &[&d.id]).await?;
+                            }
+                            Ok(())
+                        }
+                        Err(e) if e.retry => {
+                            tracing::debug!(target: "pgshift::rollout", rollout = d.id, error = %e, rows = p.rows, "batch retried");
+                            pace = Some(Pace { rows: (p.rows / 2).max(conf.min_batch_rows) });
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Phase::Verified => {
+                    let auto = conf.cutover == When::Auto && !auto_stopped;
+                    if auto || r.request == Some(Request::Cutover) {
+                        if !fresh {
+                            // Verified before this driver took over, or long ago: a
+                            // write since may have stored NULL (a value that did not
+                            // convert). One more pass right before the swap.
+                            d.client.execute("UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0 WHERE id = $1", &[&d.id]).await?;
+                            passes = 0;
+                            return Ok(());
+                        }
+                        fresh = false;
+                        d.cutover(&settings, &r, &bg).await
+                    } else {
+                        idle(&bg).await
+                    }
+                }
+                Phase::CutOver => {
+                    if !fks_valid {
+                        // Foreign keys the cutover added again NOT VALID: until
+                        // they are valid there is no finish (retried as any step).
+                        d.validate_foreign_keys(&settings, &r.foreign_keys).await?;
+                        fks_valid = true;
+                    }
+                    let auto = conf.finish == When::Auto && !auto_stopped;
+                    if auto || r.request == Some(Request::Finish) {
+                        d.finish(&settings, &r, &bg).await
+                    } else {
+                        idle(&bg).await
+                    }
+                }
+                Phase::Failed => idle(&bg).await,
+                Phase::Finished | Phase::RolledBack => Ok(()),
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => backoff_until = None,
+            Err(e) if e.broken => {
+                tracing::warn!(target: "pgshift::rollout", rollout = d.id, error = %e, "rollout driver lost its connection");
+                return;
+            }
+            Err(e) if e.retry => {
+                // A lock window not granted within the deadline: say so, try later.
+                let _ = d.note_error(&format!("will try again: {e}")).await;
+                backoff_until = Some(Instant::now() + Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(target: "pgshift::rollout", rollout = d.id, error = %e, "rollout failed");
+                let _ = d.clear_request().await;
+                if !matches!(r.phase, Phase::CutOver | Phase::Verified | Phase::Planned) {
+                    // The application must not pay for a rollout that stopped:
+                    // writes the old type takes go on (the mirror stores NULL).
+                    if let Err(e) = d.install_function(&r, Mirror::Lenient).await {
+                        tracing::warn!(target: "pgshift::rollout", rollout = d.id, error = %e, "the mirror stays strict");
+                    }
+                }
+                let (phase, reason) = if matches!(r.phase, Phase::CutOver | Phase::Verified) {
+                    auto_stopped = true;
+                    let next = match r.phase {
+                        Phase::Verified => "cutover",
+                        _ => "finish",
+                    };
+                    (
+                        r.phase,
+                        format!("{}; ask for the {next} again once that is mended", e.reason),
+                    )
+                } else {
+                    (Phase::Failed, e.reason.clone())
+                };
+                let _ = d.set_phase(phase, Some(&reason)).await;
+                backoff_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+        if bg.is_stopping() {
+            return;
+        }
+    }
+}
+
+async fn idle(bg: &Background) -> Result<(), StepError> {
+    tokio::select! {
+        _ = tokio::time::sleep(IDLE_POLL) => {}
+        _ = bg.stopped() => {}
+    }
+    Ok(())
+}
+
+/// Keeps the rate under the rollout's rows per second, plus the fixed pause.
+async fn throttle(r: &Rollout, rows: u64, took: Duration, pause_ms: u64, bg: &Background) {
+    let mut wait = Duration::from_millis(pause_ms);
+    if r.rows_per_second > 0 {
+        let should = Duration::from_secs_f64(rows as f64 / r.rows_per_second as f64);
+        wait = wait.max(should.saturating_sub(took));
+    }
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = bg.stopped() => {}
+        }
+    }
+}
+
+async fn key_types(d: &Driver, r: &Rollout) -> Result<Vec<(String, String)>, StepError> {
+    let rows = d
+        .client
+        .query(
+            super::start::VARS,
+            &[&r.table_oid.to_string(), &r.key_columns],
+        )
+        .await?;
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for k in &r.key_columns {
+        let ty = rows
+            .iter()
+            .find(|x| x.get::<_, String>(0) == *k)
+            .map(|x| x.get(1))
+            .ok_or_else(|| ours(format!("key column {} is gone", quote(k))))?;
+        keys.push((k.clone(), ty));
+    }
+    Ok(keys)
+}
+
+/// Waits for rollout `id` in `database` to need a driver here: takes its lock when
+/// the proxy driving it goes, then drives it.
+pub async fn standby(
+    settings: Arc<Settings>,
+    database: String,
+    id: i64,
+    bg: Background,
+    running: Arc<Running>,
+) {
+    let Some(registered) = running.enter(&database, id) else {
+        return;
+    };
+    let rt = tokio::runtime::Handle::current();
+    loop {
+        let client = match service::connect(&settings, &database, &rt).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(target: "pgshift::rollout", rollout = id, error = %e, "standby cannot connect");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = bg.stopped() => return,
+                }
+            }
+        };
+        let d = Driver {
+            client,
+            id,
+            cache: Default::default(),
+            hold: None,
+        };
+        loop {
+            match d.load().await {
+                Ok(r) if r.phase.is_over() => return,
+                Ok(r) => running.describe(&database, &r),
+                Err(e) if e.broken => break,
+                Err(_) => return,
+            }
+            match d.try_lock().await {
+                Ok(true) => {
+                    return Box::pin(run(d, bg, database, running, Some(registered))).await;
+                }
+                Ok(false) => {}
+                Err(e) if e.broken => break,
+                Err(_) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = bg.stopped() => return,
+            }
+        }
+    }
+}

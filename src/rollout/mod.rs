@@ -1,0 +1,415 @@
+//! Online column rollouts. A type change that would rewrite the table under
+//! ACCESS EXCLUSIVE (`ALTER COLUMN amount TYPE bigint`) becomes: a new column, a
+//! trigger that mirrors every write into it, a throttled keyset backfill, a verify
+//! pass that repairs what it finds, a cutover in a short lock window that swaps
+//! the names and turns the mirror around, and a finish that drops the old column;
+//! a rollback undoes any of it without losing writes.
+//!
+//! The state lives in `pgshift.rollouts` in the target database. Background work
+//! runs on the service connection and evaluates only the transform, which was
+//! checked to be built-in and immutable; before each batch the table is checked
+//! for code an UPDATE would run (triggers, rules, non-built-in functions in
+//! constraints, indexes or generated columns), under a lock that keeps it so.
+
+pub mod driver;
+pub mod model;
+pub mod sql;
+pub mod start;
+mod twins;
+
+pub use model::{Phase, Request, Rollout};
+
+use crate::context::Settings;
+use crate::engine::Background;
+use crate::sql::ident::quote;
+use crate::wire::activity::Activity;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// What the client asked to change, as it wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Spec {
+    /// The table as the statement names it (resolved with the client's search_path).
+    pub table: String,
+    /// The column's name (unquoted).
+    pub column: String,
+    /// The new type as SQL.
+    pub target: String,
+    /// The USING expression, deparsed.
+    pub using: Option<String>,
+}
+
+impl Spec {
+    /// The new column's value for a row: the USING clause, or the old column
+    /// (stored through an assignment cast, as ALTER … TYPE does without USING).
+    pub fn transform(&self) -> String {
+        self.using.clone().unwrap_or_else(|| quote(&self.column))
+    }
+}
+
+/// Rollouts this process drives or stands by for, with their table once known.
+#[derive(Debug, Default)]
+pub struct Running {
+    set: Mutex<HashMap<(String, i64), Option<Table>>>,
+    /// How many: sessions hold COPY statements while it is not zero.
+    live: Arc<AtomicUsize>,
+    /// Counts the changes to tables under rollout that change what a statement
+    /// returns (the new column added, the cutover, a rollback, the end): sessions
+    /// compare it with the count their prepared statements were last renewed at.
+    changes: Arc<AtomicU64>,
+    /// The tables those changes were made to, by database (lowercase names, the
+    /// most recent [`TOUCHED_MAX`]): the statements to renew mention one of them.
+    touched: Mutex<Vec<(String, String, u32)>>,
+    /// Tables whose lock window is open (a [`Swap`]), by database (lowercase).
+    swapping: Mutex<Vec<(String, String)>>,
+    /// Every session's turns at the server, by database (a [`Swap`] waits for
+    /// those that started before it).
+    sessions: Mutex<Vec<(String, Weak<Activity>)>>,
+}
+
+/// The longest a lock window waits for turns already at the server before its
+/// attempt (a turn longer than that is a query the ALTER would wait for anyway,
+/// or one on another table).
+pub const SETTLE_MAX: Duration = Duration::from_millis(250);
+
+/// A lock window that changes what a table returns. While it lasts, sessions
+/// about to use a prepared statement that reads the table wait (never longer than
+/// the window); when it ends, committed or not, they renew their statements.
+pub struct Swap {
+    running: Arc<Running>,
+    key: (String, String),
+    oid: u32,
+    /// The change count it opened at.
+    count: u64,
+}
+
+impl Swap {
+    /// Waits (at most [`SETTLE_MAX`]) until no session of the database has a turn
+    /// at the server that started before the window opened: such a turn's Bind
+    /// could reach Postgres behind the ALTER and fail after it.
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        while self.running.turns_before(&self.key.0, self.count)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        let mut swapping = self
+            .running
+            .swapping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = swapping.iter().position(|k| *k == self.key) {
+            swapping.remove(i);
+        }
+        drop(swapping);
+        self.running.changed(&self.key.0, &self.key.1, self.oid);
+    }
+}
+
+/// Tables remembered in [`Running::touched`].
+const TOUCHED_MAX: usize = 64;
+
+/// A table under rollout, and the names its columns have during it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub oid: u32,
+    /// Its name (without schema) when the rollout was last read.
+    pub name: String,
+    /// The column being changed (the new one, after the cutover).
+    pub column: String,
+    /// The new column before the cutover.
+    pub new_column: String,
+    /// The old column after the cutover, where the column used to stand.
+    pub old_column: String,
+    /// The new column exists (past planned).
+    pub expanded: bool,
+    /// The new column has the column's name (cut over).
+    pub cut_over: bool,
+}
+
+impl Table {
+    /// The table's columns as the application knows them, in its order, from its
+    /// columns now (`names`, in attnum order): pgshift's new column left out; after
+    /// the cutover, the column where the old one stands.
+    pub fn visible(&self, names: &[String]) -> Vec<String> {
+        let cut_over = names.contains(&self.old_column);
+        names
+            .iter()
+            .filter(|n| **n != self.new_column && !(cut_over && **n == self.column))
+            .map(|n| match *n == self.old_column {
+                true => self.column.clone(),
+                false => n.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Registered while a task drives or stands by for a rollout.
+pub struct Entered {
+    running: Arc<Running>,
+    key: (String, i64),
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut set = self.running.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(table)) = set.remove(&self.key) {
+            self.running.changed(&self.key.0, &table.name, table.oid);
+        }
+        self.running.live.store(set.len(), Ordering::Relaxed);
+    }
+}
+
+impl Running {
+    /// None when a task of this process already has it.
+    pub fn enter(self: &Arc<Self>, database: &str, id: i64) -> Option<Entered> {
+        let key = (database.to_string(), id);
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if set.contains_key(&key) {
+            return None;
+        }
+        set.insert(key.clone(), None);
+        self.live.store(set.len(), Ordering::Relaxed);
+        Some(Entered {
+            running: self.clone(),
+            key,
+        })
+    }
+
+    pub fn contains(&self, database: &str, id: i64) -> bool {
+        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains_key(&(database.to_string(), id))
+    }
+
+    /// Notes the table of a rollout this process has entered.
+    pub fn describe(&self, database: &str, r: &model::Rollout) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
+            let now = Some(Table {
+                oid: r.table_oid,
+                name: r.table.clone(),
+                column: r.column.clone(),
+                new_column: r.new_column.clone(),
+                old_column: r.old_column(),
+                expanded: r.phase != model::Phase::Planned,
+                cut_over: r.phase == model::Phase::CutOver,
+            });
+            if *table != now {
+                self.changed(database, &r.table, r.table_oid);
+            }
+            *table = now;
+        }
+    }
+
+    /// Notes a session's activity (kept while the session lasts).
+    pub fn register(&self, database: &str, activity: &Arc<Activity>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() >= 64 && sessions.len().is_power_of_two() {
+            sessions.retain(|(_, a)| a.strong_count() > 0);
+        }
+        sessions.push((database.to_string(), Arc::downgrade(activity)));
+    }
+
+    /// True while a session of `database` has a turn at the server that started
+    /// before change `count`.
+    fn turns_before(&self, database: &str, count: u64) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|(_, a)| a.strong_count() > 0);
+        sessions
+            .iter()
+            .filter(|(db, _)| db == database)
+            .any(|(_, a)| a.upgrade().is_some_and(|a| a.before(count)))
+    }
+
+    /// Returns the count after this change.
+    fn changed(&self, database: &str, table: &str, oid: u32) -> u64 {
+        let entry = (database.to_string(), table.to_lowercase(), oid);
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.retain(|t| *t != entry);
+        if touched.len() == TOUCHED_MAX {
+            touched.remove(0);
+        }
+        touched.push(entry);
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Opens a lock window on `table` of `database`: sessions go stale at once (and
+    /// wait for it at their next turn), and again when it closes.
+    pub fn swap(self: &Arc<Self>, database: &str, table: &str, oid: u32) -> Swap {
+        let key = (database.to_string(), table.to_lowercase());
+        self.swapping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.clone());
+        let count = self.changed(database, table, oid);
+        Swap {
+            running: self.clone(),
+            key,
+            oid,
+            count,
+        }
+    }
+
+    /// The tables of `database` whose lock window is open (lowercase).
+    pub fn swapping(&self, database: &str) -> Vec<String> {
+        let swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        swapping
+            .iter()
+            .filter(|(db, _)| db == database)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// The count [`Running::changes`] holds now.
+    pub fn change_count(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// The tables of `database` that changed under rollout lately (lowercase
+    /// name, oid).
+    pub fn touched(&self, database: &str) -> Vec<(String, u32)> {
+        let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched
+            .iter()
+            .filter(|(db, _, _)| db == database)
+            .map(|(_, t, oid)| (t.clone(), *oid))
+            .collect()
+    }
+
+    /// The count sessions compare their prepared statements with.
+    pub fn changes(&self) -> Arc<AtomicU64> {
+        self.changes.clone()
+    }
+
+    /// The tables under rollout in `database` that this process knows of.
+    pub fn tables(&self, database: &str) -> Vec<Table> {
+        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        set.iter()
+            .filter(|((db, _), _)| db == database)
+            .filter_map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// The count sessions look at (one atomic load per COPY Query).
+    pub fn live(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+}
+
+/// Looks for rollouts in `database` that are not over and that no task of this
+/// process watches, and stands by for each (a rollout a dead proxy drove is taken
+/// over at once).
+pub async fn scan(
+    book: &crate::engine::book::Book,
+    settings: Arc<Settings>,
+    bg: &Background,
+    running: &Arc<Running>,
+) {
+    let rows = match book
+        .scan_query(
+            &settings,
+            bg.runtime(),
+            "SELECT id FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back') ORDER BY id",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(database = book.database(), error = %e, "rollout scan skipped");
+            return;
+        }
+    };
+    for row in rows {
+        let id: i64 = row.get(0);
+        if running.contains(book.database(), id) {
+            continue;
+        }
+        let task = driver::standby(
+            settings.clone(),
+            book.database().to_string(),
+            id,
+            bg.clone(),
+            running.clone(),
+        );
+        bg.spawn(task);
+    }
+}
+
+/// An operator's request (the admin console's ROLLOUT commands): written to the
+/// row, acted on by whichever proxy drives the rollout. Returns the phase the
+/// rollout was in, or an error saying why the request makes no sense.
+pub async fn request(
+    client: &tokio_postgres::Client,
+    id: i64,
+    what: Request,
+) -> Result<Phase, String> {
+    let row = client
+        .query_opt(
+            "UPDATE pgshift.rollouts SET request = $2, updated = pg_catalog.now() \
+             WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase",
+            &[&id, &what.name()],
+        )
+        .await
+        .map_err(|e| crate::engine::service::db_reason(&e))?;
+    match row {
+        Some(r) => Ok(Phase::parse(r.get::<_, &str>(0)).unwrap_or(Phase::Failed)),
+        None => Err(format!("rollout {id} does not exist or is over")),
+    }
+}
+
+/// Sets a rollout's backfill rate limit (0: none).
+pub async fn throttle(
+    client: &tokio_postgres::Client,
+    id: i64,
+    rows_per_second: i64,
+) -> Result<(), String> {
+    let n = client
+        .execute(
+            "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() WHERE id = $1",
+            &[&id, &rows_per_second.max(0)],
+        )
+        .await
+        .map_err(|e| crate::engine::service::db_reason(&e))?;
+    if n == 0 {
+        return Err(format!("rollout {id} does not exist"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn visible_columns_keep_the_applications_order() {
+        let t = Table {
+            oid: 1,
+            name: "orders".into(),
+            column: "amount".into(),
+            new_column: "amount__pgshift_new".into(),
+            old_column: "amount__pgshift_old".into(),
+            expanded: true,
+            cut_over: false,
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let want = names(&["id", "amount", "note"]);
+        assert_eq!(
+            t.visible(&names(&["id", "amount", "note", "amount__pgshift_new"])),
+            want
+        );
+        assert_eq!(
+            t.visible(&names(&["id", "amount__pgshift_old", "note", "amount"])),
+            want
+        );
+        assert_eq!(t.visible(&want), want);
+    }
+}

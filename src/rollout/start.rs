@@ -1,0 +1,561 @@
+//! Starting a rollout from an intercepted `ALTER COLUMN … TYPE`, in the client's
+//! session (outside a transaction block): the statement is tried on an empty
+//! temporary copy of the table (so Postgres itself checks the type and the USING
+//! expression, and says whether the expression is immutable and what it uses),
+//! the table is looked at on the service connection, the row is written, the new
+//! column and its mirror trigger are added in one short step, and the client gets
+//! its command tag while the backfill runs in the background.
+
+use super::model::{parked_name, Phase};
+use super::{driver, sql, Spec};
+use crate::engine::conn::{Conn, ServerError};
+use crate::engine::steps::{self, Failure, Mode, StepContext};
+use crate::engine::SessionCx;
+use crate::sql::ident::{literal, quote};
+use crate::sql::plan::{Lock, Step};
+
+/// What the probe learned in the client's session.
+struct Probe {
+    table_oid: u32,
+    type_oid: u32,
+    typmod: i32,
+    uses: Vec<String>,
+}
+
+/// An error for the client, shaped like the server's (any SQLSTATE).
+pub fn refusal(code: &str, message: String, hint: &str) -> Failure {
+    Failure::Server(ServerError::from_fields(vec![
+        (b'S', "ERROR".into()),
+        (b'V', "ERROR".into()),
+        (b'C', code.into()),
+        (b'M', message),
+        (b'H', hint.into()),
+    ]))
+}
+
+fn not_yet(what: String) -> Failure {
+    refusal(
+        "0A000",
+        format!("pgshift cannot roll out this type change: {what}"),
+        "Use an expand/contract migration by hand, or SET pgshift.bypass = on to run the ALTER as written (it rewrites the table under ACCESS EXCLUSIVE).",
+    )
+}
+
+fn service_failure(e: impl std::fmt::Display) -> Failure {
+    refusal(
+        "58000",
+        format!("pgshift could not record the rollout: {e}"),
+        "pgshift keeps rollouts in schema pgshift through its service connection; the log says why it failed.",
+    )
+}
+
+/// Runs `sql` in the client's session; a server error rolls the probe back.
+async fn probe_step<C: Conn>(io: &mut C, sql: &str) -> Result<crate::engine::conn::Reply, Failure> {
+    let reply = io.query(sql).await?;
+    if let Some(e) = reply.error.clone() {
+        io.query("ROLLBACK").await?;
+        return Err(Failure::Server(e.without_position()));
+    }
+    Ok(reply)
+}
+
+async fn probe<C: Conn>(io: &mut C, spec: &Spec, session: u64) -> Result<Probe, Failure> {
+    let name = format!("pgshift_probe_{session}");
+    let probe = format!("pg_temp.{name}");
+    probe_step(io, "BEGIN").await?;
+    probe_step(
+        io,
+        &format!("CREATE TEMPORARY TABLE {name} (LIKE {})", spec.table),
+    )
+    .await?;
+    let added = format!(
+        "ALTER TABLE {probe} ADD COLUMN pgshift_probe_value {t} GENERATED ALWAYS AS (CAST(({}) AS {t})) STORED",
+        spec.transform(),
+        t = spec.target,
+    );
+    if let Err(Failure::Server(e)) = probe_step(io, &added).await {
+        let hint = "pgshift evaluates the new value in the background for every row, so it must be an immutable expression over the row's own columns (a USING clause like amount::bigint or round(price * 100)::int).";
+        return Err(refusal(
+            &e.code,
+            format!("pgshift cannot roll out this type change: {}", e.message),
+            hint,
+        ));
+    }
+    let value = "pgshift_probe_value";
+    let eq = "OPERATOR(pg_catalog.=)";
+    let from = format!(
+        "FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_attribute v ON v.attrelid {eq} ad.adrelid \
+         AND v.attnum {eq} ad.adnum AND v.attname {eq} '{value}' \
+         JOIN pg_catalog.pg_depend d ON d.classid {eq} 'pg_catalog.pg_attrdef'::pg_catalog.regclass \
+         AND d.objid {eq} ad.oid"
+    );
+    let own = format!(
+        "d.refclassid {eq} 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid {eq} ad.adrelid"
+    );
+    let of_probe = format!("ad.adrelid {eq} '{probe}'::pg_catalog.regclass");
+    // Built-in objects are pinned: Postgres records no dependency on them.
+    let foreign = probe_step(
+        io,
+        &format!(
+            "SELECT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) {from} \
+             WHERE {of_probe} AND NOT ({own})"
+        ),
+    )
+    .await?;
+    let uses = probe_step(
+        io,
+        &format!(
+            "SELECT a.attname::pg_catalog.text, a.attnum::pg_catalog.text {from} \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid {eq} ad.adrelid AND a.attnum {eq} d.refobjsubid \
+             WHERE {of_probe} AND {own} AND a.attname OPERATOR(pg_catalog.<>) '{value}'"
+        ),
+    )
+    .await?;
+    let facts = probe_step(
+        io,
+        &format!(
+            "SELECT v.atttypid::pg_catalog.oid::pg_catalog.text, v.atttypmod::pg_catalog.text, \
+             (SELECT c.oid::pg_catalog.text FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) {}::pg_catalog.regclass) \
+             FROM pg_catalog.pg_attribute v WHERE v.attrelid OPERATOR(pg_catalog.=) '{probe}'::pg_catalog.regclass AND v.attname OPERATOR(pg_catalog.=) '{value}'",
+            literal(&spec.table)
+        ),
+    )
+    .await?;
+    // The new type must be comparable with itself: the backfill skips rows
+    // that already hold the right value.
+    probe_step(
+        io,
+        &format!("SELECT {value} IS DISTINCT FROM {value} FROM {probe}"),
+    )
+    .await
+    .map_err(|f| match f {
+        Failure::Server(e) => not_yet(format!(
+            "{} (the new type needs an equality operator)",
+            e.message
+        )),
+        other => other,
+    })?;
+    io.query("ROLLBACK").await?;
+    if !foreign.rows.is_empty() {
+        let names: Vec<String> = foreign
+            .rows
+            .iter()
+            .map(|r| crate::engine::conn::cell(r, 0))
+            .collect();
+        return Err(refusal(
+            "42501",
+            format!(
+                "pgshift cannot roll out this type change: its new value uses {}, which pgshift would run in the background as its service role",
+                names.join(", ")
+            ),
+            "Only built-in functions, operators and types may compute the new value. Write the USING clause with built-in ones, or run the ALTER yourself with SET pgshift.bypass = on.",
+        ));
+    }
+    if uses
+        .rows
+        .iter()
+        .any(|r| crate::engine::conn::cell(r, 1).starts_with('-'))
+    {
+        return Err(not_yet(
+            "the new value reads a system column (ctid, tableoid, …)".into(),
+        ));
+    }
+    let parse = |s: String| s.parse().unwrap_or(0);
+    Ok(Probe {
+        type_oid: parse(facts.cell(0)),
+        typmod: facts.cell(1).parse().unwrap_or(-1),
+        table_oid: parse(facts.cell(2)),
+        uses: uses
+            .rows
+            .iter()
+            .map(|r| crate::engine::conn::cell(r, 0))
+            .collect(),
+    })
+}
+
+/// The table as the service connection sees it, or why a rollout cannot start.
+const LOOK: &str = "
+SELECT n.nspname::text, c.relname::text, c.relkind::text,
+       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
+       a.attnum::int4, a.attnotnull, a.attidentity::text, a.attgenerated::text,
+       pg_catalog.format_type(a.atttypid, a.atttypmod),
+       pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
+       pg_catalog.format_type($3::text::oid, $4::int4),
+       (SELECT e.typtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_type e ON e.oid = t.typelem WHERE t.oid = $3::text::oid) AS element_kind,
+       (SELECT t.typtype::text FROM pg_catalog.pg_type t WHERE t.oid = $3::text::oid) AS kind,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
+       c.reltuples::int8,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname IN ($5::text::name, $6::text::name) AND NOT x.attisdropped)
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2::text::name AND NOT a.attisdropped
+  LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum AND a.attgenerated = ''
+ WHERE c.oid = $1::text::oid";
+
+/// An index (`x`) of table $1 on column $2 (attnum) that pgshift builds again on
+/// the new column: plain columns only (no expression, no predicate), valid, behind
+/// no constraint but the table's own non-deferrable primary key or unique
+/// constraint and the foreign keys that reference it with built-in operators
+/// and built-in column types only (validating one again compares and casts
+/// with them; pgshift validates as the referencing table's owner besides), not
+/// from a partitioned table (Postgres 15 cannot add its key NOT VALID),
+/// not an exclusion constraint; built-in default operator classes and the
+/// columns' own collations: exactly what `CREATE INDEX … (columns)` gives.
+macro_rules! rebuildable {
+    () => {
+        "$2::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
+   AND x.indexprs IS NULL AND x.indpred IS NULL AND x.indisvalid
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid
+                      AND NOT (k.contype IN ('p', 'u') AND k.conrelid = x.indrelid AND NOT k.condeferrable)
+                      AND NOT (k.contype = 'f' AND k.confrelid = x.indrelid
+                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
+                                                WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
+                               AND (SELECT rc.relkind FROM pg_catalog.pg_class rc WHERE rc.oid = k.conrelid) OPERATOR(pg_catalog.<>) 'p'
+                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ck(attnum)
+                                                 JOIN pg_catalog.pg_attribute fa ON fa.attrelid = k.conrelid AND fa.attnum = ck.attnum
+                                                WHERE fa.atttypid OPERATOR(pg_catalog.>=) 16384)))
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid)
+                     JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid
+                    WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum
+                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)"
+    };
+}
+
+/// Objects that use the column (other than its own default).
+pub const USERS: &str = concat!(
+    "
+SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM pg_catalog.pg_depend d
+ WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = $1::text::oid AND d.refobjsubid = $2::int4
+   AND d.deptype <> 'i'
+   AND NOT (d.classid = 'pg_catalog.pg_attrdef'::regclass
+            AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = $1::text::oid AND ad.adnum = $2::int4))
+   AND NOT (d.classid = 'pg_catalog.pg_class'::regclass
+            AND d.objid IN (SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1::text::oid AND ",
+    rebuildable!(),
+    "))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::regclass
+            AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
+                              JOIN pg_catalog.pg_index x ON x.indexrelid = k.conindid
+                             WHERE k.conrelid = $1::text::oid AND k.contype IN ('p', 'u') AND ",
+    rebuildable!(),
+    "))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::regclass
+            AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
+                              JOIN pg_catalog.pg_index x ON x.indexrelid = k.conindid
+                             WHERE k.confrelid = $1::text::oid AND k.contype = 'f' AND x.indrelid = $1::text::oid AND ",
+    rebuildable!(),
+    "))
+   AND NOT (d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'a'
+            AND d.objid IN (SELECT s.oid FROM pg_catalog.pg_class s WHERE s.relkind = 'S'))
+ ORDER BY 1"
+);
+
+/// The foreign keys that reference index $2 (oid) of table $1: each one's table
+/// (oid, and qualified), name, and definition (`FOREIGN KEY (…) REFERENCES …`,
+/// without NOT VALID).
+pub const FOREIGN_KEYS: &str = "
+SELECT k.conrelid::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, c.relname), k.conname::pg_catalog.text,
+       pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '')
+  FROM pg_catalog.pg_constraint k
+  JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE k.contype = 'f' AND k.confrelid = $1::text::oid AND k.conindid = $2::text::oid
+   AND k.conparentid = 0
+ ORDER BY k.oid";
+
+/// The sequences owned by column $2 (attnum) of table $1 (`serial`), qualified.
+pub const OWNED_SEQUENCES: &str = "
+SELECT pg_catalog.format('%I.%I', n.nspname, s.relname)
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+  JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+ WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+   AND d.refobjid = $1::text::oid AND d.refobjsubid = $2::int4 AND d.deptype = 'a'
+ ORDER BY 1";
+
+/// The indexes of table $1 on column $2 (attnum) that pgshift builds again on the
+/// new column, with what it takes to build them, and the name and kind (`p`,
+/// `u`) of the constraint behind it, if one is.
+pub const REBUILDABLE: &str = concat!(
+    "
+SELECT x.indexrelid::pg_catalog.text, c.relname::pg_catalog.text, am.amname::pg_catalog.text,
+       x.indisunique, x.indnullsnotdistinct, x.indnkeyatts::pg_catalog.int4,
+       ARRAY(SELECT a.attname::pg_catalog.text
+               FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+              ORDER BY k.ord),
+       x.indoption::pg_catalog.int2[]::pg_catalog.int4[],
+       COALESCE(c.reloptions, '{}')::pg_catalog.text[],
+       t.spcname::pg_catalog.text,
+       (SELECT k.conname::pg_catalog.text FROM pg_catalog.pg_constraint k
+         WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u')),
+       (SELECT k.contype::pg_catalog.text FROM pg_catalog.pg_constraint k
+         WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u')),
+       x.indisreplident, x.indisclustered
+  FROM pg_catalog.pg_index x
+  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+  JOIN pg_catalog.pg_am am ON am.oid = c.relam
+  LEFT JOIN pg_catalog.pg_tablespace t ON t.oid = c.reltablespace
+ WHERE x.indrelid = $1::text::oid AND ",
+    rebuildable!(),
+    "
+ ORDER BY x.indexrelid"
+);
+
+/// The primary key's columns and their types, in key order.
+const KEY: &str = "
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
+  FROM pg_catalog.pg_index x
+  CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+ WHERE x.indrelid = $1::text::oid AND x.indisprimary
+ ORDER BY k.ord";
+
+/// The columns the transform reads, with their types.
+pub const VARS: &str = "
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
+  FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid = $1::text::oid AND a.attname::text = ANY ($2::text[]) AND NOT a.attisdropped
+ ORDER BY a.attnum";
+
+/// What `start` tells the client.
+pub struct Started {
+    pub id: i64,
+    pub describe: String,
+}
+
+pub async fn start<C: Conn>(
+    io: &mut C,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    spec: &Spec,
+    statement: &str,
+) -> Result<Started, Failure> {
+    let probe = probe(io, spec, cx.session_id).await?;
+    let settings = cx.settings;
+    let book = cx.engine.books.get(cx.database);
+    let rt = cx.engine.books.runtime().clone();
+    let new_column = parked_name(&spec.column, "__pgshift_new");
+    let looked = book
+        .service_query(
+            settings,
+            &rt,
+            LOOK,
+            &[
+                &probe.table_oid.to_string(),
+                &spec.column,
+                &probe.type_oid.to_string(),
+                &probe.typmod,
+                &new_column,
+                &parked_name(&spec.column, "__pgshift_old"),
+            ],
+        )
+        .await
+        .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+    let Some(row) = looked.first() else {
+        return Err(not_yet(
+            "the service connection does not see the table or column".into(),
+        ));
+    };
+    let (schema, table, relkind): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let may_own: bool = row.get(3);
+    let attnum: i32 = row.get(4);
+    let not_null: bool = row.get(5);
+    let (identity, generated): (String, String) = (row.get(6), row.get(7));
+    let old_type: String = row.get(8);
+    let column_default: Option<String> = row.get(9);
+    let new_type: String = row.get(10);
+    let (element_kind, kind): (Option<String>, Option<String>) = (row.get(11), row.get(12));
+    let inherits: bool = row.get(13);
+    let reltuples: i64 = row.get(14);
+    let taken: bool = row.get(15);
+    let service_user = &settings.config.upstream.service_user;
+    let qualified = crate::sql::ident::qualified(&schema, &table);
+    if relkind != "r" {
+        return Err(not_yet(format!(
+            "{qualified} is not a plain table (partitioned tables come later)"
+        )));
+    }
+    if inherits {
+        return Err(not_yet(format!(
+            "{qualified} has inheritance parents or children"
+        )));
+    }
+    if !identity.is_empty() || !generated.is_empty() {
+        return Err(not_yet(format!(
+            "{} is an identity or generated column",
+            quote(&spec.column)
+        )));
+    }
+    if kind.as_deref() == Some("d") || element_kind.as_deref() == Some("d") {
+        return Err(not_yet(format!("the new type {new_type} is a domain, whose checks pgshift would run as its service role")));
+    }
+    if probe.type_oid >= 16384 {
+        return Err(not_yet(format!(
+            "the new type {new_type} is not built in (its casts and input functions would run as pgshift's service role)"
+        )));
+    }
+    if taken {
+        return Err(not_yet(format!(
+            "{qualified} already has a column named {}",
+            quote(&new_column)
+        )));
+    }
+    if !may_own {
+        return Err(refusal(
+            "42501",
+            format!("pgshift's service role {service_user:?} cannot alter {qualified}: the rollout's backfill, cutover and cleanup run on its connection"),
+            &format!("Grant the table's owner role to it (GRANT <owner> TO {}), or run the ALTER with SET pgshift.bypass = on.", quote(service_user)),
+        ));
+    }
+    let users = book
+        .service_query(
+            settings,
+            &rt,
+            USERS,
+            &[&probe.table_oid.to_string(), &attnum],
+        )
+        .await
+        .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+    if !users.is_empty() {
+        let list: Vec<String> = users
+            .iter()
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+            .collect();
+        return Err(not_yet(format!(
+            "{} is used by {} (pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them; other users of the column come later)",
+            quote(&spec.column),
+            list.join(", ")
+        )));
+    }
+    let key = book
+        .service_query(settings, &rt, KEY, &[&probe.table_oid.to_string()])
+        .await
+        .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+    if key.is_empty() {
+        return Err(not_yet(format!(
+            "{qualified} has no primary key to walk it by"
+        )));
+    }
+    let key_columns: Vec<String> = key.iter().map(|r| r.get(0)).collect();
+    let transform = spec.transform();
+    if transform.contains("$pgshift$") || probe.uses.iter().any(|c| sql::clashes_with_plpgsql(c)) {
+        return Err(not_yet(
+            "the new value's expression uses names pgshift's mirror function reserves".into(),
+        ));
+    }
+    let mut pinned = key_columns.clone();
+    pinned.extend(probe.uses.iter().cloned());
+    let foreign = book
+        .service_query(
+            settings,
+            &rt,
+            sql::FOREIGN_CODE,
+            &[
+                &probe.table_oid.to_string(),
+                &"",
+                &"",
+                &qualified,
+                &pinned,
+                &key_columns,
+                &"",
+            ],
+        )
+        .await
+        .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign.iter().map(|r| r.get(0)).collect();
+        return Err(refusal(
+            "42501",
+            format!(
+                "pgshift cannot roll out a column of {qualified}: updating its rows as pgshift's service role would run code it did not write ({})",
+                list.join("; ")
+            ),
+            "Triggers, rules and non-built-in functions in constraints, indexes or generated columns run with the privileges of whoever updates the row. Drop or disable them for the rollout, or run the ALTER with SET pgshift.bypass = on.",
+        ));
+    }
+    let inserted = book
+        .service_query(
+            settings,
+            &rt,
+            "INSERT INTO pgshift.rollouts (username, statement, table_oid, schema_name, table_name, column_name, new_column, \
+             old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, paused, rows_per_second, rows_done, rows_total) \
+             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'planned', false, $15, 0, $16) RETURNING id",
+            &[
+                &cx.user,
+                &statement,
+                &probe.table_oid.to_string(),
+                &schema,
+                &table,
+                &spec.column,
+                &new_column,
+                &old_type,
+                &new_type,
+                &transform,
+                &probe.uses,
+                &key_columns,
+                &not_null,
+                &column_default,
+                &(settings.config.rollout.rows_per_second as i64),
+                &reltuples.max(0),
+            ],
+        )
+        .await
+        .map_err(service_failure)?;
+    let id: i64 = inserted
+        .first()
+        .map(|r| r.get(0))
+        .ok_or_else(|| service_failure("no id"))?;
+    // The driver's connection holds the rollout's lock from now on: no other
+    // proxy touches a rollout whose start is still running.
+    let driver_conn = driver::Driver::connect(settings, cx.database, &rt, id)
+        .await
+        .map_err(service_failure)?;
+    let rollout = driver_conn.load().await.map_err(service_failure)?;
+    let expanded = async {
+        driver_conn
+            .install_function(&rollout, driver::Mirror::Strict)
+            .await
+            .map_err(service_failure)?;
+        let step = Step::quick(sql::expand(&rollout), Lock::AccessExclusive);
+        let step_cx = StepContext {
+            table: Some(&spec.table),
+            original: "",
+            ..step_cx.clone()
+        };
+        steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
+        Ok::<(), Failure>(())
+    }
+    .await;
+    match expanded {
+        Ok(()) => {
+            driver_conn
+                .set_phase(Phase::Backfilling, None)
+                .await
+                .map_err(service_failure)?;
+            let describe = rollout.describe();
+            let background = cx.engine.background().clone();
+            let db = cx.database.to_string();
+            let running = cx.engine.rollouts.clone();
+            // Known before the client hears of it: its next COPY gets a column list.
+            let entered = running.enter(&db, id);
+            running.describe(&db, &rollout);
+            cx.engine.background().spawn(driver::run(
+                driver_conn,
+                background,
+                db,
+                running,
+                entered,
+            ));
+            Ok(Started { id, describe })
+        }
+        Err(f) => {
+            let why = crate::engine::failure_text(&f);
+            let _ = driver_conn.abandon(&rollout, &why).await;
+            Err(f)
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Moving what stands on the changed column to the new one: its indexes are built
+//! again beside it (CREATE INDEX CONCURRENTLY), a primary key or unique
+//! constraint moves to its twin, the foreign keys that reference them are added
+//! again and validated, and a `serial` sequence follows the column. The cutover
+//! and the rollback (driver.rs) run the renames in their lock window.
+
+use super::driver::{ours, Driver, StepError};
+use super::model::{Constraint, Rollout, Twin};
+use super::sql;
+use crate::context::Settings;
+use crate::sql::ident::{literal, quote};
+
+impl Driver {
+    /// The old column's indexes that pgshift builds again (see `REBUILDABLE`).
+    pub(super) async fn old_indexes(&self, r: &Rollout) -> Result<Vec<sql::OldIndex>, StepError> {
+        self.indexes_on(r, &r.column).await
+    }
+
+    /// The indexes on `column` that pgshift can build again (see `REBUILDABLE`).
+    pub(super) async fn indexes_on(
+        &self,
+        r: &Rollout,
+        column: &str,
+    ) -> Result<Vec<sql::OldIndex>, StepError> {
+        let attnum = self.attnum(r, column).await?;
+        let rows = self
+            .client
+            .query(
+                super::start::REBUILDABLE,
+                &[&r.table_oid.to_string(), &attnum],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|x| sql::OldIndex {
+                oid: x.get::<_, String>(0).parse().unwrap_or(0),
+                name: x.get(1),
+                method: x.get(2),
+                unique: x.get(3),
+                nulls_not_distinct: x.get(4),
+                key_columns: usize::try_from(x.get::<_, i32>(5)).unwrap_or(0),
+                columns: x.get(6),
+                options: x.get(7),
+                reloptions: x.get(8),
+                tablespace: x.get(9),
+                constraint: x.get::<_, Option<String>>(10).zip(
+                    x.get::<_, Option<String>>(11)
+                        .as_deref()
+                        .and_then(Constraint::of),
+                ),
+                replica_identity: x.get(12),
+                clustered: x.get(13),
+            })
+            .collect())
+    }
+
+    /// Builds a twin of each of the old column's indexes on the new column, and
+    /// records the old indexes' names, which the twins take at the cutover.
+    pub(super) async fn build_indexes(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+    ) -> Result<(Vec<Twin>, Vec<ForeignKey>, Vec<sql::OldIndex>), StepError> {
+        let old = self.old_indexes(r).await?;
+        let twins: Vec<Twin> = old
+            .iter()
+            .map(|i| Twin {
+                oid: i.oid,
+                name: i
+                    .constraint
+                    .as_ref()
+                    .map_or_else(|| i.name.clone(), |c| c.0.clone()),
+                constraint: i.constraint.as_ref().map(|c| c.1),
+            })
+            .collect();
+        // Foreign keys reference unique indexes (a key's, a unique constraint's,
+        // or a plain unique index).
+        let mut fks = Vec::new();
+        for unique in old.iter().filter(|i| i.unique) {
+            fks.extend(self.foreign_keys(r, unique.oid).await?);
+        }
+        let entries: Vec<String> = twins
+            .iter()
+            .map(Twin::entry)
+            .chain(fks.iter().map(|f| format!("f:{}:{}", f.table_oid, f.name)))
+            .collect();
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET indexes = $2 WHERE id = $1",
+                &[&r.id, &entries],
+            )
+            .await?;
+        let names = r.names();
+        self.build_twins(settings, r, &old, &r.column, &r.new_column, |oid| {
+            names.new_index(oid)
+        })
+        .await?;
+        Ok((twins, fks, old))
+    }
+
+    /// The foreign keys that reference index `index` of the rollout's table.
+    pub(super) async fn foreign_keys(
+        &self,
+        r: &Rollout,
+        index: u32,
+    ) -> Result<Vec<ForeignKey>, StepError> {
+        let rows = self
+            .client
+            .query(
+                super::start::FOREIGN_KEYS,
+                &[&r.table_oid.to_string(), &index.to_string()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|x| ForeignKey {
+                table_oid: x.get::<_, String>(0).parse().unwrap_or(0),
+                table: x.get(1),
+                name: x.get(2),
+                definition: x.get(3),
+            })
+            .collect())
+    }
+
+    /// VALIDATE CONSTRAINT for each foreign key (table oid, name) that a key's
+    /// move re-added NOT VALID (enforced for new rows from the move on): it scans
+    /// the referencing table under SHARE UPDATE EXCLUSIVE (its reads and writes
+    /// go on), in the background.
+    pub(super) async fn validate_foreign_keys(
+        &self,
+        settings: &Settings,
+        fks: &[(u32, String)],
+    ) -> Result<(), StepError> {
+        for (table, name) in fks {
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), k.convalidated, \
+                            pg_catalog.quote_ident(o.rolname) \
+                     FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     JOIN pg_catalog.pg_roles o ON o.oid = c.relowner \
+                     WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'",
+                    &[&table.to_string(), name],
+                )
+                .await?;
+            let Some((qualified, false, owner)) = row.map(|x| {
+                (
+                    x.get::<_, String>(0),
+                    x.get::<_, bool>(1),
+                    x.get::<_, String>(2),
+                )
+            }) else {
+                continue;
+            };
+            // As the referencing table's owner: the check compares (and may cast)
+            // that table's values, and no code of theirs runs as the service role.
+            let done = self
+                .client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = 0; \
+                     SET LOCAL ROLE {owner}; ALTER TABLE {qualified} VALIDATE CONSTRAINT {}; COMMIT",
+                    literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms)),
+                    quote(name)
+                ))
+                .await;
+            if done.is_err() {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+            }
+            done?;
+        }
+        Ok(())
+    }
+
+    /// Builds a twin of each of `indexes` with column `to` for `from`, named
+    /// `name(oid)` (CREATE INDEX CONCURRENTLY: writes go on; it waits for older
+    /// transactions, none of which waits for pgshift), once: a valid twin is kept,
+    /// an invalid one (a build cut short) dropped and built again.
+    pub(super) async fn build_twins(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        indexes: &[sql::OldIndex],
+        from: &str,
+        to: &str,
+        name: impl Fn(u32) -> String,
+    ) -> Result<(), StepError> {
+        let to_attnum = self.attnum(r, to).await?;
+        for index in indexes {
+            let twin = name(index.oid);
+            // One found under the twin's name counts only if it is on this table
+            // and is the twin (the owner could have made one by that name with a
+            // predicate: it would take the unique index's name at the cutover).
+            let columns: Vec<String> = index
+                .columns
+                .iter()
+                .map(|c| if c == from { to.to_string() } else { c.clone() })
+                .collect();
+            let found = self
+                .client
+                .query_opt(
+                    "SELECT x.indisvalid, x.indrelid OPERATOR(pg_catalog.=) $3::text::oid \
+                       AND $4::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[]), \
+                            x.indisunique OPERATOR(pg_catalog.=) $5::bool AND x.indpred IS NULL AND x.indexprs IS NULL \
+                       AND x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.=) $6::int4 \
+                       AND x.indoption::pg_catalog.int2[]::pg_catalog.int4[] OPERATOR(pg_catalog.=) $7::int4[] \
+                       AND ARRAY(SELECT a.attname::pg_catalog.text \
+                                   FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                                   JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
+                                  ORDER BY k.ord) OPERATOR(pg_catalog.=) $8::text[] \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
+                     WHERE c.relname = $1::text::name AND c.relnamespace = $2::text::regnamespace",
+                    &[
+                        &twin,
+                        &r.schema,
+                        &r.table_oid.to_string(),
+                        &to_attnum,
+                        &index.unique,
+                        &(index.key_columns as i32),
+                        &index.options,
+                        &columns,
+                    ],
+                )
+                .await?;
+            let qualified = crate::sql::ident::qualified(&r.schema, &twin);
+            let state = found.map(|x| {
+                (
+                    x.get::<_, bool>(0) && x.get::<_, bool>(2),
+                    x.get::<_, bool>(1),
+                )
+            });
+            match state {
+                Some((true, true)) => continue,
+                Some((false, true)) => {
+                    self.client
+                        .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+                        .await?;
+                }
+                Some((_, false)) => {
+                    return Err(ours(format!(
+                        "an index named {qualified} exists and is not pgshift's twin of {}",
+                        quote(&index.name)
+                    )))
+                }
+                None => {}
+            }
+            tracing::info!(target: "pgshift::rollout", rollout = r.id, "building {qualified} on {} like {}", quote(to), quote(&index.name));
+            self.client
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}; SET lock_timeout = 0",
+                    literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
+                ))
+                .await?;
+            let built = self
+                .client
+                .batch_execute(&sql::twin_index(r, index, &twin, from, to))
+                .await;
+            let _ = self
+                .client
+                .batch_execute("RESET statement_timeout; RESET lock_timeout")
+                .await;
+            built?;
+        }
+        Ok(())
+    }
+
+    /// What a column carries beyond its type and constraints, as statements that
+    /// give it to `target` (SQL, the name the column has once the statements run):
+    /// its privileges (GRANT … (column)), comment, statistics target and
+    /// attribute options. A direct ALTER … TYPE keeps them; the swap must carry
+    /// them over.
+    pub(super) async fn column_marks(
+        &self,
+        r: &Rollout,
+        column: &str,
+        target: &str,
+    ) -> Result<Vec<String>, StepError> {
+        let oid = r.table_oid.to_string();
+        let row = self
+            .client
+            .query_one(
+                "SELECT a.attstattarget::pg_catalog.int4, COALESCE(a.attoptions, '{}')::pg_catalog.text[], \
+                        pg_catalog.col_description(a.attrelid, a.attnum::pg_catalog.int4) \
+                 FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name",
+                &[&oid, &column],
+            )
+            .await?;
+        let (stats, options, comment): (i32, Vec<String>, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        let grants = self
+            .client
+            .query(
+                "SELECT e.privilege_type::pg_catalog.text, \
+                        CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END, e.is_grantable \
+                 FROM pg_catalog.pg_attribute a CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) e \
+                 LEFT JOIN pg_catalog.pg_roles g ON g.oid = e.grantee \
+                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name",
+                &[&oid, &column],
+            )
+            .await?;
+        let (t, c) = (r.qualified(), quote(target));
+        let mut marks: Vec<String> = grants
+            .iter()
+            .filter(|g| {
+                // Privilege names come from the catalog; only the known ones pass.
+                matches!(
+                    g.get::<_, String>(0).as_str(),
+                    "SELECT" | "INSERT" | "UPDATE" | "REFERENCES"
+                )
+            })
+            .map(|g| {
+                let with = if g.get::<_, bool>(2) {
+                    " WITH GRANT OPTION"
+                } else {
+                    ""
+                };
+                format!(
+                    "GRANT {} ({c}) ON {t} TO {}{with}",
+                    g.get::<_, String>(0),
+                    g.get::<_, String>(1)
+                )
+            })
+            .collect();
+        if let Some(comment) = comment {
+            marks.push(format!(
+                "COMMENT ON COLUMN {t}.{c} IS {}",
+                literal(&comment)
+            ));
+        }
+        if stats >= 0 {
+            marks.push(format!(
+                "ALTER TABLE ONLY {t} ALTER COLUMN {c} SET STATISTICS {stats}"
+            ));
+        }
+        for (k, v) in options.iter().filter_map(|o| o.split_once('=')) {
+            marks.push(format!(
+                "ALTER TABLE ONLY {t} ALTER COLUMN {c} SET ({} = {})",
+                quote(k),
+                literal(v)
+            ));
+        }
+        Ok(marks)
+    }
+
+    /// The sequences `column` owns (`serial`), qualified.
+    pub(super) async fn owned_sequences(
+        &self,
+        r: &Rollout,
+        column: &str,
+    ) -> Result<Vec<String>, StepError> {
+        let attnum = self.attnum(r, column).await?;
+        let rows = self
+            .client
+            .query(
+                super::start::OWNED_SEQUENCES,
+                &[&r.table_oid.to_string(), &attnum],
+            )
+            .await?;
+        Ok(rows.iter().map(|x| x.get(0)).collect())
+    }
+}
+
+/// A foreign key that references the rollout's table.
+#[derive(Debug, Clone)]
+pub(super) struct ForeignKey {
+    pub table_oid: u32,
+    /// Its table, qualified.
+    pub table: String,
+    pub name: String,
+    /// `FOREIGN KEY (…) REFERENCES …`, without NOT VALID.
+    pub definition: String,
+}
+
+impl ForeignKey {
+    pub fn drop_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            self.table,
+            quote(&self.name)
+        )
+    }
+
+    /// Added again NOT VALID (no scan in the lock window; enforced from then on).
+    pub fn add_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+            self.table,
+            quote(&self.name),
+            self.definition
+        )
+    }
+}
+
+/// The renames that give `tw`'s name to index `taker` and park the index that
+/// holds it now as `parked` (the cutover: twin takes, old parks; a rollback the
+/// other way round).
+pub(super) fn pass_name(r: &Rollout, tw: &Twin, parked: &str, taker: &str) -> [String; 2] {
+    let index = |name: &str| crate::sql::ident::qualified(&r.schema, name);
+    [
+        format!(
+            "ALTER INDEX {} RENAME TO {}",
+            index(&tw.name),
+            quote(parked)
+        ),
+        format!("ALTER INDEX {} RENAME TO {}", index(taker), quote(&tw.name)),
+    ]
+}
+
+/// `alter` (`ALTER TABLE ONLY …`) ADD CONSTRAINT for `tw`'s constraint, if it
+/// has one, on `index`.
+pub(super) fn constraint_on(alter: &str, tw: &Twin, index: &str) -> Option<String> {
+    tw.constraint.map(|kind| {
+        format!(
+            "{alter} ADD CONSTRAINT {} {} USING INDEX {}",
+            quote(&tw.name),
+            kind.sql(),
+            quote(index)
+        )
+    })
+}

@@ -1,0 +1,389 @@
+//! Attacks on a rollout's background work, which runs as pgshift's service role
+//! (`postgres`, a superuser, in these tests): the table's owner swaps the table
+//! for one with a trigger, or adds a CHECK constraint that runs SQL text, while
+//! the backfill runs; or gives the table a key of a type of their own. Every test
+//! ends by checking that the attacker is still not a superuser. The first two made
+//! the attacker superuser before the checks under the batch's lock.
+
+mod common;
+
+use common::attack::{is_superuser, role, trap};
+use common::rollouts::{phase, start};
+use common::scenario::direct;
+use common::{connect, fresh_db, sqlstate, Proxy};
+use std::time::Duration;
+use tokio_postgres::Client;
+
+fn proxy() -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.rollout.batch_rows = 500;
+        c.rollout.rows_per_second = 2_000;
+    })
+}
+
+/// A database where `attacker` owns schema app and table app.t of 20,000 rows.
+async fn owned_table(db: &str, attacker: &str) -> (Client, Client) {
+    let admin = connect(&direct(db)).await;
+    role(&admin, attacker, "").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA app AUTHORIZATION {attacker}; GRANT CREATE ON DATABASE {db} TO {attacker};"
+        ))
+        .await
+        .unwrap();
+    let mallory = connect(&direct(db).replace("user=postgres", &format!("user={attacker}"))).await;
+    mallory
+        .batch_execute(
+            "CREATE TABLE app.t (id int PRIMARY KEY, amount int);
+             INSERT INTO app.t SELECT g, g FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    (admin, mallory)
+}
+
+#[tokio::test]
+async fn a_table_swapped_during_the_backfill_is_never_updated() {
+    let db = fresh_db("rollout_swap");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mallory
+        .batch_execute(&format!(
+            "ALTER TABLE app.t RENAME TO t_old;
+             CREATE TABLE app.t (id int PRIMARY KEY, amount int, amount__pgshift_new bigint);
+             INSERT INTO app.t SELECT g, g FROM generate_series(1, 20000) g;
+             {}
+             CREATE TRIGGER z BEFORE UPDATE ON app.t FOR EACH STATEMENT EXECUTE FUNCTION app.trap();",
+            trap("app", "trap", "", "trigger", &attacker)
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert!(
+        !is_superuser(&admin, &attacker).await,
+        "the trap ran as the service role"
+    );
+    // The rollout followed its table (by oid) to its new name.
+    let (table, p): (String, String) = {
+        let r = admin
+            .query_one(
+                "SELECT table_name, phase FROM pgshift.rollouts WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(table, "t_old", "phase {p}");
+    let filled: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM app.t WHERE amount__pgshift_new IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(filled, 0, "the stand-in table was updated");
+}
+
+#[tokio::test]
+async fn code_added_during_the_backfill_stops_it() {
+    let db = fresh_db("rollout_check");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // query_to_xml is built in, but runs the SQL text it is given.
+    mallory
+        .batch_execute(&format!(
+            "{}
+             ALTER TABLE app.t ADD CONSTRAINT c CHECK (query_to_xml('SELECT app.trap()', false, false, '') IS NOT NULL) NOT VALID;",
+            trap("app", "trap", "", "int", &attacker)
+        ))
+        .await
+        .unwrap();
+    let mut stopped = None;
+    for _ in 0..100 {
+        let (p, error) = phase(&admin, id).await;
+        if p == "failed" {
+            stopped = error;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = stopped.expect("the rollout went on");
+    assert!(error.contains("constraint c"), "{error}");
+    assert!(
+        !is_superuser(&admin, &attacker).await,
+        "the trap ran as the service role"
+    );
+}
+
+#[tokio::test]
+async fn a_key_or_column_of_the_owners_own_type_is_refused() {
+    let db = fresh_db("rollout_types");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    mallory
+        .batch_execute(&format!(
+            "{}
+             CREATE DOMAIN app.k AS int CHECK (app.trap(VALUE) IS NULL);
+             CREATE TABLE app.d (id app.k PRIMARY KEY, amount int);
+             INSERT INTO app.d SELECT g, g FROM generate_series(1, 100) g;
+             CREATE TYPE app.mood AS ENUM ('ok', 'meh');
+             CREATE DOMAIN app.pos AS int CHECK (VALUE > 0);
+             CREATE TABLE app.e (id int PRIMARY KEY, mood app.mood, bonus app.pos, amount int);",
+            trap("app", "trap", "int", "int", &attacker)
+        ))
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, &attacker)).await;
+    for (sql, words) in [
+        (
+            "ALTER TABLE app.d ALTER COLUMN amount TYPE bigint",
+            "column id has type app.k",
+        ),
+        (
+            "ALTER TABLE app.e ALTER COLUMN amount TYPE bigint USING amount + (mood = 'ok')::int",
+            "app.mood",
+        ),
+        (
+            "ALTER TABLE app.e ALTER COLUMN amount TYPE bigint USING amount + bonus",
+            "column bonus has type app.pos",
+        ),
+    ] {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        let text = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{sql}: {text}");
+        assert!(text.contains(words), "{sql}: {text}");
+    }
+    assert!(!is_superuser(&admin, &attacker).await);
+}
+
+#[tokio::test]
+async fn pgshifts_own_names_are_no_free_pass() {
+    for attack in ["constraint", "trigger"] {
+        let db = fresh_db("rollout_names");
+        let attacker = format!("{db}_mallory");
+        let (admin, mallory) = owned_table(&db, &attacker).await;
+        let proxy = proxy();
+        let id = start(
+            &proxy.conn_str(&db, &attacker),
+            "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sql = match attack {
+            // The name of the CHECK pgshift adds before a cutover.
+            "constraint" => format!(
+                "{} ALTER TABLE app.t ADD CONSTRAINT pgshift_not_null_{id} CHECK (app.trap() IS NULL) NOT VALID;",
+                trap("app", "trap", "", "int", &attacker)
+            ),
+            // pgshift's trigger, with a WHEN clause of the owner's.
+            _ => format!(
+                "{} DROP TRIGGER pgshift_mirror_{id} ON app.t;
+                 CREATE TRIGGER pgshift_mirror_{id} BEFORE UPDATE ON app.t FOR EACH ROW
+                   WHEN (app.trap() IS NULL) EXECUTE FUNCTION pgshift.mirror_{id}();
+                 ALTER TABLE app.t ENABLE ALWAYS TRIGGER pgshift_mirror_{id};",
+                trap("app", "trap", "", "int", &attacker)
+            ),
+        };
+        mallory.batch_execute(&sql).await.unwrap();
+        let mut stopped = None;
+        for _ in 0..100 {
+            let (p, error) = phase(&admin, id).await;
+            if p == "failed" {
+                stopped = error;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(stopped.is_some(), "{attack}: the rollout went on");
+        assert!(
+            !is_superuser(&admin, &attacker).await,
+            "{attack}: the trap ran as the service role"
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_users_writes_and_copies_run_none_of_the_attackers_code() {
+    // The attacker owns the table (app.t) and may create in public; the victim is a
+    // superuser who writes the table and copies another one through pgshift.
+    let db = fresh_db("rollout_paths");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    admin
+        .batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {attacker};
+             CREATE TABLE public.other (id int PRIMARY KEY, v int);
+             INSERT INTO public.other VALUES (1, 1);"
+        ))
+        .await
+        .unwrap();
+    mallory
+        .batch_execute(
+            "ALTER TABLE app.t ADD COLUMN code varchar(20); UPDATE app.t SET code = 'C' || id",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let _id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.t ALTER COLUMN code TYPE text USING lower(code)",
+    )
+    .await;
+    // Functions and operators of the attacker's that a writer's search_path
+    // (public first) or an implicit cast would pick over pg_catalog's.
+    mallory
+        .batch_execute(&format!(
+            "{}
+             {}
+             CREATE FUNCTION public.eq(oid, regclass) RETURNS bool LANGUAGE sql AS 'SELECT public.trap_eq() IS NULL';
+             CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.eq);",
+            trap("public", "lower", "varchar", "text", &attacker),
+            trap("public", "trap_eq", "", "int", &attacker),
+        ))
+        .await
+        .unwrap();
+    let victim = connect(&proxy.conn_str(&db, "postgres")).await;
+    victim
+        .batch_execute(
+            "SET search_path = public, pg_catalog;
+             INSERT INTO app.t (id, amount, code) VALUES (30001, 1, 'XY');
+             UPDATE app.t SET code = 'ZZ' WHERE id = 5;",
+        )
+        .await
+        .unwrap();
+    let (ok, _, stderr) = common::psql_at(
+        proxy.port(),
+        &db,
+        "COPY public.other TO STDOUT;\nCOPY app.t TO STDOUT;\n",
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        !is_superuser(&admin, &attacker).await,
+        "the attacker's code ran as the victim"
+    );
+    let mirrored: String = common::scenario::one_value(
+        &admin,
+        "SELECT code__pgshift_new FROM app.t WHERE id = 30001",
+    )
+    .await;
+    assert_eq!(mirrored, "xy", "pg_catalog's lower, not the attacker's");
+}
+
+#[tokio::test]
+async fn a_referencing_table_of_another_role_runs_nothing_as_the_service_role() {
+    // The attacker may only REFERENCES the owner's table; their referencing column
+    // is of their own enum type with their own casts to int and bigint, which a
+    // VALIDATE of the moved foreign key would run.
+    let db = fresh_db("rollout_fk_cast");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &format!("{db}_owner")).await;
+    role(&admin, &attacker, "").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA evil AUTHORIZATION {attacker};
+             GRANT USAGE ON SCHEMA app TO {attacker};
+             GRANT REFERENCES ON app.t TO {attacker};"
+        ))
+        .await
+        .unwrap();
+    let evil = connect(&direct(&db).replace("user=postgres", &format!("user={attacker}"))).await;
+    evil.batch_execute(&format!(
+        "CREATE TYPE evil.e AS ENUM ('one');
+         {}
+         CREATE FUNCTION evil.e2i(evil.e) RETURNS int LANGUAGE sql AS 'SELECT coalesce(evil.trap(), 1)';
+         CREATE FUNCTION evil.e2b(evil.e) RETURNS bigint LANGUAGE sql AS 'SELECT coalesce(evil.trap(), 1)::bigint';
+         CREATE CAST (evil.e AS int) WITH FUNCTION evil.e2i(evil.e) AS IMPLICIT;
+         CREATE CAST (evil.e AS bigint) WITH FUNCTION evil.e2b(evil.e) AS IMPLICIT;
+         GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         CREATE TABLE evil.r (c evil.e REFERENCES app.t (id));
+         INSERT INTO evil.r VALUES ('one');",
+        trap("evil", "trap", "", "int", &attacker)
+    ))
+    .await
+    .unwrap();
+    drop(mallory);
+    let proxy = proxy();
+    let owner = format!("{db}_owner");
+    let e = connect(&proxy.conn_str(&db, &owner))
+        .await
+        .batch_execute("ALTER TABLE app.t ALTER COLUMN id TYPE bigint")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    assert!(!is_superuser(&admin, &attacker).await);
+}
+
+#[tokio::test]
+async fn an_index_made_under_a_twins_name_is_not_taken_for_the_twin() {
+    let db = fresh_db("rollout_squat");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    mallory
+        .batch_execute("CREATE UNIQUE INDEX t_amount ON app.t (amount)")
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    let oid: String =
+        common::scenario::one_value(&admin, "SELECT 'app.t_amount'::regclass::oid::text").await;
+    // The owner makes an index by the twin's name first: partial, so the index
+    // that takes t_amount's name at the cutover would be unique only in part.
+    mallory
+        .batch_execute(&format!(
+            "CREATE UNIQUE INDEX pgshift_{id}_new_{oid} ON app.t (amount__pgshift_new) WHERE amount__pgshift_new < 0"
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while phase(&admin, id).await.0 != "verified" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            phase(&admin, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
+        .await
+        .unwrap();
+    while phase(&admin, id).await.0 != "cut_over" {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{:?}",
+            phase(&admin, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let def: String =
+        common::scenario::one_value(&admin, "SELECT pg_get_indexdef('app.t_amount'::regclass)")
+            .await;
+    assert_eq!(
+        def,
+        "CREATE UNIQUE INDEX t_amount ON app.t USING btree (amount)"
+    );
+}

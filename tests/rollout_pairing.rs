@@ -1,0 +1,162 @@
+//! What pgshift notes of a client's Describes must pair with the server's answers
+//! however the client pipelines them: a wrong pairing would have pgshift prepare
+//! a statement again to return a shape the client never asked for. Raw protocol.
+
+mod common;
+
+use common::fresh_db;
+use common::raw::{frame, Raw};
+use common::rollouts::{proxy, setup, start, wait_phase};
+use std::time::Duration;
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn parse(name: &str, sql: &str, params: &[u32]) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend((params.len() as u16).to_be_bytes());
+    for p in params {
+        b.extend(p.to_be_bytes());
+    }
+    frame(b'P', &b)
+}
+
+fn with_name(tag: u8, kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend(cstr(name));
+    frame(tag, &b)
+}
+
+/// Bind of `stmt` to the unnamed portal with text parameters, Describe of the
+/// portal, Execute, Sync.
+fn run(stmt: &str, params: &[&str]) -> Vec<u8> {
+    let mut b = cstr("");
+    b.extend(cstr(stmt));
+    b.extend(0u16.to_be_bytes());
+    b.extend((params.len() as u16).to_be_bytes());
+    for p in params {
+        b.extend((p.len() as i32).to_be_bytes());
+        b.extend(p.as_bytes());
+    }
+    b.extend(0u16.to_be_bytes());
+    let mut out = frame(b'B', &b);
+    out.extend(with_name(b'D', b'P', ""));
+    let mut e = cstr("");
+    e.extend(0i32.to_be_bytes());
+    out.extend(frame(b'E', &e));
+    out.extend(frame(b'S', &[]));
+    out
+}
+
+/// Column names of the RowDescription in `msgs`, and the error messages.
+fn columns_and_errors(msgs: &[(u8, Vec<u8>)]) -> (Vec<String>, Vec<String>) {
+    let mut columns = vec![];
+    if let Some((_, body)) = msgs.iter().find(|m| m.0 == b'T') {
+        let mut rest = &body[2..];
+        for _ in 0..u16::from_be_bytes([body[0], body[1]]) {
+            let end = rest.iter().position(|&b| b == 0).unwrap();
+            columns.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+            rest = &rest[end + 1 + 18..];
+        }
+    }
+    let errors = msgs
+        .iter()
+        .filter(|m| m.0 == b'E')
+        .map(|m| String::from_utf8_lossy(&m.1).replace('\0', "|"))
+        .collect();
+    (columns, errors)
+}
+
+#[tokio::test]
+async fn a_statement_redefined_in_a_pipeline_is_not_renewed_to_its_old_shape() {
+    let db = fresh_db("rollout_pairing");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    // Turn 1 describes `s`; turn 2, sent before turn 1's answer, closes it and
+    // prepares another text under the same name (never described).
+    let mut out = parse("s", "SELECT id, amount FROM orders WHERE id = $1", &[20]);
+    out.extend(with_name(b'D', b'S', "s"));
+    out.extend(frame(b'S', &[]));
+    out.extend(with_name(b'C', b'S', "s"));
+    out.extend(parse("s", "SELECT * FROM orders WHERE id = $1", &[20]));
+    out.extend(frame(b'S', &[]));
+    raw.send(&out).await;
+    raw.read_until(b'Z').await;
+    raw.read_until(b'Z').await;
+    raw.send(&run("s", &["1"])).await;
+    let (before, errors) = columns_and_errors(&raw.read_until(b'Z').await);
+    assert_eq!(before, ["id", "amount", "shadow", "note"], "{errors:?}");
+
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    raw.send(&run("s", &["1"])).await;
+    let (after, errors) = columns_and_errors(&raw.read_until(b'Z').await);
+    // Renewed to the four columns the portal's Describe told the client, not to the
+    // two of the statement the name held before.
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(after, before);
+}
+
+/// A turn whose Bind is on its way when the cutover's lock window opens (here a
+/// client that sends each Bind in two halves, 20 ms apart) must not reach Postgres
+/// behind the ALTER: its statement would fail after it with 0A000 "cached plan
+/// must not change result type". The window waits for such turns first.
+#[tokio::test]
+async fn a_turn_already_on_its_way_finishes_before_the_cutover() {
+    use pgshift::rollout::{self, Request};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let db = fresh_db("rollout_pairing_inflight");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    let mut out = parse("s", "SELECT id, amount FROM orders WHERE id = $1", &[20]);
+    out.extend(with_name(b'D', b'S', "s"));
+    out.extend(frame(b'S', &[]));
+    raw.send(&out).await;
+    raw.read_until(b'Z').await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut turns, mut errors) = (0u32, vec![]);
+            while !stop.load(Ordering::Relaxed) {
+                let key = (1 + turns % 1000).to_string();
+                let bytes = run("s", &[&key]);
+                let half = 9; // the Bind's header and part of its portal/statement names
+                raw.send(&bytes[..half]).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                raw.send(&bytes[half..]).await;
+                let (_, e) = columns_and_errors(&raw.read_until(b'Z').await);
+                errors.extend(e);
+                turns += 1;
+            }
+            (turns, errors)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (turns, errors) = reader.await.unwrap();
+    assert!(turns > 10, "{turns} turns");
+    assert!(errors.is_empty(), "{turns} turns: {errors:?}");
+}
