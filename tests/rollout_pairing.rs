@@ -160,3 +160,88 @@ async fn a_turn_already_on_its_way_finishes_before_the_cutover() {
     assert!(turns > 10, "{turns} turns");
     assert!(errors.is_empty(), "{turns} turns: {errors:?}");
 }
+
+/// The command tags of `msgs`' CommandComplete messages.
+fn tags(msgs: &[(u8, Vec<u8>)]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.0 == b'C')
+        .map(|m| String::from_utf8_lossy(m.1.strip_suffix(&[0]).unwrap_or(&m.1)).into_owned())
+        .collect()
+}
+
+/// INSERT, UPDATE and DELETE … RETURNING prepared before the rollout, renewed
+/// after the cutover (wrapped in a CTE that ends with `SELECT n`), keep their own
+/// command tags, also when pipelined behind a failed Execute.
+#[tokio::test]
+async fn renewed_dml_statements_keep_their_command_tags() {
+    use pgshift::rollout::{self, Request};
+    let db = fresh_db("rollout_pairing_tags");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    let statements = [
+        (
+            "u",
+            "UPDATE orders SET note = note WHERE id = $1 RETURNING id, amount",
+            20,
+        ),
+        (
+            "i",
+            "INSERT INTO orders (amount, shadow) VALUES ($1, $1) RETURNING amount",
+            23,
+        ),
+        ("d", "DELETE FROM orders WHERE id = $1 RETURNING amount", 20),
+    ];
+    let mut out = vec![];
+    for (name, sql, param) in statements {
+        out.extend(parse(name, sql, &[param]));
+        out.extend(with_name(b'D', b'S', name));
+    }
+    out.extend(frame(b'S', &[]));
+    raw.send(&out).await;
+    let (_, errors) = columns_and_errors(&raw.read_until(b'Z').await);
+    assert!(errors.is_empty(), "{errors:?}");
+    let direct = [
+        run("u", &["1"]),
+        run("i", &["5"]),
+        run("u", &["x"]),
+        run("d", &["2"]),
+    ]
+    .concat();
+    raw.send(&direct).await;
+    let mut before = vec![];
+    for _ in 0..4 {
+        before.extend(tags(&raw.read_until(b'Z').await));
+    }
+    assert_eq!(before, ["UPDATE 1", "INSERT 0 1", "DELETE 1"]);
+
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    let again = [
+        run("u", &["3"]),
+        run("i", &["6"]),
+        run("u", &["x"]),
+        run("d", &["4"]),
+    ]
+    .concat();
+    raw.send(&again).await;
+    let mut after = vec![];
+    let mut errors = vec![];
+    for _ in 0..4 {
+        let msgs = raw.read_until(b'Z').await;
+        after.extend(tags(&msgs));
+        errors.extend(columns_and_errors(&msgs).1);
+    }
+    assert_eq!(after, before, "{errors:?}");
+    // Only the bad parameter fails (renewed, not left to fail with 0A000).
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("C22P02"), "{errors:?}");
+}

@@ -19,7 +19,7 @@
 //! and portal are left alone.
 
 use super::pump::PumpEnd;
-use super::wrapper::{casts, oids, same_shape, same_types, unwrap, wrap};
+use super::wrapper::{casts, command_tag, oids, same_shape, same_types, unwrap, wrap};
 use super::Established;
 use crate::context::{Settings, Shared};
 use crate::engine::conn::{InBand, Reply};
@@ -362,8 +362,20 @@ where
     if !prepare(io, &c.name, &wanted, &c.params).await? {
         return Ok(None);
     }
+    // The wrapper of an INSERT/UPDATE/DELETE … RETURNING ends with `SELECT n`:
+    // the session gives its Executes the statement's own tag back.
+    let tag = match wrapped {
+        true => {
+            let text = c.text.clone();
+            match crate::sql::parser::submit(text.len(), move || command_tag(&text)) {
+                Ok(pending) => pending.await.ok().flatten(),
+                Err(_) => None,
+            }
+        }
+        false => None,
+    };
     record.with(|d| match wrapped {
-        true => d.wrapped(c.name.as_bytes()),
+        true => d.wrapped(c.name.as_bytes(), tag),
         false => d.unwrapped(c.name.as_bytes()),
     });
     Ok(Some(true))

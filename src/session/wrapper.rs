@@ -117,6 +117,27 @@ pub fn unwrap(text: &str) -> &str {
     rest.get(start + WRAP_MIDDLE.len()..end).unwrap_or(text)
 }
 
+/// The start of the command tag of the client's own statement `sql` where the
+/// wrapper's `SELECT n` is not it: `INSERT 0 `, `UPDATE `, `DELETE ` (a DML
+/// statement with RETURNING, the wrapper's CTE). Parses: run it on a parser thread.
+pub fn command_tag(sql: &str) -> Option<&'static str> {
+    use crate::sql::analysis::MAX_NESTING;
+    use pg_query::NodeEnum;
+    if crate::sql::nesting::bound(sql, MAX_NESTING)? > MAX_NESTING {
+        return None;
+    }
+    let parsed = pg_query::parse(sql).ok()?;
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return None;
+    };
+    match raw.stmt.as_ref()?.node.as_ref()? {
+        NodeEnum::InsertStmt(_) => Some("INSERT 0 "),
+        NodeEnum::UpdateStmt(_) => Some("UPDATE "),
+        NodeEnum::DeleteStmt(_) => Some("DELETE "),
+        _ => None,
+    }
+}
+
 /// `{23,25}` → [23, 25].
 pub fn oids(text: &str) -> Option<Vec<u32>> {
     let inner = text.strip_prefix('{')?.strip_suffix('}')?;
@@ -129,6 +150,35 @@ pub fn oids(text: &str) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dml_statements_keep_their_own_tag() {
+        let tag = |sql: &str| {
+            crate::sql::parser::run_blocking(sql.len(), {
+                let sql = sql.to_string();
+                move || command_tag(&sql)
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            tag("INSERT INTO t (a) VALUES ($1) RETURNING id"),
+            Some("INSERT 0 ")
+        );
+        assert_eq!(
+            tag("WITH x AS (SELECT 1) UPDATE t SET a = 2 RETURNING a"),
+            Some("UPDATE ")
+        );
+        assert_eq!(
+            tag("delete from t where id = $1 returning *"),
+            Some("DELETE ")
+        );
+        assert_eq!(tag("SELECT * FROM t"), None);
+        assert_eq!(
+            tag("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
+            None
+        );
+        assert_eq!(tag("SELECT 1; SELECT 2"), None);
+    }
 
     fn field(name: &str, type_oid: u32) -> Field {
         Field {

@@ -32,6 +32,12 @@ pub struct Record {
     /// Describes wait for their answer: the server's side holds the frames that
     /// may answer them only then (one atomic load per RowDescription otherwise).
     waiting: AtomicBool,
+    /// Statements wrapped from a DML statement exist: the client's side notes each
+    /// Execute (one atomic load per Execute otherwise).
+    tagging: AtomicBool,
+    /// Executes wait for their end: the server's side holds the frames that end
+    /// them, to give a wrapped DML statement its own command tag back.
+    executing: AtomicBool,
     inner: Mutex<Described>,
 }
 
@@ -40,11 +46,22 @@ impl Record {
         self.waiting.load(Ordering::Acquire)
     }
 
+    pub fn tagging(&self) -> bool {
+        self.tagging.load(Ordering::Acquire)
+    }
+
+    pub fn executing(&self) -> bool {
+        self.executing.load(Ordering::Acquire)
+    }
+
     /// Runs `f` on the record, then notes whether Describes are waiting.
     pub fn with<T>(&self, f: impl FnOnce(&mut Described) -> T) -> T {
         let mut d = self.lock();
         let out = f(&mut d);
         self.waiting.store(d.waiting(), Ordering::Release);
+        self.tagging.store(!d.tags.is_empty(), Ordering::Release);
+        self.executing
+            .store(!d.executes.is_empty(), Ordering::Release);
         out
     }
 
@@ -86,6 +103,12 @@ pub struct Described {
     /// portal tells the client what that statement returns (PgJDBC learns it so,
     /// and reads later results by it without asking again).
     portals: HashMap<Vec<u8>, Vec<u8>>,
+    /// Wrapped statements whose own text is an INSERT, UPDATE or DELETE: the start
+    /// of the command tag the client expects instead of the wrapper's `SELECT n`.
+    tags: HashMap<Vec<u8>, &'static str>,
+    /// While `tags` is not empty: Executes not yet ended (by their turn), with the
+    /// tag their portal's statement wants.
+    executes: VecDeque<(u64, Option<&'static str>)>,
 }
 
 /// A Describe of a statement, not yet answered.
@@ -148,6 +171,46 @@ impl Described {
         }
     }
 
+    /// Client side: an Execute of portal `portal` (None: its name had not arrived)
+    /// in turn `turn`.
+    pub fn executed(&mut self, turn: u64, portal: Option<&[u8]>) {
+        if self.tags.is_empty() || self.failed_through.is_some_and(|t| turn <= t) {
+            return;
+        }
+        if self.executes.len() >= MAX_NAMES {
+            // Rather a wrapper's tag than one paired wrongly.
+            self.tags.clear();
+            self.executes.clear();
+            return;
+        }
+        let tag = portal
+            .and_then(|p| self.portals.get(key(p)))
+            .and_then(|statement| self.tags.get(statement))
+            .copied();
+        self.executes.push_back((turn, tag));
+    }
+
+    /// Server side: a CommandComplete, PortalSuspended or EmptyQueryResponse while
+    /// the server answers turn `turn`: the end of the next Execute of that turn
+    /// (if there is one). Returns the command tag start that Execute wants.
+    pub fn completed(&mut self, turn: u64) -> Option<&'static str> {
+        // Executes of earlier turns are over (the engine answered them itself).
+        while self.executes.front().is_some_and(|e| e.0 < turn) {
+            self.executes.pop_front();
+        }
+        match self.executes.front() {
+            Some(e) if e.0 == turn => self.executes.pop_front().and_then(|e| e.1),
+            _ => None,
+        }
+    }
+
+    /// Server side: the ReadyForQuery that ends turn `turn`.
+    pub fn turn_over(&mut self, turn: u64) {
+        while self.executes.front().is_some_and(|e| e.0 <= turn) {
+            self.executes.pop_front();
+        }
+    }
+
     /// Client side: a Close of portal `portal`.
     pub fn closed_portal(&mut self, portal: &[u8]) {
         self.portals.remove(key(portal));
@@ -160,6 +223,7 @@ impl Described {
             self.bytes -= name.len() + body.map_or(0, |b| b.len());
         }
         self.wrapped.remove(name);
+        self.tags.remove(name);
         self.checked.1.remove(name);
         for a in self.asked.iter_mut().chain(self.answering.as_mut()) {
             a.void |= a.name == name;
@@ -218,6 +282,7 @@ impl Described {
         while self.asked.front().is_some_and(|a| a.turn <= turn) {
             self.asked.pop_front();
         }
+        self.turn_over(turn);
     }
 
     /// True while Describes wait for their answer (the server's side holds the
@@ -232,16 +297,22 @@ impl Described {
         self.shapes.get(key(name)).cloned()
     }
 
-    /// pgshift prepared statement `name` again wrapped.
-    pub fn wrapped(&mut self, name: &[u8]) {
+    /// pgshift prepared statement `name` again wrapped; `tag`: the start of the
+    /// command tag of the client's own text, where that is not `SELECT`.
+    pub fn wrapped(&mut self, name: &[u8], tag: Option<&'static str>) {
         if self.wrapped.len() < MAX_NAMES {
             self.wrapped.insert(key(name).to_vec());
+            match tag {
+                Some(tag) => self.tags.insert(key(name).to_vec(), tag),
+                None => self.tags.remove(key(name)),
+            };
         }
     }
 
     /// pgshift prepared statement `name` again as the client wrote it.
     pub fn unwrapped(&mut self, name: &[u8]) {
         self.wrapped.remove(key(name));
+        self.tags.remove(key(name));
     }
 
     /// Whether pgshift's wrapper is what statement `name` holds now.
@@ -292,6 +363,36 @@ mod tests {
         d.forget(b"a");
         assert_eq!(d.shape(b"a"), None);
         assert!(!d.waiting());
+    }
+
+    #[test]
+    fn a_wrapped_dml_statement_gets_its_tag_back_for_its_own_executes() {
+        let mut d = Described::default();
+        d.bound(Some((b"", b"u")));
+        // No wrapped DML statement: nothing is noted.
+        d.executed(0, Some(b""));
+        assert!(d.executes.is_empty());
+        d.wrapped(b"u", Some("UPDATE "));
+        d.wrapped(b"s", None);
+        d.bound(Some((b"p", b"s")));
+        d.executed(1, Some(b"p"));
+        d.bound(Some((b"", b"u")));
+        d.executed(1, Some(b""));
+        d.executed(2, Some(b""));
+        d.executed(3, None);
+        d.executed(4, Some(b""));
+        assert_eq!(d.completed(1), None, "the SELECT keeps its tag");
+        assert_eq!(d.completed(1), Some("UPDATE "));
+        // Turn 2's Execute failed: the error ends it.
+        d.error(2);
+        // Turn 3's portal was not known: no tag; the next turn's is not taken.
+        assert_eq!(d.completed(3), None);
+        assert_eq!(d.completed(3), None);
+        assert_eq!(d.completed(4), Some("UPDATE "));
+        // Parsed again by the client: its executes keep their tag no more.
+        d.forget(b"u");
+        d.executed(5, Some(b""));
+        assert!(d.executes.is_empty());
     }
 
     #[test]

@@ -242,6 +242,8 @@ impl Scanner {
                 tag == b'Z'
                     || matches!(tag, b't' | b'T' | b'n')
                         && self.described.as_ref().is_some_and(|d| d.waiting())
+                    || matches!(tag, b'C' | b's' | b'I')
+                        && self.described.as_ref().is_some_and(|d| d.executing())
             }
         }
     }
@@ -315,6 +317,12 @@ impl Scanner {
                     return Ok(pos);
                 }
                 let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
+                let total = match self.flow {
+                    Flow::ServerToClient if matches!(tag, b'C' | b's' | b'I') => {
+                        self.retag(buf, pos, total)
+                    }
+                    _ => total,
+                };
                 // Only at the start of a turn: mid-batch, the server is waiting for
                 // the rest of the batch and would never become quiescent.
                 let turn = !self.in_batch && starts_turn(tag);
@@ -333,6 +341,10 @@ impl Scanner {
                     b'P' => self.in_batch = true,
                     b'Q' => self.end_turn(),
                     b'Z' => {
+                        if self.described.as_ref().is_some_and(|d| d.executing()) {
+                            let turn = self.turns;
+                            self.note(|d| d.turn_over(turn));
+                        }
                         self.end_turn();
                         if let Some(a) = &self.activity {
                             a.answered();
@@ -348,6 +360,12 @@ impl Scanner {
                     let body =
                         &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
                     self.note(|d| d.bound(bind_names(body)));
+                }
+                if tag == b'E' && self.flow == Flow::ClientToServer && self.tagging() {
+                    let body =
+                        &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
+                    let turn = self.turns;
+                    self.note(|d| d.executed(turn, cstr_whole(body)));
                 }
                 if opens {
                     self.sent();
@@ -404,6 +422,11 @@ impl Scanner {
                 self.note(|d| d.bound(bind_names(body)));
                 false
             }
+            b'E' if self.flow == Flow::ClientToServer && self.tagging() => {
+                let turn = self.turns;
+                self.note(|d| d.executed(turn, cstr_whole(body)));
+                false
+            }
             b't' => {
                 self.note(|d| d.parameters());
                 false
@@ -415,6 +438,35 @@ impl Scanner {
             }
             _ => false,
         }
+    }
+
+    fn tagging(&self) -> bool {
+        self.described.as_ref().is_some_and(|d| d.tagging())
+    }
+
+    /// Server side: the held frame at `pos` (`total` bytes) ends an Execute; where
+    /// that Execute ran a wrapped DML statement, its `SELECT n` tag becomes the
+    /// statement's own (`UPDATE n`, `INSERT 0 n`, `DELETE n`). Returns the frame's
+    /// length now.
+    fn retag(&mut self, buf: &mut BytesMut, pos: usize, total: usize) -> usize {
+        let turn = self.turns;
+        let Some(tag) = self.note(|d| d.completed(turn)).flatten() else {
+            return total;
+        };
+        let body = &buf[pos + HEADER_LEN..pos + total];
+        let Some(count) = body.strip_prefix(b"SELECT ") else {
+            return total;
+        };
+        let mut frame = Vec::with_capacity(total + 8);
+        frame.push(b'C');
+        frame.extend_from_slice(&((4 + tag.len() + count.len()) as u32).to_be_bytes());
+        frame.extend_from_slice(tag.as_bytes());
+        frame.extend_from_slice(count);
+        let tail = buf.split_off(pos + total);
+        buf.truncate(pos);
+        buf.extend_from_slice(&frame);
+        buf.unsplit(tail);
+        frame.len()
     }
 
     fn sniff(&mut self, sql: &[u8]) -> bool {
@@ -480,6 +532,11 @@ pub fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = &body[end + 1..];
     let stmt_end = rest.iter().position(|&b| b == 0)?;
     Some((&body[..end], &rest[..stmt_end]))
+}
+
+/// The NUL-terminated string at the start of `body`, when all of it is there.
+fn cstr_whole(body: &[u8]) -> Option<&[u8]> {
+    body.iter().position(|&b| b == 0).map(|end| &body[..end])
 }
 
 /// The NUL-terminated string at the start of `body`, without its terminator.
