@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod engine;
+pub mod latency;
 pub mod logging;
 pub mod net;
 pub mod rollout;

@@ -1221,3 +1221,87 @@ async fn a_key_a_partitioned_table_references_is_refused() {
         .unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("23503"), "{e:?}");
 }
+
+async fn throttle_ms(admin: &tokio_postgres::Client, id: i64) -> i64 {
+    admin
+        .query_one(
+            "SELECT coalesce(throttle_ms, 0) FROM pgshift.rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The backfill's governor: a client's turns through pgshift take ~0.1 ms before
+/// the backfill and 10 ms once it runs (`pg_sleep`, standing in for an
+/// application the backfill slows down); the backfill adds a pause of its own
+/// (`throttle_ms`), and drops it once the turns are fast again.
+#[tokio::test]
+async fn the_backfill_slows_down_while_the_applications_latency_is_up() {
+    let db = fresh_db("rollout_governor");
+    let admin = setup(&db).await;
+    let proxy = proxy_with(|c| c.rollout.rows_per_second = 2_500);
+    let slow = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let (slow, stop) = (slow.clone(), stop.clone());
+        let client = connect(&proxy.conn_str(&db, "postgres")).await;
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let sql = match slow.load(Ordering::Relaxed) {
+                    true => "SELECT pg_sleep(0.01)",
+                    false => "SELECT 1",
+                };
+                client.simple_query(sql).await.unwrap();
+            }
+        }
+    });
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    let waited = std::time::Instant::now();
+    // The first batch runs after the baseline was read.
+    while rows_done(&admin, id).await == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(20), "no batch ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(throttle_ms(&admin, id).await, 0, "fast turns: no pause");
+    slow.store(true, Ordering::Relaxed);
+    let waited = std::time::Instant::now();
+    while throttle_ms(&admin, id).await == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the backfill did not slow down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    slow.store(false, Ordering::Relaxed);
+    let waited = std::time::Instant::now();
+    while throttle_ms(&admin, id).await > 0 {
+        let (phase, _) = common::rollouts::phase(&admin, id).await;
+        if phase == "verified" {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the pause stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+}
+
+async fn rows_done(admin: &tokio_postgres::Client, id: i64) -> i64 {
+    admin
+        .query_one(
+            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -35,6 +35,10 @@ pub struct Rollout {
     pub rows_per_second: u64,
     /// Pause between batches.
     pub pause_ms: u64,
+    /// The backfill slows down while the application's p99 turn latency, as this
+    /// proxy sees it, is over this many times its value before the backfill
+    /// began (and at least 0.5 ms over it); 0 = off.
+    pub latency_factor: f64,
 }
 
 impl Default for Rollout {
@@ -48,6 +52,7 @@ impl Default for Rollout {
             batch_target_ms: 50,
             rows_per_second: 0,
             pause_ms: 0,
+            latency_factor: 2.0,
         }
     }
 }
@@ -66,6 +71,14 @@ impl Rollout {
         }
         if self.batch_rows > 1_000_000 {
             return Err(invalid("rollout.batch_rows", "expected at most 1000000"));
+        }
+        if !(0.0..=1000.0).contains(&self.latency_factor)
+            || (self.latency_factor > 0.0 && self.latency_factor < 1.0)
+        {
+            return Err(invalid(
+                "rollout.latency_factor",
+                "expected 0 (off) or 1 to 1000",
+            ));
         }
         if self.batch_target_ms == 0 {
             return Err(invalid("rollout.batch_target_ms", "must be at least 1"));

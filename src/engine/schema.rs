@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS pgshift.rollouts (
     error text
 );
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS indexes text[];
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS throttle_ms bigint;
 REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint

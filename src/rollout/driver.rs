@@ -4,6 +4,7 @@
 //! another proxy's standby takes the lock. Each transition is one transaction that
 //! also updates the row: whatever point a proxy is killed at, the row is right.
 
+use super::latency::Governor;
 use super::model::{Phase, Request, Rollout, Twin, COLUMNS};
 use super::twins::{constraint_on, pass_name, ForeignKey};
 use super::{sql, Running};
@@ -453,6 +454,37 @@ impl Driver {
                     pause = (pause * 2).min(Duration::from_millis(ddl.retry_max_ms.max(10)));
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// The application's latency before the backfill: a second of this process's
+    /// sessions' turns (up to 3 s while fewer than [`MIN_BASELINE_TURNS`] come).
+    /// None when off, or too few turns came to tell.
+    async fn governor(&self, factor: f64, bg: &Background) -> Option<Governor> {
+        let (running, _) = self.hold.as_ref()?;
+        if factor <= 0.0 {
+            return None;
+        }
+        let start = running.latency();
+        let began = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = bg.stopped() => return None,
+            }
+            let now = running.latency();
+            let window = now.since(&start);
+            let waited = began.elapsed();
+            // An idle application (or one that barely asks) has nothing to
+            // protect: the backfill does not wait longer for it.
+            let few = window.total() < MIN_BASELINE_TURNS / 4;
+            if waited >= Duration::from_secs(1) && (few || window.total() >= MIN_BASELINE_TURNS)
+                || waited >= Duration::from_secs(3)
+            {
+                let governor = Governor::new(&window, factor, now, Instant::now());
+                tracing::info!(target: "pgshift::rollout", rollout = self.id, turns = window.total(), p99_us = window.quantile(0.99).map(|d| d.as_micros() as u64), governs = governor.is_some(), "application latency before the backfill");
+                return governor;
             }
         }
     }
@@ -1099,6 +1131,8 @@ pub async fn run(
     d.hold = Some((running.clone(), database.clone()));
     tracing::info!(target: "pgshift::rollout", rollout = d.id, database, "driving rollout");
     let mut pace: Option<Pace> = None;
+    // Measured before this driver's first batch; Some(None): nothing to govern.
+    let mut governor: Option<Option<Governor>> = None;
     let mut passes = 0u32;
     // A verify pass completed just now, in this driver: the cutover may follow.
     let mut fresh = false;
@@ -1182,6 +1216,9 @@ pub async fn run(
                         keys = Some(key_types(&d, &r).await?);
                     }
                     let keys = keys.clone().unwrap_or_default();
+                    if governor.is_none() {
+                        governor = Some(d.governor(conf.latency_factor, &bg).await);
+                    }
                     let p = pace.unwrap_or(Pace { rows: conf.batch_rows.min(1000).max(conf.min_batch_rows) });
                     let lock_ms = settings.config.ddl.lock_timeout_ms.min(1000);
                     let started = Instant::now();
@@ -1189,7 +1226,23 @@ pub async fn run(
                         Ok(Some(_)) => {
                             let took = started.elapsed();
                             pace = Some(p.next(took, Duration::from_millis(conf.batch_target_ms), conf.min_batch_rows, conf.batch_rows));
-                            throttle(&r, p.rows, took, conf.pause_ms, &bg).await;
+                            let extra = match (governor.as_mut(), &d.hold) {
+                                (Some(Some(g)), Some((running, _))) => {
+                                    let before = g.extra();
+                                    let cap = took * super::latency::PAUSE_PER_BATCH;
+                                    let extra = g.next(running.latency(), Instant::now(), cap);
+                                    if extra != before {
+                                        let ms = extra.as_millis() as i64;
+                                        d.client.execute("UPDATE pgshift.rollouts SET throttle_ms = $2 WHERE id = $1", &[&d.id, &ms]).await?;
+                                    }
+                                    if extra.is_zero() != before.is_zero() {
+                                        tracing::info!(target: "pgshift::rollout", rollout = d.id, pause_ms = extra.as_millis() as u64, target_p99_us = g.target().as_micros() as u64, "backfill pace set by the application's latency");
+                                    }
+                                    extra
+                                }
+                                _ => Duration::ZERO,
+                            };
+                            throttle(&r, p.rows, took, conf.pause_ms, extra, &bg).await;
                             Ok(())
                         }
                         Ok(None) if !verify => {
@@ -1309,9 +1362,20 @@ async fn idle(bg: &Background) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Keeps the rate under the rollout's rows per second, plus the fixed pause.
-async fn throttle(r: &Rollout, rows: u64, took: Duration, pause_ms: u64, bg: &Background) {
-    let mut wait = Duration::from_millis(pause_ms);
+/// Turns the governor's baseline wants (it waits up to 3 s for them).
+const MIN_BASELINE_TURNS: u64 = 200;
+
+/// Keeps the rate under the rollout's rows per second, plus the fixed pause and
+/// the governor's.
+async fn throttle(
+    r: &Rollout,
+    rows: u64,
+    took: Duration,
+    pause_ms: u64,
+    extra: Duration,
+    bg: &Background,
+) {
+    let mut wait = Duration::from_millis(pause_ms) + extra;
     if r.rows_per_second > 0 {
         let should = Duration::from_secs_f64(rows as f64 / r.rows_per_second as f64);
         wait = wait.max(should.saturating_sub(took));

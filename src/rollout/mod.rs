@@ -12,6 +12,7 @@
 //! constraints, indexes or generated columns), under a lock that keeps it so.
 
 pub mod driver;
+pub mod latency;
 pub mod model;
 pub mod sql;
 pub mod start;
@@ -67,6 +68,8 @@ pub struct Running {
     /// Every session's turns at the server, by database (a [`Swap`] waits for
     /// those that started before it).
     sessions: Mutex<Vec<(String, Weak<Activity>)>>,
+    /// The sessions' turn durations while a rollout is live.
+    latency: Arc<crate::latency::Latency>,
 }
 
 /// The longest a lock window waits for turns already at the server before its
@@ -209,8 +212,20 @@ impl Running {
         }
     }
 
-    /// Notes a session's activity (kept while the session lasts).
-    pub fn register(&self, database: &str, activity: &Arc<Activity>) {
+    /// A new session's activity, timing its turns while a rollout is live, and
+    /// noted for lock windows (kept while the session lasts).
+    pub fn activity(&self, database: &str) -> Arc<Activity> {
+        let activity = Arc::new(Activity::timed(self.live.clone(), self.latency.clone()));
+        self.register(database, &activity);
+        activity
+    }
+
+    /// The sessions' turn durations so far.
+    pub fn latency(&self) -> crate::latency::Counts {
+        self.latency.counts()
+    }
+
+    fn register(&self, database: &str, activity: &Arc<Activity>) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.len() >= 64 && sessions.len().is_power_of_two() {
             sessions.retain(|(_, a)| a.strong_count() > 0);

@@ -526,7 +526,16 @@ pub async fn start<C: Conn>(
             original: "",
             ..step_cx.clone()
         };
+        // The new column changes what `SELECT *` returns: like the cutover, the
+        // expand's lock window holds sessions about to use a statement that
+        // reads the table, after those already sent.
+        let swap = cx
+            .engine
+            .rollouts
+            .swap(cx.database, &rollout.table, rollout.table_oid);
+        swap.settle().await;
         steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
+        drop(swap);
         Ok::<(), Failure>(())
     }
     .await;

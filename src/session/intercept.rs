@@ -111,6 +111,10 @@ async fn turn(
         s.up.release_held();
         return Ok(());
     };
+    // While the engine works on the held message, nothing of the session is at
+    // the server: a lock window (the engine may open one itself, starting a
+    // rollout) need not wait for it.
+    s.up.scanner.quiet();
     let unread = s.down.take_unforwarded();
     let status = s.down.scanner.tx_status().unwrap_or_default();
     let info = &s.registered.info;

@@ -185,11 +185,7 @@ async fn establish<'a>(
         let described = Arc::new(crate::wire::described::Record::default());
         up.scanner.track_described(described.clone());
         down.scanner.track_described(described);
-        let activity = Arc::new(crate::wire::activity::Activity::default());
-        shared
-            .engine
-            .rollouts
-            .register(&registered.info.database, &activity);
+        let activity = shared.engine.rollouts.activity(&registered.info.database);
         up.scanner.track_activity(activity.clone());
         down.scanner.track_activity(activity);
     }

@@ -63,6 +63,14 @@ pub fn may_be_ddl(sql: &[u8]) -> bool {
     last.saw_backslash && Lexer::new(sql, SERVER_BACKSLASHES).finds_ddl(start)
 }
 
+/// True when `sql` may prepare or drop prepared statements in SQL (PREPARE,
+/// DEALLOCATE, DISCARD anywhere in it, in any case): a cheap superset.
+pub fn may_name_statements(sql: &[u8]) -> bool {
+    const WORDS: [&[u8]; 3] = [b"prepare", b"dealloc", b"discard"];
+    sql.windows(7)
+        .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
+}
+
 /// True when `sql` starts with COPY (after spaces and comments): a COPY without a
 /// column list of a table under rollout needs one.
 pub fn starts_with_copy(sql: &[u8]) -> bool {

@@ -10,7 +10,9 @@
 //! stale; the window bumps the count, then reads every session's published count.
 //! One of the two sees the other.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::latency::{now_micros, Latency};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Published while nothing of the session is at the server.
 const IDLE: u64 = u64::MAX;
@@ -20,22 +22,39 @@ pub struct Activity {
     /// The change count the oldest turn still at the server started at; IDLE
     /// when none is.
     since: AtomicU64,
-    /// Turns forwarded (by their first message) and not yet answered by a
-    /// ReadyForQuery. Both directions of a session run in one task, so this is
-    /// never raced; atomic only so that the struct can be shared.
-    outstanding: AtomicU32,
+    /// ReadyForQuery messages the server owes: Syncs, Queries and FunctionCalls
+    /// forwarded and not yet answered. Both directions of a session run in one
+    /// task, so this is never raced; atomic only so that the struct can be shared.
+    expected: AtomicU32,
+    /// Messages of a batch went to the server, its Sync not yet.
+    open: AtomicBool,
+    /// When the turn being timed was sent (µs, see [`now_micros`]); 0: none is.
+    began: AtomicU64,
+    /// Where turns are timed to, while the count (of rollouts) is not zero.
+    timing: Option<(Arc<AtomicUsize>, Arc<Latency>)>,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
             since: AtomicU64::new(IDLE),
-            outstanding: AtomicU32::new(0),
+            expected: AtomicU32::new(0),
+            open: AtomicBool::new(false),
+            began: AtomicU64::new(0),
+            timing: None,
         }
     }
 }
 
 impl Activity {
+    /// An activity that times its turns into `latency` while `live` is not zero.
+    pub fn timed(live: Arc<AtomicUsize>, latency: Arc<Latency>) -> Self {
+        Activity {
+            timing: Some((live, latency)),
+            ..Activity::default()
+        }
+    }
+
     /// About to forward the first message of a turn: publish the count it starts
     /// at (unless an older turn is still out). Comes before the stale check.
     pub fn publish(&self, changes: &AtomicU64) {
@@ -45,16 +64,50 @@ impl Activity {
         }
     }
 
+    fn busy(&self) -> bool {
+        self.expected.load(Ordering::Relaxed) > 0 || self.open.load(Ordering::Relaxed)
+    }
+
     /// The first message of a turn went to the server.
     pub fn sent(&self) {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        if !self.busy() {
+            if let Some((live, _)) = &self.timing {
+                if live.load(Ordering::Relaxed) > 0 {
+                    self.began.store(now_micros(), Ordering::Relaxed);
+                }
+            }
+        }
+        self.open.store(true, Ordering::Relaxed);
+    }
+
+    /// A Sync, Query or FunctionCall went to the server: it owes a ReadyForQuery.
+    pub fn ended(&self) {
+        self.expected.fetch_add(1, Ordering::Relaxed);
+        self.open.store(false, Ordering::Relaxed);
+    }
+
+    /// The server ignored a Sync it was sent (one sent early, during COPY FROM).
+    pub fn ignored(&self) {
+        let owed = self.expected.load(Ordering::Relaxed).saturating_sub(1);
+        self.expected.store(owed, Ordering::Relaxed);
     }
 
     /// A ReadyForQuery came back.
     pub fn answered(&self) {
-        let left = self.outstanding.load(Ordering::Relaxed).saturating_sub(1);
-        self.outstanding.store(left, Ordering::Relaxed);
-        if left == 0 {
+        let owed = self.expected.load(Ordering::Relaxed).saturating_sub(1);
+        self.expected.store(owed, Ordering::Relaxed);
+        let busy = self.busy();
+        if let Some((_, latency)) = &self.timing {
+            let began = self.began.load(Ordering::Relaxed);
+            if began != 0 {
+                // A pipelined turn is timed from the answer before it.
+                let now = now_micros();
+                latency.record(now.saturating_sub(began));
+                self.began
+                    .store(if busy { now } else { 0 }, Ordering::Relaxed);
+            }
+        }
+        if !busy {
             self.since.store(IDLE, Ordering::SeqCst);
         }
     }
@@ -62,14 +115,16 @@ impl Activity {
     /// Nothing published is out any more unless a turn is (a held message was
     /// answered by pgshift, or never sent).
     pub fn settle(&self) {
-        if self.outstanding.load(Ordering::Relaxed) == 0 {
+        if !self.busy() {
             self.since.store(IDLE, Ordering::SeqCst);
         }
     }
 
     /// The server answered everything the client sent (pgshift waited for it).
     pub fn quiet(&self) {
-        self.outstanding.store(0, Ordering::Relaxed);
+        self.expected.store(0, Ordering::Relaxed);
+        self.open.store(false, Ordering::Relaxed);
+        self.began.store(0, Ordering::Relaxed);
         self.since.store(IDLE, Ordering::SeqCst);
     }
 
@@ -83,27 +138,40 @@ impl Activity {
 mod tests {
     use super::*;
 
+    /// A batch: its first message, then its Sync.
+    fn batch(a: &Activity, changes: &AtomicU64) {
+        a.publish(changes);
+        a.sent();
+        a.ended();
+    }
+
     #[test]
     fn a_turn_is_out_from_its_first_message_to_its_ready_for_query() {
         let changes = AtomicU64::new(5);
         let a = Activity::default();
         assert!(!a.before(6));
-        a.publish(&changes);
-        a.sent();
+        batch(&a, &changes);
         assert!(a.before(6));
         assert!(!a.before(5));
         // A pipelined second turn keeps the older count.
         changes.store(6, Ordering::SeqCst);
-        a.publish(&changes);
-        a.sent();
+        batch(&a, &changes);
         a.answered();
         assert!(a.before(6), "the second turn is still out");
         a.answered();
         assert!(!a.before(u64::MAX - 1));
-        // A Sync with nothing before it is answered too: no underflow.
-        a.answered();
+        // A Sync with nothing before it is owed an answer too.
+        a.ended();
         a.publish(&changes);
         a.sent();
+        a.answered();
+        assert!(a.before(7), "the batch after the bare Sync is still out");
+        a.ended();
+        a.answered();
+        assert!(!a.before(7));
+        // An answer nobody is owed (pgshift lost count) does not underflow.
+        a.answered();
+        batch(&a, &changes);
         assert!(a.before(7));
     }
 
@@ -114,11 +182,35 @@ mod tests {
         a.publish(&changes);
         a.settle();
         assert!(!a.before(2));
-        a.publish(&changes);
-        a.sent();
+        batch(&a, &changes);
         a.settle();
         assert!(a.before(2));
         a.quiet();
         assert!(!a.before(2));
+        // A batch without its Sync yet (a Flush) is out.
+        a.publish(&changes);
+        a.sent();
+        a.settle();
+        assert!(a.before(2));
+    }
+
+    #[test]
+    fn turns_are_timed_only_while_a_rollout_is_live() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let latency = Arc::new(Latency::default());
+        let changes = AtomicU64::new(1);
+        let a = Activity::timed(live.clone(), latency.clone());
+        batch(&a, &changes);
+        a.answered();
+        assert_eq!(latency.counts().total(), 0);
+        live.store(1, Ordering::Relaxed);
+        batch(&a, &changes);
+        batch(&a, &changes);
+        a.answered();
+        a.answered();
+        assert_eq!(latency.counts().total(), 2, "two pipelined turns");
+        a.ended();
+        a.answered();
+        assert_eq!(latency.counts().total(), 2, "a Sync alone is not timed");
     }
 }

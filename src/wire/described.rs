@@ -35,6 +35,8 @@ pub struct Record {
     /// Statements wrapped from a DML statement exist: the client's side notes each
     /// Execute (one atomic load per Execute otherwise).
     tagging: AtomicBool,
+    /// Something is known of the session's statements (see `keeps`).
+    keeps: AtomicBool,
     /// Executes wait for their end: the server's side holds the frames that end
     /// them, to give a wrapped DML statement its own command tag back.
     executing: AtomicBool,
@@ -50,6 +52,12 @@ impl Record {
         self.tagging.load(Ordering::Acquire)
     }
 
+    /// Something is known of the session's statements: an SQL-level PREPARE,
+    /// DEALLOCATE or DISCARD must make the record forget it.
+    pub fn keeps(&self) -> bool {
+        self.keeps.load(Ordering::Acquire)
+    }
+
     pub fn executing(&self) -> bool {
         self.executing.load(Ordering::Acquire)
     }
@@ -60,6 +68,10 @@ impl Record {
         let out = f(&mut d);
         self.waiting.store(d.waiting(), Ordering::Release);
         self.tagging.store(!d.tags.is_empty(), Ordering::Release);
+        self.keeps.store(
+            !d.shapes.is_empty() || !d.wrapped.is_empty(),
+            Ordering::Release,
+        );
         self.executing
             .store(!d.executes.is_empty(), Ordering::Release);
         out
@@ -209,6 +221,25 @@ impl Described {
         while self.executes.front().is_some_and(|e| e.0 <= turn) {
             self.executes.pop_front();
         }
+    }
+
+    /// Client side: statements were prepared or dropped in SQL (names unknown).
+    pub fn forget_all(&mut self) {
+        self.shapes.clear();
+        self.bytes = 0;
+        self.wrapped.clear();
+        self.tags.clear();
+        self.checked.1.clear();
+        for a in self.asked.iter_mut().chain(self.answering.as_mut()) {
+            a.void = true;
+        }
+    }
+
+    /// Client side: the count of turns may be off; rather the wrapper's tag than
+    /// one given to the wrong Execute.
+    pub fn untag(&mut self) {
+        self.tags.clear();
+        self.executes.clear();
     }
 
     /// Client side: a Close of portal `portal`.

@@ -166,6 +166,13 @@ impl Scanner {
         }
     }
 
+    /// A message the server answers with a ReadyForQuery went by.
+    fn owed(&self) {
+        if let Some(a) = &self.activity {
+            a.ended();
+        }
+    }
+
     /// The session's record, when it keeps one.
     pub fn record(&self) -> Option<Arc<Record>> {
         self.described.clone()
@@ -237,6 +244,8 @@ impl Scanner {
                     || tag == b'P'
                     || (self.intercept_all || !self.in_batch && self.stale()) && starts_turn(tag)
                     || self.described.is_some() && matches!(tag, b'D' | b'C')
+                    // Small: held whole, so that its portal's name is known.
+                    || tag == b'E' && self.tagging()
             }
             Flow::ServerToClient => {
                 tag == b'Z'
@@ -253,6 +262,9 @@ impl Scanner {
     pub fn release(&mut self) -> usize {
         let held = std::mem::take(&mut self.held);
         if opens_turn(self.held_tag) {
+            // Published already where pgshift checked the session's statements
+            // just before; otherwise now (after the DDL engine's turn).
+            self.publish();
             self.sent();
         }
         match self.held_tag {
@@ -270,6 +282,9 @@ impl Scanner {
     }
 
     fn end_turn(&mut self) {
+        if self.flow == Flow::ClientToServer {
+            self.owed();
+        }
         self.turns += 1;
         self.in_batch = false;
         self.synced_after_execute = false;
@@ -356,16 +371,15 @@ impl Scanner {
             } else {
                 if tag == b'B' && self.flow == Flow::ClientToServer && self.described.is_some() {
                     // A Bind streams on (its parameters may be big): its names are
-                    // read from what has arrived, usually all of its start.
+                    // read from its start, waited for up to BIND_NAMES_WAIT bytes.
                     let body =
                         &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
-                    self.note(|d| d.bound(bind_names(body)));
-                }
-                if tag == b'E' && self.flow == Flow::ClientToServer && self.tagging() {
-                    let body =
-                        &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
-                    let turn = self.turns;
-                    self.note(|d| d.executed(turn, cstr_whole(body)));
+                    let names = bind_names(body);
+                    if names.is_none() && body.len() < (total - HEADER_LEN).min(BIND_NAMES_WAIT) {
+                        buf.reserve(BIND_NAMES_WAIT);
+                        return Ok(pos);
+                    }
+                    self.note(|d| d.bound(names));
                 }
                 if opens {
                     self.sent();
@@ -389,6 +403,18 @@ impl Scanner {
                 // The text ends at the final byte; an embedded NUL makes Postgres
                 // reject the message anyway.
                 let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                if self.described.as_ref().is_some_and(|d| d.keeps())
+                    && crate::sql::sniff::may_name_statements(sql)
+                {
+                    // SQL-level PREPARE, DEALLOCATE or DISCARD: what was known of
+                    // the session's statements may be wrong now.
+                    self.note(|d| d.forget_all());
+                }
+                if self.in_batch && self.tagging() {
+                    // Postgres answers a Query inside a batch only if the batch
+                    // has not failed: the count of turns may be off from here.
+                    self.note(|d| d.untag());
+                }
                 self.sniff(sql)
                     || self
                         .copies
@@ -486,11 +512,16 @@ impl Scanner {
                 self.synced_after_execute = false;
             }
             (Flow::ClientToServer, b'S') => {
+                self.owed();
                 self.turns += 1;
                 self.in_batch = false;
                 self.synced_after_execute = true;
             }
             (Flow::ClientToServer, b'F') => {
+                if self.in_batch && self.tagging() {
+                    self.note(|d| d.untag());
+                }
+                self.owed();
                 self.turns += 1;
                 self.in_batch = false;
             }
@@ -498,6 +529,9 @@ impl Scanner {
             // was sent early (libpq does): the server ignored that Sync in copy-in
             // mode, so it answers one turn fewer.
             (Flow::ClientToServer, b'c' | b'f') if self.synced_after_execute => {
+                if let Some(a) = &self.activity {
+                    a.ignored();
+                }
                 self.turns = self.turns.saturating_sub(1);
                 self.synced_after_execute = false;
             }
@@ -518,6 +552,10 @@ impl Scanner {
 fn starts_turn(tag: u8) -> bool {
     matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'F' | b'X')
 }
+
+/// How much of a Bind the scanner waits for to read its portal and statement
+/// names (past it, every portal is unknown to the record).
+const BIND_NAMES_WAIT: usize = 1024;
 
 /// Messages that open a turn the server answers with a ReadyForQuery (all of
 /// [`starts_turn`] but Terminate).
