@@ -14,6 +14,11 @@
 //! `ALTER … TYPE bigint` on the same data, and the workers' latency before and
 //! during the rollout.
 //!
+//! Part 2 runs once per `BENCH_LATENCY_FACTORS` value (default "0 2": without and
+//! with the backfill's latency governor, `rollout.latency_factor`), each with its
+//! own blocking UPDATE and ALTER for comparison; `BENCH_SKIP_OVERHEAD=1` skips
+//! part 1.
+//!
 //! `cargo bench --bench rollout` (N = 1,000,000); under `cargo test` it runs with
 //! N = 20,000 as a smoke test.
 
@@ -36,8 +41,9 @@ async fn connect(port: u16, db: &str) -> Client {
     client
 }
 
-fn start_proxy(pg_port: u16) -> u16 {
+fn start_proxy(pg_port: u16, latency_factor: f64) -> u16 {
     let mut config = Config::default();
+    config.rollout.latency_factor = latency_factor;
     config.server.listen = "127.0.0.1:0".into();
     config.upstream.address = format!("127.0.0.1:{pg_port}");
     config.ddl.notices = true;
@@ -278,9 +284,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn backfill(pg: &Cluster, proxy: u16, rows: i64) {
-    println!("## Backfill: {rows} rows, 4 workers updating random rows through pgshift\n");
-    let db = pg.create_database("rollout_backfill").unwrap();
+async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
+    println!(
+        "## Backfill: {rows} rows, 4 workers updating random rows through pgshift, rollout.latency_factor = {latency_factor}\n"
+    );
+    let db = pg
+        .create_database(&format!(
+            "rollout_backfill_{}",
+            (latency_factor * 10.0) as u64
+        ))
+        .unwrap();
     let c = connect(pg.port, &db).await;
     fill(&c, rows).await;
     c.batch_execute("ALTER TABLE items ADD COLUMN copy bigint")
@@ -411,8 +424,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 1_000_000 } else { 20_000 });
+    // BENCH_LATENCY_FACTORS: the backfill once per value (0: no governor).
+    let factors: Vec<f64> = std::env::var("BENCH_LATENCY_FACTORS")
+        .unwrap_or_else(|_| "0 2".into())
+        .split_whitespace()
+        .map(|f| f.parse().expect("BENCH_LATENCY_FACTORS: numbers"))
+        .collect();
     let pg = Cluster::start(&ClusterOptions::default()).expect("start postgres");
-    let proxy = start_proxy(pg.port);
-    overhead(&pg, proxy, rows).await;
-    backfill(&pg, proxy, rows).await;
+    if std::env::var("BENCH_SKIP_OVERHEAD").is_err() {
+        overhead(&pg, start_proxy(pg.port, 2.0), rows).await;
+    }
+    for factor in factors {
+        backfill(&pg, start_proxy(pg.port, factor), rows, factor).await;
+    }
 }
