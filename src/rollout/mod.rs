@@ -56,10 +56,11 @@ pub struct Running {
     set: Mutex<HashMap<(String, i64), Option<Table>>>,
     /// How many: sessions hold COPY statements while it is not zero.
     live: Arc<AtomicUsize>,
-    /// Counts the changes to tables under rollout that change what a statement
-    /// returns (the new column added, the cutover, a rollback, the end): sessions
-    /// compare it with the count their prepared statements were last renewed at.
-    changes: Arc<AtomicU64>,
+    /// Per database, counts the changes to tables under rollout that change what a
+    /// statement returns (the new column added, the cutover, a rollback, the end):
+    /// sessions compare it with the count their prepared statements were last
+    /// renewed at.
+    changes: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// The tables those changes were made to, by database (lowercase names, the
     /// most recent [`TOUCHED_MAX`]): the statements to renew mention one of them.
     touched: Mutex<Vec<(String, String, u32)>>,
@@ -253,7 +254,7 @@ impl Running {
             touched.remove(0);
         }
         touched.push(entry);
-        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+        self.changes(database).fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Opens a lock window on `table` of `database`: sessions go stale at once (and
@@ -283,9 +284,9 @@ impl Running {
             .collect()
     }
 
-    /// The count [`Running::changes`] holds now.
-    pub fn change_count(&self) -> u64 {
-        self.changes.load(Ordering::Acquire)
+    /// The count of changes in `database` now.
+    pub fn change_count(&self, database: &str) -> u64 {
+        self.changes(database).load(Ordering::SeqCst)
     }
 
     /// The tables of `database` that changed under rollout lately (lowercase
@@ -299,9 +300,10 @@ impl Running {
             .collect()
     }
 
-    /// The count sessions compare their prepared statements with.
-    pub fn changes(&self) -> Arc<AtomicU64> {
-        self.changes.clone()
+    /// The count sessions of `database` compare their prepared statements with.
+    pub fn changes(&self, database: &str) -> Arc<AtomicU64> {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        changes.entry(database.to_string()).or_default().clone()
     }
 
     /// The tables under rollout in `database` that this process knows of.
@@ -402,7 +404,36 @@ pub async fn throttle(
 
 #[cfg(test)]
 mod tests {
-    use super::Table;
+    use super::{Running, Table};
+    use crate::wire::activity::Activity;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_lock_window_touches_only_its_own_database() {
+        let running = Arc::new(Running::default());
+        let (a, b) = (running.changes("a"), running.changes("b"));
+        // A session of "b" with a turn out does not hold up a window in "a".
+        let busy_b: Arc<Activity> = running.activity("b");
+        busy_b.publish(&b);
+        busy_b.sent();
+        let began = std::time::Instant::now();
+        let swap = running.swap("a", "orders", 1);
+        swap.settle().await;
+        assert!(began.elapsed() < super::SETTLE_MAX / 2);
+        assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 0));
+        assert_eq!(running.swapping("a"), ["orders"]);
+        assert!(running.swapping("b").is_empty());
+        drop(swap);
+        assert_eq!(running.change_count("a"), 2);
+        // One of "a" is waited for, up to SETTLE_MAX.
+        let busy_a = running.activity("a");
+        busy_a.publish(&a);
+        busy_a.sent();
+        let began = std::time::Instant::now();
+        running.swap("a", "orders", 1).settle().await;
+        assert!(began.elapsed() >= super::SETTLE_MAX);
+    }
 
     #[test]
     fn visible_columns_keep_the_applications_order() {

@@ -55,12 +55,12 @@ pub(super) async fn renew(
     let database = s.registered.info.database.clone();
     let tables = running.touched(&database);
     let Some(record) = s.up.scanner.record().filter(|_| !tables.is_empty()) else {
-        s.up.scanner.renewed_at(running.change_count());
+        s.up.scanner.renewed_at(running.change_count(&database));
         return Ok(());
     };
     if let Some(name) = &only {
         // Inside a block, each statement is looked at once per change.
-        let count = running.change_count();
+        let count = running.change_count(&database);
         if !record.with(|d| d.check(count, name.as_bytes())) {
             return Ok(());
         }
@@ -136,7 +136,7 @@ impl Window<'_> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        self.running.change_count()
+        self.running.change_count(self.database)
     }
 }
 
@@ -183,7 +183,7 @@ where
     // must not end the client's transaction.
     let in_block = io.status == TxStatus::InTransaction;
     if in_block && !savepoint(io, "SAVEPOINT").await? {
-        return Ok((0, window.running.change_count()));
+        return Ok((0, window.running.change_count(window.database)));
     }
     let (renewed, seen) = look(io, scope, record, &window, in_block).await?;
     if in_block && !savepoint(io, "RELEASE SAVEPOINT").await? {
@@ -245,7 +245,7 @@ where
         if in_block {
             savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
         }
-        return Ok((0, window.running.change_count()));
+        return Ok((0, window.running.change_count(window.database)));
     }
     let candidates: Vec<Candidate> = list
         .rows
@@ -253,7 +253,7 @@ where
         .filter_map(|row| candidate(row, scope, record))
         .collect();
     if candidates.is_empty() {
-        return Ok((0, window.running.change_count()));
+        return Ok((0, window.running.change_count(window.database)));
     }
     let texts: Vec<String> = candidates.iter().map(|c| c.lower.clone()).collect();
     let seen = window.wait(io.status == TxStatus::Idle, &texts).await;

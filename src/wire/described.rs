@@ -175,6 +175,8 @@ impl Described {
     /// the names could not be read (every portal is unknown then).
     pub fn bound(&mut self, names: Option<(&[u8], &[u8])>) {
         match names {
+            Some((portal, statement))
+                if self.portals.get(key(portal)).map(Vec::as_slice) == Some(key(statement)) => {}
             Some((portal, statement)) if self.portals.len() < MAX_NAMES => {
                 self.portals
                     .insert(key(portal).to_vec(), key(statement).to_vec());
