@@ -25,6 +25,9 @@ fn proxy_with(edit: impl FnOnce(&mut pgshift::config::Config)) -> Proxy {
         c.ddl.retry_deadline_ms = 30_000;
         c.rollout.batch_rows = 2_000;
         c.rollout.min_batch_rows = 100;
+        // No latency governor unless a test asks for it: its pace would depend
+        // on how busy the test host is.
+        c.rollout.latency_factor = 0.0;
         edit(c)
     })
 }
@@ -142,12 +145,13 @@ async fn a_type_change_rolls_out_while_writers_write() {
 }
 
 #[tokio::test]
-async fn rollback_before_and_after_the_cutover_keeps_every_write() {
+async fn rollback_from_every_phase_keeps_every_write() {
     let db = fresh_db("rollout_back");
     let admin = setup(&db).await;
-    let proxy = proxy_with(|_| {});
+    // Slow enough that the backfill and the verify pass can be caught at work.
+    let proxy = proxy_with(|c| c.rollout.rows_per_second = 10_000);
     let client = connect(&direct(&db)).await;
-    for cut_over_first in [false, true] {
+    for from in ["backfilling", "paused", "verifying", "verified", "cut_over"] {
         let id = start(
             &proxy.conn_str(&db, "postgres"),
             "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
@@ -162,8 +166,29 @@ async fn rollback_before_and_after_the_cutover_keeps_every_write() {
             5,
             false,
         );
-        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-        if cut_over_first {
+        match from {
+            "backfilling" => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (phase, _) = common::rollouts::phase(&admin, id).await;
+                assert_eq!(phase, "backfilling");
+            }
+            "paused" => {
+                rollout::request(&client, id, Request::Pause).await.unwrap();
+                let waited = std::time::Instant::now();
+                while !admin
+                    .query_one("SELECT paused FROM pgshift.rollouts WHERE id = $1", &[&id])
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+                {
+                    assert!(waited.elapsed() < Duration::from_secs(10), "not paused");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            "verifying" => wait_phase(&admin, id, "verifying", Duration::from_secs(60)).await,
+            _ => wait_phase(&admin, id, "verified", Duration::from_secs(60)).await,
+        }
+        if from == "cut_over" {
             rollout::request(&client, id, Request::Cutover)
                 .await
                 .unwrap();
@@ -182,11 +207,16 @@ async fn rollback_before_and_after_the_cutover_keeps_every_write() {
         );
         assert_eq!(column_type(&admin, "amount__pgshift_new").await, None);
         assert_eq!(column_type(&admin, "amount__pgshift_old").await, None);
-        assert_eq!(
-            mismatches(&admin).await,
-            0,
-            "cut over first: {cut_over_first}"
-        );
+        assert_eq!(mismatches(&admin).await, 0, "rolled back from {from}");
+        let leftovers: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND tgname LIKE 'pgshift%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(leftovers, 0, "triggers left after a rollback from {from}");
         let nn: bool = admin
             .query_one("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'amount'", &[])
             .await
@@ -1241,7 +1271,10 @@ async fn throttle_ms(admin: &tokio_postgres::Client, id: i64) -> i64 {
 async fn the_backfill_slows_down_while_the_applications_latency_is_up() {
     let db = fresh_db("rollout_governor");
     let admin = setup(&db).await;
-    let proxy = proxy_with(|c| c.rollout.rows_per_second = 2_500);
+    let proxy = proxy_with(|c| {
+        c.rollout.rows_per_second = 2_500;
+        c.rollout.latency_factor = 2.0;
+    });
     let slow = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn({

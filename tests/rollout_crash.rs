@@ -27,6 +27,8 @@ fn proxy(extra: &[&str]) -> Binary {
         "ddl.retry_max_ms=200",
         "-c",
         "rollout.batch_rows=500",
+        "-c",
+        "rollout.latency_factor=0.0",
     ];
     args.extend_from_slice(extra);
     Binary::start(&args)

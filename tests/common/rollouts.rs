@@ -12,11 +12,13 @@ use tokio_postgres::Client;
 pub const ROWS: i64 = 20_000;
 
 /// A proxy for a rollout test: short lock attempts, batches that a 20,000-row
-/// table fills in a few passes.
+/// table fills in a few passes, no latency governor (its pace would depend on
+/// how busy the test host is; tests/rollout.rs tests it on its own).
 pub fn proxy() -> super::Proxy {
     super::Proxy::start_with(|c| {
         c.ddl.lock_timeout_ms = 200;
         c.rollout.batch_rows = 2_000;
+        c.rollout.latency_factor = 0.0;
     })
 }
 
