@@ -65,6 +65,18 @@ impl Latency {
 pub struct Counts(pub(crate) [u64; BUCKETS]);
 
 impl Counts {
+    /// A histogram of `n` turns of `micros` each, per pair (for tests).
+    #[cfg(test)]
+    pub(crate) fn of(samples: &[(u64, u64)]) -> Counts {
+        let l = Latency::default();
+        for &(micros, n) in samples {
+            for _ in 0..n {
+                l.record(micros);
+            }
+        }
+        l.counts()
+    }
+
     /// The turns recorded after `earlier`.
     pub fn since(&self, earlier: &Counts) -> Counts {
         Counts(std::array::from_fn(|i| {
@@ -110,19 +122,9 @@ mod tests {
         assert!(lower(index(1000) + 1) <= 1125);
     }
 
-    fn counts(samples: &[(u64, u64)]) -> Counts {
-        let l = Latency::default();
-        for &(micros, n) in samples {
-            for _ in 0..n {
-                l.record(micros);
-            }
-        }
-        l.counts()
-    }
-
     #[test]
     fn quantiles() {
-        let c = counts(&[(100, 98), (5_000, 2)]);
+        let c = Counts::of(&[(100, 98), (5_000, 2)]);
         assert!(c.quantile(0.5).unwrap() <= Duration::from_micros(113));
         let p99 = c.quantile(0.99).unwrap();
         assert!(p99 >= Duration::from_millis(5) && p99 < Duration::from_micros(5_700));

@@ -8,7 +8,7 @@
 mod common;
 
 use common::rollouts::{
-    column_type, mismatches, setup, start, wait_phase, writer, writer_with, ROWS,
+    column_type, mismatches, rows_done, setup, start, wait_phase, writer, writer_with, ROWS,
 };
 use common::scenario::direct;
 use common::{connect, fresh_db, sqlstate, Proxy};
@@ -308,14 +308,7 @@ async fn a_new_proxy_takes_over_a_rollout_the_old_one_left() {
     .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     drop(first);
-    let done: i64 = admin
-        .query_one(
-            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let done = rows_done(&admin, id).await;
     assert!(
         done > 0 && done < ROWS,
         "the first proxy got part of the way: {done}"
@@ -1326,15 +1319,4 @@ async fn the_backfill_slows_down_while_the_applications_latency_is_up() {
     }
     stop.store(true, Ordering::Relaxed);
     reader.await.unwrap();
-}
-
-async fn rows_done(admin: &tokio_postgres::Client, id: i64) -> i64 {
-    admin
-        .query_one(
-            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }

@@ -6,7 +6,9 @@
 mod common;
 
 use common::binary::Binary;
-use common::rollouts::{mismatches, setup, start, wait_phase, writer, writer_with, ROWS};
+use common::rollouts::{
+    mismatches, rows_done, setup, start, wait_phase, writer, writer_with, ROWS,
+};
 use common::scenario::direct;
 use common::{connect, fresh_db};
 use pgshift::rollout::{self, Request};
@@ -32,17 +34,6 @@ fn proxy(extra: &[&str]) -> Binary {
     ];
     args.extend_from_slice(extra);
     Binary::start(&args)
-}
-
-async fn rows_done(admin: &Client, id: i64) -> i64 {
-    admin
-        .query_one(
-            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Backends holding rollout `id`'s driver lock.

@@ -131,23 +131,10 @@ async fn a_turn_already_on_its_way_finishes_before_the_cutover() {
     raw.send(&out).await;
     raw.read_until(b'Z').await;
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let (mut turns, mut errors) = (0u32, vec![]);
-            while !stop.load(Ordering::Relaxed) {
-                let key = (1 + turns % 1000).to_string();
-                let bytes = run("s", &[&key]);
-                let half = 9; // the Bind's header and part of its portal/statement names
-                raw.send(&bytes[..half]).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                raw.send(&bytes[half..]).await;
-                let (_, e) = columns_and_errors(&raw.read_until(b'Z').await);
-                errors.extend(e);
-                turns += 1;
-            }
-            (turns, errors)
-        }
+    let reader = reader(raw, stop.clone(), |turn| {
+        let bytes = run("s", &[&(1 + turn % 1000).to_string()]);
+        // The Bind's header and part of its portal/statement names, then the rest.
+        (vec![bytes[..9].to_vec(), bytes[9..].to_vec()], 1)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     rollout::request(&admin, id, Request::Cutover)
@@ -159,6 +146,32 @@ async fn a_turn_already_on_its_way_finishes_before_the_cutover() {
     let (turns, errors) = reader.await.unwrap();
     assert!(turns > 10, "{turns} turns");
     assert!(errors.is_empty(), "{turns} turns: {errors:?}");
+}
+
+/// Sends, until `stop`, what `next(turn)` gives (pieces 20 ms apart, that many
+/// turns) and reads the answers; returns the turns and the errors.
+fn reader(
+    mut raw: Raw,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    next: impl Fn(u32) -> (Vec<Vec<u8>>, u32) + Send + 'static,
+) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut turns, mut errors) = (0u32, vec![]);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (pieces, answers) = next(turns);
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                raw.send(piece).await;
+            }
+            for _ in 0..answers {
+                errors.extend(columns_and_errors(&raw.read_until(b'Z').await).1);
+            }
+            turns += answers;
+        }
+        (turns, errors)
+    })
 }
 
 /// The command tags of `msgs`' CommandComplete messages.
@@ -423,23 +436,9 @@ async fn select_star_statements_run_through_the_expand() {
     raw.send(&out).await;
     raw.read_until(b'Z').await;
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let (mut turns, mut errors) = (0u32, vec![]);
-            while !stop.load(Ordering::Relaxed) {
-                let key = (1 + turns % 1000).to_string();
-                let mut two = bes("s", &[&key]);
-                two.extend(bes("s", &[&key]));
-                raw.send(&two).await;
-                for _ in 0..2 {
-                    let (_, e) = columns_and_errors(&raw.read_until(b'Z').await);
-                    errors.extend(e);
-                }
-                turns += 2;
-            }
-            (turns, errors)
-        }
+    let reader = reader(raw, stop.clone(), |turn| {
+        let key = (1 + turn % 1000).to_string();
+        (vec![[bes("s", &[&key]), bes("s", &[&key])].concat()], 2)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _id = start(

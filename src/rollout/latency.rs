@@ -96,16 +96,8 @@ impl Governor {
 mod tests {
     use super::*;
 
-    use crate::latency::Latency;
-
     fn counts(samples: &[(u64, u64)]) -> Counts {
-        let l = Latency::default();
-        for &(micros, n) in samples {
-            for _ in 0..n {
-                l.record(micros);
-            }
-        }
-        l.counts()
+        Counts::of(samples)
     }
 
     #[test]

@@ -70,6 +70,18 @@ pub async fn phase(admin: &Client, id: i64) -> (String, Option<String>) {
     (row.get(0), row.get(1))
 }
 
+/// Rows the rollout's backfill has done.
+pub async fn rows_done(admin: &Client, id: i64) -> i64 {
+    admin
+        .query_one(
+            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub async fn wait_phase(admin: &Client, id: i64, want: &str, limit: Duration) {
     let started = Instant::now();
     loop {
