@@ -34,6 +34,15 @@ fn with_name(tag: u8, kind: u8, name: &str) -> Vec<u8> {
 /// Bind of `stmt` to the unnamed portal with text parameters, Describe of the
 /// portal, Execute, Sync.
 fn run(stmt: &str, params: &[&str]) -> Vec<u8> {
+    bind_execute(stmt, params, true)
+}
+
+/// Bind of `stmt` to the unnamed portal, Execute, Sync (no Describe).
+fn bes(stmt: &str, params: &[&str]) -> Vec<u8> {
+    bind_execute(stmt, params, false)
+}
+
+fn bind_execute(stmt: &str, params: &[&str], describe: bool) -> Vec<u8> {
     let mut b = cstr("");
     b.extend(cstr(stmt));
     b.extend(0u16.to_be_bytes());
@@ -44,7 +53,9 @@ fn run(stmt: &str, params: &[&str]) -> Vec<u8> {
     }
     b.extend(0u16.to_be_bytes());
     let mut out = frame(b'B', &b);
-    out.extend(with_name(b'D', b'P', ""));
+    if describe {
+        out.extend(with_name(b'D', b'P', ""));
+    }
     let mut e = cstr("");
     e.extend(0i32.to_be_bytes());
     out.extend(frame(b'E', &e));
@@ -257,25 +268,6 @@ async fn renewed_dml_statements_keep_their_command_tags() {
     // Only the bad parameter fails (renewed, not left to fail with 0A000).
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("C22P02"), "{errors:?}");
-}
-
-/// Bind of `stmt` to the unnamed portal, Execute, Sync (no Describe).
-fn bes(stmt: &str, params: &[&str]) -> Vec<u8> {
-    let mut b = cstr("");
-    b.extend(cstr(stmt));
-    b.extend(0u16.to_be_bytes());
-    b.extend((params.len() as u16).to_be_bytes());
-    for p in params {
-        b.extend((p.len() as i32).to_be_bytes());
-        b.extend(p.as_bytes());
-    }
-    b.extend(0u16.to_be_bytes());
-    let mut out = frame(b'B', &b);
-    let mut e = cstr("");
-    e.extend(0i32.to_be_bytes());
-    out.extend(frame(b'E', &e));
-    out.extend(frame(b'S', &[]));
-    out
 }
 
 /// A bare Sync is answered too: its ReadyForQuery must not make a later turn,
