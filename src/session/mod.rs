@@ -181,6 +181,7 @@ async fn establish<'a>(
     up.scanner.set_intercept(settings.config.ddl.enabled);
     if settings.config.rollout.enabled {
         up.scanner.hold_copies(shared.engine.rollouts.live());
+        down.scanner.hide_columns(shared.engine.rollouts.live());
         up.scanner
             .watch_changes(shared.engine.rollouts.changes(&registered.info.database));
         let described = Arc::new(crate::wire::described::Record::default());

@@ -26,6 +26,7 @@ use crate::engine::conn::{InBand, Reply};
 use crate::rollout::Running;
 use crate::wire::backend::{self, Field, TxStatus};
 use crate::wire::described::Record;
+use crate::wire::hidden::Mapping;
 use crate::wire::scanner::bind_names;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -376,7 +377,7 @@ where
     };
     record.with(|d| match wrapped {
         true => d.wrapped(c.name.as_bytes(), tag),
-        false => d.unwrapped(c.name.as_bytes()),
+        false => d.unwrapped(c.name.as_bytes(), Mapping::of_fields(&now)),
     });
     Ok(Some(true))
 }

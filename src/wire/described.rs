@@ -13,10 +13,11 @@
 //! of a name forgets what was known for it. Bounded per session: past the bounds
 //! the record gives up (and says nothing more), rather than pair wrongly.
 
+use super::hidden::Mapping;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Statements and unanswered Describes a session's record keeps, at most.
 const MAX_NAMES: usize = 4096;
@@ -100,6 +101,9 @@ pub struct Described {
     answering: Option<Asked>,
     /// Per statement: its RowDescription body, or None for NoData.
     shapes: HashMap<Vec<u8>, Option<Bytes>>,
+    /// Per statement whose result has a column of pgshift's: how its rows map to
+    /// what the client was told (see `super::hidden`).
+    maps: HashMap<Vec<u8>, Arc<Mapping>>,
     bytes: usize,
     /// Over a bound: nothing is known any more.
     gave_up: bool,
@@ -118,9 +122,19 @@ pub struct Described {
     /// Wrapped statements whose own text is an INSERT, UPDATE or DELETE: the start
     /// of the command tag the client expects instead of the wrapper's `SELECT n`.
     tags: HashMap<Vec<u8>, &'static str>,
-    /// While `tags` is not empty: Executes not yet ended (by their turn), with the
-    /// tag their portal's statement wants.
-    executes: VecDeque<(u64, Option<&'static str>)>,
+    /// While `tags` is not empty or results are mapped: Executes not yet ended
+    /// (by their turn), with the tag their portal's statement wants.
+    executes: VecDeque<Execute>,
+}
+
+/// An Execute not yet ended.
+#[derive(Debug)]
+struct Execute {
+    turn: u64,
+    /// The start of the command tag its statement wants (see `tags`).
+    tag: Option<&'static str>,
+    /// The statement bound to its portal, when known.
+    statement: Option<Vec<u8>>,
 }
 
 /// A Describe of a statement, not yet answered.
@@ -186,9 +200,9 @@ impl Described {
     }
 
     /// Client side: an Execute of portal `portal` (None: its name had not arrived)
-    /// in turn `turn`.
-    pub fn executed(&mut self, turn: u64, portal: Option<&[u8]>) {
-        if self.tags.is_empty() || self.failed_through.is_some_and(|t| turn <= t) {
+    /// in turn `turn`; `mapping`: results may have columns of pgshift's.
+    pub fn executed(&mut self, turn: u64, portal: Option<&[u8]>, mapping: bool) {
+        if self.tags.is_empty() && !mapping || self.failed_through.is_some_and(|t| turn <= t) {
             return;
         }
         if self.executes.len() >= MAX_NAMES {
@@ -197,11 +211,24 @@ impl Described {
             self.executes.clear();
             return;
         }
-        let tag = portal
-            .and_then(|p| self.portals.get(key(p)))
-            .and_then(|statement| self.tags.get(statement))
-            .copied();
-        self.executes.push_back((turn, tag));
+        let statement = portal.and_then(|p| self.portals.get(key(p))).cloned();
+        let tag = statement.as_ref().and_then(|s| self.tags.get(s)).copied();
+        self.executes.push_back(Execute {
+            turn,
+            tag,
+            statement,
+        });
+    }
+
+    /// Server side: rows came for the next Execute of turn `turn` with no
+    /// RowDescription before them: how they map, from what the client was told
+    /// the Execute's statement returns.
+    pub fn rows_map(&mut self, turn: u64) -> Option<Arc<Mapping>> {
+        while self.executes.front().is_some_and(|e| e.turn < turn) {
+            self.executes.pop_front();
+        }
+        let e = self.executes.front().filter(|e| e.turn == turn)?;
+        self.maps.get(e.statement.as_ref()?).cloned()
     }
 
     /// Server side: a CommandComplete, PortalSuspended or EmptyQueryResponse while
@@ -209,18 +236,18 @@ impl Described {
     /// (if there is one). Returns the command tag start that Execute wants.
     pub fn completed(&mut self, turn: u64) -> Option<&'static str> {
         // Executes of earlier turns are over (the engine answered them itself).
-        while self.executes.front().is_some_and(|e| e.0 < turn) {
+        while self.executes.front().is_some_and(|e| e.turn < turn) {
             self.executes.pop_front();
         }
         match self.executes.front() {
-            Some(e) if e.0 == turn => self.executes.pop_front().and_then(|e| e.1),
+            Some(e) if e.turn == turn => self.executes.pop_front().and_then(|e| e.tag),
             _ => None,
         }
     }
 
     /// Server side: the ReadyForQuery that ends turn `turn`.
     pub fn turn_over(&mut self, turn: u64) {
-        while self.executes.front().is_some_and(|e| e.0 <= turn) {
+        while self.executes.front().is_some_and(|e| e.turn <= turn) {
             self.executes.pop_front();
         }
     }
@@ -228,6 +255,7 @@ impl Described {
     /// Client side: statements were prepared or dropped in SQL (names unknown).
     pub fn forget_all(&mut self) {
         self.shapes.clear();
+        self.maps.clear();
         self.bytes = 0;
         self.wrapped.clear();
         self.tags.clear();
@@ -255,6 +283,7 @@ impl Described {
         if let Some(body) = self.shapes.remove(name) {
             self.bytes -= name.len() + body.map_or(0, |b| b.len());
         }
+        self.maps.remove(name);
         self.wrapped.remove(name);
         self.tags.remove(name);
         self.checked.1.remove(name);
@@ -273,11 +302,12 @@ impl Described {
         }
     }
 
-    /// Server side: a RowDescription (`Some(body)`) or NoData (None) while the
-    /// server answers turn `turn`. What follows a ParameterDescription answers a
-    /// Describe of a statement; otherwise it answers a Describe of a portal of that
-    /// turn, or (no such Describe waits) a simple Query.
-    pub fn rows(&mut self, turn: u64, body: Option<&[u8]>) {
+    /// Server side: a RowDescription (`Some(body)`, as the client got it) or
+    /// NoData (None) while the server answers turn `turn`, with how the rows map.
+    /// What follows a ParameterDescription answers a Describe of a statement;
+    /// otherwise it answers a Describe of a portal of that turn, or (no such
+    /// Describe waits) a simple Query.
+    pub fn rows(&mut self, turn: u64, body: Option<&[u8]>, map: Option<&Arc<Mapping>>) {
         let asked = match self.answering.take() {
             Some(a) => a,
             None if self
@@ -299,6 +329,10 @@ impl Described {
         let body = body.map(Bytes::copy_from_slice);
         self.bytes += name.len() + body.as_ref().map_or(0, |b| b.len());
         let len = name.len();
+        match map {
+            Some(m) => self.maps.insert(name.clone(), m.clone()),
+            None => self.maps.remove(&name),
+        };
         if let Some(old) = self.shapes.insert(name, body) {
             self.bytes -= len + old.map_or(0, |b| b.len());
         }
@@ -335,6 +369,8 @@ impl Described {
     pub fn wrapped(&mut self, name: &[u8], tag: Option<&'static str>) {
         if self.wrapped.len() < MAX_NAMES {
             self.wrapped.insert(key(name).to_vec());
+            // The wrapper returns what the client knows, nothing of pgshift's.
+            self.maps.remove(key(name));
             match tag {
                 Some(tag) => self.tags.insert(key(name).to_vec(), tag),
                 None => self.tags.remove(key(name)),
@@ -342,10 +378,19 @@ impl Described {
         }
     }
 
-    /// pgshift prepared statement `name` again as the client wrote it.
-    pub fn unwrapped(&mut self, name: &[u8]) {
+    /// pgshift prepared statement `name` again as the client wrote it; `map`:
+    /// how its rows map now.
+    pub fn unwrapped(&mut self, name: &[u8], map: Option<Mapping>) {
         self.wrapped.remove(key(name));
         self.tags.remove(key(name));
+        match map {
+            Some(m) if self.shapes.contains_key(key(name)) => {
+                self.maps.insert(key(name).to_vec(), Arc::new(m));
+            }
+            _ => {
+                self.maps.remove(key(name));
+            }
+        }
     }
 
     /// Whether pgshift's wrapper is what statement `name` holds now.
@@ -381,17 +426,17 @@ mod tests {
         d.asked(0, b"b");
         d.asked(1, b"c");
         d.parameters();
-        d.rows(0, Some(b"A"));
+        d.rows(0, Some(b"A"), None);
         // The Describe of b fails: the rest of turn 0 is skipped.
         d.error(0);
         d.parameters();
-        d.rows(1, None);
+        d.rows(1, None, None);
         assert_eq!(d.shape(b"a"), Some(Some(Bytes::from_static(b"A"))));
         assert_eq!(d.shape(b"b"), None);
         assert_eq!(d.shape(b"c"), Some(None));
         // A RowDescription that follows no ParameterDescription (a portal's, a
         // query's) is nobody's.
-        d.rows(1, Some(b"X"));
+        d.rows(1, Some(b"X"), None);
         assert_eq!(d.shape(b"c"), Some(None));
         d.forget(b"a");
         assert_eq!(d.shape(b"a"), None);
@@ -403,17 +448,17 @@ mod tests {
         let mut d = Described::default();
         d.bound(Some((b"", b"u")));
         // No wrapped DML statement: nothing is noted.
-        d.executed(0, Some(b""));
+        d.executed(0, Some(b""), false);
         assert!(d.executes.is_empty());
         d.wrapped(b"u", Some("UPDATE "));
         d.wrapped(b"s", None);
         d.bound(Some((b"p", b"s")));
-        d.executed(1, Some(b"p"));
+        d.executed(1, Some(b"p"), false);
         d.bound(Some((b"", b"u")));
-        d.executed(1, Some(b""));
-        d.executed(2, Some(b""));
-        d.executed(3, None);
-        d.executed(4, Some(b""));
+        d.executed(1, Some(b""), false);
+        d.executed(2, Some(b""), false);
+        d.executed(3, None, false);
+        d.executed(4, Some(b""), false);
         assert_eq!(d.completed(1), None, "the SELECT keeps its tag");
         assert_eq!(d.completed(1), Some("UPDATE "));
         // Turn 2's Execute failed: the error ends it.
@@ -424,7 +469,7 @@ mod tests {
         assert_eq!(d.completed(4), Some("UPDATE "));
         // Parsed again by the client: its executes keep their tag no more.
         d.forget(b"u");
-        d.executed(5, Some(b""));
+        d.executed(5, Some(b""), false);
         assert!(d.executes.is_empty());
     }
 
@@ -437,7 +482,7 @@ mod tests {
         d.asked(0, b"late");
         d.asked(1, b"b");
         d.parameters();
-        d.rows(1, Some(b"B"));
+        d.rows(1, Some(b"B"), None);
         assert_eq!(d.shape(b"late"), None);
         assert_eq!(d.shape(b"b"), Some(Some(Bytes::from_static(b"B"))));
     }
@@ -449,17 +494,17 @@ mod tests {
         // Turn 1, sent before turn 0's answer: Close s, Parse s (another text).
         d.forget(b"s");
         d.parameters();
-        d.rows(0, Some(b"OLD"));
+        d.rows(0, Some(b"OLD"), None);
         assert_eq!(d.shape(b"s"), None);
         // Between the ParameterDescription and the RowDescription, too.
         d.asked(1, b"s");
         d.parameters();
         d.forget(b"s");
-        d.rows(1, Some(b"OLD"));
+        d.rows(1, Some(b"OLD"), None);
         assert_eq!(d.shape(b"s"), None);
         d.asked(2, b"s");
         d.parameters();
-        d.rows(2, Some(b"NEW"));
+        d.rows(2, Some(b"NEW"), None);
         assert_eq!(d.shape(b"s"), Some(Some(Bytes::from_static(b"NEW"))));
     }
 
@@ -468,23 +513,23 @@ mod tests {
         let mut d = Described::default();
         d.bound(Some((b"", b"S_1")));
         d.asked_portal(0, b"");
-        d.rows(0, Some(b"P"));
+        d.rows(0, Some(b"P"), None);
         assert_eq!(d.shape(b"S_1"), Some(Some(Bytes::from_static(b"P"))));
         d.asked_portal(1, b"");
         // A RowDescription while the server answers an earlier turn (a simple
         // Query's) is nobody's.
-        d.rows(0, Some(b"Q"));
+        d.rows(0, Some(b"Q"), None);
         assert_eq!(d.shape(b"S_1"), Some(Some(Bytes::from_static(b"P"))));
-        d.rows(1, Some(b"R"));
+        d.rows(1, Some(b"R"), None);
         assert_eq!(d.shape(b"S_1"), Some(Some(Bytes::from_static(b"R"))));
         // A portal bound where its names could not be read: its answer is no one's,
         // but it keeps the order.
         d.bound(None);
         d.asked_portal(2, b"");
         d.asked(2, b"S_2");
-        d.rows(2, Some(b"X"));
+        d.rows(2, Some(b"X"), None);
         d.parameters();
-        d.rows(2, Some(b"Y"));
+        d.rows(2, Some(b"Y"), None);
         assert_eq!(d.shape(b"S_2"), Some(Some(Bytes::from_static(b"Y"))));
         assert!(!d.waiting());
         // A portal's name counts as Postgres counts it, too.
@@ -501,7 +546,7 @@ mod tests {
         long.extend_from_slice(&[b'x'; 1000]);
         d.asked(0, &long);
         d.parameters();
-        d.rows(0, Some(b"A"));
+        d.rows(0, Some(b"A"), None);
         assert_eq!(d.shape(&short), Some(Some(Bytes::from_static(b"A"))));
         assert_eq!(d.bytes, 64);
         d.forget(&short);
@@ -515,7 +560,7 @@ mod tests {
             d.asked(0, format!("s{i}").as_bytes());
         }
         d.parameters();
-        d.rows(0, Some(b"A"));
+        d.rows(0, Some(b"A"), None);
         assert_eq!(d.shape(b"s0"), None);
         assert!(!d.waiting());
     }

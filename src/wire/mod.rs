@@ -6,6 +6,7 @@ pub mod activity;
 pub mod backend;
 pub mod described;
 pub mod frame;
+pub mod hidden;
 pub mod scanner;
 pub mod startup;
 

@@ -7,6 +7,7 @@ use super::activity::Activity;
 use super::backend::TxStatus;
 use super::described::{Described, Record};
 use super::frame::{header, refused_header, FrameError, HEADER_LEN};
+use super::hidden::Mapping;
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,9 +59,16 @@ pub struct Scanner {
     /// With `intercept`: stop at every message that starts a turn (deferred DDL
     /// work waits for the transaction's end, and must run before anything after it).
     intercept_all: bool,
-    /// Client side, with `intercept`: while it counts tables under rollout, stop at
-    /// a Query that starts with COPY too (it may need a column list).
-    copies: Option<Arc<AtomicUsize>>,
+    /// Counts tables under rollout. Client side, with `intercept`: while it is
+    /// not zero, stop at a Query that starts with COPY too (it may need a column
+    /// list), and note Executes. Server side: while it is not zero, map results
+    /// that have columns of pgshift's (see [`super::hidden`]).
+    live: Option<Arc<AtomicUsize>>,
+    /// Server side: how the rows of the result under way map; None: not known yet
+    /// (no RowDescription since the last result ended).
+    rows: Option<Option<Arc<Mapping>>>,
+    /// Server side: a rewritten frame, kept for the next.
+    scratch: Vec<u8>,
     /// Client side: counts the changes rollouts made to tables, and the count this
     /// session's prepared statements were last renewed at (see `stale`).
     changes: Option<(Arc<AtomicU64>, u64)>,
@@ -116,7 +124,20 @@ impl Scanner {
     /// Client side: stop at a COPY Query while `live` (tables under rollout) is
     /// not zero.
     pub fn hold_copies(&mut self, live: Arc<AtomicUsize>) {
-        self.copies = Some(live);
+        self.live = Some(live);
+    }
+
+    /// Server side: keep columns of pgshift's out of results while `live` (tables
+    /// under rollout) is not zero.
+    pub fn hide_columns(&mut self, live: Arc<AtomicUsize>) {
+        self.live = Some(live);
+    }
+
+    /// Tables are under rollout (for `hide_columns` and `hold_copies`).
+    fn live(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|live| live.load(Ordering::Relaxed) > 0)
     }
 
     /// Client side: watch `changes` (tables changed by rollouts); from now on, a
@@ -217,7 +238,9 @@ impl Scanner {
             counts: Counts::default(),
             intercept: false,
             intercept_all: false,
-            copies: None,
+            live: None,
+            rows: None,
+            scratch: Vec::new(),
             changes: None,
             named: false,
             described: None,
@@ -245,10 +268,12 @@ impl Scanner {
                     || (self.intercept_all || !self.in_batch && self.stale()) && starts_turn(tag)
                     || self.described.is_some() && matches!(tag, b'D' | b'C')
                     // Small: held whole, so that its portal's name is known.
-                    || tag == b'E' && self.tagging()
+                    || tag == b'E' && (self.tagging() || self.live())
             }
             Flow::ServerToClient => {
                 tag == b'Z'
+                    || tag == b'T' && self.live()
+                    || tag == b'D' && matches!(self.rows, Some(Some(_)))
                     || matches!(tag, b't' | b'T' | b'n')
                         && self.described.as_ref().is_some_and(|d| d.waiting())
                     || matches!(tag, b'C' | b's' | b'I')
@@ -325,12 +350,19 @@ impl Scanner {
             if opens {
                 self.publish();
             }
+            if tag == b'D' && self.flow == Flow::ServerToClient && self.rows.is_none() {
+                self.resolve_rows();
+            }
             if self.holds(tag) {
                 if buf.len() - pos < total {
                     // Grow in steps: a header alone must not pin its full length.
                     buf.reserve((total - (buf.len() - pos)).min(HOLD_STEP));
                     return Ok(pos);
                 }
+                let total = match (self.flow, tag) {
+                    (Flow::ServerToClient, b'T' | b'D') => self.map_columns(tag, buf, pos, total),
+                    _ => total,
+                };
                 let hit = self.inspect(tag, &buf[pos + HEADER_LEN..pos + total]);
                 let total = match self.flow {
                     Flow::ServerToClient if matches!(tag, b'C' | b's' | b'I') => {
@@ -356,6 +388,7 @@ impl Scanner {
                     b'P' => self.in_batch = true,
                     b'Q' => self.end_turn(),
                     b'Z' => {
+                        self.rows = None;
                         if self.described.as_ref().is_some_and(|d| d.executing()) {
                             let turn = self.turns;
                             self.note(|d| d.turn_over(turn));
@@ -415,12 +448,7 @@ impl Scanner {
                     // has not failed: the count of turns may be off from here.
                     self.note(|d| d.untag());
                 }
-                self.sniff(sql)
-                    || self
-                        .copies
-                        .as_ref()
-                        .is_some_and(|live| live.load(Ordering::Relaxed) > 0)
-                        && crate::sql::sniff::starts_with_copy(sql)
+                self.sniff(sql) || self.live() && crate::sql::sniff::starts_with_copy(sql)
             }
             b'P' => {
                 // Parse: statement name, then the query text. Only unnamed statements
@@ -448,9 +476,10 @@ impl Scanner {
                 self.note(|d| d.bound(bind_names(body)));
                 false
             }
-            b'E' if self.flow == Flow::ClientToServer && self.tagging() => {
+            b'E' if self.flow == Flow::ClientToServer && (self.tagging() || self.live()) => {
                 let turn = self.turns;
-                self.note(|d| d.executed(turn, cstr_whole(body)));
+                let mapping = self.live();
+                self.note(|d| d.executed(turn, cstr_whole(body), mapping));
                 false
             }
             b't' => {
@@ -459,11 +488,55 @@ impl Scanner {
             }
             b'T' | b'n' => {
                 let turn = self.turns;
-                self.note(|d| d.rows(turn, (tag == b'T').then_some(body)));
+                let map = self.rows.clone().flatten();
+                self.note(|d| d.rows(turn, (tag == b'T').then_some(body), map.as_ref()));
                 false
             }
             _ => false,
         }
+    }
+
+    /// Server side: rows came with no RowDescription since the last result
+    /// ended (an Execute of a statement described before): how they map, from
+    /// what the client was told its statement returns.
+    fn resolve_rows(&mut self) {
+        let executing = self.described.as_ref().is_some_and(|d| d.executing());
+        let turn = self.turns;
+        self.rows = Some(match executing && self.live() {
+            true => self.note(|d| d.rows_map(turn)).flatten(),
+            false => None,
+        });
+    }
+
+    /// Server side: the held RowDescription or DataRow at `pos` (`total` bytes)
+    /// as the client gets it, without columns of pgshift's. A RowDescription
+    /// says how the rows after it map. Returns the frame's length now.
+    fn map_columns(&mut self, tag: u8, buf: &mut BytesMut, pos: usize, total: usize) -> usize {
+        let body = &buf[pos + HEADER_LEN..pos + total];
+        if tag == b'T' {
+            let map = match self.live() {
+                true => Mapping::of_row_description(body).map(Arc::new),
+                false => None,
+            };
+            self.rows = Some(map);
+        }
+        let Some(Some(map)) = &self.rows else {
+            return total;
+        };
+        let mapped = match tag {
+            b'T' => map.row_description(body, &mut self.scratch),
+            _ => map.data_row(body, &mut self.scratch),
+        };
+        if !mapped {
+            return total;
+        }
+        // Never longer than the frame it replaces: written in its place.
+        let len = self.scratch.len();
+        buf[pos..pos + len].copy_from_slice(&self.scratch);
+        let end = buf.len();
+        buf.copy_within(pos + total..end, pos + len);
+        buf.truncate(end - (total - len));
+        len
     }
 
     fn tagging(&self) -> bool {
@@ -537,7 +610,9 @@ impl Scanner {
             }
             (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
             (Flow::ClientToServer, b'X') => self.ended = Some(ClientEnd::Terminate),
+            (Flow::ServerToClient, b'C' | b's' | b'I') => self.rows = None,
             (Flow::ServerToClient, b'E') => {
+                self.rows = None;
                 self.counts.errors += 1;
                 let turn = self.turns;
                 self.note(|d| d.error(turn));
@@ -615,6 +690,63 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
         assert_eq!(s.scan(&mut buf, 0).unwrap(), 105);
         assert_eq!(s.tx_status, None);
+    }
+
+    fn described_field(name: &str) -> Vec<u8> {
+        let mut f = name.as_bytes().to_vec();
+        f.push(0);
+        f.extend_from_slice(&[
+            0, 0, 0, 9, 0, 1, 0, 0, 0, 23, 0, 4, 255, 255, 255, 255, 0, 0,
+        ]);
+        f
+    }
+
+    fn row(values: &[&str]) -> Vec<u8> {
+        let mut body = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            body.extend_from_slice(v.as_bytes());
+        }
+        frame(b'D', &body)
+    }
+
+    #[test]
+    fn pgshifts_column_is_taken_out_of_a_result_cut_anywhere() {
+        let mut t = 2u16.to_be_bytes().to_vec();
+        t.extend(described_field("id"));
+        t.extend(described_field("id__pgshift_new"));
+        let mut bytes = frame(b'T', &t);
+        bytes.extend(row(&["1", "one"]));
+        bytes.extend(row(&["22", "two"]));
+        bytes.extend(frame(b'C', b"SELECT 2\0"));
+        // A result of its own after the first: its rows go as they come.
+        bytes.extend(row(&["3", "x"]));
+        bytes.extend(frame(b'Z', b"I"));
+        let mut want = frame(b'T', &[&[0, 1][..], &described_field("id")].concat());
+        want.extend(row(&["1"]));
+        want.extend(row(&["22"]));
+        want.extend(frame(b'C', b"SELECT 2\0"));
+        want.extend(row(&["3", "x"]));
+        want.extend(frame(b'Z', b"I"));
+        for cut in 0..bytes.len() {
+            let mut s = Scanner::new(Flow::ServerToClient, usize::MAX);
+            s.hide_columns(Arc::new(AtomicUsize::new(1)));
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let mut out = Vec::new();
+            let ready = s.scan(&mut buf, 0).unwrap();
+            out.extend(buf.split_to(ready));
+            buf.extend_from_slice(&bytes[cut..]);
+            let ready = s.scan(&mut buf, 0).unwrap();
+            out.extend(buf.split_to(ready));
+            assert_eq!(out, want, "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+        // No table under rollout: nothing is held or changed.
+        let mut s = Scanner::new(Flow::ServerToClient, usize::MAX);
+        s.hide_columns(Arc::new(AtomicUsize::new(0)));
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(s.scan(&mut buf, 0).unwrap(), bytes.len());
+        assert_eq!(&buf[..], &bytes[..]);
     }
 
     #[test]
