@@ -69,6 +69,11 @@ pub struct Scanner {
     rows: Option<Option<Arc<Mapping>>>,
     /// Server side: a rewritten frame, kept for the next.
     scratch: Vec<u8>,
+    /// Server side, within one `scan`: bytes that rewritten DataRows left out of
+    /// the buffer, closed up once at its end; what stays lies in place up to
+    /// `placed`.
+    gap: usize,
+    placed: usize,
     /// Client side: counts the changes rollouts made to tables, and the count this
     /// session's prepared statements were last renewed at (see `stale`).
     changes: Option<(Arc<AtomicU64>, u64)>,
@@ -241,6 +246,8 @@ impl Scanner {
             live: None,
             rows: None,
             scratch: Vec::new(),
+            gap: 0,
+            placed: 0,
             changes: None,
             named: false,
             described: None,
@@ -319,6 +326,17 @@ impl Scanner {
     /// Bytes past it are the start of a frame that is held until it is complete, or,
     /// once the client's stream [`ended`](Self::ended), bytes nobody will read.
     pub fn scan(&mut self, buf: &mut BytesMut, from: usize) -> Result<usize, FrameError> {
+        let scanned = self.scan_frames(buf, from);
+        let gap = std::mem::take(&mut self.gap);
+        if gap > 0 {
+            let end = buf.len();
+            buf.copy_within(self.placed..end, self.placed - gap);
+            buf.truncate(end - gap);
+        }
+        scanned.map(|pos| pos - gap)
+    }
+
+    fn scan_frames(&mut self, buf: &mut BytesMut, from: usize) -> Result<usize, FrameError> {
         let mut pos = from;
         if self.held > 0 {
             return Ok(pos);
@@ -530,13 +548,27 @@ impl Scanner {
         if !mapped {
             return total;
         }
-        // Never longer than the frame it replaces: written in its place.
+        // Never longer than the frame it replaces. A RowDescription is written in
+        // its place (the record reads it there); a DataRow where what stays
+        // before it ends, the gap it leaves closed up once the scan ends (rows
+        // come by the thousand: closing up after each would move the rest of the
+        // buffer each time).
         let len = self.scratch.len();
-        buf[pos..pos + len].copy_from_slice(&self.scratch);
-        let end = buf.len();
-        buf.copy_within(pos + total..end, pos + len);
-        buf.truncate(end - (total - len));
-        len
+        if tag == b'T' {
+            buf[pos..pos + len].copy_from_slice(&self.scratch);
+            let end = buf.len();
+            buf.copy_within(pos + total..end, pos + len);
+            buf.truncate(end - (total - len));
+            return len;
+        }
+        if self.gap > 0 {
+            buf.copy_within(self.placed..pos, self.placed - self.gap);
+        }
+        let at = pos - self.gap;
+        buf[at..at + len].copy_from_slice(&self.scratch);
+        self.gap += total - len;
+        self.placed = pos + total;
+        total
     }
 
     fn tagging(&self) -> bool {
