@@ -70,6 +70,7 @@ fn scripts(t: &str, id: i64) -> Vec<(Vec<u8>, usize)> {
             "SELECT * FROM {t} WHERE id <= 3 ORDER BY id; \
              SELECT o.*, 1 AS one, o.amount AS again FROM {t} o WHERE id = 1; \
              TABLE {t} ORDER BY id LIMIT 2; \
+             SELECT * FROM {t} WHERE id BETWEEN 6 AND 8 ORDER BY id; \
              INSERT INTO {t} (id, amount, shadow, note) VALUES ({id}, 5, 5, 'r') RETURNING *; \
              UPDATE {t} SET amount = amount + 1 WHERE id = 2 RETURNING *, amount"
         )),
@@ -78,14 +79,15 @@ fn scripts(t: &str, id: i64) -> Vec<(Vec<u8>, usize)> {
     // Unnamed statements, each with a Describe of its portal, pipelined (libpq,
     // psycopg); text and binary results.
     let mut b = vec![];
-    for (i, format) in [(1, 0), (2, 1), (3, 0)] {
+    // Row 7 is 3 MB long: it goes through a file.
+    for (i, format) in [(1, 0), (2, 1), (7, 1), (3, 0), (7, 0)] {
         b.extend(parse("", &star));
         b.extend(bind("", "", &[&i.to_string()], format));
         b.extend(describe(b'P', ""));
         b.extend(execute("", 0));
         b.extend(sync());
     }
-    out.push((b, 3));
+    out.push((b, 5));
     // A named statement described once, then executed without a Describe
     // (tokio-postgres, PgJDBC past prepareThreshold), in binary; a portal read in
     // pieces (PortalSuspended between).
@@ -152,7 +154,7 @@ fn show(msgs: &[(u8, Vec<u8>)]) -> String {
             format!(
                 "{}:{}\n",
                 *t as char,
-                String::from_utf8_lossy(b).replace('\0', "|")
+                String::from_utf8_lossy(&b[..b.len().min(300)]).replace('\0', "|")
             )
         })
         .collect()
@@ -179,7 +181,8 @@ async fn results_do_not_show_pgshifts_columns() {
     let admin = setup(&db).await;
     admin
         .batch_execute(
-            "CREATE TABLE copy (id bigint PRIMARY KEY, amount int NOT NULL DEFAULT 7, shadow int, note text);
+            "UPDATE orders SET note = repeat('x', 3000000) WHERE id = 7;
+             CREATE TABLE copy (id bigint PRIMARY KEY, amount int NOT NULL DEFAULT 7, shadow int, note text);
              INSERT INTO copy SELECT * FROM orders;",
         )
         .await

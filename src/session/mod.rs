@@ -12,6 +12,7 @@ mod opening;
 mod outbox;
 pub mod pump;
 mod refusal;
+mod spill;
 mod statements;
 pub mod terminate;
 mod wrapper;
@@ -360,6 +361,16 @@ async fn finish(
             "08P01",
             format!("invalid message from the database server: {e}"),
         )),
+        PumpEnd::Spill(e) => Some(
+            PgError::fatal(
+                "58000",
+                format!("pgshift could not pass a long row through its temporary file: {e}"),
+            )
+            .with_hint(
+                "During a rollout pgshift maps rows that show its columns; a row over 1 MiB \
+                 goes through a file in TMPDIR. Make room there, or name the columns.",
+            ),
+        ),
         PumpEnd::Intercepted | PumpEnd::TerminatedMidReply => None,
         PumpEnd::Terminated => Some(
             PgError::fatal(

@@ -4,6 +4,7 @@
 //! No per-message allocation, no SQL parsing, no locks.
 
 use super::info::SessionInfo;
+use super::spill::Spill;
 use super::terminate::Terminate;
 use crate::stats::Stats;
 use crate::wire::backend::TxStatus;
@@ -31,6 +32,9 @@ pub enum TransferError {
     Write(io::Error),
     #[error(transparent)]
     Frame(FrameError),
+    /// The file a long row goes through.
+    #[error("spill file: {0}")]
+    Spill(io::Error),
 }
 
 /// Why a direction stopped moving bytes.
@@ -52,6 +56,8 @@ pub struct Direction {
     need_flush: bool,
     /// Bytes written since the last report.
     unreported: u64,
+    /// A long DataRow on its way through a file (see [`Spill`]).
+    spill: Option<Spill>,
 }
 
 impl Direction {
@@ -64,6 +70,7 @@ impl Direction {
             read_eof: false,
             need_flush: false,
             unreported: 0,
+            spill: None,
         };
         d.scan_from(0)?;
         Ok(d)
@@ -82,7 +89,7 @@ impl Direction {
     /// True when everything forwarded so far ends on a frame boundary, so the proxy
     /// may write a message of its own to the peer.
     pub fn at_boundary(&self) -> bool {
-        self.ready == 0 && self.scanner.at_boundary()
+        self.ready == 0 && self.scanner.at_boundary() && self.spill.is_none()
     }
 
     /// The unforwarded bytes, starting with the held frame.
@@ -163,6 +170,37 @@ impl Direction {
                 self.unreported += n as u64;
                 self.need_flush = true;
             }
+            if let Some((total, map)) = self.scanner.spill.take() {
+                self.spill = Some(Spill::new(total, map).map_err(TransferError::Spill)?);
+            }
+            if let Some(spill) = &mut self.spill {
+                if let Err(e) = spill.fill(&mut self.buf) {
+                    // Nothing of the row went: the session can say why it ends.
+                    self.spill = None;
+                    return Poll::Ready(Err(TransferError::Spill(e)));
+                }
+                while spill.filled() {
+                    let piece = spill.next().map_err(TransferError::Spill)?;
+                    if piece.is_empty() {
+                        self.spill = None;
+                        self.scan_from(0).map_err(TransferError::Frame)?;
+                        break;
+                    }
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, piece))
+                        .map_err(TransferError::Write)?;
+                    if n == 0 {
+                        return Poll::Ready(Err(TransferError::Write(
+                            io::ErrorKind::WriteZero.into(),
+                        )));
+                    }
+                    spill.sent(n);
+                    self.unreported += n as u64;
+                    self.need_flush = true;
+                }
+                if self.spill.is_none() {
+                    continue;
+                }
+            }
             if self.read_eof || self.scanner.held > 0 {
                 ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(TransferError::Write)?;
                 self.need_flush = false;
@@ -186,6 +224,7 @@ impl Direction {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(TransferError::Read(e))),
                 // A frame cut short by EOF is dropped: the peer could not use it.
                 Poll::Ready(Ok(0)) => self.read_eof = true,
+                Poll::Ready(Ok(_)) if self.spill.is_some() => {}
                 Poll::Ready(Ok(_)) => self.scan_from(self.ready).map_err(TransferError::Frame)?,
             }
         }
@@ -213,6 +252,8 @@ pub enum PumpEnd {
     ServerIo(io::Error),
     /// Shutdown asked the session to end.
     Terminated,
+    /// A long row could not go through its file (see [`Spill`]).
+    Spill(io::Error),
     /// Shutdown ended the session while the DDL engine was writing to the client,
     /// which may be left mid-message: it gets no FATAL, only the close.
     TerminatedMidReply,
@@ -229,6 +270,7 @@ impl PumpEnd {
             Err(TransferError::Read(e)) => PumpEnd::ServerIo(e),
             Err(TransferError::Write(e)) => PumpEnd::ClientIo(e),
             Err(TransferError::Frame(e)) => PumpEnd::ServerProtocol(e),
+            Err(TransferError::Spill(e)) => PumpEnd::Spill(e),
         }
     }
 }
@@ -263,6 +305,8 @@ where
             Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ClientIo(e)),
             Poll::Ready(Err(TransferError::Write(e))) => Some(PumpEnd::ServerIo(e)),
             Poll::Ready(Err(TransferError::Frame(e))) => Some(PumpEnd::ClientProtocol(e)),
+            // The client's side spills nothing.
+            Poll::Ready(Err(TransferError::Spill(e))) => Some(PumpEnd::Spill(e)),
             Poll::Pending => None,
         };
         let end = end.or_else(|| match down.poll_transfer(cx, server, client) {
@@ -309,4 +353,88 @@ fn report(up: &mut Direction, down: &mut Direction, stats: &Stats) {
     Stats::add(&stats.queries, up_counts.queries);
     Stats::add(&stats.ddl_candidates, up_counts.ddl_candidates);
     Stats::add(&stats.server_errors, down_counts.errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn description(names: &[&str]) -> Vec<u8> {
+        let mut body = (names.len() as u16).to_be_bytes().to_vec();
+        for name in names {
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(&[
+                0, 0, 0, 0, 9, 0, 1, 0, 0, 0, 25, 255, 255, 255, 255, 255, 255,
+            ]);
+            body.extend_from_slice(&[0, 0]);
+        }
+        frame(b'T', &body)
+    }
+
+    fn row(values: &[&[u8]]) -> Vec<u8> {
+        let mut body = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            body.extend_from_slice(v);
+        }
+        frame(b'D', &body)
+    }
+
+    /// A mapped row of 3 MiB goes through a file: the session's buffer stays
+    /// small, and the client gets the row without pgshift's column.
+    #[tokio::test]
+    async fn a_long_mapped_row_is_not_held_in_memory() {
+        let big = vec![b'x'; 3 << 20];
+        let mut from_server = description(&["id", "note", "id__pgshift_new"]);
+        from_server.extend(row(&[b"1", &big, b"1"]));
+        from_server.extend(row(&[b"2", b"short", b"2"]));
+        from_server.extend(frame(b'C', b"SELECT 2\0"));
+        from_server.extend(frame(b'Z', b"I"));
+        let mut want = description(&["id", "note"]);
+        want.extend(row(&[b"1", &big]));
+        want.extend(row(&[b"2", b"short"]));
+        want.extend(frame(b'C', b"SELECT 2\0"));
+        want.extend(frame(b'Z', b"I"));
+
+        let (mut server, mut server_end) = tokio::io::duplex(64 * 1024);
+        let (mut client_end, mut client) = tokio::io::duplex(64 * 1024);
+        let feed = tokio::spawn(async move {
+            server_end.write_all(&from_server).await.unwrap();
+            server_end.shutdown().await.unwrap();
+        });
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
+                .await
+                .unwrap();
+            got
+        });
+        let mut down = Direction::new(Flow::ServerToClient, usize::MAX, BytesMut::new()).unwrap();
+        down.scanner.hide_columns(Arc::new(AtomicUsize::new(1)));
+        let mut most = 0;
+        let stop = std::future::poll_fn(|cx| {
+            let r = down.poll_transfer(cx, &mut server, &mut client_end);
+            most = most.max(down.buf.capacity());
+            r
+        })
+        .await
+        .unwrap();
+        assert_eq!(stop, Stop::Eof);
+        client_end.shutdown().await.unwrap();
+        drop(client_end);
+        feed.await.unwrap();
+        let got = read.await.unwrap();
+        assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+        assert!(most < 256 * 1024, "the buffer grew to {most} bytes");
+    }
 }

@@ -77,6 +77,16 @@ impl Mapping {
         Mapping::of(&named)
     }
 
+    /// Fields in the server's row.
+    pub fn from(&self) -> usize {
+        self.from
+    }
+
+    /// Per field the client sees: its index in the server's row.
+    pub fn out(&self) -> &[usize] {
+        &self.out
+    }
+
     /// From a RowDescription body; None when no field is pgshift's (or the body
     /// is malformed: it goes as it came).
     pub fn of_row_description(body: &[u8]) -> Option<Mapping> {

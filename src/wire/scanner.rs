@@ -15,6 +15,10 @@ use std::sync::Arc;
 /// Most a held, incomplete frame reserves at once.
 const HOLD_STEP: usize = 1 << 20;
 
+/// Server side: a DataRow to map this long or longer is not held in memory: the
+/// session spills it to a file (see `session::spill`).
+pub const SPILL_AT: usize = 1 << 20;
+
 /// Which way bytes flow through a scanner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -74,6 +78,9 @@ pub struct Scanner {
     /// `placed`.
     gap: usize,
     placed: usize,
+    /// Server side: the DataRow that starts where `scan` stopped is to be mapped
+    /// through a file: its length, and how it maps. Scanning goes on after it.
+    pub spill: Option<(usize, Arc<Mapping>)>,
     /// Client side: counts the changes rollouts made to tables, and the count this
     /// session's prepared statements were last renewed at (see `stale`).
     changes: Option<(Arc<AtomicU64>, u64)>,
@@ -248,6 +255,7 @@ impl Scanner {
             scratch: Vec::new(),
             gap: 0,
             placed: 0,
+            spill: None,
             changes: None,
             named: false,
             described: None,
@@ -368,8 +376,14 @@ impl Scanner {
             if opens {
                 self.publish();
             }
-            if tag == b'D' && self.flow == Flow::ServerToClient && self.rows.is_none() {
-                self.resolve_rows();
+            if tag == b'D' && self.flow == Flow::ServerToClient {
+                if self.rows.is_none() {
+                    self.resolve_rows();
+                }
+                if let Some(Some(map)) = self.rows.as_ref().filter(|_| total >= SPILL_AT) {
+                    self.spill = Some((total, map.clone()));
+                    return Ok(pos);
+                }
             }
             if self.holds(tag) {
                 if buf.len() - pos < total {
