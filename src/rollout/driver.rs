@@ -1030,6 +1030,9 @@ async fn batch(
         let function = format!("{}()", names.function);
         d.check_locked(r, &names.trigger, &function, &r.new_column)
             .await?;
+        if keys.is_empty() {
+            return walk_pages(d, r, rows, verify, bound).await;
+        }
         let after = r.last_key.clone();
         if after.is_none() || bound.is_none() {
             // A pass starts (or this driver took one over): it walks up to the
@@ -1065,7 +1068,7 @@ async fn batch(
         fill_params.extend(upper.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
         let fill = d.prepared(&sql::fill(r, keys, after.is_some())).await?;
         let changed = d.client.execute(&fill, &fill_params).await?;
-        let counter = if verify { "mismatches = COALESCE(mismatches, 0) + $3" } else { "rows_done = rows_done + $3" };
+        let counter = if verify { "mismatches = COALESCE(mismatches, 0) + $3, repaired = COALESCE(repaired, 0) + $3" } else { "rows_done = rows_done + $3" };
         let checkpoint = d
             .prepared(&format!(
                 "UPDATE pgshift.rollouts SET last_key = $2, {counter}, updated = pg_catalog.now(), heartbeat = pg_catalog.now() WHERE id = $1"
@@ -1089,6 +1092,76 @@ async fn batch(
             Err(e)
         }
     }
+}
+
+/// One batch of a table without a primary key, under the batch's lock: pages
+/// from the checkpoint (`[next page, file node]`) on, as many as hold about
+/// `rows` rows, up to the pages the table had when the pass began (`bound`:
+/// every row after them was written with the mirror on). A row version the
+/// mirror did not write stays on its page until it is updated (then the mirror
+/// writes it) or the table is rewritten (VACUUM FULL, CLUSTER: a new file node,
+/// and the pass starts over). Returns whether the pass goes on, and the rows
+/// set.
+async fn walk_pages(
+    d: &Driver,
+    r: &Rollout,
+    rows: u64,
+    verify: bool,
+    bound: &mut Option<Vec<String>>,
+) -> Result<(bool, u64), StepError> {
+    let now = d
+        .client
+        .query_one(&d.prepared(sql::PAGES).await?, &[&r.table_oid.to_string()])
+        .await?;
+    let number = |i: usize| -> Result<u64, StepError> {
+        now.get::<_, String>(i)
+            .parse()
+            .map_err(|_| ours("the table's size did not read as a number"))
+    };
+    let (pages, per_page, node) = (number(0)?, number(1)?.max(1), now.get::<_, String>(2));
+    let start = match r.last_key.as_deref() {
+        Some([next, from]) if *from == node => next
+            .parse::<u64>()
+            .map_err(|_| ours("the checkpoint did not read as a page"))?,
+        // Not begun, or the table was rewritten since: from its first page.
+        _ => {
+            *bound = None;
+            0
+        }
+    };
+    if start == 0 || bound.is_none() {
+        *bound = Some(vec![pages.to_string()]);
+    }
+    let last: u64 = bound
+        .as_ref()
+        .and_then(|b| b.first())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(pages);
+    if start >= last {
+        return Ok((false, 0));
+    }
+    let end = (start + rows.div_ceil(per_page).max(1)).min(last);
+    let fill = d.prepared(&sql::fill_pages(r)).await?;
+    let changed = d
+        .client
+        .execute(&fill, &[&start.to_string(), &end.to_string()])
+        .await?;
+    let more = end < last;
+    let counter = if verify {
+        "mismatches = COALESCE(mismatches, 0) + $3, repaired = COALESCE(repaired, 0) + $3"
+    } else {
+        "rows_done = rows_done + $3"
+    };
+    let checkpoint = d
+        .prepared(&format!(
+            "UPDATE pgshift.rollouts SET last_key = $2, {counter}, updated = pg_catalog.now(), heartbeat = pg_catalog.now() WHERE id = $1"
+        ))
+        .await?;
+    let next = more.then(|| vec![end.to_string(), node]);
+    d.client
+        .execute(&checkpoint, &[&r.id, &next, &(changed as i64)])
+        .await?;
+    Ok((more, changed))
 }
 
 /// What the cutover's lock window expects to find as it was read: the old

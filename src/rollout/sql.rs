@@ -276,6 +276,34 @@ pub fn fill(r: &Rollout, keys: &[(String, String)], after: bool) -> String {
     )
 }
 
+/// A table without a primary key, walked by pages: its pages now, its rows per
+/// page (estimated; 100 before it was ever analyzed), and its file node (a
+/// VACUUM FULL or CLUSTER between two batches moves rows: the pass starts over).
+/// $1 the table's oid (text).
+pub const PAGES: &str = "
+SELECT (pg_catalog.pg_relation_size(c.oid) OPERATOR(pg_catalog./)
+        pg_catalog.current_setting('block_size')::pg_catalog.int8)::pg_catalog.text,
+       (CASE WHEN c.relpages OPERATOR(pg_catalog.>) 0 AND c.reltuples OPERATOR(pg_catalog.>) 0
+             THEN pg_catalog.ceil(c.reltuples OPERATOR(pg_catalog./) c.relpages)::pg_catalog.int8
+             ELSE 100 END)::pg_catalog.text,
+       c.relfilenode::pg_catalog.text
+  FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid";
+
+/// Sets the new column where it differs from the transform, on pages `$1` up
+/// to (not including) `$2` (a TID range scan).
+pub fn fill_pages(r: &Rollout) -> String {
+    let new = quote(&r.new_column);
+    format!(
+        "UPDATE ONLY {} SET {new} = ({}) WHERE ctid OPERATOR(pg_catalog.>=) \
+         pg_catalog.format('(%s,0)', $1::pg_catalog.text)::pg_catalog.tid \
+         AND ctid OPERATOR(pg_catalog.<) pg_catalog.format('(%s,0)', $2::pg_catalog.text)::pg_catalog.tid \
+         AND {new} IS DISTINCT FROM {}",
+        r.qualified(),
+        r.transform,
+        r.transform_cast()
+    )
+}
+
 /// One of the old column's indexes, as `REBUILDABLE` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OldIndex {
@@ -460,7 +488,7 @@ SELECT 'its primary key changed'
           FROM pg_catalog.pg_index x
           CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) x.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
-         WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid AND x.indisprimary) IS DISTINCT FROM $6::pg_catalog.text[]
+         WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid AND x.indisprimary) IS DISTINCT FROM NULLIF($6::pg_catalog.text[], '{}')
 UNION ALL
 SELECT pg_catalog.format('index %s uses an operator class that is not built in', x.indexrelid::pg_catalog.regclass)
   FROM pg_catalog.pg_index x, t

@@ -435,11 +435,8 @@ pub async fn start<C: Conn>(
         .service_query(settings, &rt, KEY, &[&probe.table_oid.to_string()])
         .await
         .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
-    if key.is_empty() {
-        return Err(not_yet(format!(
-            "{qualified} has no primary key to walk it by"
-        )));
-    }
+    // No primary key: the backfill walks the table by pages (see
+    // `driver::walk_pages`).
     let key_columns: Vec<String> = key.iter().map(|r| r.get(0)).collect();
     let transform = spec.transform();
     if transform.contains("$pgshift$") || probe.uses.iter().any(|c| sql::clashes_with_plpgsql(c)) {
