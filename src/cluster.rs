@@ -94,25 +94,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl Cluster {
     pub fn start(opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
         let bin = bin_dir()?;
-        let ids = if is_root() {
-            Some(postgres_ids().ok_or_else(|| {
-                ClusterError::Missing(
-                    "running as root, but there is no `postgres` OS user to run the server \
-                     (apt-get install -y postgresql creates it)"
-                        .into(),
-                )
-            })?)
-        } else {
-            None
-        };
-        remove_stale_dirs();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("pgshift-pg-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-        }
+        let ids = server_ids()?;
+        let dir = fresh_dir(ids)?;
         let data = dir.join("data");
         let mut initdb = Command::new(bin.join("initdb"));
         initdb.args([
@@ -134,7 +117,10 @@ impl Cluster {
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        let mut hba = String::from("local all all trust\n");
+        // Replication connections too: a test starts a standby of the cluster.
+        let mut hba = String::from(
+            "local all all trust\nlocal replication all trust\nhost replication all 127.0.0.1/32 trust\n",
+        );
         for line in &opts.hba {
             hba.push_str(line);
             hba.push('\n');
@@ -152,6 +138,40 @@ impl Cluster {
                 let _ = std::os::unix::fs::chown(data.join(f), Some(uid), Some(gid));
             }
         }
+        Cluster::launched(dir, bin, &settings, ids)
+    }
+
+    /// A hot standby of `primary`: a base backup (`pg_basebackup -R`) that
+    /// streams from it and replays what it writes.
+    pub fn replica_of(primary: &Cluster) -> Result<Cluster, ClusterError> {
+        let bin = bin_dir()?;
+        let ids = server_ids()?;
+        let dir = fresh_dir(ids)?;
+        let mut backup = Command::new(bin.join("pg_basebackup"));
+        backup
+            .arg("-h")
+            .arg(&primary.socket_dir)
+            .args(["-p", &primary.port.to_string(), "-U", "postgres"])
+            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync", "-D"])
+            .arg(dir.join("data"));
+        run_as(&mut backup, ids);
+        let out = backup.output()?;
+        if !out.status.success() {
+            return Err(ClusterError::Command {
+                what: "pg_basebackup".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Cluster::launched(dir, bin, &[], ids)
+    }
+
+    /// Starts the server of the data directory in `dir` on a free port.
+    fn launched(
+        dir: PathBuf,
+        bin: PathBuf,
+        settings: &[String],
+        ids: Option<(u32, u32)>,
+    ) -> Result<Cluster, ClusterError> {
         let mut cluster = Cluster {
             port: 0,
             socket_dir: dir.clone(),
@@ -162,7 +182,7 @@ impl Cluster {
         let mut last_err = String::new();
         for _ in 0..20 {
             let port = free_port();
-            match cluster.launch(port, &settings, ids) {
+            match cluster.launch(port, settings, ids) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last_err = e.to_string(),
             }
@@ -232,7 +252,12 @@ wait "$pid""#;
                 });
             }
             let ready = std::fs::read_to_string(&pid_file)
-                .map(|s| s.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+                .map(|s| {
+                    // A standby that accepts connections says so.
+                    s.lines()
+                        .nth(7)
+                        .is_some_and(|l| matches!(l.trim(), "ready" | "standby"))
+                })
                 .unwrap_or(false);
             if ready {
                 self.port = port;
@@ -326,6 +351,33 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The OS user to run the server as: `postgres` when we are root.
+fn server_ids() -> Result<Option<(u32, u32)>, ClusterError> {
+    if !is_root() {
+        return Ok(None);
+    }
+    postgres_ids().map(Some).ok_or_else(|| {
+        ClusterError::Missing(
+            "running as root, but there is no `postgres` OS user to run the server \
+             (apt-get install -y postgresql creates it)"
+                .into(),
+        )
+    })
+}
+
+/// A new directory for a cluster, owned by the user that runs the server.
+fn fresh_dir(ids: Option<(u32, u32)>) -> Result<PathBuf, ClusterError> {
+    remove_stale_dirs();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pgshift-pg-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    Ok(dir)
 }
 
 /// Removes clusters left behind by processes that died without cleaning up.

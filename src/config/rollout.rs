@@ -39,6 +39,10 @@ pub struct Rollout {
     /// proxy sees it, is over this many times its value before the backfill
     /// began (and at least 0.5 ms over it); 0 = off.
     pub latency_factor: f64,
+    /// The backfill waits while a replica (any WAL sender the database lists
+    /// in pg_stat_replication) has more than this many bytes of WAL still to
+    /// replay; 0 = off.
+    pub max_replica_lag_bytes: u64,
 }
 
 impl Default for Rollout {
@@ -53,6 +57,7 @@ impl Default for Rollout {
             rows_per_second: 0,
             pause_ms: 0,
             latency_factor: 2.0,
+            max_replica_lag_bytes: 32 << 20,
         }
     }
 }

@@ -1220,6 +1220,7 @@ pub async fn run(
     let mut keys: Option<Vec<(String, String)>> = None;
     // The last key of the pass under way.
     let mut bound: Option<Vec<String>> = None;
+    let mut replicas = Replicas::default();
     loop {
         let settings = bg.settings();
         let conf = &settings.config.rollout;
@@ -1283,6 +1284,11 @@ pub async fn run(
                     }
                 }
                 Phase::Backfilling | Phase::Verifying if r.paused => idle(&bg).await,
+                Phase::Backfilling | Phase::Verifying
+                    if replicas.behind(&d, conf.max_replica_lag_bytes).await? =>
+                {
+                    idle(&bg).await
+                }
                 Phase::Backfilling | Phase::Verifying => {
                     let verify = r.phase == Phase::Verifying;
                     if keys.is_none() {
@@ -1424,6 +1430,73 @@ pub async fn run(
         if bg.is_stopping() {
             return;
         }
+    }
+}
+
+/// What the driver last saw of the replicas.
+#[derive(Debug, Default)]
+struct Replicas {
+    /// Bytes the furthest replica had left to replay, as last written to the
+    /// rollout's row.
+    lag: Option<i64>,
+    /// The backfill waits for them.
+    waiting: bool,
+    /// Said once: the service role cannot see their positions.
+    blind: bool,
+}
+
+/// Bytes of WAL the furthest-behind WAL sender has yet to see replayed, and
+/// the count of senders, and of those whose position the role may see
+/// (pg_read_all_stats).
+const REPLICA_LAG: &str = "
+SELECT pg_catalog.max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.replay_lsn))::pg_catalog.int8,
+       pg_catalog.count(*), pg_catalog.count(s.replay_lsn)
+  FROM pg_catalog.pg_stat_replication s";
+
+impl Replicas {
+    /// True while a replica is more than `max` bytes behind (0: never looks).
+    /// The lag goes to the rollout's row when it changes by 64 KiB or more, or
+    /// the backfill starts or stops waiting.
+    async fn behind(&mut self, d: &Driver, max: u64) -> Result<bool, StepError> {
+        if max == 0 {
+            return Ok(false);
+        }
+        let row = d
+            .client
+            .query_one(&d.prepared(REPLICA_LAG).await?, &[])
+            .await?;
+        let (lag, senders, visible): (Option<i64>, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if senders > visible && !self.blind {
+            self.blind = true;
+            tracing::warn!(target: "pgshift::rollout", rollout = d.id, "the service role cannot see how far replicas are behind (GRANT pg_read_all_stats TO it): the backfill does not wait for them");
+        }
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let waiting = lag.is_some_and(|l| l > max);
+        let moved = match (lag, self.lag) {
+            (Some(a), Some(b)) => (a - b).abs() >= 64 << 10,
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        if moved || waiting != self.waiting {
+            d.client
+                .execute(
+                    "UPDATE pgshift.rollouts SET replica_lag = $2 WHERE id = $1",
+                    &[&d.id, &lag],
+                )
+                .await?;
+            self.lag = lag;
+        }
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            match waiting {
+                true => {
+                    tracing::info!(target: "pgshift::rollout", rollout = d.id, lag_bytes = lag, max_bytes = max, "the backfill waits for a replica to catch up")
+                }
+                false => {
+                    tracing::info!(target: "pgshift::rollout", rollout = d.id, lag_bytes = lag, "replicas caught up: the backfill goes on")
+                }
+            }
+        }
+        Ok(waiting)
     }
 }
 
