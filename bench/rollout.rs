@@ -4,8 +4,10 @@
 //! table of N rows (~120 B each), directly against Postgres, (a) with no rollout,
 //! (b) with the new column written by the statement itself (the physical floor:
 //! a wider row; what a proxy-side rewrite would cost), (c) with pgshift's mirror
-//! trigger installed by a real rollout (verified, waiting for its cutover).
-//! Median of 3 runs each.
+//! trigger installed by a real rollout (verified, waiting for its cutover); then
+//! through pgshift with single-row writes as simple Queries, (d) with no rollout
+//! and (e) during a rollout, where pgshift rewrites them to set the new column
+//! (the trigger's WHEN clause skips those rows). Median of 3 runs each.
 //!
 //! Part 2, the backfill: a rollout of `ALTER COLUMN amount TYPE bigint` on a fresh
 //! table of N rows, through pgshift, while 4 workers update random rows through
@@ -103,8 +105,10 @@ struct Writes {
     single_inserts: Duration,
 }
 
-/// The four write shapes; `extra` is what the statement also sets (the floor).
-async fn writes(c: &Client, rows: i64, extra: bool) -> Writes {
+/// The four write shapes; `extra` is what the statement also sets (the floor);
+/// `simple`: single-row writes as simple Queries with their values in the text
+/// (what pgshift rewrites), not prepared statements.
+async fn writes(c: &Client, rows: i64, extra: bool, simple: bool) -> Writes {
     let n_single = 2_000i64;
     // Warm: the first UPDATE after a fill also sets hint bits on every page.
     c.batch_execute("UPDATE items SET amount = amount WHERE id % 5 = 0; VACUUM items")
@@ -131,7 +135,18 @@ async fn writes(c: &Client, rows: i64, extra: bool) -> Writes {
         async move {
             let t = Instant::now();
             for i in 0..n_single {
-                c.execute(&update, &[&(i * 7919 % rows + 1)]).await.unwrap();
+                let id = i * 7919 % rows + 1;
+                match simple {
+                    true => c
+                        .batch_execute(&format!(
+                            "UPDATE items SET amount = amount + 1{set} WHERE id = {id}"
+                        ))
+                        .await
+                        .unwrap(),
+                    false => {
+                        c.execute(&update, &[&id]).await.unwrap();
+                    }
+                }
             }
             t.elapsed()
         }
@@ -165,7 +180,19 @@ async fn writes(c: &Client, rows: i64, extra: bool) -> Writes {
     for _ in 0..3 {
         let t = Instant::now();
         for i in 0..n_single {
-            c.execute(&insert, &[&(base + i)]).await.unwrap();
+            match simple {
+                true => c
+                    .batch_execute(&format!(
+                        "INSERT INTO items (id, amount, payload{cols}) VALUES ({}, 5, 'z'{})",
+                        base + i,
+                        if extra { ", 5" } else { "" }
+                    ))
+                    .await
+                    .unwrap(),
+                false => {
+                    c.execute(&insert, &[&(base + i)]).await.unwrap();
+                }
+            }
         }
         singles.push(t.elapsed());
         base += rows;
@@ -210,62 +237,88 @@ fn ratio(a: Duration, b: Duration) -> String {
 }
 
 async fn overhead(pg: &Cluster, proxy: u16, rows: i64) {
-    println!("## Mirror overhead: {rows} rows, bulk UPDATE of 20 %, 2,000 single-row UPDATEs, bulk INSERT of 10 %, 2,000 single-row INSERTs (median of 3, direct connection)\n");
+    println!("## Mirror overhead: {rows} rows, bulk UPDATE of 20 %, 2,000 single-row UPDATEs, bulk INSERT of 10 %, 2,000 single-row INSERTs (median of 3)\n");
     let db = pg.create_database("rollout_overhead").unwrap();
     let pg_port = pg.port;
     let c = connect(pg_port, &db).await;
+    let via = connect(proxy, &db).await;
+    // Direct, prepared single-row statements.
     fill(&c, rows).await;
-    let none = writes(&c, rows, false).await;
+    let none = writes(&c, rows, false, false).await;
     fill(&c, rows).await;
     c.batch_execute("ALTER TABLE items ADD COLUMN amount__pgshift_new bigint")
         .await
         .unwrap();
-    let floor = writes(&c, rows, true).await;
+    let floor = writes(&c, rows, true, false).await;
     fill(&c, rows).await;
-    let via = connect(proxy, &db).await;
-    via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
-        .await
-        .expect("rollout start");
-    wait_phase(&c, "verified", Duration::from_secs(3600)).await;
-    let trigger = writes(&c, rows, false).await;
-    println!("| write | no rollout ms | new column in the statement ms (ratio) | mirror trigger ms (ratio) |");
-    println!("|---|---|---|---|");
-    for (name, a, b, t) in [
-        (
-            "bulk UPDATE",
-            none.bulk_update,
-            floor.bulk_update,
-            trigger.bulk_update,
-        ),
-        (
-            "single-row UPDATEs",
-            none.single_updates,
-            floor.single_updates,
-            trigger.single_updates,
-        ),
-        (
-            "bulk INSERT",
-            none.bulk_insert,
-            floor.bulk_insert,
-            trigger.bulk_insert,
-        ),
-        (
-            "single-row INSERTs",
-            none.single_inserts,
-            floor.single_inserts,
-            trigger.single_inserts,
-        ),
-    ] {
+    start_rollout(&via, &c).await;
+    let trigger = writes(&c, rows, false, false).await;
+    check_mirror(&c).await;
+    roll_back(&c).await;
+    // Through pgshift, simple Queries: no rollout, then a rollout whose writes
+    // pgshift rewrites to set the new column (the trigger's WHEN skips them).
+    fill(&c, rows).await;
+    let none_via = writes(&via, rows, false, true).await;
+    fill(&c, rows).await;
+    start_rollout(&via, &c).await;
+    let rewrite = writes(&via, rows, false, true).await;
+    check_mirror(&c).await;
+    roll_back(&c).await;
+    println!("| write | no rollout ms | new column in the statement ms (ratio) | mirror trigger ms (ratio) | via pgshift, no rollout ms | via pgshift, rewritten ms (ratio) |");
+    println!("|---|---|---|---|---|---|");
+    let pick = |w: &Writes, i: usize| match i {
+        0 => w.bulk_update,
+        1 => w.single_updates,
+        2 => w.bulk_insert,
+        _ => w.single_inserts,
+    };
+    for (i, name) in [
+        "bulk UPDATE",
+        "single-row UPDATEs",
+        "bulk INSERT … SELECT",
+        "single-row INSERTs",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (a, b, t) = (pick(&none, i), pick(&floor, i), pick(&trigger, i));
+        let (v, r) = (pick(&none_via, i), pick(&rewrite, i));
         println!(
-            "| {name} | {} | {} ({}) | {} ({}) |",
+            "| {name} | {} | {} ({}) | {} ({}) | {} | {} ({}) |",
             ms(a),
             ms(b),
             ratio(b, a),
             ms(t),
-            ratio(t, a)
+            ratio(t, a),
+            ms(v),
+            ms(r),
+            ratio(r, v)
         );
     }
     println!();
+}
+
+/// `ALTER … TYPE bigint` through pgshift, waited for until verified.
+async fn start_rollout(via: &Client, admin: &Client) {
+    via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
+        .await
+        .expect("rollout start");
+    wait_phase(admin, "verified", Duration::from_secs(3600)).await;
+}
+
+async fn roll_back(admin: &Client) {
+    let id: i64 = admin
+        .query_one("SELECT max(id) FROM pgshift.rollouts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pgshift::rollout::request(admin, id, pgshift::rollout::Request::Rollback)
+        .await
+        .expect("rollback");
+    wait_phase(admin, "rolled_back", Duration::from_secs(600)).await;
+}
+
+async fn check_mirror(c: &Client) {
     let check: i64 = c
         .query_one(
             "SELECT count(*) FROM items WHERE amount__pgshift_new IS DISTINCT FROM amount",

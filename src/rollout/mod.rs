@@ -114,6 +114,10 @@ impl Drop for Swap {
             swapping.remove(i);
         }
         drop(swapping);
+        // Committed or not, the phase is the driver's to read again: until it
+        // does, writes leave the new column (renamed or dropped now, perhaps)
+        // to the trigger.
+        self.running.stop_repeating(&self.key.0, self.oid);
         self.running.changed(&self.key.0, &self.key.1, self.oid);
     }
 }
@@ -137,6 +141,10 @@ pub struct Table {
     pub expanded: bool,
     /// The new column has the column's name (cut over).
     pub cut_over: bool,
+    /// Before the cutover, a write that sets the column may set the new column
+    /// to the same value (a plain integer widening: the mirror trigger's WHEN
+    /// clause then skips it).
+    pub repeats: bool,
 }
 
 impl Table {
@@ -205,11 +213,34 @@ impl Running {
                 old_column: r.old_column(),
                 expanded: r.phase != model::Phase::Planned,
                 cut_over: r.phase == model::Phase::CutOver,
+                repeats: r.guarded()
+                    && matches!(
+                        r.phase,
+                        model::Phase::Backfilling
+                            | model::Phase::Verifying
+                            | model::Phase::Verified
+                    ),
             });
-            if *table != now {
+            // What the writes may do is not a change sessions renew statements for.
+            let shape = |t: &Option<Table>| {
+                t.clone().map(|t| Table {
+                    repeats: false,
+                    ..t
+                })
+            };
+            if shape(table) != shape(&now) {
                 self.changed(database, &r.table, r.table_oid);
             }
             *table = now;
+        }
+    }
+
+    fn stop_repeating(&self, database: &str, oid: u32) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for ((db, _), table) in set.iter_mut() {
+            if let Some(t) = table.as_mut().filter(|t| db == database && t.oid == oid) {
+                t.repeats = false;
+            }
         }
     }
 
@@ -312,6 +343,20 @@ impl Running {
         set.iter()
             .filter(|((db, _), _)| db == database)
             .filter_map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// The tables under rollout in `database` named `name` whose writes may set
+    /// the new column themselves, as far as this process knows, unless a lock
+    /// window is open on that name (a statement written now must not reach the
+    /// server after the cutover or a rollback renamed or dropped that column).
+    pub fn repeats(&self, database: &str, name: &str) -> Vec<Table> {
+        if self.swapping(database).contains(&name.to_lowercase()) {
+            return Vec::new();
+        }
+        self.tables(database)
+            .into_iter()
+            .filter(|t| t.repeats && t.name == name)
             .collect()
     }
 
@@ -445,6 +490,7 @@ mod tests {
             old_column: "amount__pgshift_old".into(),
             expanded: true,
             cut_over: false,
+            repeats: false,
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let want = names(&["id", "amount", "note"]);

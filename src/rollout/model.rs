@@ -192,6 +192,14 @@ impl Rollout {
         format!("CAST(({}) AS {})", self.transform, self.new_type)
     }
 
+    /// A plain integer widening (no USING): the mirror trigger has a WHEN
+    /// clause that skips rows whose new column already holds the value, and
+    /// writes may set it themselves.
+    pub fn guarded(&self) -> bool {
+        self.transform == crate::sql::ident::quote(&self.column)
+            && super::sql::guarded(&self.old_type, &self.new_type)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{}.{} from {} to {}",

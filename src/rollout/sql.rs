@@ -138,6 +138,14 @@ pub fn widening(from: &str, to: &str) -> bool {
     (from == "real" && to == "double precision") || (string && to == "text")
 }
 
+/// True when `from` widens to `to` among the integers, or to unconstrained
+/// numeric: equality in the new type then means the same value (no collation,
+/// no signed zero), so a trigger can skip a row whose new column is equal.
+pub fn guarded(from: &str, to: &str) -> bool {
+    let ints = ["smallint", "integer", "bigint"];
+    ints.contains(&from) && (to == "numeric" || ints.contains(&to)) && widening(from, to)
+}
+
 /// A dollar-quote tag that does not occur in `body`.
 pub fn dollar_tag(body: &str) -> String {
     let mut n: u64 = 0;
@@ -175,9 +183,21 @@ pub fn expand(r: &Rollout) -> String {
             of.push(q);
         }
     }
+    // A row whose new column already holds the value (the statement set it, or
+    // the backfill did) does not enter the function. Operators by their
+    // pg_catalog names: the expand runs on the client's search_path.
+    let when = match r.guarded() {
+        true => format!(
+            "WHEN ((NEW.{new} OPERATOR(pg_catalog.=) NEW.{old}) IS NOT TRUE \
+             AND (NEW.{new} IS NOT NULL OR NEW.{old} IS NOT NULL)) ",
+            new = quote(&r.new_column),
+            old = quote(&r.column)
+        ),
+        false => String::new(),
+    };
     format!(
         "ALTER TABLE {t} ADD COLUMN {new} {ty}; \
-         CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OF {of} ON {t} FOR EACH ROW EXECUTE FUNCTION {f}(); \
+         CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OF {of} ON {t} FOR EACH ROW {when}EXECUTE FUNCTION {f}(); \
          ALTER TABLE {t} ENABLE ALWAYS TRIGGER {trigger}",
         t = r.qualified(),
         new = quote(&r.new_column),
@@ -426,7 +446,8 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// Built-in means an oid below 16384 (FirstNormalObjectId): nobody but a
 /// superuser can make a cast between built-in types, so the casts pgshift writes
 /// are built-in too. Expressions stored in constraints, indexes and generated
-/// columns are read from their node trees: every function, operator and type
+/// columns, and pgshift's trigger's WHEN clause, are read from their node trees:
+/// every function, operator and type
 /// they name must be built in, and functions immutable (a built-in that runs SQL
 /// text, like query_to_xml, is not).
 pub const FOREIGN_CODE: &str = r#"
@@ -444,7 +465,11 @@ trees(what, tree) AS (
     SELECT pg_catalog.format('generated column %s', a.attname), ad.adbin::pg_catalog.text
       FROM pg_catalog.pg_attrdef ad, t, pg_catalog.pg_attribute a
      WHERE ad.adrelid OPERATOR(pg_catalog.=) t.oid AND a.attrelid OPERATOR(pg_catalog.=) ad.adrelid
-       AND a.attnum OPERATOR(pg_catalog.=) ad.adnum AND a.attgenerated OPERATOR(pg_catalog.<>) ''),
+       AND a.attnum OPERATOR(pg_catalog.=) ad.adnum AND a.attgenerated OPERATOR(pg_catalog.<>) ''
+    UNION ALL
+    SELECT pg_catalog.format('trigger %s', tg.tgname), tg.tgqual::pg_catalog.text
+      FROM pg_catalog.pg_trigger tg, t
+     WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND tg.tgqual IS NOT NULL),
 refs AS (
     SELECT trees.what, m[1] AS kind, m[2]::pg_catalog.oid AS ref
       FROM trees, pg_catalog.regexp_matches(trees.tree, ':(funcid|opfuncid|hashfuncid|negfuncid|opno|[a-z_]*type|[a-z_]*typid|[a-z_]*typeid) ([0-9]+)', 'g') AS m)
@@ -456,7 +481,7 @@ SELECT pg_catalog.format('trigger %s', tg.tgname)
  WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND NOT tg.tgisinternal
    AND NOT (tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
             AND tg.tgfoid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(NULLIF($3::pg_catalog.text, ''))::pg_catalog.oid
-            AND tg.tgqual IS NULL AND tg.tgenabled OPERATOR(pg_catalog.=) 'A'
+            AND tg.tgenabled OPERATOR(pg_catalog.=) 'A'
             AND tg.tgoldtable IS NULL AND tg.tgnewtable IS NULL)
 UNION ALL
 SELECT pg_catalog.format('rule %s', w.rulename)

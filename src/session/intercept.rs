@@ -93,6 +93,33 @@ async fn turn(
     // cannot follow (the engine refuses those).
     let held = s.up.scanner.held;
     let hit = s.up.scanner.held_hit;
+    // An INSERT or UPDATE held because a table may be under rollout: it may set
+    // the rollout's new column too (with deferred work waiting, the engine's).
+    let write = s.up.pending().first() == Some(&b'Q') && {
+        let body = &s.up.pending()[HEADER_LEN..held];
+        crate::sql::sniff::starts_with_write(body) && !crate::sql::sniff::may_be_ddl(body)
+    };
+    if write && hit && s.pending.is_empty() {
+        let body = &s.up.pending()[HEADER_LEN..held];
+        let body = body.strip_suffix(&[0]).unwrap_or(body);
+        let sql = match std::str::from_utf8(body) {
+            Ok(sql) if sql.len() <= MIRROR_MAX => sql.to_string(),
+            _ => String::new(),
+        };
+        let rewritten = match sql.is_empty() {
+            true => None,
+            false => super::mirror::rewrite(s, shared, settings, &sql).await?,
+        };
+        match rewritten {
+            Some(sql) => {
+                let mut frame = bytes::BytesMut::new();
+                crate::wire::backend::query(&mut frame, &sql);
+                s.up.replace_held(&frame);
+            }
+            None => s.up.release_held(),
+        }
+        return Ok(());
+    }
     let (sql, prefix, len) = match s.up.pending().first() {
         Some(b'P') if hit => match gather(s, settings).await? {
             Some(batch) => (Some(batch.sql), batch.prefix, batch.len),
@@ -101,7 +128,7 @@ async fn turn(
         Some(b'Q') => {
             let body = &s.up.pending()[HEADER_LEN..held];
             let body = body.strip_suffix(&[0]).unwrap_or(body);
-            let look = hit || !s.pending.is_empty() && may_end_oddly(body);
+            let look = hit && !write || !s.pending.is_empty() && may_end_oddly(body);
             let sql = look.then(|| std::str::from_utf8(body).ok()).flatten();
             (sql.map(str::to_string), Default::default(), held)
         }
@@ -183,6 +210,9 @@ fn may_end_oddly(sql: &[u8]) -> bool {
 /// Renewals in a row at one turn while changes keep coming; past them the turn
 /// goes on stale (as it does in a failed transaction).
 const RENEW_ROUNDS: usize = 3;
+
+/// Longest write a rollout's mirror parses (a longer one is left to the trigger).
+const MIRROR_MAX: usize = 64 << 10;
 
 /// Longest wait for the server to finish earlier work before a held statement.
 const QUIESCE_WAIT: Duration = Duration::from_secs(10);

@@ -8,6 +8,7 @@ mod hold;
 pub mod info;
 mod intercept;
 mod io;
+mod mirror;
 mod opening;
 mod outbox;
 pub mod pump;
@@ -106,6 +107,8 @@ pub(crate) struct Established<'a> {
     signal: Arc<CancelSignal>,
     /// Deferred work of the open transaction, run once it ends.
     pending: Pending,
+    /// The last lookup of a write's table for a rollout's mirror.
+    lookup: Option<mirror::Lookup>,
     /// Counts the session against `server.max_client_conn`.
     _active: ActiveGuard<'a>,
 }
@@ -201,6 +204,7 @@ async fn establish<'a>(
         _cancel_key: ready.key,
         signal,
         pending: Pending::default(),
+        lookup: None,
         _active: active,
     })
 }

@@ -51,6 +51,9 @@ pub struct Statement {
     /// The indexes it names, when it only needs them to exist (a COMMENT, an ALTER
     /// INDEX): it follows a deferred build of one of them.
     pub index_use: Option<IndexUse>,
+    /// An INSERT … VALUES or UPDATE whose values a rollout's mirror can repeat
+    /// (offsets in the analysed text).
+    pub write: Option<super::writes::Write>,
 }
 
 /// A table as a statement names it.
@@ -149,6 +152,10 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
             exclusive_databases: exclusive_databases(node),
             creates: creates(node),
             index_use: mentions::index_use(node),
+            write: match parsed.protobuf.stmts.len() {
+                1 => super::writes::of(node, sql),
+                _ => None,
+            },
         });
     }
     Ok(Analysis { statements })

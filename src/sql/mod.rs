@@ -15,3 +15,4 @@ pub mod parser;
 pub mod plan;
 pub mod rules;
 pub mod sniff;
+pub mod writes;

@@ -71,6 +71,14 @@ pub fn may_name_statements(sql: &[u8]) -> bool {
         .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
 }
 
+/// True when `sql` starts with INSERT or UPDATE (after spaces and comments): a
+/// write to a table under rollout may set its new column too.
+pub fn starts_with_write(sql: &[u8]) -> bool {
+    let s = &sql[skip_space_and_comments(sql, 0)..];
+    let word = &s[..word_len(s)];
+    word.eq_ignore_ascii_case(b"INSERT") || word.eq_ignore_ascii_case(b"UPDATE")
+}
+
 /// True when `sql` starts with COPY (after spaces and comments): a COPY without a
 /// column list of a table under rollout needs one.
 pub fn starts_with_copy(sql: &[u8]) -> bool {

@@ -65,7 +65,8 @@ pub struct Scanner {
     intercept_all: bool,
     /// Counts tables under rollout. Client side, with `intercept`: while it is
     /// not zero, stop at a Query that starts with COPY too (it may need a column
-    /// list), and note Executes. Server side: while it is not zero, map results
+    /// list) or with INSERT or UPDATE (it may set the new column too), and note
+    /// Executes. Server side: while it is not zero, map results
     /// that have columns of pgshift's (see [`super::hidden`]).
     live: Option<Arc<AtomicUsize>>,
     /// Server side: how the rows of the result under way map; None: not known yet
@@ -480,7 +481,10 @@ impl Scanner {
                     // has not failed: the count of turns may be off from here.
                     self.note(|d| d.untag());
                 }
-                self.sniff(sql) || self.live() && crate::sql::sniff::starts_with_copy(sql)
+                self.sniff(sql)
+                    || self.live()
+                        && (crate::sql::sniff::starts_with_copy(sql)
+                            || crate::sql::sniff::starts_with_write(sql))
             }
             b'P' => {
                 // Parse: statement name, then the query text. Only unnamed statements
