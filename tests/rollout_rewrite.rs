@@ -109,6 +109,30 @@ async fn writes_set_the_new_column_and_skip_the_trigger() {
         run(&app, "SELECT amount FROM other.orders").await,
         [Some("6".into())]
     );
+    // A write that changes the search_path itself: the next one is looked up
+    // again (it means other.orders now).
+    run(&app, "RESET search_path").await;
+    run(
+        &app,
+        &format!(
+            "INSERT INTO orders (id, amount, shadow) VALUES ({}, 4, 4)",
+            ROWS + 3
+        ),
+    )
+    .await;
+    run(
+        &app,
+        &format!(
+            "INSERT INTO orders (id, amount, shadow, note) VALUES ({}, 5, 5, set_config('search_path', 'other, public', false))",
+            ROWS + 4
+        ),
+    )
+    .await;
+    run(&app, "INSERT INTO orders (id, amount) VALUES (3, 7)").await;
+    assert_eq!(
+        run(&app, "SELECT count(*) FROM other.orders WHERE id = 3").await,
+        [Some("1".into())]
+    );
     // And a temporary one.
     run(&app, "RESET search_path").await;
     run(&app, "CREATE TEMP TABLE orders (id int, amount int)").await;
@@ -126,6 +150,30 @@ async fn writes_set_the_new_column_and_skip_the_trigger() {
     run(&app, "UPDATE public.orders SET amount = amount - 2, shadow = shadow - 2 WHERE id > 200 AND id <= 300").await;
     assert_eq!(calls(&app, function).await - before, 0);
     run(&app, "COMMIT").await;
+
+    // A role granted only the columns it writes (not pgshift's): its writes go
+    // as written, and work as they do directly.
+    let role = format!("limited_{db}");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT INSERT (id, amount, shadow), UPDATE (amount, shadow), SELECT ON orders TO {role}"
+        ))
+        .await
+        .unwrap();
+    let limited = connect(&proxy.conn_str(&db, &role)).await;
+    run(
+        &limited,
+        &format!(
+            "INSERT INTO orders (id, amount, shadow) VALUES ({}, 11, 11)",
+            ROWS + 10
+        ),
+    )
+    .await;
+    run(
+        &limited,
+        "UPDATE orders SET amount = 12, shadow = 12 WHERE id = 2",
+    )
+    .await;
 
     // Row by row: the new column holds every value, whoever set it.
     let differ: i64 = admin

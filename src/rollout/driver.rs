@@ -1231,7 +1231,7 @@ pub async fn run(
                         tracing::debug!(target: "pgshift::rollout", rollout = d.id, error = %e, "table not found by oid");
                     }
                 }
-                running.describe(&database, &r);
+                running.describe(&database, &r, true);
                 r
             }
             Err(e) => {
@@ -1587,7 +1587,7 @@ pub async fn standby(
         loop {
             match d.load().await {
                 Ok(r) if r.phase.is_over() => return,
-                Ok(r) => running.describe(&database, &r),
+                Ok(r) => running.describe(&database, &r, false),
                 Err(e) if e.broken => break,
                 Err(_) => return,
             }

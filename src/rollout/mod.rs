@@ -142,9 +142,12 @@ pub struct Table {
     /// The new column has the column's name (cut over).
     pub cut_over: bool,
     /// Before the cutover, a write that sets the column may set the new column
-    /// to the same value (a plain integer widening: the mirror trigger's WHEN
-    /// clause then skips it).
+    /// to the same value (a plain widening to a wider integer: the mirror
+    /// trigger's WHEN clause then skips it). Only in the process that drives
+    /// the rollout: the cutover's lock window stops it there at once.
     pub repeats: bool,
+    /// Its schema.
+    pub schema: String,
 }
 
 impl Table {
@@ -202,7 +205,7 @@ impl Running {
     }
 
     /// Notes the table of a rollout this process has entered.
-    pub fn describe(&self, database: &str, r: &model::Rollout) {
+    pub fn describe(&self, database: &str, r: &model::Rollout, driving: bool) {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
             let now = Some(Table {
@@ -213,7 +216,9 @@ impl Running {
                 old_column: r.old_column(),
                 expanded: r.phase != model::Phase::Planned,
                 cut_over: r.phase == model::Phase::CutOver,
-                repeats: r.guarded()
+                schema: r.schema.clone(),
+                repeats: driving
+                    && r.repeatable()
                     && matches!(
                         r.phase,
                         model::Phase::Backfilling
@@ -491,6 +496,7 @@ mod tests {
             expanded: true,
             cut_over: false,
             repeats: false,
+            schema: "public".into(),
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let want = names(&["id", "amount", "note"]);

@@ -200,6 +200,13 @@ impl Rollout {
             && super::sql::guarded(&self.old_type, &self.new_type)
     }
 
+    /// [`Self::guarded`] to a wider integer: a write may set the new column
+    /// itself (to numeric it could store another scale, `5.0`, that the
+    /// guard's `=` would take for the same value).
+    pub fn repeatable(&self) -> bool {
+        self.guarded() && matches!(self.new_type.as_str(), "smallint" | "integer" | "bigint")
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{}.{} from {} to {}",

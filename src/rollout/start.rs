@@ -548,7 +548,7 @@ pub async fn start<C: Conn>(
             let running = cx.engine.rollouts.clone();
             // Known before the client hears of it: its next COPY gets a column list.
             let entered = running.enter(&db, id);
-            running.describe(&db, &rollout);
+            running.describe(&db, &rollout, false);
             cx.engine.background().spawn(driver::run(
                 driver_conn,
                 background,

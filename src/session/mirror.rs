@@ -12,17 +12,18 @@ use super::Established;
 use crate::context::{Settings, Shared};
 use crate::engine::conn::{Conn, InBand};
 use crate::sql::analysis::{analyze_shared, Verdict};
-use crate::sql::ident::{literal, quote};
+use crate::sql::ident::literal;
 use crate::wire::backend::TxStatus;
 
 /// The last lookup of a statement's table in this session.
 #[derive(Debug, Default)]
 pub(super) struct Lookup {
-    /// `schema.name` as the statement wrote it (no schema: empty).
-    name: (String, String),
-    /// The table's oid, if the name means one, and whether the session reads
-    /// text as pgshift does (UTF8, standard_conforming_strings on).
-    found: Option<(Option<u32>, bool)>,
+    /// `schema.name` as the statement wrote it (no schema: empty), and the new
+    /// column the statement would set.
+    key: (String, String, String),
+    /// The table's oid, if the name means one, and whether the statement may
+    /// set the new column (see [`look_up_sql`]).
+    found: (Option<u32>, bool),
     /// The session's turn count after the write that looked it up last.
     turns: u64,
 }
@@ -49,75 +50,107 @@ pub(super) async fn rewrite(
     {
         return Ok(None);
     }
-    let analysis = match analyze_shared(sql, &settings.config.ddl.parse_limits()).await {
-        Verdict::Parsed(a) => a,
-        _ => return Ok(None),
+    let write = match sql.len() <= crate::sql::writes::INLINE_MAX {
+        true => crate::sql::writes::find(sql),
+        false => match analyze_shared(sql, &settings.config.ddl.parse_limits()).await {
+            Verdict::Parsed(a) => match &a.statements[..] {
+                [only] => only.write.clone(),
+                _ => None,
+            },
+            _ => None,
+        },
     };
-    let [only] = &analysis.statements[..] else {
-        return Ok(None);
-    };
-    let Some(write) = &only.write else {
+    let Some(write) = &write else {
         return Ok(None);
     };
     if write.table.catalog.as_ref().is_some_and(|c| c != database) {
         return Ok(None);
     }
     let tables = running.repeats(database, &write.table.name);
-    if !tables
-        .iter()
-        .any(|t| write.mirror(sql, &t.column, &t.new_column).is_some())
-    {
+    let Some(table) = tables.into_iter().find(|t| {
+        write.table.schema.as_ref().map_or(true, |s| *s == t.schema)
+            && write.mirror(sql, &t.column, &t.new_column).is_some()
+    }) else {
+        return Ok(None);
+    };
+    let key = (
+        write.table.schema.clone().unwrap_or_default(),
+        write.table.name.clone(),
+        table.new_column.clone(),
+    );
+    if key.0.contains('\\') || key.1.contains('\\') || key.2.contains('\\') {
         return Ok(None);
     }
-    let schema = write.table.schema.clone().unwrap_or_default();
-    let name = (schema, write.table.name.clone());
     let turns = s.up.scanner.turns;
     let known = match &s.lookup {
-        Some(l) if l.name == name && l.turns == turns => l.found,
+        Some(l) if l.key == key && l.turns == turns => Some(l.found),
         _ => None,
     };
-    let (oid, plain) = match known {
+    let (oid, may) = match known {
         Some(found) => found,
         None => {
-            let found = look_up(s, &name).await?;
-            s.lookup = Some(Lookup {
-                name,
-                found: Some(found),
-                turns,
-            });
+            let found = look_up(s, &key).await?;
+            s.lookup = Some(Lookup { key, found, turns });
             found
         }
     };
-    if let Some(l) = &mut s.lookup {
-        // This write is one more turn the lookup holds for.
-        l.turns = turns + 1;
+    match (&mut s.lookup, write.calls) {
+        // This write is one more turn the lookup holds for, unless it may
+        // change what names mean (a function such as set_config).
+        (Some(l), false) => l.turns = turns + 1,
+        _ => s.lookup = None,
     }
-    let Some(table) = tables.iter().find(|t| plain && Some(t.oid) == oid) else {
+    if !may || oid != Some(table.oid) {
         return Ok(None);
-    };
-    let Some(rewritten) = write.mirror(sql, &table.column, &table.new_column) else {
-        return Ok(None);
-    };
-    tracing::debug!(target: "pgshift::rollout", "write sets the new column too: {rewritten}");
-    Ok(Some(rewritten))
+    }
+    let rewritten = write.mirror(sql, &table.column, &table.new_column);
+    if let Some(text) = &rewritten {
+        tracing::debug!(target: "pgshift::rollout", "write sets the new column too: {text}");
+    }
+    Ok(rewritten)
 }
 
-/// The oid `name` means in the client's session now, and whether the session
-/// reads text as pgshift does. Only the catalog is read.
+/// The oid the name means in the client's session now (a qualified name
+/// without USAGE on its schema means none: the lookup must not fail the
+/// client's transaction), and whether a statement may set the new column:
+/// the session reads text as pgshift does (UTF8, standard_conforming_strings
+/// on), pg_catalog comes first on its search_path (after pg_temp, which holds
+/// no operators), and the user may insert into and update the new column (a
+/// grant on the column alone does not cover it). Only the catalog is read.
+fn look_up_sql(key: &(String, String, String)) -> String {
+    let schema = format!("{}::pg_catalog.text", literal(&key.0));
+    let name = format!("{}::pg_catalog.text", literal(&key.1));
+    let column = format!("{}::pg_catalog.name", literal(&key.2));
+    format!(
+        "
+WITH t AS (
+  SELECT CASE WHEN {schema} OPERATOR(pg_catalog.=) '' THEN pg_catalog.to_regclass(pg_catalog.quote_ident({name}))::pg_catalog.oid
+         ELSE (SELECT c.oid FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                WHERE n.nspname OPERATOR(pg_catalog.=) {schema} AND c.relname OPERATOR(pg_catalog.=) {name}
+                  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')) END AS oid)
+SELECT t.oid::pg_catalog.text,
+       pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8'
+   AND pg_catalog.current_setting('standard_conforming_strings') OPERATOR(pg_catalog.=) 'on'
+   AND (SELECT u.s FROM pg_catalog.unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS u(s, i)
+         WHERE NOT pg_catalog.starts_with(u.s::pg_catalog.text, 'pg_temp_') ORDER BY u.i LIMIT 1)
+       OPERATOR(pg_catalog.=) 'pg_catalog'
+   AND COALESCE((SELECT pg_catalog.has_column_privilege(t.oid, a.attnum, 'INSERT')
+                        AND pg_catalog.has_column_privilege(t.oid, a.attnum, 'UPDATE')
+                   FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attname OPERATOR(pg_catalog.=) {column}
+                    AND NOT a.attisdropped), false)
+  FROM t"
+    )
+}
+
 async fn look_up(
     s: &mut Established<'_>,
-    name: &(String, String),
+    key: &(String, String, String),
 ) -> Result<(Option<u32>, bool), super::pump::PumpEnd> {
-    let qualified = match name.0.is_empty() {
-        true => quote(&name.1),
-        false => format!("{}.{}", quote(&name.0), quote(&name.1)),
-    };
-    let sql = format!(
-        "SELECT pg_catalog.to_regclass({})::pg_catalog.oid::pg_catalog.text, \
-         pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8' \
-         AND pg_catalog.current_setting('standard_conforming_strings') OPERATOR(pg_catalog.=) 'on'",
-        literal(&qualified)
-    );
+    // A simple Query (the client's own is one: nothing of an unnamed statement
+    // of the client's is lost), its values as literals.
+    let sql = look_up_sql(key);
     let status = s.down.scanner.tx_status().unwrap_or_default();
     let unread = s.down.take_unforwarded();
     let mut io = InBand::new(&mut s.client, &mut s.server, unread, status, None);

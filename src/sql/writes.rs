@@ -18,8 +18,13 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     pub table: TableRef,
+    /// What a column reference names the table by (its alias, else its name).
+    target: String,
     shape: Shape,
     sets: Vec<Set>,
+    /// The statement may call a function (a name before a parenthesis): it may
+    /// change what later statements' names mean (`set_config('search_path', …)`).
+    pub calls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +36,6 @@ enum Shape {
         list_end: usize,
         row_ends: Vec<usize>,
     },
-    /// `INSERT … SELECT`: another column goes first in the list (at
-    /// `list_start`), its value first in the SELECT list (at `select_start`).
-    InsertSelect {
-        list_start: usize,
-        select_start: usize,
-    },
 }
 
 /// A column the statement sets.
@@ -47,6 +46,8 @@ struct Set {
     values: Vec<Option<Range<usize>>>,
     /// UPDATE: the end of the `column = value` item.
     end: usize,
+    /// The column references in its values.
+    refs: Vec<Vec<String>>,
 }
 
 impl Write {
@@ -58,6 +59,17 @@ impl Write {
             return None;
         }
         let set = self.sets.iter().find(|s| s.column == column)?;
+        // A value may read only the column itself (the rollout's: a built-in
+        // integer), so that no operator or function of a user's runs twice; a
+        // qualified name could also be a function call (`o.f` is `f(o)`).
+        let own = |r: &Vec<String>| match r.as_slice() {
+            [c] => c == column,
+            [q, c] => c == column && *q == self.target,
+            _ => false,
+        };
+        if !set.refs.iter().all(own) {
+            return None;
+        }
         let values: Vec<&str> = set
             .values
             .iter()
@@ -66,13 +78,6 @@ impl Write {
         let new = quote(new_column);
         let mut inserts: Vec<(usize, String)> = match &self.shape {
             Shape::Update => vec![(set.end, format!(", {new} = ({})", values[0]))],
-            Shape::InsertSelect {
-                list_start,
-                select_start,
-            } => vec![
-                (*list_start, format!("{new}, ")),
-                (*select_start, format!("({}), ", values[0])),
-            ],
             Shape::Insert { list_end, row_ends } => {
                 let mut v = vec![(*list_end, format!(", {new}"))];
                 for (end, value) in row_ends.iter().zip(&values) {
@@ -93,22 +98,123 @@ impl Write {
     }
 }
 
+/// Longest text [`find`] parses on the caller's thread: at most ~2.2 KB of
+/// stack per byte of nesting unoptimized (see `super::nesting`), ~1.1 MB here,
+/// well inside a session thread's 2 MiB.
+pub const INLINE_MAX: usize = 512;
+
+/// Texts [`find`] remembers per thread (the parse is most of a write's cost).
+const REMEMBERED: usize = 256;
+
+thread_local! {
+    static SEEN: std::cell::RefCell<std::collections::HashMap<String, Option<Known>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// A write found in one text, with that text's token bounds.
+#[derive(Debug, Clone)]
+struct Known {
+    write: Write,
+    bounds: Vec<(usize, usize)>,
+}
+
+/// The write of `sql` when it is a single INSERT or UPDATE of a shape pgshift
+/// can repeat values in; None for anything else, and for text over
+/// [`INLINE_MAX`] bytes. Texts that differ only in their constants have the
+/// same parse tree: the parse (most of the cost, on this thread: a single-row
+/// write would wait longer for a parser thread than for its parse) is done once
+/// per shape, and the positions are carried over token by token.
+pub fn find(sql: &str) -> Option<Write> {
+    if sql.len() > INLINE_MAX {
+        return None;
+    }
+    let tokens = Tokens::of(sql)?;
+    let key = tokens.shape();
+    let bounds = tokens.bounds();
+    if let Some(hit) = SEEN.with(|seen| seen.borrow().get(&key).cloned()) {
+        return hit.and_then(|k| k.write.moved(&k.bounds, &bounds));
+    }
+    let found =
+        pg_query::parse(sql)
+            .ok()
+            .and_then(|parsed| match parsed.protobuf.stmts.as_slice() {
+                [only] => shaped(only.stmt.as_ref()?.node.as_ref()?, &tokens),
+                _ => None,
+            });
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+        let known = found.clone().map(|write| Known {
+            write,
+            bounds: bounds.clone(),
+        });
+        seen.insert(key, known);
+    });
+    found
+}
+
+impl Write {
+    /// The same write in another text of the same shape: each position, a
+    /// token's start or end in `from`, becomes that token's in `to`.
+    fn moved(&self, from: &[(usize, usize)], to: &[(usize, usize)]) -> Option<Write> {
+        let start = |at: usize| {
+            let i = from.binary_search_by_key(&at, |b| b.0).ok()?;
+            Some(to.get(i)?.0)
+        };
+        let end = |at: usize| {
+            let i = from.iter().position(|b| b.1 == at)?;
+            Some(to.get(i)?.1)
+        };
+        let range = |r: &Option<Range<usize>>| -> Option<Option<Range<usize>>> {
+            match r {
+                None => Some(None),
+                Some(r) => Some(Some(start(r.start)?..end(r.end)?)),
+            }
+        };
+        let shape = match &self.shape {
+            Shape::Update => Shape::Update,
+            Shape::Insert { list_end, row_ends } => Shape::Insert {
+                list_end: start(*list_end)?,
+                row_ends: row_ends.iter().map(|e| start(*e)).collect::<Option<_>>()?,
+            },
+        };
+        let mut sets = Vec::new();
+        for set in &self.sets {
+            sets.push(Set {
+                column: set.column.clone(),
+                refs: set.refs.clone(),
+                values: set.values.iter().map(range).collect::<Option<_>>()?,
+                end: match self.shape {
+                    Shape::Update if set.values.iter().any(Option::is_some) => end(set.end)?,
+                    _ => set.end,
+                },
+            });
+        }
+        Some(Write {
+            table: self.table.clone(),
+            target: self.target.clone(),
+            shape,
+            sets,
+            calls: self.calls,
+        })
+    }
+}
+
 /// The write `node` makes, when its shape is one pgshift can repeat values in.
 pub fn of(node: &NodeEnum, sql: &str) -> Option<Write> {
     match node {
         NodeEnum::InsertStmt(_) | NodeEnum::UpdateStmt(_) => {}
         _ => return None,
     }
-    let tokens: Vec<ScanToken> = pg_query::scan(sql)
-        .ok()?
-        .tokens
-        .into_iter()
-        .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
-        .collect();
-    let t = Tokens { sql, tokens };
+    shaped(node, &Tokens::of(sql)?)
+}
+
+fn shaped(node: &NodeEnum, t: &Tokens) -> Option<Write> {
     match node {
-        NodeEnum::InsertStmt(i) => insert(i, &t),
-        NodeEnum::UpdateStmt(u) => update(u, &t),
+        NodeEnum::InsertStmt(i) => insert(i, t),
+        NodeEnum::UpdateStmt(u) => update(u, t),
         _ => None,
     }
 }
@@ -118,6 +224,13 @@ fn table(rel: &pg_query::protobuf::RangeVar) -> TableRef {
         catalog: (!rel.catalogname.is_empty()).then(|| rel.catalogname.clone()),
         schema: (!rel.schemaname.is_empty()).then(|| rel.schemaname.clone()),
         name: rel.relname.clone(),
+    }
+}
+
+fn target(rel: &pg_query::protobuf::RangeVar) -> String {
+    match &rel.alias {
+        Some(a) => a.aliasname.clone(),
+        None => rel.relname.clone(),
     }
 }
 
@@ -149,7 +262,7 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
     }
     let list_end = t.start(last + 1)?;
     if select.values_lists.is_empty() {
-        return insert_select(i, select, &columns, t, t.start(first)?);
+        return None;
     }
     if !t.is(last + 2, Token::Values) {
         return None;
@@ -179,6 +292,7 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
             column: name.clone(),
             values: Vec::new(),
             end: 0,
+            refs: Vec::new(),
         })
         .collect();
     for (row, list) in rows.iter().zip(&select.values_lists) {
@@ -189,69 +303,17 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
             return None;
         }
         for ((range, node), set) in row.iter().zip(&list.items).zip(sets.iter_mut()) {
-            set.values.push(repeatable(node.node.as_ref(), range, t));
+            set.values
+                .push(repeatable(node.node.as_ref(), range, t, &mut set.refs));
         }
     }
+    let relation = i.relation.as_ref()?;
     Some(Write {
-        table: table(i.relation.as_ref()?),
+        table: table(relation),
+        target: target(relation),
         shape: Shape::Insert { list_end, row_ends },
         sets,
-    })
-}
-
-/// `INSERT INTO t (…) SELECT e1, e2 … [FROM …] [WHERE …]`: nothing that could
-/// refer to the SELECT list by position or name (ORDER BY, GROUP BY, DISTINCT,
-/// a set operation), since the new value goes first in it.
-fn insert_select(
-    i: &pg_query::protobuf::InsertStmt,
-    select: &pg_query::protobuf::SelectStmt,
-    columns: &[(String, i32)],
-    t: &Tokens,
-    list_start: usize,
-) -> Option<Write> {
-    let plain = select.distinct_clause.is_empty()
-        && select.into_clause.is_none()
-        && select.group_clause.is_empty()
-        && select.having_clause.is_none()
-        && select.window_clause.is_empty()
-        && select.sort_clause.is_empty()
-        && select.limit_offset.is_none()
-        && select.limit_count.is_none()
-        && select.locking_clause.is_empty()
-        && select.larg.is_none()
-        && select.rarg.is_none()
-        && select.target_list.len() == columns.len();
-    if !plain {
-        return None;
-    }
-    let mut sets = Vec::new();
-    let mut select_start = None;
-    for (target, (column, _)) in select.target_list.iter().zip(columns) {
-        let Some(NodeEnum::ResTarget(r)) = target.node.as_ref() else {
-            return None;
-        };
-        let at = t.at(r.location)?;
-        select_start.get_or_insert(t.start(at)?);
-        let value = match t.value_end(at) {
-            Some(last) => {
-                let range = t.start(at)?..t.end(last)?;
-                repeatable(r.val.as_ref().and_then(|v| v.node.as_ref()), &range, t)
-            }
-            None => None,
-        };
-        sets.push(Set {
-            column: column.clone(),
-            values: vec![value],
-            end: 0,
-        });
-    }
-    Some(Write {
-        table: table(i.relation.as_ref()?),
-        shape: Shape::InsertSelect {
-            list_start,
-            select_start: select_start?,
-        },
-        sets,
+        calls: t.calls_from(last + 2),
     })
 }
 
@@ -276,24 +338,34 @@ fn update(u: &pg_query::protobuf::UpdateStmt, t: &Tokens) -> Option<Write> {
             }
             false => (None, 0),
         };
+        let mut refs = Vec::new();
         sets.push(Set {
             column: r.name.clone(),
-            values: vec![value.and_then(|v| repeatable(val, &v, t))],
+            values: vec![value.and_then(|v| repeatable(val, &v, t, &mut refs))],
             end,
+            refs,
         });
     }
+    let relation = u.relation.as_ref()?;
     Some(Write {
-        table: table(u.relation.as_ref()?),
+        table: table(relation),
+        target: target(relation),
         shape: Shape::Update,
         sets,
+        calls: t.calls_from(0),
     })
 }
 
 /// `range` when `node` can be evaluated twice with the same result and no side
 /// effect, and every location in it lies inside `range`.
-fn repeatable(node: Option<&NodeEnum>, range: &Range<usize>, t: &Tokens) -> Option<Range<usize>> {
+fn repeatable(
+    node: Option<&NodeEnum>,
+    range: &Range<usize>,
+    t: &Tokens,
+    refs: &mut Vec<Vec<String>>,
+) -> Option<Range<usize>> {
     let mut spots = Vec::new();
-    if !plain(node?, t, &mut spots) || range.is_empty() {
+    if !plain(node?, t, &mut spots, refs) || range.is_empty() {
         return None;
     }
     let inside = spots
@@ -335,11 +407,11 @@ const TYPES: [&str; 12] = [
     "timestamptz",
 ];
 
-fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>) -> bool {
-    let child = |n: &Option<Box<pg_query::Node>>, spots: &mut Vec<i32>| {
+fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<String>>) -> bool {
+    let mut child = |n: &Option<Box<pg_query::Node>>, spots: &mut Vec<i32>| {
         n.as_ref()
             .and_then(|n| n.node.as_ref())
-            .is_some_and(|n| plain(n, t, spots))
+            .is_some_and(|n| plain(n, t, spots, refs))
     };
     match node {
         NodeEnum::AConst(c) => {
@@ -348,9 +420,21 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>) -> bool {
         }
         NodeEnum::ColumnRef(c) => {
             spots.push(c.location);
-            c.fields
+            let fields: Option<Vec<String>> = c
+                .fields
                 .iter()
-                .all(|f| matches!(f.node, Some(NodeEnum::String(_))))
+                .map(|f| match &f.node {
+                    Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                    _ => None,
+                })
+                .collect();
+            match fields {
+                Some(fields) => {
+                    refs.push(fields);
+                    true
+                }
+                None => false,
+            }
         }
         NodeEnum::AExpr(e) => {
             spots.push(e.location);
@@ -389,8 +473,11 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>) -> bool {
                     _ => None,
                 })
                 .collect();
+            // Spelled as SQL keywords (`bigint`, `integer`, `numeric`): pg_catalog's
+            // own. `int8` alone would be looked up on the search_path, pg_temp
+            // first (a domain there could run a CHECK of a user's).
             let builtin = match names.as_slice() {
-                [name] | ["pg_catalog", name] => TYPES.contains(name),
+                ["pg_catalog", name] => TYPES.contains(name),
                 _ => false,
             };
             spots.push(ty.location);
@@ -417,7 +504,56 @@ struct Tokens<'a> {
     tokens: Vec<ScanToken>,
 }
 
-impl Tokens<'_> {
+impl<'a> Tokens<'a> {
+    /// A name right before a parenthesis from token `from` on: possibly a
+    /// function call.
+    fn calls_from(&self, from: usize) -> bool {
+        self.tokens[from.min(self.tokens.len())..]
+            .windows(2)
+            .any(|w| w[0].token == Token::Ident as i32 && w[1].token == Token::Ascii40 as i32)
+    }
+
+    /// The tokens of `sql`, comments left out.
+    fn of(sql: &'a str) -> Option<Tokens<'a>> {
+        let tokens = pg_query::scan(sql)
+            .ok()?
+            .tokens
+            .into_iter()
+            .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
+            .collect();
+        Some(Tokens { sql, tokens })
+    }
+
+    /// The text with its constants masked (but a zero: a divisor must not be
+    /// one): texts of the same shape parse to the same tree.
+    fn shape(&self) -> String {
+        let literal = [
+            Token::Iconst,
+            Token::Fconst,
+            Token::Sconst,
+            Token::Usconst,
+            Token::Bconst,
+            Token::Xconst,
+        ];
+        let mut key = String::with_capacity(self.sql.len());
+        for (i, t) in self.tokens.iter().enumerate() {
+            let text = self.text(i).unwrap_or("");
+            match literal.iter().find(|k| t.token == **k as i32) {
+                Some(kind) if text != "0" => key.push_str(&format!("\u{1}{}", *kind as i32)),
+                _ => key.push_str(text),
+            }
+            key.push('\u{2}');
+        }
+        key
+    }
+
+    fn bounds(&self) -> Vec<(usize, usize)> {
+        self.tokens
+            .iter()
+            .map(|t| (t.start.max(0) as usize, t.end.max(0) as usize))
+            .collect()
+    }
+
     /// The token that starts at byte `at`.
     fn at(&self, at: i32) -> Option<usize> {
         self.tokens.binary_search_by_key(&at, |t| t.start).ok()
@@ -521,8 +657,8 @@ mod tests {
             Some("UPDATE orders SET amount = amount + 1, amount__pgshift_new = (amount + 1) WHERE id = 5")
         );
         assert_eq!(
-            mirror("update public.orders o set note = 'x', amount = (o.amount * 2)::int8 -- c\n").as_deref(),
-            Some("update public.orders o set note = 'x', amount = (o.amount * 2)::int8, amount__pgshift_new = ((o.amount * 2)::int8) -- c\n")
+            mirror("update public.orders o set note = 'x', amount = (o.amount * 2)::bigint -- c\n").as_deref(),
+            Some("update public.orders o set note = 'x', amount = (o.amount * 2)::bigint, amount__pgshift_new = ((o.amount * 2)::bigint) -- c\n")
         );
         assert_eq!(
             mirror("UPDATE orders SET amount = -5, note = NULL RETURNING *").as_deref(),
@@ -551,15 +687,31 @@ mod tests {
     }
 
     #[test]
-    fn insert_select_gets_the_value_first() {
+    fn texts_of_one_shape_share_a_parse() {
+        let find = |sql: &str| {
+            super::find(sql).and_then(|w| w.mirror(sql, "amount", "amount__pgshift_new"))
+        };
         assert_eq!(
-            mirror("INSERT INTO items (id, amount, payload) SELECT g, g % 1000, repeat('y', 90) FROM generate_series(1, 10) g").as_deref(),
-            Some("INSERT INTO items (amount__pgshift_new, id, amount, payload) SELECT (g % 1000), g, g % 1000, repeat('y', 90) FROM generate_series(1, 10) g")
+            find("UPDATE t SET amount = amount + 5, note = 'a' WHERE id = 7").as_deref(),
+            Some("UPDATE t SET amount = amount + 5, amount__pgshift_new = (amount + 5), note = 'a' WHERE id = 7")
         );
         assert_eq!(
-            mirror("INSERT INTO t (amount) SELECT x.a::numeric(10, 0) AS a FROM x").as_deref(),
-            Some("INSERT INTO t (amount__pgshift_new, amount) SELECT (x.a::numeric(10, 0)), x.a::numeric(10, 0) AS a FROM x")
+            find("UPDATE t SET amount = amount + 123456, note = 'a longer note' WHERE id = 81").as_deref(),
+            Some("UPDATE t SET amount = amount + 123456, amount__pgshift_new = (amount + 123456), note = 'a longer note' WHERE id = 81")
         );
+        assert_eq!(
+            find("INSERT INTO t (id, amount) VALUES (1, -5), (2, 6)").as_deref(),
+            Some(
+                "INSERT INTO t (id, amount, amount__pgshift_new) VALUES (1, -5, (-5)), (2, 6, (6))"
+            )
+        );
+        assert_eq!(
+            find("INSERT INTO t (id, amount) VALUES (1000, -77), (20, '6')").as_deref(),
+            Some("INSERT INTO t (id, amount, amount__pgshift_new) VALUES (1000, -77, (-77)), (20, '6', ('6'))")
+        );
+        // A zero divisor is its own shape.
+        assert!(find("UPDATE t SET amount = amount / 3").is_some());
+        assert_eq!(find("UPDATE t SET amount = amount / 0"), None);
     }
 
     #[test]
@@ -580,6 +732,11 @@ mod tests {
             "INSERT INTO orders VALUES (1, 5)",
             "INSERT INTO orders (id, amount) VALUES (1, length('x'))",
             "DELETE FROM orders",
+            "UPDATE orders SET amount = amount::int8",
+            "UPDATE orders SET amount = shadow + 1",
+            "UPDATE orders o SET amount = o.noisy",
+            "UPDATE orders o SET amount = orders.amount",
+            "UPDATE orders SET amount = x.amount FROM x",
             "UPDATE orders SET amount = amount / 0",
             "UPDATE orders SET amount = amount / id",
             "UPDATE orders SET amount = amount::double precision",
