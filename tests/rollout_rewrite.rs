@@ -175,6 +175,22 @@ async fn writes_set_the_new_column_and_skip_the_trigger() {
     )
     .await;
 
+    // Errors point where they point directly, though the text grew before them.
+    let plain = connect(&direct(&db)).await;
+    for sql in [
+        "UPDATE orders SET amount = amount + 1 WHERE nosuch = 1",
+        "INSERT INTO orders (id, amount, shadow) VALUES (1, 5, 5), (2, 6, nosuch)",
+    ] {
+        let position = |e: tokio_postgres::Error| match e.as_db_error().and_then(|d| d.position()) {
+            Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+            _ => None,
+        };
+        let via = position(app.simple_query(sql).await.unwrap_err());
+        let want = position(plain.simple_query(sql).await.unwrap_err());
+        assert_eq!(via, want, "{sql}");
+        assert_eq!(want, Some(sql.find("nosuch").unwrap() as u32 + 1));
+    }
+
     // Row by row: the new column holds every value, whoever set it.
     let differ: i64 = admin
         .query_one(

@@ -168,13 +168,7 @@ fn find_again(ran: &str, p: usize, original: &str) -> Option<usize> {
 /// NoticeResponse: the server counted from the start of the one statement pgshift
 /// sent, the client from the start of its whole Query.
 pub fn shift_position(frame: &[u8], shift: usize) -> Option<BytesMut> {
-    let mut fields = error_fields(frame);
-    let p = fields.iter_mut().find(|(k, _)| *k == b'P')?;
-    p.1 = (p.1.parse::<usize>().ok()? + shift).to_string();
-    let mut out = BytesMut::new();
-    let borrowed: Vec<(u8, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    backend::write_fields(&mut out, frame[0], &borrowed);
-    Some(out)
+    backend::remap_position(frame, |p| p + shift)
 }
 
 /// What one simple Query returned.

@@ -111,9 +111,11 @@ async fn turn(
             false => super::mirror::rewrite(s, shared, settings, &sql).await?,
         };
         match rewritten {
-            Some(sql) => {
+            Some(m) => {
                 let mut frame = bytes::BytesMut::new();
-                crate::wire::backend::query(&mut frame, &sql);
+                crate::wire::backend::query(&mut frame, &m.text);
+                // Its errors point into the client's text, as they would directly.
+                s.down.scanner.added_text(m.added);
                 s.up.replace_held(&frame);
             }
             None => s.up.release_held(),

@@ -35,7 +35,7 @@ pub(super) async fn rewrite(
     shared: &Shared,
     settings: &Settings,
     sql: &str,
-) -> Result<Option<String>, super::pump::PumpEnd> {
+) -> Result<Option<crate::sql::writes::Mirrored>, super::pump::PumpEnd> {
     let status = s.down.scanner.tx_status().unwrap_or_default();
     // Backslashes read differently with standard_conforming_strings off.
     if status == TxStatus::Failed || sql.contains('\\') {
@@ -103,9 +103,9 @@ pub(super) async fn rewrite(
     if !may || oid != Some(table.oid) {
         return Ok(None);
     }
-    let rewritten = write.mirror(sql, &table.column, &table.new_column);
-    if let Some(text) = &rewritten {
-        tracing::debug!(target: "pgshift::rollout", "write sets the new column too: {text}");
+    let rewritten = write.mirrored(sql, &table.column, &table.new_column);
+    if let Some(m) = &rewritten {
+        tracing::debug!(target: "pgshift::rollout", "write sets the new column too: {}", m.text);
     }
     Ok(rewritten)
 }

@@ -55,6 +55,11 @@ impl Write {
     /// value it sets `column` to; None when it does not set `column`, sets
     /// `new_column` itself, or sets `column` to a value that cannot be repeated.
     pub fn mirror(&self, sql: &str, column: &str, new_column: &str) -> Option<String> {
+        self.mirrored(sql, column, new_column).map(|m| m.text)
+    }
+
+    /// [`Self::mirror`], with where the text was added.
+    pub fn mirrored(&self, sql: &str, column: &str, new_column: &str) -> Option<Mirrored> {
         if self.sets.iter().any(|s| s.column == new_column) {
             return None;
         }
@@ -86,16 +91,28 @@ impl Write {
                 v
             }
         };
-        inserts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        let mut out = sql.to_string();
-        for (at, text) in inserts {
-            if !out.is_char_boundary(at) {
-                return None;
-            }
-            out.insert_str(at, &text);
+        inserts.sort_by_key(|(at, _)| *at);
+        let mut text = String::with_capacity(sql.len() + 64);
+        let mut added = Vec::with_capacity(inserts.len());
+        let mut from = 0;
+        for (at, piece) in inserts {
+            text.push_str(sql.get(from..at)?);
+            added.push((sql.get(..at)?.chars().count(), piece.chars().count()));
+            text.push_str(&piece);
+            from = at;
         }
-        Some(out)
+        text.push_str(sql.get(from..)?);
+        Some(Mirrored { text, added })
     }
+}
+
+/// A write's text with the new column set too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub text: String,
+    /// Each added piece: where, in characters of the original text, and how
+    /// many characters long (for error positions).
+    pub added: Vec<(usize, usize)>,
 }
 
 /// Longest text [`find`] parses on the caller's thread: at most ~2.2 KB of

@@ -382,6 +382,18 @@ pub fn row_description(mut body: &[u8]) -> Option<Vec<Field>> {
     Some(fields)
 }
 
+/// The ErrorResponse or NoticeResponse `frame` with its position field (`P`)
+/// changed by `map`; None when it has none.
+pub fn remap_position(frame: &[u8], map: impl Fn(usize) -> usize) -> Option<BytesMut> {
+    let mut fields = error_fields(frame);
+    let p = fields.iter_mut().find(|(k, _)| *k == b'P')?;
+    p.1 = map(p.1.parse::<usize>().ok()?).to_string();
+    let mut out = BytesMut::new();
+    let borrowed: Vec<(u8, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    write_fields(&mut out, *frame.first()?, &borrowed);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,10 @@ pub struct Scanner {
     pub turns: u64,
     /// Client side: the last frame Postgres reads went by; the scan stops after it.
     pub ended: Option<ClientEnd>,
+    /// Server side: the answer to turn `.0` is to a Query pgshift sent with text
+    /// added (a rollout's mirror); its error positions count in the client's
+    /// text by `.1` (see [`Scanner::added_text`]).
+    added: Option<(u64, Vec<(usize, usize)>)>,
 }
 
 impl Scanner {
@@ -268,7 +272,33 @@ impl Scanner {
             synced_after_execute: false,
             turns: 0,
             ended: None,
+            added: None,
         }
+    }
+
+    /// Server side: the answer to the turn after those answered so far is to a
+    /// Query whose text has `added` pieces (character offset in the client's
+    /// text, character length), in order: positions in its errors are moved
+    /// back to the client's text.
+    pub fn added_text(&mut self, added: Vec<(usize, usize)>) {
+        self.added = Some((self.turns, added));
+    }
+
+    /// The position `p` (1-based, in characters) in the text the server ran, as
+    /// in the client's text: a position inside an added piece is where it went.
+    fn original_position(added: &[(usize, usize)], p: usize) -> usize {
+        let mut moved = 0;
+        for &(at, len) in added {
+            let start = at + moved;
+            if p <= start {
+                break;
+            }
+            if p <= start + len {
+                return at + 1;
+            }
+            moved += len;
+        }
+        p - moved
     }
 
     /// True between frames: nothing of a streamed frame is outstanding.
@@ -290,6 +320,7 @@ impl Scanner {
                 tag == b'Z'
                     || tag == b'T' && self.live()
                     || tag == b'D' && matches!(self.rows, Some(Some(_)))
+                    || matches!(tag, b'E' | b'N') && self.added.is_some()
                     || matches!(tag, b't' | b'T' | b'n')
                         && self.described.as_ref().is_some_and(|d| d.waiting())
                     || matches!(tag, b'C' | b's' | b'I')
@@ -401,6 +432,9 @@ impl Scanner {
                     Flow::ServerToClient if matches!(tag, b'C' | b's' | b'I') => {
                         self.retag(buf, pos, total)
                     }
+                    Flow::ServerToClient if matches!(tag, b'E' | b'N') => {
+                        self.unshift(buf, pos, total)
+                    }
                     _ => total,
                 };
                 // Only at the start of a turn: mid-batch, the server is waiting for
@@ -422,6 +456,13 @@ impl Scanner {
                     b'Q' => self.end_turn(),
                     b'Z' => {
                         self.rows = None;
+                        if self
+                            .added
+                            .as_ref()
+                            .is_some_and(|(turn, _)| *turn <= self.turns)
+                        {
+                            self.added = None;
+                        }
                         if self.described.as_ref().is_some_and(|d| d.executing()) {
                             let turn = self.turns;
                             self.note(|d| d.turn_over(turn));
@@ -618,6 +659,28 @@ impl Scanner {
         frame.len()
     }
 
+    /// Server side: the held ErrorResponse or NoticeResponse at `pos` with its
+    /// position in the client's text (see [`Self::added_text`]). Returns the
+    /// frame's length now.
+    fn unshift(&mut self, buf: &mut BytesMut, pos: usize, total: usize) -> usize {
+        let Some((turn, added)) = &self.added else {
+            return total;
+        };
+        if *turn != self.turns {
+            return total;
+        }
+        let Some(frame) = super::backend::remap_position(&buf[pos..pos + total], |p| {
+            Self::original_position(added, p)
+        }) else {
+            return total;
+        };
+        let tail = buf.split_off(pos + total);
+        buf.truncate(pos);
+        buf.extend_from_slice(&frame);
+        buf.unsplit(tail);
+        frame.len()
+    }
+
     fn sniff(&mut self, sql: &[u8]) -> bool {
         let hit = crate::sql::sniff::may_be_ddl(sql);
         if hit {
@@ -797,6 +860,30 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         assert_eq!(s.scan(&mut buf, 0).unwrap(), bytes.len());
         assert_eq!(&buf[..], &bytes[..]);
+    }
+
+    #[test]
+    fn error_positions_point_into_the_clients_text() {
+        // Five characters added after the tenth, three after the twentieth.
+        let added = [(10, 5), (20, 3)];
+        let original = |p| Scanner::original_position(&added, p);
+        assert_eq!([original(1), original(10)], [1, 10]);
+        assert_eq!([original(11), original(15)], [11, 11]);
+        assert_eq!([original(16), original(25)], [11, 20]);
+        assert_eq!([original(26), original(28), original(29)], [21, 21, 21]);
+        assert_eq!(original(40), 32);
+        // Only the rewritten turn's errors move, and the frame shrinks to fit.
+        let mut s = Scanner::new(Flow::ServerToClient, usize::MAX);
+        s.added_text(vec![(10, 5)]);
+        let mut bytes = frame(b'E', b"SERROR\0C42703\0Mno\0P16\0\0");
+        bytes.extend(frame(b'Z', b"I"));
+        bytes.extend(frame(b'E', b"SERROR\0C42703\0Mno\0P16\0\0"));
+        let mut buf = BytesMut::from(&bytes[..]);
+        let ready = s.scan(&mut buf, 0).unwrap();
+        let mut want = frame(b'E', b"SERROR\0C42703\0Mno\0P11\0\0");
+        want.extend(frame(b'Z', b"I"));
+        want.extend(frame(b'E', b"SERROR\0C42703\0Mno\0P16\0\0"));
+        assert_eq!(&buf[..ready], &want[..]);
     }
 
     #[test]
