@@ -71,6 +71,10 @@ pub struct Running {
     sessions: Mutex<Vec<(String, Weak<Activity>)>>,
     /// The sessions' turn durations while a rollout is live.
     latency: Arc<crate::latency::Latency>,
+    /// The names (lowercase) of the tables whose writes may set the new column
+    /// themselves, in any database: a session holds an INSERT or UPDATE only
+    /// when its text mentions one.
+    repeating: Arc<arc_swap::ArcSwap<Vec<String>>>,
 }
 
 /// The longest a lock window waits for turns already at the server before its
@@ -179,6 +183,7 @@ impl Drop for Entered {
         if let Some(Some(table)) = set.remove(&self.key) {
             self.running.changed(&self.key.0, &table.name, table.oid);
         }
+        self.running.publish_repeating(&set);
         self.running.live.store(set.len(), Ordering::Relaxed);
     }
 }
@@ -237,6 +242,7 @@ impl Running {
                 self.changed(database, &r.table, r.table_oid);
             }
             *table = now;
+            self.publish_repeating(&set);
         }
     }
 
@@ -247,6 +253,25 @@ impl Running {
                 t.repeats = false;
             }
         }
+        self.publish_repeating(&set);
+    }
+
+    fn publish_repeating(&self, set: &HashMap<(String, i64), Option<Table>>) {
+        let names: Vec<String> = set
+            .values()
+            .flatten()
+            .filter(|t| t.repeats)
+            .map(|t| t.name.to_lowercase())
+            .collect();
+        if **self.repeating.load() != names {
+            self.repeating.store(Arc::new(names));
+        }
+    }
+
+    /// The names of the tables whose writes may set the new column, kept up to
+    /// date (one atomic load per INSERT or UPDATE while a rollout is live).
+    pub fn repeating(&self) -> Arc<arc_swap::ArcSwap<Vec<String>>> {
+        self.repeating.clone()
     }
 
     /// A new session's activity, timing its turns while a rollout is live, and

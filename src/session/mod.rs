@@ -185,6 +185,7 @@ async fn establish<'a>(
     up.scanner.set_intercept(settings.config.ddl.enabled);
     if settings.config.rollout.enabled {
         up.scanner.hold_copies(shared.engine.rollouts.live());
+        up.scanner.hold_writes(shared.engine.rollouts.repeating());
         down.scanner.hide_columns(shared.engine.rollouts.live());
         up.scanner
             .watch_changes(shared.engine.rollouts.changes(&registered.info.database));

@@ -65,10 +65,12 @@ pub struct Scanner {
     intercept_all: bool,
     /// Counts tables under rollout. Client side, with `intercept`: while it is
     /// not zero, stop at a Query that starts with COPY too (it may need a column
-    /// list) or with INSERT or UPDATE (it may set the new column too), and note
-    /// Executes. Server side: while it is not zero, map results
+    /// list), and note Executes. Server side: while it is not zero, map results
     /// that have columns of pgshift's (see [`super::hidden`]).
     live: Option<Arc<AtomicUsize>>,
+    /// Client side: names (lowercase) of tables whose writes may set a
+    /// rollout's new column: an INSERT or UPDATE that mentions one is held.
+    repeating: Option<Arc<arc_swap::ArcSwap<Vec<String>>>>,
     /// Server side: how the rows of the result under way map; None: not known yet
     /// (no RowDescription since the last result ended).
     rows: Option<Option<Arc<Mapping>>>,
@@ -142,6 +144,27 @@ impl Scanner {
     /// not zero.
     pub fn hold_copies(&mut self, live: Arc<AtomicUsize>) {
         self.live = Some(live);
+    }
+
+    /// Client side: stop at an INSERT or UPDATE Query that mentions one of
+    /// `names` (tables whose writes may set a rollout's new column).
+    pub fn hold_writes(&mut self, names: Arc<arc_swap::ArcSwap<Vec<String>>>) {
+        self.repeating = Some(names);
+    }
+
+    /// True when `sql` is an INSERT or UPDATE that mentions a table of
+    /// `repeating` (its name anywhere, in any case: a cheap superset).
+    fn may_repeat(&self, sql: &[u8]) -> bool {
+        let Some(names) = &self.repeating else {
+            return false;
+        };
+        let names = names.load();
+        !names.is_empty()
+            && crate::sql::sniff::starts_with_write(sql)
+            && names.iter().any(|n| {
+                let n = n.as_bytes();
+                !n.is_empty() && sql.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+            })
     }
 
     /// Server side: keep columns of pgshift's out of results while `live` (tables
@@ -256,6 +279,7 @@ impl Scanner {
             intercept: false,
             intercept_all: false,
             live: None,
+            repeating: None,
             rows: None,
             scratch: Vec::new(),
             gap: 0,
@@ -524,8 +548,7 @@ impl Scanner {
                 }
                 self.sniff(sql)
                     || self.live()
-                        && (crate::sql::sniff::starts_with_copy(sql)
-                            || crate::sql::sniff::starts_with_write(sql))
+                        && (crate::sql::sniff::starts_with_copy(sql) || self.may_repeat(sql))
             }
             b'P' => {
                 // Parse: statement name, then the query text. Only unnamed statements
@@ -860,6 +883,26 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         assert_eq!(s.scan(&mut buf, 0).unwrap(), bytes.len());
         assert_eq!(&buf[..], &bytes[..]);
+    }
+
+    #[test]
+    fn only_writes_that_name_a_table_under_rollout_are_held() {
+        let names = Arc::new(arc_swap::ArcSwap::from_pointee(vec!["orders".to_string()]));
+        for (sql, held) in [
+            (&b"UPDATE Orders SET amount = 1\0"[..], true),
+            (b" insert into public.orders (amount) values (1)\0", true),
+            (b"UPDATE other SET amount = 1\0", false),
+            (b"SELECT * FROM orders\0", false),
+        ] {
+            let mut c = Scanner::new(Flow::ClientToServer, 1 << 20);
+            c.intercept = true;
+            c.hold_copies(Arc::new(AtomicUsize::new(1)));
+            c.hold_writes(names.clone());
+            let bytes = frame(b'Q', sql);
+            let mut buf = BytesMut::from(&bytes[..]);
+            let ready = c.scan(&mut buf, 0).unwrap();
+            assert_eq!(ready == 0, held, "{}", String::from_utf8_lossy(sql));
+        }
     }
 
     #[test]
