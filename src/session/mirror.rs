@@ -13,6 +13,7 @@ use crate::context::{Settings, Shared};
 use crate::engine::conn::{Conn, InBand};
 use crate::sql::analysis::{analyze_shared, Verdict};
 use crate::sql::ident::literal;
+use crate::sql::sniff::contains_ignoring_case;
 use crate::wire::backend::TxStatus;
 
 /// The last lookup of a statement's table in this session.
@@ -46,7 +47,7 @@ pub(super) async fn rewrite(
     if !running
         .tables(database)
         .iter()
-        .any(|t| t.repeats && contains_ignoring_case(sql, &t.name))
+        .any(|t| t.repeats && contains_ignoring_case(sql.as_bytes(), t.name.as_bytes()))
     {
         return Ok(None);
     }
@@ -172,12 +173,4 @@ async fn look_up(
         cell(0).and_then(|o| o.parse().ok()),
         cell(1).as_deref() == Some("t"),
     ))
-}
-
-fn contains_ignoring_case(text: &str, word: &str) -> bool {
-    let (text, word) = (text.as_bytes(), word.as_bytes());
-    !word.is_empty()
-        && text
-            .windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
 }

@@ -71,6 +71,15 @@ pub fn may_name_statements(sql: &[u8]) -> bool {
         .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
 }
 
+/// True when `text` holds `word` anywhere, in any ASCII case (an empty word
+/// never matches).
+pub fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
+    !word.is_empty()
+        && text
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+}
+
 /// True when `sql` starts with INSERT or UPDATE (after spaces and comments): a
 /// write to a table under rollout may set its new column too.
 pub fn starts_with_write(sql: &[u8]) -> bool {

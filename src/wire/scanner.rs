@@ -161,10 +161,9 @@ impl Scanner {
         let names = names.load();
         !names.is_empty()
             && crate::sql::sniff::starts_with_write(sql)
-            && names.iter().any(|n| {
-                let n = n.as_bytes();
-                !n.is_empty() && sql.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-            })
+            && names
+                .iter()
+                .any(|n| crate::sql::sniff::contains_ignoring_case(sql, n.as_bytes()))
     }
 
     /// Server side: keep columns of pgshift's out of results while `live` (tables
