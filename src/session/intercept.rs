@@ -102,13 +102,13 @@ async fn turn(
     if write && hit && s.pending.is_empty() {
         let body = &s.up.pending()[HEADER_LEN..held];
         let body = body.strip_suffix(&[0]).unwrap_or(body);
-        let sql = match std::str::from_utf8(body) {
-            Ok(sql) if sql.len() <= MIRROR_MAX => sql.to_string(),
-            _ => String::new(),
-        };
-        let rewritten = match sql.is_empty() {
-            true => None,
-            false => super::mirror::rewrite(s, shared, settings, &sql).await?,
+        let sql = std::str::from_utf8(body)
+            .ok()
+            .filter(|sql| sql.len() <= MIRROR_MAX)
+            .map(str::to_string);
+        let rewritten = match sql {
+            Some(sql) => super::mirror::rewrite(s, shared, settings, &sql).await?,
+            None => None,
         };
         match rewritten {
             Some(m) => {

@@ -65,6 +65,17 @@ pub struct TableRef {
     pub name: String,
 }
 
+impl TableRef {
+    /// The table a parsed name (`RangeVar`) names.
+    pub fn of(rel: &pg_query::protobuf::RangeVar) -> TableRef {
+        TableRef {
+            catalog: (!rel.catalogname.is_empty()).then(|| rel.catalogname.clone()),
+            schema: (!rel.schemaname.is_empty()).then(|| rel.schemaname.clone()),
+            name: rel.relname.clone(),
+        }
+    }
+}
+
 /// The table of a `COPY t …` without a column list, and where one would go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyTarget {
@@ -179,11 +190,7 @@ fn changes_columns_of(node: &NodeEnum) -> Option<TableRef> {
         }
         _ => return None,
     };
-    Some(TableRef {
-        catalog: (!rel.catalogname.is_empty()).then(|| rel.catalogname.clone()),
-        schema: (!rel.schemaname.is_empty()).then(|| rel.schemaname.clone()),
-        name: rel.relname.clone(),
-    })
+    Some(TableRef::of(rel))
 }
 
 fn copy_target(node: &NodeEnum, sql: &str) -> Option<CopyTarget> {

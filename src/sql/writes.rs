@@ -4,9 +4,11 @@
 //! (`SET amount = amount + 1` → `…, amount__pgshift_new = (amount + 1)`), and the
 //! mirror trigger, guarded by a WHEN clause, need not run.
 //!
-//! Only values that can be written twice with no difference are taken: constants,
-//! column references, `+ - *` and casts to built-in scalar types. Anything else (a
-//! function call, a subquery, a parameter, DEFAULT) is left to the trigger.
+//! Only values that can be written twice with no difference and no side effect
+//! are taken: constants, the column itself, `+ - *`, `/` and `%` by a constant
+//! other than zero, and casts to built-in types spelled as keywords. Anything
+//! else (another column, a function call, a subquery, a parameter, DEFAULT) is
+//! left to the trigger.
 
 use super::analysis::TableRef;
 use super::ident::quote;
@@ -236,14 +238,6 @@ fn shaped(node: &NodeEnum, t: &Tokens) -> Option<Write> {
     }
 }
 
-fn table(rel: &pg_query::protobuf::RangeVar) -> TableRef {
-    TableRef {
-        catalog: (!rel.catalogname.is_empty()).then(|| rel.catalogname.clone()),
-        schema: (!rel.schemaname.is_empty()).then(|| rel.schemaname.clone()),
-        name: rel.relname.clone(),
-    }
-}
-
 fn target(rel: &pg_query::protobuf::RangeVar) -> String {
     match &rel.alias {
         Some(a) => a.aliasname.clone(),
@@ -258,7 +252,7 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
     let Some(NodeEnum::SelectStmt(select)) = i.select_stmt.as_ref()?.node.as_ref() else {
         return None;
     };
-    if select.with_clause.is_some() {
+    if select.with_clause.is_some() || select.values_lists.is_empty() {
         return None;
     }
     let mut columns = Vec::new();
@@ -278,9 +272,6 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
         return None;
     }
     let list_end = t.start(last + 1)?;
-    if select.values_lists.is_empty() {
-        return None;
-    }
     if !t.is(last + 2, Token::Values) {
         return None;
     }
@@ -326,7 +317,7 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
     }
     let relation = i.relation.as_ref()?;
     Some(Write {
-        table: table(relation),
+        table: TableRef::of(relation),
         target: target(relation),
         shape: Shape::Insert { list_end, row_ends },
         sets,
@@ -365,7 +356,7 @@ fn update(u: &pg_query::protobuf::UpdateStmt, t: &Tokens) -> Option<Write> {
     }
     let relation = u.relation.as_ref()?;
     Some(Write {
-        table: table(relation),
+        table: TableRef::of(relation),
         target: target(relation),
         shape: Shape::Update,
         sets,

@@ -37,6 +37,15 @@ pub struct Counts {
     pub errors: u64,
 }
 
+/// Puts `frame` where the `total` bytes at `pos` of `buf` stood; returns its length.
+fn replace_frame(buf: &mut BytesMut, pos: usize, total: usize, frame: &[u8]) -> usize {
+    let tail = buf.split_off(pos + total);
+    buf.truncate(pos);
+    buf.extend_from_slice(frame);
+    buf.unsplit(tail);
+    frame.len()
+}
+
 /// Why the client's stream ended for the server: Postgres reads nothing after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientEnd {
@@ -674,11 +683,7 @@ impl Scanner {
         frame.extend_from_slice(&((4 + tag.len() + count.len()) as u32).to_be_bytes());
         frame.extend_from_slice(tag.as_bytes());
         frame.extend_from_slice(count);
-        let tail = buf.split_off(pos + total);
-        buf.truncate(pos);
-        buf.extend_from_slice(&frame);
-        buf.unsplit(tail);
-        frame.len()
+        replace_frame(buf, pos, total, &frame)
     }
 
     /// Server side: the held ErrorResponse or NoticeResponse at `pos` with its
@@ -696,11 +701,7 @@ impl Scanner {
         }) else {
             return total;
         };
-        let tail = buf.split_off(pos + total);
-        buf.truncate(pos);
-        buf.extend_from_slice(&frame);
-        buf.unsplit(tail);
-        frame.len()
+        replace_frame(buf, pos, total, &frame)
     }
 
     fn sniff(&mut self, sql: &[u8]) -> bool {
