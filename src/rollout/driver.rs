@@ -139,6 +139,15 @@ impl Driver {
         Ok(Rollout::from_row(&row))
     }
 
+    /// The rollout is over (committed): sessions stop treating its table as
+    /// under rollout now, not when this task next looks at the row (a client
+    /// that saw the phase may change the column at once).
+    fn over(&self) {
+        if let Some((running, database)) = &self.hold {
+            running.over(database, self.id);
+        }
+    }
+
     pub async fn set_phase(&self, phase: Phase, error: Option<&str>) -> Result<(), StepError> {
         self.client
             .execute(
@@ -805,6 +814,7 @@ impl Driver {
             .await?;
         self.drop_leftover_functions(r).await;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "finished: {}", r.describe());
+        self.over();
         Ok(())
     }
 
@@ -983,6 +993,7 @@ impl Driver {
         }
         self.drop_leftover_functions(r).await;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "rolled back: {}", r.describe());
+        self.over();
         Ok(())
     }
 }

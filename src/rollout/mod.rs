@@ -213,7 +213,8 @@ impl Running {
     pub fn describe(&self, database: &str, r: &model::Rollout, driving: bool) {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
-            let now = Some(Table {
+            // An ended rollout has no table here (see `over`).
+            let now = (!r.phase.is_over()).then(|| Table {
                 oid: r.table_oid,
                 name: r.table.clone(),
                 column: r.column.clone(),
@@ -244,6 +245,19 @@ impl Running {
             *table = now;
             self.publish_repeating(&set);
         }
+    }
+
+    /// A rollout this process drives ended: its table is no longer under
+    /// rollout here (the entry itself goes when the driving task does).
+    pub fn over(&self, database: &str, id: i64) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(table) = set
+            .get_mut(&(database.to_string(), id))
+            .and_then(Option::take)
+        {
+            self.changed(database, &table.name, table.oid);
+        }
+        self.publish_repeating(&set);
     }
 
     fn stop_repeating(&self, database: &str, oid: u32) {
