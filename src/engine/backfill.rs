@@ -56,6 +56,7 @@ pub(super) async fn backfill<C: Conn>(
         table,
         by_pages,
         rest,
+        ..
     } = &step.kind
     else {
         return Ok(Ok(()));

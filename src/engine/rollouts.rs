@@ -7,9 +7,9 @@ use super::conn::InBand;
 use super::reply::notice;
 use super::steps::{Failure, StepContext};
 use super::{journal, Entry, SessionCx};
-use crate::rollout::{start, Spec};
+use crate::rollout::{fill, start, Spec};
 use crate::sql::analysis::Statement;
-use crate::sql::plan::Finding;
+use crate::sql::plan::{Finding, OnlineFill, Plan};
 use crate::wire::backend::{self, PgError, TxStatus};
 use bytes::BytesMut;
 use std::time::Instant;
@@ -42,7 +42,87 @@ where
     } else {
         start::start(io, cx, step_cx, &spec, &stmt.sql).await
     };
-    let error = result.as_ref().err().map(super::failure_text);
+    journal(cx, stmt, finding, started, result.as_ref().err());
+    let started = result?;
+    let when = match cx.settings.config.rollout.cutover {
+        crate::config::When::Auto => "automatic once verified",
+        crate::config::When::Manual => "an operator's request",
+    };
+    answer(
+        io,
+        cx,
+        finding,
+        &format!(
+            "pgshift: started rollout {} of {}: the new column is mirrored and backfilled in the background, then verified",
+            started.id, started.describe
+        ),
+        &format!(
+            "The column keeps its old type until the cutover ({when}). Follow it in pgshift.rollouts (id {}).",
+            started.id
+        ),
+    );
+    Ok(())
+}
+
+/// An `ADD COLUMN … DEFAULT <volatile>` whose rows may be filled in the
+/// background: the client gets its answer once the column exists. False when
+/// the default needs the author's session (the caller fills in-band).
+pub(super) async fn fill<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    stmt: &Statement,
+    finding: &Finding,
+    plan: &Plan,
+    online: &OnlineFill,
+) -> Result<bool, Failure>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (Some(table), [add, set_default, _]) = (finding.table.as_deref(), plan.steps.as_slice())
+    else {
+        return Ok(false);
+    };
+    let spec = fill::FillSpec {
+        table,
+        online,
+        add: &add.sql,
+        set_default: &set_default.sql,
+    };
+    let began = Instant::now();
+    let result = fill::start(io, cx, step_cx, &spec, &stmt.sql).await;
+    let started = match result {
+        Ok(None) => return Ok(false),
+        Ok(Some(s)) => Ok(s),
+        Err(f) => Err(f),
+    };
+    journal(cx, stmt, finding, began, started.as_ref().err());
+    let started = started?;
+    answer(
+        io,
+        cx,
+        finding,
+        &format!(
+            "pgshift: added the column; rollout {} fills its existing rows in the background: {}",
+            started.id, started.describe
+        ),
+        &format!(
+            "New rows get the default now; existing rows read NULL until the backfill reaches them (an UPDATE of one fills it). Follow it in pgshift.rollouts (id {}).",
+            started.id
+        ),
+    );
+    Ok(true)
+}
+
+fn journal(
+    cx: &SessionCx<'_>,
+    stmt: &Statement,
+    finding: &Finding,
+    started: Instant,
+    failure: Option<&Failure>,
+) {
+    let error = failure.map(super::failure_text);
     cx.engine.journal.record(Entry {
         database: cx.database.to_string(),
         session_id: cx.session_id,
@@ -59,25 +139,21 @@ where
         error,
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let started = result?;
-    notice(
-        io,
-        cx,
-        &format!(
-            "pgshift: started rollout {} of {}: the new column is mirrored and backfilled in the background, then verified",
-            started.id, started.describe
-        ),
-        Some(&format!(
-            "The column keeps its old type until the cutover ({}). Follow it in pgshift.rollouts (id {}).",
-            match cx.settings.config.rollout.cutover {
-                crate::config::When::Auto => "automatic once verified",
-                crate::config::When::Manual => "an operator's request",
-            },
-            started.id
-        )),
-    );
+}
+
+/// The NOTICE and the original command tag.
+fn answer<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    finding: &Finding,
+    message: &str,
+    hint: &str,
+) where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    notice(io, cx, message, Some(hint));
     let mut out = BytesMut::new();
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
-    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Marks the schema's layout; an older one is upgraded in place.
-const VERSION: &str = "pgshift state, schema version 6";
+const VERSION: &str = "pgshift state, schema version 7";
 
 /// Advisory lock (transaction scope) that serializes creating and upgrading the
 /// schema between proxies. Anyone can take it, so it is only ever tried.
@@ -114,6 +114,8 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS indexes text[];
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS throttle_ms bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS repaired bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS replica_lag bigint;
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
 REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint

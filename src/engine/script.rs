@@ -363,17 +363,32 @@ where
                             other => other,
                         })
                 } else {
-                    let mut plan = plan.clone();
-                    super::unnamed::name_indexes(io, &mut plan).await?;
-                    super::unnamed::name_constraints(io, &mut plan).await?;
-                    run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy)
-                        .await
-                        .map_err(|f| match f {
-                            // Moved from the SQL pgshift ran into the statement; from
-                            // there into the client's whole Query.
-                            Failure::Server(e) => Failure::Server(e.shifted(shift)),
-                            other => other,
-                        })
+                    // A column's fill may run in the background once it exists.
+                    let online = online_fill(plan).filter(|_| {
+                        io.status == TxStatus::Idle && cx.settings.config.rollout.enabled
+                    });
+                    let filled = match online {
+                        Some(online) => {
+                            super::rollouts::fill(io, cx, &cx2, stmt, finding, plan, online).await
+                        }
+                        None => Ok(false),
+                    };
+                    match filled {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            let mut plan = plan.clone();
+                            super::unnamed::name_indexes(io, &mut plan).await?;
+                            super::unnamed::name_constraints(io, &mut plan).await?;
+                            run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy).await
+                        }
+                        Err(f) => Err(f),
+                    }
+                    .map_err(|f| match f {
+                        // Moved from the SQL pgshift ran into the statement; from
+                        // there into the client's whole Query.
+                        Failure::Server(e) => Failure::Server(e.shifted(shift)),
+                        other => other,
+                    })
                 }
             }
         };
@@ -396,6 +411,18 @@ where
         }
     }
     finish_turn(io).await
+}
+
+/// The fill of a plan that adds a column, filling its rows, and nothing after
+/// (see `crate::rollout::fill`).
+fn online_fill(plan: &Plan) -> Option<&crate::sql::plan::OnlineFill> {
+    match plan.steps.as_slice() {
+        [_, _, last] => match &last.kind {
+            crate::sql::plan::StepKind::Backfill { online, .. } => online.as_ref(),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Sends our error. In a transaction that is the client's (`client_tx`: not one

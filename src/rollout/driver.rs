@@ -257,6 +257,7 @@ impl Driver {
     pub async fn install_function(&self, r: &Rollout, mirror: Mirror) -> Result<(), StepError> {
         let names = r.names();
         let text = match mirror {
+            _ if r.fill => super::fill::function(&names.function, &r.column, &r.transform),
             Mirror::AfterCutover => sql::after_cutover_function(
                 &names.reverse_function,
                 &r.column,
@@ -279,6 +280,26 @@ impl Driver {
         };
         self.client.batch_execute(&text).await?;
         Ok(())
+    }
+
+    /// The expand committed: the backfill begins. A fill's boundary is the
+    /// transaction that added the column, which made the trigger too.
+    pub async fn expanded(&self, r: &Rollout) -> Result<(), StepError> {
+        if r.fill {
+            let set = self
+                .client
+                .execute(
+                    "UPDATE pgshift.rollouts SET fill_before = (SELECT tg.xmin::text FROM pg_catalog.pg_trigger tg \
+                     WHERE tg.tgrelid = $2::text::oid AND tg.tgname = $3::text::name) WHERE id = $1 \
+                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = $2::text::oid AND tg.tgname = $3::text::name)",
+                    &[&self.id, &r.table_oid.to_string(), &r.names().trigger],
+                )
+                .await?;
+            if set == 0 {
+                return Err(ours(format!("the trigger of rollout {} is gone", r.id)));
+            }
+        }
+        self.set_phase(Phase::Backfilling, None).await
     }
 
     /// A start that failed before the client got its answer: nothing of the
@@ -803,12 +824,19 @@ impl Driver {
         bg: &Background,
     ) -> Result<(), StepError> {
         let n = r.names();
-        let body = format!(
-            "DROP TRIGGER IF EXISTS {} ON {t}; ALTER TABLE ONLY {t} DROP COLUMN IF EXISTS {}",
-            quote(&n.reverse_trigger),
-            quote(&r.old_column()),
-            t = r.qualified(),
-        );
+        let body = match r.fill {
+            true => format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote(&n.trigger),
+                r.qualified()
+            ),
+            false => format!(
+                "DROP TRIGGER IF EXISTS {} ON {t}; ALTER TABLE ONLY {t} DROP COLUMN IF EXISTS {}",
+                quote(&n.reverse_trigger),
+                quote(&r.old_column()),
+                t = r.qualified(),
+            ),
+        };
         let done = format!("{}{}", Self::done(Phase::Finished), r.id);
         self.with_retries(settings, r, &body, &done, bg, None)
             .await?;
@@ -1289,7 +1317,7 @@ pub async fn run(
                 Phase::Planned => {
                     // The start did not finish: the expand committed or not at all.
                     if d.trigger_exists(&r, &r.names().trigger).await? {
-                        d.set_phase(Phase::Backfilling, None).await
+                        d.expanded(&r).await
                     } else {
                         d.abandon(&r, "pgshift stopped while starting it").await
                     }
@@ -1364,6 +1392,8 @@ pub async fn run(
                         Err(e) => Err(e),
                     }
                 }
+                // A fill has nothing to swap: the trigger goes once verified.
+                Phase::Verified if r.fill => d.finish(&settings, &r, &bg).await,
                 Phase::Verified => {
                     let auto = conf.cutover == When::Auto && !auto_stopped;
                     if auto || r.request == Some(Request::Cutover) {

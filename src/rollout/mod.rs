@@ -12,6 +12,7 @@
 //! constraints, indexes or generated columns), under a lock that keeps it so.
 
 pub mod driver;
+pub mod fill;
 pub mod latency;
 pub mod model;
 pub mod sql;
@@ -214,7 +215,8 @@ impl Running {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
             // An ended rollout has no table here (see `over`).
-            let now = (!r.phase.is_over()).then(|| Table {
+            // A fill's column is the application's own: nothing to hide or renew.
+            let now = (!r.phase.is_over() && !r.fill).then(|| Table {
                 oid: r.table_oid,
                 name: r.table.clone(),
                 column: r.column.clone(),

@@ -133,12 +133,23 @@ pub struct Rollout {
     /// The foreign keys that referenced the primary key when it moved: (their
     /// table's oid, their name), validated after the move.
     pub foreign_keys: Vec<(u32, String)>,
+    /// A fill (`ADD COLUMN … DEFAULT <volatile>`, see `super::fill`): `column`
+    /// and `new_column` are the added column, `transform` its default, and no
+    /// cutover follows the verify.
+    pub fill: bool,
+    /// A fill's boundary: the transaction that added the column. Rows whose
+    /// version is older and whose column is NULL are the ones to fill.
+    pub fill_before: Option<u32>,
 }
+
+/// `pgshift.rollouts.kind` of a fill (NULL: a type change).
+pub const FILL: &str = "fill";
 
 /// The columns [`Rollout::from_row`] reads, in order.
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
      old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, request, \
-     paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes";
+     paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
+     kind, fill_before";
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {
@@ -169,6 +180,8 @@ impl Rollout {
             error: r.get(21),
             indexes: entries(r).iter().filter_map(|e| Twin::parse(e)).collect(),
             foreign_keys: entries(r).iter().filter_map(|e| foreign_key(e)).collect(),
+            fill: r.get::<_, Option<String>>(23).as_deref() == Some(FILL),
+            fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
         }
     }
 
@@ -208,6 +221,14 @@ impl Rollout {
     }
 
     pub fn describe(&self) -> String {
+        if self.fill {
+            return format!(
+                "{}.{} with {}",
+                self.qualified(),
+                quote(&self.column),
+                self.transform
+            );
+        }
         format!(
             "{}.{} from {} to {}",
             self.qualified(),

@@ -59,7 +59,7 @@ pub fn trigger_function(
 
 /// A trigger function with `body` (dollar-quoted with a tag that occurs nowhere
 /// in it), SECURITY INVOKER, search_path pinned.
-fn pinned_function(name: &str, body: &str) -> String {
+pub(super) fn pinned_function(name: &str, body: &str) -> String {
     let tag = dollar_tag(body);
     format!(
         "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER \
@@ -287,7 +287,7 @@ fn key_range(keys: &[(String, String)], after: bool) -> Vec<String> {
 pub fn fill(r: &Rollout, keys: &[(String, String)], after: bool) -> String {
     let mut conds = key_range(keys, after);
     let new = quote(&r.new_column);
-    conds.push(format!("{new} IS DISTINCT FROM {}", r.transform_cast()));
+    conds.push(pending(r));
     format!(
         "UPDATE ONLY {} SET {new} = ({}) WHERE {}",
         r.qualified(),
@@ -317,11 +317,25 @@ pub fn fill_pages(r: &Rollout) -> String {
         "UPDATE ONLY {} SET {new} = ({}) WHERE ctid OPERATOR(pg_catalog.>=) \
          pg_catalog.format('(%s,0)', $1::pg_catalog.text)::pg_catalog.tid \
          AND ctid OPERATOR(pg_catalog.<) pg_catalog.format('(%s,0)', $2::pg_catalog.text)::pg_catalog.tid \
-         AND {new} IS DISTINCT FROM {}",
+         AND {}",
         r.qualified(),
         r.transform,
-        r.transform_cast()
+        pending(r)
     )
+}
+
+/// The rows a batch sets: where the new column differs from the transform; for
+/// a fill, rows older than the column whose value is still NULL.
+fn pending(r: &Rollout) -> String {
+    let new = quote(&r.new_column);
+    match (r.fill, r.fill_before) {
+        (true, before) => format!(
+            "{new} IS NULL AND pg_catalog.age(xmin) OPERATOR(pg_catalog.>) pg_catalog.age('{}'::pg_catalog.xid)",
+            // Never read back before the expand committed; 0 fills nothing.
+            before.unwrap_or(0)
+        ),
+        (false, _) => format!("{new} IS DISTINCT FROM {}", r.transform_cast()),
+    }
 }
 
 /// One of the old column's indexes, as `REBUILDABLE` reads it.
@@ -452,27 +466,32 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// text, like query_to_xml, is not).
 pub const FOREIGN_CODE: &str = r#"
 WITH t AS (SELECT $1::pg_catalog.text::pg_catalog.oid AS oid),
-trees(what, tree) AS (
-    SELECT pg_catalog.format('constraint %s', k.conname), k.conbin::pg_catalog.text
+trees(what, tree, own) AS (
+    SELECT pg_catalog.format('constraint %s', k.conname), k.conbin::pg_catalog.text, false
       FROM pg_catalog.pg_constraint k, t
      WHERE k.conrelid OPERATOR(pg_catalog.=) t.oid AND k.conbin IS NOT NULL
        AND k.conname OPERATOR(pg_catalog.<>) $7::pg_catalog.text::pg_catalog.name
     UNION ALL
     SELECT pg_catalog.format('index %s', x.indexrelid::pg_catalog.regclass),
-           COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, '')
+           COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, ''), false
       FROM pg_catalog.pg_index x, t WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid
     UNION ALL
-    SELECT pg_catalog.format('generated column %s', a.attname), ad.adbin::pg_catalog.text
+    SELECT pg_catalog.format('generated column %s', a.attname), ad.adbin::pg_catalog.text, false
       FROM pg_catalog.pg_attrdef ad, t, pg_catalog.pg_attribute a
      WHERE ad.adrelid OPERATOR(pg_catalog.=) t.oid AND a.attrelid OPERATOR(pg_catalog.=) ad.adrelid
        AND a.attnum OPERATOR(pg_catalog.=) ad.adnum AND a.attgenerated OPERATOR(pg_catalog.<>) ''
     UNION ALL
-    SELECT pg_catalog.format('trigger %s', tg.tgname), tg.tgqual::pg_catalog.text
+    SELECT pg_catalog.format('trigger %s', tg.tgname), tg.tgqual::pg_catalog.text,
+           tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
       FROM pg_catalog.pg_trigger tg, t
      WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND tg.tgqual IS NOT NULL),
 refs AS (
     SELECT trees.what, m[1] AS kind, m[2]::pg_catalog.oid AS ref
-      FROM trees, pg_catalog.regexp_matches(trees.tree, ':(funcid|opfuncid|hashfuncid|negfuncid|opno|[a-z_]*type|[a-z_]*typid|[a-z_]*typeid) ([0-9]+)', 'g') AS m)
+      FROM trees, pg_catalog.regexp_matches(trees.tree, ':(funcid|opfuncid|hashfuncid|negfuncid|opno|[a-z_]*type|[a-z_]*typid|[a-z_]*typeid) ([0-9]+)', 'g') AS m
+     -- A fill's trigger compares row versions' ages (stable: it reads the
+     -- current transaction id, and runs no SQL).
+     WHERE NOT (trees.own AND m[1] OPERATOR(pg_catalog.=) 'funcid'
+                AND m[2]::pg_catalog.oid OPERATOR(pg_catalog.=) 'pg_catalog.age(pg_catalog.xid)'::pg_catalog.regprocedure::pg_catalog.oid))
 SELECT 'it was renamed, moved or replaced'
   FROM t WHERE pg_catalog.to_regclass($4::pg_catalog.text) IS DISTINCT FROM t.oid
 UNION ALL
@@ -587,6 +606,8 @@ mod tests {
             error: None,
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
+            fill: false,
+            fill_before: None,
         }
     }
 

@@ -6,7 +6,7 @@
 //! column and its mirror trigger are added in one short step, and the client gets
 //! its command tag while the backfill runs in the background.
 
-use super::model::{parked_name, Phase};
+use super::model::parked_name;
 use super::{driver, sql, Spec};
 use crate::engine::conn::{Conn, ServerError};
 use crate::engine::steps::{self, Failure, Mode, StepContext};
@@ -50,7 +50,10 @@ fn service_failure(e: impl std::fmt::Display) -> Failure {
 }
 
 /// Runs `sql` in the client's session; a server error rolls the probe back.
-async fn probe_step<C: Conn>(io: &mut C, sql: &str) -> Result<crate::engine::conn::Reply, Failure> {
+pub(super) async fn probe_step<C: Conn>(
+    io: &mut C,
+    sql: &str,
+) -> Result<crate::engine::conn::Reply, Failure> {
     let reply = io.query(sql).await?;
     if let Some(e) = reply.error.clone() {
         io.query("ROLLBACK").await?;
@@ -306,7 +309,7 @@ SELECT x.indexrelid::pg_catalog.text, c.relname::pg_catalog.text, am.amname::pg_
 );
 
 /// The primary key's columns and their types, in key order.
-const KEY: &str = "
+pub(super) const KEY: &str = "
 SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
   FROM pg_catalog.pg_index x
   CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -539,7 +542,7 @@ pub async fn start<C: Conn>(
     match expanded {
         Ok(()) => {
             driver_conn
-                .set_phase(Phase::Backfilling, None)
+                .expanded(&rollout)
                 .await
                 .map_err(service_failure)?;
             let describe = rollout.describe();

@@ -99,6 +99,11 @@ pub enum StepKind {
         by_pages: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         rest: String,
+        /// Set when the backfill may run in the background as a rollout instead
+        /// (`crate::rollout::fill`): the steps before it add the column and its
+        /// default, and nothing after it needs the rows filled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        online: Option<OnlineFill>,
     },
     /// `ALTER COLUMN … TYPE` that is catalog-only only if the column's current type
     /// is binary-coercible to `target` (with type modifier `typmod`, -1 for none):
@@ -119,6 +124,17 @@ pub enum StepKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         using: Option<String>,
     },
+}
+
+/// What a background fill needs of an `ADD COLUMN … DEFAULT <volatile>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineFill {
+    /// The column, unquoted.
+    pub column: String,
+    /// Its type as SQL.
+    pub type_sql: String,
+    /// The default, as SQL.
+    pub value: String,
 }
 
 /// One step of a plan.

@@ -19,7 +19,7 @@ use super::alter_table::{self, One};
 use super::{add_check, add_unique, backfill, deparse_expr, expr, set_not_null, Rule};
 use crate::sql::ident;
 use crate::sql::naming::{self, ConstraintNaming};
-use crate::sql::plan::{Finding, Lock, Plan, Policy, Step};
+use crate::sql::plan::{Finding, Lock, OnlineFill, Plan, Policy, Step, StepKind};
 use pg_query::protobuf::{AlterTableType, ColumnDef, ConstrType, Constraint, Node, TypeName};
 use pg_query::NodeEnum;
 
@@ -243,7 +243,26 @@ fn plan(one: &One<'_>, col: &Column<'_>, backfill: bool) -> Option<Plan> {
             alter_table::statement(stmt, set),
             Lock::AccessExclusive,
         ));
-        steps.push(backfill::batch(one, column, &deparse_expr(&default)));
+        let mut fill = backfill::batch(one, column, &deparse_expr(&default));
+        // A nullable column with nothing after the fill: the fill may run in the
+        // background, once the column exists (`crate::rollout::fill`).
+        let alone = col.serial.is_none()
+            && !col.not_null
+            && col.checks.is_empty()
+            && col.keys.is_empty()
+            && col.foreign.is_empty()
+            && !one.cmd.missing_ok
+            && col.def.coll_clause.is_none();
+        if let (StepKind::Backfill { online, .. }, true, Some(ty)) =
+            (&mut fill.kind, alone, col.def.type_name.as_ref())
+        {
+            *online = Some(OnlineFill {
+                column: column.to_string(),
+                type_sql: super::alter_column_type::type_sql(ty),
+                value: deparse_expr(&default),
+            });
+        }
+        steps.push(fill);
         summary.push("SET DEFAULT, then a batched backfill of existing rows");
         if col.not_null || col.serial.is_some() {
             steps.extend(set_not_null::steps(stmt, column));
@@ -358,7 +377,7 @@ fn has(def: &ColumnDef, t: ConstrType) -> bool {
 mod tests {
     use super::super::{parse_one, review_sql, step_sql};
     use super::*;
-    use crate::sql::plan::{Placement, StepKind};
+    use crate::sql::plan::Placement;
 
     #[test]
     fn volatile_default_becomes_a_backfill() {
@@ -387,6 +406,11 @@ mod tests {
                 table: "users".into(),
                 by_pages: "UPDATE users SET token = gen_random_uuid() WHERE ctid >= $1::tid AND ctid < $2::tid AND token IS NULL".into(),
                 rest: "UPDATE users SET token = gen_random_uuid() WHERE token IS NULL".into(),
+                online: Some(OnlineFill {
+                    column: "token".into(),
+                    type_sql: "uuid".into(),
+                    value: "gen_random_uuid()".into(),
+                }),
             }
         );
     }

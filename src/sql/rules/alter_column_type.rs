@@ -72,7 +72,7 @@ fn typmod(t: &TypeName) -> i32 {
 }
 
 /// A type name as SQL.
-fn type_sql(t: &TypeName) -> String {
+pub(super) fn type_sql(t: &TypeName) -> String {
     let cast = TypeCast {
         arg: Some(Box::new(Node {
             node: Some(NodeEnum::AConst(AConst {

@@ -56,5 +56,6 @@ pub(super) fn batch(one: &One<'_>, column: &str, value: &str) -> Step {
         by_pages: format!("UPDATE {t} SET {c} = {value} WHERE ctid >= $1::tid AND ctid < $2::tid AND {c} IS NULL"),
         rest: format!("UPDATE {t} SET {c} = {value} WHERE {c} IS NULL"),
         table: t,
+        online: None,
     })
 }

@@ -1,0 +1,349 @@
+//! `ADD COLUMN … DEFAULT <volatile>` through the rollout machinery: the client
+//! gets its answer once the column exists with its default (new rows get their
+//! values from Postgres) and a trigger fills the old rows the application
+//! updates; the driver fills the rest in throttled batches, verifies, and drops
+//! the trigger.
+//!
+//! Which rows are old: those whose row version is older than the transaction that
+//! added the column (`pgshift.rollouts.fill_before`) and whose column is still
+//! NULL. A row written since is the application's: a NULL there was written on
+//! purpose and stays. The trigger's WHEN clause compares the same way, so an
+//! UPDATE of an old row fills it (without the trigger the new version would
+//! look like the application's NULL). One case differs from the table rewrite:
+//! `UPDATE … SET col = NULL` on an old row not filled yet gets a value.
+//!
+//! The driver evaluates the default as pgshift's service role, so the default
+//! may only use built-in immutable functions and operators, plus the clocks,
+//! `random()` and `gen_random_uuid()`, none of which reads a setting the author's
+//! session could set differently (a time zone, a date style). Anything else is
+//! filled in-band by the engine, in the author's session, as before.
+
+use super::model::FILL;
+use super::start::{probe_step, refusal, Started};
+use super::{driver, sql};
+use crate::engine::conn::Conn;
+use crate::engine::steps::{self, Failure, Mode, StepContext};
+use crate::engine::SessionCx;
+use crate::sql::ident::{literal, quote};
+use crate::sql::plan::{Lock, OnlineFill, Step};
+
+/// What the engine hands over: the plan's first two steps and its fill.
+pub struct FillSpec<'a> {
+    /// The table as the statement names it.
+    pub table: &'a str,
+    pub online: &'a OnlineFill,
+    /// `ALTER TABLE … ADD COLUMN` without the default.
+    pub add: &'a str,
+    /// `ALTER TABLE … ALTER COLUMN … SET DEFAULT …`.
+    pub set_default: &'a str,
+}
+
+/// Functions the background may call besides immutable ones: their value does
+/// not depend on the session's settings.
+const VOLATILE_OK: &str = "'random', 'gen_random_uuid', 'clock_timestamp', 'now', \
+     'statement_timestamp', 'transaction_timestamp'";
+
+/// What in the default of the probe's column (`pg_temp.<$1>`) the background
+/// cannot evaluate, one line each. Built-in objects have oids below 16384.
+fn unfit_query(probe: &str) -> String {
+    format!(
+        r#"
+WITH e AS (SELECT ad.adbin::pg_catalog.text AS tree
+             FROM pg_catalog.pg_attrdef ad
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ad.adrelid AND a.attnum OPERATOR(pg_catalog.=) ad.adnum
+            WHERE ad.adrelid OPERATOR(pg_catalog.=) {table}::pg_catalog.regclass
+              AND a.attname OPERATOR(pg_catalog.=) 'pgshift_probe_value'),
+refs AS (SELECT m[1] AS kind, m[2]::pg_catalog.int8 AS ref
+           FROM e CROSS JOIN LATERAL pg_catalog.regexp_matches(e.tree, ':([a-z_]+) ([0-9]+)', 'g') AS m
+          WHERE m[1] OPERATOR(pg_catalog.!~) '(typmod|location|len|varno|attno|levelsup|paramid|constvalue)')
+SELECT pg_catalog.format('it uses %s', pg_catalog.lower(m[1]))
+  FROM e CROSS JOIN LATERAL pg_catalog.regexp_matches(e.tree,
+       '\{{(COERCEVIAIO|SQLVALUEFUNCTION|SUBLINK|NEXTVALUEEXPR|XMLEXPR|COERCETODOMAIN|CONVERTROWTYPEEXPR|ARRAYCOERCEEXPR)', 'g') AS m
+UNION ALL
+SELECT pg_catalog.format('it uses %s %s, which is not built in', refs.kind, refs.ref)
+  FROM refs WHERE refs.ref OPERATOR(pg_catalog.>=) 16384
+UNION ALL
+SELECT pg_catalog.format('it calls %s, whose value depends on more than its arguments', p.oid::pg_catalog.regprocedure)
+  FROM refs JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) refs.ref::pg_catalog.oid
+ WHERE refs.kind IN ('funcid', 'opfuncid', 'hashfuncid', 'negfuncid')
+   AND p.provolatile OPERATOR(pg_catalog.<>) 'i'
+   AND p.proname::pg_catalog.text NOT IN ({VOLATILE_OK})
+UNION ALL
+SELECT pg_catalog.format('it uses operator %s, whose value depends on more than its arguments', o.oid::pg_catalog.regoperator)
+  FROM refs JOIN pg_catalog.pg_operator o ON o.oid OPERATOR(pg_catalog.=) refs.ref::pg_catalog.oid
+  JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) o.oprcode
+ WHERE refs.kind OPERATOR(pg_catalog.=) 'opno' AND p.provolatile OPERATOR(pg_catalog.<>) 'i'
+"#,
+        table = literal(probe)
+    )
+}
+
+/// The table as the service connection sees it: schema, name, kind, whether
+/// pgshift's role may alter it, inheritance, estimated rows, whether the
+/// column is there already.
+const LOOK: &str = "
+SELECT n.nspname::text, c.relname::text, c.relkind::text,
+       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
+       c.reltuples::int8,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname = $2::text::name AND NOT x.attisdropped)
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = $1::text::oid";
+
+/// In the client's session: the table's oid, and the default as the service
+/// connection evaluates it (printed with search_path pg_catalog, so every name
+/// not from there is qualified), or why the background cannot evaluate it.
+async fn probe<C: Conn>(
+    io: &mut C,
+    spec: &FillSpec<'_>,
+    session: u64,
+) -> Result<Result<(u32, String), String>, Failure> {
+    let name = format!("pgshift_probe_{session}");
+    let probe = format!("pg_temp.{name}");
+    let failed = |f: Failure| match f {
+        Failure::Server(e) => Ok(Err(e.message)),
+        other => Err(other),
+    };
+    probe_step(io, "BEGIN").await?;
+    let oid = match probe_step(
+        io,
+        &format!(
+            "SELECT {}::pg_catalog.regclass::pg_catalog.oid::pg_catalog.text",
+            literal(spec.table)
+        ),
+    )
+    .await
+    {
+        Ok(reply) => reply.cell(0),
+        Err(f) => return failed(f),
+    };
+    let made = async {
+        probe_step(
+            io,
+            &format!("CREATE TEMPORARY TABLE {name} (LIKE {})", spec.table),
+        )
+        .await?;
+        probe_step(
+            io,
+            &format!(
+                "ALTER TABLE {probe} ADD COLUMN pgshift_probe_value {} DEFAULT ({})",
+                spec.online.type_sql, spec.online.value
+            ),
+        )
+        .await?;
+        probe_step(io, "SET LOCAL search_path = pg_catalog, pg_temp").await?;
+        let unfit = probe_step(io, &unfit_query(&probe)).await?;
+        let printed = probe_step(
+            io,
+            &format!(
+                "SELECT pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) FROM pg_catalog.pg_attrdef ad \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ad.adrelid AND a.attnum OPERATOR(pg_catalog.=) ad.adnum \
+                 WHERE ad.adrelid OPERATOR(pg_catalog.=) {}::pg_catalog.regclass AND a.attname OPERATOR(pg_catalog.=) 'pgshift_probe_value'",
+                literal(&probe)
+            ),
+        )
+        .await?;
+        Ok::<_, Failure>((unfit, printed))
+    }
+    .await;
+    let (unfit, printed) = match made {
+        Ok(x) => x,
+        Err(f) => return failed(f),
+    };
+    io.query("ROLLBACK").await?;
+    if !unfit.rows.is_empty() {
+        let why: Vec<String> = unfit
+            .rows
+            .iter()
+            .map(|r| crate::engine::conn::cell(r, 0))
+            .collect();
+        return Ok(Err(why.join("; ")));
+    }
+    let value = printed.cell(0);
+    if value.is_empty() || value.contains("$pgshift$") {
+        return Ok(Err("its default did not read back".into()));
+    }
+    Ok(oid
+        .parse()
+        .map(|oid| (oid, value))
+        .map_err(|_| "the table's oid did not read back".to_string()))
+}
+
+/// The function the trigger runs: the default, evaluated as whoever writes.
+pub fn function(name: &str, column: &str, value: &str) -> String {
+    let body = format!(
+        "\nBEGIN\n    NEW.{} := ({value});\n    RETURN NEW;\nEND\n",
+        sql::quoted(column)
+    );
+    sql::pinned_function(name, &body)
+}
+
+/// The expand, in the client's session and one transaction: the column, its
+/// default, and the trigger whose WHEN clause names this transaction (known
+/// only inside it, so the trigger is made by a DO block). ENABLE ALWAYS: it
+/// fires for logical replication's apply too.
+pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &str) -> String {
+    let c = quote(&spec.online.column);
+    // format()'s text: names with `%` doubled, then the one placeholder.
+    let before = format!(
+        "CREATE TRIGGER {} BEFORE UPDATE ON {qualified} FOR EACH ROW \
+         WHEN ((OLD.{c} IS NULL) AND (NEW.{c} IS NULL) AND \
+         (pg_catalog.age(OLD.xmin) OPERATOR(pg_catalog.>) pg_catalog.age(",
+        quote(trigger)
+    );
+    let after = format!("::pg_catalog.xid))) EXECUTE FUNCTION {function}()");
+    let create = format!(
+        "{}%L{}",
+        before.replace('%', "%%"),
+        after.replace('%', "%%")
+    );
+    let block = format!(
+        "BEGIN EXECUTE pg_catalog.format({}, (pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8 \
+         OPERATOR(pg_catalog.%) 4294967296)::pg_catalog.text); END",
+        literal(&create)
+    );
+    let tag = sql::dollar_tag(&block);
+    format!(
+        "{}; {}; DO {tag}{block}{tag}; ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER {}",
+        spec.add,
+        spec.set_default,
+        quote(trigger)
+    )
+}
+
+/// `Ok(None)`: the default cannot be evaluated in the background (the reason is
+/// logged); the engine fills in-band instead.
+pub async fn start<C: Conn>(
+    io: &mut C,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    spec: &FillSpec<'_>,
+    statement: &str,
+) -> Result<Option<Started>, Failure> {
+    let unfit = |why: String| {
+        tracing::info!(target: "pgshift::rollout", statement, reason = %why, "the backfill runs in-band");
+        Ok(None)
+    };
+    let (oid, value) = match probe(io, spec, cx.session_id).await? {
+        Ok(x) => x,
+        Err(why) => return unfit(why),
+    };
+    let settings = cx.settings;
+    let book = cx.engine.books.get(cx.database);
+    let rt = cx.engine.books.runtime().clone();
+    let service =
+        |e: crate::engine::service::ServiceError| refusal("58000", e.to_string(), e.hint());
+    let column = &spec.online.column;
+    let looked = book
+        .service_query(settings, &rt, LOOK, &[&oid.to_string(), column])
+        .await
+        .map_err(service)?;
+    let Some(row) = looked.first() else {
+        return unfit("the service connection does not see the table".into());
+    };
+    let (schema, table, relkind): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (may_own, inherits, reltuples, taken): (bool, bool, i64, bool) =
+        (row.get(3), row.get(4), row.get(5), row.get(6));
+    if relkind != "r" || inherits || !may_own || taken {
+        return unfit(format!(
+            "{schema}.{table}: kind {relkind}, inheritance {inherits}, pgshift may alter it {may_own}, column there {taken}"
+        ));
+    }
+    let qualified = crate::sql::ident::qualified(&schema, &table);
+    let key = book
+        .service_query(settings, &rt, super::start::KEY, &[&oid.to_string()])
+        .await
+        .map_err(service)?;
+    let key_columns: Vec<String> = key.iter().map(|r| r.get(0)).collect();
+    let foreign = book
+        .service_query(
+            settings,
+            &rt,
+            sql::FOREIGN_CODE,
+            &[
+                &oid.to_string(),
+                &"",
+                &"",
+                &qualified,
+                &key_columns,
+                &key_columns,
+                &"",
+            ],
+        )
+        .await
+        .map_err(service)?;
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign.iter().map(|r| r.get(0)).collect();
+        return unfit(list.join("; "));
+    }
+    let no_uses: Vec<String> = Vec::new();
+    let inserted = book
+        .service_query(
+            settings,
+            &rt,
+            "INSERT INTO pgshift.rollouts (username, statement, table_oid, schema_name, table_name, column_name, new_column, \
+             old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, paused, rows_per_second, rows_done, rows_total, kind) \
+             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $6, $7, $7, $8, $9, $10, false, NULL, 'planned', false, $11, 0, $12, $13) RETURNING id",
+            &[
+                &cx.user,
+                &statement,
+                &oid.to_string(),
+                &schema,
+                &table,
+                column,
+                &spec.online.type_sql,
+                &value,
+                &no_uses,
+                &key_columns,
+                &(settings.config.rollout.rows_per_second as i64),
+                &reltuples.max(0),
+                &FILL,
+            ],
+        )
+        .await
+        .map_err(|e| refusal("58000", format!("pgshift could not record the rollout: {e}"), e.hint()))?;
+    let id: i64 = inserted
+        .first()
+        .map(|r| r.get(0))
+        .ok_or_else(|| refusal("58000", "pgshift could not record the rollout".into(), ""))?;
+    let recorded = |e: String| {
+        refusal("58000", format!("pgshift could not record the rollout: {e}"), "pgshift keeps rollouts in schema pgshift through its service connection; the log says why it failed.")
+    };
+    let d = driver::Driver::connect(settings, cx.database, &rt, id)
+        .await
+        .map_err(recorded)?;
+    let rollout = d.load().await.map_err(|e| recorded(e.reason))?;
+    let names = rollout.names();
+    let expanded = async {
+        d.install_function(&rollout, driver::Mirror::Strict)
+            .await
+            .map_err(|e| recorded(e.reason))?;
+        let step = Step::quick(
+            expand(spec, &qualified, &names.trigger, &names.function),
+            Lock::AccessExclusive,
+        );
+        let step_cx = StepContext {
+            table: Some(spec.table),
+            original: "",
+            ..step_cx.clone()
+        };
+        steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
+        d.expanded(&rollout).await.map_err(|e| recorded(e.reason))
+    }
+    .await;
+    if let Err(f) = expanded {
+        let why = crate::engine::failure_text(&f);
+        let _ = d.abandon(&rollout, &why).await;
+        return Err(f);
+    }
+    let describe = rollout.describe();
+    let background = cx.engine.background().clone();
+    let db = cx.database.to_string();
+    let running = cx.engine.rollouts.clone();
+    let entered = running.enter(&db, id);
+    cx.engine
+        .background()
+        .spawn(driver::run(d, background, db, running, entered));
+    Ok(Some(Started { id, describe }))
+}

@@ -1,0 +1,299 @@
+//! `ADD COLUMN … DEFAULT <volatile>` through the rollout machinery against a
+//! real Postgres: the client gets `ALTER TABLE` once the column exists, the old
+//! rows are filled in the background while writers write (through pgshift and
+//! directly), and what the application wrote stays as it wrote it; a default
+//! the background cannot evaluate is filled in-band as before.
+
+mod common;
+
+use common::rollouts::{setup, wait_phase, ROWS};
+use common::scenario::direct;
+use common::{connect, connect_noting, fresh_db, Proxy};
+use pgshift::rollout::{self, Request};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn proxy(rows_per_second: u64) -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.min_batch_rows = 100;
+        c.rollout.latency_factor = 0.0;
+        c.rollout.rows_per_second = rows_per_second;
+    })
+}
+
+/// Runs `sql` through pgshift; returns the fill's rollout id from its NOTICE,
+/// or None when there was none.
+async fn add(conn: &str, sql: &str) -> Option<i64> {
+    let (client, notices) = connect_noting(conn).await;
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let notices = notices.lock().unwrap().clone();
+    let line = notices
+        .iter()
+        .find(|n| n.contains("fills its existing rows"))?;
+    line.split("rollout ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+}
+
+async fn count(admin: &tokio_postgres::Client, sql: &str) -> i64 {
+    admin.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// What pgshift installed on the table and in its schema for rollouts.
+async fn leftovers(admin: &tokio_postgres::Client) -> i64 {
+    count(
+        admin,
+        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshift%') \
+         + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgshift'::regnamespace AND proname LIKE 'mirror%')",
+    )
+    .await
+}
+
+/// Writers until `stop`: through `conn`, UPDATEs of other columns of old rows,
+/// INSERTs that take the default and INSERTs that write NULL on purpose (note
+/// `null`), then UPDATE those rows' other columns. Counts commits.
+fn writer(
+    conn: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    seed: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = connect(&conn).await;
+        let mut i = seed;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let id = (i * 7919) % ROWS + 1;
+            let sql = match i % 4 {
+                0 => format!("UPDATE orders SET note = 'touched {i}' WHERE id = {id}"),
+                1 => format!("INSERT INTO orders (amount, shadow, note) VALUES ({v}, {v}, 'new')", v = i % 1000),
+                2 => format!("INSERT INTO orders (amount, shadow, note, token) VALUES ({v}, {v}, 'null', NULL)", v = i % 1000),
+                _ => "UPDATE orders SET amount = amount + 1, shadow = shadow + 1 \
+                      WHERE id = (SELECT max(id) FROM orders WHERE note = 'null')"
+                    .to_string(),
+            };
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            done.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_volatile_default_fills_in_the_background_and_keeps_what_writers_wrote() {
+    let db = fresh_db("fill_run");
+    let admin = setup(&db).await;
+    let proxy = proxy(10_000);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    // The answer came with the column there and the rows not filled yet.
+    let unfilled = count(&admin, "SELECT count(*) FROM orders WHERE token IS NULL").await;
+    assert!(
+        unfilled > ROWS / 2,
+        "{unfilled} rows unfilled when the ALTER returned"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let writers = vec![
+        writer(conn.clone(), stop.clone(), done.clone(), 0),
+        // A writer connected directly: the trigger covers it too.
+        writer(direct(&db), stop.clone(), done.clone(), 1_000_000),
+    ];
+    wait_phase(&admin, id, "finished", Duration::from_secs(120)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 50,
+        "the writers barely wrote"
+    );
+    // Rows written with NULL on purpose keep it, even once updated.
+    let nulls_written = count(&admin, "SELECT count(*) FROM orders WHERE note = 'null'").await;
+    assert!(nulls_written > 10, "{nulls_written}");
+    let nulls_kept = count(
+        &admin,
+        "SELECT count(*) FROM orders WHERE note = 'null' AND token IS NULL",
+    )
+    .await;
+    assert_eq!(nulls_kept, nulls_written);
+    // Every other row has its own value, as the table rewrite would have given.
+    let missing = count(
+        &admin,
+        "SELECT count(*) FROM orders WHERE note <> 'null' AND token IS NULL",
+    )
+    .await;
+    assert_eq!(missing, 0);
+    let repeated = count(
+        &admin,
+        "SELECT count(token) - count(DISTINCT token) FROM orders",
+    )
+    .await;
+    assert_eq!(repeated, 0);
+    assert_eq!(
+        leftovers(&admin).await,
+        0,
+        "trigger or function left behind"
+    );
+    let default: String = admin
+        .query_one(
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE d.adrelid = 'orders'::regclass AND a.attname = 'token'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(default, "gen_random_uuid()");
+    let done_rows: i64 = admin
+        .query_one(
+            "SELECT rows_done FROM pgshift.rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(done_rows > 0 && done_rows <= ROWS, "{done_rows}");
+}
+
+#[tokio::test]
+async fn an_update_fills_an_old_row_and_a_rollback_drops_the_column() {
+    let db = fresh_db("fill_back");
+    let admin = setup(&db).await;
+    // Slow enough that the last rows wait for a long time.
+    let proxy = proxy(200);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    let last = ROWS;
+    // Directly, bypassing pgshift: the old row gets its value with the update.
+    admin
+        .batch_execute(&format!("UPDATE orders SET note = 'x' WHERE id = {last}"))
+        .await
+        .unwrap();
+    let filled = count(
+        &admin,
+        &format!("SELECT count(drawn) FROM orders WHERE id = {last}"),
+    )
+    .await;
+    assert_eq!(filled, 1, "the update of an old row did not fill it");
+    // A new row's NULL is the application's.
+    admin
+        .batch_execute(
+            "INSERT INTO orders (amount, shadow, note, drawn) VALUES (1, 1, 'mine', NULL); \
+             UPDATE orders SET note = 'still mine' WHERE note = 'mine'",
+        )
+        .await
+        .unwrap();
+    let mine = count(
+        &admin,
+        "SELECT count(drawn) FROM orders WHERE note = 'still mine'",
+    )
+    .await;
+    assert_eq!(mine, 0, "a NULL the application wrote was filled");
+    let client = connect(&direct(&db)).await;
+    rollout::request(&client, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    let column = count(
+        &admin,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'drawn' AND NOT attisdropped",
+    )
+    .await;
+    assert_eq!(column, 0, "the column is still there");
+    assert_eq!(leftovers(&admin).await, 0);
+    let rows = count(&admin, "SELECT count(*) FROM orders").await;
+    assert_eq!(rows, ROWS + 1);
+}
+
+#[tokio::test]
+async fn a_default_the_background_cannot_evaluate_is_filled_in_band() {
+    let db = fresh_db("fill_inband");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.mint() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 5'",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy(0);
+    let conn = proxy.conn_str(&db, "postgres");
+    for (sql, column) in [
+        // A user's function: it would run as pgshift's service role.
+        (
+            "ALTER TABLE orders ADD COLUMN minted int DEFAULT public.mint()",
+            "minted",
+        ),
+        // float8 to text depends on the session's extra_float_digits.
+        (
+            "ALTER TABLE orders ADD COLUMN token text DEFAULT md5(random()::text)",
+            "token",
+        ),
+        // NOT NULL needs every row filled before it.
+        (
+            "ALTER TABLE orders ADD COLUMN stamp timestamptz NOT NULL DEFAULT clock_timestamp()",
+            "stamp",
+        ),
+    ] {
+        assert_eq!(add(&conn, sql).await, None, "{sql}");
+        let nulls = count(
+            &admin,
+            &format!("SELECT count(*) FROM orders WHERE {column} IS NULL"),
+        )
+        .await;
+        assert_eq!(nulls, 0, "{sql}: rows left unfilled when it returned");
+    }
+    let rollouts = count(&admin, "SELECT count(*) FROM pgshift.rollouts").await;
+    assert_eq!(rollouts, 0);
+}
+
+#[tokio::test]
+async fn odd_names_fill_too() {
+    let db = fresh_db("fill_names");
+    let admin = connect(&direct(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE SCHEMA \"My %s Schema\"; \
+             CREATE TABLE \"My %s Schema\".\"Or'ders\" (id int PRIMARY KEY, v int); \
+             INSERT INTO \"My %s Schema\".\"Or'ders\" SELECT g, g FROM generate_series(1, 3000) g",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy(0);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE \"My %s Schema\".\"Or'ders\" ADD COLUMN \"%L 50% \"\"off\"\"\" float8 DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    let missing = count(
+        &admin,
+        "SELECT count(*) FROM \"My %s Schema\".\"Or'ders\" WHERE \"%L 50% \"\"off\"\"\" IS NULL",
+    )
+    .await;
+    assert_eq!(missing, 0);
+    assert_eq!(leftovers(&admin).await, 0);
+}
