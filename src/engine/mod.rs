@@ -85,8 +85,8 @@ impl std::fmt::Debug for Background {
 
 /// New connections to a database look for rollouts at most this often.
 const ROLLOUT_LOOK: Duration = Duration::from_secs(2);
-/// A database a session connected to this recently is looked at for rollouts on
-/// every tick of the background scan too.
+/// A database a session connected to this recently, or with a session still
+/// open, is looked at for rollouts on every tick of the background scan too.
 const ACTIVE: Duration = Duration::from_secs(60);
 
 /// When a database last had a new session, and was last looked at for rollouts.
@@ -219,7 +219,9 @@ async fn scan_forever(
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             seen.iter_mut()
-                .filter(|(_, at)| now.duration_since(at.session) < ACTIVE)
+                .filter(|(db, at)| {
+                    now.duration_since(at.session) < ACTIVE || rollouts.has_sessions(db)
+                })
                 .map(|(db, at)| {
                     at.scan = now;
                     db.clone()

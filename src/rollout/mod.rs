@@ -311,6 +311,15 @@ impl Running {
         sessions.push((database.to_string(), Arc::downgrade(activity)));
     }
 
+    /// True while a session of `database` lasts (a pool's connections stay for
+    /// hours: their proxy must keep looking for rollouts another proxy starts).
+    pub fn has_sessions(&self, database: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .iter()
+            .any(|(db, a)| db == database && a.strong_count() > 0)
+    }
+
     /// True while a session of `database` has a turn at the server that started
     /// before change `count`.
     fn turns_before(&self, database: &str, count: u64) -> bool {
@@ -524,6 +533,18 @@ mod tests {
         let began = std::time::Instant::now();
         running.swap("a", "orders", 1).settle().await;
         assert!(began.elapsed() >= super::SETTLE_MAX);
+    }
+
+    #[test]
+    fn sessions_count_while_they_last() {
+        let running = Running::default();
+        assert!(!running.has_sessions("a"));
+        let a = running.activity("a");
+        let _b = running.activity("b");
+        assert!(running.has_sessions("a") && running.has_sessions("b"));
+        assert!(!running.has_sessions("c"));
+        drop(a);
+        assert!(!running.has_sessions("a"));
     }
 
     #[test]
