@@ -16,6 +16,10 @@
 //! `ALTER … TYPE bigint` on the same data, and the workers' latency before and
 //! during the rollout.
 //!
+//! Part 3, a column fill: `ADD COLUMN token uuid DEFAULT gen_random_uuid()` on a
+//! fresh table of N rows, the blocking ALTER directly next to the fill through
+//! pgshift under the same workers (`BENCH_SKIP_FILL=1` skips it).
+//!
 //! Part 2 runs once per `BENCH_LATENCY_FACTORS` value (default "0 2": without and
 //! with the backfill's latency governor, `rollout.latency_factor`), each with its
 //! own blocking UPDATE and ALTER for comparison; `BENCH_SKIP_OVERHEAD=1` skips
@@ -361,27 +365,7 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
     fill(&c, rows).await;
     let blocking_alter = timed(&c, "ALTER TABLE items ALTER COLUMN amount TYPE bigint").await;
     fill(&c, rows).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
-    let mut workers = Vec::new();
-    for w in 0..4i64 {
-        let (stop, samples, db) = (stop.clone(), samples.clone(), db.clone());
-        workers.push(tokio::spawn(async move {
-            let c = connect(proxy, &db).await;
-            let st = c
-                .prepare("UPDATE items SET amount = amount + 1 WHERE id = $1")
-                .await
-                .unwrap();
-            let mut i = w;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let t = Instant::now();
-                c.execute(&st, &[&(i * 104_729 % rows + 1)]).await.unwrap();
-                samples.lock().unwrap().push((t, t.elapsed()));
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let load = Load::start(proxy, &db, rows).await;
     let started = Instant::now();
     let via = connect(proxy, &db).await;
     via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
@@ -408,21 +392,7 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let backfilled = backfilled.unwrap_or(verified);
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let samples: Vec<(Instant, Duration)> = std::mem::take(&mut *samples.lock().unwrap());
-    let (mut before, mut during): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-    for (t, d) in samples.iter() {
-        if *t < started {
-            before.push(*d)
-        } else {
-            during.push(*d)
-        }
-    }
-    before.sort();
-    during.sort();
+    let workers = load.stop(started, verified).await;
     let mismatched: i64 = c
         .query_one(
             "SELECT count(*) FROM items WHERE amount__pgshift_new IS DISTINCT FROM amount",
@@ -460,18 +430,124 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
         ratio(verified, blocking_update)
     );
     println!();
+    println!("{workers}");
+    println!();
+}
+
+/// Four workers updating random rows of `items` through pgshift, each timing
+/// its statements.
+struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts them, and lets them run 3 s (the "before").
+    async fn start(proxy: u16, db: &str, rows: i64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+        let mut workers = Vec::new();
+        for w in 0..4i64 {
+            let (stop, samples, db) = (stop.clone(), samples.clone(), db.to_string());
+            workers.push(tokio::spawn(async move {
+                let c = connect(proxy, &db).await;
+                let st = c
+                    .prepare("UPDATE items SET amount = amount + 1 WHERE id = $1")
+                    .await
+                    .unwrap();
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let t = Instant::now();
+                    c.execute(&st, &[&(i * 104_729 % rows + 1)]).await.unwrap();
+                    samples.lock().unwrap().push((t, t.elapsed()));
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Load {
+            stop,
+            samples,
+            workers,
+        }
+    }
+
+    /// Stops them; their latency before and after `started` (for `lasted`), as
+    /// one line.
+    async fn stop(self, started: Instant, lasted: Duration) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let samples: Vec<(Instant, Duration)> = std::mem::take(&mut *self.samples.lock().unwrap());
+        let (mut before, mut during): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+        for (t, d) in samples.iter() {
+            if *t < started {
+                before.push(*d)
+            } else {
+                during.push(*d)
+            }
+        }
+        before.sort();
+        during.sort();
+        format!(
+            "workers: before p50/p99/max {}/{}/{} ms ({} queries in 3 s); during p50/p99/max {}/{}/{} ms ({:.0} q/s); p99 during/before {}",
+            ms(percentile(&before, 0.5)),
+            ms(percentile(&before, 0.99)),
+            ms(percentile(&before, 1.0)),
+            before.len(),
+            ms(percentile(&during, 0.5)),
+            ms(percentile(&during, 0.99)),
+            ms(percentile(&during, 1.0)),
+            during.len() as f64 / lasted.as_secs_f64(),
+            ratio(percentile(&during, 0.99), percentile(&before, 0.99)),
+        )
+    }
+}
+
+/// Part 3: `ADD COLUMN token uuid DEFAULT gen_random_uuid()` on N rows: the
+/// blocking ALTER directly, then through pgshift under the workers' load, from
+/// the ALTER to its answer and to the fill's end.
+async fn column_fill(pg: &Cluster, proxy: u16, rows: i64) {
+    println!("## Column fill: {rows} rows, `ADD COLUMN token uuid DEFAULT gen_random_uuid()`, 4 workers through pgshift\n");
+    let db = pg.create_database("rollout_fill").unwrap();
+    let c = connect(pg.port, &db).await;
+    fill(&c, rows).await;
+    let add = "ALTER TABLE items ADD COLUMN token uuid DEFAULT gen_random_uuid()";
+    let blocking = timed(&c, add).await;
+    fill(&c, rows).await;
+    let load = Load::start(proxy, &db, rows).await;
+    let started = Instant::now();
+    let via = connect(proxy, &db).await;
+    via.batch_execute(add).await.expect("fill start");
+    let answered = started.elapsed();
+    wait_phase(&c, "finished", Duration::from_secs(3600)).await;
+    let finished = started.elapsed();
+    let workers = load.stop(started, finished).await;
+    let missing: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE token IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(missing, 0);
+    let per_s = |d: Duration| format!("{:.0}", rows as f64 / d.as_secs_f64());
+    println!("| what | time ms | rows/s | vs blocking ALTER |");
+    println!("|---|---|---|---|");
     println!(
-        "workers: before p50/p99/max {}/{}/{} ms ({} queries in 3 s); during p50/p99/max {}/{}/{} ms ({:.0} q/s); p99 during/before {}",
-        ms(percentile(&before, 0.5)),
-        ms(percentile(&before, 0.99)),
-        ms(percentile(&before, 1.0)),
-        before.len(),
-        ms(percentile(&during, 0.5)),
-        ms(percentile(&during, 0.99)),
-        ms(percentile(&during, 1.0)),
-        during.len() as f64 / verified.as_secs_f64(),
-        ratio(percentile(&during, 0.99), percentile(&before, 0.99)),
+        "| blocking ALTER directly (no load) | {} | {} | 1.00x |",
+        ms(blocking),
+        per_s(blocking)
     );
+    println!("| through pgshift: ALTER answered | {} | | |", ms(answered));
+    println!(
+        "| through pgshift: fill finished (under load) | {} | {} | {} |",
+        ms(finished),
+        per_s(finished),
+        ratio(finished, blocking)
+    );
+    println!();
+    println!("{workers}");
     println!();
 }
 
@@ -494,5 +570,8 @@ async fn main() {
     }
     for factor in factors {
         backfill(&pg, start_proxy(pg.port, factor), rows, factor).await;
+    }
+    if std::env::var("BENCH_SKIP_FILL").is_err() {
+        column_fill(&pg, start_proxy(pg.port, 2.0), rows).await;
     }
 }
