@@ -165,6 +165,8 @@ impl Engine {
             }
         };
         let book = self.books.get(database);
+        // Lock windows other proxies announce (see `rollout::watch`).
+        self.rollouts.watch(book.clone(), &self.background);
         let background = self.background.clone();
         let rollouts = self.rollouts.clone();
         self.background.spawn(async move {
@@ -230,6 +232,9 @@ async fn scan_forever(
         };
         for database in books.databases() {
             let book = books.get(&database);
+            if rollouts.has_sessions(&database) {
+                rollouts.watch(book.clone(), &background);
+            }
             if n % scan_every != 0 || !book.is_ready() {
                 book.close_if_idle().await;
                 if active.contains(&database) {

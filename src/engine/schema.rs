@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Marks the schema's layout; an older one is upgraded in place.
-const VERSION: &str = "pgshift state, schema version 7";
+const VERSION: &str = "pgshift state, schema version 8";
 
 /// Advisory lock (transaction scope) that serializes creating and upgrading the
 /// schema between proxies. Anyone can take it, so it is only ever tried.
@@ -116,6 +116,12 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS repaired bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS replica_lag bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS lock_window bigint;
+CREATE TABLE IF NOT EXISTS pgshift.proxies (
+    proxy text PRIMARY KEY,
+    heartbeat timestamptz NOT NULL,
+    holding text[] NOT NULL
+);
 REVOKE ALL ON ALL TABLES IN SCHEMA pgshift FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgshift FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgshift.defer(text, text, jsonb, text, text) RETURNS bigint
@@ -323,9 +329,10 @@ WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgshift'),
 ours(relname, relkind) AS (VALUES
     ('ddl_journal', 'r'), ('ddl_journal_id_seq', 'S'), ('ddl_journal_pkey', 'i'),
     ('rollouts', 'r'), ('rollouts_id_seq', 'S'), ('rollouts_pkey', 'i'),
-    ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i'), ('deferred_open', 'i')),
+    ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i'), ('deferred_open', 'i'),
+    ('proxies', 'r'), ('proxies_pkey', 'i')),
 tables AS (SELECT c.oid FROM pg_catalog.pg_class c, s
-           WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred', 'rollouts')),
+           WHERE c.relnamespace = s.oid AND c.relname IN ('ddl_journal', 'deferred', 'rollouts', 'proxies')),
 defaults(relname, attname, expr) AS (VALUES
     ('ddl_journal', 'id', 'nextval(''pgshift.ddl_journal_id_seq''::regclass)'),
     ('ddl_journal', 'at', 'now()'),
@@ -340,11 +347,13 @@ constraints(conname, def) AS (VALUES
     ('ddl_journal_pkey', 'PRIMARY KEY (id)'),
     ('deferred_pkey', 'PRIMARY KEY (id)'),
     ('rollouts_pkey', 'PRIMARY KEY (id)'),
+    ('proxies_pkey', 'PRIMARY KEY (proxy)'),
     ('deferred_state_check', 'CHECK ((state = ANY (ARRAY[''recorded''::text, ''working''::text, ''done''::text, ''failed''::text, ''interrupted''::text])))')),
 indexes(relname, def) AS (VALUES
     ('ddl_journal_pkey', 'CREATE UNIQUE INDEX ddl_journal_pkey ON pgshift.ddl_journal USING btree (id)'),
     ('deferred_pkey', 'CREATE UNIQUE INDEX deferred_pkey ON pgshift.deferred USING btree (id)'),
     ('rollouts_pkey', 'CREATE UNIQUE INDEX rollouts_pkey ON pgshift.rollouts USING btree (id)'),
+    ('proxies_pkey', 'CREATE UNIQUE INDEX proxies_pkey ON pgshift.proxies USING btree (proxy)'),
     ('deferred_open', 'CREATE INDEX deferred_open ON pgshift.deferred USING btree (id) WHERE (state = ANY (ARRAY[''recorded''::text, ''working''::text]))')),
 found_constraints AS (SELECT k.conname::text AS conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
     FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid),

@@ -151,7 +151,7 @@ impl Driver {
     pub async fn set_phase(&self, phase: Phase, error: Option<&str>) -> Result<(), StepError> {
         self.client
             .execute(
-                "UPDATE pgshift.rollouts SET phase = $2, error = $3, updated = pg_catalog.now() WHERE id = $1",
+                "UPDATE pgshift.rollouts SET phase = $2, error = $3, lock_window = NULL, updated = pg_catalog.now() WHERE id = $1",
                 &[&self.id, &phase.name(), &error],
             )
             .await?;
@@ -462,19 +462,36 @@ impl Driver {
             // A step that moves the rollout to another phase changes what the
             // table returns (cutover, rollback, finish): sessions about to use a
             // statement that reads it wait for this attempt to end, then renew it.
-            let swap = match &self.hold {
-                Some((running, database))
-                    if done.starts_with("UPDATE pgshift.rollouts SET phase") =>
-                {
-                    Some(running.swap(database, &r.table, r.table_oid))
+            let phase_change = done.starts_with("UPDATE pgshift.rollouts SET phase");
+            // Other proxies hold their sessions too (see `watch`); a fill's
+            // column is the application's own.
+            let announced = match &self.hold {
+                Some((running, database)) if phase_change && !r.fill => {
+                    Some(super::watch::announce(&self.client, running, database, self.id).await)
                 }
                 _ => None,
             };
-            if let Some(swap) = &swap {
-                swap.settle().await;
-            }
-            let attempt = self.in_lock(r, lock_ms, body, done, expect).await;
-            drop(swap);
+            let attempt = match announced {
+                Some(Err(e)) => Err(e),
+                announced => {
+                    let announced = announced.and_then(Result::ok);
+                    let swap = match &self.hold {
+                        Some((running, database)) if phase_change => {
+                            Some(running.swap(database, &r.table, r.table_oid))
+                        }
+                        _ => None,
+                    };
+                    if let Some(swap) = &swap {
+                        swap.settle().await;
+                    }
+                    let attempt = self.in_lock(r, lock_ms, body, done, expect).await;
+                    drop(swap);
+                    if let (Err(_), Some(a)) = (&attempt, announced) {
+                        a.withdraw(&self.client).await;
+                    }
+                    attempt
+                }
+            };
             match attempt {
                 Err(e) if e.retry && Instant::now() + pause < deadline => {
                     tokio::select! {
@@ -539,7 +556,7 @@ impl Driver {
 
     fn done(phase: Phase) -> String {
         format!(
-            "UPDATE pgshift.rollouts SET phase = '{}', request = NULL, error = NULL, updated = pg_catalog.now() WHERE id = ",
+            "UPDATE pgshift.rollouts SET phase = '{}', request = NULL, error = NULL, lock_window = NULL, updated = pg_catalog.now() WHERE id = ",
             phase.name()
         )
     }
@@ -1239,6 +1256,18 @@ pub async fn run(
     entered: Option<super::Entered>,
 ) {
     let _registered = entered.or_else(|| running.enter(&database, d.id));
+    // A lock window still announced was a driver's that died in it: the other
+    // proxies' sessions need not wait for it any longer.
+    if let Err(e) = d
+        .client
+        .execute(
+            "UPDATE pgshift.rollouts SET lock_window = NULL WHERE id = $1 AND lock_window IS NOT NULL",
+            &[&d.id],
+        )
+        .await
+    {
+        tracing::debug!(target: "pgshift::rollout", rollout = d.id, error = %e, "announced window not cleared");
+    }
     let mut d = d;
     d.hold = Some((running.clone(), database.clone()));
     tracing::info!(target: "pgshift::rollout", rollout = d.id, database, "driving rollout");
@@ -1603,8 +1632,9 @@ pub async fn standby(
     id: i64,
     bg: Background,
     running: Arc<Running>,
+    entered: Option<super::Entered>,
 ) {
-    let Some(registered) = running.enter(&database, id) else {
+    let Some(registered) = entered.or_else(|| running.enter(&database, id)) else {
         return;
     };
     let rt = tokio::runtime::Handle::current();

@@ -18,6 +18,7 @@ pub mod model;
 pub mod sql;
 pub mod start;
 mod twins;
+pub mod watch;
 
 pub use model::{Phase, Request, Rollout};
 
@@ -54,6 +55,14 @@ impl Spec {
 /// Rollouts this process drives or stands by for, with their table once known.
 #[derive(Debug, Default)]
 pub struct Running {
+    /// This process among the proxies in front of a database
+    /// (`pgshift.proxies.proxy`).
+    me: watch::Me,
+    /// Rollouts whose lock window this process announced (database, id): its
+    /// own watcher does not hold for them (its sessions wait on the [`Swap`]).
+    announced: Mutex<Vec<(String, i64)>>,
+    /// Databases a watcher task looks at (see [`watch`]).
+    watching: Mutex<Vec<String>>,
     set: Mutex<HashMap<(String, i64), Option<Table>>>,
     /// How many: sessions hold COPY statements while it is not zero.
     live: Arc<AtomicUsize>,
@@ -456,6 +465,7 @@ pub async fn scan(
             id,
             bg.clone(),
             running.clone(),
+            None,
         );
         bg.spawn(task);
     }

@@ -526,6 +526,21 @@ pub async fn start<C: Conn>(
             original: "",
             ..step_cx.clone()
         };
+        // Other proxies hold their sessions for it too (see `watch`).
+        let _announced = super::watch::announce(
+            &driver_conn.client,
+            &cx.engine.rollouts,
+            cx.database,
+            rollout.id,
+        )
+        .await
+        .map_err(|e| {
+            refusal(
+                "55P03",
+                format!("pgshift could not start the rollout: {e}"),
+                "Run the ALTER again in a moment.",
+            )
+        })?;
         // The new column changes what `SELECT *` returns: like the cutover, the
         // expand's lock window holds sessions about to use a statement that
         // reads the table, after those already sent.
