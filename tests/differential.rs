@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fresh_db, pg, Proxy};
+use common::{fresh_db, pg, psql_at, Proxy};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -122,12 +122,35 @@ fn compare(name: &str, proxy: &Proxy) {
         "{name}: output differs\n{}\n--- directly ---\n{direct}\n--- through pgshift ---\n{proxied}",
         first_difference(&direct, &proxied)
     );
+    // A fill pgshift runs in the background (ADD COLUMN … DEFAULT <volatile>)
+    // leaves its trigger until the last old row has its value.
+    settle(pg_port, &proxied_db);
     let (a, b) = (schema(&direct_db), schema(&proxied_db));
     assert!(
         a == b,
         "{name}: schema differs\n{}",
         first_difference(&a, &b)
     );
+}
+
+/// Waits until no rollout pgshift started in `db` is still running.
+fn settle(port: u16, db: &str) {
+    let query = "SELECT count(*) FROM pgshift.rollouts \
+                 WHERE phase NOT IN ('finished', 'rolled_back')";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (ok, out, err) = psql_at(port, db, &format!("\\t on\n{query};"));
+        // No schema pgshift: nothing ever ran in the background there.
+        if !ok && err.contains("does not exist") || ok && out.trim() == "0" {
+            return;
+        }
+        assert!(ok, "{db}: {err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{db}: rollouts still running after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 macro_rules! scripts {

@@ -297,3 +297,138 @@ async fn odd_names_fill_too() {
     assert_eq!(missing, 0);
     assert_eq!(leftovers(&admin).await, 0);
 }
+
+/// The default is printed in the author's session and read back by pgshift's
+/// service connection and by the trigger in whichever session writes: a
+/// database that sets `standard_conforming_strings = off` and a day-first
+/// DateStyle changes neither what the background fills nor what the trigger does.
+#[tokio::test]
+async fn a_fill_reads_its_default_the_same_whatever_sessions_set() {
+    let db = fresh_db("fill_settings");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET standard_conforming_strings = off; \
+             ALTER DATABASE {db} SET DateStyle = 'SQL, DMY'"
+        ))
+        .await
+        .unwrap();
+    // Slow, so that an old row is still unfilled when it is updated.
+    let proxy = proxy(200);
+    // pgshift leaves a session that reads strings the old way alone.
+    let conn = format!(
+        "{} options='-c standard_conforming_strings=on'",
+        proxy.conn_str(&db, "postgres")
+    );
+    let backslash = add(
+        &conn,
+        r"ALTER TABLE orders ADD COLUMN mark text DEFAULT CASE WHEN random() < 2 THEN 'a\' END",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    let day = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN day date DEFAULT CASE WHEN random() < 2 THEN DATE '2020-01-02' END",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    // A session with the database's settings updates an old row: the trigger fills it.
+    let old_ways = connect(&direct(&db)).await;
+    let settings = old_ways
+        .query_one(
+            "SELECT current_setting('standard_conforming_strings') || current_setting('DateStyle')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(settings.get::<_, String>(0), "offSQL, DMY");
+    old_ways
+        .batch_execute(&format!("UPDATE orders SET note = 'x' WHERE id = {ROWS}"))
+        .await
+        .unwrap();
+    let client = connect(&direct(&db)).await;
+    for id in [backslash, day] {
+        rollout::throttle(&client, id, 0).await.unwrap();
+    }
+    for id in [backslash, day] {
+        wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    }
+    let wrong = count(
+        &admin,
+        r"SELECT count(*) FROM orders WHERE mark IS DISTINCT FROM E'a\\' OR day IS DISTINCT FROM DATE '2020-01-02'",
+    )
+    .await;
+    assert_eq!(wrong, 0, "rows filled with another value than the default");
+}
+
+/// While a fill runs, pgshift refuses what would lose its work (a rewrite of the
+/// table, a change of the column being filled) and lets other columns be added;
+/// a default Postgres stores once (not volatile after all) runs as written; a
+/// temporary table is filled in-band.
+#[tokio::test]
+async fn a_fill_keeps_its_column_and_leaves_constant_defaults_alone() {
+    let db = fresh_db("fill_guard");
+    let admin = setup(&db).await;
+    let proxy = proxy(200);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    let client = connect(&conn).await;
+    for sql in [
+        "ALTER TABLE orders SET UNLOGGED",
+        "ALTER TABLE orders DROP COLUMN drawn",
+        "ALTER TABLE orders RENAME COLUMN drawn TO drawn2",
+    ] {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(
+            common::sqlstate(&e).as_deref(),
+            Some("55006"),
+            "{sql}: {e:?}"
+        );
+    }
+    // Another column, a constant default: Postgres stores it once.
+    assert_eq!(
+        add(&conn, "ALTER TABLE orders ADD COLUMN k int DEFAULT abs(-7)").await,
+        None
+    );
+    let sevens = count(&admin, "SELECT count(*) FROM orders WHERE k = 7").await;
+    assert_eq!(sevens, ROWS, "the constant default was not there at once");
+    // As written: the journal (written in the background) says so.
+    common::scenario::eventually(
+        &admin,
+        "SELECT count(*) FROM pgshift.ddl_journal WHERE statement LIKE '%abs(-7)%' AND policy = 'not-volatile'",
+        "1",
+    )
+    .await;
+    // A temporary table is out of the service connection's reach.
+    client
+        .batch_execute(
+            "CREATE TEMPORARY TABLE scratch AS SELECT g AS id FROM generate_series(1, 5000) g",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE scratch ADD COLUMN r float8 DEFAULT random()")
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT count(r) FROM scratch", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 5000);
+    let rollouts = count(&admin, "SELECT count(*) FROM pgshift.rollouts").await;
+    assert_eq!(rollouts, 1, "only the first fill is a rollout");
+    // Once the fill is over, the statements run.
+    rollout::throttle(&client, id, 0).await.unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    client
+        .batch_execute("ALTER TABLE orders RENAME COLUMN drawn TO drawn2")
+        .await
+        .unwrap();
+    let unfilled = count(&admin, "SELECT count(*) FROM orders WHERE drawn2 IS NULL").await;
+    assert_eq!(unfilled, 0);
+}

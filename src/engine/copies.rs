@@ -6,7 +6,8 @@
 
 use super::conn::{Conn, InBand};
 use super::{Outcome, SessionCx};
-use crate::sql::analysis::{CopyTarget, TableRef};
+use crate::rollout::Table;
+use crate::sql::analysis::{ColumnChange, CopyTarget};
 use crate::sql::ident::quote;
 use crate::wire::backend::PgError;
 use std::io;
@@ -40,29 +41,42 @@ SELECT pg_catalog.to_regclass(
               ELSE pg_catalog.quote_ident($1::pg_catalog.text) OPERATOR(pg_catalog.||) '.' END
          OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2::pg_catalog.text))::pg_catalog.oid::pg_catalog.text";
 
-/// The rollout under way on `table`, if this process knows of one: a refusal of
-/// a statement that adds, drops, renames or retypes its columns (a column added
-/// now stands after pgshift's, and an INSERT by position loses its value into
-/// pgshift's column; a renamed column breaks the mirror).
+/// The rollout under way on the table, if this process knows of one: a refusal
+/// of a statement that adds, drops, renames or retypes its columns (a column
+/// added now stands after pgshift's, and an INSERT by position loses its value
+/// into pgshift's column; a renamed column breaks the mirror). A fill needs
+/// less: only its own column left alone, and no rewrite (every row would get a
+/// new version, and the fill would take old rows for the application's).
 pub async fn column_change_refusal<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
-    table: &TableRef,
+    change: &ColumnChange,
     by_name: bool,
 ) -> io::Result<Option<PgError>>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let tables = cx.engine.rollouts.tables(cx.database);
-    if tables.is_empty() || table.catalog.as_deref().is_some_and(|c| c != cx.database) {
+    let table = &change.table;
+    let fill_breaks = |t: &Table| change.rewrites || change.columns.contains(&t.column);
+    let mut guarded: Vec<(Table, bool)> = cx
+        .engine
+        .rollouts
+        .tables(cx.database)
+        .into_iter()
+        .filter(|_| change.adds || !change.columns.is_empty())
+        .map(|t| (t, false))
+        .collect();
+    let fills = cx.engine.rollouts.fills(cx.database);
+    guarded.extend(fills.into_iter().filter(fill_breaks).map(|t| (t, true)));
+    if guarded.is_empty() || table.catalog.as_deref().is_some_and(|c| c != cx.database) {
         return Ok(None);
     }
     let found = if by_name {
         // Earlier statements of the same Query may change the search_path or
         // rename tables before this one runs: any table under rollout of that
         // name counts.
-        tables.iter().find(|t| t.name == table.name)
+        guarded.iter().find(|(t, _)| t.name == table.name)
     } else {
         let schema = table.schema.clone().unwrap_or_default();
         let reply = io.query_params(TABLE, &[&schema, &table.name]).await?;
@@ -71,13 +85,13 @@ where
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|s| s.parse().ok());
-        tables.iter().find(|t| Some(t.oid) == oid)
+        guarded.iter().find(|(t, _)| Some(t.oid) == oid)
     };
-    let Some(t) = found else {
+    let Some((t, fill)) = found else {
         return Ok(None);
     };
-    Ok(Some(
-        PgError::error(
+    let error = match fill {
+        false => PgError::error(
             "55006",
             format!(
                 "{} is under an online rollout of its column {}: pgshift does not change its columns until the rollout is finished or rolled back",
@@ -86,7 +100,21 @@ where
             ),
         )
         .with_hint("Finish or roll back the rollout first (pgshift.rollouts has its id), then run this statement."),
-    ))
+        true => PgError::error(
+            "55006",
+            format!(
+                "pgshift is filling the old rows of {}.{} in the background: {}",
+                quote(&table.name),
+                quote(&t.column),
+                match change.rewrites {
+                    true => "this statement rewrites the table, which would leave the rows not filled yet NULL for good",
+                    false => "this statement changes the column being filled",
+                }
+            ),
+        )
+        .with_hint("Run it again once the fill is over (pgshift.rollouts shows its phase), or roll the fill back."),
+    };
+    Ok(Some(error))
 }
 
 /// Forwards the COPY as written, or with the column list of the rollout's table.

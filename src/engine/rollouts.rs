@@ -65,8 +65,8 @@ where
 }
 
 /// An `ADD COLUMN … DEFAULT <volatile>` whose rows may be filled in the
-/// background: the client gets its answer once the column exists. False when
-/// the default needs the author's session (the caller fills in-band).
+/// background: the client gets its answer once the column exists. Otherwise
+/// says how the caller adds the column.
 pub(super) async fn fill<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
@@ -75,14 +75,14 @@ pub(super) async fn fill<C, S>(
     finding: &Finding,
     plan: &Plan,
     online: &OnlineFill,
-) -> Result<bool, Failure>
+) -> Result<fill::Fill, Failure>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (Some(table), [add, set_default, _]) = (finding.table.as_deref(), plan.steps.as_slice())
     else {
-        return Ok(false);
+        return Ok(fill::Fill::InBand);
     };
     let spec = fill::FillSpec {
         table,
@@ -93,8 +93,8 @@ where
     let began = Instant::now();
     let result = fill::start(io, cx, step_cx, &spec, &stmt.sql).await;
     let started = match result {
-        Ok(None) => return Ok(false),
-        Ok(Some(s)) => Ok(s),
+        Ok(fill::Fill::Started(s)) => Ok(s),
+        Ok(other) => return Ok(other),
         Err(f) => Err(f),
     };
     journal(cx, stmt, finding, began, started.as_ref().err());
@@ -112,7 +112,7 @@ where
             started.id
         ),
     );
-    Ok(true)
+    Ok(fill::Fill::Started(started))
 }
 
 fn journal(

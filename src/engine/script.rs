@@ -11,6 +11,7 @@ use super::steps::{self, Failure, Mode, StepContext, StepReport};
 use super::{journal, precheck};
 use super::{Entry, Outcome, SessionCx};
 use crate::config::{InTransaction, UnparsedPolicy};
+use crate::rollout::fill::Fill;
 use crate::sql::analysis::{analyze_shared, Statement, TxControl, Unparsed, Verdict};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
@@ -316,7 +317,7 @@ where
                     ..step_cx.clone()
                 };
                 let shift = sql[..stmt.offset.min(sql.len())].chars().count();
-                run_as_written(io, cx, &cx2, stmt, finding)
+                run_as_written(io, cx, &cx2, stmt, finding, "small-table")
                     .await
                     .map_err(|f| match f {
                         Failure::Server(e) => Failure::Server(e.shifted(shift)),
@@ -371,11 +372,14 @@ where
                         Some(online) => {
                             super::rollouts::fill(io, cx, &cx2, stmt, finding, plan, online).await
                         }
-                        None => Ok(false),
+                        None => Ok(Fill::InBand),
                     };
                     match filled {
-                        Ok(true) => Ok(()),
-                        Ok(false) => {
+                        Ok(Fill::Started(_)) => Ok(()),
+                        Ok(Fill::AsWritten) => {
+                            run_as_written(io, cx, &cx2, stmt, finding, "not-volatile").await
+                        }
+                        Ok(Fill::InBand) => {
                             let mut plan = plan.clone();
                             super::unnamed::name_indexes(io, &mut plan).await?;
                             super::unnamed::name_constraints(io, &mut plan).await?;
@@ -678,6 +682,7 @@ async fn run_as_written<C, S>(
     step_cx: &StepContext<'_>,
     stmt: &Statement,
     finding: &Finding,
+    why: &str,
 ) -> Result<(), Failure>
 where
     C: AsyncWrite + Unpin + Send,
@@ -696,7 +701,7 @@ where
         },
         steps: result.iter().cloned().collect(),
         error,
-        ..entry(cx, stmt, finding.rule, "small-table", started)
+        ..entry(cx, stmt, finding.rule, why, started)
     });
     result?;
     let mut out = BytesMut::new();

@@ -23,7 +23,8 @@ const OPTIONS: &str =
     "-c search_path=pg_catalog,pg_temp -c check_function_bodies=on -c statement_timeout=10000 \
      -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000 \
      -c idle_session_timeout=0 -c default_transaction_read_only=off \
-     -c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC";
+     -c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC \
+     -c standard_conforming_strings=on -c quote_all_identifiers=off";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {

@@ -85,7 +85,7 @@ const LOOK: &str = "
 SELECT n.nspname::text, c.relname::text, c.relkind::text,
        pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
        EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
-       c.reltuples::int8,
+       c.reltuples::int8, c.relpersistence::text,
        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname = $2::text::name AND NOT x.attisdropped)
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -98,7 +98,7 @@ async fn probe<C: Conn>(
     io: &mut C,
     spec: &FillSpec<'_>,
     session: u64,
-) -> Result<Result<(u32, String), String>, Failure> {
+) -> Result<Result<Probed, String>, Failure> {
     let name = format!("pgshift_probe_{session}");
     let probe = format!("pg_temp.{name}");
     let failed = |f: Failure| match f {
@@ -119,11 +119,14 @@ async fn probe<C: Conn>(
         Err(f) => return failed(f),
     };
     let made = async {
+        // One row: Postgres keeps a non-volatile default as the rows' missing
+        // value (atthasmissing) only where there are rows.
         probe_step(
             io,
-            &format!("CREATE TEMPORARY TABLE {name} (LIKE {})", spec.table),
+            &format!("CREATE TEMPORARY TABLE {name} (pgshift_probe_row int)"),
         )
         .await?;
+        probe_step(io, &format!("INSERT INTO {probe} VALUES (1)")).await?;
         probe_step(
             io,
             &format!(
@@ -132,7 +135,31 @@ async fn probe<C: Conn>(
             ),
         )
         .await?;
-        probe_step(io, "SET LOCAL search_path = pg_catalog, pg_temp").await?;
+        // Printed as the service connection and the trigger function read it
+        // back: names qualified, strings standard, dates ISO, floats exact.
+        for set in [
+            "search_path = pg_catalog, pg_temp",
+            "standard_conforming_strings = on",
+            "DateStyle = 'ISO, MDY'",
+            "IntervalStyle = postgres",
+            "extra_float_digits = 3",
+            "TimeZone = 'UTC'",
+        ] {
+            probe_step(io, &format!("SET LOCAL {set}")).await?;
+        }
+        let missing = probe_step(
+            io,
+            &format!(
+                "SELECT a.atthasmissing::pg_catalog.text FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) {}::pg_catalog.regclass \
+                 AND a.attname OPERATOR(pg_catalog.=) 'pgshift_probe_value'",
+                literal(&probe)
+            ),
+        )
+        .await?;
+        if missing.cell(0) == "true" {
+            return Ok(None);
+        }
         let unfit = probe_step(io, &unfit_query(&probe)).await?;
         let printed = probe_step(
             io,
@@ -144,14 +171,17 @@ async fn probe<C: Conn>(
             ),
         )
         .await?;
-        Ok::<_, Failure>((unfit, printed))
+        Ok::<_, Failure>(Some((unfit, printed)))
     }
     .await;
-    let (unfit, printed) = match made {
+    let made = match made {
         Ok(x) => x,
         Err(f) => return failed(f),
     };
     io.query("ROLLBACK").await?;
+    let Some((unfit, printed)) = made else {
+        return Ok(Ok(Probed::Constant));
+    };
     if !unfit.rows.is_empty() {
         let why: Vec<String> = unfit
             .rows
@@ -166,8 +196,28 @@ async fn probe<C: Conn>(
     }
     Ok(oid
         .parse()
-        .map(|oid| (oid, value))
+        .map(|oid| Probed::Background(oid, value))
         .map_err(|_| "the table's oid did not read back".to_string()))
+}
+
+/// What the probe found the default to be.
+enum Probed {
+    /// Postgres evaluates it once and rewrites nothing: the statement runs as
+    /// written.
+    Constant,
+    /// The table's oid and the default as the background evaluates it.
+    Background(u32, String),
+}
+
+/// How the engine adds the column.
+pub enum Fill {
+    /// The column exists; a rollout fills its old rows.
+    Started(Started),
+    /// The default needs the author's session: the engine fills in-band.
+    InBand,
+    /// The default is not volatile after all (Postgres stores it once): the
+    /// statement runs as written.
+    AsWritten,
 }
 
 /// The function the trigger runs: the default, evaluated as whoever writes.
@@ -212,21 +262,22 @@ pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &st
     )
 }
 
-/// `Ok(None)`: the default cannot be evaluated in the background (the reason is
-/// logged); the engine fills in-band instead.
+/// Adds the column and starts its fill, or says how the engine adds it instead
+/// (when the background cannot evaluate the default, the reason is logged).
 pub async fn start<C: Conn>(
     io: &mut C,
     cx: &SessionCx<'_>,
     step_cx: &StepContext<'_>,
     spec: &FillSpec<'_>,
     statement: &str,
-) -> Result<Option<Started>, Failure> {
+) -> Result<Fill, Failure> {
     let unfit = |why: String| {
         tracing::info!(target: "pgshift::rollout", statement, reason = %why, "the backfill runs in-band");
-        Ok(None)
+        Ok(Fill::InBand)
     };
     let (oid, value) = match probe(io, spec, cx.session_id).await? {
-        Ok(x) => x,
+        Ok(Probed::Background(oid, value)) => (oid, value),
+        Ok(Probed::Constant) => return Ok(Fill::AsWritten),
         Err(why) => return unfit(why),
     };
     let settings = cx.settings;
@@ -243,11 +294,12 @@ pub async fn start<C: Conn>(
         return unfit("the service connection does not see the table".into());
     };
     let (schema, table, relkind): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    let (may_own, inherits, reltuples, taken): (bool, bool, i64, bool) =
-        (row.get(3), row.get(4), row.get(5), row.get(6));
-    if relkind != "r" || inherits || !may_own || taken {
+    let (may_own, inherits, reltuples, persistence, taken): (bool, bool, i64, String, bool) =
+        (row.get(3), row.get(4), row.get(5), row.get(6), row.get(7));
+    // Another session's temporary table is out of the service connection's reach.
+    if relkind != "r" || inherits || !may_own || taken || persistence == "t" {
         return unfit(format!(
-            "{schema}.{table}: kind {relkind}, inheritance {inherits}, pgshift may alter it {may_own}, column there {taken}"
+            "{schema}.{table}: kind {relkind}, persistence {persistence}, inheritance {inherits}, pgshift may alter it {may_own}, column there {taken}"
         ));
     }
     let qualified = crate::sql::ident::qualified(&schema, &table);
@@ -345,5 +397,5 @@ pub async fn start<C: Conn>(
     cx.engine
         .background()
         .spawn(driver::run(d, background, db, running, entered));
-    Ok(Some(Started { id, describe }))
+    Ok(Fill::Started(Started { id, describe }))
 }

@@ -64,6 +64,10 @@ pub struct Running {
     /// Databases a watcher task looks at (see [`watch`]).
     watching: Mutex<Vec<String>>,
     set: Mutex<HashMap<(String, i64), Option<Table>>>,
+    /// The tables whose old rows a fill is filling (database, id): kept apart
+    /// from `set`, whose tables' writes and statements sessions look after; a
+    /// fill's only need is that nobody changes the table's columns meanwhile.
+    fills: Mutex<HashMap<(String, i64), Table>>,
     /// How many: sessions hold COPY statements while it is not zero.
     live: Arc<AtomicUsize>,
     /// Per database, counts the changes to tables under rollout that change what a
@@ -189,6 +193,11 @@ pub struct Entered {
 
 impl Drop for Entered {
     fn drop(&mut self) {
+        self.running
+            .fills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
         let mut set = self.running.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(table)) = set.remove(&self.key) {
             self.running.changed(&self.key.0, &table.name, table.oid);
@@ -221,6 +230,7 @@ impl Running {
 
     /// Notes the table of a rollout this process has entered.
     pub fn describe(&self, database: &str, r: &model::Rollout, driving: bool) {
+        self.describe_fill(database, r);
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
             // An ended rollout has no table here (see `over`).
@@ -258,9 +268,47 @@ impl Running {
         }
     }
 
+    fn describe_fill(&self, database: &str, r: &model::Rollout) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (database.to_string(), r.id);
+        if !r.fill || r.phase.is_over() {
+            fills.remove(&key);
+            return;
+        }
+        fills.insert(
+            key,
+            Table {
+                oid: r.table_oid,
+                name: r.table.clone(),
+                column: r.column.clone(),
+                new_column: r.new_column.clone(),
+                old_column: r.old_column(),
+                expanded: r.phase != model::Phase::Planned,
+                cut_over: false,
+                repeats: false,
+                schema: r.schema.clone(),
+            },
+        );
+    }
+
+    /// The tables of `database` whose old rows a fill is filling, with the
+    /// column it fills.
+    pub fn fills(&self, database: &str) -> Vec<Table> {
+        let fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        fills
+            .iter()
+            .filter(|((db, _), _)| db == database)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
     /// A rollout this process drives ended: its table is no longer under
     /// rollout here (the entry itself goes when the driving task does).
     pub fn over(&self, database: &str, id: i64) {
+        self.fills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(database.to_string(), id));
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set
             .get_mut(&(database.to_string(), id))

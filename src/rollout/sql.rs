@@ -63,7 +63,8 @@ pub(super) fn pinned_function(name: &str, body: &str) -> String {
     let tag = dollar_tag(body);
     format!(
         "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER \
-         SET search_path = pg_catalog, pg_temp AS {tag}{body}{tag}"
+         SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on \
+         AS {tag}{body}{tag}"
     )
 }
 
@@ -455,7 +456,10 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// on it now; $3 that trigger's function (regprocedure text, or empty); $4 the
 /// name the statements use for the table; $5 columns whose type must be built in
 /// (the keys, the new column, what the transform reads); $6 the primary key's
-/// columns as the rollout walks them; $7 pgshift's own CHECK constraint.
+/// columns as the rollout walks them; $7 pgshift's own CHECK constraint. Other
+/// rollouts' triggers on the table (their functions are pgshift's, in schema
+/// pgshift, made by this role) are allowed too: two fills, or a fill and a type
+/// change, on one table.
 ///
 /// Built-in means an oid below 16384 (FirstNormalObjectId): nobody but a
 /// superuser can make a cast between built-in types, so the casts pgshift writes
@@ -466,6 +470,11 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// text, like query_to_xml, is not).
 pub const FOREIGN_CODE: &str = r#"
 WITH t AS (SELECT $1::pg_catalog.text::pg_catalog.oid AS oid),
+-- Any rollout's mirror, reverse or fill function (pgshift's, in its own schema).
+mine AS (SELECT p.oid FROM pg_catalog.pg_proc p
+          WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('pgshift')::pg_catalog.oid
+            AND p.proowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user)
+            AND p.proname OPERATOR(pg_catalog.~) '^(mirror|reverse)_[0-9]+$'),
 trees(what, tree, own) AS (
     SELECT pg_catalog.format('constraint %s', k.conname), k.conbin::pg_catalog.text, false
       FROM pg_catalog.pg_constraint k, t
@@ -483,6 +492,7 @@ trees(what, tree, own) AS (
     UNION ALL
     SELECT pg_catalog.format('trigger %s', tg.tgname), tg.tgqual::pg_catalog.text,
            tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
+           OR tg.tgfoid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM mine)
       FROM pg_catalog.pg_trigger tg, t
      WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND tg.tgqual IS NOT NULL),
 refs AS (
@@ -498,8 +508,9 @@ UNION ALL
 SELECT pg_catalog.format('trigger %s', tg.tgname)
   FROM pg_catalog.pg_trigger tg, t
  WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND NOT tg.tgisinternal
-   AND NOT (tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
-            AND tg.tgfoid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(NULLIF($3::pg_catalog.text, ''))::pg_catalog.oid
+   AND NOT ((tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
+             AND tg.tgfoid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(NULLIF($3::pg_catalog.text, ''))::pg_catalog.oid
+             OR tg.tgfoid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM mine))
             AND tg.tgenabled OPERATOR(pg_catalog.=) 'A'
             AND tg.tgoldtable IS NULL AND tg.tgnewtable IS NULL)
 UNION ALL

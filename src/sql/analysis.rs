@@ -38,8 +38,9 @@ pub struct Statement {
     pub copy: bool,
     /// A COPY of a whole table without a column list (`COPY t FROM STDIN`).
     pub copy_target: Option<CopyTarget>,
-    /// The table whose columns the statement adds, drops, renames or retypes.
-    pub changes_columns_of: Option<TableRef>,
+    /// What the statement changes of a table's columns, when it adds, drops,
+    /// renames or retypes them or rewrites the table.
+    pub changes_columns_of: Option<ColumnChange>,
     /// What a rule found, if the statement is unsafe.
     pub finding: Option<Finding>,
     /// Databases the statement needs no other session connected to (DROP
@@ -172,25 +173,58 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
     Ok(Analysis { statements })
 }
 
-fn changes_columns_of(node: &NodeEnum) -> Option<TableRef> {
+/// What a statement changes of a table's columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnChange {
+    pub table: TableRef,
+    /// It adds columns.
+    pub adds: bool,
+    /// The columns it drops, renames or retypes.
+    pub columns: Vec<String>,
+    /// It may give every row a new version (a type change, SET LOGGED,
+    /// UNLOGGED, ACCESS METHOD).
+    pub rewrites: bool,
+}
+
+fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
     use pg_query::protobuf::{AlterTableType as At, ObjectType};
-    let rel = match node {
+    match node {
         NodeEnum::AlterTableStmt(a) if a.objtype == ObjectType::ObjectTable as i32 => {
-            let changes = a.cmds.iter().any(|c| match c.node.as_ref() {
-                Some(NodeEnum::AlterTableCmd(cmd)) => matches!(
-                    At::try_from(cmd.subtype),
-                    Ok(At::AtAddColumn | At::AtDropColumn | At::AtAlterColumnType)
-                ),
-                _ => false,
-            });
-            a.relation.as_ref().filter(|_| changes)?
+            let mut change = ColumnChange {
+                table: TableRef::of(a.relation.as_ref()?),
+                adds: false,
+                columns: Vec::new(),
+                rewrites: false,
+            };
+            for cmd in &a.cmds {
+                let Some(NodeEnum::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
+                    continue;
+                };
+                match At::try_from(cmd.subtype) {
+                    Ok(At::AtAddColumn) => change.adds = true,
+                    Ok(At::AtDropColumn) => change.columns.push(cmd.name.clone()),
+                    Ok(At::AtAlterColumnType) => {
+                        change.columns.push(cmd.name.clone());
+                        change.rewrites = true;
+                    }
+                    Ok(At::AtSetLogged | At::AtSetUnLogged | At::AtSetAccessMethod) => {
+                        change.rewrites = true
+                    }
+                    _ => {}
+                }
+            }
+            (change.adds || change.rewrites || !change.columns.is_empty()).then_some(change)
         }
         NodeEnum::RenameStmt(r) if r.rename_type == ObjectType::ObjectColumn as i32 => {
-            r.relation.as_ref()?
+            Some(ColumnChange {
+                table: TableRef::of(r.relation.as_ref()?),
+                adds: false,
+                columns: vec![r.subname.clone()],
+                rewrites: false,
+            })
         }
-        _ => return None,
-    };
-    Some(TableRef::of(rel))
+        _ => None,
+    }
 }
 
 fn copy_target(node: &NodeEnum, sql: &str) -> Option<CopyTarget> {
