@@ -118,3 +118,56 @@ async fn generated_columns_stay_out_of_the_list_as_postgres_leaves_them_out() {
     assert!(ok, "{stderr}");
     assert_eq!(lines(&out, &["2001\t"]), ["2001\t5\t6"]);
 }
+
+/// A COPY the client prepares (tokio-postgres' `copy_in` and `copy_out` send a
+/// named Parse): the same column list, in and out, in text and in binary, inside
+/// a transaction block too.
+#[tokio::test]
+async fn a_prepared_copy_gets_the_list_too() {
+    use futures_util::{SinkExt, StreamExt};
+    let db = fresh_db("rollout_copy_prep");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    let mut client = common::connect(&proxy.conn_str(&db, "postgres")).await;
+    let sink = client.copy_in("COPY orders FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(rows(900_001, 300)))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 300);
+    // Prepared once, used inside a transaction block.
+    let tx = client.transaction().await.unwrap();
+    let statement = tx.prepare("COPY public.orders FROM STDIN").await.unwrap();
+    let sink = tx.copy_in(&statement).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(rows(910_001, 200)))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 200);
+    tx.commit().await.unwrap();
+    // Out: the application's four columns.
+    let out = client
+        .copy_out("COPY orders TO STDOUT WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = out.collect().await;
+    let text: String = chunks
+        .into_iter()
+        .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(lines(&text, &["910002,"]), ["910002,102,102,copied"]);
+    let copied: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM orders WHERE note = 'copied' AND amount = amount__pgshift_new",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 500, "every copied row in both columns");
+}

@@ -7,7 +7,7 @@
 use super::conn::{Conn, InBand};
 use super::{Outcome, SessionCx};
 use crate::rollout::Table;
-use crate::sql::analysis::{ColumnChange, CopyTarget};
+use crate::sql::analysis::{analyze_shared, ColumnChange, CopyTarget, Verdict};
 use crate::sql::ident::quote;
 use crate::wire::backend::PgError;
 use std::io;
@@ -115,6 +115,35 @@ where
         .with_hint("Run it again once the fill is over (pgshift.rollouts shows its phase), or roll the fill back."),
     };
     Ok(Some(error))
+}
+
+/// The text of a COPY the client prepares (a Parse: tokio-postgres' `copy_in`,
+/// any driver's extended protocol) with the column list of the rollout's table
+/// when it needs one; None to send it as written.
+pub async fn prepared_with_list<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    sql: &str,
+) -> io::Result<Option<String>>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let limits = cx.settings.config.ddl.parse_limits();
+    let analysis = match analyze_shared(sql, &limits).await {
+        Verdict::Parsed(a) => a,
+        _ => return Ok(None),
+    };
+    let [only] = &analysis.statements[..] else {
+        return Ok(None);
+    };
+    let Some(target) = &only.copy_target else {
+        return Ok(None);
+    };
+    Ok(match with_column_list(io, cx, sql, target).await? {
+        Outcome::Rewrite(text) => Some(text),
+        _ => None,
+    })
 }
 
 /// Forwards the COPY as written, or with the column list of the rollout's table.

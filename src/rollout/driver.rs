@@ -1357,6 +1357,11 @@ pub async fn run(
                 {
                     idle(&bg).await
                 }
+                Phase::Backfilling | Phase::Verifying if r.fill && r.fill_before.is_none() => {
+                    // Which rows are old is not known: a batch would take every
+                    // row for the application's and fill none.
+                    Err(ours(format!("rollout {} does not know which transaction added its column", r.id)))
+                }
                 Phase::Backfilling | Phase::Verifying => {
                     let verify = r.phase == Phase::Verifying;
                     if keys.is_none() {

@@ -393,7 +393,9 @@ pub async fn start<C: Conn>(
     let background = cx.engine.background().clone();
     let db = cx.database.to_string();
     let running = cx.engine.rollouts.clone();
+    // Known before the client hears of it: its next rewrite of the table waits.
     let entered = running.enter(&db, id);
+    running.describe(&db, &rollout, false);
     cx.engine
         .background()
         .spawn(driver::run(d, background, db, running, entered));

@@ -332,7 +332,7 @@ fn pending(r: &Rollout) -> String {
     match (r.fill, r.fill_before) {
         (true, before) => format!(
             "{new} IS NULL AND pg_catalog.age(xmin) OPERATOR(pg_catalog.>) pg_catalog.age('{}'::pg_catalog.xid)",
-            // Never read back before the expand committed; 0 fills nothing.
+            // The driver runs no batch of a fill without it; 0 fills nothing.
             before.unwrap_or(0)
         ),
         (false, _) => format!("{new} IS DISTINCT FROM {}", r.transform_cast()),

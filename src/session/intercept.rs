@@ -122,6 +122,10 @@ async fn turn(
         }
         return Ok(());
     }
+    // A COPY prepared while a table is under rollout: its Parse alone.
+    if hit && super::copies::prepared(s, shared, settings).await? {
+        return Ok(());
+    }
     let (sql, prefix, len) = match s.up.pending().first() {
         Some(b'P') if hit => match gather(s, settings).await? {
             Some(batch) => (Some(batch.sql), batch.prefix, batch.len),

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod cancel;
+mod copies;
 mod hold;
 pub mod info;
 mod intercept;

@@ -530,7 +530,8 @@ impl Scanner {
         }
     }
 
-    /// Looks at a held frame's body; true for a Query, or an unnamed Parse, that may be DDL.
+    /// Looks at a held frame's body; true for a Query, or an unnamed Parse, that may be DDL
+    /// (or a COPY, while `live`).
     fn inspect(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
             b'Z' => {
@@ -564,8 +565,11 @@ impl Scanner {
                 let name = cstr(body);
                 self.named |= !name.is_empty();
                 self.note(|d| d.forget(name));
-                let hit = self.sniff(cstr(body.get(name.len() + 1..).unwrap_or_default()));
-                hit && name.is_empty()
+                let text = cstr(body.get(name.len() + 1..).unwrap_or_default());
+                let hit = self.sniff(text);
+                // A COPY, named or not, while a table is under rollout: it may
+                // need the column list the application means.
+                hit && name.is_empty() || self.live() && crate::sql::sniff::starts_with_copy(text)
             }
             b'D' | b'C' if self.flow == Flow::ClientToServer => {
                 // Describe or Close: 'S' and a statement's name, or 'P' and a portal's.
