@@ -284,14 +284,14 @@ async fn odd_names_fill_too() {
     let conn = proxy.conn_str(&db, "postgres");
     let id = add(
         &conn,
-        "ALTER TABLE \"My %s Schema\".\"Or'ders\" ADD COLUMN \"%L 50% \"\"off\"\"\" float8 DEFAULT random()",
+        "ALTER TABLE \"My %s Schema\".\"Or'ders\" ADD COLUMN \"%L 50% \"\"off\"\" age('1'::xid)\" float8 DEFAULT random()",
     )
     .await
     .expect("the fill runs as a rollout");
     wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
     let missing = count(
         &admin,
-        "SELECT count(*) FROM \"My %s Schema\".\"Or'ders\" WHERE \"%L 50% \"\"off\"\"\" IS NULL",
+        "SELECT count(*) FROM \"My %s Schema\".\"Or'ders\" WHERE \"%L 50% \"\"off\"\" age('1'::xid)\" IS NULL",
     )
     .await;
     assert_eq!(missing, 0);
@@ -431,4 +431,52 @@ async fn a_fill_keeps_its_column_and_leaves_constant_defaults_alone() {
         .unwrap();
     let unfilled = count(&admin, "SELECT count(*) FROM orders WHERE drawn2 IS NULL").await;
     assert_eq!(unfilled, 0);
+}
+
+/// ALTER TABLE takes its transaction id before it waits for its lock: a writer
+/// that holds the table then writes with a later id, without the trigger, and
+/// commits before the lock is granted. Its row is old all the same, and filled
+/// (with the transaction id as the boundary it kept NULL for good).
+#[tokio::test]
+async fn a_writer_the_alter_waited_for_has_its_row_filled() {
+    let db = fresh_db("fill_waited");
+    let admin = setup(&db).await;
+    let proxy = Proxy::start_with(|c| {
+        // Attempt at once (no waiting out the holder first), and wait for it.
+        c.ddl.stall_budget_ms = 0;
+        c.ddl.lock_timeout_ms = 5_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let holder = connect(&direct(&db)).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE orders IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let conn = proxy.conn_str(&db, "postgres");
+    let adding = tokio::spawn(async move {
+        add(
+            &conn,
+            "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+        )
+        .await
+    });
+    // The ALTER waits for the lock, its transaction id already taken.
+    common::scenario::eventually(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND backend_xid IS NOT NULL AND query LIKE '%ADD COLUMN drawn%'",
+        "1",
+    )
+    .await;
+    holder
+        .batch_execute("UPDATE orders SET note = 'waited for' WHERE id = 7; COMMIT")
+        .await
+        .unwrap();
+    let id = adding.await.unwrap().expect("the fill runs as a rollout");
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    let unfilled = count(&admin, "SELECT count(*) FROM orders WHERE drawn IS NULL").await;
+    assert_eq!(
+        unfilled, 0,
+        "a row written while the ALTER waited kept NULL"
+    );
 }

@@ -282,16 +282,18 @@ impl Driver {
         Ok(())
     }
 
-    /// The expand committed: the backfill begins. A fill's boundary is the
-    /// transaction that added the column, which made the trigger too.
+    /// The expand committed: the backfill begins. A fill's boundary is the one
+    /// its trigger's WHEN clause names (see `fill::expand`), its last `age(…)`:
+    /// a quoted column name could hold that text too, never after it.
     pub async fn expanded(&self, r: &Rollout) -> Result<(), StepError> {
         if r.fill {
             let set = self
                 .client
                 .execute(
-                    "UPDATE pgshift.rollouts SET fill_before = (SELECT tg.xmin::text FROM pg_catalog.pg_trigger tg \
-                     WHERE tg.tgrelid = $2::text::oid AND tg.tgname = $3::text::name) WHERE id = $1 \
-                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = $2::text::oid AND tg.tgname = $3::text::name)",
+                    "UPDATE pgshift.rollouts SET fill_before = b.xid FROM \
+                     (SELECT pg_catalog.substring(pg_catalog.pg_get_triggerdef(tg.oid), '^.*age\\(''([0-9]+)''::xid\\)') AS xid \
+                        FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = $2::text::oid AND tg.tgname = $3::text::name) b \
+                     WHERE id = $1 AND b.xid IS NOT NULL",
                     &[&self.id, &r.table_oid.to_string(), &r.names().trigger],
                 )
                 .await?;
