@@ -3,10 +3,11 @@
 //! The hot wing moves bytes: `wire` (sans-IO framing), `net` (transports, TLS),
 //! `session` (handshake, auth relay, pump), `context` (settings and shared state),
 //! `server` (listener, drain, reload),
-//! `workers` (session threads).
+//! `workers` (session threads), `admin` (the operators' console on a side port).
 //! The slow wing thinks about SQL: `sql`. `cluster` runs throwaway Postgres
 //! clusters for the demo and the tests.
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;

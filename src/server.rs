@@ -28,12 +28,15 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("cannot start the session threads: {0}")]
     Workers(std::io::Error),
+    #[error("cannot start the admin console: {0}")]
+    Admin(crate::config::ConfigError),
 }
 
 pub struct Server {
     listener: TcpListener,
     workers: Workers,
     shared: Arc<Shared>,
+    admin: Option<crate::admin::Listener>,
 }
 
 /// A handle to a running server: reload, shutdown, stats.
@@ -53,15 +56,22 @@ impl Server {
             Workers::start(settings.config.server.workers).map_err(StartError::Workers)?;
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let shared = Arc::new(Shared::new(settings));
+        let admin = crate::admin::Listener::bind(&shared).await?;
         Ok(Server {
             listener,
             workers,
             shared,
+            admin,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The admin console's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
     }
 
     pub fn handle(&self) -> Handle {
@@ -74,6 +84,7 @@ impl Server {
     pub async fn run(mut self) {
         let tracker = TaskTracker::new();
         let shared = self.shared;
+        let admin = self.admin.take().map(|a| tokio::spawn(a.serve()));
         info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
         loop {
             let accepted = tokio::select! {
@@ -126,6 +137,9 @@ impl Server {
             }
         }
         drop(self.workers);
+        if let Some(admin) = admin {
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        }
         // Journal writers finish the entry at hand; scans stop.
         shared.engine.stop(Duration::from_secs(1)).await;
         info!("shutdown complete");

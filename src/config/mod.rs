@@ -2,11 +2,13 @@
 //! command-line flags on top, validated before it is used. Every default lives here
 //! once and is documented in proxy-config/pgshift.toml.
 
+mod admin;
 mod ddl;
 mod overrides;
 mod rollout;
 mod upstream_addr;
 
+pub use admin::Admin;
 pub use ddl::{Blockers, Ddl, InTransaction, UnparsedPolicy};
 pub use overrides::apply_override;
 pub use rollout::{Rollout, When};
@@ -37,6 +39,7 @@ pub struct Config {
     pub log: Log,
     pub ddl: Ddl,
     pub rollout: Rollout,
+    pub admin: Admin,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -224,7 +227,8 @@ impl Config {
             ));
         }
         self.ddl.validate()?;
-        self.rollout.validate()
+        self.rollout.validate()?;
+        self.admin.validate()
     }
 
     pub fn upstream_addr(&self) -> UpstreamAddr {

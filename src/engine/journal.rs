@@ -101,10 +101,7 @@ impl Journal {
             "ddl"
         );
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if !writers
-            .get(&entry.database)
-            .is_some_and(|tx| !tx.is_closed())
-        {
+        if writers.get(&entry.database).is_none_or(|tx| tx.is_closed()) {
             let (tx, rx) = mpsc::channel(QUEUE);
             self.background.spawn(write_all(
                 rx,

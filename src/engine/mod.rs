@@ -236,7 +236,7 @@ async fn scan_forever(
             if rollouts.has_sessions(&database) {
                 rollouts.watch(book.clone(), &background);
             }
-            if n % scan_every != 0 || !book.is_ready() {
+            if !n.is_multiple_of(scan_every) || !book.is_ready() {
                 book.close_if_idle().await;
                 if active.contains(&database) {
                     // Rollouts another proxy started: this one stands by for them.

@@ -88,7 +88,7 @@ pub fn judge(seen: &[Option<Seen>], small: u64) -> Risk {
     if seen.is_empty() {
         return Risk::Rule;
     }
-    let hidden = |s: &Option<Seen>| s.as_ref().map_or(true, |s| s.temp || s.new);
+    let hidden = |s: &Option<Seen>| s.as_ref().is_none_or(|s| s.temp || s.new);
     if seen.iter().all(hidden) {
         return Risk::None;
     }

@@ -80,7 +80,7 @@ impl Governor {
                 self.extra = (self.extra * 2).clamp(Duration::from_millis(10), cap);
             }
             // Well under the target (or nobody asked anything): ease off.
-            p99 if p99.map_or(true, |p| p < self.target.mul_f64(0.8)) => {
+            p99 if p99.is_none_or(|p| p < self.target.mul_f64(0.8)) => {
                 self.extra /= 2;
                 if self.extra < Duration::from_millis(5) {
                     self.extra = Duration::ZERO;

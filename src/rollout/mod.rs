@@ -519,6 +519,15 @@ pub async fn scan(
     }
 }
 
+/// Writes an operator's request ($2) on rollout $1 unless it is over; returns its phase.
+pub const REQUEST_SQL: &str =
+    "UPDATE pgshift.rollouts SET request = $2, updated = pg_catalog.now() \
+     WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase";
+
+/// Sets rollout $1's backfill rate limit to $2 rows per second (0: none).
+pub const THROTTLE_SQL: &str =
+    "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() WHERE id = $1 RETURNING phase";
+
 /// An operator's request (the admin console's ROLLOUT commands): written to the
 /// row, acted on by whichever proxy drives the rollout. Returns the phase the
 /// rollout was in, or an error saying why the request makes no sense.
@@ -528,11 +537,7 @@ pub async fn request(
     what: Request,
 ) -> Result<Phase, String> {
     let row = client
-        .query_opt(
-            "UPDATE pgshift.rollouts SET request = $2, updated = pg_catalog.now() \
-             WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase",
-            &[&id, &what.name()],
-        )
+        .query_opt(REQUEST_SQL, &[&id, &what.name()])
         .await
         .map_err(|e| crate::engine::service::db_reason(&e))?;
     match row {
@@ -548,10 +553,7 @@ pub async fn throttle(
     rows_per_second: i64,
 ) -> Result<(), String> {
     let n = client
-        .execute(
-            "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() WHERE id = $1",
-            &[&id, &rows_per_second.max(0)],
-        )
+        .execute(THROTTLE_SQL, &[&id, &rows_per_second.max(0)])
         .await
         .map_err(|e| crate::engine::service::db_reason(&e))?;
     if n == 0 {

@@ -69,7 +69,7 @@ pub(super) async fn rewrite(
     }
     let tables = running.repeats(database, &write.table.name);
     let Some(table) = tables.into_iter().find(|t| {
-        write.table.schema.as_ref().map_or(true, |s| *s == t.schema)
+        write.table.schema.as_ref().is_none_or(|s| *s == t.schema)
             && write.mirror(sql, &t.column, &t.new_column).is_some()
     }) else {
         return Ok(None);

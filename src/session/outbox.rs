@@ -105,8 +105,7 @@ mod tests {
         w.write_all(&frame[10..]).await.unwrap();
         assert_eq!(outbox.take_frames().len(), frame.len());
         // Full: the writer waits until frames are taken.
-        let many: Vec<u8> = std::iter::repeat(&frame[..])
-            .take(CAPACITY / frame.len() + 2)
+        let many: Vec<u8> = std::iter::repeat_n(&frame[..], CAPACITY / frame.len() + 2)
             .flatten()
             .copied()
             .collect();

@@ -126,6 +126,8 @@ pub fn fresh_db(prefix: &str) -> String {
 /// pgshift on a free port, in front of the test cluster over TCP.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin console's address, when the test turned it on.
+    pub admin: Option<SocketAddr>,
     pub handle: Handle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -145,6 +147,9 @@ impl Proxy {
         // run as written. Tests of the rules' safe forms need them judged by rule;
         // tests of the size judgement set the key back.
         config.ddl.small_table_bytes = 0;
+        // No console unless a test asks for one (PGSHIFT_ADMIN_PASSWORD in the
+        // environment would otherwise start one on the default port).
+        config.admin.listen = String::new();
         edit(&mut config);
         config.validate().expect("valid test config");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -155,13 +160,15 @@ impl Proxy {
                 .unwrap();
             rt.block_on(async move {
                 let server = Server::bind(config).await.expect("bind proxy");
-                tx.send((server.local_addr(), server.handle())).unwrap();
+                tx.send((server.local_addr(), server.admin_addr(), server.handle()))
+                    .unwrap();
                 server.run().await;
             });
         });
-        let (addr, handle) = rx.recv().expect("proxy started");
+        let (addr, admin, handle) = rx.recv().expect("proxy started");
         Proxy {
             addr,
+            admin,
             handle,
             thread: Some(thread),
         }

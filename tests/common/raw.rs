@@ -235,7 +235,7 @@ pub fn without_key(bytes: &[u8]) -> Vec<u8> {
         out.push(tag);
         out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
         if tag == b'K' {
-            out.extend(std::iter::repeat(0).take(body.len()));
+            out.extend(std::iter::repeat_n(0, body.len()));
         } else {
             out.extend_from_slice(&body);
         }

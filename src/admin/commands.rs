@@ -1,0 +1,271 @@
+//! The console's commands, read from what the operator typed. Nothing typed here
+//! is ever spliced into SQL: ids and numbers are parsed as numbers, a database
+//! name is only compared with the databases pgshift knows, and the rest must be
+//! one of the words below.
+
+use crate::rollout::Request;
+
+/// One command of the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Rollouts,
+    Rollout(Target),
+    Request(Request, Target),
+    Throttle(Target, i64),
+    /// A session setting a driver sends on connecting (PgJDBC's
+    /// `SET extra_float_digits = 3`): answered `SET`, changing nothing.
+    SessionSet,
+}
+
+/// Settings drivers set on connecting; the console's answers do not depend
+/// on them.
+const SESSION_SETTINGS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "timezone",
+];
+
+/// A rollout by id, in one database or in whichever knows the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: i64,
+    pub database: Option<String>,
+}
+
+/// Why a command was not understood: SQLSTATE 42601 with this text and hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub message: String,
+    pub hint: String,
+}
+
+/// The commands `SHOW HELP` lists, one line each.
+pub const HELP: &[(&str, &str)] = &[
+    ("SHOW HELP", "this list"),
+    ("SHOW VERSION", "pgshift's version"),
+    (
+        "SHOW ROLLOUTS",
+        "every rollout in the databases pgshift has seen",
+    ),
+    (
+        "SHOW ROLLOUT <id> [IN <database>]",
+        "one rollout: phase, progress, rows/s, ETA, last error",
+    ),
+    (
+        "ROLLOUT PAUSE|RESUME|VERIFY|CUTOVER|FINISH|ROLLBACK <id> [IN <database>]",
+        "ask the proxy that drives the rollout to do it",
+    ),
+    (
+        "ROLLOUT THROTTLE <id> <rows_per_second> [IN <database>]",
+        "the backfill's rate limit (0: none)",
+    ),
+];
+
+fn unknown(message: impl Into<String>) -> Unknown {
+    Unknown {
+        message: message.into(),
+        hint: "SHOW HELP lists the commands.".into(),
+    }
+}
+
+/// The words of a command: runs of anything but white space, `;` and `"`, or
+/// a double-quoted name (`""` inside stands for `"`, kept doubled here); `;`
+/// alone. None for an unterminated quote.
+fn words(text: &str) -> Option<Vec<&str>> {
+    let mut words = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        match bytes[i] {
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b';' => i += 1,
+            b'"' => {
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return None,
+                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            _ => {
+                while i < bytes.len()
+                    && !bytes[i].is_ascii_whitespace()
+                    && !matches!(bytes[i], b';' | b'"')
+                {
+                    i += 1;
+                }
+            }
+        }
+        words.push(&text[start..i]);
+    }
+    Some(words)
+}
+
+/// Reads one command; a trailing semicolon is allowed, a second command is not.
+pub fn parse(text: &str) -> Result<Command, Unknown> {
+    let mut words = words(text).ok_or_else(|| unknown("a double quote is not closed"))?;
+    while words.last() == Some(&";") {
+        words.pop();
+    }
+    if words.contains(&";") {
+        return Err(Unknown {
+            message: "one command at a time: the console runs no list of commands".into(),
+            hint: "Send each command on its own.".into(),
+        });
+    }
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    match upper.as_slice() {
+        [] => Err(unknown("empty command")),
+        ["SHOW", "HELP"] | ["HELP"] => Ok(Command::Help),
+        ["SHOW", "VERSION"] => Ok(Command::Version),
+        ["SHOW", "ROLLOUTS"] => Ok(Command::Rollouts),
+        ["SET", name, _, ..] if SESSION_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) => {
+            Ok(Command::SessionSet)
+        }
+        ["SHOW", "ROLLOUT", ..] => Ok(Command::Rollout(target(&words[2..])?)),
+        ["ROLLOUT", "THROTTLE", ..] => {
+            let rest = &words[2..];
+            let (rate, rest) = match rest {
+                [id, rate, tail @ ..] => (*rate, [&[*id][..], tail].concat()),
+                _ => return Err(unknown("ROLLOUT THROTTLE needs an id and rows per second")),
+            };
+            let rate: i64 =
+                rate.parse().ok().filter(|r| *r >= 0).ok_or_else(|| {
+                    unknown(format!("{rate:?} is not a number of rows per second"))
+                })?;
+            Ok(Command::Throttle(target(&rest)?, rate))
+        }
+        ["ROLLOUT", verb, ..] => {
+            let request = Request::ALL
+                .into_iter()
+                .find(|r| r.name().eq_ignore_ascii_case(verb))
+                .ok_or_else(|| unknown(format!("unknown rollout command {:?}", words[1])))?;
+            Ok(Command::Request(request, target(&words[2..])?))
+        }
+        _ => Err(unknown(format!("unknown command {:?}", words.join(" ")))),
+    }
+}
+
+/// `<id> [IN <database>]`.
+fn target(words: &[&str]) -> Result<Target, Unknown> {
+    let (id, database) = match words {
+        [id] => (*id, None),
+        [id, kw, db] if kw.eq_ignore_ascii_case("IN") => (*id, Some(database_name(db)?)),
+        [] => return Err(unknown("a rollout id is missing")),
+        _ => return Err(unknown(format!("unexpected {:?}", words[1..].join(" ")))),
+    };
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| unknown(format!("{id:?} is not a rollout id")))?;
+    Ok(Target { id, database })
+}
+
+/// A database name as typed: bare, or in double quotes (with `""` for `"`).
+fn database_name(word: &str) -> Result<String, Unknown> {
+    let name = match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => word.to_string(),
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err(unknown(format!("{word:?} is not a database name")));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_read_in_any_case() {
+        assert_eq!(parse("show help;"), Ok(Command::Help));
+        assert_eq!(parse("show help ; ;"), Ok(Command::Help));
+        assert_eq!(
+            parse("ROLLOUT ROLLBACK 2 IN \"a; \"\"b\"\" c\""),
+            Ok(Command::Request(
+                Request::Rollback,
+                Target {
+                    id: 2,
+                    database: Some("a; \"b\" c".into())
+                }
+            ))
+        );
+        assert_eq!(parse("  SHOW   Version  "), Ok(Command::Version));
+        assert_eq!(parse("show rollouts"), Ok(Command::Rollouts));
+        assert_eq!(parse("SET extra_float_digits = 3"), Ok(Command::SessionSet));
+        assert_eq!(
+            parse("set application_name = 'PostgreSQL JDBC Driver'"),
+            Ok(Command::SessionSet)
+        );
+        assert_eq!(
+            parse("SHOW ROLLOUT 7 in \"My Db\""),
+            Ok(Command::Rollout(Target {
+                id: 7,
+                database: Some("My Db".into())
+            }))
+        );
+        assert_eq!(
+            parse("rollout cutover 3"),
+            Ok(Command::Request(
+                Request::Cutover,
+                Target {
+                    id: 3,
+                    database: None
+                }
+            ))
+        );
+        assert_eq!(
+            parse("ROLLOUT THROTTLE 3 500 IN app"),
+            Ok(Command::Throttle(
+                Target {
+                    id: 3,
+                    database: Some("app".into())
+                },
+                500
+            ))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for bad in [
+            "",
+            "SELECT 1",
+            "SHOW ROLLOUT",
+            "SHOW ROLLOUT x",
+            "SHOW ROLLOUT -1",
+            "ROLLOUT EXPLODE 1",
+            "ROLLOUT PAUSE 1 2",
+            "ROLLOUT PAUSE 1 IN",
+            "ROLLOUT THROTTLE 1 -5",
+            "ROLLOUT THROTTLE 1",
+            "ROLLOUT PAUSE 1; DROP TABLE x",
+            "ROLLOUT START t.c TYPE bigint; DROP TABLE x",
+            "SHOW ROLLOUT 1 IN \"\"",
+            "SHOW ROLLOUT 1 IN \"open",
+            "SHOW;ROLLOUTS",
+            "SET lock_timeout = 0",
+            "SET extra_float_digits",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

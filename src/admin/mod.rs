@@ -1,0 +1,308 @@
+//! The admin console: a small Postgres server on a side port (`admin.listen`,
+//! default 127.0.0.1:6433) that operators reach with psql, built on the `pgwire`
+//! crate's server API. SCRAM-SHA-256 for the configured user (`auth`); commands
+//! are read by `commands` and answered from the live state (`rollouts`).
+
+mod auth;
+pub mod commands;
+mod rollouts;
+pub mod table;
+
+use crate::context::Shared;
+use async_trait::async_trait;
+use auth::{Credentials, Failures, Gate};
+use commands::Command;
+use futures::stream;
+use futures::Sink;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::ClientPortalStore;
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use std::fmt::Debug;
+use std::sync::Arc;
+use table::{Answer, Cell, Failed, Kind, Table};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Runs `command` against the live state.
+pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed> {
+    match command {
+        Command::Help => Ok(Answer::Rows(Table {
+            columns: vec![("command", Kind::Text), ("what", Kind::Text)],
+            rows: commands::HELP
+                .iter()
+                .map(|(c, w)| vec![Cell::text(*c), Cell::text(*w)])
+                .collect(),
+        })),
+        Command::Version => Ok(Answer::Rows(Table {
+            columns: vec![("version", Kind::Text)],
+            rows: vec![vec![Cell::text(format!(
+                "pgshift {}",
+                env!("CARGO_PKG_VERSION")
+            ))]],
+        })),
+        Command::Rollouts => rollouts::list(shared).await,
+        Command::Rollout(target) => rollouts::show(shared, target).await,
+        Command::Request(what, target) => rollouts::request(shared, *what, target).await,
+        Command::Throttle(target, rate) => rollouts::throttle(shared, target, *rate).await,
+        Command::SessionSet => Ok(Answer::Done("SET".into())),
+    }
+}
+
+/// The console's handlers, one set per connection.
+struct Console {
+    shared: Arc<Shared>,
+    credentials: Arc<Credentials>,
+    failures: Arc<Failures>,
+}
+
+struct Queries {
+    shared: Arc<Shared>,
+}
+
+impl PgWireServerHandlers for Console {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(Queries {
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(Queries {
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Gate::new(self.credentials.clone(), self.failures.clone()))
+    }
+}
+
+fn error(code: &str, message: String, hint: String) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".into(), code.into(), message);
+    info.hint = Some(hint);
+    PgWireError::UserError(Box::new(info))
+}
+
+/// The columns a command answers with (none: only a command tag).
+fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
+    match command {
+        Command::Help => vec![("command", Kind::Text), ("what", Kind::Text)],
+        Command::Version => vec![("version", Kind::Text)],
+        Command::Rollouts => rollouts::COLUMNS.to_vec(),
+        Command::Rollout(_) => [rollouts::COLUMNS, rollouts::DETAIL].concat(),
+        Command::Request(..) | Command::Throttle(..) | Command::SessionSet => Vec::new(),
+    }
+}
+
+/// The fields of `columns`, in `format` (each column its own, or text).
+fn fields(columns: &[(&'static str, Kind)], format: &Format) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            let ty = match kind {
+                Kind::Text => Type::TEXT,
+                Kind::Int => Type::INT8,
+                Kind::Float => Type::FLOAT8,
+                Kind::Bool => Type::BOOL,
+            };
+            FieldInfo::new(name.to_string(), None, None, ty, format.format_for(i))
+        })
+        .collect()
+}
+
+fn response(answer: Answer, format: &Format) -> PgWireResult<Response> {
+    let table = match answer {
+        Answer::Done(tag) => return Ok(Response::Execution(Tag::new(&tag))),
+        Answer::Rows(table) => table,
+    };
+    let schema = Arc::new(fields(&table.columns, format));
+    let mut encoder = DataRowEncoder::new(schema.clone());
+    let mut rows = Vec::with_capacity(table.rows.len());
+    for row in &table.rows {
+        for (i, cell) in row.iter().enumerate() {
+            match cell {
+                Cell::Text(v) => encoder.encode_field(v)?,
+                Cell::Int(v) => encoder.encode_field(v)?,
+                // In text, as Postgres prints a float8 (100, not 100.0).
+                Cell::Float(v) if format.is_text(i) => {
+                    encoder.encode_field(&v.map(|f| f.to_string()))?
+                }
+                Cell::Float(v) => encoder.encode_field(v)?,
+                Cell::Bool(v) => encoder.encode_field(v)?,
+            }
+        }
+        rows.push(Ok(encoder.take_row()));
+    }
+    Ok(Response::Query(QueryResponse::new(
+        schema,
+        stream::iter(rows),
+    )))
+}
+
+/// Runs a command for the simple or the extended protocol.
+async fn run(shared: &Shared, command: &Command, format: &Format) -> PgWireResult<Response> {
+    tracing::info!(target: "pgshift::admin", ?command, "admin command");
+    let answer = answer(shared, command)
+        .await
+        .map_err(|f| error(f.code, f.message, f.hint))?;
+    response(answer, format)
+}
+
+/// Reads a Parse's text as a command (an error at Parse, as Postgres gives a
+/// syntax error there); commands take no parameters.
+#[derive(Debug)]
+struct Parser;
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Command;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Command>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        commands::parse(sql).map_err(|u| error("42601", u.message, u.hint))
+    }
+
+    fn get_parameter_types(&self, _stmt: &Command) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Command,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(fields(
+            &columns(stmt),
+            format.unwrap_or(&Format::UnifiedText),
+        ))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Command;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::new(Parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Command>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Command>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        run(
+            &self.shared,
+            &portal.statement.statement,
+            &portal.result_column_format,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let command = commands::parse(query).map_err(|u| error("42601", u.message, u.hint))?;
+        Ok(vec![
+            run(&self.shared, &command, &Format::UnifiedText).await?,
+        ])
+    }
+}
+
+/// A bound console, ready to serve.
+pub struct Listener {
+    listener: TcpListener,
+    console: Arc<Console>,
+}
+
+impl Listener {
+    /// Binds `admin.listen` when the console has a password; None when it is off.
+    pub async fn bind(shared: &Arc<Shared>) -> Result<Option<Listener>, crate::server::StartError> {
+        let settings = shared.settings.load_full();
+        let admin = &settings.config.admin;
+        if admin.listen.is_empty() {
+            return Ok(None);
+        }
+        let password = admin.password().map_err(crate::server::StartError::Admin)?;
+        let Some(password) = password else {
+            tracing::warn!(target: "pgshift::admin", "admin console off: set PGSHIFT_ADMIN_PASSWORD or admin.password_file");
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(&admin.listen).await.map_err(|source| {
+            crate::server::StartError::Bind {
+                addr: admin.listen.clone(),
+                source,
+            }
+        })?;
+        Ok(Some(Listener {
+            listener,
+            console: Arc::new(Console {
+                shared: shared.clone(),
+                credentials: Arc::new(Credentials::new(&admin.user, &password)),
+                failures: Arc::new(Failures::default()),
+            }),
+        }))
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until shutdown; then closes the open console sessions.
+    pub async fn serve(self) {
+        let shutdown = self.console.shared.shutdown.clone();
+        let tracker = TaskTracker::new();
+        tracing::info!(target: "pgshift::admin", addr = %self.local_addr(), "admin console listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, _)) => {
+                    let console = self.console.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            _ = pgwire::tokio::process_socket(tcp, None, console) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(target: "pgshift::admin", error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}

@@ -1,0 +1,106 @@
+//! `[admin]`: the admin console on a side port (`psql -h 127.0.0.1 -p 6433 -U
+//! admin pgshift`), see `crate::admin`.
+
+use super::ConfigError;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the console; empty: no console.
+    pub listen: String,
+    /// The one user the console knows.
+    pub user: String,
+    /// File whose first line is the console's password; `PGSHIFT_ADMIN_PASSWORD`
+    /// in the environment wins. Without either, the console does not start.
+    pub password_file: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:6433".into(),
+            user: "admin".into(),
+            password_file: String::new(),
+        }
+    }
+}
+
+impl Admin {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        if self.listen.is_empty() {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| invalid("admin.listen", "expected IP:PORT, or empty for no console"))?;
+        // The console speaks without TLS: its password and its commands would
+        // cross the network in the clear.
+        if !addr.ip().is_loopback() {
+            return Err(invalid(
+                "admin.listen",
+                "the admin console has no TLS yet: it listens on a loopback address only",
+            ));
+        }
+        if self.user.is_empty() || self.user.len() > 63 {
+            return Err(invalid("admin.user", "expected 1 to 63 bytes"));
+        }
+        Ok(())
+    }
+
+    /// The console's password: `PGSHIFT_ADMIN_PASSWORD`, else the first line of
+    /// `password_file`; None when neither gives one (the console stays off).
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(p) = std::env::var("PGSHIFT_ADMIN_PASSWORD") {
+            return Ok((!p.is_empty()).then_some(p));
+        }
+        if self.password_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.password_file).map_err(|e| ConfigError::Read {
+            path: self.password_file.clone(),
+            reason: e.to_string(),
+        })?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        Ok((!line.is_empty()).then(|| line.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_listens_on_loopback_only() {
+        let with = |listen: &str| Admin {
+            listen: listen.into(),
+            ..Admin::default()
+        };
+        assert!(with("127.0.0.1:6433").validate().is_ok());
+        assert!(with("[::1]:6433").validate().is_ok());
+        assert!(with("").validate().is_ok());
+        assert!(with("0.0.0.0:6433").validate().is_err());
+        assert!(with("10.0.0.5:6433").validate().is_err());
+        assert!(with("localhost").validate().is_err());
+    }
+
+    #[test]
+    fn the_password_is_the_files_first_line() {
+        let path = std::env::temp_dir().join(format!("pgshift_admin_pw_{}", std::process::id()));
+        std::fs::write(&path, "s3cret\nignored\n").unwrap();
+        let admin = Admin {
+            password_file: path.display().to_string(),
+            ..Admin::default()
+        };
+        if std::env::var("PGSHIFT_ADMIN_PASSWORD").is_err() {
+            assert_eq!(admin.password().unwrap().as_deref(), Some("s3cret"));
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(admin.password().is_err() || std::env::var("PGSHIFT_ADMIN_PASSWORD").is_ok());
+    }
+}
