@@ -5,124 +5,11 @@
 
 mod common;
 
+use common::admin::{admin_conn, cell, console, proxy, rollout_field, rows, tag, until, PASSWORD};
+use common::fresh_db;
 use common::rollouts::{setup, start, wait_phase};
-use common::{fresh_db, Proxy};
 use std::time::Duration;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
-
-const PASSWORD: &str = "console 'pw' \\ 1";
-
-fn proxy() -> Proxy {
-    let path = std::env::temp_dir().join(format!(
-        "pgshift_admin_test_{}_{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::write(&path, format!("{PASSWORD}\n")).unwrap();
-    Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.latency_factor = 0.0;
-        c.admin.listen = "127.0.0.1:0".into();
-        c.admin.password_file = path.display().to_string();
-    })
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-}
-
-fn admin_conn(proxy: &Proxy, user: &str, password: &str) -> tokio_postgres::Config {
-    let addr = proxy.admin.expect("the console runs");
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(addr.ip().to_string())
-        .port(addr.port())
-        .user(user)
-        .password(password)
-        .dbname("pgshift")
-        .connect_timeout(Duration::from_secs(10));
-    config
-}
-
-async fn console(proxy: &Proxy) -> tokio_postgres::Client {
-    let (client, connection) = admin_conn(proxy, "admin", PASSWORD)
-        .connect(NoTls)
-        .await
-        .expect("console login");
-    tokio::spawn(connection);
-    client
-}
-
-/// The rows of `sql` as (column name, value) pairs, and the command tag.
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_string(), r.get(i).map(str::to_string)))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-fn cell<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
-    row.iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no column {name} in {row:?}"))
-        .1
-        .as_deref()
-}
-
-async fn tag(client: &tokio_postgres::Client, sql: &str) -> u64 {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .filter(|m| matches!(m, SimpleQueryMessage::CommandComplete(_)))
-        .count() as u64
-}
-
-async fn rollout_field(admin: &tokio_postgres::Client, id: i64, column: &str) -> String {
-    admin
-        .query_one(
-            &format!("SELECT {column}::text FROM pgshift.rollouts WHERE id = $1"),
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn until(admin: &tokio_postgres::Client, id: i64, column: &str, want: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = rollout_field(admin, id, column).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rollout {id}: {column} is {got}, waited for {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use tokio_postgres::NoTls;
 
 #[tokio::test]
 async fn a_rollout_is_steered_from_the_console() {
@@ -144,11 +31,14 @@ async fn a_rollout_is_steered_from_the_console() {
     assert!(help.len() >= 6, "{help:?}");
 
     // Paused, then throttled, then resumed: each lands in pgshift.rollouts.
-    assert_eq!(tag(&console, &format!("ROLLOUT PAUSE {id}")).await, 1);
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT PAUSE {id}")).await,
+        "ROLLOUT PAUSE"
+    );
     until(&admin, id, "paused", "true").await;
     assert_eq!(
-        tag(&console, &format!("ROLLOUT THROTTLE {id} 100000 IN {db}")).await,
-        1
+        tag(&proxy, &format!("ROLLOUT THROTTLE {id} 100000 IN {db}")).await,
+        "ROLLOUT THROTTLE"
     );
     assert_eq!(rollout_field(&admin, id, "rows_per_second").await, "100000");
     let listed = rows(&console, "SHOW ROLLOUTS").await;
@@ -162,7 +52,10 @@ async fn a_rollout_is_steered_from_the_console() {
     assert_eq!(cell(mine[0], "column"), Some("amount"));
     assert_eq!(cell(mine[0], "paused"), Some("t"));
     assert_eq!(cell(mine[0], "rate_limit"), Some("100000"));
-    tag(&console, &format!("rollout resume {id}")).await;
+    assert_eq!(
+        tag(&proxy, &format!("rollout resume {id}")).await,
+        "ROLLOUT RESUME"
+    );
     until(&admin, id, "paused", "false").await;
     wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
     let shown = rows(&console, &format!("SHOW ROLLOUT {id}")).await;
@@ -239,9 +132,15 @@ async fn a_rollout_is_steered_from_the_console() {
         format!("verified {id} 100.0 false")
     );
 
-    tag(&console, &format!("ROLLOUT CUTOVER {id}")).await;
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT CUTOVER {id}")).await,
+        "ROLLOUT CUTOVER"
+    );
     wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
-    tag(&console, &format!("ROLLOUT FINISH {id}")).await;
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT FINISH {id}")).await,
+        "ROLLOUT FINISH"
+    );
     wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
     let ty: String = admin
         .query_one(
@@ -257,6 +156,11 @@ async fn a_rollout_is_steered_from_the_console() {
         .simple_query(&format!("ROLLOUT PAUSE {id}"))
         .await
         .expect_err("a request on a finished rollout");
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("55000"));
+    let e = console
+        .simple_query(&format!("ROLLOUT THROTTLE {id} 5"))
+        .await
+        .expect_err("a throttle on a finished rollout");
     assert_eq!(common::sqlstate(&e).as_deref(), Some("55000"));
 
     // psql reads the same rows.

@@ -1,8 +1,8 @@
 //! The console's login: SCRAM-SHA-256 for the one configured user. The password
 //! is salted once at start (a fresh salt per process) and never logged; any
 //! other user name gets a salted password nobody knows, so a wrong name and a
-//! wrong password look the same. Failed logins are logged, and a peer that keeps
-//! failing waits longer before each new attempt.
+//! wrong password look the same. Failed logins are logged and answered later
+//! the more there were in the last minute; every failed login ends its connection.
 
 use async_trait::async_trait;
 use futures::Sink;
@@ -12,13 +12,16 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::ClientInfo;
+use pgwire::api::PgWireConnectionState;
+use pgwire::error::ErrorInfo;
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// SCRAM iterations (Postgres' own default).
 const ITERATIONS: usize = 4096;
@@ -68,68 +71,110 @@ impl AuthSource for Source {
     }
 }
 
-/// Recent failed logins by peer address.
+/// Recent failed logins, counted for the whole console: on a loopback port every
+/// peer has the same address, so a count per address would say nothing.
 #[derive(Debug, Default)]
 pub struct Failures {
-    recent: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    recent: Mutex<(u32, Option<Instant>)>,
 }
 
-/// Failures older than this are forgotten.
+/// Failures older than this (since the last one) are forgotten.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
-/// Failures a peer may have before it waits.
+/// Failures before a failed login is answered late.
 const FREE_FAILURES: u32 = 3;
 /// Wait per failure past the free ones, and the longest wait.
-const WAIT_STEP: Duration = Duration::from_millis(500);
-const WAIT_MAX: Duration = Duration::from_secs(5);
-/// Peers remembered at most (the oldest go first).
-const PEERS_MAX: usize = 4096;
+const WAIT_STEP: Duration = Duration::from_millis(250);
+const WAIT_MAX: Duration = Duration::from_secs(2);
 
 impl Failures {
-    /// How long a new login from `ip` waits before it is heard.
-    pub fn delay(&self, ip: IpAddr) -> Duration {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        match recent.get(&ip) {
-            Some((n, at)) if at.elapsed() < FAILURE_MEMORY && *n > FREE_FAILURES => {
-                (WAIT_STEP * (n - FREE_FAILURES)).min(WAIT_MAX)
-            }
-            _ => Duration::ZERO,
+    /// Counts a failure; returns the failures remembered and how long its answer waits
+    /// (holding one of the few login slots, so guessing stays slow).
+    pub fn record(&self) -> (u32, Duration) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.1.is_some_and(|at| at.elapsed() >= FAILURE_MEMORY) {
+            recent.0 = 0;
         }
+        recent.0 = recent.0.saturating_add(1);
+        recent.1 = Some(Instant::now());
+        let over = recent.0.saturating_sub(FREE_FAILURES);
+        (recent.0, (WAIT_STEP * over).min(WAIT_MAX))
     }
 
-    pub fn record(&self, ip: IpAddr) -> u32 {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
-        if recent.len() >= PEERS_MAX {
-            if let Some(oldest) = recent
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| *k)
-            {
-                recent.remove(&oldest);
-            }
-        }
-        let entry = recent.entry(ip).or_insert((0, Instant::now()));
-        entry.0 += 1;
-        entry.1 = Instant::now();
-        entry.0
+    /// A login succeeded: the operator is in, the count starts again.
+    pub fn clear(&self) {
+        *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = (0, None);
     }
 }
 
-/// One connection's login: SCRAM, with the failures counted and slowed down.
+/// One connection's login state, shared by its gate, its query handlers and the
+/// byte guard in front of it. Nothing runs before `authenticated` is set: pgwire
+/// goes on reading messages after a failed login (it only closes its sending
+/// side), so the handlers check this themselves.
+#[derive(Debug)]
+pub struct Login {
+    authenticated: AtomicBool,
+    pub peer: SocketAddr,
+    /// One of the few slots for logins in progress, given back once logged in.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Login {
+    pub fn new(peer: SocketAddr, slot: OwnedSemaphorePermit) -> Login {
+        Login {
+            authenticated: AtomicBool::new(false),
+            peer,
+            slot: Mutex::new(Some(slot)),
+        }
+    }
+
+    pub fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    fn succeeded(&self) {
+        self.authenticated.store(true, Ordering::Release);
+        self.release();
+    }
+
+    /// Gives the login slot back (logged in, or the client is gone).
+    pub fn release(&self) {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The error for any message that needs a login before one happened.
+    pub fn refused() -> PgWireError {
+        fatal("28000", "not logged in to the pgshift console".into())
+    }
+}
+
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// One connection's login: SCRAM, with failures counted and answered late.
 pub struct Gate {
     inner: SASLAuthStartupHandler<DefaultServerParameterProvider>,
     failures: Arc<Failures>,
+    login: Arc<Login>,
 }
 
 impl Gate {
-    pub fn new(credentials: Arc<Credentials>, failures: Arc<Failures>) -> Gate {
+    pub fn new(credentials: Arc<Credentials>, failures: Arc<Failures>, login: Arc<Login>) -> Gate {
         let mut scram = ScramAuth::new(Arc::new(Source(credentials)));
         scram.set_iterations(ITERATIONS);
         let mut parameters = DefaultServerParameterProvider::default();
         // libpq reads the leading number (psql adapts to it); the rest says who.
         parameters.server_version = format!("15.0 (pgshift {})", env!("CARGO_PKG_VERSION"));
         let inner = SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram);
-        Gate { inner, failures }
+        Gate {
+            inner,
+            failures,
+            login,
+        }
     }
 }
 
@@ -145,19 +190,35 @@ impl StartupHandler for Gate {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let peer = client.socket_addr();
-        if let PgWireFrontendMessage::Startup(_) = &message {
-            let wait = self.failures.delay(peer.ip());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
+        if self.login.authenticated() {
+            return Ok(());
         }
         let result = self.inner.on_startup(client, message).await;
-        if let Err(PgWireError::InvalidPassword(user)) = &result {
-            let failures = self.failures.record(peer.ip());
-            tracing::warn!(target: "pgshift::admin", %peer, user = %user, failures, "admin console: failed login");
+        // The name the client logged in with (not the one inside its SCRAM message).
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        match result {
+            Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
+                self.login.succeeded();
+                self.failures.clear();
+                tracing::info!(target: "pgshift::admin", peer = %self.login.peer, %user, "admin console: logged in");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let (failures, wait) = self.failures.record();
+                let reason = e.to_string();
+                tracing::warn!(target: "pgshift::admin", peer = %self.login.peer, %user, failures, %reason, "admin console: failed login");
+                tokio::time::sleep(wait).await;
+                // Every failed login ends the connection, whatever pgwire thinks.
+                Err(match e {
+                    PgWireError::InvalidPassword(_) => fatal(
+                        "28P01",
+                        format!("password authentication failed for user {user:?}"),
+                    ),
+                    other => fatal("28000", format!("login refused: {other}")),
+                })
+            }
         }
-        result
     }
 }
 
@@ -166,20 +227,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_that_keeps_failing_waits_longer() {
+    fn failures_wait_longer_until_a_login_succeeds() {
         let f = Failures::default();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..FREE_FAILURES {
-            f.record(ip);
+            assert_eq!(f.record().1, Duration::ZERO);
         }
-        assert_eq!(f.delay(ip), Duration::ZERO);
-        f.record(ip);
-        assert_eq!(f.delay(ip), WAIT_STEP);
+        assert_eq!(f.record().1, WAIT_STEP);
         for _ in 0..100 {
-            f.record(ip);
+            f.record();
         }
-        assert_eq!(f.delay(ip), WAIT_MAX);
-        assert_eq!(f.delay(other), Duration::ZERO);
+        assert_eq!(f.record().1, WAIT_MAX);
+        f.clear();
+        assert_eq!(f.record(), (1, Duration::ZERO));
     }
 }

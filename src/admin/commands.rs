@@ -66,6 +66,15 @@ pub const HELP: &[(&str, &str)] = &[
     ),
 ];
 
+/// What the operator typed, as an error message quotes it: at most 200 characters.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
 fn unknown(message: impl Into<String>) -> Unknown {
     Unknown {
         message: message.into(),
@@ -145,20 +154,25 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
                 [id, rate, tail @ ..] => (*rate, [&[*id][..], tail].concat()),
                 _ => return Err(unknown("ROLLOUT THROTTLE needs an id and rows per second")),
             };
-            let rate: i64 =
-                rate.parse().ok().filter(|r| *r >= 0).ok_or_else(|| {
-                    unknown(format!("{rate:?} is not a number of rows per second"))
-                })?;
+            let rate: i64 = rate.parse().ok().filter(|r| *r >= 0).ok_or_else(|| {
+                unknown(format!(
+                    "{} is not a number of rows per second",
+                    quoted(rate)
+                ))
+            })?;
             Ok(Command::Throttle(target(&rest)?, rate))
         }
         ["ROLLOUT", verb, ..] => {
             let request = Request::ALL
                 .into_iter()
                 .find(|r| r.name().eq_ignore_ascii_case(verb))
-                .ok_or_else(|| unknown(format!("unknown rollout command {:?}", words[1])))?;
+                .ok_or_else(|| unknown(format!("unknown rollout command {}", quoted(words[1]))))?;
             Ok(Command::Request(request, target(&words[2..])?))
         }
-        _ => Err(unknown(format!("unknown command {:?}", words.join(" ")))),
+        _ => Err(unknown(format!(
+            "unknown command {}",
+            quoted(&words.join(" "))
+        ))),
     }
 }
 
@@ -168,24 +182,30 @@ fn target(words: &[&str]) -> Result<Target, Unknown> {
         [id] => (*id, None),
         [id, kw, db] if kw.eq_ignore_ascii_case("IN") => (*id, Some(database_name(db)?)),
         [] => return Err(unknown("a rollout id is missing")),
-        _ => return Err(unknown(format!("unexpected {:?}", words[1..].join(" ")))),
+        _ => {
+            return Err(unknown(format!(
+                "unexpected {}",
+                quoted(&words[1..].join(" "))
+            )))
+        }
     };
     let id: i64 = id
         .parse()
         .ok()
         .filter(|i| *i > 0)
-        .ok_or_else(|| unknown(format!("{id:?} is not a rollout id")))?;
+        .ok_or_else(|| unknown(format!("{} is not a rollout id", quoted(id))))?;
     Ok(Target { id, database })
 }
 
-/// A database name as typed: bare, or in double quotes (with `""` for `"`).
+/// A database name as typed: bare (folded to lower case, as Postgres reads an
+/// identifier), or in double quotes (kept as is, with `""` for `"`).
 fn database_name(word: &str) -> Result<String, Unknown> {
     let name = match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
         Some(inner) => inner.replace("\"\"", "\""),
-        None => word.to_string(),
+        None => word.to_lowercase(),
     };
     if name.is_empty() || name.len() > 63 {
-        return Err(unknown(format!("{word:?} is not a database name")));
+        return Err(unknown(format!("{} is not a database name", quoted(word))));
     }
     Ok(name)
 }
@@ -233,7 +253,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            parse("ROLLOUT THROTTLE 3 500 IN app"),
+            parse("ROLLOUT THROTTLE 3 500 IN App"),
             Ok(Command::Throttle(
                 Target {
                     id: 3,
@@ -242,6 +262,16 @@ mod tests {
                 500
             ))
         );
+    }
+
+    #[test]
+    fn errors_quote_at_most_200_characters() {
+        let long = format!("EXPLODE{}", "x".repeat(10_000));
+        let e = parse(&long).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message.len());
+        assert!(e.message.contains("EXPLODExxx") && e.message.contains('…'));
+        let e = parse("ROLLOUT PAUSE 1 IN \"Ünïcödé\" extra").unwrap_err();
+        assert!(e.message.contains("extra"), "{}", e.message);
     }
 
     #[test]

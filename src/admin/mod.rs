@@ -5,12 +5,15 @@
 
 mod auth;
 pub mod commands;
+mod listener;
 mod rollouts;
 pub mod table;
 
+pub use listener::Listener;
+
 use crate::context::Shared;
 use async_trait::async_trait;
-use auth::{Credentials, Failures, Gate};
+use auth::{Credentials, Failures, Gate, Login};
 use commands::Command;
 use futures::stream;
 use futures::Sink;
@@ -27,8 +30,6 @@ use pgwire::messages::PgWireBackendMessage;
 use std::fmt::Debug;
 use std::sync::Arc;
 use table::{Answer, Cell, Failed, Kind, Table};
-use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 /// Runs `command` against the live state.
 pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed> {
@@ -55,32 +56,43 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
     }
 }
 
-/// The console's handlers, one set per connection.
+/// The console's handlers for one connection.
 struct Console {
     shared: Arc<Shared>,
     credentials: Arc<Credentials>,
     failures: Arc<Failures>,
+    login: Arc<Login>,
 }
 
 struct Queries {
     shared: Arc<Shared>,
+    login: Arc<Login>,
+}
+
+impl Console {
+    fn queries(&self) -> Arc<Queries> {
+        Arc::new(Queries {
+            shared: self.shared.clone(),
+            login: self.login.clone(),
+        })
+    }
 }
 
 impl PgWireServerHandlers for Console {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(Queries {
-            shared: self.shared.clone(),
-        })
+        self.queries()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(Queries {
-            shared: self.shared.clone(),
-        })
+        self.queries()
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Gate::new(self.credentials.clone(), self.failures.clone()))
+        Arc::new(Gate::new(
+            self.credentials.clone(),
+            self.failures.clone(),
+            self.login.clone(),
+        ))
     }
 }
 
@@ -159,7 +171,9 @@ async fn run(shared: &Shared, command: &Command, format: &Format) -> PgWireResul
 /// Reads a Parse's text as a command (an error at Parse, as Postgres gives a
 /// syntax error there); commands take no parameters.
 #[derive(Debug)]
-struct Parser;
+struct Parser {
+    login: Arc<Login>,
+}
 
 #[async_trait]
 impl QueryParser for Parser {
@@ -174,6 +188,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if !self.login.authenticated() {
+            return Err(Login::refused());
+        }
         commands::parse(sql).map_err(|u| error("42601", u.message, u.hint))
     }
 
@@ -199,7 +216,9 @@ impl ExtendedQueryHandler for Queries {
     type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Parser> {
-        Arc::new(Parser)
+        Arc::new(Parser {
+            login: self.login.clone(),
+        })
     }
 
     async fn do_query<C>(
@@ -214,6 +233,9 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if !self.login.authenticated() {
+            return Err(Login::refused());
+        }
         run(
             &self.shared,
             &portal.statement.statement,
@@ -229,80 +251,12 @@ impl SimpleQueryHandler for Queries {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if !self.login.authenticated() {
+            return Err(Login::refused());
+        }
         let command = commands::parse(query).map_err(|u| error("42601", u.message, u.hint))?;
         Ok(vec![
             run(&self.shared, &command, &Format::UnifiedText).await?,
         ])
-    }
-}
-
-/// A bound console, ready to serve.
-pub struct Listener {
-    listener: TcpListener,
-    console: Arc<Console>,
-}
-
-impl Listener {
-    /// Binds `admin.listen` when the console has a password; None when it is off.
-    pub async fn bind(shared: &Arc<Shared>) -> Result<Option<Listener>, crate::server::StartError> {
-        let settings = shared.settings.load_full();
-        let admin = &settings.config.admin;
-        if admin.listen.is_empty() {
-            return Ok(None);
-        }
-        let password = admin.password().map_err(crate::server::StartError::Admin)?;
-        let Some(password) = password else {
-            tracing::warn!(target: "pgshift::admin", "admin console off: set PGSHIFT_ADMIN_PASSWORD or admin.password_file");
-            return Ok(None);
-        };
-        let listener = TcpListener::bind(&admin.listen).await.map_err(|source| {
-            crate::server::StartError::Bind {
-                addr: admin.listen.clone(),
-                source,
-            }
-        })?;
-        Ok(Some(Listener {
-            listener,
-            console: Arc::new(Console {
-                shared: shared.clone(),
-                credentials: Arc::new(Credentials::new(&admin.user, &password)),
-                failures: Arc::new(Failures::default()),
-            }),
-        }))
-    }
-
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.listener.local_addr().expect("bound listener")
-    }
-
-    /// Serves until shutdown; then closes the open console sessions.
-    pub async fn serve(self) {
-        let shutdown = self.console.shared.shutdown.clone();
-        let tracker = TaskTracker::new();
-        tracing::info!(target: "pgshift::admin", addr = %self.local_addr(), "admin console listening");
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((tcp, _)) => {
-                    let console = self.console.clone();
-                    let shutdown = shutdown.clone();
-                    tracker.spawn(async move {
-                        tokio::select! {
-                            _ = pgwire::tokio::process_socket(tcp, None, console) => {}
-                            _ = shutdown.cancelled() => {}
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(target: "pgshift::admin", error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-        tracker.close();
-        tracker.wait().await;
     }
 }

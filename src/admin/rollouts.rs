@@ -107,49 +107,87 @@ pub const DETAIL: &[(&str, Kind)] = &[
     ("driver", Kind::Text),
 ];
 
-/// Longest the console waits for one database's answer.
-const QUERY_WAIT: Duration = Duration::from_secs(10);
-
-fn service_failed(database: &str, e: impl std::fmt::Display) -> Failed {
-    Failed::new(
-        "58000",
-        format!("pgshift could not read the rollouts of database {database:?}: {e}"),
-        "pgshift's service connection to that database failed; the log says why.",
-    )
-}
+/// Longest the console waits for one database's answer (all are asked at once).
+const QUERY_WAIT: Duration = Duration::from_secs(3);
 
 /// One query on `database`'s service connection, where pgshift's schema exists.
+/// A read that fails says so; a write that gets no answer may have happened.
 async fn query(
     shared: &Shared,
     database: &str,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    write: bool,
 ) -> Result<Vec<tokio_postgres::Row>, Failed> {
     let settings = shared.settings.load_full();
     let books = &shared.engine.books;
     let book = books.get(database);
     let rt = books.runtime().clone();
+    let hint = "pgshift's service connection to that database failed; the log says why.";
     match tokio::time::timeout(QUERY_WAIT, book.scan_query(&settings, &rt, sql, params)).await {
         Ok(Ok(rows)) => Ok(rows),
-        Ok(Err(e)) => Err(service_failed(database, e)),
-        Err(_) => Err(service_failed(database, "no answer within 10 s")),
+        Ok(Err(e)) if write => Err(Failed::new(
+            "58000",
+            format!("pgshift could not write to database {database:?}: {e}"),
+            hint,
+        )),
+        Ok(Err(e)) => Err(Failed::new(
+            "58000",
+            format!("pgshift could not read the rollouts of database {database:?}: {e}"),
+            hint,
+        )),
+        Err(_) if write => Err(Failed::new(
+            "58000",
+            format!("database {database:?} gave no answer within {QUERY_WAIT:?}: the change may or may not have been made"),
+            "SHOW ROLLOUT <id> tells what the rollout holds now.",
+        )),
+        Err(_) => Err(Failed::new(
+            "58000",
+            format!("pgshift could not read the rollouts of database {database:?}: no answer within {QUERY_WAIT:?}"),
+            hint,
+        )),
     }
 }
 
-/// Every rollout of every database pgshift has seen.
+/// Runs `sql` (a read) in each of `databases` at once; each answer or failure.
+async fn everywhere(
+    shared: &Shared,
+    databases: Vec<String>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<(String, Result<Vec<tokio_postgres::Row>, Failed>)> {
+    let answers = futures::future::join_all(
+        databases
+            .iter()
+            .map(|database| query(shared, database, sql, params, false)),
+    )
+    .await;
+    databases.into_iter().zip(answers).collect()
+}
+
+/// Every rollout of every database pgshift has seen; a database that could not
+/// be read is one row with only its name and the error.
 pub async fn list(shared: &Shared) -> Result<Answer, Failed> {
     let mut databases = shared.engine.books.databases();
     databases.sort();
     let mut rows = Vec::new();
-    for database in databases {
-        for row in query(shared, &database, &format!("{LIST} ORDER BY id"), &[]).await? {
-            rows.push(
+    let sql = format!("{LIST} ORDER BY id");
+    for (database, answer) in everywhere(shared, databases, &sql, &[]).await {
+        match answer {
+            Ok(found) => rows.extend(found.into_iter().map(|row| {
                 Shown {
                     database: database.clone(),
                     row,
                 }
-                .cells(false),
-            );
+                .cells(false)
+            })),
+            Err(failed) => {
+                let mut cells: Vec<Cell> = COLUMNS.iter().map(|(_, kind)| null(*kind)).collect();
+                cells[0] = Cell::text(database);
+                let last = cells.len() - 1;
+                cells[last] = Cell::text(failed.message);
+                rows.push(cells);
+            }
         }
     }
     Ok(Answer::Rows(Table {
@@ -158,7 +196,17 @@ pub async fn list(shared: &Shared) -> Result<Answer, Failed> {
     }))
 }
 
-/// The rollout `target` names, in the one database that has it.
+fn null(kind: Kind) -> Cell {
+    match kind {
+        Kind::Text => Cell::Text(None),
+        Kind::Int => Cell::Int(None),
+        Kind::Float => Cell::Float(None),
+        Kind::Bool => Cell::Bool(None),
+    }
+}
+
+/// The rollout `target` names, in the one database that has it. Without `IN`,
+/// every database must answer: an unread one might hold the same id.
 async fn find(shared: &Shared, target: &Target) -> Result<Shown, Failed> {
     let known = shared.engine.books.databases();
     let databases = match &target.database {
@@ -172,15 +220,27 @@ async fn find(shared: &Shared, target: &Target) -> Result<Shown, Failed> {
         }
         None => known,
     };
+    let sql = format!("{LIST} WHERE id = $1");
     let mut found = Vec::new();
-    for database in databases {
-        let sql = format!("{LIST} WHERE id = $1");
-        for row in query(shared, &database, &sql, &[&target.id]).await? {
-            found.push(Shown {
+    let mut unread = Vec::new();
+    for (database, answer) in everywhere(shared, databases, &sql, &[&target.id]).await {
+        match answer {
+            Ok(rows) => found.extend(rows.into_iter().map(|row| Shown {
                 database: database.clone(),
                 row,
-            });
+            })),
+            Err(failed) => unread.push(failed),
         }
+    }
+    if let Some(first) = unread.into_iter().next() {
+        return Err(Failed::new(
+            first.code,
+            first.message,
+            format!(
+                "Name the database that holds the rollout: … {} IN <database>.",
+                target.id
+            ),
+        ));
     }
     match found.len() {
         1 => Ok(found.remove(0)),
@@ -222,14 +282,11 @@ pub async fn request(shared: &Shared, what: Request, target: &Target) -> Result<
         &shown.database,
         REQUEST_SQL,
         &[&target.id, &what.name()],
+        true,
     )
     .await?;
     if rows.is_empty() {
-        return Err(Failed::new(
-            "55000",
-            format!("rollout {} is over", target.id),
-            "A finished or rolled back rollout takes no more requests.",
-        ));
+        return Err(over(target.id));
     }
     Ok(Answer::Done(format!(
         "ROLLOUT {}",
@@ -240,6 +297,24 @@ pub async fn request(shared: &Shared, what: Request, target: &Target) -> Result<
 /// Sets the backfill's rate limit.
 pub async fn throttle(shared: &Shared, target: &Target, rate: i64) -> Result<Answer, Failed> {
     let shown = find(shared, target).await?;
-    query(shared, &shown.database, THROTTLE_SQL, &[&target.id, &rate]).await?;
+    let rows = query(
+        shared,
+        &shown.database,
+        THROTTLE_SQL,
+        &[&target.id, &rate],
+        true,
+    )
+    .await?;
+    if rows.is_empty() {
+        return Err(over(target.id));
+    }
     Ok(Answer::Done("ROLLOUT THROTTLE".into()))
+}
+
+fn over(id: i64) -> Failed {
+    Failed::new(
+        "55000",
+        format!("rollout {id} is over"),
+        "A finished or rolled back rollout takes no more requests.",
+    )
 }

@@ -56,7 +56,12 @@ impl Admin {
     /// The console's password: `PGSHIFT_ADMIN_PASSWORD`, else the first line of
     /// `password_file`; None when neither gives one (the console stays off).
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        if let Ok(p) = std::env::var("PGSHIFT_ADMIN_PASSWORD") {
+        self.password_given(std::env::var("PGSHIFT_ADMIN_PASSWORD").ok())
+    }
+
+    /// `password` with the environment's value given.
+    fn password_given(&self, env: Option<String>) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = env {
             return Ok((!p.is_empty()).then_some(p));
         }
         if self.password_file.is_empty() {
@@ -97,10 +102,17 @@ mod tests {
             password_file: path.display().to_string(),
             ..Admin::default()
         };
-        if std::env::var("PGSHIFT_ADMIN_PASSWORD").is_err() {
-            assert_eq!(admin.password().unwrap().as_deref(), Some("s3cret"));
-        }
+        assert_eq!(
+            admin.password_given(None).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        // The environment wins; set empty, it turns the console off.
+        let env = |v: &str| admin.password_given(Some(v.to_string())).unwrap();
+        assert_eq!(env("from env").as_deref(), Some("from env"));
+        assert_eq!(env(""), None);
+        std::fs::write(&path, "\nsecond\n").unwrap();
+        assert_eq!(admin.password_given(None).unwrap(), None);
         std::fs::remove_file(&path).unwrap();
-        assert!(admin.password().is_err() || std::env::var("PGSHIFT_ADMIN_PASSWORD").is_ok());
+        assert!(admin.password_given(None).is_err());
     }
 }

@@ -526,7 +526,8 @@ pub const REQUEST_SQL: &str =
 
 /// Sets rollout $1's backfill rate limit to $2 rows per second (0: none).
 pub const THROTTLE_SQL: &str =
-    "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() WHERE id = $1 RETURNING phase";
+    "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() \
+     WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase";
 
 /// An operator's request (the admin console's ROLLOUT commands): written to the
 /// row, acted on by whichever proxy drives the rollout. Returns the phase the
@@ -557,7 +558,7 @@ pub async fn throttle(
         .await
         .map_err(|e| crate::engine::service::db_reason(&e))?;
     if n == 0 {
-        return Err(format!("rollout {id} does not exist"));
+        return Err(format!("rollout {id} does not exist or is over"));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! test, and pgshift running in-process on its own thread and runtime.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod attack;
 pub mod binary;
 pub mod raw;
