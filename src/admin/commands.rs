@@ -17,6 +17,18 @@ pub enum Command {
     /// A session setting a driver sends on connecting (PgJDBC's
     /// `SET extra_float_digits = 3`): answered `SET`, changing nothing.
     SessionSet,
+    Config,
+    Clients,
+    Stats,
+    Rules,
+    /// The DDL journal, newest first, at most this many rows.
+    Ddl(Option<i64>),
+    Deferred(Option<i64>),
+    /// `SET <key> = <value>`: a running setting.
+    Set(String, String),
+    /// `SET RULE <rule> <policy>`.
+    SetRule(String, String),
+    Shutdown,
 }
 
 /// Settings drivers set on connecting; the console's answers do not depend
@@ -49,6 +61,27 @@ pub const HELP: &[(&str, &str)] = &[
     ("SHOW HELP", "this list"),
     ("SHOW VERSION", "pgshift's version"),
     (
+        "SHOW CONFIG",
+        "every setting: value, default, whether SET may change it",
+    ),
+    (
+        "SHOW CLIENTS",
+        "the client sessions: user, database, state, address",
+    ),
+    (
+        "SHOW STATS",
+        "per database: clients, queries, bytes received and sent, errors",
+    ),
+    ("SHOW RULES", "each DDL rule and its policy"),
+    (
+        "SHOW DDL [LIMIT <n>]",
+        "the DDL journal of every database, newest first",
+    ),
+    (
+        "SHOW DEFERRED [LIMIT <n>]",
+        "DDL deferred to its transaction's commit, newest first",
+    ),
+    (
         "SHOW ROLLOUTS",
         "every rollout in the databases pgshift has seen",
     ),
@@ -64,7 +97,79 @@ pub const HELP: &[(&str, &str)] = &[
         "ROLLOUT THROTTLE <id> <rows_per_second> [IN <database>]",
         "the backfill's rate limit (0: none)",
     ),
+    (
+        "SET <key> = <value>",
+        "change a setting until the next reload (SHOW CONFIG lists them)",
+    ),
+    (
+        "SET RULE <rule> <policy>",
+        "a rule's policy: rewrite, warn, reject or allow",
+    ),
+    (
+        "SHUTDOWN",
+        "stop accepting, drain sessions, exit (as SIGTERM)",
+    ),
 ];
+
+/// `[LIMIT <n>]`.
+fn limit(words: &[&str]) -> Result<Option<i64>, Unknown> {
+    match words {
+        [] => Ok(None),
+        [kw, n] if kw.eq_ignore_ascii_case("LIMIT") => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| unknown(format!("{} is not a row count", quoted(n)))),
+        _ => Err(unknown(format!("unexpected {}", quoted(&words.join(" "))))),
+    }
+}
+
+/// A setting's name as typed: letters, digits, `_`, `-` and `.`.
+fn setting_name(word: &str) -> Result<String, Unknown> {
+    let ok = !word.is_empty()
+        && word.len() <= 100
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    match ok {
+        true => Ok(word.to_ascii_lowercase()),
+        false => Err(unknown(format!("{} is not a setting name", quoted(word)))),
+    }
+}
+
+/// `SET <name> [=|TO] <value>` (also `<name>=<value>`).
+fn set(words: &[&str]) -> Result<Command, Unknown> {
+    let joined;
+    let words: Vec<&str> = match words {
+        [first, rest @ ..] if first.contains('=') && first.len() > 1 => {
+            let (name, value) = first.split_once('=').unwrap_or((first, ""));
+            joined = [name, "=", value];
+            joined
+                .iter()
+                .copied()
+                .filter(|w| !w.is_empty())
+                .chain(rest.iter().copied())
+                .collect()
+        }
+        _ => words.to_vec(),
+    };
+    let (name, rest) = words
+        .split_first()
+        .ok_or_else(|| unknown("SET needs a setting and a value"))?;
+    let rest = match rest {
+        [eq, tail @ ..] if *eq == "=" || eq.eq_ignore_ascii_case("TO") => tail,
+        _ => rest,
+    };
+    if rest.is_empty() {
+        return Err(unknown(format!("SET {} needs a value", quoted(name))));
+    }
+    let value = rest.join(" ");
+    if value.len() > 1000 {
+        return Err(unknown("the value is longer than 1000 bytes"));
+    }
+    Ok(Command::Set(setting_name(name)?, value))
+}
 
 /// What the operator typed, as an error message quotes it: at most 200 characters.
 fn quoted(text: &str) -> String {
@@ -147,6 +252,25 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
         ["SET", name, _, ..] if SESSION_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) => {
             Ok(Command::SessionSet)
         }
+        ["SHOW", "CONFIG"] => Ok(Command::Config),
+        ["SHOW", "CLIENTS"] => Ok(Command::Clients),
+        ["SHOW", "STATS"] => Ok(Command::Stats),
+        ["SHOW", "RULES"] => Ok(Command::Rules),
+        ["SHOW", "DDL", ..] => Ok(Command::Ddl(limit(&words[2..])?)),
+        ["SHOW", "DEFERRED", ..] => Ok(Command::Deferred(limit(&words[2..])?)),
+        ["SHUTDOWN"] => Ok(Command::Shutdown),
+        ["SET", "RULE", ..] => {
+            let rest: Vec<&str> = words[2..]
+                .iter()
+                .copied()
+                .filter(|w| *w != "=" && !w.eq_ignore_ascii_case("TO"))
+                .collect();
+            match rest.as_slice() {
+                [rule, policy] => Ok(Command::SetRule(setting_name(rule)?, setting_name(policy)?)),
+                _ => Err(unknown("SET RULE needs a rule and a policy")),
+            }
+        }
+        ["SET", ..] => set(&words[1..]),
         ["SHOW", "ROLLOUT", ..] => Ok(Command::Rollout(target(&words[2..])?)),
         ["ROLLOUT", "THROTTLE", ..] => {
             let rest = &words[2..];
@@ -265,6 +389,35 @@ mod tests {
     }
 
     #[test]
+    fn settings_read_in_every_spelling() {
+        let want = Command::Set("ddl.lock_timeout_ms".into(), "300".into());
+        for text in [
+            "SET ddl.lock_timeout_ms = 300",
+            "set DDL.LOCK_TIMEOUT_MS to 300",
+            "SET ddl.lock_timeout_ms 300",
+            "SET ddl.lock_timeout_ms=300",
+            "SET ddl.lock_timeout_ms= 300",
+        ] {
+            assert_eq!(parse(text), Ok(want.clone()), "{text}");
+        }
+        assert_eq!(
+            parse("SET lock_timeout = '2s'"),
+            Ok(Command::Set("lock_timeout".into(), "'2s'".into()))
+        );
+        assert_eq!(
+            parse("set rule create-index warn"),
+            Ok(Command::SetRule("create-index".into(), "warn".into()))
+        );
+        assert_eq!(
+            parse("SET RULE create-index = reject"),
+            Ok(Command::SetRule("create-index".into(), "reject".into()))
+        );
+        assert_eq!(parse("show ddl limit 5"), Ok(Command::Ddl(Some(5))));
+        assert_eq!(parse("SHOW DEFERRED"), Ok(Command::Deferred(None)));
+        assert_eq!(parse("shutdown;"), Ok(Command::Shutdown));
+    }
+
+    #[test]
     fn errors_quote_at_most_200_characters() {
         let long = format!("EXPLODE{}", "x".repeat(10_000));
         let e = parse(&long).unwrap_err();
@@ -292,8 +445,16 @@ mod tests {
             "SHOW ROLLOUT 1 IN \"\"",
             "SHOW ROLLOUT 1 IN \"open",
             "SHOW;ROLLOUTS",
-            "SET lock_timeout = 0",
             "SET extra_float_digits",
+            "SET lock_timeout",
+            "SET lock_timeout =",
+            "SET \"x\" = 1",
+            "SET a;b = 1",
+            "SET RULE create-index",
+            "SHOW DDL LIMIT 0",
+            "SHOW DDL LIMIT x",
+            "SHOW DDL 5",
+            "SHUTDOWN NOW",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -5,8 +5,11 @@
 
 mod auth;
 pub mod commands;
+mod journal;
+mod knobs;
 mod listener;
 mod rollouts;
+mod state;
 pub mod table;
 
 pub use listener::Listener;
@@ -53,6 +56,24 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
         Command::Request(what, target) => rollouts::request(shared, *what, target).await,
         Command::Throttle(target, rate) => rollouts::throttle(shared, target, *rate).await,
         Command::SessionSet => Ok(Answer::Done("SET".into())),
+        Command::Config => Ok(knobs::show(shared)),
+        Command::Clients => Ok(state::clients(shared)),
+        Command::Stats => Ok(state::stats(shared)),
+        Command::Rules => Ok(state::rules(shared)),
+        Command::Ddl(limit) => journal::ddl(shared, *limit).await,
+        Command::Deferred(limit) => journal::deferred(shared, *limit).await,
+        Command::Set(key, value) => knobs::set(shared, key, value),
+        Command::SetRule(rule, policy) => knobs::set_rule(shared, rule, policy),
+        Command::Shutdown => {
+            tracing::info!(target: "pgshift::admin", "shutdown requested from the console");
+            // A moment later, so that this answer reaches the operator first.
+            let shutdown = shared.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                shutdown.cancel();
+            });
+            Ok(Answer::Done("SHUTDOWN".into()))
+        }
     }
 }
 
@@ -109,7 +130,18 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         Command::Version => vec![("version", Kind::Text)],
         Command::Rollouts => rollouts::COLUMNS.to_vec(),
         Command::Rollout(_) => [rollouts::COLUMNS, rollouts::DETAIL].concat(),
-        Command::Request(..) | Command::Throttle(..) | Command::SessionSet => Vec::new(),
+        Command::Config => knobs::COLUMNS.to_vec(),
+        Command::Clients => state::CLIENTS.to_vec(),
+        Command::Stats => state::STATS.to_vec(),
+        Command::Rules => state::RULES.to_vec(),
+        Command::Ddl(_) => journal::DDL.to_vec(),
+        Command::Deferred(_) => journal::DEFERRED.to_vec(),
+        Command::Request(..)
+        | Command::Throttle(..)
+        | Command::SessionSet
+        | Command::Set(..)
+        | Command::SetRule(..)
+        | Command::Shutdown => Vec::new(),
     }
 }
 

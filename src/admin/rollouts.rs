@@ -150,7 +150,7 @@ async fn query(
 }
 
 /// Runs `sql` (a read) in each of `databases` at once; each answer or failure.
-async fn everywhere(
+pub(super) async fn everywhere(
     shared: &Shared,
     databases: Vec<String>,
     sql: &str,
@@ -196,7 +196,7 @@ pub async fn list(shared: &Shared) -> Result<Answer, Failed> {
     }))
 }
 
-fn null(kind: Kind) -> Cell {
+pub(super) fn null(kind: Kind) -> Cell {
     match kind {
         Kind::Text => Cell::Text(None),
         Kind::Int => Cell::Int(None),

@@ -4,7 +4,7 @@
 use super::ConfigError;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Address of the console; empty: no console.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// What to do with a statement whose safe form needs to run outside the client's
 /// transaction block (CONCURRENTLY, VALIDATE in its own transaction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InTransaction {
     /// Run the part that may run in the transaction now; journal the rest and run
@@ -21,7 +21,7 @@ pub enum InTransaction {
 
 /// What to do with a possible DDL statement pgshift did not parse (too large, too
 /// deeply nested, or not parsed in time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnparsedPolicy {
     /// Send it to the server unchecked, with a warning in the log.
@@ -32,7 +32,7 @@ pub enum UnparsedPolicy {
 
 /// What pgshift does about a session idle in a transaction that holds a lock a
 /// step needs (see `ddl.blockers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Blockers {
     /// Wait outside the lock queue until it ends its transaction (up to the retry
@@ -43,7 +43,7 @@ pub enum Blockers {
     EndIdle,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ddl {
     /// Intercept DDL at all; off = pure passthrough.

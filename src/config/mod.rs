@@ -4,7 +4,7 @@
 
 mod admin;
 mod ddl;
-mod overrides;
+pub mod overrides;
 mod rollout;
 mod upstream_addr;
 
@@ -30,7 +30,7 @@ pub enum ConfigError {
     BadOverride(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: Server,
@@ -42,7 +42,7 @@ pub struct Config {
     pub admin: Admin,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Address the proxy listens on for clients.
@@ -64,7 +64,7 @@ pub struct Server {
     pub max_message_size: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// PEM certificate chain presented to clients; empty: SSLRequest answered 'N'.
@@ -73,7 +73,7 @@ pub struct Tls {
     pub key_file: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
     Disable,
@@ -82,7 +82,7 @@ pub enum UpstreamTlsMode {
     VerifyFull,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream {
     /// `HOST:PORT`, `[IPV6]:PORT`, or `/socket/dir:PORT` for a Unix socket.
@@ -100,14 +100,14 @@ pub struct Upstream {
     pub service_password: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// tracing filter, e.g. `info` or `pgshift=debug`; RUST_LOG wins when set.

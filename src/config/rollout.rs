@@ -6,14 +6,14 @@ use super::ConfigError;
 use serde::Deserialize;
 
 /// Whether a step happens by itself or waits for an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum When {
     Manual,
     Auto,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rollout {
     /// Turn a rewriting `ALTER COLUMN … TYPE` into a rollout; off: it is refused

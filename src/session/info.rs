@@ -1,6 +1,7 @@
 //! What the proxy knows about each live session, for the admin console's
 //! SHOW CLIENTS and for the DDL engine (transaction status decides what may run).
 
+use crate::stats::Traffic;
 use crate::wire::backend::TxStatus;
 use dashmap::DashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ pub struct SessionInfo {
     pub database: String,
     pub tls: bool,
     pub connected_at: SystemTime,
+    /// Its database's traffic counters.
+    pub traffic: Arc<Traffic>,
     /// Last ReadyForQuery status: b'I' idle, b'T' in a transaction, b'E' failed one.
     tx_status: AtomicU8,
 }
@@ -28,6 +31,7 @@ pub struct SessionSnapshot {
     pub user: String,
     pub database: String,
     pub tls: bool,
+    pub connected_at: SystemTime,
     pub tx_status: char,
 }
 
@@ -64,6 +68,7 @@ impl Sessions {
         user: &str,
         database: &str,
         tls: bool,
+        traffic: Arc<Traffic>,
     ) -> Registered<'_> {
         let info = Arc::new(SessionInfo {
             id,
@@ -72,6 +77,7 @@ impl Sessions {
             database: database.to_string(),
             tls,
             connected_at: SystemTime::now(),
+            traffic,
             tx_status: AtomicU8::new(TxStatus::Idle.byte()),
         });
         self.0.insert(id, info.clone());
@@ -91,6 +97,7 @@ impl Sessions {
                 user: s.user.clone(),
                 database: s.database.clone(),
                 tls: s.tls,
+                connected_at: s.connected_at,
                 tx_status: char::from(s.tx_status.load(Relaxed)),
             })
             .collect();

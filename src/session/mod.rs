@@ -71,7 +71,6 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared
             &mut s.up,
             &mut s.down,
             &shared.terminate,
-            &shared.stats,
             &s.registered.info,
         )
         .await;
@@ -152,9 +151,14 @@ async fn establish<'a>(
     span.record("database", database);
     span.record("tls", client.is_tls());
     let active = admit(&mut client, shared, settings).await?;
-    let registered = shared
-        .sessions
-        .register(id, peer, user, database, client.is_tls());
+    let registered = shared.sessions.register(
+        id,
+        peer,
+        user,
+        database,
+        client.is_tls(),
+        shared.stats.traffic(database),
+    );
     let connected = connect_upstream(&mut client, shared, settings).await?;
     let channel_binding_ok = same_certificate(&client, settings, &connected);
     let mut server = connected.stream;

@@ -6,7 +6,7 @@
 use super::info::SessionInfo;
 use super::spill::Spill;
 use super::terminate::Terminate;
-use crate::stats::Stats;
+use crate::stats::{Stats, Traffic};
 use crate::wire::backend::TxStatus;
 use crate::wire::frame::FrameError;
 use crate::wire::scanner::{Counts, Flow, Scanner};
@@ -286,7 +286,6 @@ pub async fn run<C, S>(
     up: &mut Direction,
     down: &mut Direction,
     terminate: &Terminate,
-    stats: &Stats,
     info: &SessionInfo,
 ) -> PumpEnd
 where
@@ -323,7 +322,7 @@ where
             (down.at_boundary() || grace.as_mut().poll(cx).is_ready())
                 .then_some(PumpEnd::Terminated)
         });
-        report(up, down, stats);
+        report(up, down, &info.traffic);
         if let Some(status) = down.scanner.tx_status() {
             info.set_tx_status(status);
         }
@@ -345,7 +344,7 @@ pub fn idle(up: &Direction, down: &Direction) -> bool {
         && down.at_boundary()
 }
 
-fn report(up: &mut Direction, down: &mut Direction, stats: &Stats) {
+fn report(up: &mut Direction, down: &mut Direction, stats: &Traffic) {
     let (up_bytes, up_counts) = up.take_counts();
     let (down_bytes, down_counts) = down.take_counts();
     Stats::add(&stats.bytes_from_clients, up_bytes);

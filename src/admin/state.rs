@@ -1,0 +1,160 @@
+//! The console's views of the live process: SHOW CLIENTS (the sessions), SHOW
+//! STATS (traffic per database), SHOW RULES (each rule and its policy).
+
+use super::table::{Answer, Cell, Kind, Table};
+use crate::context::Shared;
+use std::time::UNIX_EPOCH;
+
+pub const CLIENTS: &[(&str, Kind)] = &[
+    ("id", Kind::Int),
+    ("user", Kind::Text),
+    ("database", Kind::Text),
+    ("state", Kind::Text),
+    ("addr", Kind::Text),
+    ("port", Kind::Int),
+    ("connect_time", Kind::Text),
+    ("tls", Kind::Bool),
+];
+
+/// A Unix time as an ISO 8601 UTC timestamp (what psql users read).
+fn timestamp(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+pub fn clients(shared: &Shared) -> Answer {
+    let rows = shared
+        .sessions
+        .snapshot()
+        .into_iter()
+        .map(|s| {
+            let state = match s.tx_status {
+                'T' => "idle in transaction",
+                'E' => "idle in failed transaction",
+                _ => "idle",
+            };
+            vec![
+                Cell::Int(Some(s.id as i64)),
+                Cell::text(s.user),
+                Cell::text(s.database),
+                Cell::text(state),
+                Cell::text(s.peer.ip().to_string()),
+                Cell::Int(Some(i64::from(s.peer.port()))),
+                Cell::text(timestamp(s.connected_at)),
+                Cell::Bool(Some(s.tls)),
+            ]
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: CLIENTS.to_vec(),
+        rows,
+    })
+}
+
+pub const STATS: &[(&str, Kind)] = &[
+    ("database", Kind::Text),
+    ("clients", Kind::Int),
+    ("total_query_count", Kind::Int),
+    ("total_received", Kind::Int),
+    ("total_sent", Kind::Int),
+    ("total_server_errors", Kind::Int),
+    ("total_ddl_candidates", Kind::Int),
+];
+
+/// Traffic per database since pgshift started (bytes received from clients and
+/// sent to them, as pgbouncer counts), and the clients connected now.
+pub fn stats(shared: &Shared) -> Answer {
+    let sessions = shared.sessions.snapshot();
+    let rows = shared
+        .stats
+        .by_database()
+        .into_iter()
+        .map(|(database, t)| {
+            let clients = sessions.iter().filter(|s| s.database == database).count();
+            vec![
+                Cell::text(database),
+                Cell::Int(Some(clients as i64)),
+                Cell::Int(Some(t.queries as i64)),
+                Cell::Int(Some(t.bytes_from_clients as i64)),
+                Cell::Int(Some(t.bytes_from_servers as i64)),
+                Cell::Int(Some(t.server_errors as i64)),
+                Cell::Int(Some(t.ddl_candidates as i64)),
+            ]
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: STATS.to_vec(),
+        rows,
+    })
+}
+
+pub const RULES: &[(&str, Kind)] = &[
+    ("rule", Kind::Text),
+    ("policy", Kind::Text),
+    ("overrides", Kind::Text),
+    ("about", Kind::Text),
+];
+
+/// Every rule with the policy the config sets (NULL: the rule's own, which may
+/// differ by finding), and the per-database and per-user overrides.
+pub fn rules(shared: &Shared) -> Answer {
+    let settings = shared.settings.load_full();
+    let ddl = &settings.config.ddl;
+    let rows = crate::sql::rules::RULES
+        .iter()
+        .map(|rule| {
+            let mut overrides = Vec::new();
+            for (kind, map) in [("database", &ddl.database), ("user", &ddl.user)] {
+                for (name, rules) in map {
+                    if let Some(p) = rules.get(rule.id) {
+                        overrides.push(format!("{kind} {name}: {}", p.name()));
+                    }
+                }
+            }
+            vec![
+                Cell::text(rule.id),
+                Cell::Text(ddl.rules.get(rule.id).map(|p| p.name().to_string())),
+                Cell::Text((!overrides.is_empty()).then(|| overrides.join("; "))),
+                Cell::text(rule.about),
+            ]
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: RULES.to_vec(),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01 00:00:00+00");
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_265_296);
+        assert_eq!(timestamp(at), "2026-12-03 02:34:56+00");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(timestamp(leap), "2000-02-29 00:00:00+00");
+    }
+}

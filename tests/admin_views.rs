@@ -1,0 +1,207 @@
+//! The console's views and knobs against a real Postgres: SHOW CONFIG, CLIENTS,
+//! STATS, RULES, DDL and DEFERRED return the rows the traffic made; SET and
+//! SET RULE change what the proxy does next; SHUTDOWN stops it.
+
+mod common;
+
+use common::admin::{cell, console, proxy, rows, tag};
+use common::{connect, fresh_db};
+use std::time::{Duration, Instant};
+
+type Row = Vec<(String, Option<String>)>;
+
+fn find<'a>(rows: &'a [Row], column: &str, value: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| cell(r, column) == Some(value))
+}
+
+async fn code_of(console: &tokio_postgres::Client, sql: &str) -> String {
+    let e = console.simple_query(sql).await.expect_err(sql);
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e:?}"));
+    assert!(db.hint().is_some(), "{sql}: no hint");
+    db.code().code().to_string()
+}
+
+#[tokio::test]
+async fn views_show_the_live_process() {
+    let db = fresh_db("admin_views");
+    let proxy = proxy();
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    for i in 0..25 {
+        app.execute("INSERT INTO t VALUES ($1, $1)", &[&i])
+            .await
+            .unwrap();
+    }
+    app.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let console = console(&proxy).await;
+
+    let clients = rows(&console, "SHOW CLIENTS").await;
+    let mine = find(&clients, "database", &db).unwrap_or_else(|| panic!("{clients:?}"));
+    assert_eq!(cell(mine, "user"), Some("postgres"));
+    assert_eq!(cell(mine, "state"), Some("idle in transaction"));
+    assert_eq!(cell(mine, "addr"), Some("127.0.0.1"));
+    assert_eq!(cell(mine, "tls"), Some("f"));
+    app.batch_execute("COMMIT").await.unwrap();
+    let clients = rows(&console, "SHOW CLIENTS").await;
+    assert_eq!(
+        cell(find(&clients, "database", &db).unwrap(), "state"),
+        Some("idle")
+    );
+
+    let stats = rows(&console, "SHOW STATS").await;
+    let mine = find(&stats, "database", &db).unwrap_or_else(|| panic!("{stats:?}"));
+    let number = |c: &str| cell(mine, c).unwrap().parse::<i64>().unwrap();
+    assert_eq!(number("clients"), 1);
+    // CREATE, 25 INSERTs (Parse/Bind/Execute/Sync: one query each), BEGIN; SELECT 1, COMMIT.
+    assert!(number("total_query_count") >= 28, "{mine:?}");
+    assert!(number("total_received") > 25 * 20, "{mine:?}");
+    assert!(number("total_sent") > 0);
+    assert_eq!(number("total_server_errors"), 0);
+    app.simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    let stats = rows(&console, "SHOW STATS").await;
+    assert_eq!(
+        cell(
+            find(&stats, "database", &db).unwrap(),
+            "total_server_errors"
+        ),
+        Some("1")
+    );
+
+    // The journal and the deferred jobs, newest first.
+    app.batch_execute("CREATE INDEX t_v ON t (v)")
+        .await
+        .unwrap();
+    app.batch_execute("BEGIN; CREATE INDEX t_v2 ON t (v); COMMIT")
+        .await
+        .unwrap();
+    let ddl = rows(&console, "SHOW DDL LIMIT 1000").await;
+    let mine: Vec<&Row> = ddl
+        .iter()
+        .filter(|r| cell(r, "database") == Some(db.as_str()))
+        .collect();
+    assert!(mine.len() >= 2, "{ddl:?}");
+    let first = mine
+        .iter()
+        .position(|r| cell(r, "statement").is_some_and(|s| s.contains("t_v2")))
+        .expect("the deferred CREATE INDEX is journaled");
+    let second = mine
+        .iter()
+        .position(|r| cell(r, "statement") == Some("CREATE INDEX t_v ON t (v)"))
+        .expect("the CREATE INDEX is journaled");
+    assert!(first < second, "newest first: {mine:?}");
+    assert_eq!(cell(mine[second], "rule"), Some("create-index"));
+    assert_eq!(cell(mine[second], "outcome"), Some("rewritten"));
+    assert_eq!(rows(&console, "SHOW DDL LIMIT 1").await.len(), 1);
+    let deferred = rows(&console, "SHOW DEFERRED").await;
+    let job = deferred
+        .iter()
+        .find(|r| cell(r, "database") == Some(db.as_str()))
+        .unwrap_or_else(|| panic!("{deferred:?}"));
+    assert_eq!(cell(job, "rule"), Some("create-index"));
+    assert!(cell(job, "statement").unwrap().contains("t_v2"));
+    assert!(cell(job, "created").unwrap().ends_with("+00"));
+
+    // SHOW CONFIG: every key, the service password hidden.
+    let config = rows(&console, "SHOW CONFIG").await;
+    let key = |k: &str| find(&config, "key", k).unwrap_or_else(|| panic!("no {k}"));
+    assert_eq!(cell(key("ddl.lock_timeout_ms"), "value"), Some("200"));
+    assert_eq!(cell(key("ddl.lock_timeout_ms"), "default"), Some("500"));
+    assert_eq!(cell(key("ddl.lock_timeout_ms"), "changeable"), Some("t"));
+    assert_eq!(cell(key("server.listen"), "changeable"), Some("f"));
+    let password = cell(key("upstream.service_password"), "value");
+    assert!(
+        matches!(password, Some("") | Some("********")),
+        "{password:?}"
+    );
+}
+
+#[tokio::test]
+async fn set_changes_what_the_proxy_does_next() {
+    let db = fresh_db("admin_set");
+    let proxy = proxy();
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    let console = console(&proxy).await;
+
+    assert_eq!(tag(&proxy, "SET lock_timeout = '300ms'").await, "SET");
+    assert_eq!(tag(&proxy, "SET ddl.max_attempts TO 7").await, "SET");
+    let config = rows(&console, "SHOW CONFIG").await;
+    assert_eq!(
+        cell(
+            find(&config, "key", "ddl.lock_timeout_ms").unwrap(),
+            "value"
+        ),
+        Some("300")
+    );
+    assert_eq!(
+        cell(find(&config, "key", "ddl.max_attempts").unwrap(), "value"),
+        Some("7")
+    );
+    for (sql, code) in [
+        ("SET server.listen = '127.0.0.1:1'", "55P02"),
+        ("SET admin.user = 'x'", "55P02"),
+        ("SET ddl.lock_timeout_ms = soon", "22023"),
+        ("SET ddl.max_attempts = 0", "22023"),
+        ("SET nope = 1", "42704"),
+        ("SET listen = 1", "42702"),
+        ("SET RULE no-such-rule warn", "42704"),
+        ("SET RULE create-index sometimes", "22023"),
+        ("SET ddl.max_attempts = 1; DROP TABLE t", "42601"),
+    ] {
+        assert_eq!(code_of(&console, sql).await, code, "{sql}");
+    }
+    // The failed SETs left the settings as they were.
+    let config = rows(&console, "SHOW CONFIG").await;
+    assert_eq!(
+        cell(find(&config, "key", "ddl.max_attempts").unwrap(), "value"),
+        Some("7")
+    );
+
+    // A rule's policy, changed from the console, decides the next statement.
+    assert_eq!(tag(&proxy, "SET RULE create-index reject").await, "SET");
+    let rules = rows(&console, "SHOW RULES").await;
+    assert_eq!(
+        cell(find(&rules, "rule", "create-index").unwrap(), "policy"),
+        Some("reject")
+    );
+    assert!(cell(find(&rules, "rule", "drop-index").unwrap(), "about").is_some());
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    let e = app
+        .batch_execute("CREATE INDEX t_v ON t (v)")
+        .await
+        .expect_err("rejected by the console's rule");
+    assert!(e.as_db_error().is_some(), "{e:?}");
+    tag(&proxy, "SET RULE create-index rewrite").await;
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("CREATE INDEX t_v ON t (v)")
+        .await
+        .unwrap();
+    let direct = connect(&common::scenario::direct(&db)).await;
+    let valid: bool = direct
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_v'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid);
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_proxy() {
+    let proxy = proxy();
+    let addr = proxy.addr;
+    assert_eq!(tag(&proxy, "SHUTDOWN").await, "SHUTDOWN");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
