@@ -24,4 +24,6 @@ USER 10001:10001
 EXPOSE 6432 6433 9187
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/pgshift"]
 # Listen on all interfaces inside the container; point upstream at your Postgres.
-CMD ["serve", "--config", "/etc/pgshift/pgshift.toml", "--listen", "0.0.0.0:6432"]
+# /metrics is reachable from outside for a scraper (it has no login: publish 9187
+# only on a network you trust); the admin console stays on loopback (no TLS yet).
+CMD ["serve", "--config", "/etc/pgshift/pgshift.toml", "--listen", "0.0.0.0:6432", "--metrics-listen", "0.0.0.0:9187"]

@@ -120,6 +120,8 @@ async fn connect_as(port: u16, db: &str, app: &str) -> Client {
 fn start_proxy(pg_port: u16, budget: u64) -> u16 {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
+    config.metrics.listen = String::new();
+    config.admin.listen = String::new();
     config.upstream.address = format!("127.0.0.1:{pg_port}");
     config.ddl.notices = false;
     config.ddl.lock_timeout_ms = 500;

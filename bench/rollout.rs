@@ -51,6 +51,8 @@ fn start_proxy(pg_port: u16, latency_factor: f64) -> u16 {
     let mut config = Config::default();
     config.rollout.latency_factor = latency_factor;
     config.server.listen = "127.0.0.1:0".into();
+    config.metrics.listen = String::new();
+    config.admin.listen = String::new();
     config.upstream.address = format!("127.0.0.1:{pg_port}");
     config.ddl.notices = true;
     config.ddl.small_table_bytes = 0;

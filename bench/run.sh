@@ -210,7 +210,7 @@ for t in pgshift-tcp pgshift-uds pgshift-noddl; do
   # pgshift-noddl: the DDL engine and rollouts off (no sniff-triggered holds, no
   # record of Describes), to price them.
   off=(); [[ $t == pgshift-noddl ]] && off=(-c ddl.enabled=false -c rollout.enabled=false)
-  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" "${off[@]}" "${PGSHIFT_EXTRA[@]}"
+  start_target "$t" "$PGSHIFT_BIN" serve --listen "127.0.0.1:${PORT[$t]}" --upstream "$up" --metrics-listen "" --admin-listen "" "${off[@]}" "${PGSHIFT_EXTRA[@]}"
 done
 for t in pgbouncer-tcp pgbouncer-uds; do
   # setpriv and env exec, so $! is pgbouncer itself.

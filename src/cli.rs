@@ -1,4 +1,5 @@
-//! The command line: `pgshift serve`, `pgshift demo` and `pgshift check`.
+//! The command line: `pgshift serve`, `pgshift demo`, `pgshift check` and
+//! `pgshift status`.
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,30 @@ pub enum Command {
     Demo(DemoArgs),
     /// Review migration files offline: unsafe DDL, its locks, and the safe plan.
     Check(CheckArgs),
+    /// Show rollouts and open deferred DDL from a running pgshift's admin console.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// The admin console's address.
+    #[arg(long, default_value = "127.0.0.1:6433")]
+    pub admin: String,
+    /// The console's user.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// File whose first line is the console's password (PGSHIFT_ADMIN_PASSWORD wins).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// One snapshot, then exit (for scripts); otherwise live bars until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+    /// Output of --once.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+    /// Refresh interval of the live view, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -46,6 +71,12 @@ pub struct ServeArgs {
     /// Upstream HOST:PORT or SOCKETDIR:PORT; overrides upstream.address.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// Admin console address; overrides admin.listen ("" turns it off).
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// /metrics and /healthz address; overrides metrics.listen ("" turns it off).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Override any config key, e.g. -c server.max_client_conn=500 (repeatable).
     #[arg(short = 'c', value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
@@ -79,6 +110,14 @@ impl ServeArgs {
                 "upstream.address={}",
                 toml::Value::String(upstream.clone())
             ));
+        }
+        for (key, value) in [
+            ("admin.listen", &self.admin_listen),
+            ("metrics.listen", &self.metrics_listen),
+        ] {
+            if let Some(v) = value {
+                overrides.push(format!("{key}={}", toml::Value::String(v.clone())));
+            }
         }
         overrides.extend(self.set.iter().cloned());
         Config::load(self.config.as_deref(), &overrides)

@@ -33,6 +33,7 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => {
             eprintln!("  {e}; using a free port instead");
             config.server.listen = "127.0.0.1:0".into();
+            config.metrics.listen = "127.0.0.1:0".into();
             runtime.block_on(Server::bind(config))?
         }
     };

@@ -64,7 +64,42 @@ impl Latency {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts(pub(crate) [u64; BUCKETS]);
 
+impl Default for Counts {
+    fn default() -> Self {
+        Counts([0; BUCKETS])
+    }
+}
+
 impl Counts {
+    /// The turns per bucket with each bucket's upper end in microseconds
+    /// (the last one's is unbounded: u64::MAX).
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0.iter().enumerate().map(|(i, n)| {
+            let upper = if i + 1 < BUCKETS {
+                lower(i + 1)
+            } else {
+                u64::MAX
+            };
+            (upper, *n)
+        })
+    }
+
+    /// Approximate sum of the turns in microseconds: each counted at its
+    /// bucket's middle, so within about 6 % of the truth.
+    pub fn sum_micros(&self) -> u64 {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let middle = match i {
+                    i if i < 8 || i + 1 >= BUCKETS => lower(i),
+                    i => (lower(i) + lower(i + 1)) / 2,
+                };
+                middle.saturating_mul(*n)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// A histogram of `n` turns of `micros` each, per pair (for tests).
     #[cfg(test)]
     pub(crate) fn of(samples: &[(u64, u64)]) -> Counts {

@@ -14,7 +14,19 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo::run(args),
         Command::Check(args) => check(args),
+        Command::Status(args) => status(args),
     }
+}
+
+fn status(args: pgshift::cli::StatusArgs) -> ExitCode {
+    let runtime = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgshift: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ExitCode::from(runtime.block_on(pgshift::status::run(args)))
 }
 
 fn check(args: CheckArgs) -> ExitCode {

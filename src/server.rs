@@ -37,6 +37,7 @@ pub struct Server {
     workers: Workers,
     shared: Arc<Shared>,
     admin: Option<crate::admin::Listener>,
+    metrics: Option<crate::metrics::Listener>,
 }
 
 /// A handle to a running server: reload, shutdown, stats.
@@ -57,16 +58,23 @@ impl Server {
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let shared = Arc::new(Shared::new(settings));
         let admin = crate::admin::Listener::bind(&shared).await?;
+        let metrics = crate::metrics::Listener::bind(&shared).await?;
         Ok(Server {
             listener,
             workers,
             shared,
             admin,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The metrics endpoint's address, when it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr())
     }
 
     /// The admin console's address, when it runs.
@@ -85,6 +93,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let shared = self.shared;
         let admin = self.admin.take().map(|a| tokio::spawn(a.serve()));
+        let metrics = self.metrics.take().map(|m| tokio::spawn(m.serve()));
         info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
         loop {
             let accepted = tokio::select! {
@@ -137,8 +146,8 @@ impl Server {
             }
         }
         drop(self.workers);
-        if let Some(admin) = admin {
-            let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        for side in [admin, metrics].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), side).await;
         }
         // Journal writers finish the entry at hand; scans stop.
         shared.engine.stop(Duration::from_secs(1)).await;

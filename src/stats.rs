@@ -3,6 +3,7 @@
 //! atomics per database, so the hot path does no more than with one set); the
 //! process totals are their sum. The admin console and /metrics read snapshots.
 
+use crate::latency::{Counts, Latency};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,16 +21,19 @@ pub struct Traffic {
     pub queries: AtomicU64,
     pub ddl_candidates: AtomicU64,
     pub server_errors: AtomicU64,
+    /// Turn durations: first message to the ReadyForQuery that answers it.
+    pub latency: Latency,
 }
 
 /// A point-in-time copy of one database's [`Traffic`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TrafficSnapshot {
     pub bytes_from_clients: u64,
     pub bytes_from_servers: u64,
     pub queries: u64,
     pub ddl_candidates: u64,
     pub server_errors: u64,
+    pub latency: Counts,
 }
 
 impl Traffic {
@@ -40,6 +44,7 @@ impl Traffic {
             queries: self.queries.load(Relaxed),
             ddl_candidates: self.ddl_candidates.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
+            latency: self.latency.counts(),
         }
     }
 }

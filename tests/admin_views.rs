@@ -59,6 +59,11 @@ async fn views_show_the_live_process() {
     assert!(number("total_received") > 25 * 20, "{mine:?}");
     assert!(number("total_sent") > 0);
     assert_eq!(number("total_server_errors"), 0);
+    assert!(number("turns") >= 28, "{mine:?}");
+    assert!(
+        number("p50_us") > 0 && number("p50_us") <= number("p99_us"),
+        "{mine:?}"
+    );
     app.simple_query("SELECT 1/0")
         .await
         .expect_err("division by zero");
@@ -204,4 +209,80 @@ async fn shutdown_stops_the_proxy() {
         assert!(Instant::now() < deadline, "still accepting");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn pgshift_status_once_shows_the_rollout() {
+    let db = fresh_db("admin_status");
+    common::rollouts::setup(&db).await;
+    let proxy = proxy();
+    let id = common::rollouts::start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    let console = console(&proxy).await;
+    console
+        .simple_query(&format!("ROLLOUT PAUSE {id}"))
+        .await
+        .unwrap();
+    let addr = proxy.admin.unwrap().to_string();
+    let run = |format: &'static str| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+                .args(["status", "--once", "--admin", &addr, "--format", format])
+                .env("PGSHIFT_ADMIN_PASSWORD", common::admin::PASSWORD)
+                .output()
+                .unwrap()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let out = run("text").await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.contains("(paused)") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line = format!("{db} #{id} public.orders.amount ");
+    assert!(text.contains(&line), "{text}");
+    assert!(text.contains("(paused)"), "{text}");
+    assert!(
+        text.lines().next().unwrap().starts_with("rollouts: "),
+        "{text}"
+    );
+
+    let out = run("json").await.unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mine = json["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["database"] == db.as_str())
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(mine["id"], id);
+    assert_eq!(mine["paused"], true);
+    assert!(mine["rows_done"].is_i64());
+
+    // A wrong password: a clear line and exit 1.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .args(["status", "--once", "--admin", &addr])
+            .env("PGSHIFT_ADMIN_PASSWORD", "wrong")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("28P01"), "{stderr}");
 }

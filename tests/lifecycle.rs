@@ -24,8 +24,10 @@ fn spawn_binary(args: &[&str]) -> (Child, u16) {
             &listen,
             "--upstream",
             &pg().tcp_address(),
+            "--admin-listen",
+            "",
         ])
-        .args(args)
+        .args(metrics_flag(args))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -83,6 +85,34 @@ fn bad_config_is_one_clear_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("maybe"), "{stderr}");
+}
+
+/// With `--metrics-listen`, the binary answers /healthz there; the tests start it
+/// with `--metrics-listen ""` otherwise (two on the default port would collide).
+fn metrics_flag(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if !args.contains(&"--metrics-listen") {
+        out.extend(["--metrics-listen".to_string(), String::new()]);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_metrics_flag_opens_the_endpoint() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = pgshift::cluster::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (mut child, _) = spawn_binary(&["--metrics-listen", &addr]);
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

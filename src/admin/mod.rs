@@ -13,6 +13,7 @@ mod state;
 pub mod table;
 
 pub use listener::Listener;
+pub use rollouts::gauges as rollout_gauges;
 
 use crate::context::Shared;
 use async_trait::async_trait;

@@ -196,6 +196,40 @@ pub async fn list(shared: &Shared) -> Result<Answer, Failed> {
     }))
 }
 
+/// The rollouts still under way, for /metrics, and how many databases could not
+/// be read.
+pub async fn gauges(shared: &Shared) -> (Vec<crate::metrics::RolloutGauge>, u64) {
+    let databases = shared.engine.books.databases();
+    let sql = format!("{LIST} WHERE phase NOT IN ('finished', 'rolled_back') ORDER BY id");
+    let mut out = Vec::new();
+    let mut unread = 0;
+    for (database, answer) in everywhere(shared, databases, &sql, &[]).await {
+        let Ok(rows) = answer else {
+            unread += 1;
+            continue;
+        };
+        for row in rows {
+            let shown = Shown {
+                database: database.clone(),
+                row,
+            };
+            let (_, rate, _) = shown.progress();
+            let r = &shown.row;
+            out.push(crate::metrics::RolloutGauge {
+                database: database.clone(),
+                id: r.get::<_, i64>(0).to_string(),
+                table: format!("{}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
+                column: r.get(3),
+                phase: r.get(5),
+                rows_done: r.get(8),
+                rows_total: r.get(9),
+                rows_per_second: rate,
+            });
+        }
+    }
+    (out, unread)
+}
+
 pub(super) fn null(kind: Kind) -> Cell {
     match kind {
         Kind::Text => Cell::Text(None),

@@ -78,10 +78,15 @@ pub const STATS: &[(&str, Kind)] = &[
     ("total_sent", Kind::Int),
     ("total_server_errors", Kind::Int),
     ("total_ddl_candidates", Kind::Int),
+    ("turns", Kind::Int),
+    ("p50_us", Kind::Int),
+    ("p99_us", Kind::Int),
 ];
 
 /// Traffic per database since pgshift started (bytes received from clients and
-/// sent to them, as pgbouncer counts), and the clients connected now.
+/// sent to them, as pgbouncer counts), the clients connected now, and the turn
+/// latency (first message to its ReadyForQuery) at the 50th and 99th
+/// percentiles, each the upper end of its bucket (within 12.5 %).
 pub fn stats(shared: &Shared) -> Answer {
     let sessions = shared.sessions.snapshot();
     let rows = shared
@@ -90,6 +95,7 @@ pub fn stats(shared: &Shared) -> Answer {
         .into_iter()
         .map(|(database, t)| {
             let clients = sessions.iter().filter(|s| s.database == database).count();
+            let quantile = |q: f64| t.latency.quantile(q).map(|d| d.as_micros() as i64);
             vec![
                 Cell::text(database),
                 Cell::Int(Some(clients as i64)),
@@ -98,6 +104,9 @@ pub fn stats(shared: &Shared) -> Answer {
                 Cell::Int(Some(t.bytes_from_servers as i64)),
                 Cell::Int(Some(t.server_errors as i64)),
                 Cell::Int(Some(t.ddl_candidates as i64)),
+                Cell::Int(Some(t.latency.total() as i64)),
+                Cell::Int(quantile(0.5)),
+                Cell::Int(quantile(0.99)),
             ]
         })
         .collect();

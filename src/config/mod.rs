@@ -4,12 +4,14 @@
 
 mod admin;
 mod ddl;
+mod metrics;
 pub mod overrides;
 mod rollout;
 mod upstream_addr;
 
 pub use admin::Admin;
 pub use ddl::{Blockers, Ddl, InTransaction, UnparsedPolicy};
+pub use metrics::Metrics;
 pub use overrides::apply_override;
 pub use rollout::{Rollout, When};
 pub use upstream_addr::UpstreamAddr;
@@ -40,6 +42,7 @@ pub struct Config {
     pub ddl: Ddl,
     pub rollout: Rollout,
     pub admin: Admin,
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -228,6 +231,7 @@ impl Config {
         }
         self.ddl.validate()?;
         self.rollout.validate()?;
+        self.metrics.validate()?;
         self.admin.validate()
     }
 

@@ -86,6 +86,7 @@ impl Journal {
     }
 
     pub fn record(&self, entry: Entry) {
+        super::counters::outcome(&entry.rule, entry.outcome.name());
         tracing::info!(
             target: "pgshift::ddl",
             database = %entry.database,

@@ -11,6 +11,7 @@ pub mod book;
 pub mod cancel;
 pub mod conn;
 mod copies;
+pub mod counters;
 pub use copies::prepared_with_list;
 pub mod deferred;
 mod journal;

@@ -324,7 +324,10 @@ where
                         other => other,
                     })
             }
-            Action::Reject(f) => Err(Failure::Ours(rejection(f))),
+            Action::Reject(f) => {
+                super::counters::outcome(f.rule, "rejected");
+                Err(Failure::Ours(rejection(f)))
+            }
             Action::Refuse(e) => Err(Failure::Ours(e.clone())),
             Action::Run {
                 finding,

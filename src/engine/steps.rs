@@ -150,14 +150,20 @@ pub async fn run<C: Conn>(
                     rows: matches!(step.kind, StepKind::Backfill { .. }).then_some(fill.rows),
                 })
             }
-            Err(e) if retryable(&e) => match backoff.failed() {
-                Some(pause) => {
-                    if !conn.pause(pause).await {
-                        return Err(Failure::Ours(canceled()));
+            Err(e) if retryable(&e) => {
+                super::counters::lock_timeout();
+                match backoff.failed() {
+                    Some(pause) => {
+                        if !conn.pause(pause).await {
+                            return Err(Failure::Ours(canceled()));
+                        }
+                    }
+                    None => {
+                        super::counters::gave_up();
+                        return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await));
                     }
                 }
-                None => return Err(Failure::Ours(gave_up(conn, step, cx, &backoff, &e).await)),
-            },
+            }
             Err(e) => {
                 // A backfill batch ran other SQL than the step's: no position.
                 let e = match step.kind {

@@ -349,8 +349,16 @@ impl Running {
 
     /// A new session's activity, timing its turns while a rollout is live, and
     /// noted for lock windows (kept while the session lasts).
-    pub fn activity(&self, database: &str) -> Arc<Activity> {
-        let activity = Arc::new(Activity::timed(self.live.clone(), self.latency.clone()));
+    pub fn activity(
+        &self,
+        database: &str,
+        traffic: Option<Arc<crate::stats::Traffic>>,
+    ) -> Arc<Activity> {
+        let mut activity = Activity::timed(self.live.clone(), self.latency.clone());
+        if let Some(traffic) = traffic {
+            activity = activity.counted(traffic);
+        }
+        let activity = Arc::new(activity);
         self.register(database, &activity);
         activity
     }
@@ -575,7 +583,7 @@ mod tests {
         let running = Arc::new(Running::default());
         let (a, b) = (running.changes("a"), running.changes("b"));
         // A session of "b" with a turn out does not hold up a window in "a".
-        let busy_b: Arc<Activity> = running.activity("b");
+        let busy_b: Arc<Activity> = running.activity("b", None);
         busy_b.publish(&b);
         busy_b.sent();
         let began = std::time::Instant::now();
@@ -588,7 +596,7 @@ mod tests {
         drop(swap);
         assert_eq!(running.change_count("a"), 2);
         // One of "a" is waited for, up to SETTLE_MAX.
-        let busy_a = running.activity("a");
+        let busy_a = running.activity("a", None);
         busy_a.publish(&a);
         busy_a.sent();
         let began = std::time::Instant::now();
@@ -600,8 +608,8 @@ mod tests {
     fn sessions_count_while_they_last() {
         let running = Running::default();
         assert!(!running.has_sessions("a"));
-        let a = running.activity("a");
-        let _b = running.activity("b");
+        let a = running.activity("a", None);
+        let _b = running.activity("b", None);
         assert!(running.has_sessions("a") && running.has_sessions("b"));
         assert!(!running.has_sessions("c"));
         drop(a);

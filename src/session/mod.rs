@@ -197,7 +197,10 @@ async fn establish<'a>(
         let described = Arc::new(crate::wire::described::Record::default());
         up.scanner.track_described(described.clone());
         down.scanner.track_described(described);
-        let activity = shared.engine.rollouts.activity(&registered.info.database);
+        let activity = shared.engine.rollouts.activity(
+            &registered.info.database,
+            Some(registered.info.traffic.clone()),
+        );
         up.scanner.track_activity(activity.clone());
         down.scanner.track_activity(activity);
     }

@@ -11,6 +11,7 @@
 //! One of the two sees the other.
 
 use crate::latency::{now_micros, Latency};
+use crate::stats::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct Activity {
     began: AtomicU64,
     /// Where turns are timed to, while the count (of rollouts) is not zero.
     timing: Option<(Arc<AtomicUsize>, Arc<Latency>)>,
+    /// The database's turn histogram, timed always (SHOW STATS, /metrics).
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Default for Activity {
@@ -42,6 +45,7 @@ impl Default for Activity {
             open: AtomicBool::new(false),
             began: AtomicU64::new(0),
             timing: None,
+            traffic: None,
         }
     }
 }
@@ -53,6 +57,19 @@ impl Activity {
             timing: Some((live, latency)),
             ..Activity::default()
         }
+    }
+
+    /// Also times every turn into `traffic`'s histogram.
+    pub fn counted(mut self, traffic: Arc<Traffic>) -> Self {
+        self.traffic = Some(traffic);
+        self
+    }
+
+    /// True when rollouts are live (their governor reads the process histogram).
+    fn rollouts_live(&self) -> bool {
+        self.timing
+            .as_ref()
+            .is_some_and(|(live, _)| live.load(Ordering::Relaxed) > 0)
     }
 
     /// About to forward the first message of a turn: publish the count it starts
@@ -70,12 +87,8 @@ impl Activity {
 
     /// The first message of a turn went to the server.
     pub fn sent(&self) {
-        if !self.busy() {
-            if let Some((live, _)) = &self.timing {
-                if live.load(Ordering::Relaxed) > 0 {
-                    self.began.store(now_micros(), Ordering::Relaxed);
-                }
-            }
+        if !self.busy() && (self.traffic.is_some() || self.rollouts_live()) {
+            self.began.store(now_micros(), Ordering::Relaxed);
         }
         self.open.store(true, Ordering::Relaxed);
     }
@@ -97,15 +110,19 @@ impl Activity {
         let owed = self.expected.load(Ordering::Relaxed).saturating_sub(1);
         self.expected.store(owed, Ordering::Relaxed);
         let busy = self.busy();
-        if let Some((_, latency)) = &self.timing {
-            let began = self.began.load(Ordering::Relaxed);
-            if began != 0 {
-                // A pipelined turn is timed from the answer before it.
-                let now = now_micros();
-                latency.record(now.saturating_sub(began));
-                self.began
-                    .store(if busy { now } else { 0 }, Ordering::Relaxed);
+        let began = self.began.load(Ordering::Relaxed);
+        if began != 0 {
+            // A pipelined turn is timed from the answer before it.
+            let now = now_micros();
+            let took = now.saturating_sub(began);
+            if let Some(traffic) = &self.traffic {
+                traffic.latency.record(took);
             }
+            if let Some((_, latency)) = self.timing.as_ref().filter(|_| self.rollouts_live()) {
+                latency.record(took);
+            }
+            self.began
+                .store(if busy { now } else { 0 }, Ordering::Relaxed);
         }
         if !busy {
             self.since.store(IDLE, Ordering::SeqCst);

@@ -26,6 +26,10 @@ impl Binary {
                     &listen,
                     "--upstream",
                     &pg().tcp_address(),
+                    "--metrics-listen",
+                    "",
+                    "--admin-listen",
+                    "",
                 ])
                 .args(args)
                 .stdout(Stdio::null())

@@ -129,6 +129,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The admin console's address, when the test turned it on.
     pub admin: Option<SocketAddr>,
+    /// The /metrics endpoint's address, when the test turned it on.
+    pub metrics: Option<SocketAddr>,
     pub handle: Handle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -151,6 +153,7 @@ impl Proxy {
         // No console unless a test asks for one (PGSHIFT_ADMIN_PASSWORD in the
         // environment would otherwise start one on the default port).
         config.admin.listen = String::new();
+        config.metrics.listen = String::new();
         edit(&mut config);
         config.validate().expect("valid test config");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -161,15 +164,21 @@ impl Proxy {
                 .unwrap();
             rt.block_on(async move {
                 let server = Server::bind(config).await.expect("bind proxy");
-                tx.send((server.local_addr(), server.admin_addr(), server.handle()))
-                    .unwrap();
+                tx.send((
+                    server.local_addr(),
+                    server.admin_addr(),
+                    server.metrics_addr(),
+                    server.handle(),
+                ))
+                .unwrap();
                 server.run().await;
             });
         });
-        let (addr, admin, handle) = rx.recv().expect("proxy started");
+        let (addr, admin, metrics, handle) = rx.recv().expect("proxy started");
         Proxy {
             addr,
             admin,
+            metrics,
             handle,
             thread: Some(thread),
         }
