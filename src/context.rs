@@ -54,7 +54,13 @@ pub struct Shared {
     /// Fired when the drain time is over: sessions end with FATAL 57P01.
     pub terminate: Terminate,
     next_id: AtomicU64,
+    /// Reads the configuration again (the file and the command line's flags),
+    /// for the console's RELOAD; set by whoever started the server.
+    reloader: std::sync::Mutex<Option<Reloader>>,
 }
+
+/// Produces the configuration a reload applies.
+pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 impl Shared {
     /// The shared state of a server starting with `settings`; starts the DDL
@@ -69,7 +75,34 @@ impl Shared {
             shutdown: CancellationToken::new(),
             terminate: Terminate::default(),
             next_id: AtomicU64::new(1),
+            reloader: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn set_reloader(&self, reloader: Reloader) {
+        *self.reloader.lock().unwrap_or_else(|e| e.into_inner()) = Some(reloader);
+    }
+
+    pub fn reloader(&self) -> Option<Reloader> {
+        self.reloader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new config for new sessions. The listen address and worker count
+    /// are fixed at start; a change to them is reported and ignored.
+    pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+        let current = self.settings.load();
+        if config.server.listen != current.config.server.listen
+            || config.server.workers != current.config.server.workers
+        {
+            tracing::warn!("server.listen and server.workers change only on restart");
+        }
+        let settings = Settings::build(config)?;
+        self.settings.store(Arc::new(settings));
+        tracing::info!("configuration reloaded");
+        Ok(())
     }
 
     /// A new session's id.

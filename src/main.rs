@@ -63,6 +63,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let reload_args = args.clone();
+        server.handle().set_reloader(std::sync::Arc::new(move || {
+            reload_args.load_config().map_err(|e| e.to_string())
+        }));
         tokio::spawn(handle_signals(server.handle(), args));
         server.run().await;
         ExitCode::SUCCESS

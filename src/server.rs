@@ -163,16 +163,12 @@ impl Handle {
     /// Swaps in a new config for new sessions. The listen address and worker count
     /// are fixed at start; a change to them is reported and ignored.
     pub fn reload(&self, config: Config) -> Result<(), TlsError> {
-        let current = self.shared.settings.load();
-        if config.server.listen != current.config.server.listen
-            || config.server.workers != current.config.server.workers
-        {
-            warn!("server.listen and server.workers change only on restart");
-        }
-        let settings = Settings::build(config)?;
-        self.shared.settings.store(Arc::new(settings));
-        info!("configuration reloaded");
-        Ok(())
+        self.shared.reload(config)
+    }
+
+    /// How the console's RELOAD reads the configuration again.
+    pub fn set_reloader(&self, reloader: crate::context::Reloader) {
+        self.shared.set_reloader(reloader);
     }
 
     pub fn stats(&self) -> crate::stats::Snapshot {

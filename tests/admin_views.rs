@@ -286,3 +286,150 @@ async fn pgshift_status_once_shows_the_rollout() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("28P01"), "{stderr}");
 }
+
+#[tokio::test]
+async fn kill_ends_one_session_and_reload_reads_the_config_again() {
+    let db = fresh_db("admin_kill");
+    let proxy = proxy();
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    let other = connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("BEGIN; CREATE TABLE k (id int)")
+        .await
+        .unwrap();
+    let pid: i32 = app
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let console = console(&proxy).await;
+    let servers = rows(&console, "SHOW SERVERS").await;
+    let mine = find(&servers, "remote_pid", &pid.to_string())
+        .unwrap_or_else(|| panic!("{pid} not in {servers:?}"));
+    assert_eq!(cell(mine, "database"), Some(db.as_str()));
+    assert_eq!(cell(mine, "state"), Some("idle in transaction"));
+    assert_eq!(cell(mine, "addr"), Some("127.0.0.1"));
+    let id = cell(mine, "client_id").unwrap().to_string();
+
+    assert_eq!(code_of(&console, "KILL 987654").await, "42704");
+    assert_eq!(tag(&proxy, &format!("KILL {id}")).await, "KILL");
+    app.simple_query("SELECT 1")
+        .await
+        .expect_err("a killed session");
+    // Its transaction is gone with its backend; the other session goes on.
+    let direct = connect(&common::scenario::direct(&db)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if alive == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backend {pid} still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let k: Option<String> = direct
+        .query_one("SELECT to_regclass('k')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(k, None);
+    other.simple_query("SELECT 1").await.unwrap();
+    let clients = rows(&console, "SHOW CLIENTS").await;
+    assert!(find(&clients, "id", &id).is_none(), "{clients:?}");
+
+    // RELOAD reads the configuration again (here a reloader the test gives it).
+    assert_eq!(code_of(&console, "RELOAD").await, "55000");
+    let upstream = common::pg().tcp_address();
+    proxy.handle.set_reloader(std::sync::Arc::new(move || {
+        let mut c = pgshift::config::Config::default();
+        c.upstream.address = upstream.clone();
+        c.ddl.max_attempts = 3;
+        c.server.drain_timeout_ms = 1_000;
+        Ok(c)
+    }));
+    assert_eq!(tag(&proxy, "SET ddl.max_attempts = 9").await, "SET");
+    assert_eq!(tag(&proxy, "RELOAD").await, "RELOAD");
+    let config = rows(&console, "SHOW CONFIG").await;
+    assert_eq!(
+        cell(find(&config, "key", "ddl.max_attempts").unwrap(), "value"),
+        Some("3")
+    );
+    proxy.handle.set_reloader(std::sync::Arc::new(|| {
+        Err("line 3: unknown field".to_string())
+    }));
+    assert_eq!(code_of(&console, "RELOAD").await, "F0000");
+    let config = rows(&console, "SHOW CONFIG").await;
+    assert_eq!(
+        cell(find(&config, "key", "ddl.max_attempts").unwrap(), "value"),
+        Some("3")
+    );
+}
+
+#[tokio::test]
+async fn locks_and_blockers_show_what_a_migration_waits_for() {
+    let db = fresh_db("admin_locks");
+    let proxy = common::Proxy::start_with(|c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.admin.password_file = common::admin::password_file();
+        c.ddl.lock_timeout_ms = 100;
+        c.ddl.stall_budget_ms = 100;
+        c.ddl.retry_deadline_ms = 20_000;
+    });
+    let direct = connect(&common::scenario::direct(&db)).await;
+    direct
+        .batch_execute("CREATE TABLE w (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    // A long transaction holds the table.
+    let holder = connect(&common::scenario::direct(&db)).await;
+    holder
+        .batch_execute("BEGIN; SELECT * FROM w")
+        .await
+        .unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let app = connect(&proxy.conn_str(&db, "postgres")).await;
+    let migration = tokio::spawn(async move {
+        app.batch_execute("ALTER TABLE w ADD CONSTRAINT w_v CHECK (v > 0)")
+            .await
+    });
+    let console = console(&proxy).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let blockers = loop {
+        let rows = rows(&console, "SHOW BLOCKERS").await;
+        let mine: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| cell(r, "blocker_pid") == Some(holder_pid.to_string().as_str()))
+            .collect();
+        if !mine.is_empty() {
+            break mine;
+        }
+        assert!(Instant::now() < deadline, "no blocker shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cell(&blockers[0], "work"), Some("ddl"));
+    let is_w = |t: Option<&str>| t.is_some_and(|t| t == "w" || t.ends_with(".w"));
+    assert!(is_w(cell(&blockers[0], "table")), "{blockers:?}");
+    let locks = rows(&console, "SHOW LOCKS").await;
+    let lock = locks
+        .iter()
+        .find(|r| {
+            is_w(cell(r, "table")) && cell(r, "state") == Some("waiting for a long transaction")
+        })
+        .unwrap_or_else(|| panic!("{locks:?}"));
+    assert!(cell(lock, "waiting_ms").unwrap().parse::<i64>().unwrap() >= 0);
+    holder.batch_execute("COMMIT").await.unwrap();
+    migration.await.unwrap().unwrap();
+    // Done: nothing waits any more.
+    let locks = rows(&console, "SHOW LOCKS").await;
+    assert!(locks.iter().all(|r| !is_w(cell(r, "table"))), "{locks:?}");
+}

@@ -29,6 +29,13 @@ pub enum Command {
     /// `SET RULE <rule> <policy>`.
     SetRule(String, String),
     Shutdown,
+    Servers,
+    /// Ends one client session (its id from SHOW CLIENTS).
+    Kill(u64),
+    /// Reads the config file again, as SIGHUP does.
+    Reload,
+    Locks,
+    Blockers,
 }
 
 /// Settings drivers set on connecting; the console's answers do not depend
@@ -72,6 +79,15 @@ pub const HELP: &[(&str, &str)] = &[
         "SHOW STATS",
         "per database: clients, queries, bytes received and sent, errors",
     ),
+    (
+        "SHOW SERVERS",
+        "each client's server connection: backend pid, address, TLS",
+    ),
+    (
+        "SHOW LOCKS",
+        "the locks pgshift's DDL steps and rollouts are trying to take, for how long",
+    ),
+    ("SHOW BLOCKERS", "the sessions those waits are waiting on"),
     ("SHOW RULES", "each DDL rule and its policy"),
     (
         "SHOW DDL [LIMIT <n>]",
@@ -105,6 +121,11 @@ pub const HELP: &[(&str, &str)] = &[
         "SET RULE <rule> <policy>",
         "a rule's policy: rewrite, warn, reject or allow",
     ),
+    (
+        "KILL <client id>",
+        "end one client session at its next message boundary (57P01)",
+    ),
+    ("RELOAD", "read the config file again, as SIGHUP does"),
     (
         "SHUTDOWN",
         "stop accepting, drain sessions, exit (as SIGTERM)",
@@ -259,6 +280,16 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
         ["SHOW", "DDL", ..] => Ok(Command::Ddl(limit(&words[2..])?)),
         ["SHOW", "DEFERRED", ..] => Ok(Command::Deferred(limit(&words[2..])?)),
         ["SHUTDOWN"] => Ok(Command::Shutdown),
+        ["SHOW", "SERVERS"] => Ok(Command::Servers),
+        ["SHOW", "LOCKS"] => Ok(Command::Locks),
+        ["SHOW", "BLOCKERS"] => Ok(Command::Blockers),
+        ["RELOAD"] => Ok(Command::Reload),
+        ["KILL", id] => id
+            .parse::<u64>()
+            .ok()
+            .filter(|i| *i > 0)
+            .map(Command::Kill)
+            .ok_or_else(|| unknown(format!("{} is not a client id", quoted(id)))),
         ["SET", "RULE", ..] => {
             let rest: Vec<&str> = words[2..]
                 .iter()
@@ -415,6 +446,9 @@ mod tests {
         assert_eq!(parse("show ddl limit 5"), Ok(Command::Ddl(Some(5))));
         assert_eq!(parse("SHOW DEFERRED"), Ok(Command::Deferred(None)));
         assert_eq!(parse("shutdown;"), Ok(Command::Shutdown));
+        assert_eq!(parse("kill 12"), Ok(Command::Kill(12)));
+        assert_eq!(parse("RELOAD"), Ok(Command::Reload));
+        assert_eq!(parse("show servers"), Ok(Command::Servers));
     }
 
     #[test]
@@ -455,6 +489,11 @@ mod tests {
             "SHOW DDL LIMIT x",
             "SHOW DDL 5",
             "SHUTDOWN NOW",
+            "KILL",
+            "KILL 0",
+            "KILL x",
+            "KILL 1 2",
+            "RELOAD now",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -203,6 +203,34 @@ pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Answer, Failed> {
     Ok(Answer::Done("SET".into()))
 }
 
+/// `RELOAD`: the configuration read again (file and flags), as SIGHUP does; the
+/// console's SETs are gone after it.
+pub fn reload(shared: &Shared) -> Result<Answer, Failed> {
+    let Some(reloader) = shared.reloader() else {
+        return Err(Failed::new(
+            "55000",
+            "this pgshift has no configuration source to read again",
+            "It was started in-process without one; restart it instead.",
+        ));
+    };
+    let config = reloader().map_err(|e| {
+        Failed::new(
+            "F0000",
+            format!("reload failed, the running settings stay: {e}"),
+            "Fix the config file, then RELOAD again.",
+        )
+    })?;
+    shared.reload(config).map_err(|e| {
+        Failed::new(
+            "F0000",
+            format!("reload failed, the running settings stay: {e}"),
+            "The TLS files could not be read.",
+        )
+    })?;
+    tracing::info!(target: "pgshift::admin", "configuration reloaded from the console");
+    Ok(Answer::Done("RELOAD".into()))
+}
+
 /// `SET RULE <rule> <policy>`.
 pub fn set_rule(shared: &Shared, rule: &str, policy: &str) -> Result<Answer, Failed> {
     let rule = rule.to_ascii_lowercase();

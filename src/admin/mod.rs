@@ -65,6 +65,11 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
         Command::Deferred(limit) => journal::deferred(shared, *limit).await,
         Command::Set(key, value) => knobs::set(shared, key, value),
         Command::SetRule(rule, policy) => knobs::set_rule(shared, rule, policy),
+        Command::Servers => Ok(state::servers(shared)),
+        Command::Locks => Ok(state::locks()),
+        Command::Blockers => Ok(state::blockers()),
+        Command::Kill(id) => state::kill(shared, *id),
+        Command::Reload => knobs::reload(shared),
         Command::Shutdown => {
             tracing::info!(target: "pgshift::admin", "shutdown requested from the console");
             // A moment later, so that this answer reaches the operator first.
@@ -135,6 +140,9 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         Command::Clients => state::CLIENTS.to_vec(),
         Command::Stats => state::STATS.to_vec(),
         Command::Rules => state::RULES.to_vec(),
+        Command::Servers => state::SERVERS.to_vec(),
+        Command::Locks => state::LOCKS.to_vec(),
+        Command::Blockers => state::BLOCKERS.to_vec(),
         Command::Ddl(_) => journal::DDL.to_vec(),
         Command::Deferred(_) => journal::DEFERRED.to_vec(),
         Command::Request(..)
@@ -142,7 +150,9 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         | Command::SessionSet
         | Command::Set(..)
         | Command::SetRule(..)
-        | Command::Shutdown => Vec::new(),
+        | Command::Shutdown
+        | Command::Kill(_)
+        | Command::Reload => Vec::new(),
     }
 }
 

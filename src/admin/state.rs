@@ -1,7 +1,7 @@
 //! The console's views of the live process: SHOW CLIENTS (the sessions), SHOW
 //! STATS (traffic per database), SHOW RULES (each rule and its policy).
 
-use super::table::{Answer, Cell, Kind, Table};
+use super::table::{Answer, Cell, Failed, Kind, Table};
 use crate::context::Shared;
 use std::time::UNIX_EPOCH;
 
@@ -41,22 +41,26 @@ fn timestamp(at: std::time::SystemTime) -> String {
     )
 }
 
+/// A session's state as of its last ReadyForQuery.
+fn state(tx_status: char) -> &'static str {
+    match tx_status {
+        'T' => "idle in transaction",
+        'E' => "idle in failed transaction",
+        _ => "idle",
+    }
+}
+
 pub fn clients(shared: &Shared) -> Answer {
     let rows = shared
         .sessions
         .snapshot()
         .into_iter()
         .map(|s| {
-            let state = match s.tx_status {
-                'T' => "idle in transaction",
-                'E' => "idle in failed transaction",
-                _ => "idle",
-            };
             vec![
                 Cell::Int(Some(s.id as i64)),
                 Cell::text(s.user),
                 Cell::text(s.database),
-                Cell::text(state),
+                Cell::text(state(s.tx_status)),
                 Cell::text(s.peer.ip().to_string()),
                 Cell::Int(Some(i64::from(s.peer.port()))),
                 Cell::text(timestamp(s.connected_at)),
@@ -66,6 +70,131 @@ pub fn clients(shared: &Shared) -> Answer {
         .collect();
     Answer::Rows(Table {
         columns: CLIENTS.to_vec(),
+        rows,
+    })
+}
+
+pub const SERVERS: &[(&str, Kind)] = &[
+    ("client_id", Kind::Int),
+    ("user", Kind::Text),
+    ("database", Kind::Text),
+    ("state", Kind::Text),
+    ("addr", Kind::Text),
+    ("port", Kind::Int),
+    ("remote_pid", Kind::Int),
+    ("connect_time", Kind::Text),
+    ("tls", Kind::Bool),
+];
+
+/// The server connection of each client (pgshift pairs them one to one): the
+/// upstream address, the backend's pid (what pg_stat_activity.pid shows).
+pub fn servers(shared: &Shared) -> Answer {
+    let settings = shared.settings.load_full();
+    let (addr, port) = match &settings.upstream {
+        crate::config::UpstreamAddr::Tcp { host, port } => (host.clone(), i64::from(*port)),
+        crate::config::UpstreamAddr::Unix { dir, port } => {
+            (dir.display().to_string(), i64::from(*port))
+        }
+    };
+    let rows = shared
+        .sessions
+        .snapshot()
+        .into_iter()
+        .filter(|s| s.backend_pid != 0)
+        .map(|s| {
+            vec![
+                Cell::Int(Some(s.id as i64)),
+                Cell::text(s.user),
+                Cell::text(s.database),
+                Cell::text(state(s.tx_status)),
+                Cell::text(addr.clone()),
+                Cell::Int(Some(port)),
+                Cell::Int(Some(i64::from(s.backend_pid))),
+                Cell::text(timestamp(s.connected_at)),
+                Cell::Bool(Some(s.upstream_tls)),
+            ]
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: SERVERS.to_vec(),
+        rows,
+    })
+}
+
+/// `KILL <id>`: the session ends at its next message boundary with FATAL 57P01.
+pub fn kill(shared: &Shared, id: u64) -> Result<Answer, Failed> {
+    if !shared.sessions.kill(id) {
+        return Err(Failed::new(
+            "42704",
+            format!("there is no client session {id}"),
+            "SHOW CLIENTS lists them.",
+        ));
+    }
+    tracing::info!(target: "pgshift::admin", session = id, "session killed from the console");
+    Ok(Answer::Done("KILL".into()))
+}
+
+pub const LOCKS: &[(&str, Kind)] = &[
+    ("work", Kind::Text),
+    ("table", Kind::Text),
+    ("lock", Kind::Text),
+    ("state", Kind::Text),
+    ("waiting_ms", Kind::Int),
+    ("failed_attempts", Kind::Int),
+];
+
+/// The locks pgshift's own work is trying to take now.
+pub fn locks() -> Answer {
+    let rows = crate::engine::waits::snapshot()
+        .into_iter()
+        .map(|w| {
+            let state = match &w.blocker {
+                Some(_) => "waiting for a long transaction",
+                None => "trying",
+            };
+            vec![
+                Cell::text(w.work),
+                Cell::text(w.table.clone()),
+                Cell::text(w.lock.clone()),
+                Cell::text(state),
+                Cell::Int(Some(w.waited().as_millis() as i64)),
+                Cell::Int(Some(i64::from(w.attempts))),
+            ]
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: LOCKS.to_vec(),
+        rows,
+    })
+}
+
+pub const BLOCKERS: &[(&str, Kind)] = &[
+    ("work", Kind::Text),
+    ("table", Kind::Text),
+    ("lock", Kind::Text),
+    ("blocker_pid", Kind::Int),
+    ("blocker", Kind::Text),
+    ("waiting_ms", Kind::Int),
+];
+
+/// The sessions pgshift's waits are waiting on (pid NULL when it is not known).
+pub fn blockers() -> Answer {
+    let rows = crate::engine::waits::snapshot()
+        .into_iter()
+        .filter_map(|w| {
+            let (pid, about) = w.blocker.clone()?;
+            Some(vec![
+                Cell::text(w.work),
+                Cell::text(w.table.clone()),
+                Cell::text(w.lock.clone()),
+                Cell::Int(pid.parse().ok()),
+                Cell::text(about),
+                Cell::Int(Some(w.waited().as_millis() as i64)),
+            ])
+        })
+        .collect();
+    Answer::Rows(Table {
+        columns: BLOCKERS.to_vec(),
         rows,
     })
 }

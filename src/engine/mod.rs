@@ -27,6 +27,7 @@ pub mod service;
 pub mod steps;
 mod type_change;
 mod unnamed;
+pub mod waits;
 
 pub use batch::{complete_len as batch_len, flushed, parse as parse_batch, Batch};
 pub use book::Books;

@@ -7,6 +7,7 @@ use super::backfill::{backfill, Fill};
 use super::blockers::{self, Holder};
 use super::conn::{cell, Conn, ServerError};
 use super::retry::Backoff;
+use super::waits::Waiting;
 use crate::config::{Blockers, Ddl};
 use crate::sql::ident::literal;
 use crate::sql::plan::{Step, StepKind};
@@ -111,7 +112,13 @@ pub async fn run<C: Conn>(
     let started = Instant::now();
     let mut backoff = Backoff::new(cx.ddl, mode == Mode::InTransaction);
     let mut fill = Fill::default();
-    let mut first_seen = blockers::FirstSeen::new();
+    let mut looks = Looks {
+        first_seen: blockers::FirstSeen::new(),
+        listed: match (step.needs_lock_retry(), cx.table) {
+            (true, Some(table)) => Some(Waiting::new("ddl", table, step.lock.to_string())),
+            _ => None,
+        },
+    };
     loop {
         if conn.cancelled() {
             return Err(Failure::Ours(canceled()));
@@ -121,8 +128,7 @@ pub async fn run<C: Conn>(
                 let mut tables = vec![table];
                 tables.extend(step.also.iter().map(String::as_str).filter(|t| *t != table));
                 let in_tx = mode == Mode::InTransaction;
-                wait_out_long_holders(conn, step, cx, &tables, &backoff, in_tx, &mut first_seen)
-                    .await?;
+                wait_out_long_holders(conn, step, cx, &tables, &backoff, in_tx, &mut looks).await?;
             }
         }
         let outcome = match (&step.kind, mode) {
@@ -152,6 +158,9 @@ pub async fn run<C: Conn>(
             }
             Err(e) if retryable(&e) => {
                 super::counters::lock_timeout();
+                if let Some(w) = &looks.listed {
+                    w.failed_attempt();
+                }
                 match backoff.failed() {
                     Some(pause) => {
                         if !conn.pause(pause).await {
@@ -332,6 +341,13 @@ async fn drop_if_invalid<C: Conn>(conn: &mut C, index: &str, table: &str) -> io:
     Ok(())
 }
 
+/// What a step keeps across its looks at who blocks it: when each holder was
+/// first seen, and its entry in the console's SHOW LOCKS.
+struct Looks {
+    first_seen: blockers::FirstSeen,
+    listed: Option<Waiting>,
+}
+
 /// Waits, outside Postgres' lock queue, while a long transaction holds a lock on
 /// one of `tables` that the step's lock conflicts with (see `super::blockers`).
 /// The client hears once who pgshift waits for. Bounded by the retry deadline.
@@ -344,7 +360,7 @@ async fn wait_out_long_holders<C: Conn>(
     tables: &[&str],
     backoff: &Backoff,
     in_tx: bool,
-    first_seen: &mut blockers::FirstSeen,
+    looks: &mut Looks,
 ) -> Result<(), Failure> {
     let budget = cx.ddl.stall_budget_ms;
     let deadline = std::time::Duration::from_millis(cx.ddl.retry_deadline_ms);
@@ -366,13 +382,23 @@ async fn wait_out_long_holders<C: Conn>(
             Some(h) => h,
             None => {
                 checked = Instant::now();
-                match blockers::long_holder(conn, tables, step.lock, budget, first_seen).await? {
+                match blockers::long_holder(conn, tables, step.lock, budget, &mut looks.first_seen)
+                    .await?
+                {
                     Some(h) => h,
-                    None => return Ok(()),
+                    None => {
+                        if let Some(w) = &looks.listed {
+                            w.blocked_by(None);
+                        }
+                        return Ok(());
+                    }
                 }
             }
         };
         let table = holder.relation.as_str();
+        if let Some(w) = &looks.listed {
+            w.blocked_by(Some((holder.pid.clone(), holder.to_string())));
+        }
         let signal = match signalled.contains(&holder.pid) {
             true => None,
             false => blockers::Signal::for_holder(&holder, cx.ddl),

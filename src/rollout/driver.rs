@@ -440,11 +440,20 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_millis(ddl.retry_deadline_ms);
         let mut pause = Duration::from_millis(ddl.retry_initial_ms.max(10));
+        let waiting =
+            crate::engine::waits::Waiting::new("rollout", &r.qualified(), "ACCESS EXCLUSIVE");
         loop {
             // Like the engine's steps: no attempt while a transaction that has
             // been open longer than the stall budget holds a lock on the table
             // (the attempt would queue behind it, and every query behind that).
             while ddl.stall_budget_ms > 0 && self.long_holder(r, ddl.stall_budget_ms).await? {
+                waiting.blocked_by(Some((
+                    String::new(),
+                    format!(
+                        "a transaction open longer than the stall budget ({} ms)",
+                        ddl.stall_budget_ms
+                    ),
+                )));
                 if Instant::now() >= deadline {
                     return Err(StepError {
                         reason: format!(
@@ -494,6 +503,10 @@ impl Driver {
                     attempt
                 }
             };
+            waiting.blocked_by(None);
+            if attempt.as_ref().is_err_and(|e| e.retry) {
+                waiting.failed_attempt();
+            }
             match attempt {
                 Err(e) if e.retry && Instant::now() + pause < deadline => {
                     tokio::select! {

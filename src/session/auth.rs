@@ -42,6 +42,8 @@ pub struct Ready {
     pub server_leftover: BytesMut,
     pub key: Option<CancelKey>,
     pub tx_status: TxStatus,
+    /// The server backend's process id, from its BackendKeyData (0 without one).
+    pub backend_pid: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ pub async fn relay(
     let mut minor = startup.minor;
     let mut stripped_plus = false;
     let mut key = None;
+    let mut backend_pid = 0;
     server
         .write_all(&startup.raw)
         .await
@@ -124,6 +127,7 @@ pub async fn relay(
                         .register(ctx.addr.clone(), pid, secret, len, ctx.signal.clone());
                 backend::backend_key_data(&mut out, issued.pid, &issued.secret);
                 key = Some(issued);
+                backend_pid = i32::try_from(pid).unwrap_or(0);
             }
             b'Z' => {
                 out.extend_from_slice(&frame);
@@ -133,6 +137,7 @@ pub async fn relay(
                     server_leftover: server_buf,
                     key,
                     tx_status: TxStatus::of_body(frame.get(5..).unwrap_or_default()),
+                    backend_pid,
                 });
             }
             _ => out.extend_from_slice(&frame),

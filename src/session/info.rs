@@ -1,11 +1,12 @@
 //! What the proxy knows about each live session, for the admin console's
 //! SHOW CLIENTS and for the DDL engine (transaction status decides what may run).
 
+use super::terminate::Terminate;
 use crate::stats::Traffic;
 use crate::wire::backend::TxStatus;
 use dashmap::DashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,6 +20,12 @@ pub struct SessionInfo {
     pub connected_at: SystemTime,
     /// Its database's traffic counters.
     pub traffic: Arc<Traffic>,
+    /// Fired by the console's KILL: the session ends at the next message boundary.
+    pub kill: Terminate,
+    /// The server backend's process id (0 until the server sent it).
+    backend_pid: AtomicI32,
+    /// Whether the upstream connection uses TLS.
+    upstream_tls: AtomicBool,
     /// Last ReadyForQuery status: b'I' idle, b'T' in a transaction, b'E' failed one.
     tx_status: AtomicU8,
 }
@@ -33,9 +40,17 @@ pub struct SessionSnapshot {
     pub tls: bool,
     pub connected_at: SystemTime,
     pub tx_status: char,
+    pub backend_pid: i32,
+    pub upstream_tls: bool,
 }
 
 impl SessionInfo {
+    /// The server side is up: its backend's pid and whether it uses TLS.
+    pub fn set_upstream(&self, backend_pid: i32, tls: bool) {
+        self.backend_pid.store(backend_pid, Relaxed);
+        self.upstream_tls.store(tls, Relaxed);
+    }
+
     pub fn set_tx_status(&self, status: TxStatus) {
         let status = status.byte();
         if self.tx_status.load(Relaxed) != status {
@@ -78,12 +93,27 @@ impl Sessions {
             tls,
             connected_at: SystemTime::now(),
             traffic,
+            kill: Terminate::default(),
+            backend_pid: AtomicI32::new(0),
+            upstream_tls: AtomicBool::new(false),
             tx_status: AtomicU8::new(TxStatus::Idle.byte()),
         });
         self.0.insert(id, info.clone());
         Registered {
             sessions: self,
             info,
+        }
+    }
+
+    /// Ends session `id` at its next message boundary (the console's KILL);
+    /// false when there is no such session.
+    pub fn kill(&self, id: u64) -> bool {
+        match self.0.get(&id) {
+            Some(s) => {
+                s.kill.fire();
+                true
+            }
+            None => false,
         }
     }
 
@@ -98,6 +128,8 @@ impl Sessions {
                 database: s.database.clone(),
                 tls: s.tls,
                 connected_at: s.connected_at,
+                backend_pid: s.backend_pid.load(Relaxed),
+                upstream_tls: s.upstream_tls.load(Relaxed),
                 tx_status: char::from(s.tx_status.load(Relaxed)),
             })
             .collect();

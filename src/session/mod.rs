@@ -176,6 +176,9 @@ async fn establish<'a>(
     )
     .await;
     let ready = auth_outcome(&mut client, relayed, shared, settings).await?;
+    registered
+        .info
+        .set_upstream(ready.backend_pid, server.is_tls());
     debug!("session ready");
     let max = settings.config.server.max_message_size;
     let up = Direction::new(Flow::ClientToServer, max, ready.client_leftover);
@@ -392,6 +395,10 @@ async fn finish(
             )
             .with_hint("Reconnect once pgshift or its replacement is back."),
         ),
+        PumpEnd::Killed => Some(PgError::fatal(
+            "57P01",
+            "terminating connection due to administrator command (pgshift console KILL)",
+        )),
     };
     info!(end = ?end, "session closed");
     // A client that stopped reading (full socket buffer, or TLS close_notify it never

@@ -252,6 +252,8 @@ pub enum PumpEnd {
     ServerIo(io::Error),
     /// Shutdown asked the session to end.
     Terminated,
+    /// The admin console's KILL ended the session.
+    Killed,
     /// A long row could not go through its file (see [`Spill`]).
     Spill(io::Error),
     /// Shutdown ended the session while the DDL engine was writing to the client,
@@ -293,9 +295,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut watch = terminate.watch();
+    let mut killed = info.kill.watch();
     let mut grace: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| {
-        if grace.is_none() && watch.poll_fired(cx) {
+        if grace.is_none() && (watch.poll_fired(cx) | killed.poll_fired(cx)) {
             grace = Some(Box::pin(tokio::time::sleep(TERMINATE_GRACE)));
         }
         let end = match up.poll_transfer(cx, client, server) {
@@ -319,8 +322,11 @@ where
         });
         let end = end.or_else(|| {
             let grace = grace.as_mut()?;
-            (down.at_boundary() || grace.as_mut().poll(cx).is_ready())
-                .then_some(PumpEnd::Terminated)
+            let end = match info.kill.is_fired() {
+                true => PumpEnd::Killed,
+                false => PumpEnd::Terminated,
+            };
+            (down.at_boundary() || grace.as_mut().poll(cx).is_ready()).then_some(end)
         });
         report(up, down, &info.traffic);
         if let Some(status) = down.scanner.tx_status() {

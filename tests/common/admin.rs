@@ -6,19 +6,25 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 pub const PASSWORD: &str = "console 'pw' \\ 1";
 
-pub fn proxy() -> Proxy {
+/// A file holding [`PASSWORD`], for `admin.password_file`.
+pub fn password_file() -> String {
     let path = std::env::temp_dir().join(format!(
         "pgshift_admin_test_{}_{}",
         std::process::id(),
         rand_suffix()
     ));
     std::fs::write(&path, format!("{PASSWORD}\n")).unwrap();
+    path.display().to_string()
+}
+
+pub fn proxy() -> Proxy {
+    let path = password_file();
     Proxy::start_with(|c| {
         c.ddl.lock_timeout_ms = 200;
         c.rollout.batch_rows = 2_000;
         c.rollout.latency_factor = 0.0;
         c.admin.listen = "127.0.0.1:0".into();
-        c.admin.password_file = path.display().to_string();
+        c.admin.password_file = path;
     })
 }
 
