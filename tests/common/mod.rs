@@ -113,8 +113,41 @@ pub fn pg() -> &'static Cluster {
             clearp = CLEAR_USER.1,
         );
         cluster.psql("postgres", &sql).expect("create roles");
+        report_server_crashes(cluster.log_path());
         cluster
     })
+}
+
+/// When a test fails, prints what the server log says about backends that died
+/// or a server restart: a test that loses its connection then says why.
+fn report_server_crashes(log: PathBuf) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let marks = [
+            "terminated by signal",
+            "was terminated",
+            "PANIC",
+            "out of memory",
+            "all server processes",
+            "terminating connection",
+            "database system is",
+        ];
+        let hits: Vec<&str> = text
+            .lines()
+            .filter(|l| marks.iter().any(|m| l.contains(m)))
+            .collect();
+        if !hits.is_empty() {
+            eprintln!(
+                "postgres log ({}), lines about lost sessions:",
+                log.display()
+            );
+            for line in &hits[hits.len().saturating_sub(20)..] {
+                eprintln!("  {line}");
+            }
+        }
+    }));
 }
 
 /// A fresh database for one test.
