@@ -244,3 +244,186 @@ async fn wrong_logins_and_bad_commands_change_nothing() {
     let request = rollout_field(&admin, id, "coalesce(request, 'none')").await;
     assert_eq!(request, "none");
 }
+
+/// ROLLOUT START from the console: the same rollout an intercepted ALTER starts,
+/// steered to the end from the console alone, with an application writing
+/// through pgshift meanwhile; every row ends with its value.
+#[tokio::test]
+async fn a_rollout_is_started_and_finished_from_the_console() {
+    let db = fresh_db("admin_start");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE ran (what text);
+             CREATE SEQUENCE ran_seq;
+             CREATE FUNCTION public.evil(int) RETURNS bigint IMMUTABLE LANGUAGE sql
+                 AS $$ INSERT INTO ran VALUES ('evil') RETURNING 1::bigint $$;
+             -- Planning folds an immutable call on a constant: it would run then.
+             CREATE FUNCTION public.evil_folded(int) RETURNS bigint IMMUTABLE LANGUAGE plpgsql
+                 AS $$ BEGIN RETURN nextval('public.ran_seq'); END $$;",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let console = console(&proxy).await;
+
+    // Refusals first: each names why, and none leaves a rollout or a column.
+    for (sql, code) in [
+        (
+            format!("ROLLOUT START orders.amount TYPE bigint USING public.evil(amount) IN {db}"),
+            "42501",
+        ),
+        (
+            format!("ROLLOUT START orders.amount TYPE bigint USING evil(amount) IN {db}"),
+            "42883",
+        ),
+        (
+            format!("ROLLOUT START orders.amount TYPE bigint USING (SELECT 1) IN {db}"),
+            "0A000",
+        ),
+        (
+            format!("ROLLOUT START orders.nope TYPE bigint IN {db}"),
+            "42703",
+        ),
+        (
+            format!("ROLLOUT START nosuch.amount TYPE bigint IN {db}"),
+            "42P01",
+        ),
+        (
+            format!("ROLLOUT START orders.amount TYPE bigint); DROP TABLE orders; -- IN {db}"),
+            "42601",
+        ),
+        (
+            format!("ROLLOUT START orders.amount TYPE bigint; DROP TABLE orders IN {db}"),
+            "42601",
+        ),
+        // No IN, and no client has used a database through this proxy yet.
+        (
+            "ROLLOUT START orders.amount TYPE bigint".to_string(),
+            "3D000",
+        ),
+    ] {
+        let e = console.simple_query(&sql).await.expect_err(&sql);
+        let db_error = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e:?}"));
+        assert_eq!(db_error.code().code(), code, "{sql}: {e:?}");
+    }
+    let columns: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 4, "orders keeps its columns");
+    let state: Option<String> = admin
+        .query_one("SELECT to_regclass('pgshift.rollouts')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if state.is_some() {
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM pgshift.rollouts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "a refused start left a rollout");
+    }
+
+    // An application through pgshift: the database becomes known (no IN needed).
+    let app = common::connect(&proxy.conn_str(&db, "postgres")).await;
+    app.batch_execute("SELECT 1").await.unwrap();
+    let started = rows(
+        &console,
+        "rollout start Orders.amount TYPE bigint USING amount::int8;",
+    )
+    .await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    let id: i64 = cell(&started[0], "id").unwrap().parse().unwrap();
+    assert_eq!(cell(&started[0], "database"), Some(db.as_str()));
+    assert_eq!(cell(&started[0], "new_type"), Some("bigint"));
+    assert_eq!(
+        rollout_field(&admin, id, "username").await,
+        "admin (console)"
+    );
+
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT BATCH {id} 500")).await,
+        "ROLLOUT BATCH"
+    );
+    assert_eq!(rollout_field(&admin, id, "batch_rows").await, "500");
+    let shown = rows(&console, &format!("SHOW ROLLOUT {id}")).await;
+    assert_eq!(cell(&shown[0], "batch_rows"), Some("500"));
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT PAUSE {id}")).await,
+        "ROLLOUT PAUSE"
+    );
+    until(&admin, id, "paused", "true").await;
+    // Writes while paused and after: the mirror carries them.
+    for i in 0..50 {
+        app.execute(
+            "INSERT INTO orders (amount, shadow, note) VALUES ($1, $1, 'app')",
+            &[&(i * 7)],
+        )
+        .await
+        .unwrap();
+        app.execute(
+            "UPDATE orders SET amount = amount + 1, shadow = shadow + 1 WHERE id = $1",
+            &[&(i as i64 * 301 + 1)],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT THROTTLE {id} 50000")).await,
+        "ROLLOUT THROTTLE"
+    );
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT RESUME {id}")).await,
+        "ROLLOUT RESUME"
+    );
+    until(&admin, id, "paused", "false").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT CUTOVER {id}")).await,
+        "ROLLOUT CUTOVER"
+    );
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    assert_eq!(
+        tag(&proxy, &format!("ROLLOUT FINISH {id}")).await,
+        "ROLLOUT FINISH"
+    );
+    wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
+
+    let check = admin
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'amount'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(check.get::<_, String>(0), "bigint");
+    let (total, wrong): (i64, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE amount IS DISTINCT FROM shadow::bigint) FROM orders",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((total, wrong), (common::rollouts::ROWS + 50, 0));
+    let evil: i64 = admin
+        .query_one("SELECT count(*) FROM ran", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(evil, 0);
+    let folded: bool = admin
+        .query_one("SELECT is_called FROM ran_seq", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!folded, "evil_folded ran as pgshift's service role");
+}

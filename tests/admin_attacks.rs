@@ -241,3 +241,64 @@ async fn an_id_several_databases_hold_must_be_named() {
     }
     assert_eq!(paused(one.clone()).await, "false");
 }
+
+/// With the proxy's certificate the console speaks TLS (verify-full against the
+/// test CA); bound beyond loopback it takes nothing else.
+#[tokio::test]
+async fn the_console_speaks_tls_and_requires_it_beyond_loopback() {
+    let certs = common::certs();
+    let path = common::admin::password_file();
+    let with_tls = |listen: &'static str| {
+        let path = path.clone();
+        let (cert, key) = (
+            certs.proxy_cert.display().to_string(),
+            certs.proxy_key.display().to_string(),
+        );
+        common::Proxy::start_with(move |c| {
+            c.tls.cert_file = cert;
+            c.tls.key_file = key;
+            c.admin.listen = listen.into();
+            c.admin.password_file = path;
+        })
+    };
+    let ca = certs.ca.display().to_string();
+    let show = |port: u16, mode: &str| {
+        let port = port.to_string();
+        common::psql(
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "admin",
+                "-d",
+                "pgshift",
+                "-At",
+                "-c",
+                "SHOW VERSION",
+            ],
+            "",
+            &[
+                ("PGPASSWORD", PASSWORD),
+                ("PGSSLMODE", mode),
+                ("PGSSLROOTCERT", ca.as_str()),
+            ],
+        )
+    };
+    let loopback = with_tls("127.0.0.1:0");
+    let port = loopback.admin.expect("console").port();
+    for mode in ["verify-full", "disable"] {
+        let (ok, out, err) = show(port, mode);
+        assert!(ok, "{mode}: {err}");
+        assert!(out.starts_with("pgshift "), "{out}");
+    }
+    let everywhere = with_tls("0.0.0.0:0");
+    let port = everywhere.admin.expect("console").port();
+    let (ok, out, err) = show(port, "verify-full");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("pgshift "), "{out}");
+    let (ok, _, err) = show(port, "disable");
+    assert!(!ok);
+    assert!(err.contains("only TLS connections"), "{err}");
+}

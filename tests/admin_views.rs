@@ -433,3 +433,79 @@ async fn locks_and_blockers_show_what_a_migration_waits_for() {
     let locks = rows(&console, "SHOW LOCKS").await;
     assert!(locks.iter().all(|r| !is_w(cell(r, "table"))), "{locks:?}");
 }
+
+/// PAUSE holds new queries of its database between transactions and answers
+/// once the open transaction ended; other databases go on; RESUME lets the held
+/// query run.
+#[tokio::test]
+async fn pause_holds_new_queries_until_resume() {
+    let db = fresh_db("admin_pause");
+    let other = fresh_db("admin_pause_other");
+    let proxy = proxy();
+    let in_tx = connect(&proxy.conn_str(&db, "postgres")).await;
+    let later = std::sync::Arc::new(connect(&proxy.conn_str(&db, "postgres")).await);
+    let elsewhere = connect(&proxy.conn_str(&other, "postgres")).await;
+    in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    later.batch_execute("SELECT 1").await.unwrap();
+
+    let pausing = {
+        let console = console(&proxy).await;
+        let sql = format!("PAUSE {db}");
+        tokio::spawn(async move { console.simple_query(&sql).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pausing.is_finished(),
+        "PAUSE waits for the open transaction"
+    );
+    // The open transaction goes on, and ends.
+    in_tx.batch_execute("SELECT 2; COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), pausing)
+        .await
+        .expect("PAUSE answers once the transaction ended")
+        .unwrap()
+        .expect("PAUSE");
+
+    let held = {
+        let later = later.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = later.query_one("SELECT 42", &[]).await.unwrap();
+            (r.get::<_, i32>(0), t.elapsed())
+        })
+    };
+    let elsewhere_took = {
+        let t = Instant::now();
+        elsewhere.batch_execute("SELECT 1").await.unwrap();
+        t.elapsed()
+    };
+    assert!(
+        elsewhere_took < Duration::from_secs(1),
+        "{elsewhere_took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !held.is_finished(),
+        "a new query of the paused database waits"
+    );
+    let console = console(&proxy).await;
+    let clients = rows(&console, "SHOW CLIENTS").await;
+    let states: Vec<_> = clients
+        .iter()
+        .filter(|r| cell(r, "database") == Some(db.as_str()))
+        .map(|r| cell(r, "state").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["paused", "paused"], "{clients:?}");
+
+    assert_eq!(tag(&proxy, &format!("RESUME {db}")).await, "RESUME");
+    let (value, took) = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("RESUME lets the query run")
+        .unwrap();
+    assert_eq!(value, 42);
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // A PAUSE of everything, then RESUME: the same for every database.
+    assert_eq!(tag(&proxy, "PAUSE").await, "PAUSE");
+    assert_eq!(tag(&proxy, "RESUME").await, "RESUME");
+    elsewhere.batch_execute("SELECT 1").await.unwrap();
+}

@@ -14,6 +14,10 @@ pub enum Command {
     Rollout(Target),
     Request(Request, Target),
     Throttle(Target, i64),
+    /// `ROLLOUT BATCH <id> <rows>`: the most rows per backfill batch.
+    Batch(Target, i64),
+    /// `ROLLOUT START …`.
+    Start(super::start::Start),
     /// A session setting a driver sends on connecting (PgJDBC's
     /// `SET extra_float_digits = 3`): answered `SET`, changing nothing.
     SessionSet,
@@ -34,6 +38,10 @@ pub enum Command {
     Kill(u64),
     /// Reads the config file again, as SIGHUP does.
     Reload,
+    /// `PAUSE [database]`: hold new queries (None: every database).
+    Pause(Option<String>),
+    /// `RESUME [database]`.
+    Resume(Option<String>),
     Locks,
     Blockers,
 }
@@ -110,8 +118,16 @@ pub const HELP: &[(&str, &str)] = &[
         "ask the proxy that drives the rollout to do it",
     ),
     (
+        "ROLLOUT START [<schema>.]<table>.<column> TYPE <type> [USING <expr>] [IN <database>]",
+        "start an online rollout, as an intercepted ALTER COLUMN … TYPE does",
+    ),
+    (
         "ROLLOUT THROTTLE <id> <rows_per_second> [IN <database>]",
         "the backfill's rate limit (0: none)",
+    ),
+    (
+        "ROLLOUT BATCH <id> <rows> [IN <database>]",
+        "the most rows per backfill batch (batches adapt below it)",
     ),
     (
         "SET <key> = <value>",
@@ -126,6 +142,11 @@ pub const HELP: &[(&str, &str)] = &[
         "end one client session at its next message boundary (57P01)",
     ),
     ("RELOAD", "read the config file again, as SIGHUP does"),
+    (
+        "PAUSE [<database>]",
+        "hold new queries (between transactions); answers once running ones finished",
+    ),
+    ("RESUME [<database>]", "let held queries go"),
     (
         "SHUTDOWN",
         "stop accepting, drain sessions, exit (as SIGTERM)",
@@ -253,6 +274,10 @@ fn words(text: &str) -> Option<Vec<&str>> {
 
 /// Reads one command; a trailing semicolon is allowed, a second command is not.
 pub fn parse(text: &str) -> Result<Command, Unknown> {
+    // Its expression is SQL, with quotes and semicolons of its own.
+    if let Some(start) = super::start::parse(text) {
+        return start.map(Command::Start);
+    }
     let mut words = words(text).ok_or_else(|| unknown("a double quote is not closed"))?;
     while words.last() == Some(&";") {
         words.pop();
@@ -284,6 +309,10 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
         ["SHOW", "LOCKS"] => Ok(Command::Locks),
         ["SHOW", "BLOCKERS"] => Ok(Command::Blockers),
         ["RELOAD"] => Ok(Command::Reload),
+        ["PAUSE"] => Ok(Command::Pause(None)),
+        ["RESUME"] => Ok(Command::Resume(None)),
+        ["PAUSE", _] => Ok(Command::Pause(Some(database_name(words[1])?))),
+        ["RESUME", _] => Ok(Command::Resume(Some(database_name(words[1])?))),
         ["KILL", id] => id
             .parse::<u64>()
             .ok()
@@ -304,18 +333,12 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
         ["SET", ..] => set(&words[1..]),
         ["SHOW", "ROLLOUT", ..] => Ok(Command::Rollout(target(&words[2..])?)),
         ["ROLLOUT", "THROTTLE", ..] => {
-            let rest = &words[2..];
-            let (rate, rest) = match rest {
-                [id, rate, tail @ ..] => (*rate, [&[*id][..], tail].concat()),
-                _ => return Err(unknown("ROLLOUT THROTTLE needs an id and rows per second")),
-            };
-            let rate: i64 = rate.parse().ok().filter(|r| *r >= 0).ok_or_else(|| {
-                unknown(format!(
-                    "{} is not a number of rows per second",
-                    quoted(rate)
-                ))
-            })?;
-            Ok(Command::Throttle(target(&rest)?, rate))
+            let (target, rate) = target_and_number(&words[2..], "rows per second", 0)?;
+            Ok(Command::Throttle(target, rate))
+        }
+        ["ROLLOUT", "BATCH", ..] => {
+            let (target, rows) = target_and_number(&words[2..], "rows per batch", 1)?;
+            Ok(Command::Batch(target, rows))
         }
         ["ROLLOUT", verb, ..] => {
             let request = Request::ALL
@@ -330,6 +353,24 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
         ))),
     }
 }
+
+/// `<id> <number> [IN <database>]`, the number at least `least` and at most
+/// [`MAX_NUMBER`].
+fn target_and_number(words: &[&str], what: &str, least: i64) -> Result<(Target, i64), Unknown> {
+    let (n, rest) = match words {
+        [id, n, tail @ ..] => (*n, [&[*id][..], tail].concat()),
+        _ => return Err(unknown(format!("an id and {what} are needed"))),
+    };
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| (least..=MAX_NUMBER).contains(n))
+        .ok_or_else(|| unknown(format!("{} is not a number of {what}", quoted(n))))?;
+    Ok((target(&rest)?, n))
+}
+
+/// The largest rate or batch size the console takes.
+const MAX_NUMBER: i64 = 1_000_000_000;
 
 /// `<id> [IN <database>]`.
 fn target(words: &[&str]) -> Result<Target, Unknown> {
@@ -384,6 +425,11 @@ mod tests {
             ))
         );
         assert_eq!(parse("  SHOW   Version  "), Ok(Command::Version));
+        assert_eq!(parse("pause"), Ok(Command::Pause(None)));
+        assert_eq!(
+            parse("RESUME \"Shop\""),
+            Ok(Command::Resume(Some("Shop".into())))
+        );
         assert_eq!(parse("show rollouts"), Ok(Command::Rollouts));
         assert_eq!(parse("SET extra_float_digits = 3"), Ok(Command::SessionSet));
         assert_eq!(
@@ -415,6 +461,16 @@ mod tests {
                     database: Some("app".into())
                 },
                 500
+            ))
+        );
+        assert_eq!(
+            parse("rollout batch 3 2000"),
+            Ok(Command::Batch(
+                Target {
+                    id: 3,
+                    database: None
+                },
+                2000
             ))
         );
     }
@@ -475,7 +531,9 @@ mod tests {
             "ROLLOUT THROTTLE 1 -5",
             "ROLLOUT THROTTLE 1",
             "ROLLOUT PAUSE 1; DROP TABLE x",
-            "ROLLOUT START t.c TYPE bigint; DROP TABLE x",
+            "ROLLOUT BATCH 1 0",
+            "ROLLOUT BATCH 1 99999999999",
+            "ROLLOUT BATCH 1",
             "SHOW ROLLOUT 1 IN \"\"",
             "SHOW ROLLOUT 1 IN \"open",
             "SHOW;ROLLOUTS",

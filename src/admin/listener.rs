@@ -7,10 +7,11 @@
 use super::auth::{Credentials, Failures, Login};
 use super::Console;
 use crate::context::Shared;
+use crate::net::tls::ClientTls;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -22,7 +23,8 @@ pub const LOGIN_WAIT: Duration = Duration::from_secs(10);
 /// Bytes a client may send before it has logged in (a SCRAM login takes < 1 KiB).
 pub const LOGIN_BYTES: usize = 16 * 1024;
 
-/// SSLRequest and GSSENCRequest codes: answered 'N' (no encryption here yet).
+/// SSLRequest and GSSENCRequest codes: TLS when the proxy has a certificate,
+/// never GSS encryption.
 const SSL_REQUEST: u32 = 80877103;
 const GSSENC_REQUEST: u32 = 80877104;
 
@@ -33,6 +35,10 @@ pub struct Listener {
     credentials: Arc<Credentials>,
     failures: Arc<Failures>,
     slots: Arc<Semaphore>,
+    /// The proxy's own certificate (`[tls]`), offered to consoles that ask.
+    tls: Option<ClientTls>,
+    /// Bound to a non-loopback address: logins only over TLS.
+    tls_only: bool,
 }
 
 impl Listener {
@@ -54,12 +60,18 @@ impl Listener {
                 source,
             }
         })?;
+        let tls_only = listener
+            .local_addr()
+            .map(|a| !a.ip().is_loopback())
+            .unwrap_or(true);
         Ok(Some(Listener {
             listener,
             shared: shared.clone(),
             credentials: Arc::new(Credentials::new(&admin.user, &password)),
             failures: Arc::new(Failures::default()),
             slots: Arc::new(Semaphore::new(LOGIN_SLOTS)),
+            tls: settings.client_tls.clone(),
+            tls_only,
         }))
     }
 
@@ -105,6 +117,8 @@ impl Listener {
                 login: login.clone(),
             };
             let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
+            let tls_only = self.tls_only;
             tracker.spawn(async move {
                 let (ours, theirs) = match UnixStream::pair() {
                     Ok(pair) => pair,
@@ -116,7 +130,7 @@ impl Listener {
                 let serve = async {
                     tokio::join!(
                         pgwire::tokio::process_socket_unix(theirs, console),
-                        guard(tcp, ours, &login),
+                        guard(tcp, ours, &login, tls.as_ref(), tls_only),
                     )
                 };
                 tokio::select! {
@@ -150,21 +164,41 @@ fn fatal_frame(code: &str, message: &str) -> Vec<u8> {
     frame
 }
 
-/// Relays `tcp` and pgwire's end until either side closes; before the login it
-/// enforces [`LOGIN_WAIT`] and [`LOGIN_BYTES`].
-async fn guard(tcp: TcpStream, unix: UnixStream, login: &Login) {
-    relay(tcp, unix, login).await;
+/// Relays the operator's connection and pgwire's end until either side closes;
+/// before the login it enforces [`LOGIN_WAIT`] and [`LOGIN_BYTES`].
+async fn guard(
+    tcp: TcpStream,
+    unix: UnixStream,
+    login: &Login,
+    tls: Option<&ClientTls>,
+    tls_only: bool,
+) {
+    let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
+    match tokio::time::timeout_at(deadline, negotiate(tcp, tls)).await {
+        Ok(Ok(Negotiated::Tls(stream))) => relay(*stream, unix, login, deadline).await,
+        Ok(Ok(Negotiated::Plain(mut tcp))) if tls_only => {
+            tracing::warn!(target: "pgshift::admin", peer = %login.peer, "admin console: a login without TLS on a non-loopback address, refused");
+            let frame = fatal_frame(
+                "28000",
+                "the pgshift console takes only TLS connections on this address",
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&frame)).await;
+        }
+        Ok(Ok(Negotiated::Plain(tcp))) => relay(tcp, unix, login, deadline).await,
+        Ok(Err(e)) => {
+            tracing::debug!(target: "pgshift::admin", peer = %login.peer, error = %e, "admin console: no session");
+        }
+        Err(_) => {}
+    }
     // The client is gone: its login slot is free, whatever pgwire still does.
     login.release();
 }
 
-async fn relay(mut tcp: TcpStream, unix: UnixStream, login: &Login) {
-    let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
-    let refused = tokio::time::timeout_at(deadline, refuse_encryption(&mut tcp)).await;
-    if !matches!(refused, Ok(Ok(()))) {
-        return;
-    }
-    let (mut from_client, mut to_client) = tcp.into_split();
+async fn relay<S>(stream: S, unix: UnixStream, login: &Login, deadline: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut from_client, mut to_client) = tokio::io::split(stream);
     let (mut from_console, mut to_console) = unix.into_split();
     let up = async {
         let mut buf = vec![0u8; 8192];
@@ -278,10 +312,17 @@ fn sasl_initial_ok(body: &[u8]) -> bool {
     len == -1 && rest == 0 || usize::try_from(len) == Ok(rest)
 }
 
-/// Reads leading SSLRequest and GSSENCRequest messages and answers each 'N'; the
-/// client then sends its startup message in the clear (or gives up, as
-/// sslmode=require does).
-async fn refuse_encryption(tcp: &mut TcpStream) -> io::Result<()> {
+/// The operator's connection after the encryption requests.
+enum Negotiated {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Reads leading SSLRequest and GSSENCRequest messages: GSS encryption is
+/// refused ('N'); TLS is accepted ('S', then the handshake) when the proxy has
+/// a certificate, refused otherwise (the client then sends its startup message
+/// in the clear, or gives up, as sslmode=require does).
+async fn negotiate(mut tcp: TcpStream, tls: Option<&ClientTls>) -> io::Result<Negotiated> {
     // libpq asks for GSS encryption, then for TLS, at most once each.
     for _ in 0..2 {
         let mut head = [0u8; 8];
@@ -291,18 +332,25 @@ async fn refuse_encryption(tcp: &mut TcpStream) -> io::Result<()> {
                 break;
             }
             if head[..n.min(4)] != 8u32.to_be_bytes()[..n.min(4)] {
-                return Ok(());
+                return Ok(Negotiated::Plain(tcp));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         if head[..4] != 8u32.to_be_bytes() || (code != SSL_REQUEST && code != GSSENC_REQUEST) {
-            return Ok(());
+            return Ok(Negotiated::Plain(tcp));
         }
         tcp.read_exact(&mut head).await?;
-        tcp.write_all(b"N").await?;
+        match (code, tls) {
+            (SSL_REQUEST, Some(tls)) => {
+                tcp.write_all(b"S").await?;
+                let stream = tls.acceptor.accept(tcp).await?;
+                return Ok(Negotiated::Tls(Box::new(stream)));
+            }
+            _ => tcp.write_all(b"N").await?,
+        }
     }
-    Ok(())
+    Ok(Negotiated::Plain(tcp))
 }
 
 #[cfg(test)]

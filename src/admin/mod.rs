@@ -9,6 +9,7 @@ mod journal;
 mod knobs;
 mod listener;
 mod rollouts;
+mod start;
 mod state;
 pub mod table;
 
@@ -56,6 +57,8 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
         Command::Rollout(target) => rollouts::show(shared, target).await,
         Command::Request(what, target) => rollouts::request(shared, *what, target).await,
         Command::Throttle(target, rate) => rollouts::throttle(shared, target, *rate).await,
+        Command::Batch(target, rows) => rollouts::batch(shared, target, *rows).await,
+        Command::Start(start) => start::run(shared, start).await,
         Command::SessionSet => Ok(Answer::Done("SET".into())),
         Command::Config => Ok(knobs::show(shared)),
         Command::Clients => Ok(state::clients(shared)),
@@ -70,6 +73,8 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
         Command::Blockers => Ok(state::blockers()),
         Command::Kill(id) => state::kill(shared, *id),
         Command::Reload => knobs::reload(shared),
+        Command::Pause(db) => state::pause(shared, db.as_deref()).await,
+        Command::Resume(db) => Ok(state::resume(shared, db.as_deref())),
         Command::Shutdown => {
             tracing::info!(target: "pgshift::admin", "shutdown requested from the console");
             // A moment later, so that this answer reaches the operator first.
@@ -135,7 +140,7 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         Command::Help => vec![("command", Kind::Text), ("what", Kind::Text)],
         Command::Version => vec![("version", Kind::Text)],
         Command::Rollouts => rollouts::COLUMNS.to_vec(),
-        Command::Rollout(_) => [rollouts::COLUMNS, rollouts::DETAIL].concat(),
+        Command::Rollout(_) | Command::Start(_) => [rollouts::COLUMNS, rollouts::DETAIL].concat(),
         Command::Config => knobs::COLUMNS.to_vec(),
         Command::Clients => state::CLIENTS.to_vec(),
         Command::Stats => state::STATS.to_vec(),
@@ -147,12 +152,15 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         Command::Deferred(_) => journal::DEFERRED.to_vec(),
         Command::Request(..)
         | Command::Throttle(..)
+        | Command::Batch(..)
         | Command::SessionSet
         | Command::Set(..)
         | Command::SetRule(..)
         | Command::Shutdown
         | Command::Kill(_)
-        | Command::Reload => Vec::new(),
+        | Command::Reload
+        | Command::Pause(_)
+        | Command::Resume(_) => Vec::new(),
     }
 }
 
@@ -207,7 +215,7 @@ async fn run(shared: &Shared, command: &Command, format: &Format) -> PgWireResul
     tracing::info!(target: "pgshift::admin", ?command, "admin command");
     let answer = answer(shared, command)
         .await
-        .map_err(|f| error(f.code, f.message, f.hint))?;
+        .map_err(|f| error(&f.code, f.message, f.hint))?;
     response(answer, format)
 }
 

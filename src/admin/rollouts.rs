@@ -6,7 +6,7 @@
 use super::commands::Target;
 use super::table::{Answer, Cell, Failed, Kind, Table};
 use crate::context::Shared;
-use crate::rollout::{Request, REQUEST_SQL, THROTTLE_SQL};
+use crate::rollout::{Request, BATCH_SQL, REQUEST_SQL, THROTTLE_SQL};
 use std::time::Duration;
 
 /// What a row of `pgshift.rollouts` shows, with its age in seconds.
@@ -14,7 +14,7 @@ const LIST: &str =
     "SELECT id, schema_name, table_name, column_name, COALESCE(kind, 'type'), phase, \
      paused, request, rows_done, rows_total, rows_per_second, error, \
      GREATEST(EXTRACT(epoch FROM (now() - created)), 0)::float8, old_type, new_type, statement, \
-     mismatches, replica_lag, driver \
+     mismatches, replica_lag, driver, batch_rows \
      FROM pgshift.rollouts";
 
 /// One rollout as the console shows it.
@@ -74,6 +74,7 @@ impl Shown {
                 Cell::Int(r.get(16)),
                 Cell::Int(r.get(17)),
                 text(18),
+                Cell::Int(r.get(19)),
             ]);
         }
         cells
@@ -105,6 +106,7 @@ pub const DETAIL: &[(&str, Kind)] = &[
     ("mismatches", Kind::Int),
     ("replica_lag_bytes", Kind::Int),
     ("driver", Kind::Text),
+    ("batch_rows", Kind::Int),
 ];
 
 /// Longest the console waits for one database's answer (all are asked at once).
@@ -267,8 +269,8 @@ async fn find(shared: &Shared, target: &Target) -> Result<Shown, Failed> {
         }
     }
     if let Some(first) = unread.into_iter().next() {
-        return Err(Failed::new(
-            first.code,
+        return Err(Failed::owned(
+            first.code.into_owned(),
             first.message,
             format!(
                 "Name the database that holds the rollout: … {} IN <database>.",
@@ -330,19 +332,24 @@ pub async fn request(shared: &Shared, what: Request, target: &Target) -> Result<
 
 /// Sets the backfill's rate limit.
 pub async fn throttle(shared: &Shared, target: &Target, rate: i64) -> Result<Answer, Failed> {
+    set(shared, target, THROTTLE_SQL, rate).await?;
+    Ok(Answer::Done("ROLLOUT THROTTLE".into()))
+}
+
+/// Sets the most rows per backfill batch.
+pub async fn batch(shared: &Shared, target: &Target, rows: i64) -> Result<Answer, Failed> {
+    set(shared, target, BATCH_SQL, rows).await?;
+    Ok(Answer::Done("ROLLOUT BATCH".into()))
+}
+
+/// Writes one number of the rollout's row with `sql` ($1 id, $2 value).
+async fn set(shared: &Shared, target: &Target, sql: &str, value: i64) -> Result<(), Failed> {
     let shown = find(shared, target).await?;
-    let rows = query(
-        shared,
-        &shown.database,
-        THROTTLE_SQL,
-        &[&target.id, &rate],
-        true,
-    )
-    .await?;
+    let rows = query(shared, &shown.database, sql, &[&target.id, &value], true).await?;
     if rows.is_empty() {
         return Err(over(target.id));
     }
-    Ok(Answer::Done("ROLLOUT THROTTLE".into()))
+    Ok(())
 }
 
 fn over(id: i64) -> Failed {

@@ -3,6 +3,7 @@
 
 use super::table::{Answer, Cell, Failed, Kind, Table};
 use crate::context::Shared;
+use crate::session::info::SessionSnapshot;
 use std::time::UNIX_EPOCH;
 
 pub const CLIENTS: &[(&str, Kind)] = &[
@@ -41,13 +42,67 @@ fn timestamp(at: std::time::SystemTime) -> String {
     )
 }
 
-/// A session's state as of its last ReadyForQuery.
-fn state(tx_status: char) -> &'static str {
-    match tx_status {
-        'T' => "idle in transaction",
-        'E' => "idle in failed transaction",
+/// A session's state: its last ReadyForQuery, whether a turn is out, whether
+/// its database is paused.
+fn state(s: &SessionSnapshot) -> &'static str {
+    match (s.tx_status, s.busy, s.paused) {
+        ('T', ..) => "idle in transaction",
+        ('E', ..) => "idle in failed transaction",
+        (_, true, _) => "active",
+        (_, false, true) => "paused",
         _ => "idle",
     }
+}
+
+/// How long PAUSE waits for the sessions of what it pauses to stand still.
+const PAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// PAUSE [database]: new queries wait; answers once no session of it has a
+/// query running or a transaction open (or says which still have, after
+/// [`PAUSE_WAIT`]; the pause stays).
+pub async fn pause(shared: &Shared, database: Option<&str>) -> Result<Answer, Failed> {
+    shared.sessions.pauses.set(database, true);
+    tracing::info!(target: "pgshift::admin", database = database.unwrap_or("(all)"), "paused from the console");
+    let deadline = std::time::Instant::now() + PAUSE_WAIT;
+    let mut still_in_a_row = 0;
+    loop {
+        let busy: Vec<String> = shared
+            .sessions
+            .snapshot()
+            .into_iter()
+            .filter(|s| database.is_none_or(|db| s.database == db) && s.busy)
+            .map(|s| s.id.to_string())
+            .collect();
+        // Twice in a row: a session that read a query just before the flag
+        // was set shows up as busy by the second look.
+        still_in_a_row = if busy.is_empty() {
+            still_in_a_row + 1
+        } else {
+            0
+        };
+        if still_in_a_row >= 2 {
+            return Ok(Answer::Done("PAUSE".into()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Failed::new(
+                "55000",
+                format!(
+                    "paused, but after {} s client sessions {} still have a query running or a transaction open",
+                    PAUSE_WAIT.as_secs(),
+                    busy.join(", ")
+                ),
+                "New queries wait until RESUME; those sessions go on until their transactions end. SHOW CLIENTS shows them, KILL ends one.",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// RESUME [database]: held sessions go on.
+pub fn resume(shared: &Shared, database: Option<&str>) -> Answer {
+    shared.sessions.pauses.set(database, false);
+    tracing::info!(target: "pgshift::admin", database = database.unwrap_or("(all)"), "resumed from the console");
+    Answer::Done("RESUME".into())
 }
 
 pub fn clients(shared: &Shared) -> Answer {
@@ -56,11 +111,12 @@ pub fn clients(shared: &Shared) -> Answer {
         .snapshot()
         .into_iter()
         .map(|s| {
+            let st = state(&s);
             vec![
                 Cell::Int(Some(s.id as i64)),
                 Cell::text(s.user),
                 Cell::text(s.database),
-                Cell::text(state(s.tx_status)),
+                Cell::text(st),
                 Cell::text(s.peer.ip().to_string()),
                 Cell::Int(Some(i64::from(s.peer.port()))),
                 Cell::text(timestamp(s.connected_at)),
@@ -102,11 +158,12 @@ pub fn servers(shared: &Shared) -> Answer {
         .into_iter()
         .filter(|s| s.backend_pid != 0)
         .map(|s| {
+            let st = state(&s);
             vec![
                 Cell::Int(Some(s.id as i64)),
                 Cell::text(s.user),
                 Cell::text(s.database),
-                Cell::text(state(s.tx_status)),
+                Cell::text(st),
                 Cell::text(addr.clone()),
                 Cell::Int(Some(port)),
                 Cell::Int(Some(i64::from(s.backend_pid))),

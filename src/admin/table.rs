@@ -53,7 +53,7 @@ pub enum Answer {
 /// A command that failed: SQLSTATE, message, hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub hint: String,
 }
@@ -61,9 +61,18 @@ pub struct Failed {
 impl Failed {
     pub fn new(code: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Failed {
         Failed {
-            code,
+            code: code.into(),
             message: message.into(),
             hint: hint.into(),
+        }
+    }
+
+    /// A failure with the server's SQLSTATE.
+    pub fn owned(code: String, message: String, hint: String) -> Failed {
+        Failed {
+            code: code.into(),
+            message,
+            hint,
         }
     }
 }

@@ -27,7 +27,8 @@ impl Default for Admin {
 }
 
 impl Admin {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// `tls`: the proxy has a certificate (`[tls]`), which the console offers too.
+    pub fn validate(&self, tls: bool) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| ConfigError::Invalid {
             key,
             reason: reason.to_string(),
@@ -39,12 +40,12 @@ impl Admin {
             .listen
             .parse()
             .map_err(|_| invalid("admin.listen", "expected IP:PORT, or empty for no console"))?;
-        // The console speaks without TLS: its password and its commands would
-        // cross the network in the clear.
-        if !addr.ip().is_loopback() {
+        // Without TLS its commands and answers would cross the network in the
+        // clear; with it, the console takes only TLS connections there.
+        if !addr.ip().is_loopback() && !tls {
             return Err(invalid(
                 "admin.listen",
-                "the admin console has no TLS yet: it listens on a loopback address only",
+                "a console on a non-loopback address needs TLS: set [tls] cert_file and key_file, or listen on 127.0.0.1",
             ));
         }
         if self.user.is_empty() || self.user.len() > 63 {
@@ -81,17 +82,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_console_listens_on_loopback_only() {
+    fn the_console_listens_beyond_loopback_only_with_tls() {
         let with = |listen: &str| Admin {
             listen: listen.into(),
             ..Admin::default()
         };
-        assert!(with("127.0.0.1:6433").validate().is_ok());
-        assert!(with("[::1]:6433").validate().is_ok());
-        assert!(with("").validate().is_ok());
-        assert!(with("0.0.0.0:6433").validate().is_err());
-        assert!(with("10.0.0.5:6433").validate().is_err());
-        assert!(with("localhost").validate().is_err());
+        assert!(with("127.0.0.1:6433").validate(false).is_ok());
+        assert!(with("[::1]:6433").validate(false).is_ok());
+        assert!(with("").validate(false).is_ok());
+        assert!(with("0.0.0.0:6433").validate(false).is_err());
+        assert!(with("10.0.0.5:6433").validate(false).is_err());
+        assert!(with("10.0.0.5:6433").validate(true).is_ok());
+        assert!(with("localhost").validate(true).is_err());
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl Config {
         self.ddl.validate()?;
         self.rollout.validate()?;
         self.metrics.validate()?;
-        self.admin.validate()
+        self.admin.validate(self.tls_files().is_some())
     }
 
     pub fn upstream_addr(&self) -> UpstreamAddr {

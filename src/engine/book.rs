@@ -94,6 +94,30 @@ impl Books {
         book
     }
 
+    /// A client session reached `database`: it exists and takes connections, so
+    /// a failed connection of pgshift's to it (made while it was being dropped
+    /// and created again, say) is tried again at the next need, not in 2 s.
+    pub fn session_connected(&self, database: &str) {
+        let book = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(database)
+            .cloned();
+        if let Some(book) = book {
+            // Busy: a connection is being made right now anyway.
+            if let Ok(mut state) = book.state.try_lock() {
+                if let State::Failed {
+                    error: ServiceError::Connect { .. },
+                    ..
+                } = &*state
+                {
+                    *state = State::Closed;
+                }
+            }
+        }
+    }
+
     /// Closes pgshift's connection to `database` and opens none for `hold` (a
     /// client's statement needs the database to itself); `None` lifts that.
     pub async fn step_aside(&self, database: &str, hold: Option<Duration>) {

@@ -24,6 +24,7 @@ mod rollouts;
 mod schema;
 mod script;
 pub mod service;
+pub mod side;
 pub mod steps;
 mod type_change;
 mod unnamed;
@@ -143,6 +144,7 @@ impl Engine {
     /// [`ROLLOUT_LOOK`], for rollouts another proxy started (this one stands by
     /// to drive them if that proxy goes).
     pub fn seen(&self, database: &str) {
+        self.books.session_connected(database);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         // Looked up before inserting: every connection passes here, and an insert
         // would allocate the name each time.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Marks the schema's layout; an older one is upgraded in place.
-const VERSION: &str = "pgshift state, schema version 8";
+const VERSION: &str = "pgshift state, schema version 9";
 
 /// Advisory lock (transaction scope) that serializes creating and upgrading the
 /// schema between proxies. Anyone can take it, so it is only ever tried.
@@ -117,6 +117,7 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS replica_lag bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS lock_window bigint;
+ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS batch_rows bigint;
 CREATE TABLE IF NOT EXISTS pgshift.proxies (
     proxy text PRIMARY KEY,
     heartbeat timestamptz NOT NULL,

@@ -1064,6 +1064,17 @@ pub struct Pace {
     pub rows: u64,
 }
 
+/// The most and the fewest rows of a batch: an operator's `ROLLOUT BATCH`, or
+/// `rollout.batch_rows`; never fewer than one, the fewest never above the most.
+fn batch_limits(r: &Rollout, conf: &crate::config::Rollout) -> (u64, u64) {
+    let most = r
+        .batch_rows
+        .and_then(|b| u64::try_from(b).ok())
+        .unwrap_or(conf.batch_rows)
+        .max(1);
+    (most, conf.min_batch_rows.clamp(1, most))
+}
+
 impl Pace {
     pub fn next(self, took: Duration, target: Duration, min: u64, max: u64) -> Pace {
         let took = took.as_secs_f64().max(0.001);
@@ -1386,13 +1397,15 @@ pub async fn run(
                     if governor.is_none() {
                         governor = Some(d.governor(conf.latency_factor, &bg).await);
                     }
-                    let p = pace.unwrap_or(Pace { rows: conf.batch_rows.min(1000).max(conf.min_batch_rows) });
+                    let (most, least) = batch_limits(&r, conf);
+                    let p = pace.unwrap_or(Pace { rows: most.min(1000) });
+                    let p = Pace { rows: p.rows.clamp(least, most) };
                     let lock_ms = settings.config.ddl.lock_timeout_ms.min(1000);
                     let started = Instant::now();
                     match batch(&d, &r, &keys, p.rows, lock_ms, verify, &mut bound).await {
                         Ok(Some(_)) => {
                             let took = started.elapsed();
-                            pace = Some(p.next(took, Duration::from_millis(conf.batch_target_ms), conf.min_batch_rows, conf.batch_rows));
+                            pace = Some(p.next(took, Duration::from_millis(conf.batch_target_ms), least, most));
                             let extra = match (governor.as_mut(), &d.hold) {
                                 (Some(Some(g)), Some((running, _))) => {
                                     let before = g.extra();
@@ -1434,7 +1447,7 @@ pub async fn run(
                         }
                         Err(e) if e.retry => {
                             tracing::debug!(target: "pgshift::rollout", rollout = d.id, error = %e, rows = p.rows, "batch retried");
-                            pace = Some(Pace { rows: (p.rows / 2).max(conf.min_batch_rows) });
+                            pace = Some(Pace { rows: (p.rows / 2).max(least) });
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             Ok(())
                         }
@@ -1695,5 +1708,35 @@ pub async fn standby(
                 _ = bg.stopped() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{batch_limits, Pace};
+    use std::time::Duration;
+
+    #[test]
+    fn an_operators_batch_size_bounds_the_pace() {
+        let conf = crate::config::Rollout {
+            batch_rows: 5_000,
+            min_batch_rows: 100,
+            ..Default::default()
+        };
+        let mut r = crate::rollout::sql::tests::sample();
+        assert_eq!(batch_limits(&r, &conf), (5_000, 100));
+        r.batch_rows = Some(50);
+        let (most, least) = batch_limits(&r, &conf);
+        assert_eq!((most, least), (50, 50));
+        // A fast batch grows, but not past the operator's limit.
+        let p = Pace { rows: 50 }.next(
+            Duration::from_millis(1),
+            Duration::from_millis(50),
+            least,
+            most,
+        );
+        assert_eq!(p.rows, 50);
+        r.batch_rows = Some(0);
+        assert_eq!(batch_limits(&r, &conf), (1, 1));
     }
 }

@@ -537,6 +537,11 @@ pub const THROTTLE_SQL: &str =
     "UPDATE pgshift.rollouts SET rows_per_second = $2, updated = pg_catalog.now() \
      WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase";
 
+/// Sets rollout $1's most rows per batch to $2 (`ROLLOUT BATCH`).
+pub const BATCH_SQL: &str =
+    "UPDATE pgshift.rollouts SET batch_rows = $2, updated = pg_catalog.now() \
+     WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back') RETURNING phase";
+
 /// An operator's request (the admin console's ROLLOUT commands): written to the
 /// row, acted on by whichever proxy drives the rollout. Returns the phase the
 /// rollout was in, or an error saying why the request makes no sense.

@@ -140,6 +140,9 @@ pub struct Rollout {
     /// A fill's boundary: the transaction that added the column. Rows whose
     /// version is older and whose column is NULL are the ones to fill.
     pub fill_before: Option<u32>,
+    /// The most rows per batch an operator set (`ROLLOUT BATCH`); None:
+    /// `rollout.batch_rows`.
+    pub batch_rows: Option<i64>,
 }
 
 /// `pgshift.rollouts.kind` of a fill (NULL: a type change).
@@ -149,7 +152,7 @@ pub const FILL: &str = "fill";
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
      old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, request, \
      paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
-     kind, fill_before";
+     kind, fill_before, batch_rows";
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {
@@ -182,6 +185,7 @@ impl Rollout {
             foreign_keys: entries(r).iter().filter_map(|e| foreign_key(e)).collect(),
             fill: r.get::<_, Option<String>>(23).as_deref() == Some(FILL),
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
+            batch_rows: r.get(25),
         }
     }
 

@@ -587,11 +587,11 @@ pub fn quoted_text(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rollout::model::{Phase, Rollout};
 
-    fn sample() -> Rollout {
+    pub(crate) fn sample() -> Rollout {
         Rollout {
             id: 7,
             table_oid: 1,
@@ -619,6 +619,7 @@ mod tests {
             foreign_keys: Vec::new(),
             fill: false,
             fill_before: None,
+            batch_rows: None,
         }
     }
 

@@ -62,6 +62,24 @@ pub(super) async fn probe_step<C: Conn>(
     Ok(reply)
 }
 
+/// The refusal of a new value that uses objects pgshift did not find built in
+/// (`reply`: their descriptions).
+fn foreign_code(reply: &crate::engine::conn::Reply) -> Failure {
+    let names: Vec<String> = reply
+        .rows
+        .iter()
+        .map(|r| crate::engine::conn::cell(r, 0))
+        .collect();
+    refusal(
+        "42501",
+        format!(
+            "pgshift cannot roll out this type change: its new value uses {}, which pgshift would run in the background as its service role",
+            names.join(", ")
+        ),
+        "Only built-in functions, operators and types may compute the new value. Write the USING clause with built-in ones, or run the ALTER yourself with SET pgshift.bypass = on.",
+    )
+}
+
 async fn probe<C: Conn>(io: &mut C, spec: &Spec, session: u64) -> Result<Probe, Failure> {
     let name = format!("pgshift_probe_{session}");
     let probe = format!("pg_temp.{name}");
@@ -71,21 +89,53 @@ async fn probe<C: Conn>(io: &mut C, spec: &Spec, session: u64) -> Result<Probe, 
         &format!("CREATE TEMPORARY TABLE {name} (LIKE {})", spec.table),
     )
     .await?;
+    let cannot = |e: ServerError| {
+        let hint = "pgshift evaluates the new value in the background for every row, so it must be an immutable expression over the row's own columns (a USING clause like amount::bigint or round(price * 100)::int).";
+        refusal(
+            &e.code,
+            format!("pgshift cannot roll out this type change: {}", e.message),
+            hint,
+        )
+    };
+    // First a view: Postgres resolves the expression without planning it, so
+    // nothing runs (planning folds immutable calls on constants, and inlines SQL
+    // functions), and records what it uses. Only built-in objects go further: on
+    // the console's connection this runs as pgshift's service role.
+    let view = format!("{name}_view");
+    let viewed = format!(
+        "CREATE TEMPORARY VIEW {view} AS SELECT CAST(({}) AS {t}) AS v FROM {probe}",
+        spec.transform(),
+        t = spec.target,
+    );
+    if let Err(Failure::Server(e)) = probe_step(io, &viewed).await {
+        return Err(cannot(e));
+    }
+    let eq = "OPERATOR(pg_catalog.=)";
+    let used = probe_step(
+        io,
+        &format!(
+            "SELECT DISTINCT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) \
+             FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r \
+             ON d.classid {eq} 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid {eq} r.oid \
+             WHERE r.ev_class {eq} 'pg_temp.{view}'::pg_catalog.regclass \
+             AND NOT (d.refclassid {eq} 'pg_catalog.pg_class'::pg_catalog.regclass \
+             AND d.refobjid IN ('{probe}'::pg_catalog.regclass, 'pg_temp.{view}'::pg_catalog.regclass))"
+        ),
+    )
+    .await?;
+    if !used.rows.is_empty() {
+        io.query("ROLLBACK").await?;
+        return Err(foreign_code(&used));
+    }
     let added = format!(
         "ALTER TABLE {probe} ADD COLUMN pgshift_probe_value {t} GENERATED ALWAYS AS (CAST(({}) AS {t})) STORED",
         spec.transform(),
         t = spec.target,
     );
     if let Err(Failure::Server(e)) = probe_step(io, &added).await {
-        let hint = "pgshift evaluates the new value in the background for every row, so it must be an immutable expression over the row's own columns (a USING clause like amount::bigint or round(price * 100)::int).";
-        return Err(refusal(
-            &e.code,
-            format!("pgshift cannot roll out this type change: {}", e.message),
-            hint,
-        ));
+        return Err(cannot(e));
     }
     let value = "pgshift_probe_value";
-    let eq = "OPERATOR(pg_catalog.=)";
     let from = format!(
         "FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_attribute v ON v.attrelid {eq} ad.adrelid \
          AND v.attnum {eq} ad.adnum AND v.attname {eq} '{value}' \
@@ -140,19 +190,7 @@ async fn probe<C: Conn>(io: &mut C, spec: &Spec, session: u64) -> Result<Probe, 
     })?;
     io.query("ROLLBACK").await?;
     if !foreign.rows.is_empty() {
-        let names: Vec<String> = foreign
-            .rows
-            .iter()
-            .map(|r| crate::engine::conn::cell(r, 0))
-            .collect();
-        return Err(refusal(
-            "42501",
-            format!(
-                "pgshift cannot roll out this type change: its new value uses {}, which pgshift would run in the background as its service role",
-                names.join(", ")
-            ),
-            "Only built-in functions, operators and types may compute the new value. Write the USING clause with built-in ones, or run the ALTER yourself with SET pgshift.bypass = on.",
-        ));
+        return Err(foreign_code(&foreign));
     }
     if uses
         .rows

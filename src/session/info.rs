@@ -1,6 +1,7 @@
 //! What the proxy knows about each live session, for the admin console's
 //! SHOW CLIENTS and for the DDL engine (transaction status decides what may run).
 
+use super::pause::{Pause, Pauses};
 use super::terminate::Terminate;
 use crate::stats::Traffic;
 use crate::wire::backend::TxStatus;
@@ -28,6 +29,10 @@ pub struct SessionInfo {
     upstream_tls: AtomicBool,
     /// Last ReadyForQuery status: b'I' idle, b'T' in a transaction, b'E' failed one.
     tx_status: AtomicU8,
+    /// Its database's PAUSE.
+    pub pause: Arc<Pause>,
+    /// A turn is out, or a transaction is open: what PAUSE waits for.
+    busy: AtomicBool,
 }
 
 /// A copy of one session's info.
@@ -42,6 +47,9 @@ pub struct SessionSnapshot {
     pub tx_status: char,
     pub backend_pid: i32,
     pub upstream_tls: bool,
+    pub busy: bool,
+    /// Its database is paused.
+    pub paused: bool,
 }
 
 impl SessionInfo {
@@ -49,6 +57,13 @@ impl SessionInfo {
     pub fn set_upstream(&self, backend_pid: i32, tls: bool) {
         self.backend_pid.store(backend_pid, Relaxed);
         self.upstream_tls.store(tls, Relaxed);
+    }
+
+    /// Whether a turn is out or a transaction open; stored only when it changes.
+    pub fn set_busy(&self, busy: bool) {
+        if self.busy.load(Relaxed) != busy {
+            self.busy.store(busy, Relaxed);
+        }
     }
 
     pub fn set_tx_status(&self, status: TxStatus) {
@@ -59,9 +74,12 @@ impl SessionInfo {
     }
 }
 
-/// Live sessions by id.
+/// Live sessions by id, and the databases' pauses.
 #[derive(Debug, Default)]
-pub struct Sessions(DashMap<u64, Arc<SessionInfo>>);
+pub struct Sessions {
+    by_id: DashMap<u64, Arc<SessionInfo>>,
+    pub pauses: Pauses,
+}
 
 /// Removes its session from the registry when dropped.
 pub struct Registered<'a> {
@@ -71,7 +89,7 @@ pub struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.sessions.0.remove(&self.info.id);
+        self.sessions.by_id.remove(&self.info.id);
     }
 }
 
@@ -97,8 +115,10 @@ impl Sessions {
             backend_pid: AtomicI32::new(0),
             upstream_tls: AtomicBool::new(false),
             tx_status: AtomicU8::new(TxStatus::Idle.byte()),
+            pause: self.pauses.of(database),
+            busy: AtomicBool::new(false),
         });
-        self.0.insert(id, info.clone());
+        self.by_id.insert(id, info.clone());
         Registered {
             sessions: self,
             info,
@@ -108,7 +128,7 @@ impl Sessions {
     /// Ends session `id` at its next message boundary (the console's KILL);
     /// false when there is no such session.
     pub fn kill(&self, id: u64) -> bool {
-        match self.0.get(&id) {
+        match self.by_id.get(&id) {
             Some(s) => {
                 s.kill.fire();
                 true
@@ -119,7 +139,7 @@ impl Sessions {
 
     pub fn snapshot(&self) -> Vec<SessionSnapshot> {
         let mut out: Vec<SessionSnapshot> = self
-            .0
+            .by_id
             .iter()
             .map(|s| SessionSnapshot {
                 id: s.id,
@@ -131,6 +151,8 @@ impl Sessions {
                 backend_pid: s.backend_pid.load(Relaxed),
                 upstream_tls: s.upstream_tls.load(Relaxed),
                 tx_status: char::from(s.tx_status.load(Relaxed)),
+                busy: s.busy.load(Relaxed),
+                paused: s.pause.is_paused(),
             })
             .collect();
         out.sort_by_key(|s| s.id);

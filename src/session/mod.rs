@@ -12,6 +12,7 @@ mod io;
 mod mirror;
 mod opening;
 mod outbox;
+pub mod pause;
 pub mod pump;
 mod refusal;
 mod spill;

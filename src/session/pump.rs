@@ -4,6 +4,7 @@
 //! No per-message allocation, no SQL parsing, no locks.
 
 use super::info::SessionInfo;
+use super::pause::Hold;
 use super::spill::Spill;
 use super::terminate::Terminate;
 use crate::stats::{Stats, Traffic};
@@ -296,12 +297,19 @@ where
 {
     let mut watch = terminate.watch();
     let mut killed = info.kill.watch();
+    let mut hold = Hold::new(&info.pause);
     let mut grace: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if grace.is_none() && (watch.poll_fired(cx) | killed.poll_fired(cx)) {
             grace = Some(Box::pin(tokio::time::sleep(TERMINATE_GRACE)));
         }
-        let end = match up.poll_transfer(cx, client, server) {
+        // PAUSE: nothing new is read from the client between turns.
+        let held = info.pause.is_paused() && idle(up, down) && hold.poll_held(cx);
+        let polled = match held {
+            true => Poll::Pending,
+            false => up.poll_transfer(cx, client, server),
+        };
+        let end = match polled {
             Poll::Ready(Ok(Stop::Eof)) => Some(PumpEnd::ClientClosed),
             Poll::Ready(Ok(Stop::Held)) => Some(PumpEnd::Intercepted),
             Poll::Ready(Err(TransferError::Read(e))) => Some(PumpEnd::ClientIo(e)),
@@ -332,6 +340,7 @@ where
         if let Some(status) = down.scanner.tx_status() {
             info.set_tx_status(status);
         }
+        info.set_busy(!idle(up, down));
         match end {
             Some(end) => Poll::Ready(end),
             None => Poll::Pending,
