@@ -26,6 +26,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Show rollouts and open deferred DDL from a running pgshift's admin console.
     Status(StatusArgs),
+    /// Read a password (the first line of stdin) and print its SCRAM-SHA-256
+    /// verifier, for admin.scram_verifier.
+    ScramVerifier,
 }
 
 #[derive(Debug, Args, Clone)]

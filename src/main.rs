@@ -15,7 +15,30 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Check(args) => check(args),
         Command::Status(args) => status(args),
+        Command::ScramVerifier => scram_verifier(),
     }
+}
+
+/// Prints the SCRAM-SHA-256 verifier of the password on stdin's first line.
+fn scram_verifier() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("pgshift scram-verifier: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("pgshift scram-verifier: give the password on stdin's first line");
+        return ExitCode::FAILURE;
+    }
+    let salt: [u8; 16] = rand::random();
+    let verifier = pgshift::admin::scram::Verifier::from_password(
+        password,
+        &salt,
+        pgshift::admin::scram::ITERATIONS,
+    );
+    println!("{}", verifier.to_text());
+    ExitCode::SUCCESS
 }
 
 fn status(args: pgshift::cli::StatusArgs) -> ExitCode {

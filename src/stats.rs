@@ -21,8 +21,42 @@ pub struct Traffic {
     pub queries: AtomicU64,
     pub ddl_candidates: AtomicU64,
     pub server_errors: AtomicU64,
+    /// The server's errors by SQLSTATE class (`crate::wire::sqlstate` slots).
+    pub errors_by_class: ErrorClasses,
     /// Turn durations: first message to the ReadyForQuery that answers it.
     pub latency: Latency,
+}
+
+/// One counter per SQLSTATE class slot.
+#[derive(Debug)]
+pub struct ErrorClasses(Vec<AtomicU64>);
+
+impl Default for ErrorClasses {
+    fn default() -> Self {
+        ErrorClasses(
+            (0..crate::wire::sqlstate::SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+}
+
+impl ErrorClasses {
+    pub fn add(&self, slot: usize, n: u32) {
+        if let Some(c) = self.0.get(slot) {
+            c.fetch_add(u64::from(n), Relaxed);
+        }
+    }
+
+    /// (class, count) of the classes with errors.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (crate::wire::sqlstate::label(i), c.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }
 
 /// A point-in-time copy of one database's [`Traffic`].
@@ -33,6 +67,7 @@ pub struct TrafficSnapshot {
     pub queries: u64,
     pub ddl_candidates: u64,
     pub server_errors: u64,
+    pub errors_by_class: Vec<(&'static str, u64)>,
     pub latency: Counts,
 }
 
@@ -44,6 +79,7 @@ impl Traffic {
             queries: self.queries.load(Relaxed),
             ddl_candidates: self.ddl_candidates.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
+            errors_by_class: self.errors_by_class.snapshot(),
             latency: self.latency.counts(),
         }
     }

@@ -302,3 +302,74 @@ async fn the_console_speaks_tls_and_requires_it_beyond_loopback() {
     assert!(!ok);
     assert!(err.contains("only TLS connections"), "{err}");
 }
+
+/// The console checks logins against a SCRAM verifier in the config: one that
+/// Postgres made (pg_authid.rolpassword), and one `pgshift scram-verifier` made.
+/// SHOW CONFIG does not show it.
+#[tokio::test]
+async fn a_stored_scram_verifier_logs_in() {
+    let db = fresh_db("admin_verifier");
+    let direct = connect(&common::scenario::direct(&db)).await;
+    direct
+        .batch_execute(
+            "SET password_encryption = 'scram-sha-256';
+             DROP ROLE IF EXISTS verifier_source;
+             CREATE ROLE verifier_source PASSWORD 'pencil 1'",
+        )
+        .await
+        .unwrap();
+    let from_postgres: String = direct
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'verifier_source'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    direct
+        .batch_execute("DROP ROLE verifier_source")
+        .await
+        .unwrap();
+    let made = {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .arg("scram-verifier")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pencil 2\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert!(made.starts_with("SCRAM-SHA-256$4096:"), "{made}");
+    for (verifier, password) in [(from_postgres, "pencil 1"), (made, "pencil 2")] {
+        let proxy = common::Proxy::start_with(|c| {
+            c.admin.listen = "127.0.0.1:0".into();
+            c.admin.scram_verifier = verifier.clone();
+        });
+        let e = admin_conn(&proxy, "admin", "pencil 3")
+            .connect(NoTls)
+            .await
+            .err()
+            .expect("a wrong password");
+        assert_eq!(common::sqlstate(&e).as_deref(), Some("28P01"), "{e:?}");
+        let (client, connection) = admin_conn(&proxy, "admin", password)
+            .connect(NoTls)
+            .await
+            .expect("the password of the verifier");
+        tokio::spawn(connection);
+        let config = rows(&client, "SHOW CONFIG").await;
+        let shown = config
+            .iter()
+            .find(|r| cell(r, "key") == Some("admin.scram_verifier"))
+            .expect("admin.scram_verifier listed");
+        assert_eq!(cell(shown, "value"), Some("********"));
+    }
+}

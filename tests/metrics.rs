@@ -112,6 +112,12 @@ async fn counters_move_with_the_traffic() {
     app.simple_query("SELECT 1/0")
         .await
         .expect_err("division by zero");
+    app.query_one("SELECT 1 / $1::int", &[&0i32])
+        .await
+        .expect_err("division by zero, extended");
+    app.simple_query("SELEC 1")
+        .await
+        .expect_err("a syntax error");
     app.batch_execute("CREATE INDEX orders_note ON orders (note)")
         .await
         .unwrap();
@@ -125,8 +131,16 @@ async fn counters_move_with_the_traffic() {
     assert!(moved >= 11.0, "{moved}");
     assert_eq!(
         value(&after, "pgshift_server_errors_total", &[("database", &db)]),
-        1.0
+        3.0
     );
+    let class = |c: &str| {
+        value(
+            &after,
+            "pgshift_server_errors_by_class_total",
+            &[("database", db.as_str()), ("class", c)],
+        )
+    };
+    assert_eq!((class("22"), class("42")), (2.0, 1.0));
     let (turns_after, _) = histogram_count(&after, "pgshift_turn_duration_seconds", &db);
     assert!(turns_after >= turns + 11.0);
     assert!(

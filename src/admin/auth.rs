@@ -1,20 +1,21 @@
-//! The console's login: SCRAM-SHA-256 for the one configured user. The password
-//! is salted once at start (a fresh salt per process) and never logged; any
-//! other user name gets a salted password nobody knows, so a wrong name and a
-//! wrong password look the same. Failed logins are logged and answered later
-//! the more there were in the last minute; every failed login ends its connection.
+//! The console's login: SCRAM-SHA-256 for the one configured user, checked
+//! against a verifier (`super::scram`): the one in the config, or one made at
+//! start from the password (a fresh salt per process). The password is never
+//! logged; any other user name is checked against a verifier nobody knows the
+//! password of, so a wrong name and a wrong password look the same. Failed
+//! logins are logged and answered later the more there were in the last
+//! minute; every failed login ends its connection.
 
+use super::scram::{Exchange, Refused, Verifier, ITERATIONS};
 use async_trait::async_trait;
-use futures::Sink;
-use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
-use pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
-};
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::ClientInfo;
 use pgwire::api::PgWireConnectionState;
 use pgwire::error::ErrorInfo;
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -23,16 +24,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
-/// SCRAM iterations (Postgres' own default).
-const ITERATIONS: usize = 4096;
+const MECHANISM: &str = "SCRAM-SHA-256";
 
-/// The configured user and its salted password.
+/// What the console checks a login against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    Verifier(Verifier),
+}
+
+/// The configured user and its verifier.
 pub struct Credentials {
     user: String,
-    salt: Vec<u8>,
-    salted: Vec<u8>,
+    verifier: Verifier,
     /// What any other user name is checked against.
-    decoy: Vec<u8>,
+    decoy: Verifier,
 }
 
 impl Debug for Credentials {
@@ -44,30 +50,31 @@ impl Debug for Credentials {
 }
 
 impl Credentials {
-    pub fn new(user: &str, password: &str) -> Credentials {
+    pub fn new(user: &str, secret: &Secret) -> Credentials {
         let salt: [u8; 16] = rand::random();
-        let decoy: [u8; 32] = rand::random();
+        let verifier = match secret {
+            Secret::Password(p) => Verifier::from_password(p, &salt, ITERATIONS),
+            Secret::Verifier(v) => v.clone(),
+        };
+        let unknown: [u8; 32] = rand::random();
+        let decoy_salt: [u8; 16] = rand::random();
+        let decoy = Verifier::from_password(
+            &String::from_utf8_lossy(&unknown),
+            &decoy_salt,
+            verifier.iterations,
+        );
         Credentials {
             user: user.to_string(),
-            salt: salt.to_vec(),
-            salted: gen_salted_password(password, &salt, ITERATIONS),
-            decoy: decoy.to_vec(),
+            verifier,
+            decoy,
         }
     }
-}
 
-#[derive(Debug)]
-struct Source(Arc<Credentials>);
-
-#[async_trait]
-impl AuthSource for Source {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let c = &self.0;
-        let hash = match login.user() == Some(c.user.as_str()) {
-            true => c.salted.clone(),
-            false => c.decoy.clone(),
-        };
-        Ok(Password::new(Some(c.salt.clone()), hash))
+    fn verifier_for(&self, user: &str) -> &Verifier {
+        match user == self.user {
+            true => &self.verifier,
+            false => &self.decoy,
+        }
     }
 }
 
@@ -157,24 +164,90 @@ fn fatal(code: &str, message: String) -> PgWireError {
 
 /// One connection's login: SCRAM, with failures counted and answered late.
 pub struct Gate {
-    inner: SASLAuthStartupHandler<DefaultServerParameterProvider>,
+    credentials: Arc<Credentials>,
+    parameters: DefaultServerParameterProvider,
+    exchange: tokio::sync::Mutex<Option<Exchange>>,
     failures: Arc<Failures>,
     login: Arc<Login>,
 }
 
 impl Gate {
     pub fn new(credentials: Arc<Credentials>, failures: Arc<Failures>, login: Arc<Login>) -> Gate {
-        let mut scram = ScramAuth::new(Arc::new(Source(credentials)));
-        scram.set_iterations(ITERATIONS);
         let mut parameters = DefaultServerParameterProvider::default();
         // libpq reads the leading number (psql adapts to it); the rest says who.
         parameters.server_version = format!("15.0 (pgshift {})", env!("CARGO_PKG_VERSION"));
-        let inner = SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram);
         Gate {
-            inner,
+            credentials,
+            parameters,
+            exchange: tokio::sync::Mutex::new(None),
             failures,
             login,
         }
+    }
+
+    /// One step of the login: the startup message, the client's first SCRAM
+    /// message, its final one.
+    async fn step<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+        user: &str,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let malformed = |why: Refused| match why {
+            Refused::Malformed(what) => PgWireError::InvalidScramMessage(what.to_string()),
+            Refused::WrongProof => PgWireError::InvalidPassword(user.to_string()),
+        };
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                pgwire::api::auth::protocol_negotiation(client, startup).await?;
+                pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                        vec![MECHANISM.to_string()],
+                    )))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let mut exchange = self.exchange.lock().await;
+                let verifier = self.credentials.verifier_for(user);
+                match exchange.take() {
+                    None => {
+                        let first = message.into_sasl_initial_response()?;
+                        if first.auth_method != MECHANISM {
+                            return Err(PgWireError::UnsupportedSASLAuthMethod(first.auth_method));
+                        }
+                        let data = first.data.unwrap_or_default();
+                        let (started, server_first) =
+                            Exchange::start(&data, verifier).map_err(malformed)?;
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(Bytes::from(server_first)),
+                            ))
+                            .await?;
+                        *exchange = Some(started);
+                    }
+                    Some(started) => {
+                        let last = message.into_sasl_response()?;
+                        let server_final =
+                            started.finish(&last.data, verifier).map_err(malformed)?;
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLFinal(Bytes::from(server_final)),
+                            ))
+                            .await?;
+                        pgwire::api::auth::finish_authentication(client, &self.parameters).await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -193,9 +266,14 @@ impl StartupHandler for Gate {
         if self.login.authenticated() {
             return Ok(());
         }
-        let result = self.inner.on_startup(client, message).await;
         // The name the client logged in with (not the one inside its SCRAM message).
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        let user = match &message {
+            PgWireFrontendMessage::Startup(s) => s.parameters.get("user").cloned(),
+            _ => None,
+        }
+        .or_else(|| client.metadata().get("user").cloned())
+        .unwrap_or_default();
+        let result = self.step(client, message, &user).await;
         match result {
             Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
                 self.login.succeeded();

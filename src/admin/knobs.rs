@@ -22,7 +22,7 @@ pub const COLUMNS: &[(&str, Kind)] = &[
 const FIXED: &[&str] = &["server.listen", "server.workers", "log.", "admin."];
 
 /// Keys whose values are never shown.
-const SECRET: &[&str] = &["upstream.service_password"];
+const SECRET: &[&str] = &["upstream.service_password", "admin.scram_verifier"];
 
 /// Short names the console accepts for the knobs operators reach for most.
 const ALIASES: &[(&str, &str)] = &[

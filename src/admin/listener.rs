@@ -49,9 +49,9 @@ impl Listener {
         if admin.listen.is_empty() {
             return Ok(None);
         }
-        let password = admin.password().map_err(crate::server::StartError::Admin)?;
-        let Some(password) = password else {
-            tracing::warn!(target: "pgshift::admin", "admin console off: set PGSHIFT_ADMIN_PASSWORD or admin.password_file");
+        let secret = admin.secret().map_err(crate::server::StartError::Admin)?;
+        let Some(secret) = secret else {
+            tracing::warn!(target: "pgshift::admin", "admin console off: set PGSHIFT_ADMIN_PASSWORD, admin.password_file or admin.scram_verifier");
             return Ok(None);
         };
         let listener = TcpListener::bind(&admin.listen).await.map_err(|source| {
@@ -67,7 +67,7 @@ impl Listener {
         Ok(Some(Listener {
             listener,
             shared: shared.clone(),
-            credentials: Arc::new(Credentials::new(&admin.user, &password)),
+            credentials: Arc::new(Credentials::new(&admin.user, &secret)),
             failures: Arc::new(Failures::default()),
             slots: Arc::new(Semaphore::new(LOGIN_SLOTS)),
             tls: settings.client_tls.clone(),

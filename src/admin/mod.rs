@@ -9,10 +9,12 @@ mod journal;
 mod knobs;
 mod listener;
 mod rollouts;
+pub mod scram;
 mod start;
 mod state;
 pub mod table;
 
+pub use auth::Secret;
 pub use listener::Listener;
 pub use rollouts::gauges as rollout_gauges;
 

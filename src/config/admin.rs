@@ -12,8 +12,14 @@ pub struct Admin {
     /// The one user the console knows.
     pub user: String,
     /// File whose first line is the console's password; `PGSHIFT_ADMIN_PASSWORD`
-    /// in the environment wins. Without either, the console does not start.
+    /// in the environment wins. Without either (or a verifier), the console does
+    /// not start.
     pub password_file: String,
+    /// The password's SCRAM-SHA-256 verifier, as Postgres keeps it
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, from
+    /// `pgshift scram-verifier` or `pg_authid.rolpassword`): the config then
+    /// holds no password. A password from the file or the environment wins.
+    pub scram_verifier: String,
 }
 
 impl Default for Admin {
@@ -22,6 +28,7 @@ impl Default for Admin {
             listen: "127.0.0.1:6433".into(),
             user: "admin".into(),
             password_file: String::new(),
+            scram_verifier: String::new(),
         }
     }
 }
@@ -48,16 +55,29 @@ impl Admin {
                 "a console on a non-loopback address needs TLS: set [tls] cert_file and key_file, or listen on 127.0.0.1",
             ));
         }
+        if !self.scram_verifier.is_empty()
+            && crate::admin::scram::Verifier::parse(&self.scram_verifier).is_none()
+        {
+            return Err(invalid(
+                "admin.scram_verifier",
+                "expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> (pgshift scram-verifier makes one)",
+            ));
+        }
         if self.user.is_empty() || self.user.len() > 63 {
             return Err(invalid("admin.user", "expected 1 to 63 bytes"));
         }
         Ok(())
     }
 
-    /// The console's password: `PGSHIFT_ADMIN_PASSWORD`, else the first line of
-    /// `password_file`; None when neither gives one (the console stays off).
-    pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        self.password_given(std::env::var("PGSHIFT_ADMIN_PASSWORD").ok())
+    /// What a login is checked against: the password from
+    /// `PGSHIFT_ADMIN_PASSWORD` or `password_file`, else the verifier; None
+    /// when none is given (the console stays off).
+    pub fn secret(&self) -> Result<Option<crate::admin::Secret>, ConfigError> {
+        use crate::admin::{scram::Verifier, Secret};
+        if let Some(p) = self.password_given(std::env::var("PGSHIFT_ADMIN_PASSWORD").ok())? {
+            return Ok(Some(Secret::Password(p)));
+        }
+        Ok(Verifier::parse(&self.scram_verifier).map(Secret::Verifier))
     }
 
     /// `password` with the environment's value given.

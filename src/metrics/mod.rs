@@ -196,6 +196,21 @@ impl Collector for Scrape {
             "ErrorResponses from the server to clients.",
             &per_db(|s| s.server_errors),
         )?;
+        let by_class: Vec<(Labels, u64)> = self
+            .databases
+            .iter()
+            .flat_map(|(db, s)| {
+                s.errors_by_class
+                    .iter()
+                    .map(move |(class, n)| (vec![("database", db.as_str()), ("class", *class)], *n))
+            })
+            .collect();
+        counter(
+            &mut e,
+            "server_errors_by_class",
+            "ErrorResponses from the server by SQLSTATE class (its first two characters; 'other' for the rest).",
+            &by_class,
+        )?;
         counter(
             &mut e,
             "ddl_candidates",

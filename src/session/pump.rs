@@ -367,6 +367,10 @@ fn report(up: &mut Direction, down: &mut Direction, stats: &Traffic) {
     Stats::add(&stats.queries, up_counts.queries);
     Stats::add(&stats.ddl_candidates, up_counts.ddl_candidates);
     Stats::add(&stats.server_errors, down_counts.errors);
+    if down_counts.errors > 0 {
+        down.scanner
+            .take_error_classes(|slot, n| stats.errors_by_class.add(slot, n));
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod described;
 pub mod frame;
 pub mod hidden;
 pub mod scanner;
+pub mod sqlstate;
 pub mod startup;
 
 /// Reads a big-endian u32 at `at`. Callers check bounds first.

@@ -67,6 +67,9 @@ pub struct Scanner {
     /// The status of the last ReadyForQuery; None before the first.
     tx_status: Option<TxStatus>,
     counts: Counts,
+    /// The server's errors by SQLSTATE class since last taken (empty until the
+    /// first error; see `super::sqlstate`).
+    error_classes: Vec<u32>,
     /// Client side: stop at a Query that may be DDL, for the DDL engine.
     intercept: bool,
     /// With `intercept`: stop at every message that starts a turn (deferred DDL
@@ -276,6 +279,26 @@ impl Scanner {
         std::mem::take(&mut self.counts)
     }
 
+    /// Hands `f` each SQLSTATE class slot with errors since the last call, and
+    /// forgets them.
+    pub fn take_error_classes(&mut self, mut f: impl FnMut(usize, u32)) {
+        for (slot, n) in self.error_classes.iter_mut().enumerate() {
+            if *n > 0 {
+                f(slot, std::mem::take(n));
+            }
+        }
+    }
+
+    /// Counts a server ErrorResponse by its class (`body`: what of it is there).
+    fn count_error_class(&mut self, tag: u8, body: &[u8]) {
+        if tag == b'E' && self.flow == Flow::ServerToClient {
+            if self.error_classes.is_empty() {
+                self.error_classes = vec![0; super::sqlstate::SLOTS];
+            }
+            self.error_classes[super::sqlstate::slot_of_error(body)] += 1;
+        }
+    }
+
     pub fn new(flow: Flow, limit: usize) -> Self {
         Scanner {
             flow,
@@ -284,6 +307,7 @@ impl Scanner {
             last_tag: 0,
             tx_status: None,
             counts: Counts::default(),
+            error_classes: Vec::new(),
             intercept: false,
             intercept_all: false,
             live: None,
@@ -504,7 +528,10 @@ impl Scanner {
                             a.answered();
                         }
                     }
-                    _ => self.observe(tag),
+                    _ => {
+                        self.count_error_class(tag, &buf[pos + HEADER_LEN..pos + total]);
+                        self.observe(tag);
+                    }
                 }
                 pos += total;
             } else {
@@ -522,6 +549,11 @@ impl Scanner {
                 }
                 if opens {
                     self.sent();
+                }
+                if tag == b'E' {
+                    let body =
+                        &buf[(pos + HEADER_LEN).min(buf.len())..(pos + total).min(buf.len())];
+                    self.count_error_class(tag, body);
                 }
                 self.observe(tag);
                 pos += HEADER_LEN;
