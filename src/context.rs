@@ -57,6 +57,9 @@ pub struct Shared {
     /// Reads the configuration again (the file and the command line's flags),
     /// for the console's RELOAD; set by whoever started the server.
     reloader: std::sync::Mutex<Option<Reloader>>,
+    /// Held by whoever reads, changes and stores the settings (a console SET,
+    /// a reload), so that two changes at once do not undo each other.
+    pub settings_change: std::sync::Mutex<()>,
 }
 
 /// Produces the configuration a reload applies.
@@ -76,6 +79,7 @@ impl Shared {
             terminate: Terminate::default(),
             next_id: AtomicU64::new(1),
             reloader: std::sync::Mutex::new(None),
+            settings_change: std::sync::Mutex::new(()),
         }
     }
 
@@ -93,6 +97,10 @@ impl Shared {
     /// Swaps in a new config for new sessions. The listen address and worker count
     /// are fixed at start; a change to them is reported and ignored.
     pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+        let _changing = self
+            .settings_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let current = self.settings.load();
         if config.server.listen != current.config.server.listen
             || config.server.workers != current.config.server.workers

@@ -182,6 +182,20 @@ pub fn json(snapshot: &Snapshot) -> String {
     .to_string()
 }
 
+/// `line` with its control characters spelled out (`\u{1b}`): names, errors
+/// and statements come from the database, and a terminal obeys escape sequences.
+fn printable(line: String) -> String {
+    if !line.chars().any(char::is_control) {
+        return line;
+    }
+    line.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// One rollout's line: where it is and how fast it goes.
 fn rollout_line(r: &Row) -> String {
     let mut line = format!(
@@ -211,11 +225,11 @@ fn rollout_line(r: &Row) -> String {
     if !get(r, "error").is_empty() {
         line.push_str(&format!("  error: {}", get(r, "error")));
     }
-    line
+    printable(line)
 }
 
 fn deferred_line(d: &Row) -> String {
-    format!(
+    printable(format!(
         "{} #{} {} {} (step {} of {}): {}",
         get(d, "database"),
         get(d, "id"),
@@ -224,7 +238,7 @@ fn deferred_line(d: &Row) -> String {
         get(d, "next_step"),
         get(d, "steps"),
         get(d, "statement").chars().take(80).collect::<String>(),
-    )
+    ))
 }
 
 pub fn text(snapshot: &Snapshot) -> String {
@@ -331,6 +345,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect()
+    }
+
+    #[test]
+    fn escape_sequences_from_the_database_are_spelled_out() {
+        let r = row(&[
+            ("database", Some("app")),
+            ("id", Some("1")),
+            ("table", Some("public.\u{1b}]52;c;x\u{7}t")),
+            ("column", Some("c")),
+            ("phase", Some("failed")),
+            ("error", Some("bad\nline")),
+        ]);
+        let line = rollout_line(&r);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(
+            line.contains("\\u{1b}]52") && line.contains("bad\\nline"),
+            "{line}"
+        );
     }
 
     #[test]

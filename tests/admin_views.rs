@@ -427,6 +427,35 @@ async fn locks_and_blockers_show_what_a_migration_waits_for() {
         })
         .unwrap_or_else(|| panic!("{locks:?}"));
     assert!(cell(lock, "waiting_ms").unwrap().parse::<i64>().unwrap() >= 0);
+    // A second migration waits too; KILL ends it at once, not at the retry deadline.
+    let app2 = connect(&proxy.conn_str(&db, "postgres")).await;
+    let clients = rows(&console, "SHOW CLIENTS").await;
+    let newest = clients
+        .iter()
+        .filter(|r| cell(r, "database") == Some(db.as_str()))
+        .filter_map(|r| cell(r, "id")?.parse::<i64>().ok())
+        .max()
+        .unwrap();
+    let second = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = app2
+            .batch_execute("ALTER TABLE w ADD CONSTRAINT w_v2 CHECK (v > 1)")
+            .await;
+        (r, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second migration waits for the holder"
+    );
+    assert_eq!(tag(&proxy, &format!("KILL {newest}")).await, "KILL");
+    let (ended, took) = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("KILL ends a session waiting inside pgshift's DDL work")
+        .unwrap();
+    let e = ended.expect_err("killed");
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("57P01"), "{e:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     holder.batch_execute("COMMIT").await.unwrap();
     migration.await.unwrap().unwrap();
     // Done: nothing waits any more.

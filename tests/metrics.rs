@@ -126,9 +126,36 @@ async fn counters_move_with_the_traffic() {
         "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
     )
     .await;
+    // A login that fails (here: no such database) makes no counters: the
+    // database name is the client's to choose until the server took it.
+    let bogus = format!("{db}_nosuch");
+    let refused =
+        tokio_postgres::connect(&proxy.conn_str(&bogus, "postgres"), tokio_postgres::NoTls).await;
+    assert!(refused.is_err());
+    // Turns while the rollout runs are timed apart too.
+    for i in 0..10 {
+        app.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+    }
     let after = scrape(addr).await;
+    let during = after
+        .iter()
+        .find(|s| s.metric == "pgshift_rollout_turn_duration_seconds")
+        .expect("the rollout's turn histogram");
+    match &during.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let all = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+            assert!(all.count >= 10.0, "{buckets:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        after
+            .iter()
+            .all(|s| s.labels.get("database") != Some(bogus.as_str())),
+        "a failed login has counters"
+    );
     let moved = value(&after, "pgshift_queries_total", &[("database", &db)]) - queries;
-    assert!(moved >= 11.0, "{moved}");
+    assert!(moved >= 21.0, "{moved}");
     assert_eq!(
         value(&after, "pgshift_server_errors_total", &[("database", &db)]),
         3.0
@@ -142,7 +169,7 @@ async fn counters_move_with_the_traffic() {
     };
     assert_eq!((class("22"), class("42")), (2.0, 1.0));
     let (turns_after, _) = histogram_count(&after, "pgshift_turn_duration_seconds", &db);
-    assert!(turns_after >= turns + 11.0);
+    assert!(turns_after >= turns + 21.0);
     assert!(
         value(
             &after,

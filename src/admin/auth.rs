@@ -37,8 +37,8 @@ pub enum Secret {
 pub struct Credentials {
     user: String,
     verifier: Verifier,
-    /// What any other user name is checked against.
-    decoy: Verifier,
+    /// Makes the verifiers other user names are checked against.
+    decoy_key: [u8; 32],
 }
 
 impl Debug for Credentials {
@@ -56,24 +56,18 @@ impl Credentials {
             Secret::Password(p) => Verifier::from_password(p, &salt, ITERATIONS),
             Secret::Verifier(v) => v.clone(),
         };
-        let unknown: [u8; 32] = rand::random();
-        let decoy_salt: [u8; 16] = rand::random();
-        let decoy = Verifier::from_password(
-            &String::from_utf8_lossy(&unknown),
-            &decoy_salt,
-            verifier.iterations,
-        );
         Credentials {
             user: user.to_string(),
             verifier,
-            decoy,
+            decoy_key: rand::random(),
         }
     }
 
-    fn verifier_for(&self, user: &str) -> &Verifier {
+    /// The verifier a login as `user` is checked against.
+    fn verifier_for(&self, user: &str) -> Verifier {
         match user == self.user {
-            true => &self.verifier,
-            false => &self.decoy,
+            true => self.verifier.clone(),
+            false => Verifier::decoy(&self.decoy_key, user, self.verifier.iterations),
         }
     }
 }
@@ -224,7 +218,7 @@ impl Gate {
                         }
                         let data = first.data.unwrap_or_default();
                         let (started, server_first) =
-                            Exchange::start(&data, verifier).map_err(malformed)?;
+                            Exchange::start(&data, &verifier).map_err(malformed)?;
                         client
                             .send(PgWireBackendMessage::Authentication(
                                 Authentication::SASLContinue(Bytes::from(server_first)),
@@ -235,7 +229,7 @@ impl Gate {
                     Some(started) => {
                         let last = message.into_sasl_response()?;
                         let server_final =
-                            started.finish(&last.data, verifier).map_err(malformed)?;
+                            started.finish(&last.data, &verifier).map_err(malformed)?;
                         client
                             .send(PgWireBackendMessage::Authentication(
                                 Authentication::SASLFinal(Bytes::from(server_final)),

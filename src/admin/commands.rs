@@ -46,6 +46,18 @@ pub enum Command {
     Blockers,
 }
 
+impl Command {
+    /// The command as logged: a secret setting's value is not.
+    pub fn for_log(&self) -> String {
+        match self {
+            Command::Set(key, _) if super::knobs::secret(key) => {
+                format!("Set({key:?}, \"********\")")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// Settings drivers set on connecting; the console's answers do not depend
 /// on them.
 const SESSION_SETTINGS: &[&str] = &[

@@ -19,10 +19,26 @@ pub const COLUMNS: &[(&str, Kind)] = &[
 /// Keys (or sections, ending in `.`) fixed while pgshift runs: listeners and
 /// threads are set up at start, the log subscriber too, and the console's own
 /// login is not the console's to change.
-const FIXED: &[&str] = &["server.listen", "server.workers", "log.", "admin."];
+/// `tls.` and `metrics.` too: certificates are read when the settings are
+/// built (a reload reads them again), and the metrics listener is bound at start.
+const FIXED: &[&str] = &[
+    "server.listen",
+    "server.workers",
+    "log.",
+    "admin.",
+    "metrics.",
+    "tls.",
+];
 
 /// Keys whose values are never shown.
 const SECRET: &[&str] = &["upstream.service_password", "admin.scram_verifier"];
+
+/// Whether the value of `key` (as typed or resolved) is kept out of sight: the
+/// listed keys, and anything named like a password or a verifier.
+pub fn secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET.contains(&key.as_str()) || key.contains("password") || key.contains("verifier")
+}
 
 /// Short names the console accepts for the knobs operators reach for most.
 const ALIASES: &[(&str, &str)] = &[
@@ -165,6 +181,10 @@ fn literal(key: &str, value: &str) -> String {
 
 /// `SET <name> = <value>`: checked as a config file would be, then swapped in.
 pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Answer, Failed> {
+    let _changing = shared
+        .settings_change
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let settings = shared.settings.load_full();
     let key = resolve(&settings.config, name)?;
     if !changeable(&key) {
@@ -199,7 +219,12 @@ pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Answer, Failed> {
     let rebuilt = Settings::build(config)
         .map_err(|e| refused(e.to_string(), "The TLS files could not be read."))?;
     shared.settings.store(Arc::new(rebuilt));
-    tracing::info!(target: "pgshift::admin", %key, value = %literal, "setting changed from the console");
+    let shown = if secret(&key) {
+        "********"
+    } else {
+        literal.as_str()
+    };
+    tracing::info!(target: "pgshift::admin", %key, value = %shown, "setting changed from the console");
     Ok(Answer::Done("SET".into()))
 }
 

@@ -214,7 +214,7 @@ fn response(answer: Answer, format: &Format) -> PgWireResult<Response> {
 
 /// Runs a command for the simple or the extended protocol.
 async fn run(shared: &Shared, command: &Command, format: &Format) -> PgWireResult<Response> {
-    tracing::info!(target: "pgshift::admin", ?command, "admin command");
+    tracing::info!(target: "pgshift::admin", command = %command.for_log(), "admin command");
     let answer = answer(shared, command)
         .await
         .map_err(|f| error(&f.code, f.message, f.hint))?;

@@ -69,6 +69,19 @@ impl Verifier {
         }
     }
 
+    /// A verifier for a user name that does not exist: its salt follows from the
+    /// name (as Postgres' mock salt does), so asking twice shows the same salt,
+    /// and no password matches it.
+    pub fn decoy(key: &[u8], user: &str, iterations: u32) -> Verifier {
+        let salt = hmac_sha256(key, format!("salt {user}").as_bytes());
+        Verifier {
+            iterations,
+            salt: salt[..16].to_vec(),
+            stored_key: hmac_sha256(key, format!("stored {user}").as_bytes()),
+            server_key: hmac_sha256(key, format!("server {user}").as_bytes()),
+        }
+    }
+
     /// Reads Postgres' form of it; None when it is not one.
     pub fn parse(text: &str) -> Option<Verifier> {
         let rest = text.trim().strip_prefix(MECHANISM_PREFIX)?;

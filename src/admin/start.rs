@@ -171,9 +171,11 @@ fn split_in(text: &str) -> Result<(&str, Option<String>), Unknown> {
     else {
         return Ok((text, None));
     };
-    let is_in = head.len() >= 2
-        && head[head.len() - 2..].eq_ignore_ascii_case("IN")
-        && head[..head.len() - 2].ends_with(|c: char| c.is_ascii_whitespace());
+    // Bytes: the two before the name may sit inside a character of several.
+    let bytes = head.as_bytes();
+    let is_in = bytes.len() >= 3
+        && bytes[bytes.len() - 2..].eq_ignore_ascii_case(b"IN")
+        && bytes[bytes.len() - 3].is_ascii_whitespace();
     if !is_in || token.is_empty() {
         return Ok((text, None));
     }
@@ -398,6 +400,10 @@ mod tests {
         let s = start("ROLLOUT START t.c TYPE int USING CASE WHEN c IN (1, 2) THEN 1 END");
         assert_eq!(s.database, None);
         assert!(parse("ROLLOUT PAUSE 1").is_none());
+        // Characters of several bytes where IN would stand.
+        let s = start("ROLLOUT START t.c TYPE text€ x");
+        assert_eq!((s.change.as_str(), s.database), ("text€ x", None));
+        assert!(parse("ROLLOUT START t.c TYPE €€ in").is_some());
         assert!(parse("ROLLOUTSTART t.c TYPE int").is_none());
     }
 

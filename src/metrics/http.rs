@@ -10,12 +10,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-/// Requests served at once; more wait for a slot.
+/// Requests served at once; more are answered 503 at once.
 const CONNECTIONS: usize = 16;
 /// Longest request head read.
 const HEAD_MAX: usize = 8 * 1024;
 /// Time a client has to send its request.
-const READ_WAIT: Duration = Duration::from_secs(5);
+const READ_WAIT: Duration = Duration::from_secs(2);
+/// Longest one request may take, answer included (a scrape waits up to 3 s
+/// for each database's rollouts, all at once).
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Listener {
     listener: TcpListener,
@@ -61,12 +64,19 @@ impl Listener {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            // Full: answered at once, so idle connections cannot stall the
+            // accept loop (and with it /healthz).
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracker.spawn(async move {
+                    let mut tcp = tcp;
+                    let busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(busy)).await;
+                });
+                continue;
             };
             let shared = self.shared.clone();
             tracker.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(30), answer(tcp, &shared)).await;
+                let _ = tokio::time::timeout(ANSWER_WAIT, answer(tcp, &shared)).await;
                 drop(slot);
             });
         }

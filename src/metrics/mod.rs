@@ -49,6 +49,8 @@ pub struct Scrape {
     pub rollouts: Vec<RolloutGauge>,
     /// Databases whose rollouts could not be read this time.
     pub unread: u64,
+    /// The application's turns while a rollout of this process ran.
+    pub rollout_latency: Counts,
 }
 
 impl Scrape {
@@ -64,6 +66,7 @@ impl Scrape {
             journal_dropped: shared.engine.journal.dropped.load(Relaxed),
             rollouts,
             unread,
+            rollout_latency: shared.engine.rollouts.latency(),
         }
     }
 
@@ -233,6 +236,22 @@ impl Collector for Scrape {
                         sum, count, &buckets, None,
                     )?;
             }
+        }
+
+        {
+            let mut metric = e.encode_descriptor(
+                "rollout_turn_duration_seconds",
+                "Client turns while a rollout runs (its mirror and backfill are what they pay for, next to turn_duration_seconds).",
+                None,
+                MetricType::Histogram,
+            )?;
+            let (sum, count, buckets) = folded(&self.rollout_latency);
+            let no_labels: Labels = Vec::new();
+            metric
+                .encode_family(&no_labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
         }
 
         let ddl: Vec<(Labels, u64)> = self

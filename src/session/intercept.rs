@@ -150,8 +150,8 @@ async fn turn(
     s.up.scanner.quiet();
     let unread = s.down.take_unforwarded();
     let status = s.down.scanner.tx_status().unwrap_or_default();
-    let info = &s.registered.info;
-    let cx = super::session_cx(info, shared, settings);
+    let info = s.registered.info.clone();
+    let cx = super::session_cx(&info, shared, settings);
     let mut io = InBand::new(
         &mut s.client,
         &mut s.server,
@@ -162,15 +162,20 @@ async fn turn(
     // Shutdown's terminate signal ends even a long in-band step: the session
     // closes; the server notices when it next writes to the closed connection (or
     // at client_connection_check_interval, if set).
+    // The console's KILL too: a session waiting on a long transaction is what
+    // SHOW BLOCKERS shows, and what an operator ends.
     let mut watch = shared.terminate.watch();
+    let mut killed = info.kill.watch();
     let handled = tokio::select! {
         h = engine::handle(&mut io, &cx, &mut s.pending, &sql, &prefix) => Some(h),
         _ = watch.fired() => None,
+        _ = killed.fired() => None,
     };
     let Some(handled) = handled else {
-        return Err(match io.client_write_pending() {
-            true => PumpEnd::TerminatedMidReply,
-            false => PumpEnd::Terminated,
+        return Err(match (io.client_write_pending(), info.kill.is_fired()) {
+            (true, _) => PumpEnd::TerminatedMidReply,
+            (false, true) => PumpEnd::Killed,
+            (false, false) => PumpEnd::Terminated,
         });
     };
     let status = io.status;

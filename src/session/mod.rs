@@ -152,14 +152,6 @@ async fn establish<'a>(
     span.record("database", database);
     span.record("tls", client.is_tls());
     let active = admit(&mut client, shared, settings).await?;
-    let registered = shared.sessions.register(
-        id,
-        peer,
-        user,
-        database,
-        client.is_tls(),
-        shared.stats.traffic(database),
-    );
     let connected = connect_upstream(&mut client, shared, settings).await?;
     let channel_binding_ok = same_certificate(&client, settings, &connected);
     let mut server = connected.stream;
@@ -177,6 +169,16 @@ async fn establish<'a>(
     )
     .await;
     let ready = auth_outcome(&mut client, relayed, shared, settings).await?;
+    // Only now: the registry, the per-database counters and pauses are keyed by
+    // the database name, which is the client's to choose until the server took it.
+    let registered = shared.sessions.register(
+        id,
+        peer,
+        user,
+        database,
+        client.is_tls(),
+        shared.stats.traffic(database),
+    );
     registered
         .info
         .set_upstream(ready.backend_pid, server.is_tls());
