@@ -136,7 +136,20 @@ async fn counters_move_with_the_traffic() {
     for i in 0..10 {
         app.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
     }
-    let after = scrape(addr).await;
+    // Rollouts are read at most once a second for scrapes: the one before may
+    // still be served.
+    let id = id.to_string();
+    let waited = std::time::Instant::now();
+    let after = loop {
+        let after = scrape(addr).await;
+        let seen = after.iter().any(|s| {
+            s.metric == "pgshift_rollout_phase" && s.labels.get("id") == Some(id.as_str())
+        });
+        if seen || waited.elapsed() > std::time::Duration::from_secs(5) {
+            break after;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     let during = after
         .iter()
         .find(|s| s.metric == "pgshift_rollout_turn_duration_seconds")
@@ -178,7 +191,6 @@ async fn counters_move_with_the_traffic() {
         ) >= 1.0
     );
     // The rollout is there, with its phase, while it runs.
-    let id = id.to_string();
     let phases: Vec<&str> = after
         .iter()
         .filter(|s| s.metric == "pgshift_rollout_phase" && s.labels.get("id") == Some(id.as_str()))

@@ -53,6 +53,7 @@ impl Listener {
     pub async fn serve(self) {
         let shutdown = self.shared.shutdown.clone();
         let slots = Arc::new(Semaphore::new(CONNECTIONS));
+        let cache = Arc::new(super::GaugeCache::default());
         let tracker = TaskTracker::new();
         tracing::info!(target: "pgshift::metrics", addr = %self.local_addr(), "metrics listening");
         loop {
@@ -75,8 +76,9 @@ impl Listener {
                 continue;
             };
             let shared = self.shared.clone();
+            let cache = cache.clone();
             tracker.spawn(async move {
-                let _ = tokio::time::timeout(ANSWER_WAIT, answer(tcp, &shared)).await;
+                let _ = tokio::time::timeout(ANSWER_WAIT, answer(tcp, &shared, &cache)).await;
                 drop(slot);
             });
         }
@@ -116,7 +118,11 @@ fn asked(head: &[u8]) -> Asked {
     }
 }
 
-async fn answer(mut tcp: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn answer(
+    mut tcp: TcpStream,
+    shared: &Shared,
+    cache: &super::GaugeCache,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(READ_WAIT, async {
@@ -138,7 +144,7 @@ async fn answer(mut tcp: TcpStream, shared: &Shared) -> std::io::Result<()> {
         Asked::Metrics => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            Scrape::gather(shared).await.render(),
+            Scrape::gather(shared, cache).await.render(),
         ),
         Asked::Health if shared.shutdown.is_cancelled() => (
             "503 Service Unavailable",

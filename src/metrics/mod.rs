@@ -53,10 +53,35 @@ pub struct Scrape {
     pub rollout_latency: Counts,
 }
 
+/// How long the rollouts read for one scrape serve the next ones.
+const GAUGES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The rollouts of the last scrape: scrapes need no login, and each read asks
+/// every database, so at most one read a second, and scrapes that arrive while
+/// one runs wait for it.
+#[derive(Debug, Default)]
+pub struct GaugeCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<RolloutGauge>, u64)>>,
+}
+
+impl GaugeCache {
+    async fn get(&self, shared: &Shared) -> (Vec<RolloutGauge>, u64) {
+        let mut last = self.last.lock().await;
+        if let Some((at, gauges, unread)) = last.as_ref() {
+            if at.elapsed() < GAUGES_FRESH {
+                return (gauges.clone(), *unread);
+            }
+        }
+        let (gauges, unread) = crate::admin::rollout_gauges(shared).await;
+        *last = Some((std::time::Instant::now(), gauges.clone(), unread));
+        (gauges, unread)
+    }
+}
+
 impl Scrape {
-    pub async fn gather(shared: &Shared) -> Scrape {
+    pub async fn gather(shared: &Shared, cache: &GaugeCache) -> Scrape {
         use std::sync::atomic::Ordering::Relaxed;
-        let (rollouts, unread) = crate::admin::rollout_gauges(shared).await;
+        let (rollouts, unread) = cache.get(shared).await;
         Scrape {
             totals: shared.stats.snapshot(),
             databases: shared.stats.by_database(),
