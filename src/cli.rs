@@ -42,6 +42,13 @@ pub struct StatusArgs {
     /// File whose first line is the console's password (PGSHIFT_ADMIN_PASSWORD wins).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Connect over TLS and verify the console's certificate against this CA
+    /// (PEM) and the --admin address (or --tls-server-name).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the console's certificate must carry (default: the --admin IP).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
     /// One snapshot, then exit (for scripts); otherwise live bars until Ctrl-C.
     #[arg(long)]
     pub once: bool,

@@ -88,12 +88,62 @@ pub async fn connect(args: &StatusArgs) -> Result<tokio_postgres::Client, Status
         .dbname("pgshift")
         .application_name("pgshift status")
         .connect_timeout(Duration::from_secs(5));
+    let Some(ca) = &args.tls_ca else {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| console_error(&args.admin, &e))?;
+        tokio::spawn(connection);
+        return Ok(client);
+    };
+    let name = args
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let stream = tokio::time::timeout(Duration::from_secs(5), tls_stream(addr, ca, &name))
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
+        .map_err(|reason| StatusError::Console {
+            addr: args.admin.clone(),
+            reason,
+        })?;
     let (client, connection) = config
-        .connect(NoTls)
+        .connect_raw(stream, NoTls)
         .await
         .map_err(|e| console_error(&args.admin, &e))?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// A TLS connection to the console: SSLRequest, then a handshake that verifies
+/// the certificate against `ca` and `name`.
+async fn tls_stream(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = crate::net::tls::verifying_connector(ca).map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{name:?} is not a server name: {e}"))?;
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    // SSLRequest: length 8, code 80877103.
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer[0] != b'S' {
+        return Err("the console has no TLS (set [tls] on the proxy)".into());
+    }
+    connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
 }
 
 fn console_error(addr: &str, e: &tokio_postgres::Error) -> StatusError {

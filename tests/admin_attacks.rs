@@ -301,6 +301,34 @@ async fn the_console_speaks_tls_and_requires_it_beyond_loopback() {
     let (ok, _, err) = show(port, "disable");
     assert!(!ok);
     assert!(err.contains("only TLS connections"), "{err}");
+    // pgshift status reaches it over TLS, verifying the certificate.
+    let status = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .args(["status", "--once", "--admin", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("PGSHIFT_ADMIN_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = status(&["--tls-ca", ca.as_str()]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("rollouts: "), "{out}");
+    let (ok, _, err) = status(&[]);
+    assert!(!ok);
+    assert!(err.contains("only TLS"), "{err}");
+    let (ok, _, err) = status(&[
+        "--tls-ca",
+        ca.as_str(),
+        "--tls-server-name",
+        "elsewhere.example",
+    ]);
+    assert!(!ok, "a certificate for another name passed");
+    assert!(err.contains("TLS"), "{err}");
 }
 
 /// The console checks logins against a SCRAM verifier in the config: one that

@@ -84,6 +84,25 @@ pub struct UpstreamTls {
     pub server_name: String,
 }
 
+/// The certificates of the PEM file `ca`, as roots to verify a server against.
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// A connector that verifies the server's certificate against `ca` and its name
+/// (verify-full): for `pgshift status` reaching a console over TLS.
+pub fn verifying_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 pub fn upstream_tls(config: &Config, host: &str) -> Result<UpstreamTls, TlsError> {
     let mode = config.upstream.tls_mode;
     let builder =
@@ -97,13 +116,11 @@ pub fn upstream_tls(config: &Config, host: &str) -> Result<UpstreamTls, TlsError
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
                 .with_no_client_auth(),
         ),
-        UpstreamTlsMode::VerifyFull => {
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs(Path::new(&config.upstream.tls_ca_file))? {
-                roots.add(cert)?;
-            }
-            Some(builder.with_root_certificates(roots).with_no_client_auth())
-        }
+        UpstreamTlsMode::VerifyFull => Some(
+            builder
+                .with_root_certificates(roots(Path::new(&config.upstream.tls_ca_file))?)
+                .with_no_client_auth(),
+        ),
     };
     let server_name = if config.upstream.tls_server_name.is_empty() {
         host.to_string()
