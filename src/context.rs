@@ -94,18 +94,39 @@ impl Shared {
             .clone()
     }
 
-    /// Swaps in a new config for new sessions. The listen address and worker count
-    /// are fixed at start; a change to them is reported and ignored.
-    pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+    /// Swaps in a new config for new sessions. What is set up at start (the
+    /// listen address and worker count, the log, the console, the metrics
+    /// listener) keeps its running value, so SHOW CONFIG tells what is in effect;
+    /// a change to it is reported.
+    pub fn reload(&self, mut config: Config) -> Result<(), TlsError> {
         let _changing = self
             .settings_change
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let current = self.settings.load();
-        if config.server.listen != current.config.server.listen
-            || config.server.workers != current.config.server.workers
+        let running = &current.config;
+        let mut kept = Vec::new();
+        if (&config.server.listen, config.server.workers)
+            != (&running.server.listen, running.server.workers)
         {
-            tracing::warn!("server.listen and server.workers change only on restart");
+            kept.push("server.listen/server.workers");
+            config.server.listen = running.server.listen.clone();
+            config.server.workers = running.server.workers;
+        }
+        if config.log != running.log {
+            kept.push("log");
+            config.log = running.log.clone();
+        }
+        if config.admin != running.admin {
+            kept.push("admin");
+            config.admin = running.admin.clone();
+        }
+        if config.metrics != running.metrics {
+            kept.push("metrics");
+            config.metrics = running.metrics.clone();
+        }
+        if !kept.is_empty() {
+            tracing::warn!(kept = %kept.join(", "), "these settings change only on restart; they keep their running values");
         }
         let settings = Settings::build(config)?;
         self.settings.store(Arc::new(settings));

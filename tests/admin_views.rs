@@ -360,6 +360,12 @@ async fn kill_ends_one_session_and_reload_reads_the_config_again() {
         cell(find(&config, "key", "ddl.max_attempts").unwrap(), "value"),
         Some("3")
     );
+    // What is set up at start keeps its running value (the reloaded config has
+    // the default console address): SHOW CONFIG tells what is in effect.
+    assert_eq!(
+        cell(find(&config, "key", "admin.listen").unwrap(), "value"),
+        Some("127.0.0.1:0")
+    );
     proxy.handle.set_reloader(std::sync::Arc::new(|| {
         Err("line 3: unknown field".to_string())
     }));
