@@ -83,7 +83,19 @@ async fn views_show_the_live_process() {
     app.batch_execute("BEGIN; CREATE INDEX t_v2 ON t (v); COMMIT")
         .await
         .unwrap();
-    let ddl = rows(&console, "SHOW DDL LIMIT 1000").await;
+    // The journal is written in the background: wait for both entries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ddl = loop {
+        let ddl = rows(&console, "SHOW DDL LIMIT 1000").await;
+        let n = ddl
+            .iter()
+            .filter(|r| cell(r, "database") == Some(db.as_str()))
+            .count();
+        if n >= 2 || Instant::now() > deadline {
+            break ddl;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let mine: Vec<&Row> = ddl
         .iter()
         .filter(|r| cell(r, "database") == Some(db.as_str()))
