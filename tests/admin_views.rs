@@ -447,13 +447,18 @@ async fn locks_and_blockers_show_what_a_migration_waits_for() {
     assert!(cell(lock, "waiting_ms").unwrap().parse::<i64>().unwrap() >= 0);
     // A second migration waits too; KILL ends it at once, not at the retry deadline.
     let app2 = connect(&proxy.conn_str(&db, "postgres")).await;
-    let clients = rows(&console, "SHOW CLIENTS").await;
-    let newest = clients
-        .iter()
-        .filter(|r| cell(r, "database") == Some(db.as_str()))
-        .filter_map(|r| cell(r, "id")?.parse::<i64>().ok())
-        .max()
-        .unwrap();
+    // Its client id, by its backend's pid (a session is listed once its login
+    // is through, which its first query shows).
+    let pid2: i32 = app2
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let servers = rows(&console, "SHOW SERVERS").await;
+    let newest = find(&servers, "remote_pid", &pid2.to_string())
+        .and_then(|r| cell(r, "client_id"))
+        .unwrap_or_else(|| panic!("{pid2} not in {servers:?}"))
+        .to_string();
     let second = tokio::spawn(async move {
         let t = Instant::now();
         let r = app2
