@@ -208,7 +208,7 @@ impl Driver {
     /// no longer means the table, or if an UPDATE would run code pgshift did not
     /// write (see [`sql::FOREIGN_CODE`]). `trigger` and `function`: pgshift's own,
     /// allowed on it now; `new`: the column the rollout writes.
-    async fn check_locked(
+    pub(super) async fn check_locked(
         &self,
         r: &Rollout,
         trigger: &str,
@@ -399,12 +399,23 @@ impl Driver {
                     .into_iter()
                     .map(|f| (f.table_oid, f.name, f.definition))
                     .collect();
-                if !users.is_empty() || oids != expected.indexes || fks != expected.foreign_keys {
+                let checks: Vec<(u32, String)> = self
+                    .checks_on(r, &r.column)
+                    .await?
+                    .into_iter()
+                    .map(|(oid, _, def, _)| (oid, def))
+                    .collect();
+                if !users.is_empty()
+                    || oids != expected.indexes
+                    || fks != expected.foreign_keys
+                    || checks != expected.checks
+                {
                     return Err(ours(format!(
                         "{} gained users during the cutover ({}); ask for the cutover again",
                         quote(&r.column),
                         match users.is_empty() {
-                            true => "an index or a foreign key changed".to_string(),
+                            true =>
+                                "an index, a foreign key or a CHECK constraint changed".to_string(),
                             false => users.join(", "),
                         }
                     )));
@@ -424,7 +435,7 @@ impl Driver {
 
     /// Retries [`Driver::in_lock`] while the lock is not granted in time, for at
     /// most the DDL retry deadline, pausing between attempts.
-    async fn with_retries(
+    pub(super) async fn with_retries(
         &self,
         settings: &Settings,
         r: &Rollout,
@@ -752,6 +763,7 @@ impl Driver {
             self.default_is_built_in(r, &r.column).await?;
         }
         let (indexes, fks, old_indexes) = self.build_indexes(settings, r).await?;
+        let checks = self.build_checks(settings, r, bg).await?;
         let reversible = Self::reversible(r);
         self.install_function(r, Mirror::AfterCutover).await?;
         if not_null {
@@ -778,6 +790,15 @@ impl Driver {
         // The twins take the old indexes' names; the old ones go with the column.
         for tw in indexes.iter().filter(|tw| tw.constraint.is_none()) {
             body.extend(pass_name(r, tw, &n.old_index(tw.oid), &n.new_index(tw.oid)));
+        }
+        // So do the CHECK constraints' twins.
+        for ck in &checks {
+            let (name, parked) = (quote(&ck.name), quote(&n.old_check(ck.oid)));
+            body.push(format!("{t} RENAME CONSTRAINT {name} TO {parked}"));
+            body.push(format!(
+                "{t} RENAME CONSTRAINT {} TO {name}",
+                quote(&n.new_check(ck.oid))
+            ));
         }
         if let Some(default) = &default {
             body.push(format!("{t} ALTER COLUMN {old} DROP DEFAULT"));
@@ -836,6 +857,10 @@ impl Driver {
             foreign_keys: fks
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
+                .collect(),
+            checks: checks
+                .iter()
+                .map(|ck| (ck.oid, ck.definition.clone()))
                 .collect(),
         };
         self.with_retries(settings, r, &body.join("; "), &done, bg, Some(&expected))
@@ -902,6 +927,21 @@ impl Driver {
                     "{} gained users since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
                     quote(&r.column),
                     users.join(", ")
+                )));
+            }
+            // CHECK constraints on the new column: the twins, and nothing else.
+            let added: Vec<String> = self
+                .checks_on(r, &r.column)
+                .await?
+                .into_iter()
+                .map(|(_, name, _, _)| name)
+                .filter(|name| !r.checks.iter().any(|(_, twin)| twin == name))
+                .collect();
+            if !added.is_empty() {
+                return Err(ours(format!(
+                    "{} gained CHECK constraints since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
+                    quote(&r.column),
+                    added.join(", ")
                 )));
             }
             if !Self::reversible(r) {
@@ -994,6 +1034,14 @@ impl Driver {
             // The old indexes take their names back; the twins go with the new column.
             for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
                 body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
+            }
+            for (oid, name) in &r.checks {
+                body.push(format!("{t} DROP CONSTRAINT {}", quote(name)));
+                body.push(format!(
+                    "{t} RENAME CONSTRAINT {} TO {}",
+                    quote(&n.old_check(*oid)),
+                    quote(name)
+                ));
             }
             body.push(format!("{t} RENAME COLUMN {c} TO {new}"));
             body.push(format!("{t} RENAME COLUMN {old} TO {c}"));
@@ -1251,6 +1299,8 @@ async fn walk_pages(
 pub struct Expected {
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
+    /// The old column's CHECK constraints: (oid, definition).
+    checks: Vec<(u32, String)>,
 }
 
 /// Which mirror function a rollout needs.

@@ -11,6 +11,7 @@
 //! for code an UPDATE would run (triggers, rules, non-built-in functions in
 //! constraints, indexes or generated columns), under a lock that keeps it so.
 
+pub(crate) mod checks;
 pub mod driver;
 pub mod fill;
 pub mod latency;

@@ -133,6 +133,9 @@ pub struct Rollout {
     /// The foreign keys that referenced the primary key when it moved: (their
     /// table's oid, their name), validated after the move.
     pub foreign_keys: Vec<(u32, String)>,
+    /// The old column's CHECK constraints that have a twin on the new column:
+    /// (the old constraint's oid, its name), recorded before the cutover.
+    pub checks: Vec<(u32, String)>,
     /// A fill (`ADD COLUMN … DEFAULT <volatile>`, see `super::fill`): `column`
     /// and `new_column` are the added column, `transform` its default, and no
     /// cutover follows the verify.
@@ -183,6 +186,7 @@ impl Rollout {
             error: r.get(21),
             indexes: entries(r).iter().filter_map(|e| Twin::parse(e)).collect(),
             foreign_keys: entries(r).iter().filter_map(|e| foreign_key(e)).collect(),
+            checks: entries(r).iter().filter_map(|e| check(e)).collect(),
             fill: r.get::<_, Option<String>>(23).as_deref() == Some(FILL),
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
             batch_rows: r.get(25),
@@ -250,6 +254,13 @@ fn entries(r: &Row) -> Vec<String> {
 /// `f:<table oid>:<name>`, as `indexes` stores a foreign key.
 pub fn foreign_key(e: &str) -> Option<(u32, String)> {
     let rest = e.strip_prefix("f:")?;
+    let (oid, name) = rest.split_once(':')?;
+    Some((oid.parse().ok()?, name.to_string()))
+}
+
+/// `c:<constraint oid>:<name>`, as `indexes` stores a CHECK constraint.
+pub fn check(e: &str) -> Option<(u32, String)> {
+    let rest = e.strip_prefix("c:")?;
     let (oid, name) = rest.split_once(':')?;
     Some((oid.parse().ok()?, name.to_string()))
 }
@@ -357,6 +368,18 @@ impl Names {
     /// The old column's index `oid` from the cutover on (dropped with the column).
     pub fn old_index(&self, oid: u32) -> String {
         format!("pgshift_{}_old_{oid}", self.id)
+    }
+
+    /// The twin on the new column of the old column's CHECK constraint `oid`,
+    /// until the cutover gives it that constraint's name.
+    pub fn new_check(&self, oid: u32) -> String {
+        format!("pgshift_{}_check_{oid}", self.id)
+    }
+
+    /// The old column's CHECK constraint `oid` from the cutover on (dropped
+    /// with the column).
+    pub fn old_check(&self, oid: u32) -> String {
+        format!("pgshift_{}_oldcheck_{oid}", self.id)
     }
 }
 

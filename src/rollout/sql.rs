@@ -617,6 +617,7 @@ pub(crate) mod tests {
             error: None,
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
+            checks: Vec::new(),
             fill: false,
             fill_before: None,
             batch_rows: None,

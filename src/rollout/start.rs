@@ -264,7 +264,9 @@ macro_rules! rebuildable {
     };
 }
 
-/// Objects that use the column (other than its own default).
+/// Objects that use the column (other than its own default, what pgshift
+/// builds again on the new column, and the table's CHECK constraints, which
+/// get twins: see `checks`).
 pub const USERS: &str = concat!(
     "
 SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
@@ -291,6 +293,9 @@ SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
     "))
    AND NOT (d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'a'
             AND d.objid IN (SELECT s.oid FROM pg_catalog.pg_class s WHERE s.relkind = 'S'))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::regclass
+            AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
+                             WHERE k.conrelid = $1::text::oid AND k.contype = 'c'))
  ORDER BY 1"
 );
 
@@ -467,7 +472,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         return Err(not_yet(format!(
-            "{} is used by {} (pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them; other users of the column come later)",
+            "{} is used by {} (pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later)",
             quote(&spec.column),
             list.join(", ")
         )));
@@ -554,6 +559,34 @@ pub async fn start<C: Conn>(
         .map_err(service_failure)?;
     let rollout = driver_conn.load().await.map_err(service_failure)?;
     let expanded = async {
+        // A CHECK constraint on the column must work with the new type (its
+        // twin is added before the cutover): the direct ALTER fails at once.
+        if let Err(e) = driver_conn.checks_fit(&rollout).await {
+            let e = match e {
+                super::checks::CheckError::Server(e) => e,
+                super::checks::CheckError::Foreign(what) => {
+                    return Err(refusal(
+                        "42501",
+                        format!("pgshift cannot roll out this type change: a CHECK constraint on {} uses {what}, which pgshift would run as its service role", quote(&spec.column)),
+                        "Only built-in functions, operators and types may stand in the column's CHECK constraints. Run the ALTER yourself with SET pgshift.bypass = on.",
+                    ))
+                }
+            };
+            return Err(match e.as_db_error() {
+                Some(db) => refusal(
+                    db.code().code(),
+                    format!(
+                        "pgshift cannot roll out this type change: a CHECK constraint on {} does not work with the new type: {}",
+                        quote(&spec.column),
+                        db.message()
+                    ),
+                    db.hint().unwrap_or(
+                        "Directly, the ALTER fails the same way: change or drop the constraint first.",
+                    ),
+                ),
+                None => service_failure(e),
+            });
+        }
         driver_conn
             .install_function(&rollout, driver::Mirror::Strict)
             .await

@@ -1,0 +1,329 @@
+//! CHECK constraints on the changed column. Directly, `ALTER COLUMN … TYPE`
+//! keeps them, read again over the new type. A rollout gives each a twin on the
+//! new column before the cutover: the same expression with the column's name
+//! changed (Postgres itself writes it, from a temporary copy of the table whose
+//! column was renamed), added NOT VALID (a short lock) and validated in the
+//! background. The cutover's lock window parks the old constraint under
+//! pgshift's name (it goes with the old column at the finish) and gives the twin
+//! the old name; a rollback after the cutover gives the name back.
+
+use super::driver::{ours, Driver, StepError};
+use super::model::Rollout;
+use crate::context::Settings;
+use crate::engine::Background;
+use crate::sql::ident::quote;
+
+/// One of the old column's CHECK constraints and its twin's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTwin {
+    pub oid: u32,
+    pub name: String,
+    /// As `pg_get_constraintdef` prints it, without `NOT VALID`.
+    pub definition: String,
+    /// The twin's: the same over the new column.
+    pub twin: String,
+    /// Only a validated constraint gets a validated twin (a NOT VALID one stays so).
+    pub validated: bool,
+}
+
+/// The CHECK constraints of table $1 on column $2 (attnum), oldest first.
+pub const CHECKS: &str = "
+SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text,
+       pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', ''),
+       k.convalidated
+  FROM pg_catalog.pg_constraint k
+ WHERE k.conrelid = $1::text::oid AND k.contype = 'c' AND $2::int4 = ANY (k.conkey)
+ ORDER BY k.oid";
+
+/// Why the CHECK constraints cannot be carried over.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The server's error (one does not work with the new type, …).
+    Server(tokio_postgres::Error),
+    /// They use objects that are not built in (described).
+    Foreign(String),
+}
+
+impl From<tokio_postgres::Error> for CheckError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CheckError::Server(e)
+    }
+}
+
+impl Driver {
+    /// The CHECK constraints on `column` now: (oid, name, definition, validated).
+    pub(super) async fn checks_on(
+        &self,
+        r: &Rollout,
+        column: &str,
+    ) -> Result<Vec<(u32, String, String, bool)>, StepError> {
+        let attnum = self.attnum(r, column).await?;
+        let rows = self
+            .client
+            .query(CHECKS, &[&r.table_oid.to_string(), &attnum])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|x| {
+                (
+                    x.get::<_, String>(0).parse().unwrap_or(0),
+                    x.get(1),
+                    x.get(2),
+                    x.get(3),
+                )
+            })
+            .collect())
+    }
+
+    /// The table's CHECK constraints as they read once the column is renamed to
+    /// the new column's name, by constraint name; with `new_type`, each is also
+    /// added (NOT VALID) to the copy with the column of that type, so that one
+    /// that does not work with it fails here with the server's error, as the
+    /// direct ALTER would. Nothing runs: the copy is empty, and NOT VALID
+    /// constraints are only analysed.
+    async fn renamed_checks(
+        &self,
+        r: &Rollout,
+        new_type: Option<&str>,
+    ) -> Result<Vec<(String, String)>, CheckError> {
+        let name = format!("pgshift_checks_{}", r.id);
+        let copy = format!("pg_temp.{name}");
+        let (c, new) = (quote(&r.column), quote(&r.new_column));
+        let result = async {
+            self.client
+                .batch_execute(&format!(
+                    "BEGIN; CREATE TEMPORARY TABLE {name} (LIKE {} INCLUDING CONSTRAINTS); \
+                     ALTER TABLE {copy} DROP COLUMN IF EXISTS {new}; \
+                     ALTER TABLE {copy} RENAME COLUMN {c} TO {new}",
+                    r.qualified()
+                ))
+                .await?;
+            let rows = self
+                .client
+                .query(
+                    &format!(
+                        "SELECT k.conname::pg_catalog.text, \
+                         pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '') \
+                         FROM pg_catalog.pg_constraint k \
+                         WHERE k.conrelid = '{copy}'::pg_catalog.regclass AND k.contype = 'c' ORDER BY k.oid"
+                    ),
+                    &[],
+                )
+                .await?;
+            let found: Vec<(String, String)> =
+                rows.iter().map(|x| (x.get(0), x.get(1))).collect();
+            // Their text is parsed again on this connection: a literal of a type
+            // that is not built in would run its input function as pgshift's
+            // service role. Postgres records no dependency on built-in objects.
+            let foreign = self
+                .client
+                .query(
+                    &format!(
+                        "SELECT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) \
+                         FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k \
+                         ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
+                         WHERE k.conrelid = '{copy}'::pg_catalog.regclass \
+                         AND d.refclassid <> 'pg_catalog.pg_class'::pg_catalog.regclass"
+                    ),
+                    &[],
+                )
+                .await?;
+            if !foreign.is_empty() {
+                let names: Vec<String> = foreign.iter().map(|x| x.get(0)).collect();
+                return Err(CheckError::Foreign(names.join(", ")));
+            }
+            if let Some(t) = new_type {
+                let mut again = vec![
+                    format!("ALTER TABLE {copy} DROP COLUMN {new}"),
+                    format!("ALTER TABLE {copy} ADD COLUMN {new} {t}"),
+                ];
+                again.extend(
+                    found
+                        .iter()
+                        .map(|(_, def)| format!("ALTER TABLE {copy} ADD {def} NOT VALID")),
+                );
+                self.client.batch_execute(&again.join("; ")).await?;
+            }
+            Ok(found)
+        }
+        .await;
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        result
+    }
+
+    /// At the start: fails with the server's error if a CHECK constraint on the
+    /// column does not work with the new type (`42883` for an operator the
+    /// new type lacks, …).
+    pub async fn checks_fit(&self, r: &Rollout) -> Result<(), CheckError> {
+        let attnum: i32 = match self.attnum(r, &r.column).await {
+            Ok(n) => n,
+            Err(_) => return Ok(()),
+        };
+        let any = self
+            .client
+            .query(CHECKS, &[&r.table_oid.to_string(), &attnum])
+            .await?;
+        if any.is_empty() {
+            return Ok(());
+        }
+        self.renamed_checks(r, Some(&r.new_type)).await.map(|_| ())
+    }
+
+    /// The twins the old column's CHECK constraints need.
+    pub(super) async fn check_twins(&self, r: &Rollout) -> Result<Vec<CheckTwin>, StepError> {
+        let old = self.checks_on(r, &r.column).await?;
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let renamed = self.renamed_checks(r, None).await.map_err(|e| match e {
+            CheckError::Server(e) => StepError::from(e),
+            CheckError::Foreign(what) => ours(format!(
+                "a CHECK constraint on {} uses {what}, which pgshift would run as its service role",
+                quote(&r.column)
+            )),
+        })?;
+        old.into_iter()
+            .map(|(oid, name, definition, validated)| {
+                let twin = renamed
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, def)| def.clone())
+                    .ok_or_else(|| {
+                        ours(format!(
+                            "the CHECK constraint {} cannot be carried to the new column (it also uses {})",
+                            quote(&name),
+                            quote(&r.new_column)
+                        ))
+                    })?;
+                Ok(CheckTwin {
+                    oid,
+                    name,
+                    definition,
+                    twin,
+                    validated,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds each twin (NOT VALID: a short lock under the stall budget, retried)
+    /// and validates it (SHARE UPDATE EXCLUSIVE: reads and writes go on), and
+    /// records them in the rollout's row. Values that break a twin stop the
+    /// cutover, and the twins are dropped again: the application's writes must
+    /// not fail for a cutover that does not happen.
+    pub(super) async fn build_checks(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        bg: &Background,
+    ) -> Result<Vec<CheckTwin>, StepError> {
+        let twins = self.check_twins(r).await?;
+        let entries: Vec<String> = twins
+            .iter()
+            .map(|ck| format!("c:{}:{}", ck.oid, ck.name))
+            .collect();
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET indexes = ARRAY(SELECT e FROM pg_catalog.unnest(COALESCE(indexes, '{}')) AS e \
+                 WHERE e NOT LIKE 'c:%') || $2::text[] WHERE id = $1",
+                &[&r.id, &entries],
+            )
+            .await?;
+        let n = r.names();
+        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        for ck in &twins {
+            let name = n.new_check(ck.oid);
+            let found = self.constraint_def(r, &name).await?;
+            match found {
+                None => {
+                    let add = format!("{t} ADD CONSTRAINT {} {} NOT VALID", quote(&name), ck.twin);
+                    self.with_retries(settings, r, &add, "SELECT 1", bg, None)
+                        .await?;
+                }
+                Some((def, _)) if def == ck.twin => {}
+                Some((def, _)) => {
+                    return Err(ours(format!(
+                        "{} has a constraint named {} that pgshift did not make ({def})",
+                        r.qualified(),
+                        quote(&name)
+                    )))
+                }
+            }
+            if !ck.validated || self.constraint_def(r, &name).await?.is_some_and(|d| d.1) {
+                continue;
+            }
+            if let Err(e) = self.validate_check(r, &name, &ck.twin).await {
+                let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&name));
+                let _ = self
+                    .with_retries(settings, r, &drop, "SELECT 1", bg, None)
+                    .await;
+                return Err(StepError {
+                    reason: format!(
+                        "the new values do not pass the CHECK constraint {} ({}): {}; directly, the ALTER would fail the same way",
+                        quote(&ck.name),
+                        ck.definition,
+                        e.reason
+                    ),
+                    ..e
+                });
+            }
+        }
+        Ok(twins)
+    }
+
+    /// Constraint `name` of the table: its definition (without NOT VALID) and
+    /// whether it is validated.
+    async fn constraint_def(
+        &self,
+        r: &Rollout,
+        name: &str,
+    ) -> Result<Option<(String, bool)>, StepError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(oid), ' NOT VALID$', ''), convalidated \
+                 FROM pg_catalog.pg_constraint WHERE conrelid = $1::text::oid AND conname = $2::text::name",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await?
+            .map(|row| (row.get(0), row.get(1))))
+    }
+
+    /// Validates twin `name` under a lock that keeps the table, its name and
+    /// its constraints as checked: the scan evaluates the twin's expression as
+    /// pgshift's service role, so it must be built in (see `check_locked`).
+    async fn validate_check(&self, r: &Rollout, name: &str, want: &str) -> Result<(), StepError> {
+        let n = r.names();
+        let result = async {
+            self.client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
+                     LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.qualified()
+                ))
+                .await?;
+            self.check_locked(r, &n.trigger, &format!("{}()", n.function), &r.new_column)
+                .await?;
+            if self.constraint_def(r, name).await?.map(|d| d.0).as_deref() != Some(want) {
+                return Err(ours(format!(
+                    "{} or its constraint {} changed meanwhile",
+                    r.qualified(),
+                    quote(name)
+                )));
+            }
+            self.client
+                .batch_execute(&format!(
+                    "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}; COMMIT",
+                    r.qualified(),
+                    quote(name)
+                ))
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+}
