@@ -14,11 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn proxy() -> Proxy {
+    proxy_with_deadline(30_000)
+}
+
+fn proxy_with_deadline(ms: u64) -> Proxy {
     Proxy::start_with(|c| {
         c.ddl.lock_timeout_ms = 200;
         c.ddl.retry_initial_ms = 50;
         c.ddl.retry_max_ms = 400;
-        c.ddl.retry_deadline_ms = 30_000;
+        c.ddl.retry_deadline_ms = ms;
         c.rollout.batch_rows = 2_000;
         c.rollout.latency_factor = 0.0;
         c.rollout.rows_per_second = 20_000;
@@ -151,29 +155,27 @@ async fn check_constraints_move_to_the_new_column_and_back() {
     );
 }
 
-#[tokio::test]
-async fn a_check_the_new_type_cannot_take_is_refused_as_directly() {
-    let db = fresh_db("rollout_check_type");
+/// The rollout of `note` to an integer is refused with the error the direct
+/// ALTER gives (on a copy), when `sql` made something on it that the new type
+/// cannot take.
+async fn refused_as_directly(name: &str, sql: &str) {
+    let db = fresh_db(name);
     let admin = setup(&db).await;
     admin
-        .batch_execute(
-            "ALTER TABLE orders ADD CONSTRAINT note_word CHECK (note ~ '^[a-z0-9]+$');
-             CREATE TABLE orders_copy (LIKE orders INCLUDING ALL);",
-        )
+        .batch_execute(&format!(
+            "{sql}; CREATE TABLE orders_copy (LIKE orders INCLUDING ALL);"
+        ))
         .await
         .unwrap();
+    let alter = "ALTER COLUMN note TYPE int USING pg_catalog.length(note)";
     let direct = admin
-        .batch_execute(
-            "ALTER TABLE orders_copy ALTER COLUMN note TYPE int USING pg_catalog.length(note)",
-        )
+        .batch_execute(&format!("ALTER TABLE orders_copy {alter}"))
         .await
         .expect_err("directly");
     let proxy = proxy();
     let client = connect(&proxy.conn_str(&db, "postgres")).await;
     let through = client
-        .batch_execute(
-            "ALTER TABLE orders ALTER COLUMN note TYPE int USING pg_catalog.length(note)",
-        )
+        .batch_execute(&format!("ALTER TABLE orders {alter}"))
         .await
         .expect_err("through pgshift");
     assert_eq!(
@@ -201,4 +203,213 @@ async fn a_check_the_new_type_cannot_take_is_refused_as_directly() {
         .unwrap()
         .get(0);
     assert_eq!(open, 0);
+}
+
+#[tokio::test]
+async fn a_check_the_new_type_cannot_take_is_refused_as_directly() {
+    refused_as_directly(
+        "rollout_check_type",
+        "ALTER TABLE orders ADD CONSTRAINT note_word CHECK (note ~ '^[a-z0-9]+$')",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_index_the_new_type_cannot_take_is_refused_as_directly() {
+    refused_as_directly(
+        "rollout_shape_type",
+        "CREATE INDEX orders_note_lower ON orders (pg_catalog.lower(note)) WHERE note <> ''",
+    )
+    .await;
+}
+
+async fn index_defs(admin: &tokio_postgres::Client) -> Vec<(String, String)> {
+    admin
+        .query(
+            "SELECT c.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+             WHERE x.indrelid = 'orders'::regclass AND x.indisvalid ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The plan of `query` with sequential scans off.
+async fn plan(admin: &tokio_postgres::Client, query: &str) -> String {
+    admin
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: String = admin
+        .query(&format!("EXPLAIN {query}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    admin.batch_execute("RESET enable_seqscan").await.unwrap();
+    plan
+}
+
+#[tokio::test]
+async fn indexes_with_expressions_or_predicates_are_built_again() {
+    let db = fresh_db("rollout_shapes");
+    let admin = setup(&db).await;
+    // An expression, an expression beside the plain column, and a predicate
+    // (with the column's name in a literal) under a quoted name; the same on a
+    // copy in schema `direct`, changed by the blocking ALTER: what the indexes
+    // are to look like after the cutover.
+    let shapes = "CREATE INDEX orders_amount_mod ON orders ((amount % 10));
+         CREATE INDEX orders_lower_note ON orders (lower(note), amount DESC) WITH (fillfactor = 70);
+         CREATE INDEX \"Orders big\" ON orders (note) WHERE amount > 500 AND note <> 'amount';";
+    admin
+        .batch_execute(&format!(
+            "{shapes}
+             CREATE SCHEMA direct; SET search_path = direct, public;
+             CREATE TABLE orders (id bigserial PRIMARY KEY, amount int NOT NULL DEFAULT 7, shadow int, note text);
+             {shapes}
+             ALTER TABLE orders ALTER COLUMN amount TYPE bigint;
+             RESET search_path;"
+        ))
+        .await
+        .unwrap();
+    let before = index_defs(&admin).await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    let direct: Vec<(String, String)> = admin
+        .query(
+            "SELECT c.relname::text, replace(pg_get_indexdef(x.indexrelid), 'ON direct.orders', 'ON public.orders') \
+             FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+             WHERE x.indrelid = 'direct.orders'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_ne!(direct, before, "the type shows in an expression");
+    // A short retry deadline: the first cutover gives up (below) and comes back.
+    let proxy = proxy_with_deadline(2_000);
+    let conn = proxy.conn_str(&db, "postgres");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let positional = Arc::new(AtomicBool::new(true));
+    let w = writer_with(
+        conn.clone(),
+        stop.clone(),
+        done.clone(),
+        0,
+        false,
+        positional.clone(),
+    );
+    for end in [Request::Rollback, Request::Finish] {
+        let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+        // The first time, a long transaction holds the table (a lock, no
+        // snapshot: the twins' builds do not wait for it) past the retry
+        // deadline: the cutover tries again later, and takes the twins it
+        // built for the ones it needs.
+        let blocker = connect(&common::scenario::direct(&db)).await;
+        if end == Request::Rollback {
+            blocker
+                .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE")
+                .await
+                .unwrap();
+        }
+        rollout::request(&admin, id, Request::Cutover)
+            .await
+            .unwrap();
+        if end == Request::Rollback {
+            let started = std::time::Instant::now();
+            loop {
+                let (p, error) = common::rollouts::phase(&admin, id).await;
+                if error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("will try again"))
+                {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "{p} {error:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let twins: i64 = admin
+                .query_one(
+                    &format!("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift\\_{id}\\_new\\_%'"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(twins, 3);
+            blocker.batch_execute("COMMIT").await.unwrap();
+        }
+        wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+        // The twins carry the names and the definitions the direct ALTER
+        // gives, on the new `amount`; the old indexes are parked on the old
+        // column.
+        let now = index_defs(&admin).await;
+        for def in &direct {
+            assert!(now.contains(def), "{def:?} not in {now:?}");
+        }
+        let parked: Vec<_> = now
+            .iter()
+            .filter(|(name, _)| name.starts_with(&format!("pgshift_{id}_old_")))
+            .collect();
+        assert_eq!(parked.len(), 3, "{now:?}");
+        assert!(
+            parked
+                .iter()
+                .all(|(_, d)| d.contains("amount__pgshift_old")),
+            "{parked:?}"
+        );
+        let used = plan(&admin, "SELECT id FROM orders WHERE amount % 10 = 3").await;
+        assert!(used.contains("orders_amount_mod"), "{used}");
+        let used = plan(
+            &admin,
+            "SELECT id FROM orders WHERE amount > 600 AND note <> 'amount' AND note = 'n77'",
+        )
+        .await;
+        assert!(used.contains("Orders big"), "{used}");
+        let target = match end {
+            Request::Rollback => "rolled_back",
+            _ => {
+                positional.store(false, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                "finished"
+            }
+        };
+        rollout::request(&admin, id, end).await.unwrap();
+        wait_phase(&admin, id, target, Duration::from_secs(60)).await;
+        let want = match end {
+            Request::Rollback => &before,
+            _ => &direct,
+        };
+        assert_eq!(&index_defs(&admin).await, want);
+    }
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+    assert_eq!(mismatches(&admin).await, 0);
+    assert_eq!(
+        column_type(&admin, "amount").await.as_deref(),
+        Some("bigint")
+    );
+    // Every row is found through each index as through the table.
+    for filter in ["amount % 10 = 3", "amount > 500 AND note <> 'amount'"] {
+        let count = |scan: &'static str| {
+            let admin = &admin;
+            let q = format!("SELECT count(*) FROM orders WHERE {filter}");
+            async move {
+                admin.batch_execute(scan).await.unwrap();
+                let n: i64 = admin.query_one(&q, &[]).await.unwrap().get(0);
+                admin.batch_execute("RESET ALL").await.unwrap();
+                n
+            }
+        };
+        let by_index = count("SET enable_seqscan = off").await;
+        let by_table = count("SET enable_indexscan = off; SET enable_bitmapscan = off").await;
+        assert_eq!(by_index, by_table, "{filter}");
+    }
 }

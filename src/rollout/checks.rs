@@ -2,7 +2,7 @@
 //! keeps them, read again over the new type. A rollout gives each a twin on the
 //! new column before the cutover: the same expression with the column's name
 //! changed (Postgres itself writes it, from a temporary copy of the table whose
-//! column was renamed), added NOT VALID (a short lock) and validated in the
+//! column was renamed and changed), added NOT VALID (a short lock) and validated in the
 //! background. The cutover's lock window parks the old constraint under
 //! pgshift's name (it goes with the old column at the finish) and gives the twin
 //! the old name; a rollback after the cutover gives the name back.
@@ -42,11 +42,32 @@ pub enum CheckError {
     Server(tokio_postgres::Error),
     /// They use objects that are not built in (described).
     Foreign(String),
+    /// Something else stopped the look.
+    Step(StepError),
 }
 
 impl From<tokio_postgres::Error> for CheckError {
     fn from(e: tokio_postgres::Error) -> Self {
         CheckError::Server(e)
+    }
+}
+
+impl From<StepError> for CheckError {
+    fn from(e: StepError) -> Self {
+        CheckError::Step(e)
+    }
+}
+
+impl CheckError {
+    /// As a step's error: `what` names what uses the objects.
+    pub fn into_step(self, what: &str) -> StepError {
+        match self {
+            CheckError::Server(e) => StepError::from(e),
+            CheckError::Foreign(objects) => ours(format!(
+                "{what} uses {objects}, which pgshift would run as its service role"
+            )),
+            CheckError::Step(e) => e,
+        }
     }
 }
 
@@ -75,17 +96,14 @@ impl Driver {
             .collect())
     }
 
-    /// The table's CHECK constraints as they read once the column is renamed to
-    /// the new column's name, by constraint name; with `new_type`, each is also
-    /// added (NOT VALID) to the copy with the column of that type, so that one
-    /// that does not work with it fails here with the server's error, as the
-    /// direct ALTER would. Nothing runs: the copy is empty, and NOT VALID
-    /// constraints are only analysed.
-    async fn renamed_checks(
-        &self,
-        r: &Rollout,
-        new_type: Option<&str>,
-    ) -> Result<Vec<(String, String)>, CheckError> {
+    /// The table's CHECK constraints as the direct ALTER leaves them, by name:
+    /// read again over the new type, on a temporary, empty copy of the table
+    /// whose column was renamed to the new column's name and then changed to
+    /// the new type. One that does not work with the new type fails here with
+    /// the server's error, as the direct ALTER would. Nothing of the user's
+    /// runs: the copy is empty, and they use only built-in objects (checked
+    /// before the change, which reads their text again).
+    async fn renamed_checks(&self, r: &Rollout) -> Result<Vec<(String, String)>, CheckError> {
         let name = format!("pgshift_checks_{}", r.id);
         let copy = format!("pg_temp.{name}");
         let (c, new) = (quote(&r.column), quote(&r.new_column));
@@ -96,6 +114,32 @@ impl Driver {
                      ALTER TABLE {copy} DROP COLUMN IF EXISTS {new}; \
                      ALTER TABLE {copy} RENAME COLUMN {c} TO {new}",
                     r.qualified()
+                ))
+                .await?;
+            // Their text is parsed again on this connection: a literal of a type
+            // that is not built in would run its input function as pgshift's
+            // service role. Postgres records no dependency on built-in objects.
+            let foreign = self
+                .client
+                .query(
+                    &format!(
+                        "SELECT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) \
+                         FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k \
+                         ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
+                         WHERE k.conrelid = '{copy}'::pg_catalog.regclass \
+                         AND d.refclassid <> 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid >= 16384"
+                    ),
+                    &[],
+                )
+                .await?;
+            if !foreign.is_empty() {
+                let names: Vec<String> = foreign.iter().map(|x| x.get(0)).collect();
+                return Err(CheckError::Foreign(names.join(", ")));
+            }
+            self.client
+                .batch_execute(&format!(
+                    "ALTER TABLE {copy} ALTER COLUMN {new} TYPE {} USING NULL",
+                    r.new_type
                 ))
                 .await?;
             let rows = self
@@ -110,41 +154,7 @@ impl Driver {
                     &[],
                 )
                 .await?;
-            let found: Vec<(String, String)> =
-                rows.iter().map(|x| (x.get(0), x.get(1))).collect();
-            // Their text is parsed again on this connection: a literal of a type
-            // that is not built in would run its input function as pgshift's
-            // service role. Postgres records no dependency on built-in objects.
-            let foreign = self
-                .client
-                .query(
-                    &format!(
-                        "SELECT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) \
-                         FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k \
-                         ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
-                         WHERE k.conrelid = '{copy}'::pg_catalog.regclass \
-                         AND d.refclassid <> 'pg_catalog.pg_class'::pg_catalog.regclass"
-                    ),
-                    &[],
-                )
-                .await?;
-            if !foreign.is_empty() {
-                let names: Vec<String> = foreign.iter().map(|x| x.get(0)).collect();
-                return Err(CheckError::Foreign(names.join(", ")));
-            }
-            if let Some(t) = new_type {
-                let mut again = vec![
-                    format!("ALTER TABLE {copy} DROP COLUMN {new}"),
-                    format!("ALTER TABLE {copy} ADD COLUMN {new} {t}"),
-                ];
-                again.extend(
-                    found
-                        .iter()
-                        .map(|(_, def)| format!("ALTER TABLE {copy} ADD {def} NOT VALID")),
-                );
-                self.client.batch_execute(&again.join("; ")).await?;
-            }
-            Ok(found)
+            Ok(rows.iter().map(|x| (x.get(0), x.get(1))).collect())
         }
         .await;
         let _ = self.client.batch_execute("ROLLBACK").await;
@@ -166,7 +176,7 @@ impl Driver {
         if any.is_empty() {
             return Ok(());
         }
-        self.renamed_checks(r, Some(&r.new_type)).await.map(|_| ())
+        self.renamed_checks(r).await.map(|_| ())
     }
 
     /// The twins the old column's CHECK constraints need.
@@ -175,13 +185,10 @@ impl Driver {
         if old.is_empty() {
             return Ok(Vec::new());
         }
-        let renamed = self.renamed_checks(r, None).await.map_err(|e| match e {
-            CheckError::Server(e) => StepError::from(e),
-            CheckError::Foreign(what) => ours(format!(
-                "a CHECK constraint on {} uses {what}, which pgshift would run as its service role",
-                quote(&r.column)
-            )),
-        })?;
+        let renamed = self
+            .renamed_checks(r)
+            .await
+            .map_err(|e| e.into_step(&format!("a CHECK constraint on {}", quote(&r.column))))?;
         old.into_iter()
             .map(|(oid, name, definition, validated)| {
                 let twin = renamed

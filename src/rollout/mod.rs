@@ -16,6 +16,7 @@ pub mod driver;
 pub mod fill;
 pub mod latency;
 pub mod model;
+mod shapes;
 pub mod sql;
 pub mod start;
 mod twins;

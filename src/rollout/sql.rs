@@ -361,6 +361,11 @@ pub struct OldIndex {
     pub replica_identity: bool,
     /// The index the table is clustered on (CLUSTER ON).
     pub clustered: bool,
+    /// It has expressions or a predicate: its twin is built from `definition`.
+    pub shaped: bool,
+    /// A shaped index's twin, from `USING` on, as Postgres prints it once the
+    /// column is renamed and of the new type (see `shapes`).
+    pub definition: Option<String>,
 }
 
 impl OldIndex {
@@ -390,6 +395,16 @@ impl OldIndex {
 /// `r`, with column `to` in place of `from` (default operator classes and
 /// collations, as the old index had).
 pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str) -> String {
+    if let Some(tail) = &old.definition {
+        // Its tablespace is the session's default_tablespace (see `build_twins`):
+        // TABLESPACE would have to stand before the predicate.
+        return format!(
+            "CREATE {}INDEX CONCURRENTLY {} ON {} {tail}",
+            if old.unique { "UNIQUE " } else { "" },
+            quote(name),
+            r.qualified(),
+        );
+    }
     let column = |c: &String| match c == from {
         true => quote(to),
         false => quote(c),
@@ -664,6 +679,8 @@ pub(crate) mod tests {
             constraint: None,
             replica_identity: false,
             clustered: false,
+            shaped: false,
+            definition: None,
         };
         assert_eq!(
             twin_index(&r, &old, "pgshift_7_new_1", "amount", "amount__pgshift_new"),

@@ -234,7 +234,8 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text,
  WHERE c.oid = $1::text::oid";
 
 /// An index (`x`) of table $1 on column $2 (attnum) that pgshift builds again on
-/// the new column: plain columns only (no expression, no predicate), valid, behind
+/// the new column: one with expressions or a predicate (see `shapes`) behind no
+/// constraint, or one on plain columns, valid, behind
 /// no constraint but the table's own non-deferrable primary key or unique
 /// constraint and the foreign keys that reference it with built-in operators
 /// and built-in column types only (validating one again compares and casts
@@ -244,8 +245,14 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text,
 /// columns' own collations: exactly what `CREATE INDEX … (columns)` gives.
 macro_rules! rebuildable {
     () => {
-        "$2::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
-   AND x.indexprs IS NULL AND x.indpred IS NULL AND x.indisvalid
+        "($2::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend xd
+                    WHERE xd.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND xd.objid = x.indexrelid
+                      AND xd.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND xd.refobjid = x.indrelid
+                      AND xd.refobjsubid OPERATOR(pg_catalog.=) $2::pg_catalog.int4))
+   AND ((x.indexprs IS NULL AND x.indpred IS NULL)
+        OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid))
+   AND x.indisvalid
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid
                       AND NOT (k.contype IN ('p', 'u') AND k.conrelid = x.indrelid AND NOT k.condeferrable)
                       AND NOT (k.contype = 'f' AND k.confrelid = x.indrelid
@@ -340,7 +347,8 @@ SELECT x.indexrelid::pg_catalog.text, c.relname::pg_catalog.text, am.amname::pg_
          WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u')),
        (SELECT k.contype::pg_catalog.text FROM pg_catalog.pg_constraint k
          WHERE k.conindid = x.indexrelid AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u')),
-       x.indisreplident, x.indisclustered
+       x.indisreplident, x.indisclustered,
+       x.indexprs IS NOT NULL OR x.indpred IS NOT NULL
   FROM pg_catalog.pg_index x
   JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
   JOIN pg_catalog.pg_am am ON am.oid = c.relam
@@ -559,24 +567,30 @@ pub async fn start<C: Conn>(
         .map_err(service_failure)?;
     let rollout = driver_conn.load().await.map_err(service_failure)?;
     let expanded = async {
-        // A CHECK constraint on the column must work with the new type (its
-        // twin is added before the cutover): the direct ALTER fails at once.
-        if let Err(e) = driver_conn.checks_fit(&rollout).await {
+        // The column's CHECK constraints and shaped indexes must work with the
+        // new type (their twins come before the cutover): the direct ALTER
+        // fails at once.
+        let fit = match driver_conn.checks_fit(&rollout).await {
+            Ok(()) => driver_conn.shapes_fit(&rollout).await,
+            failed => failed,
+        };
+        if let Err(e) = fit {
             let e = match e {
                 super::checks::CheckError::Server(e) => e,
                 super::checks::CheckError::Foreign(what) => {
                     return Err(refusal(
                         "42501",
-                        format!("pgshift cannot roll out this type change: a CHECK constraint on {} uses {what}, which pgshift would run as its service role", quote(&spec.column)),
-                        "Only built-in functions, operators and types may stand in the column's CHECK constraints. Run the ALTER yourself with SET pgshift.bypass = on.",
+                        format!("pgshift cannot roll out this type change: a CHECK constraint or index on {} uses {what}, which pgshift would run as its service role", quote(&spec.column)),
+                        "Only built-in functions, operators and types may stand in the column's CHECK constraints and indexes. Run the ALTER yourself with SET pgshift.bypass = on.",
                     ))
                 }
+                super::checks::CheckError::Step(e) => return Err(not_yet(e.reason)),
             };
             return Err(match e.as_db_error() {
                 Some(db) => refusal(
                     db.code().code(),
                     format!(
-                        "pgshift cannot roll out this type change: a CHECK constraint on {} does not work with the new type: {}",
+                        "pgshift cannot roll out this type change: a CHECK constraint or index on {} does not work with the new type: {}",
                         quote(&spec.column),
                         db.message()
                     ),

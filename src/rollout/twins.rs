@@ -50,6 +50,8 @@ impl Driver {
                 ),
                 replica_identity: x.get(12),
                 clustered: x.get(13),
+                shaped: x.get(14),
+                definition: None,
             })
             .collect())
     }
@@ -61,7 +63,13 @@ impl Driver {
         settings: &Settings,
         r: &Rollout,
     ) -> Result<(Vec<Twin>, Vec<ForeignKey>, Vec<sql::OldIndex>), StepError> {
-        let old = self.old_indexes(r).await?;
+        let mut old = self.old_indexes(r).await?;
+        self.shape(r, &mut old).await.map_err(|e| {
+            e.into_step(&format!(
+                "an index on {} with expressions or a predicate",
+                quote(&r.column)
+            ))
+        })?;
         let twins: Vec<Twin> = old
             .iter()
             .map(|i| Twin {
@@ -223,12 +231,15 @@ impl Driver {
                 )
                 .await?;
             let qualified = crate::sql::ident::qualified(&r.schema, &twin);
-            let state = found.map(|x| {
-                (
-                    x.get::<_, bool>(0) && x.get::<_, bool>(2),
-                    x.get::<_, bool>(1),
-                )
-            });
+            let state = match index.definition {
+                Some(_) => self.shaped_twin(r, &twin, index).await?,
+                None => found.map(|x| {
+                    (
+                        x.get::<_, bool>(0) && x.get::<_, bool>(2),
+                        x.get::<_, bool>(1),
+                    )
+                }),
+            };
             match state {
                 Some((true, true)) => continue,
                 Some((false, true)) => {
@@ -245,9 +256,15 @@ impl Driver {
                 None => {}
             }
             tracing::info!(target: "pgshift::rollout", rollout = r.id, "building {qualified} on {} like {}", quote(to), quote(&index.name));
+            // A shaped twin's definition ends with its predicate: its tablespace
+            // is given as the session's default.
+            let space = match (&index.definition, &index.tablespace) {
+                (Some(_), Some(space)) => format!("; SET default_tablespace = {}", quote(space)),
+                _ => String::new(),
+            };
             self.client
                 .batch_execute(&format!(
-                    "SET statement_timeout = {}; SET lock_timeout = 0",
+                    "SET statement_timeout = {}; SET lock_timeout = 0{space}",
                     literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
                 ))
                 .await?;
@@ -257,7 +274,9 @@ impl Driver {
                 .await;
             let _ = self
                 .client
-                .batch_execute("RESET statement_timeout; RESET lock_timeout")
+                .batch_execute(
+                    "RESET statement_timeout; RESET lock_timeout; RESET default_tablespace",
+                )
                 .await;
             built?;
         }
