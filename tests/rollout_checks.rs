@@ -50,16 +50,23 @@ async fn checks(admin: &tokio_postgres::Client) -> Vec<(String, String, bool, St
 /// A write through pgshift that breaks `"Amount above"` fails as it would
 /// directly: 23514, naming that constraint.
 async fn refused_below(conn: &str) {
+    refused(
+        conn,
+        "INSERT INTO orders (amount, shadow) VALUES (-5000, -5000)",
+        "23514",
+        "\"Amount above\"",
+    )
+    .await;
+}
+
+/// `sql` through pgshift fails with `code`, its message naming `name`.
+async fn refused(conn: &str, sql: &str, code: &str, name: &str) {
     let c = connect(conn).await;
-    let e = c
-        .batch_execute("INSERT INTO orders (amount, shadow) VALUES (-5000, -5000)")
-        .await
-        .expect_err("a write under the CHECK");
-    assert_eq!(sqlstate(&e).as_deref(), Some("23514"), "{e:?}");
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(sqlstate(&e).as_deref(), Some(code), "{e:?}");
     let text = e.as_db_error().map(|d| d.message().to_string());
     assert!(
-        text.as_deref()
-            .is_some_and(|t| t.contains("\"Amount above\"")),
+        text.as_deref().is_some_and(|t| t.contains(name)),
         "{text:?}"
     );
 }
@@ -105,8 +112,9 @@ async fn check_constraints_move_to_the_new_column_and_back() {
         wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
         // The names and definitions are the old ones, now on the new `amount`
         // (bigint), the NOT VALID one still NOT VALID; the old constraints are
-        // parked on the old column.
+        // gone (a write that broke both would have named pgshift's).
         let now = checks(&admin).await;
+        assert_eq!(now.len(), before.len(), "{now:?}");
         for (name, def, valid, _) in &before {
             let found = now.iter().find(|c| &c.0 == name);
             assert_eq!(
@@ -115,11 +123,6 @@ async fn check_constraints_move_to_the_new_column_and_back() {
                 "{now:?}"
             );
         }
-        let parked: Vec<_> = now
-            .iter()
-            .filter(|c| c.0.starts_with(&format!("pgshift_{id}_oldcheck_")))
-            .collect();
-        assert_eq!(parked.len(), 3, "{now:?}");
         refused_below(&conn).await;
         let target = match end {
             Request::Rollback => "rolled_back",
@@ -133,7 +136,6 @@ async fn check_constraints_move_to_the_new_column_and_back() {
         };
         rollout::request(&admin, id, end).await.unwrap();
         wait_phase(&admin, id, target, Duration::from_secs(60)).await;
-        let after = checks(&admin).await;
         let want_type = match end {
             Request::Rollback => "integer",
             _ => "bigint",
@@ -142,7 +144,19 @@ async fn check_constraints_move_to_the_new_column_and_back() {
             .iter()
             .map(|(n, d, v, _)| (n.clone(), d.clone(), *v, want_type.to_string()))
             .collect();
-        assert_eq!(after, want);
+        // A rollback adds them again NOT VALID and validates them right after.
+        let started = std::time::Instant::now();
+        loop {
+            let after = checks(&admin).await;
+            if after == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{after:?} / {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         refused_below(&conn).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -412,4 +426,114 @@ async fn indexes_with_expressions_or_predicates_are_built_again() {
         let by_table = count("SET enable_indexscan = off; SET enable_bitmapscan = off").await;
         assert_eq!(by_index, by_table, "{filter}");
     }
+}
+
+/// The foreign keys of `orders`: name, definition, validated.
+async fn keys(admin: &tokio_postgres::Client) -> Vec<(String, String, bool)> {
+    admin
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint \
+             WHERE conrelid = 'orders'::regclass AND contype = 'f' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_foreign_key_of_the_column_moves_with_it() {
+    let db = fresh_db("rollout_own_key");
+    let admin = setup(&db).await;
+    // `amount` references a table of another role (pgshift adds the key's
+    // twin as the table's owner, as the direct ALTER adds the key again).
+    admin
+        .batch_execute(
+            "CREATE ROLE pricing NOLOGIN;
+             CREATE TABLE prices (id int PRIMARY KEY, owner_note text);
+             INSERT INTO prices SELECT g FROM generate_series(0, 100000) g;
+             ALTER TABLE prices OWNER TO pricing;
+             GRANT REFERENCES ON prices TO postgres;
+             ALTER TABLE orders ADD CONSTRAINT \"Orders price\" FOREIGN KEY (amount) REFERENCES prices (id) ON DELETE CASCADE;",
+        )
+        .await
+        .unwrap();
+    let before = keys(&admin).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let proxy = proxy();
+    let conn = proxy.conn_str(&db, "postgres");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let positional = Arc::new(AtomicBool::new(true));
+    let w = writer_with(
+        conn.clone(),
+        stop.clone(),
+        done.clone(),
+        0,
+        false,
+        positional.clone(),
+    );
+    let missing = "INSERT INTO orders (amount, shadow) VALUES (200000, 200000)";
+    for end in [Request::Rollback, Request::Finish] {
+        let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+        rollout::request(&admin, id, Request::Cutover)
+            .await
+            .unwrap();
+        wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+        // One key, by its name and definition, validated, on the new column.
+        assert_eq!(keys(&admin).await, before);
+        let on_new: bool = admin
+            .query_one(
+                "SELECT k.conkey[1] = a.attnum FROM pg_constraint k, pg_attribute a \
+                 WHERE k.conname = 'Orders price' AND a.attrelid = k.conrelid AND a.attname = 'amount'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(on_new);
+        refused(&conn, missing, "23503", "\"Orders price\"").await;
+        let target = match end {
+            Request::Rollback => "rolled_back",
+            _ => {
+                positional.store(false, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                "finished"
+            }
+        };
+        rollout::request(&admin, id, end).await.unwrap();
+        wait_phase(&admin, id, target, Duration::from_secs(60)).await;
+        // Validated again after a rollback (it came back NOT VALID).
+        let started = std::time::Instant::now();
+        while keys(&admin).await != before {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                keys(&admin).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        refused(&conn, missing, "23503", "\"Orders price\"").await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+    assert_eq!(mismatches(&admin).await, 0);
+    assert_eq!(
+        column_type(&admin, "amount").await.as_deref(),
+        Some("bigint")
+    );
+    // The cascade reaches the rows through the new column.
+    admin
+        .batch_execute("DELETE FROM prices WHERE id = 5")
+        .await
+        .unwrap();
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM orders WHERE amount = 5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

@@ -3,9 +3,9 @@
 //! new column before the cutover: the same expression with the column's name
 //! changed (Postgres itself writes it, from a temporary copy of the table whose
 //! column was renamed and changed), added NOT VALID (a short lock) and validated in the
-//! background. The cutover's lock window parks the old constraint under
-//! pgshift's name (it goes with the old column at the finish) and gives the twin
-//! the old name; a rollback after the cutover gives the name back.
+//! background. The cutover's lock window drops the old constraint and gives
+//! the twin its name; a rollback after the cutover adds it again on the old
+//! column (NOT VALID, then validated).
 
 use super::driver::{ours, Driver, StepError};
 use super::model::Rollout;
@@ -24,16 +24,29 @@ pub struct CheckTwin {
     pub twin: String,
     /// Only a validated constraint gets a validated twin (a NOT VALID one stays so).
     pub validated: bool,
+    /// A foreign key of the column's own (see `own_keys`), not a CHECK.
+    pub foreign: bool,
 }
 
-/// The CHECK constraints of table $1 on column $2 (attnum), oldest first.
+/// The CHECK constraints and foreign keys of table $1 on column $2 (attnum),
+/// oldest first.
 pub const CHECKS: &str = "
 SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text,
        pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', ''),
-       k.convalidated
+       k.convalidated, k.contype = 'f'
   FROM pg_catalog.pg_constraint k
- WHERE k.conrelid = $1::text::oid AND k.contype = 'c' AND $2::int4 = ANY (k.conkey)
+ WHERE k.conrelid = $1::text::oid AND k.contype IN ('c', 'f') AND $2::int4 = ANY (k.conkey)
  ORDER BY k.oid";
+
+/// A CHECK constraint or foreign key as [`CHECKS`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub oid: u32,
+    pub name: String,
+    pub definition: String,
+    pub validated: bool,
+    pub foreign: bool,
+}
 
 /// Why the CHECK constraints cannot be carried over.
 #[derive(Debug)]
@@ -72,12 +85,12 @@ impl CheckError {
 }
 
 impl Driver {
-    /// The CHECK constraints on `column` now: (oid, name, definition, validated).
+    /// The CHECK constraints and foreign keys on `column` now.
     pub(super) async fn checks_on(
         &self,
         r: &Rollout,
         column: &str,
-    ) -> Result<Vec<(u32, String, String, bool)>, StepError> {
+    ) -> Result<Vec<Found>, StepError> {
         let attnum = self.attnum(r, column).await?;
         let rows = self
             .client
@@ -85,13 +98,12 @@ impl Driver {
             .await?;
         Ok(rows
             .iter()
-            .map(|x| {
-                (
-                    x.get::<_, String>(0).parse().unwrap_or(0),
-                    x.get(1),
-                    x.get(2),
-                    x.get(3),
-                )
+            .map(|x| Found {
+                oid: x.get::<_, String>(0).parse().unwrap_or(0),
+                name: x.get(1),
+                definition: x.get(2),
+                validated: x.get(3),
+                foreign: x.get(4),
             })
             .collect())
     }
@@ -179,18 +191,27 @@ impl Driver {
         self.renamed_checks(r).await.map(|_| ())
     }
 
-    /// The twins the old column's CHECK constraints need.
+    /// The twins the old column's CHECK constraints and foreign keys need.
     pub(super) async fn check_twins(&self, r: &Rollout) -> Result<Vec<CheckTwin>, StepError> {
-        let old = self.checks_on(r, &r.column).await?;
+        let (keys, old): (Vec<Found>, Vec<Found>) = self
+            .checks_on(r, &r.column)
+            .await?
+            .into_iter()
+            .partition(|f| f.foreign);
+        let mut twins = match keys.is_empty() {
+            true => Vec::new(),
+            false => self.own_key_twins(r).await?,
+        };
         if old.is_empty() {
-            return Ok(Vec::new());
+            return Ok(twins);
         }
         let renamed = self
             .renamed_checks(r)
             .await
             .map_err(|e| e.into_step(&format!("a CHECK constraint on {}", quote(&r.column))))?;
-        old.into_iter()
-            .map(|(oid, name, definition, validated)| {
+        let checks: Result<Vec<CheckTwin>, StepError> = old
+            .into_iter()
+            .map(|Found { oid, name, definition, validated, .. }| {
                 let twin = renamed
                     .iter()
                     .find(|(n, _)| *n == name)
@@ -208,9 +229,12 @@ impl Driver {
                     definition,
                     twin,
                     validated,
+                    foreign: false,
                 })
             })
-            .collect()
+            .collect();
+        twins.extend(checks?);
+        Ok(twins)
     }
 
     /// Adds each twin (NOT VALID: a short lock under the stall budget, retried)
@@ -227,23 +251,37 @@ impl Driver {
         let twins = self.check_twins(r).await?;
         let entries: Vec<String> = twins
             .iter()
-            .map(|ck| format!("c:{}:{}", ck.oid, ck.name))
+            .map(|ck| {
+                format!(
+                    "{}:{}:{}",
+                    if ck.foreign { 'k' } else { 'c' },
+                    ck.oid,
+                    ck.name
+                )
+            })
             .collect();
         self.client
             .execute(
                 "UPDATE pgshift.rollouts SET indexes = ARRAY(SELECT e FROM pg_catalog.unnest(COALESCE(indexes, '{}')) AS e \
-                 WHERE e NOT LIKE 'c:%') || $2::text[] WHERE id = $1",
+                 WHERE e NOT LIKE 'c:%' AND e NOT LIKE 'k:%') || $2::text[] WHERE id = $1",
                 &[&r.id, &entries],
             )
             .await?;
         let n = r.names();
         let t = format!("ALTER TABLE ONLY {}", r.qualified());
         for ck in &twins {
-            let name = n.new_check(ck.oid);
+            let name = n.new_check(ck.oid, ck.foreign);
             let found = self.constraint_def(r, &name).await?;
             match found {
                 None => {
-                    let add = format!("{t} ADD CONSTRAINT {} {} NOT VALID", quote(&name), ck.twin);
+                    // Added as the table's owner, as the direct ALTER adds them
+                    // again (REFERENCES on a foreign key's other table is theirs).
+                    let role = format!("SET LOCAL ROLE {}; ", self.owner_of(r).await?);
+                    let add = format!(
+                        "{role}{t} ADD CONSTRAINT {} {} NOT VALID",
+                        quote(&name),
+                        ck.twin
+                    );
                     self.with_retries(settings, r, &add, "SELECT 1", bg, None)
                         .await?;
                 }
@@ -259,14 +297,22 @@ impl Driver {
             if !ck.validated || self.constraint_def(r, &name).await?.is_some_and(|d| d.1) {
                 continue;
             }
-            if let Err(e) = self.validate_check(r, &name, &ck.twin).await {
+            let validated = match ck.foreign {
+                true => {
+                    self.validate_foreign_keys(settings, &[(r.table_oid, name.clone())])
+                        .await
+                }
+                false => self.validate_check(r, &name, &ck.twin, &r.new_column).await,
+            };
+            if let Err(e) = validated {
                 let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&name));
                 let _ = self
                     .with_retries(settings, r, &drop, "SELECT 1", bg, None)
                     .await;
                 return Err(StepError {
                     reason: format!(
-                        "the new values do not pass the CHECK constraint {} ({}): {}; directly, the ALTER would fail the same way",
+                        "the new values do not pass the {} {} ({}): {}; directly, the ALTER would fail the same way",
+                        if ck.foreign { "foreign key" } else { "CHECK constraint" },
                         quote(&ck.name),
                         ck.definition,
                         e.reason
@@ -280,7 +326,7 @@ impl Driver {
 
     /// Constraint `name` of the table: its definition (without NOT VALID) and
     /// whether it is validated.
-    async fn constraint_def(
+    pub(super) async fn constraint_def(
         &self,
         r: &Rollout,
         name: &str,
@@ -298,8 +344,16 @@ impl Driver {
 
     /// Validates twin `name` under a lock that keeps the table, its name and
     /// its constraints as checked: the scan evaluates the twin's expression as
-    /// pgshift's service role, so it must be built in (see `check_locked`).
-    async fn validate_check(&self, r: &Rollout, name: &str, want: &str) -> Result<(), StepError> {
+    /// pgshift's service role, so it must be built in (see `check_locked`;
+    /// `column`: the rollout's column that exists now, besides its key and
+    /// what its new value reads).
+    pub(super) async fn validate_check(
+        &self,
+        r: &Rollout,
+        name: &str,
+        want: &str,
+        column: &str,
+    ) -> Result<(), StepError> {
         let n = r.names();
         let result = async {
             self.client
@@ -309,7 +363,7 @@ impl Driver {
                     r.qualified()
                 ))
                 .await?;
-            self.check_locked(r, &n.trigger, &format!("{}()", n.function), &r.new_column)
+            self.check_locked(r, &n.trigger, &format!("{}()", n.function), column)
                 .await?;
             if self.constraint_def(r, name).await?.map(|d| d.0).as_deref() != Some(want) {
                 return Err(ours(format!(

@@ -403,7 +403,7 @@ impl Driver {
                     .checks_on(r, &r.column)
                     .await?
                     .into_iter()
-                    .map(|(oid, _, def, _)| (oid, def))
+                    .map(|f| (f.oid, f.definition))
                     .collect();
                 if !users.is_empty()
                     || oids != expected.indexes
@@ -792,12 +792,14 @@ impl Driver {
             body.extend(pass_name(r, tw, &n.old_index(tw.oid), &n.new_index(tw.oid)));
         }
         // So do the CHECK constraints' twins.
+        // The CHECK constraints and foreign keys: the old ones go (parked, a
+        // write that breaks both would name pgshift's), the twins take their names.
         for ck in &checks {
-            let (name, parked) = (quote(&ck.name), quote(&n.old_check(ck.oid)));
-            body.push(format!("{t} RENAME CONSTRAINT {name} TO {parked}"));
+            let name = quote(&ck.name);
+            body.push(format!("{t} DROP CONSTRAINT {name}"));
             body.push(format!(
                 "{t} RENAME CONSTRAINT {} TO {name}",
-                quote(&n.new_check(ck.oid))
+                quote(&n.new_check(ck.oid, ck.foreign))
             ));
         }
         if let Some(default) = &default {
@@ -919,6 +921,9 @@ impl Driver {
         let mut body = Vec::new();
         // Foreign keys moved back with a primary key, validated after the move.
         let mut rollback_fks: Vec<(u32, String)> = Vec::new();
+        // CHECK constraints and foreign keys of the column added again NOT
+        // VALID: (name, definition, validated before, foreign key).
+        let mut readded: Vec<(String, String, bool, bool)> = Vec::new();
         if r.phase == Phase::CutOver {
             // What was added to the new column since the cutover would go with it.
             let users = self.column_users(r, &r.column).await?;
@@ -934,12 +939,12 @@ impl Driver {
                 .checks_on(r, &r.column)
                 .await?
                 .into_iter()
-                .map(|(_, name, _, _)| name)
-                .filter(|name| !r.checks.iter().any(|(_, twin)| twin == name))
+                .map(|f| f.name)
+                .filter(|name| !r.checks.iter().any(|(_, twin, _)| twin == name))
                 .collect();
             if !added.is_empty() {
                 return Err(ours(format!(
-                    "{} gained CHECK constraints since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
+                    "{} gained CHECK constraints or foreign keys since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
                     quote(&r.column),
                     added.join(", ")
                 )));
@@ -1035,16 +1040,36 @@ impl Driver {
             for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
                 body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
             }
-            for (oid, name) in &r.checks {
+            // The CHECK constraints and foreign keys go back to the old column
+            // (their text names `amount`, which it is again): NOT VALID in the
+            // window, validated after it.
+            let mut readd = Vec::new();
+            for (_, name, foreign) in &r.checks {
                 body.push(format!("{t} DROP CONSTRAINT {}", quote(name)));
-                body.push(format!(
-                    "{t} RENAME CONSTRAINT {} TO {}",
-                    quote(&n.old_check(*oid)),
-                    quote(name)
-                ));
+                if let Some((def, valid)) = self.constraint_def(r, name).await? {
+                    readd.push((name.clone(), def, valid, *foreign));
+                }
             }
             body.push(format!("{t} RENAME COLUMN {c} TO {new}"));
             body.push(format!("{t} RENAME COLUMN {old} TO {c}"));
+            for (name, def, _, _) in readd.iter().filter(|x| !x.3) {
+                body.push(format!(
+                    "{t} ADD CONSTRAINT {} {def} NOT VALID",
+                    quote(name)
+                ));
+            }
+            if readd.iter().any(|x| x.3) {
+                // A foreign key is the owner's to add (REFERENCES on the other table).
+                body.push(format!("SET LOCAL ROLE {}", self.owner_of(r).await?));
+                for (name, def, _, _) in readd.iter().filter(|x| x.3) {
+                    body.push(format!(
+                        "{t} ADD CONSTRAINT {} {def} NOT VALID",
+                        quote(name)
+                    ));
+                }
+                body.push("RESET ROLE".to_string());
+            }
+            readded = readd;
             for seq in &sequences {
                 body.push(format!(
                     "ALTER SEQUENCE {seq} OWNED BY {}.{c}",
@@ -1082,6 +1107,29 @@ impl Driver {
         let done = format!("{}{}", Self::done(Phase::RolledBack), r.id);
         self.with_retries(settings, r, &body.join("; "), &done, bg, None)
             .await?;
+        for (name, _, _, foreign) in readded.iter().filter(|x| x.2) {
+            let validated = match foreign {
+                true => {
+                    self.validate_foreign_keys(settings, &[(r.table_oid, name.clone())])
+                        .await
+                }
+                // Its text as added: the new type printed it, the old reads it.
+                false => match self.constraint_def(r, name).await {
+                    Ok(Some((now, _))) => self.validate_check(r, name, &now, &r.column).await,
+                    Ok(None) => Err(ours(format!("{} is gone", quote(name)))),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = validated {
+                let left = format!(
+                    "rolled back, but {} is still NOT VALID ({}): run ALTER TABLE … VALIDATE CONSTRAINT",
+                    quote(name),
+                    e.reason
+                );
+                tracing::warn!(target: "pgshift::rollout", rollout = r.id, "{left}");
+                let _ = self.note_error(&left).await;
+            }
+        }
         // The rollout is over: nothing comes back for these, so a few tries now.
         let mut tries = 0;
         while let Err(e) = self.validate_foreign_keys(settings, &rollback_fks).await {

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod fill;
 pub mod latency;
 pub mod model;
+mod own_keys;
 mod shapes;
 pub mod sql;
 pub mod start;

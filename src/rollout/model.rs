@@ -133,9 +133,10 @@ pub struct Rollout {
     /// The foreign keys that referenced the primary key when it moved: (their
     /// table's oid, their name), validated after the move.
     pub foreign_keys: Vec<(u32, String)>,
-    /// The old column's CHECK constraints that have a twin on the new column:
-    /// (the old constraint's oid, its name), recorded before the cutover.
-    pub checks: Vec<(u32, String)>,
+    /// The old column's CHECK constraints and foreign keys that have a twin on
+    /// the new column: (the old constraint's oid, its name, whether it is a
+    /// foreign key), recorded before the cutover.
+    pub checks: Vec<(u32, String, bool)>,
     /// A fill (`ADD COLUMN … DEFAULT <volatile>`, see `super::fill`): `column`
     /// and `new_column` are the added column, `transform` its default, and no
     /// cutover follows the verify.
@@ -258,11 +259,16 @@ pub fn foreign_key(e: &str) -> Option<(u32, String)> {
     Some((oid.parse().ok()?, name.to_string()))
 }
 
-/// `c:<constraint oid>:<name>`, as `indexes` stores a CHECK constraint.
-pub fn check(e: &str) -> Option<(u32, String)> {
-    let rest = e.strip_prefix("c:")?;
+/// `c:<constraint oid>:<name>`, as `indexes` stores a CHECK constraint, or
+/// `k:…` a foreign key of the column's own (the flag).
+pub fn check(e: &str) -> Option<(u32, String, bool)> {
+    let (foreign, rest) = match e.split_at_checked(2)? {
+        ("c:", rest) => (false, rest),
+        ("k:", rest) => (true, rest),
+        _ => return None,
+    };
     let (oid, name) = rest.split_once(':')?;
-    Some((oid.parse().ok()?, name.to_string()))
+    Some((oid.parse().ok()?, name.to_string(), foreign))
 }
 
 /// The constraint an index stands behind, which moves with it.
@@ -370,16 +376,11 @@ impl Names {
         format!("pgshift_{}_old_{oid}", self.id)
     }
 
-    /// The twin on the new column of the old column's CHECK constraint `oid`,
-    /// until the cutover gives it that constraint's name.
-    pub fn new_check(&self, oid: u32) -> String {
-        format!("pgshift_{}_check_{oid}", self.id)
-    }
-
-    /// The old column's CHECK constraint `oid` from the cutover on (dropped
-    /// with the column).
-    pub fn old_check(&self, oid: u32) -> String {
-        format!("pgshift_{}_oldcheck_{oid}", self.id)
+    /// The twin on the new column of the old column's CHECK constraint (or
+    /// `foreign` key) `oid`, until the cutover gives it that constraint's name.
+    pub fn new_check(&self, oid: u32, foreign: bool) -> String {
+        let kind = if foreign { "fk" } else { "check" };
+        format!("pgshift_{}_{kind}_{oid}", self.id)
     }
 }
 
