@@ -483,7 +483,8 @@ impl Driver {
             }
             // A step that moves the rollout to another phase changes what the
             // table returns (cutover, rollback, finish): sessions about to use a
-            // statement that reads it wait for this attempt to end, then renew it.
+            // statement that reads it wait for this attempt to end, then renew it;
+            // other proxies' too.
             let phase_change = done.starts_with("UPDATE pgshift.rollouts SET phase");
             // Other proxies hold their sessions too (see `watch`); a fill's
             // column is the application's own.
@@ -497,12 +498,14 @@ impl Driver {
                 Some(Err(e)) => Err(e),
                 announced => {
                     let announced = announced.and_then(Result::ok);
-                    let swap = match &self.hold {
-                        Some((running, database)) if phase_change => {
-                            Some(running.swap(database, &r.table, r.table_oid))
-                        }
-                        _ => None,
-                    };
+                    // Every lock window holds this proxy's sessions outside a
+                    // transaction block that name the table (a step that adds a
+                    // constraint too): they wait in pgshift, not in the server's
+                    // lock queue behind the window's lock.
+                    let swap = self
+                        .hold
+                        .as_ref()
+                        .map(|(running, database)| running.swap(database, &r.table, r.table_oid));
                     if let Some(swap) = &swap {
                         swap.settle().await;
                     }

@@ -49,11 +49,36 @@ pub(super) async fn renew(
         TxStatus::Idle => None,
         TxStatus::InTransaction => match bound_statement(s.up.pending()) {
             Some(name) => Some(name),
-            None => return Ok(()),
+            None => {
+                // Nothing to renew and no window to wait for inside a block:
+                // the block's next turns go on unheld.
+                if !s.up.scanner.named() {
+                    let count = shared
+                        .engine
+                        .rollouts
+                        .change_count(&s.registered.info.database);
+                    s.up.scanner.renewed_at(count);
+                }
+                return Ok(());
+            }
         },
     };
     let running = &shared.engine.rollouts;
     let database = s.registered.info.database.clone();
+    let window = Window {
+        running,
+        database: &database,
+        // A lock window lasts one attempt (lock_timeout, then the step itself)
+        // after waiting for turns already at the server.
+        longest: Duration::from_millis(settings.config.ddl.lock_timeout_ms + 1000)
+            + crate::rollout::SETTLE_MAX,
+    };
+    // Outside a transaction block, a statement that names a table in its lock
+    // window waits here, not in the server's lock queue behind the window's
+    // ALTER (where every later query on the table would queue behind it too).
+    if let (TxStatus::Idle, Some(text)) = (status, held_text(s.up.pending())) {
+        window.wait(true, &[text]).await;
+    }
     let tables = running.touched(&database);
     let Some(record) = s.up.scanner.record().filter(|_| !tables.is_empty()) else {
         s.up.scanner.renewed_at(running.change_count(&database));
@@ -66,14 +91,6 @@ pub(super) async fn renew(
             return Ok(());
         }
     }
-    let window = Window {
-        running,
-        database: &database,
-        // A lock window lasts one attempt (lock_timeout, then the step itself)
-        // after waiting for turns already at the server.
-        longest: Duration::from_millis(settings.config.ddl.lock_timeout_ms + 1000)
-            + crate::rollout::SETTLE_MAX,
-    };
     let unread = s.down.take_unforwarded();
     let mut io = InBand::new(&mut s.client, &mut s.server, unread, status, None);
     let scope = Scope {
@@ -101,6 +118,21 @@ pub(super) async fn renew(
         return Err(PumpEnd::ClientClosed);
     }
     Ok(())
+}
+
+/// The text of a held Query or Parse, in lower case; None for anything else.
+fn held_text(held: &[u8]) -> Option<String> {
+    let body = held.get(crate::wire::frame::HEADER_LEN..)?;
+    let text = match held.first()? {
+        b'Q' => body,
+        b'P' => {
+            let name = body.iter().position(|&b| b == 0)?;
+            body.get(name + 1..)?
+        }
+        _ => return None,
+    };
+    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    Some(String::from_utf8_lossy(&text[..end]).to_lowercase())
 }
 
 /// The named statement a held Bind uses; None for anything else.

@@ -192,8 +192,9 @@ impl Scanner {
     }
 
     /// Client side: watch `changes` (tables changed by rollouts); from now on, a
-    /// session that prepared named statements stops at the first message of its
-    /// next turn after a change, so that they can be renewed first.
+    /// session stops at the first message of its next turn after a change, so
+    /// that its named statements can be renewed first (and it waits out a lock
+    /// window on a table it names).
     pub fn watch_changes(&mut self, changes: Arc<AtomicU64>) {
         let now = changes.load(Ordering::Acquire);
         self.changes = Some((changes, now));
@@ -254,13 +255,19 @@ impl Scanner {
         Some(self.described.as_ref()?.with(f))
     }
 
-    /// True when tables changed since this session's named statements were renewed.
+    /// True when tables changed since this session's statements were renewed (a
+    /// lock window opened or closed): its next turn is held until it is renewed,
+    /// and, outside a transaction block, while a window is open on a table it
+    /// names (see `session::statements`).
     pub fn stale(&self) -> bool {
+        self.changes
+            .as_ref()
+            .is_some_and(|(c, seen)| c.load(Ordering::SeqCst) != *seen)
+    }
+
+    /// True once the client prepared a named statement.
+    pub fn named(&self) -> bool {
         self.named
-            && self
-                .changes
-                .as_ref()
-                .is_some_and(|(c, seen)| c.load(Ordering::SeqCst) != *seen)
     }
 
     /// The named statements were renewed for the first `count` changes.
