@@ -84,6 +84,25 @@ impl CheckError {
     }
 }
 
+/// The validation failed on the data (a row breaks the constraint), not on a
+/// lock, a timeout or a refusal.
+fn broken_by_data(e: &StepError) -> bool {
+    e.reason.ends_with("(23514)") || e.reason.ends_with("(23503)")
+}
+
+impl CheckTwin {
+    /// The old constraint as [`CHECKS`] reads it.
+    pub fn found(&self) -> Found {
+        Found {
+            oid: self.oid,
+            name: self.name.clone(),
+            definition: self.definition.clone(),
+            validated: self.validated,
+            foreign: self.foreign,
+        }
+    }
+}
+
 impl Driver {
     /// The CHECK constraints and foreign keys on `column` now.
     pub(super) async fn checks_on(
@@ -139,7 +158,8 @@ impl Driver {
                          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k \
                          ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid \
                          WHERE k.conrelid = '{copy}'::pg_catalog.regclass \
-                         AND d.refclassid <> 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid >= 16384"
+                         AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass, \
+                         'pg_catalog.pg_type'::pg_catalog.regclass) AND d.refobjid >= 16384"
                     ),
                     &[],
                 )
@@ -239,9 +259,10 @@ impl Driver {
 
     /// Adds each twin (NOT VALID: a short lock under the stall budget, retried)
     /// and validates it (SHARE UPDATE EXCLUSIVE: reads and writes go on), and
-    /// records them in the rollout's row. Values that break a twin stop the
-    /// cutover, and the twins are dropped again: the application's writes must
-    /// not fail for a cutover that does not happen.
+    /// records them in the rollout's row. Twins of an earlier attempt whose
+    /// constraint is gone (dropped, or replaced under a new oid) are dropped.
+    /// Values that break a twin stop the cutover, and the twin is dropped again:
+    /// the application's writes must not fail for a cutover that does not happen.
     pub(super) async fn build_checks(
         &self,
         settings: &Settings,
@@ -249,29 +270,21 @@ impl Driver {
         bg: &Background,
     ) -> Result<Vec<CheckTwin>, StepError> {
         let twins = self.check_twins(r).await?;
-        let entries: Vec<String> = twins
-            .iter()
-            .map(|ck| {
-                format!(
-                    "{}:{}:{}",
-                    if ck.foreign { 'k' } else { 'c' },
-                    ck.oid,
-                    ck.name
-                )
-            })
-            .collect();
-        self.client
-            .execute(
-                "UPDATE pgshift.rollouts SET indexes = ARRAY(SELECT e FROM pg_catalog.unnest(COALESCE(indexes, '{}')) AS e \
-                 WHERE e NOT LIKE 'c:%' AND e NOT LIKE 'k:%') || $2::text[] WHERE id = $1",
-                &[&r.id, &entries],
-            )
-            .await?;
         let n = r.names();
         let t = format!("ALTER TABLE ONLY {}", r.qualified());
-        for ck in &twins {
-            let name = n.new_check(ck.oid, ck.foreign);
-            let found = self.constraint_def(r, &name).await?;
+        let wanted: Vec<String> = twins
+            .iter()
+            .map(|ck| n.new_check(ck.oid, ck.foreign))
+            .collect();
+        for stale in self.own_twins(r).await? {
+            if !wanted.contains(&stale) {
+                let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&stale));
+                self.with_retries(settings, r, &drop, "SELECT 1", bg, None)
+                    .await?;
+            }
+        }
+        for (ck, name) in twins.iter().zip(&wanted) {
+            let found = self.constraint_def(r, name).await?;
             match found {
                 None => {
                     // Added as the table's owner, as the direct ALTER adds them
@@ -279,7 +292,7 @@ impl Driver {
                     let role = format!("SET LOCAL ROLE {}; ", self.owner_of(r).await?);
                     let add = format!(
                         "{role}{t} ADD CONSTRAINT {} {} NOT VALID",
-                        quote(&name),
+                        quote(name),
                         ck.twin
                     );
                     self.with_retries(settings, r, &add, "SELECT 1", bg, None)
@@ -290,11 +303,11 @@ impl Driver {
                     return Err(ours(format!(
                         "{} has a constraint named {} that pgshift did not make ({def})",
                         r.qualified(),
-                        quote(&name)
+                        quote(name)
                     )))
                 }
             }
-            if !ck.validated || self.constraint_def(r, &name).await?.is_some_and(|d| d.1) {
+            if !ck.validated || self.constraint_def(r, name).await?.is_some_and(|d| d.1) {
                 continue;
             }
             let validated = match ck.foreign {
@@ -302,26 +315,80 @@ impl Driver {
                     self.validate_foreign_keys(settings, &[(r.table_oid, name.clone())])
                         .await
                 }
-                false => self.validate_check(r, &name, &ck.twin, &r.new_column).await,
+                false => self.validate_check(r, name, &ck.twin, &r.new_column).await,
             };
-            if let Err(e) = validated {
-                let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&name));
-                let _ = self
-                    .with_retries(settings, r, &drop, "SELECT 1", bg, None)
-                    .await;
-                return Err(StepError {
-                    reason: format!(
-                        "the new values do not pass the {} {} ({}): {}; directly, the ALTER would fail the same way",
-                        if ck.foreign { "foreign key" } else { "CHECK constraint" },
-                        quote(&ck.name),
-                        ck.definition,
-                        e.reason
-                    ),
-                    ..e
-                });
+            match validated {
+                Ok(()) => {}
+                Err(e) if broken_by_data(&e) => {
+                    let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(name));
+                    let _ = self
+                        .with_retries(settings, r, &drop, "SELECT 1", bg, None)
+                        .await;
+                    return Err(StepError {
+                        reason: format!(
+                            "the new values do not pass the {} {} ({}): {}; directly, the ALTER would fail the same way",
+                            if ck.foreign { "foreign key" } else { "CHECK constraint" },
+                            quote(&ck.name),
+                            ck.definition,
+                            e.reason
+                        ),
+                        ..e
+                    });
+                }
+                Err(e) => return Err(e),
             }
         }
+        // Recorded by the twins' own oids: a rollback after the cutover touches
+        // only the constraint pgshift made under that name.
+        let mut entries = Vec::new();
+        for (ck, name) in twins.iter().zip(&wanted) {
+            let oid = self
+                .constraint_oid(r, name)
+                .await?
+                .ok_or_else(|| ours(format!("the constraint {} is gone", quote(name))))?;
+            let kind = if ck.foreign { 'k' } else { 'c' };
+            entries.push(format!("{kind}:{oid}:{}", ck.name));
+        }
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET indexes = ARRAY(SELECT e FROM pg_catalog.unnest(COALESCE(indexes, '{}')) AS e \
+                 WHERE e NOT LIKE 'c:%' AND e NOT LIKE 'k:%') || $2::text[] WHERE id = $1",
+                &[&r.id, &entries],
+            )
+            .await?;
         Ok(twins)
+    }
+
+    /// The names of the twins pgshift made on the table for this rollout.
+    pub(super) async fn own_twins(&self, r: &Rollout) -> Result<Vec<String>, StepError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint \
+                 WHERE conrelid = $1::text::oid AND conname::pg_catalog.text ~ $2::text ORDER BY 1",
+                &[
+                    &r.table_oid.to_string(),
+                    &format!("^pgshift_{}_(check|fk)_[0-9]+$", r.id),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|x| x.get(0)).collect())
+    }
+
+    /// The oid of constraint `name` of the table.
+    pub(super) async fn constraint_oid(
+        &self,
+        r: &Rollout,
+        name: &str,
+    ) -> Result<Option<u32>, StepError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT oid::pg_catalog.text FROM pg_catalog.pg_constraint WHERE conrelid = $1::text::oid AND conname = $2::text::name",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await?
+            .and_then(|row| row.get::<_, String>(0).parse().ok()))
     }
 
     /// Constraint `name` of the table: its definition (without NOT VALID) and

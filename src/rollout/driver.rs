@@ -4,6 +4,7 @@
 //! another proxy's standby takes the lock. Each transition is one transaction that
 //! also updates the row: whatever point a proxy is killed at, the row is right.
 
+use super::checks::CheckTwin;
 use super::latency::Governor;
 use super::model::{Phase, Request, Rollout, Twin, COLUMNS};
 use super::twins::{constraint_on, pass_name, ForeignKey};
@@ -34,6 +35,8 @@ pub struct Driver {
     /// that changes what the table returns holds sessions for its lock window
     /// (see [`Running::swap`]).
     hold: Option<(Arc<Running>, String)>,
+    /// The database it works in.
+    pub(super) database: String,
 }
 
 /// Why a step did not happen: the server's words, and whether trying again later
@@ -84,6 +87,7 @@ impl Driver {
         let d = Driver {
             client,
             id,
+            database: database.to_string(),
             cache: Default::default(),
             hold: None,
         };
@@ -344,7 +348,7 @@ impl Driver {
 
     /// True when the rollout's table name still means its table (inside a
     /// transaction that locked it, the answer holds until commit).
-    async fn names_table(&self, r: &Rollout) -> Result<bool, StepError> {
+    pub(super) async fn names_table(&self, r: &Rollout) -> Result<bool, StepError> {
         let row = self
             .client
             .query_one(
@@ -399,16 +403,19 @@ impl Driver {
                     .into_iter()
                     .map(|f| (f.table_oid, f.name, f.definition))
                     .collect();
-                let checks: Vec<(u32, String)> = self
-                    .checks_on(r, &r.column)
+                let checks = self.checks_on(r, &r.column).await?;
+                let mut on_new: Vec<String> = self
+                    .checks_on(r, &r.new_column)
                     .await?
                     .into_iter()
-                    .map(|f| (f.oid, f.definition))
+                    .map(|f| f.name)
                     .collect();
+                on_new.sort();
                 if !users.is_empty()
                     || oids != expected.indexes
                     || fks != expected.foreign_keys
                     || checks != expected.checks
+                    || on_new != expected.on_new
                 {
                     return Err(ours(format!(
                         "{} gained users during the cutover ({}); ask for the cutover again",
@@ -863,10 +870,22 @@ impl Driver {
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
                 .collect(),
-            checks: checks
-                .iter()
-                .map(|ck| (ck.oid, ck.definition.clone()))
-                .collect(),
+            checks: {
+                let mut found: Vec<_> = checks.iter().map(CheckTwin::found).collect();
+                found.sort_by_key(|f| f.oid);
+                found
+            },
+            on_new: {
+                let mut names: Vec<String> = checks
+                    .iter()
+                    .map(|ck| n.new_check(ck.oid, ck.foreign))
+                    .collect();
+                if not_null {
+                    names.push(n.not_null_check.clone());
+                }
+                names.sort();
+                names
+            },
         };
         self.with_retries(settings, r, &body.join("; "), &done, bg, Some(&expected))
             .await?;
@@ -937,17 +956,25 @@ impl Driver {
                     users.join(", ")
                 )));
             }
-            // CHECK constraints on the new column: the twins, and nothing else.
-            let added: Vec<String> = self
+            // CHECK constraints, foreign keys and indexes on the new column: the
+            // twins pgshift made (by oid), and nothing else.
+            let mut added: Vec<String> = self
                 .checks_on(r, &r.column)
                 .await?
                 .into_iter()
+                .filter(|f| !r.checks.iter().any(|(oid, _, _)| *oid == f.oid))
                 .map(|f| f.name)
-                .filter(|name| !r.checks.iter().any(|(_, twin, _)| twin == name))
                 .collect();
+            added.extend(
+                self.indexes_on(r, &r.column)
+                    .await?
+                    .into_iter()
+                    .filter(|i| !r.indexes.iter().any(|tw| tw.name == i.final_name()))
+                    .map(|i| i.name),
+            );
             if !added.is_empty() {
                 return Err(ours(format!(
-                    "{} gained CHECK constraints or foreign keys since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
+                    "{} gained constraints or indexes since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
                     quote(&r.column),
                     added.join(", ")
                 )));
@@ -1047,7 +1074,11 @@ impl Driver {
             // (their text names `amount`, which it is again): NOT VALID in the
             // window, validated after it.
             let mut readd = Vec::new();
-            for (_, name, foreign) in &r.checks {
+            for (oid, name, foreign) in &r.checks {
+                // One dropped since the cutover stays dropped.
+                if self.constraint_oid(r, name).await? != Some(*oid) {
+                    continue;
+                }
                 body.push(format!("{t} DROP CONSTRAINT {}", quote(name)));
                 if let Some((def, valid)) = self.constraint_def(r, name).await? {
                     readd.push((name.clone(), def, valid, *foreign));
@@ -1350,8 +1381,11 @@ async fn walk_pages(
 pub struct Expected {
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
-    /// The old column's CHECK constraints: (oid, definition).
-    checks: Vec<(u32, String)>,
+    /// The old column's CHECK constraints and foreign keys, as read.
+    checks: Vec<super::checks::Found>,
+    /// The names of the CHECK constraints and foreign keys on the new column:
+    /// the twins (and pgshift's NOT NULL check), sorted.
+    on_new: Vec<String>,
 }
 
 /// Which mirror function a rollout needs.
@@ -1786,6 +1820,7 @@ pub async fn standby(
         let d = Driver {
             client,
             id,
+            database: database.clone(),
             cache: Default::default(),
             hold: None,
         };

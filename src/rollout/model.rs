@@ -134,8 +134,8 @@ pub struct Rollout {
     /// table's oid, their name), validated after the move.
     pub foreign_keys: Vec<(u32, String)>,
     /// The old column's CHECK constraints and foreign keys that have a twin on
-    /// the new column: (the old constraint's oid, its name, whether it is a
-    /// foreign key), recorded before the cutover.
+    /// the new column: (the twin's oid, the name it takes at the cutover,
+    /// whether it is a foreign key), recorded before the cutover.
     pub checks: Vec<(u32, String, bool)>,
     /// A fill (`ADD COLUMN … DEFAULT <volatile>`, see `super::fill`): `column`
     /// and `new_column` are the added column, `transform` its default, and no
@@ -259,8 +259,8 @@ pub fn foreign_key(e: &str) -> Option<(u32, String)> {
     Some((oid.parse().ok()?, name.to_string()))
 }
 
-/// `c:<constraint oid>:<name>`, as `indexes` stores a CHECK constraint, or
-/// `k:…` a foreign key of the column's own (the flag).
+/// `c:<twin's oid>:<name>`, as `indexes` stores a CHECK constraint's twin, or
+/// `k:…` a twin of a foreign key of the column's own (the flag).
 pub fn check(e: &str) -> Option<(u32, String, bool)> {
     let (foreign, rest) = match e.split_at_checked(2)? {
         ("c:", rest) => (false, rest),

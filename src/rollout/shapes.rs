@@ -32,7 +32,8 @@ fn tails(filter: &str) -> String {
           FROM pg_catalog.pg_depend d
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
            AND d.objid OPERATOR(pg_catalog.=) x.indexrelid
-           AND d.refclassid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass,
+                                'pg_catalog.pg_type'::pg_catalog.regclass)
            AND d.refobjid OPERATOR(pg_catalog.>=) 16384)
   FROM pg_catalog.pg_index x
   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) x.indexrelid
@@ -160,7 +161,8 @@ impl Driver {
                        pg_catalog.format('CREATE %sINDEX %I ON %I.%I %s', CASE WHEN x.indisunique THEN 'UNIQUE ' ELSE '' END, \
                                          c.relname, $2::text, $6::text, $5::text) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
-                 WHERE c.relname = $1::text::name AND c.relnamespace = $2::text::regnamespace",
+                 WHERE c.relname = $1::text::name \
+                   AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
                 &[
                     &twin,
                     &r.schema,

@@ -242,7 +242,9 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text,
 /// with them; pgshift validates as the referencing table's owner besides), not
 /// from a partitioned table (Postgres 15 cannot add its key NOT VALID),
 /// not an exclusion constraint; built-in default operator classes and the
-/// columns' own collations: exactly what `CREATE INDEX … (columns)` gives.
+/// columns' own collations: exactly what `CREATE INDEX … (columns)` gives; its
+/// columns of built-in types or enums (a composite's comparison would run the
+/// comparisons of its fields' types in the build).
 macro_rules! rebuildable {
     () => {
         "($2::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
@@ -262,6 +264,10 @@ macro_rules! rebuildable {
                                AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ck(attnum)
                                                  JOIN pg_catalog.pg_attribute fa ON fa.attrelid = k.conrelid AND fa.attnum = ck.attnum
                                                 WHERE fa.atttypid OPERATOR(pg_catalog.>=) 16384)))
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) AS ik(attnum)
+                     JOIN pg_catalog.pg_attribute ia ON ia.attrelid = x.indrelid AND ia.attnum = ik.attnum
+                     JOIN pg_catalog.pg_type it ON it.oid = ia.atttypid
+                    WHERE it.oid OPERATOR(pg_catalog.>=) 16384 AND it.typtype OPERATOR(pg_catalog.<>) 'e')
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid)
                      JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid
                     WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384)
@@ -599,7 +605,27 @@ pub async fn start<C: Conn>(
                 }
                 super::checks::CheckError::Step(e) => return Err(not_yet(e.reason)),
             };
+            let service_user = &settings.config.upstream.service_user;
             return Err(match e.as_db_error() {
+                // Not the constraint's fault: the look itself could not run.
+                Some(db) if db.code().code() == "42501" => refusal(
+                    "42501",
+                    format!(
+                        "pgshift could not check the CHECK constraints and indexes on {} against the new type: {} (it uses a temporary, empty copy of the table)",
+                        quote(&spec.column),
+                        db.message()
+                    ),
+                    &format!("Grant it: GRANT TEMPORARY ON DATABASE {} TO {}.", quote(cx.database), quote(service_user)),
+                ),
+                Some(db) if matches!(db.code().code(), "55P03" | "57014" | "40P01") => refusal(
+                    db.code().code(),
+                    format!(
+                        "pgshift could not check the CHECK constraints and indexes on {} against the new type: {}",
+                        quote(&spec.column),
+                        db.message()
+                    ),
+                    "Another session held the table meanwhile; run the ALTER again.",
+                ),
                 Some(db) => refusal(
                     db.code().code(),
                     format!(

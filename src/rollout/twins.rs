@@ -193,6 +193,48 @@ impl Driver {
         to: &str,
         name: impl Fn(u32) -> String,
     ) -> Result<(), StepError> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        // The builds parse the definitions again on the real rows: from here
+        // on nobody may change a column's type (its casts would run) or the
+        // table's code (see `pin`), and what was read must still hold.
+        let pin = self.pin(settings, r).await?;
+        let result = async {
+            let given: Vec<u32> = indexes.iter().map(|i| i.oid).collect();
+            let now: Vec<u32> = self
+                .indexes_on(r, from)
+                .await?
+                .iter()
+                .map(|i| i.oid)
+                .collect();
+            if given.iter().any(|oid| !now.contains(oid)) {
+                return Err(ours(format!(
+                    "the indexes on {} changed while pgshift read them; ask again",
+                    quote(from)
+                )));
+            }
+            let n = r.names();
+            self.check_locked(r, &n.trigger, &format!("{}()", n.function), to)
+                .await?;
+            self.build_pinned(settings, r, indexes, from, to, name)
+                .await
+        }
+        .await;
+        pin.release().await;
+        result
+    }
+
+    /// [`Driver::build_twins`] under its pin.
+    async fn build_pinned(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        indexes: &[sql::OldIndex],
+        from: &str,
+        to: &str,
+        name: impl Fn(u32) -> String,
+    ) -> Result<(), StepError> {
         let to_attnum = self.attnum(r, to).await?;
         for index in indexes {
             let twin = name(index.oid);
@@ -217,7 +259,8 @@ impl Driver {
                                    JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
                                   ORDER BY k.ord) OPERATOR(pg_catalog.=) $8::text[] \
                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
-                     WHERE c.relname = $1::text::name AND c.relnamespace = $2::text::regnamespace",
+                     WHERE c.relname = $1::text::name \
+                       AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
                     &[
                         &twin,
                         &r.schema,
@@ -281,6 +324,38 @@ impl Driver {
             built?;
         }
         Ok(())
+    }
+
+    /// A second service connection holding ACCESS SHARE on the table (a lock
+    /// with no snapshot: CREATE INDEX CONCURRENTLY does not wait for it), checked
+    /// to be the rollout's table. Until it is released nobody can change a
+    /// column's type, add a constraint or rename the table, so the twins' text
+    /// means what was checked.
+    pub(super) async fn pin(&self, settings: &Settings, r: &Rollout) -> Result<Pin, StepError> {
+        let rt = tokio::runtime::Handle::current();
+        let client = crate::engine::service::connect(settings, &self.database, &rt)
+            .await
+            .map_err(|e| StepError {
+                reason: e.to_string(),
+                retry: true,
+                broken: false,
+            })?;
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL lock_timeout = '10s'; LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
+                r.qualified()
+            ))
+            .await?;
+        let pin = Pin(client);
+        if !self.names_table(r).await? {
+            pin.release().await;
+            return Err(StepError {
+                reason: format!("{} was renamed meanwhile", r.qualified()),
+                retry: true,
+                broken: false,
+            });
+        }
+        Ok(pin)
     }
 
     /// What a column carries beyond its type and constraints, as statements that
@@ -376,6 +451,15 @@ impl Driver {
             )
             .await?;
         Ok(rows.iter().map(|x| x.get(0)).collect())
+    }
+}
+
+/// See [`Driver::pin`].
+pub(super) struct Pin(tokio_postgres::Client);
+
+impl Pin {
+    pub async fn release(self) {
+        let _ = self.0.batch_execute("ROLLBACK").await;
     }
 }
 
