@@ -235,6 +235,20 @@ async fn django_and_alembic_style_migrations_end_complete() {
     )
     .await;
     assert_eq!(checks, "");
+    // The new column's old rows are filled by a rollout that started once the
+    // transaction committed (the client did not wait for them).
+    let fills = one_value(
+        &check,
+        "SELECT count(*) FROM pgshift.rollouts WHERE kind = 'fill' AND column_name = 'created_at'",
+    )
+    .await;
+    assert_eq!(fills, "1");
+    common::scenario::eventually(
+        &check,
+        "SELECT count(*) FROM pgshift.rollouts WHERE kind = 'fill' AND phase <> 'finished'",
+        "0",
+    )
+    .await;
     let unfilled = one_value(
         &check,
         "SELECT count(*) FROM items WHERE created_at IS NULL",

@@ -480,3 +480,65 @@ async fn a_writer_the_alter_waited_for_has_its_row_filled() {
         "a row written while the ALTER waited kept NULL"
     );
 }
+
+#[tokio::test]
+async fn a_column_added_inside_a_transaction_is_filled_in_the_background_after_commit() {
+    let db = fresh_db("fill_in_block");
+    let admin = setup(&db).await;
+    // Slow enough that the fill outlasts the client's next statements by far.
+    let proxy = proxy(5_000);
+    let conn = proxy.conn_str(&db, "postgres");
+    let client = connect(&conn).await;
+    let add = "ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid()";
+    // A ROLLBACK leaves nothing.
+    for sql in ["BEGIN", add, "ROLLBACK"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    client.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM pgshift.rollouts").await,
+        0
+    );
+    // A COMMIT: the column and its default are the transaction's; the old rows
+    // are filled by a rollout that starts once it committed.
+    for sql in [
+        "BEGIN",
+        add,
+        "INSERT INTO orders (amount, shadow, note) VALUES (1, 1, 'in the block')",
+        "COMMIT",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    client.batch_execute("SELECT 1").await.unwrap();
+    let waited = t.elapsed();
+    let id: i64 = admin
+        .query_one(
+            "SELECT id FROM pgshift.rollouts WHERE kind = 'fill' AND column_name = 'token'",
+            &[],
+        )
+        .await
+        .expect("a fill rollout")
+        .get(0);
+    // In-band, the next statement would wait for all 20,000 rows (4 s at
+    // 5,000 rows/s).
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let left = count(&admin, "SELECT count(*) FROM orders WHERE token IS NULL").await;
+    assert!(left > 0, "filled before the client went on");
+    let mine = count(
+        &admin,
+        "SELECT count(token) FROM orders WHERE note = 'in the block'",
+    )
+    .await;
+    assert_eq!(mine, 1, "the block's own row has its default");
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM orders WHERE token IS NULL").await,
+        0
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(DISTINCT token) FROM orders").await,
+        ROWS + 1
+    );
+    assert_eq!(leftovers(&admin).await, 0);
+}

@@ -93,7 +93,9 @@ async fn a_query_on_the_table_waits_out_the_window_inside_pgshift() {
     assert_eq!(state, "idle", "{waits:?}");
     assert_ne!(waits.as_deref(), Some("Lock"));
     assert!(!read.is_finished());
-    // A statement that does not name the table goes on.
+    // A statement that does not name the table goes on; the same session's
+    // next one that does waits too, and a cancel request answers it (57014)
+    // while the window goes on.
     let t = Instant::now();
     other.simple_query("SELECT 1").await.unwrap();
     assert!(
@@ -101,6 +103,32 @@ async fn a_query_on_the_table_waits_out_the_window_inside_pgshift() {
         "{:?}",
         t.elapsed()
     );
+    let other_pid: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let token = other.cancel_token();
+    let second = tokio::spawn(async move {
+        other
+            .simple_query("SELECT count(*) FROM orders WHERE id > 10")
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (state, waits) = backend(&admin, other_pid).await;
+    assert_eq!(state, "idle", "{waits:?}");
+    assert!(!second.is_finished());
+    let t = Instant::now();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = second.await.unwrap().expect_err("cancelled");
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("57014"), "{e:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1_000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(window_waits(&admin).await, "the window ended early");
     blocker.batch_execute("COMMIT").await.unwrap();
     wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
     assert_eq!(read.await.unwrap(), ROWS.to_string());

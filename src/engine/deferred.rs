@@ -266,6 +266,37 @@ where
                             }
                         })
                 }
+                // The column's old rows, filled in the background where the
+                // default allows (the client's next statement need not wait).
+                crate::sql::plan::StepKind::Backfill {
+                    table,
+                    online: Some(online),
+                    ..
+                } if cx.settings.config.rollout.enabled => {
+                    let at = Instant::now();
+                    match super::rollouts::fill_committed(
+                        io,
+                        cx,
+                        &step_cx,
+                        table,
+                        online,
+                        &d.statement,
+                    )
+                    .await
+                    {
+                        Ok(Some(started)) => {
+                            tracing::info!(target: "pgshift::rollout", deferred = d.id, rollout = started.id, "started the fill of {}", started.describe);
+                            Ok(steps::StepReport {
+                                sql: step.sql.clone(),
+                                attempts: 1,
+                                ms: at.elapsed().as_millis() as u64,
+                                rows: None,
+                            })
+                        }
+                        Ok(None) => steps::run(io, step, Mode::Autocommit, &step_cx).await,
+                        Err(f) => Err(f),
+                    }
+                }
                 _ => steps::run(io, step, Mode::Autocommit, &step_cx).await,
             };
             match ran {

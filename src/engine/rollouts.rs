@@ -89,6 +89,7 @@ where
         online,
         add: &add.sql,
         set_default: &set_default.sql,
+        exists: false,
     };
     let began = Instant::now();
     let result = fill::start(io, cx, step_cx, &spec, &stmt.sql).await;
@@ -113,6 +114,31 @@ where
         ),
     );
     Ok(fill::Fill::Started(started))
+}
+
+/// A fill deferred from a transaction block that added the column (and its
+/// default) and has committed: its old rows are filled by a rollout in the
+/// background, or, when the background cannot evaluate the default, in-band
+/// by the step as planned (None).
+pub(super) async fn fill_committed<C: super::conn::Conn>(
+    io: &mut C,
+    cx: &SessionCx<'_>,
+    step_cx: &StepContext<'_>,
+    table: &str,
+    online: &OnlineFill,
+    statement: &str,
+) -> Result<Option<crate::rollout::start::Started>, Failure> {
+    let spec = fill::FillSpec {
+        table,
+        online,
+        add: "",
+        set_default: "",
+        exists: true,
+    };
+    match fill::start(io, cx, step_cx, &spec, statement).await? {
+        fill::Fill::Started(started) => Ok(Some(started)),
+        fill::Fill::InBand | fill::Fill::AsWritten => Ok(None),
+    }
 }
 
 fn journal(

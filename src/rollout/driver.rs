@@ -512,8 +512,11 @@ impl Driver {
                     let swap = self
                         .hold
                         .as_ref()
-                        .map(|(running, database)| running.swap(database, &r.table, r.table_oid));
-                    if let Some(swap) = &swap {
+                        .map(|(running, database)| match phase_change {
+                            true => running.swap(database, &r.table, r.table_oid),
+                            false => running.hold(database, &r.table, r.table_oid),
+                        });
+                    if let Some(swap) = swap.as_ref().filter(|_| phase_change) {
                         swap.settle().await;
                     }
                     let attempt = self.in_lock(r, lock_ms, body, done, expect).await;

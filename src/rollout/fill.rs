@@ -37,6 +37,10 @@ pub struct FillSpec<'a> {
     pub add: &'a str,
     /// `ALTER TABLE … ALTER COLUMN … SET DEFAULT …`.
     pub set_default: &'a str,
+    /// The column was added (with its default) by a transaction that has
+    /// committed since (`add` and `set_default` are not run): the fill deferred
+    /// from a transaction block.
+    pub exists: bool,
 }
 
 /// Functions the background may call besides immutable ones: their value does
@@ -262,12 +266,14 @@ pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &st
         literal(&create)
     );
     let tag = sql::dollar_tag(&block);
-    format!(
-        "{}; {}; DO {tag}{block}{tag}; ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER {}",
-        spec.add,
-        spec.set_default,
+    let trigger = format!(
+        "DO {tag}{block}{tag}; ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER {}",
         quote(trigger)
-    )
+    );
+    match spec.exists {
+        true => trigger,
+        false => format!("{}; {}; {trigger}", spec.add, spec.set_default),
+    }
 }
 
 /// Adds the column and starts its fill, or says how the engine adds it instead
@@ -305,7 +311,7 @@ pub async fn start<C: Conn>(
     let (may_own, inherits, reltuples, persistence, taken): (bool, bool, i64, String, bool) =
         (row.get(3), row.get(4), row.get(5), row.get(6), row.get(7));
     // Another session's temporary table is out of the service connection's reach.
-    if relkind != "r" || inherits || !may_own || taken || persistence == "t" {
+    if relkind != "r" || inherits || !may_own || taken != spec.exists || persistence == "t" {
         return unfit(format!(
             "{schema}.{table}: kind {relkind}, persistence {persistence}, inheritance {inherits}, pgshift may alter it {may_own}, column there {taken}"
         ));

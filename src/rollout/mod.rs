@@ -108,6 +108,9 @@ pub struct Swap {
     oid: u32,
     /// The change count it opened at.
     count: u64,
+    /// It changes what the table returns (not only a step that adds a
+    /// constraint, see [`Running::hold`]).
+    shape: bool,
 }
 
 impl Swap {
@@ -135,6 +138,13 @@ impl Drop for Swap {
             swapping.remove(i);
         }
         drop(swapping);
+        if !self.shape {
+            // Held sessions look again at their next turn.
+            self.running
+                .changes(&self.key.0)
+                .fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         // Committed or not, the phase is the driver's to read again: until it
         // does, writes leave the new column (renamed or dropped now, perhaps)
         // to the trigger.
@@ -425,6 +435,27 @@ impl Running {
             key,
             oid,
             count,
+            shape: true,
+        }
+    }
+
+    /// Opens a lock window on `table` of `database` that changes nothing the
+    /// table returns (a step that adds a constraint): sessions outside a
+    /// transaction block hold their statements that name the table until it
+    /// closes; nothing is renewed, and writes keep their rewrite.
+    pub fn hold(self: &Arc<Self>, database: &str, table: &str, oid: u32) -> Swap {
+        let key = (database.to_string(), table.to_lowercase());
+        self.swapping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.clone());
+        let count = self.changes(database).fetch_add(1, Ordering::SeqCst) + 1;
+        Swap {
+            running: self.clone(),
+            key,
+            oid,
+            count,
+            shape: false,
         }
     }
 

@@ -193,48 +193,6 @@ impl Driver {
         to: &str,
         name: impl Fn(u32) -> String,
     ) -> Result<(), StepError> {
-        if indexes.is_empty() {
-            return Ok(());
-        }
-        // The builds parse the definitions again on the real rows: from here
-        // on nobody may change a column's type (its casts would run) or the
-        // table's code (see `pin`), and what was read must still hold.
-        let pin = self.pin(settings, r).await?;
-        let result = async {
-            let given: Vec<u32> = indexes.iter().map(|i| i.oid).collect();
-            let now: Vec<u32> = self
-                .indexes_on(r, from)
-                .await?
-                .iter()
-                .map(|i| i.oid)
-                .collect();
-            if given.iter().any(|oid| !now.contains(oid)) {
-                return Err(ours(format!(
-                    "the indexes on {} changed while pgshift read them; ask again",
-                    quote(from)
-                )));
-            }
-            let n = r.names();
-            self.check_locked(r, &n.trigger, &format!("{}()", n.function), to)
-                .await?;
-            self.build_pinned(settings, r, indexes, from, to, name)
-                .await
-        }
-        .await;
-        pin.release().await;
-        result
-    }
-
-    /// [`Driver::build_twins`] under its pin.
-    async fn build_pinned(
-        &self,
-        settings: &Settings,
-        r: &Rollout,
-        indexes: &[sql::OldIndex],
-        from: &str,
-        to: &str,
-        name: impl Fn(u32) -> String,
-    ) -> Result<(), StepError> {
         let to_attnum = self.attnum(r, to).await?;
         for index in indexes {
             let twin = name(index.oid);
@@ -298,31 +256,76 @@ impl Driver {
                 }
                 None => {}
             }
-            tracing::info!(target: "pgshift::rollout", rollout = r.id, "building {qualified} on {} like {}", quote(to), quote(&index.name));
-            // A shaped twin's definition ends with its predicate: its tablespace
-            // is given as the session's default.
-            let space = match (&index.definition, &index.tablespace) {
-                (Some(_), Some(space)) => format!("; SET default_tablespace = {}", quote(space)),
-                _ => String::new(),
-            };
-            self.client
-                .batch_execute(&format!(
-                    "SET statement_timeout = {}; SET lock_timeout = 0{space}",
-                    literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
-                ))
-                .await?;
-            let built = self
-                .client
-                .batch_execute(&sql::twin_index(r, index, &twin, from, to))
-                .await;
-            let _ = self
-                .client
-                .batch_execute(
-                    "RESET statement_timeout; RESET lock_timeout; RESET default_tablespace",
-                )
-                .await;
+            // The build parses the definition again on the real rows: while it
+            // runs nobody may change a column's type (its casts would run) or
+            // the table's code, and what was read must still hold (see `pin`;
+            // not over the DROP above, which waits for every lock on the table).
+            let pin = self.pin(settings, r).await?;
+            let built = async {
+                self.still(r, index, from, to).await?;
+                self.build_one(settings, r, index, &twin, from, to).await
+            }
+            .await;
+            pin.release().await;
             built?;
         }
+        Ok(())
+    }
+
+    /// Under the pin: `index` is still one of `from`'s indexes as read, and the
+    /// table runs no code pgshift did not check.
+    async fn still(
+        &self,
+        r: &Rollout,
+        index: &sql::OldIndex,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StepError> {
+        let now = self.indexes_on(r, from).await?;
+        if !now.iter().any(|i| i.oid == index.oid) {
+            return Err(ours(format!(
+                "the indexes on {} changed while pgshift read them; ask again",
+                quote(from)
+            )));
+        }
+        let n = r.names();
+        self.check_locked(r, &n.trigger, &format!("{}()", n.function), to)
+            .await
+    }
+
+    /// `CREATE INDEX CONCURRENTLY` of `index`'s twin `twin`.
+    async fn build_one(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        index: &sql::OldIndex,
+        twin: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StepError> {
+        let qualified = crate::sql::ident::qualified(&r.schema, twin);
+        tracing::info!(target: "pgshift::rollout", rollout = r.id, "building {qualified} on {} like {}", quote(to), quote(&index.name));
+        // A shaped twin's definition ends with its predicate: its tablespace
+        // is given as the session's default.
+        let space = match (&index.definition, &index.tablespace) {
+            (Some(_), Some(space)) => format!("; SET default_tablespace = {}", quote(space)),
+            _ => String::new(),
+        };
+        self.client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = 0{space}",
+                literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
+            ))
+            .await?;
+        let built = self
+            .client
+            .batch_execute(&sql::twin_index(r, index, twin, from, to))
+            .await;
+        let _ = self
+            .client
+            .batch_execute("RESET statement_timeout; RESET lock_timeout; RESET default_tablespace")
+            .await;
+        built?;
         Ok(())
     }
 

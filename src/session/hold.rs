@@ -169,7 +169,7 @@ fn opens_statement(tag: u8) -> bool {
 /// Length of the whole turn at the start of `buf` (a Query, a FunctionCall, or
 /// extended-protocol messages up to their Sync), if it is all there and holds a
 /// statement. None for a Terminate, a bare Sync or Flush: nothing to cancel.
-fn turn_len(buf: &[u8]) -> Option<usize> {
+pub(super) fn turn_len(buf: &[u8]) -> Option<usize> {
     let mut pos = 0;
     loop {
         let (tag, total) = header(&buf[pos..], usize::MAX).ok()??;

@@ -18,6 +18,7 @@ mod refusal;
 mod spill;
 mod statements;
 pub mod terminate;
+mod window;
 mod wrapper;
 
 use crate::context::{Settings, Shared};

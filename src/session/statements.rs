@@ -43,28 +43,11 @@ pub(super) async fn renew(
     shared: &Shared,
     settings: &Settings,
 ) -> Result<(), PumpEnd> {
-    let status = s.down.scanner.tx_status().unwrap_or_default();
-    let only = match status {
-        TxStatus::Failed => return Ok(()),
-        TxStatus::Idle => None,
-        TxStatus::InTransaction => match bound_statement(s.up.pending()) {
-            Some(name) => Some(name),
-            None => {
-                // Nothing to renew and no window to wait for inside a block:
-                // the block's next turns go on unheld.
-                if !s.up.scanner.named() {
-                    let count = shared
-                        .engine
-                        .rollouts
-                        .change_count(&s.registered.info.database);
-                    s.up.scanner.renewed_at(count);
-                }
-                return Ok(());
-            }
-        },
-    };
     let running = &shared.engine.rollouts;
     let database = s.registered.info.database.clone();
+    // Read first: a window that opens from here on is seen at the next turn.
+    let count = running.change_count(&database);
+    let status = s.down.scanner.tx_status().unwrap_or_default();
     let window = Window {
         running,
         database: &database,
@@ -73,15 +56,31 @@ pub(super) async fn renew(
         longest: Duration::from_millis(settings.config.ddl.lock_timeout_ms + 1000)
             + crate::rollout::SETTLE_MAX,
     };
-    // Outside a transaction block, a statement that names a table in its lock
-    // window waits here, not in the server's lock queue behind the window's
-    // ALTER (where every later query on the table would queue behind it too).
-    if let (TxStatus::Idle, Some(text)) = (status, held_text(s.up.pending())) {
-        window.wait(true, &[text]).await;
+    if status == TxStatus::Idle && super::window::wait_out(s, shared, &window).await? {
+        // A cancel answered the held statement.
+        return Ok(());
     }
+    // A session without named statements has nothing to renew; it stays stale
+    // (each turn looked at) while a window is open, so that every statement of
+    // its that names the table waits.
+    let settled = running.swapping(&database).is_empty();
+    let only = match status {
+        TxStatus::Failed => return Ok(()),
+        _ if !s.up.scanner.named() => {
+            if settled {
+                s.up.scanner.renewed_at(count);
+            }
+            return Ok(());
+        }
+        TxStatus::Idle => None,
+        TxStatus::InTransaction => match bound_statement(s.up.pending()) {
+            Some(name) => Some(name),
+            None => return Ok(()),
+        },
+    };
     let tables = running.touched(&database);
     let Some(record) = s.up.scanner.record().filter(|_| !tables.is_empty()) else {
-        s.up.scanner.renewed_at(running.change_count(&database));
+        s.up.scanner.renewed_at(count);
         return Ok(());
     };
     if let Some(name) = &only {
@@ -102,7 +101,9 @@ pub(super) async fn renew(
     let client_gone = io.client_gone();
     let unread = io.into_unread();
     let (renewed, seen) = result.map_err(PumpEnd::ServerIo)?;
-    if only.is_none() {
+    // While a window is open the session stays stale: its next statement that
+    // names the table waits too.
+    if only.is_none() && running.swapping(&database).is_empty() {
         s.up.scanner.renewed_at(seen);
     }
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
@@ -120,21 +121,6 @@ pub(super) async fn renew(
     Ok(())
 }
 
-/// The text of a held Query or Parse, in lower case; None for anything else.
-fn held_text(held: &[u8]) -> Option<String> {
-    let body = held.get(crate::wire::frame::HEADER_LEN..)?;
-    let text = match held.first()? {
-        b'Q' => body,
-        b'P' => {
-            let name = body.iter().position(|&b| b == 0)?;
-            body.get(name + 1..)?
-        }
-        _ => return None,
-    };
-    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-    Some(String::from_utf8_lossy(&text[..end]).to_lowercase())
-}
-
 /// The named statement a held Bind uses; None for anything else.
 fn bound_statement(held: &[u8]) -> Option<String> {
     if held.first() != Some(&b'B') {
@@ -146,11 +132,11 @@ fn bound_statement(held: &[u8]) -> Option<String> {
 }
 
 /// Where a session waits for a lock window that changes a table its statements read.
-struct Window<'a> {
-    running: &'a Running,
-    database: &'a str,
+pub(super) struct Window<'a> {
+    pub running: &'a Running,
+    pub database: &'a str,
     /// The longest wait.
-    longest: Duration,
+    pub longest: Duration,
 }
 
 impl Window<'_> {

@@ -374,7 +374,7 @@ impl Scanner {
             Flow::ClientToServer => {
                 tag == b'Q'
                     || tag == b'P'
-                    || (self.intercept_all || !self.in_batch && self.stale()) && starts_turn(tag)
+                    || starts_turn(tag) && (self.intercept_all || !self.in_batch && self.stale())
                     || self.described.is_some() && matches!(tag, b'D' | b'C')
                     // Small: held whole, so that its portal's name is known.
                     || tag == b'E' && (self.tagging() || self.live())
