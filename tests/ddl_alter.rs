@@ -239,13 +239,13 @@ async fn django_and_alembic_style_migrations_end_complete() {
     // transaction committed (the client did not wait for them).
     let fills = one_value(
         &check,
-        "SELECT count(*) FROM pgshift.rollouts WHERE kind = 'fill' AND column_name = 'created_at'",
+        "SELECT count(*) FROM pgshift.rollouts WHERE kind = 'fill-committed' AND column_name = 'created_at'",
     )
     .await;
     assert_eq!(fills, "1");
     common::scenario::eventually(
         &check,
-        "SELECT count(*) FROM pgshift.rollouts WHERE kind = 'fill' AND phase <> 'finished'",
+        "SELECT count(*) FROM pgshift.rollouts WHERE kind LIKE 'fill%' AND phase <> 'finished'",
         "0",
     )
     .await;

@@ -514,7 +514,7 @@ async fn a_column_added_inside_a_transaction_is_filled_in_the_background_after_c
     let waited = t.elapsed();
     let id: i64 = admin
         .query_one(
-            "SELECT id FROM pgshift.rollouts WHERE kind = 'fill' AND column_name = 'token'",
+            "SELECT id FROM pgshift.rollouts WHERE kind = 'fill-committed' AND column_name = 'token'",
             &[],
         )
         .await
@@ -541,4 +541,84 @@ async fn a_column_added_inside_a_transaction_is_filled_in_the_background_after_c
         ROWS + 1
     );
     assert_eq!(leftovers(&admin).await, 0);
+}
+
+#[tokio::test]
+async fn a_fill_from_a_block_keeps_its_column_on_rollback_and_waits_for_later_work() {
+    let db = fresh_db("fill_in_block_more");
+    let admin = setup(&db).await;
+    let proxy = proxy(2_000);
+    let conn = proxy.conn_str(&db, "postgres");
+    let client = connect(&conn).await;
+    // Rolled back, the fill leaves the column the transaction committed (and
+    // what was written into it).
+    for sql in [
+        "BEGIN",
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+        "COMMIT",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    client.batch_execute("SELECT 1").await.unwrap();
+    let id: i64 = admin
+        .query_one(
+            "SELECT id FROM pgshift.rollouts WHERE kind = 'fill-committed' AND column_name = 'drawn'",
+            &[],
+        )
+        .await
+        .expect("a fill rollout")
+        .get(0);
+    client
+        .batch_execute("INSERT INTO orders (amount, shadow, note) VALUES (1, 1, 'after')")
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    let kept = count(
+        &admin,
+        "SELECT count(drawn) FROM orders WHERE note = 'after'",
+    )
+    .await;
+    assert_eq!(kept, 1, "the column or its value is gone");
+    assert_eq!(leftovers(&admin).await, 0);
+    // A SET NOT NULL later in the block needs every row filled at its turn:
+    // that fill runs in-band, as before, and the column ends NOT NULL.
+    for sql in [
+        "BEGIN",
+        "ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid()",
+        "ALTER TABLE orders ALTER COLUMN token SET NOT NULL",
+        "COMMIT",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    client.batch_execute("SELECT 1").await.unwrap();
+    common::scenario::eventually(
+        &admin,
+        "SELECT count(*) FROM pgshift.deferred WHERE state <> 'done'",
+        "0",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pgshift.rollouts WHERE column_name = 'token'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM orders WHERE token IS NULL").await,
+        0
+    );
+    let not_null: bool = admin
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'token'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(not_null);
 }

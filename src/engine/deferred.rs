@@ -147,9 +147,16 @@ where
             return io.flush_client().await;
         }
     };
-    for d in pending {
+    let last = pending
+        .iter()
+        .rposition(|d| committed.contains(&d.id))
+        .unwrap_or(0);
+    for (k, d) in pending.into_iter().enumerate() {
         if committed.contains(&d.id) {
-            run_one(io, cx, &book, d).await?;
+            // A fill may run in the background only when nothing the
+            // transaction deferred after it waits for its rows (a SET NOT NULL,
+            // a unique index, a type change of the column).
+            run_one(io, cx, &book, d, k == last).await?;
         } else {
             tracing::info!(target: "pgshift::ddl", session = cx.session_id, deferred = d.id, "deferred work dropped: its transaction rolled back");
         }
@@ -163,12 +170,14 @@ async fn run_one<C, S>(
     cx: &SessionCx<'_>,
     book: &Book,
     d: Deferral,
+    last: bool,
 ) -> io::Result<()>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
+    let steps_n = d.steps.len();
     let rt = cx.engine.books.runtime();
     let id = d.id;
     let record = |state: RowState, next: usize, error: Option<String>| async move {
@@ -272,7 +281,7 @@ where
                     table,
                     online: Some(online),
                     ..
-                } if cx.settings.config.rollout.enabled => {
+                } if cx.settings.config.rollout.enabled && last && i + 1 == steps_n => {
                     let at = Instant::now();
                     match super::rollouts::fill_committed(
                         io,
@@ -294,7 +303,13 @@ where
                             })
                         }
                         Ok(None) => steps::run(io, step, Mode::Autocommit, &step_cx).await,
-                        Err(f) => Err(f),
+                        Err(steps::Failure::Io(e)) => Err(steps::Failure::Io(e)),
+                        // The rollout could not start (its trigger's lock not
+                        // granted in time, …): the rows are filled in-band.
+                        Err(f) => {
+                            tracing::warn!(target: "pgshift::rollout", deferred = d.id, error = %super::failure_text(&f), "the fill runs in-band");
+                            steps::run(io, step, Mode::Autocommit, &step_cx).await
+                        }
                     }
                 }
                 _ => steps::run(io, step, Mode::Autocommit, &step_cx).await,

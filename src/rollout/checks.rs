@@ -36,6 +36,7 @@ SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text,
        k.convalidated, k.contype = 'f'
   FROM pg_catalog.pg_constraint k
  WHERE k.conrelid = $1::text::oid AND k.contype IN ('c', 'f') AND $2::int4 = ANY (k.conkey)
+   AND k.conparentid = 0
  ORDER BY k.oid";
 
 /// A CHECK constraint or foreign key as [`CHECKS`] reads it.
@@ -373,6 +374,22 @@ impl Driver {
             )
             .await?;
         Ok(rows.iter().map(|x| x.get(0)).collect())
+    }
+
+    /// The name of the table's constraint `oid`, if it still has it.
+    pub(super) async fn constraint_name(
+        &self,
+        r: &Rollout,
+        oid: u32,
+    ) -> Result<Option<String>, StepError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint WHERE conrelid = $1::text::oid AND oid = $2::text::oid",
+                &[&r.table_oid.to_string(), &oid.to_string()],
+            )
+            .await?
+            .map(|row| row.get(0)))
     }
 
     /// The oid of constraint `name` of the table.

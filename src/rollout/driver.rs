@@ -1077,14 +1077,15 @@ impl Driver {
             // (their text names `amount`, which it is again): NOT VALID in the
             // window, validated after it.
             let mut readd = Vec::new();
-            for (oid, name, foreign) in &r.checks {
-                // One dropped since the cutover stays dropped.
-                if self.constraint_oid(r, name).await? != Some(*oid) {
+            for (oid, _, foreign) in &r.checks {
+                // By the twin's oid: renamed since, it keeps its new name; one
+                // dropped since stays dropped.
+                let Some(name) = self.constraint_name(r, *oid).await? else {
                     continue;
-                }
-                body.push(format!("{t} DROP CONSTRAINT {}", quote(name)));
-                if let Some((def, valid)) = self.constraint_def(r, name).await? {
-                    readd.push((name.clone(), def, valid, *foreign));
+                };
+                body.push(format!("{t} DROP CONSTRAINT {}", quote(&name)));
+                if let Some((def, valid)) = self.constraint_def(r, &name).await? {
+                    readd.push((name, def, valid, *foreign));
                 }
             }
             body.push(format!("{t} RENAME COLUMN {c} TO {new}"));
@@ -1140,7 +1141,11 @@ impl Driver {
             "{t} DROP CONSTRAINT IF EXISTS {}",
             quote(&n.not_null_check)
         ));
-        body.push(format!("{t} DROP COLUMN IF EXISTS {new}"));
+        // A fill of a column the client's transaction committed leaves it (with
+        // what the application wrote into it since).
+        if !r.column_committed {
+            body.push(format!("{t} DROP COLUMN IF EXISTS {new}"));
+        }
         let done = format!("{}{}", Self::done(Phase::RolledBack), r.id);
         self.with_retries(settings, r, &body.join("; "), &done, bg, None)
             .await?;

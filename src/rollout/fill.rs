@@ -19,7 +19,7 @@
 //! session could set differently (a time zone, a date style). Anything else is
 //! filled in-band by the engine, in the author's session, as before.
 
-use super::model::FILL;
+use super::model::{FILL, FILL_COMMITTED};
 use super::start::{probe_step, refusal, Started};
 use super::{driver, sql};
 use crate::engine::conn::Conn;
@@ -271,7 +271,10 @@ pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &st
         quote(trigger)
     );
     match spec.exists {
-        true => trigger,
+        // The boundary is taken once no writer can be in the table: a writer
+        // the trigger's lock waited for would write after the snapshot,
+        // without the trigger.
+        true => format!("LOCK TABLE {qualified} IN SHARE ROW EXCLUSIVE MODE; {trigger}"),
         false => format!("{}; {}; {trigger}", spec.add, spec.set_default),
     }
 }
@@ -364,7 +367,7 @@ pub async fn start<C: Conn>(
                 &key_columns,
                 &(settings.config.rollout.rows_per_second as i64),
                 &reltuples.max(0),
-                &FILL,
+                &if spec.exists { FILL_COMMITTED } else { FILL },
             ],
         )
         .await

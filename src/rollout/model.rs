@@ -141,6 +141,9 @@ pub struct Rollout {
     /// and `new_column` are the added column, `transform` its default, and no
     /// cutover follows the verify.
     pub fill: bool,
+    /// A fill of a column a client's transaction committed (see
+    /// [`FILL_COMMITTED`]).
+    pub column_committed: bool,
     /// A fill's boundary: the transaction that added the column. Rows whose
     /// version is older and whose column is NULL are the ones to fill.
     pub fill_before: Option<u32>,
@@ -151,6 +154,11 @@ pub struct Rollout {
 
 /// `pgshift.rollouts.kind` of a fill (NULL: a type change).
 pub const FILL: &str = "fill";
+
+/// `pgshift.rollouts.kind` of a fill whose column a client's transaction added
+/// and committed (deferred from a transaction block): a rollback leaves the
+/// column, and drops only what the fill added.
+pub const FILL_COMMITTED: &str = "fill-committed";
 
 /// The columns [`Rollout::from_row`] reads, in order.
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
@@ -188,7 +196,11 @@ impl Rollout {
             indexes: entries(r).iter().filter_map(|e| Twin::parse(e)).collect(),
             foreign_keys: entries(r).iter().filter_map(|e| foreign_key(e)).collect(),
             checks: entries(r).iter().filter_map(|e| check(e)).collect(),
-            fill: r.get::<_, Option<String>>(23).as_deref() == Some(FILL),
+            fill: matches!(
+                r.get::<_, Option<String>>(23).as_deref(),
+                Some(FILL | FILL_COMMITTED)
+            ),
+            column_committed: r.get::<_, Option<String>>(23).as_deref() == Some(FILL_COMMITTED),
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
             batch_rows: r.get(25),
         }

@@ -11,7 +11,9 @@ use super::driver::{ours, Driver, StepError};
 use super::model::Rollout;
 use crate::sql::ident::quote;
 
-/// The foreign keys of table $1 on column $2 (attnum): oid, name, definition
+/// The foreign keys of table $1 on column $2 (attnum), not the ones Postgres
+/// derives for the partitions of a partitioned table they reference (those go
+/// and come with theirs): oid, name, definition
 /// (without NOT VALID), validated, and the twin's definition with column $3 in
 /// place of the column (NULL if the definition does not start as expected).
 const OWN_KEYS: &str = "
@@ -27,6 +29,7 @@ SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text, s.d, k.convalidated,
          FROM pg_catalog.unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord)
          JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum) s
  WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND $2::int4 = ANY (k.conkey)
+   AND k.conparentid = 0
  ORDER BY k.oid";
 
 impl Driver {

@@ -634,6 +634,7 @@ pub(crate) mod tests {
             foreign_keys: Vec::new(),
             checks: Vec::new(),
             fill: false,
+            column_committed: false,
             fill_before: None,
             batch_rows: None,
         }

@@ -163,15 +163,55 @@ impl Driver {
             };
             // As the referencing table's owner: the check compares (and may cast)
             // that table's values, and no code of theirs runs as the service role.
-            let done = self
-                .client
-                .batch_execute(&format!(
-                    "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = 0; \
-                     SET LOCAL ROLE {owner}; ALTER TABLE {qualified} VALIDATE CONSTRAINT {}; COMMIT",
-                    literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms)),
-                    quote(name)
-                ))
-                .await;
+            // First, under locks that keep both tables' columns as they are, the
+            // key must still compare built-in types with built-in operators: a
+            // cast of the owner's would run in this session, as the owner, who
+            // could take the session's own role back.
+            let done = async {
+                self.client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = '10s'; \
+                         LOCK TABLE ONLY {qualified} IN SHARE UPDATE EXCLUSIVE MODE",
+                        literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms)),
+                    ))
+                    .await?;
+                let other: Option<String> = self
+                    .client
+                    .query_opt(
+                        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_constraint k \
+                         JOIN pg_catalog.pg_class c ON c.oid = k.confrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f' \
+                           AND pg_catalog.to_regclass($3::text) IS NOT DISTINCT FROM $1::text::oid",
+                        &[&table.to_string(), name, &qualified],
+                    )
+                    .await?
+                    .map(|x| x.get(0));
+                let Some(other) = other else {
+                    return Err(ours(format!("the foreign key {} of {qualified} changed meanwhile", quote(name))));
+                };
+                self.client
+                    .batch_execute(&format!("LOCK TABLE ONLY {other} IN ACCESS SHARE MODE"))
+                    .await?;
+                let plain: bool = self
+                    .client
+                    .query_one(KEY_IS_BUILT_IN, &[&table.to_string(), name])
+                    .await?
+                    .get(0);
+                if !plain {
+                    return Err(ours(format!(
+                        "the foreign key {} of {qualified} compares a type or uses an operator that is not built in: pgshift does not validate it; run ALTER TABLE … VALIDATE CONSTRAINT yourself",
+                        quote(name)
+                    )));
+                }
+                self.client
+                    .batch_execute(&format!(
+                        "SET LOCAL ROLE {owner}; ALTER TABLE {qualified} VALIDATE CONSTRAINT {}; COMMIT",
+                        quote(name)
+                    ))
+                    .await?;
+                Ok::<(), StepError>(())
+            }
+            .await;
             if done.is_err() {
                 let _ = self.client.batch_execute("ROLLBACK").await;
             }
@@ -456,6 +496,20 @@ impl Driver {
         Ok(rows.iter().map(|x| x.get(0)).collect())
     }
 }
+
+/// True when foreign key $2 of table $1 compares columns of built-in types
+/// with built-in operators only (on both sides).
+const KEY_IS_BUILT_IN: &str = "
+SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
+                    WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ck(attnum)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ck.attnum
+                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.confkey) AS fk(attnum)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = fk.attnum
+                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
+  FROM pg_catalog.pg_constraint k
+ WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'";
 
 /// See [`Driver::pin`].
 pub(super) struct Pin(tokio_postgres::Client);
