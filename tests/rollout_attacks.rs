@@ -387,3 +387,89 @@ async fn an_index_made_under_a_twins_name_is_not_taken_for_the_twin() {
         "CREATE UNIQUE INDEX t_amount ON app.t USING btree (amount)"
     );
 }
+
+#[tokio::test]
+async fn an_index_of_a_referencing_table_runs_nothing_in_the_keys_validation() {
+    // The attacker owns a table whose key references the owner's (with SELECT
+    // on it, so Postgres checks the key with one planned query); an index of
+    // theirs computes with an immutable function that takes the session's own
+    // role back (RESET ROLE) and then tries to make them superuser. Planning the
+    // check of VALIDATE CONSTRAINT folds index expressions: without a look at
+    // them, pgshift's validation (as the attacker, in its service session) ran it.
+    let db = fresh_db("rollout_fk_index");
+    let attacker = format!("{db}_mallory");
+    let owner = format!("{db}_owner");
+    let (admin, mallory) = owned_table(&db, &owner).await;
+    role(&admin, &attacker, "").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA evil AUTHORIZATION {attacker};
+             GRANT USAGE ON SCHEMA app TO {attacker};
+             GRANT REFERENCES, SELECT ON app.t TO {attacker};"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    drop(mallory);
+    let evil = connect(&direct(&db).replace("user=postgres", &format!("user={attacker}"))).await;
+    evil.batch_execute(&format!(
+        "CREATE FUNCTION evil.boom() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+         BEGIN
+           IF session_user::text <> '{attacker}' THEN
+             EXECUTE 'RESET ROLE';
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+               EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+             END IF;
+           END IF;
+           RETURN 1;
+         END $f$;
+         CREATE FUNCTION evil.konst() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN RETURN evil.boom(); END $f$;
+         GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         CREATE TABLE evil.r (c int REFERENCES app.t (id));
+         INSERT INTO evil.r VALUES (1), (2);
+         CREATE INDEX r_c ON evil.r ((c + evil.konst()));"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(!is_superuser(&admin, &attacker).await);
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, &owner),
+        "ALTER TABLE app.t ALTER COLUMN id TYPE bigint",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while phase(&admin, id).await.0 != "verified" {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{:?}",
+            phase(&admin, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
+        .await
+        .unwrap();
+    while phase(&admin, id).await.0 != "cut_over" {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            phase(&admin, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The driver tries to validate the key again on every pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !is_superuser(&admin, &attacker).await,
+        "the index's function ran as the service role"
+    );
+    let valid: bool = admin
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = 'evil.r'::regclass AND contype = 'f'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!valid, "pgshift validated a key it cannot check");
+}

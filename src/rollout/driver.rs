@@ -1007,6 +1007,16 @@ impl Driver {
                     r.qualified()
                 )));
             }
+            // Planning the count folds index expressions: only built-in code
+            // may stand there (nobody can add an index under this lock).
+            let function = format!("{}()", n.reverse_function);
+            if let Err(e) = self
+                .check_locked(r, &n.reverse_trigger, &function, &r.column)
+                .await
+            {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
             let counted = self
                 .client
                 .query_one(

@@ -388,9 +388,15 @@ pub async fn start<C: Conn>(
         d.install_function(&rollout, driver::Mirror::Strict)
             .await
             .map_err(|e| recorded(e.reason))?;
+        // Without the ADD COLUMN (deferred from a block) the step needs only
+        // the trigger's lock.
+        let lock = match spec.exists {
+            true => Lock::ShareRowExclusive,
+            false => Lock::AccessExclusive,
+        };
         let step = Step::quick(
             expand(spec, &qualified, &names.trigger, &names.function),
-            Lock::AccessExclusive,
+            lock,
         );
         let step_cx = StepContext {
             table: Some(spec.table),

@@ -175,23 +175,24 @@ impl Driver {
                         literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms)),
                     ))
                     .await?;
-                let other: Option<String> = self
+                let same: bool = self
                     .client
-                    .query_opt(
-                        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_constraint k \
-                         JOIN pg_catalog.pg_class c ON c.oid = k.confrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f' \
-                           AND pg_catalog.to_regclass($3::text) IS NOT DISTINCT FROM $1::text::oid",
-                        &[&table.to_string(), name, &qualified],
+                    .query_one(
+                        "SELECT pg_catalog.to_regclass($1::text) IS NOT DISTINCT FROM $2::text::oid",
+                        &[&qualified, &table.to_string()],
                     )
                     .await?
-                    .map(|x| x.get(0));
-                let Some(other) = other else {
-                    return Err(ours(format!("the foreign key {} of {qualified} changed meanwhile", quote(name))));
-                };
-                self.client
-                    .batch_execute(&format!("LOCK TABLE ONLY {other} IN ACCESS SHARE MODE"))
-                    .await?;
+                    .get(0);
+                if !same {
+                    return Err(StepError {
+                        reason: format!("{qualified} was renamed meanwhile"),
+                        retry: true,
+                        broken: false,
+                    });
+                }
+                // The other table is not locked (the service role may not have
+                // the right to): under this lock its key column's type cannot
+                // change (the key would have to be built again).
                 let plain: bool = self
                     .client
                     .query_one(KEY_IS_BUILT_IN, &[&table.to_string(), name])
@@ -199,13 +200,15 @@ impl Driver {
                     .get(0);
                 if !plain {
                     return Err(ours(format!(
-                        "the foreign key {} of {qualified} compares a type or uses an operator that is not built in: pgshift does not validate it; run ALTER TABLE … VALIDATE CONSTRAINT yourself",
+                        "the foreign key {} of {qualified} compares a type or uses an operator that is not built in, or an index of its tables computes with a function that is not: pgshift does not validate it; run ALTER TABLE … VALIDATE CONSTRAINT yourself",
                         quote(name)
                     )));
                 }
+                // row_security off: a policy would be the owner's code (with it
+                // off, a forced policy makes the check fail instead).
                 self.client
                     .batch_execute(&format!(
-                        "SET LOCAL ROLE {owner}; ALTER TABLE {qualified} VALIDATE CONSTRAINT {}; COMMIT",
+                        "SET LOCAL row_security = off; SET LOCAL ROLE {owner}; ALTER TABLE {qualified} VALIDATE CONSTRAINT {}; COMMIT",
                         quote(name)
                     ))
                     .await?;
@@ -498,7 +501,10 @@ impl Driver {
 }
 
 /// True when foreign key $2 of table $1 compares columns of built-in types
-/// with built-in operators only (on both sides).
+/// with built-in operators only (on both sides), and no index of either table
+/// computes with a function, operator or type that is not built in (planning
+/// the check's query folds index expressions: an immutable function of the
+/// owner's would run in pgshift's session).
 const KEY_IS_BUILT_IN: &str = "
 SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
                     WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
@@ -508,6 +514,10 @@ SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catal
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.confkey) AS fk(attnum)
                      JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = fk.attnum
                     WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x,
+                          pg_catalog.regexp_matches(COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, ''),
+                                                    ':(funcid|opfuncid|opno|[a-z_]*type|[a-z_]*typid|[a-z_]*typeid) ([0-9]+)', 'g') AS m
+                    WHERE x.indrelid IN (k.conrelid, k.confrelid) AND m[2]::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384)
   FROM pg_catalog.pg_constraint k
  WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'";
 
