@@ -242,47 +242,13 @@ impl Driver {
             // One found under the twin's name counts only if it is on this table
             // and is the twin (the owner could have made one by that name with a
             // predicate: it would take the unique index's name at the cutover).
-            let columns: Vec<String> = index
-                .columns
-                .iter()
-                .map(|c| if c == from { to.to_string() } else { c.clone() })
-                .collect();
-            let found = self
-                .client
-                .query_opt(
-                    "SELECT x.indisvalid, x.indrelid OPERATOR(pg_catalog.=) $3::text::oid \
-                       AND $4::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[]), \
-                            x.indisunique OPERATOR(pg_catalog.=) $5::bool AND x.indpred IS NULL AND x.indexprs IS NULL \
-                       AND x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.=) $6::int4 \
-                       AND x.indoption::pg_catalog.int2[]::pg_catalog.int4[] OPERATOR(pg_catalog.=) $7::int4[] \
-                       AND ARRAY(SELECT a.attname::pg_catalog.text \
-                                   FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord) \
-                                   JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
-                                  ORDER BY k.ord) OPERATOR(pg_catalog.=) $8::text[] \
-                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
-                     WHERE c.relname = $1::text::name \
-                       AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
-                    &[
-                        &twin,
-                        &r.schema,
-                        &r.table_oid.to_string(),
-                        &to_attnum,
-                        &index.unique,
-                        &(index.key_columns as i32),
-                        &index.options,
-                        &columns,
-                    ],
-                )
-                .await?;
             let qualified = crate::sql::ident::qualified(&r.schema, &twin);
             let state = match index.definition {
                 Some(_) => self.shaped_twin(r, &twin, index).await?,
-                None => found.map(|x| {
-                    (
-                        x.get::<_, bool>(0) && x.get::<_, bool>(2),
-                        x.get::<_, bool>(1),
-                    )
-                }),
+                None => {
+                    self.plain_twin(r, &twin, index, from, to, to_attnum)
+                        .await?
+                }
             };
             match state {
                 Some((true, true)) => continue,
@@ -313,6 +279,59 @@ impl Driver {
             built?;
         }
         Ok(())
+    }
+
+    /// Whether the index named `twin` in the table's schema is the valid twin
+    /// of plain index `index` (same columns with `to` for `from`, order and
+    /// uniqueness, no predicate or expression), on the table. None: there is no
+    /// such index; Some((valid, on_the_table)).
+    async fn plain_twin(
+        &self,
+        r: &Rollout,
+        twin: &str,
+        index: &sql::OldIndex,
+        from: &str,
+        to: &str,
+        to_attnum: i32,
+    ) -> Result<Option<(bool, bool)>, StepError> {
+        let columns: Vec<String> = index
+            .columns
+            .iter()
+            .map(|c| if c == from { to.to_string() } else { c.clone() })
+            .collect();
+        let found = self
+            .client
+            .query_opt(
+                "SELECT x.indisvalid, x.indrelid OPERATOR(pg_catalog.=) $3::text::oid \
+                   AND $4::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[]), \
+                        x.indisunique OPERATOR(pg_catalog.=) $5::bool AND x.indpred IS NULL AND x.indexprs IS NULL \
+                   AND x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.=) $6::int4 \
+                   AND x.indoption::pg_catalog.int2[]::pg_catalog.int4[] OPERATOR(pg_catalog.=) $7::int4[] \
+                   AND ARRAY(SELECT a.attname::pg_catalog.text \
+                               FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                               JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
+                              ORDER BY k.ord) OPERATOR(pg_catalog.=) $8::text[] \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
+                 WHERE c.relname = $1::text::name \
+                   AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
+                &[
+                    &twin,
+                    &r.schema,
+                    &r.table_oid.to_string(),
+                    &to_attnum,
+                    &index.unique,
+                    &(index.key_columns as i32),
+                    &index.options,
+                    &columns,
+                ],
+            )
+            .await?;
+        Ok(found.map(|x| {
+            (
+                x.get::<_, bool>(0) && x.get::<_, bool>(2),
+                x.get::<_, bool>(1),
+            )
+        }))
     }
 
     /// Under the pin: `index` is still one of `from`'s indexes as read, and the
