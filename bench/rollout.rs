@@ -180,10 +180,11 @@ async fn writes(c: &Client, rows: i64, extra: bool, simple: bool) -> Writes {
         base += rows;
     }
     bulk.sort();
+    // The amount a parameter (the floor repeats it as pgshift does).
     let insert = c
         .prepare(&format!(
-            "INSERT INTO items (id, amount, payload{cols}) VALUES ($1, 5, 'z'{})",
-            if extra { ", 5" } else { "" }
+            "INSERT INTO items (id, amount, payload{cols}) VALUES ($1, $2, 'z'{})",
+            if extra { ", ($2)::integer" } else { "" }
         ))
         .await
         .unwrap();
@@ -201,7 +202,7 @@ async fn writes(c: &Client, rows: i64, extra: bool, simple: bool) -> Writes {
                     .await
                     .unwrap(),
                 false => {
-                    c.execute(&insert, &[&(base + i)]).await.unwrap();
+                    c.execute(&insert, &[&(base + i), &5i32]).await.unwrap();
                 }
             }
         }
@@ -275,8 +276,16 @@ async fn overhead(pg: &Cluster, proxy: u16, rows: i64) {
     let rewrite = writes(&via, rows, false, true).await;
     check_mirror(&c).await;
     roll_back(&c).await;
-    println!("| write | no rollout ms | new column in the statement ms (ratio) | mirror trigger ms (ratio) | via pgshift, no rollout ms | via pgshift, rewritten ms (ratio) |");
-    println!("|---|---|---|---|---|---|");
+    // Through pgshift, prepared statements: the same two runs.
+    fill(&c, rows).await;
+    let none_prep = writes(&via, rows, false, false).await;
+    fill(&c, rows).await;
+    start_rollout(&via, &c).await;
+    let rewrite_prep = writes(&via, rows, false, false).await;
+    check_mirror(&c).await;
+    roll_back(&c).await;
+    println!("| write | no rollout ms | new column in the statement ms (ratio) | mirror trigger ms (ratio) | via pgshift, no rollout ms | via pgshift, rewritten ms (ratio) | via pgshift prepared, no rollout ms | via pgshift prepared, rewritten ms (ratio) |");
+    println!("|---|---|---|---|---|---|---|---|");
     let pick = |w: &Writes, i: usize| match i {
         0 => w.bulk_update,
         1 => w.single_updates,
@@ -294,8 +303,9 @@ async fn overhead(pg: &Cluster, proxy: u16, rows: i64) {
     {
         let (a, b, t) = (pick(&none, i), pick(&floor, i), pick(&trigger, i));
         let (v, r) = (pick(&none_via, i), pick(&rewrite, i));
+        let (pv, pr) = (pick(&none_prep, i), pick(&rewrite_prep, i));
         println!(
-            "| {name} | {} | {} ({}) | {} ({}) | {} | {} ({}) |",
+            "| {name} | {} | {} ({}) | {} ({}) | {} | {} ({}) | {} | {} ({}) |",
             ms(a),
             ms(b),
             ratio(b, a),
@@ -303,7 +313,10 @@ async fn overhead(pg: &Cluster, proxy: u16, rows: i64) {
             ratio(t, a),
             ms(v),
             ms(r),
-            ratio(r, v)
+            ratio(r, v),
+            ms(pv),
+            ms(pr),
+            ratio(pr, pv)
         );
     }
     println!();

@@ -181,6 +181,8 @@ pub struct Reply {
     pub error: Option<ServerError>,
     /// The columns of the last RowDescription (a Describe's answer).
     pub fields: Option<Vec<crate::wire::backend::Field>>,
+    /// The types of the last ParameterDescription (a Describe's answer).
+    pub params: Option<Vec<u32>>,
 }
 
 impl Reply {
@@ -455,6 +457,7 @@ where
                 // The client's own results go to the client, not into memory.
                 b'D' if self.relay != Relay::All => reply.rows.push(data_row(body)),
                 b'T' if !streamed => reply.fields = crate::wire::backend::row_description(body),
+                b't' if !streamed => reply.params = crate::wire::backend::parameter_types(body),
                 b'E' if reply.error.is_none() => {
                     reply.error = Some(ServerError::from_fields(error_fields(&frame)));
                 }

@@ -129,6 +129,11 @@ impl Swap {
 
 impl Drop for Swap {
     fn drop(&mut self) {
+        if self.shape {
+            // Before the window is seen closed: a write looked at from then on
+            // must not name a new column the window renamed or dropped.
+            self.running.stop_repeating(&self.key.0, self.oid);
+        }
         let mut swapping = self
             .running
             .swapping
@@ -148,7 +153,6 @@ impl Drop for Swap {
         // Committed or not, the phase is the driver's to read again: until it
         // does, writes leave the new column (renamed or dropped now, perhaps)
         // to the trigger.
-        self.running.stop_repeating(&self.key.0, self.oid);
         self.running.changed(&self.key.0, &self.key.1, self.oid);
     }
 }
@@ -179,6 +183,8 @@ pub struct Table {
     pub repeats: bool,
     /// Its schema.
     pub schema: String,
+    /// The column's type before the rollout (`integer`).
+    pub old_type: String,
 }
 
 impl Table {
@@ -257,6 +263,7 @@ impl Running {
                 expanded: r.phase != model::Phase::Planned,
                 cut_over: r.phase == model::Phase::CutOver,
                 schema: r.schema.clone(),
+                old_type: r.old_type.clone(),
                 repeats: driving
                     && r.repeatable()
                     && matches!(
@@ -300,6 +307,7 @@ impl Running {
                 cut_over: false,
                 repeats: false,
                 schema: r.schema.clone(),
+                old_type: r.old_type.clone(),
             },
         );
     }
@@ -667,6 +675,7 @@ mod tests {
             cut_over: false,
             repeats: false,
             schema: "public".into(),
+            old_type: "integer".into(),
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let want = names(&["id", "amount", "note"]);

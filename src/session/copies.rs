@@ -11,7 +11,7 @@ use crate::wire::frame::HEADER_LEN;
 use bytes::{BufMut, BytesMut};
 
 /// The held Parse's name, text and what follows the text (parameter types).
-fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+pub(super) fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let name_end = body.iter().position(|&b| b == 0)?;
     let text_start = name_end + 1;
     let text_end = text_start + body[text_start..].iter().position(|&b| b == 0)?;
@@ -23,7 +23,7 @@ fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 /// A Parse message for `name`, `text` and the parameter types `rest`.
-fn parse_frame(name: &[u8], text: &str, rest: &[u8]) -> BytesMut {
+pub(super) fn parse_frame(name: &[u8], text: &str, rest: &[u8]) -> BytesMut {
     let len = 4 + name.len() + 1 + text.len() + 1 + rest.len();
     let mut frame = BytesMut::with_capacity(1 + len);
     frame.put_u8(b'P');
@@ -59,6 +59,8 @@ pub(super) async fn prepared(
         s.up.release_held();
         return Ok(true);
     };
+    // Its look at the table replaces the unnamed statement.
+    s.mirrors.forget_unnamed();
     let status = s.down.scanner.tx_status().unwrap_or_default();
     let unread = s.down.take_unforwarded();
     let cx = super::session_cx(&s.registered.info, shared, settings);

@@ -65,6 +65,7 @@ async fn turn(
         // The transaction that deferred work has ended (a COMMIT the engine did
         // not see: extended protocol, a prepared statement): run it now, before
         // anything the client sends next.
+        s.mirrors.forget_unnamed();
         hold::run_deferred(s, shared, settings).await?;
     }
     // Nothing of the client's is at the server now: a rollout's lock window need
@@ -107,11 +108,11 @@ async fn turn(
             .filter(|sql| sql.len() <= MIRROR_MAX)
             .map(str::to_string);
         let rewritten = match sql {
-            Some(sql) => super::mirror::rewrite(s, shared, settings, &sql).await?,
+            Some(sql) => super::mirror::rewrite(s, shared, settings, &sql, false).await?,
             None => None,
         };
         match rewritten {
-            Some(m) => {
+            Some((m, _)) => {
                 let mut frame = bytes::BytesMut::new();
                 crate::wire::backend::query(&mut frame, &m.text);
                 // Its errors point into the client's text, as they would directly.
@@ -120,6 +121,10 @@ async fn turn(
             }
             None => s.up.release_held(),
         }
+        return Ok(());
+    }
+    // A prepared INSERT or UPDATE that may set a rollout's new column too.
+    if hit && s.pending.is_empty() && super::mirrored::prepared(s, shared, settings).await? {
         return Ok(());
     }
     // A COPY prepared while a table is under rollout: its Parse alone.
@@ -144,6 +149,8 @@ async fn turn(
         s.up.release_held();
         return Ok(());
     };
+    // The engine runs statements of its own on the connection.
+    s.mirrors.forget_unnamed();
     // While the engine works on the held message, nothing of the session is at
     // the server: a lock window (the engine may open one itself, starting a
     // rollout) need not wait for it.

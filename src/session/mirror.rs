@@ -10,7 +10,8 @@
 
 use super::Established;
 use crate::context::{Settings, Shared};
-use crate::engine::conn::{Conn, InBand};
+use crate::engine::conn::InBand;
+use crate::rollout::Table;
 use crate::sql::analysis::{analyze_shared, Verdict};
 use crate::sql::ident::literal;
 use crate::sql::sniff::contains_ignoring_case;
@@ -27,16 +28,20 @@ pub(super) struct Lookup {
     found: (Option<u32>, bool),
     /// The session's turn count after the write that looked it up last.
     turns: u64,
+    /// The count of statements that may have changed what names mean, then.
+    env: u64,
 }
 
-/// The held simple Query `sql`, rewritten to set a rollout's new column too;
-/// None to send it as it is.
+/// The held simple Query `sql` (or, `prepared`, the text of a held Parse),
+/// rewritten to set a rollout's new column too, with the rollout's table; None
+/// to send it as it is.
 pub(super) async fn rewrite(
     s: &mut Established<'_>,
     shared: &Shared,
     settings: &Settings,
     sql: &str,
-) -> Result<Option<crate::sql::writes::Mirrored>, super::pump::PumpEnd> {
+    prepared: bool,
+) -> Result<Option<(crate::sql::writes::Mirrored, Table)>, super::pump::PumpEnd> {
     let status = s.down.scanner.tx_status().unwrap_or_default();
     // Backslashes read differently with standard_conforming_strings off.
     if status == TxStatus::Failed || sql.contains('\\') {
@@ -67,10 +72,18 @@ pub(super) async fn rewrite(
     if write.table.catalog.as_ref().is_some_and(|c| c != database) {
         return Ok(None);
     }
+    // A prepared statement's values may read its parameters: their repeat is
+    // cast to the column's type.
+    let cast = |t: &Table| match t.old_type.as_str() {
+        "smallint" | "integer" | "bigint" if prepared => Some(t.old_type.clone()),
+        _ => None,
+    };
     let tables = running.repeats(database, &write.table.name);
     let Some(table) = tables.into_iter().find(|t| {
         write.table.schema.as_ref().is_none_or(|s| *s == t.schema)
-            && write.mirror(sql, &t.column, &t.new_column).is_some()
+            && write
+                .mirrored(sql, &t.column, &t.new_column, cast(t).as_deref())
+                .is_some()
     }) else {
         return Ok(None);
     };
@@ -83,18 +96,26 @@ pub(super) async fn rewrite(
         return Ok(None);
     }
     let turns = s.up.scanner.turns;
+    let env = s.up.scanner.env();
     let known = match &s.lookup {
-        Some(l) if l.key == key && l.turns == turns => Some(l.found),
+        Some(l) if l.key == key && l.turns == turns && l.env == env => Some(l.found),
         _ => None,
     };
     let (oid, may) = match known {
         Some(found) => found,
         None => {
             let found = look_up(s, &key).await?;
-            s.lookup = Some(Lookup { key, found, turns });
+            s.lookup = Some(Lookup {
+                key,
+                found,
+                turns,
+                env,
+            });
             found
         }
     };
+    // From here on, what may change the names is counted.
+    s.up.scanner.watch_env(true);
     match (&mut s.lookup, write.calls) {
         // This write is one more turn the lookup holds for, unless it may
         // change what names mean (a function such as set_config).
@@ -104,11 +125,16 @@ pub(super) async fn rewrite(
     if !may || oid != Some(table.oid) {
         return Ok(None);
     }
-    let rewritten = write.mirrored(sql, &table.column, &table.new_column);
+    let rewritten = write.mirrored(
+        sql,
+        &table.column,
+        &table.new_column,
+        cast(&table).as_deref(),
+    );
     if let Some(m) = &rewritten {
         tracing::debug!(target: "pgshift::rollout", "write sets the new column too: {}", m.text);
     }
-    Ok(rewritten)
+    Ok(rewritten.map(|m| (m, table)))
 }
 
 /// The oid the name means in the client's session now (a qualified name
@@ -149,13 +175,13 @@ async fn look_up(
     s: &mut Established<'_>,
     key: &(String, String, String),
 ) -> Result<(Option<u32>, bool), super::pump::PumpEnd> {
-    // A simple Query (the client's own is one: nothing of an unnamed statement
-    // of the client's is lost), its values as literals.
+    // Under pgshift's own statement and portal names (the client's unnamed
+    // ones stay), its values as literals.
     let sql = look_up_sql(key);
     let status = s.down.scanner.tx_status().unwrap_or_default();
     let unread = s.down.take_unforwarded();
     let mut io = InBand::new(&mut s.client, &mut s.server, unread, status, None);
-    let reply = io.query(&sql).await;
+    let reply = super::statements::run(&mut io, &sql, &[]).await;
     let status = io.status;
     let unread = io.into_unread();
     let reply = reply.map_err(super::pump::PumpEnd::ServerIo)?;

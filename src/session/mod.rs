@@ -10,6 +10,7 @@ pub mod info;
 mod intercept;
 mod io;
 mod mirror;
+mod mirrored;
 mod opening;
 mod outbox;
 pub mod pause;
@@ -111,6 +112,8 @@ pub(crate) struct Established<'a> {
     pending: Pending,
     /// The last lookup of a write's table for a rollout's mirror.
     lookup: Option<mirror::Lookup>,
+    /// Prepared writes pgshift changed to set a rollout's new column too.
+    mirrors: mirrored::Mirrors,
     /// Counts the session against `server.max_client_conn`.
     _active: ActiveGuard<'a>,
 }
@@ -221,6 +224,7 @@ async fn establish<'a>(
         signal,
         pending: Pending::default(),
         lookup: None,
+        mirrors: Default::default(),
         _active: active,
     })
 }

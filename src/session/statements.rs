@@ -60,6 +60,9 @@ pub(super) async fn renew(
         // A cancel answered the held statement.
         return Ok(());
     }
+    // Prepared writes that set a new column the rollout renamed or dropped.
+    let owed = super::mirrored::restore(s, shared).await?;
+    let status = s.down.scanner.tx_status().unwrap_or_default();
     // A session without named statements has nothing to renew; it stays stale
     // (each turn looked at) while a window is open, so that every statement of
     // its that names the table waits.
@@ -67,7 +70,7 @@ pub(super) async fn renew(
     let only = match status {
         TxStatus::Failed => return Ok(()),
         _ if !s.up.scanner.named() => {
-            if settled {
+            if settled && !owed {
                 s.up.scanner.renewed_at(count);
             }
             return Ok(());
@@ -80,7 +83,9 @@ pub(super) async fn renew(
     };
     let tables = running.touched(&database);
     let Some(record) = s.up.scanner.record().filter(|_| !tables.is_empty()) else {
-        s.up.scanner.renewed_at(count);
+        if !owed {
+            s.up.scanner.renewed_at(count);
+        }
         return Ok(());
     };
     if let Some(name) = &only {
@@ -103,7 +108,7 @@ pub(super) async fn renew(
     let (renewed, seen) = result.map_err(PumpEnd::ServerIo)?;
     // While a window is open the session stays stale: its next statement that
     // names the table waits too.
-    if only.is_none() && running.swapping(&database).is_empty() {
+    if only.is_none() && running.swapping(&database).is_empty() && !owed {
         s.up.scanner.renewed_at(seen);
     }
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
@@ -143,7 +148,7 @@ impl Window<'_> {
     /// Waits, outside a transaction block only (inside one, the session may hold a
     /// lock the window waits for), while a table one of `texts` (lowercase)
     /// mentions is in its lock window. Returns the count of changes after it.
-    async fn wait(&self, idle: bool, texts: &[String]) -> u64 {
+    pub(super) async fn wait(&self, idle: bool, texts: &[String]) -> u64 {
         let deadline = Instant::now() + self.longest;
         while idle && Instant::now() < deadline {
             let open = self.running.swapping(self.database);
@@ -216,7 +221,10 @@ where
 
 /// `command` (SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT) on pgshift's
 /// savepoint; false on an error.
-async fn savepoint<C, S>(io: &mut InBand<'_, C, S>, command: &str) -> std::io::Result<bool>
+pub(super) async fn savepoint<C, S>(
+    io: &mut InBand<'_, C, S>,
+    command: &str,
+) -> std::io::Result<bool>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -447,7 +455,7 @@ where
 /// Runs one statement with text parameters under pgshift's own statement and
 /// portal names (a simple Query would drop the client's unnamed statement and
 /// portal).
-async fn run<C, S>(
+pub(super) async fn run<C, S>(
     io: &mut InBand<'_, C, S>,
     sql: &str,
     params: &[Option<&str>],

@@ -28,7 +28,9 @@ pub(super) async fn wait_out(
     shared: &Shared,
     window: &Window<'_>,
 ) -> Result<bool, super::pump::PumpEnd> {
-    let Some(text) = held_text(s.up.pending()) else {
+    // A Bind or Describe of a prepared write pgshift changed names the table
+    // as its text does.
+    let Some(text) = held_text(s.up.pending()).or_else(|| super::mirrored::held_text(s)) else {
         return Ok(false);
     };
     let names = |open: &[String]| open.iter().any(|t| mentions(&text, t));

@@ -82,6 +82,30 @@ pub fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
 
 /// True when `sql` starts with INSERT or UPDATE (after spaces and comments): a
 /// write to a table under rollout may set its new column too.
+/// True when `sql` may change what a name in a later statement of the session
+/// means, or who runs it: the search_path (`SET search_path`, `SET SCHEMA`,
+/// `set_config`), the role (`SET ROLE`, `SET SESSION AUTHORIZATION`, `RESET`),
+/// a temporary table (which comes first on the path), `DISCARD`. A generous
+/// test (`payroll` passes as a role): it only makes pgshift look again. An
+/// INSERT or UPDATE changes nothing of this but through `set_config`.
+pub fn may_change_names(sql: &[u8]) -> bool {
+    if starts_with_write(sql) {
+        return contains_ignoring_case(sql, b"set_config");
+    }
+    [
+        &b"search_path"[..],
+        b"schema",
+        b"set_config",
+        b"role",
+        b"authorization",
+        b"temp",
+        b"reset",
+        b"discard",
+    ]
+    .iter()
+    .any(|w| contains_ignoring_case(sql, w))
+}
+
 pub fn starts_with_write(sql: &[u8]) -> bool {
     let s = &sql[skip_space_and_comments(sql, 0)..];
     let word = &s[..word_len(s)];

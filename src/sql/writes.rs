@@ -50,6 +50,9 @@ struct Set {
     end: usize,
     /// The column references in its values.
     refs: Vec<Vec<String>>,
+    /// A value reads a parameter (`$1`): a repeat must be cast to the column's
+    /// type, as the value is (see [`Write::mirrored`]).
+    params: bool,
 }
 
 impl Write {
@@ -57,15 +60,36 @@ impl Write {
     /// value it sets `column` to; None when it does not set `column`, sets
     /// `new_column` itself, or sets `column` to a value that cannot be repeated.
     pub fn mirror(&self, sql: &str, column: &str, new_column: &str) -> Option<String> {
-        self.mirrored(sql, column, new_column).map(|m| m.text)
+        self.mirrored(sql, column, new_column, None).map(|m| m.text)
     }
 
-    /// [`Self::mirror`], with where the text was added.
-    pub fn mirrored(&self, sql: &str, column: &str, new_column: &str) -> Option<Mirrored> {
+    /// [`Self::mirror`], with where the text was added. With `cast` (the
+    /// column's type, spelled as an SQL keyword: `integer`), values may read
+    /// parameters of a prepared statement, each one only there: the repeat is
+    /// cast to the column's type (`($2)::integer`), so that a parameter whose
+    /// type the server infers from the column gets the same type from either
+    /// place, and the repeat holds the value the column gets (an assignment
+    /// cast and the explicit cast between built-in types are one function).
+    pub fn mirrored(
+        &self,
+        sql: &str,
+        column: &str,
+        new_column: &str,
+        cast: Option<&str>,
+    ) -> Option<Mirrored> {
         if self.sets.iter().any(|s| s.column == new_column) {
             return None;
         }
         let set = self.sets.iter().find(|s| s.column == column)?;
+        let cast = match (set.params, cast) {
+            (false, _) => None,
+            (true, None) => return None,
+            (true, Some(cast)) => Some(cast),
+        };
+        let repeat = |value: &str| match cast {
+            Some(ty) => format!("({value})::{ty}"),
+            None => format!("({value})"),
+        };
         // A value may read only the column itself (the rollout's: a built-in
         // integer), so that no operator or function of a user's runs twice; a
         // qualified name could also be a function call (`o.f` is `f(o)`).
@@ -84,11 +108,11 @@ impl Write {
             .collect::<Option<_>>()?;
         let new = quote(new_column);
         let mut inserts: Vec<(usize, String)> = match &self.shape {
-            Shape::Update => vec![(set.end, format!(", {new} = ({})", values[0]))],
+            Shape::Update => vec![(set.end, format!(", {new} = {}", repeat(values[0])))],
             Shape::Insert { list_end, row_ends } => {
                 let mut v = vec![(*list_end, format!(", {new}"))];
                 for (end, value) in row_ends.iter().zip(&values) {
-                    v.push((*end, format!(", ({value})")));
+                    v.push((*end, format!(", {}", repeat(value))));
                 }
                 v
             }
@@ -204,6 +228,7 @@ impl Write {
             sets.push(Set {
                 column: set.column.clone(),
                 refs: set.refs.clone(),
+                params: set.params,
                 values: set.values.iter().map(range).collect::<Option<_>>()?,
                 end: match self.shape {
                     Shape::Update if set.values.iter().any(Option::is_some) => end(set.end)?,
@@ -301,6 +326,7 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
             values: Vec::new(),
             end: 0,
             refs: Vec::new(),
+            params: false,
         })
         .collect();
     for (row, list) in rows.iter().zip(&select.values_lists) {
@@ -311,8 +337,13 @@ fn insert(i: &pg_query::protobuf::InsertStmt, t: &Tokens) -> Option<Write> {
             return None;
         }
         for ((range, node), set) in row.iter().zip(&list.items).zip(sets.iter_mut()) {
-            set.values
-                .push(repeatable(node.node.as_ref(), range, t, &mut set.refs));
+            set.values.push(repeatable(
+                node.node.as_ref(),
+                range,
+                t,
+                &mut set.refs,
+                &mut set.params,
+            ));
         }
     }
     let relation = i.relation.as_ref()?;
@@ -346,12 +377,13 @@ fn update(u: &pg_query::protobuf::UpdateStmt, t: &Tokens) -> Option<Write> {
             }
             false => (None, 0),
         };
-        let mut refs = Vec::new();
+        let (mut refs, mut params) = (Vec::new(), false);
         sets.push(Set {
             column: r.name.clone(),
-            values: vec![value.and_then(|v| repeatable(val, &v, t, &mut refs))],
+            values: vec![value.and_then(|v| repeatable(val, &v, t, &mut refs, &mut params))],
             end,
             refs,
+            params,
         });
     }
     let relation = u.relation.as_ref()?;
@@ -365,17 +397,40 @@ fn update(u: &pg_query::protobuf::UpdateStmt, t: &Tokens) -> Option<Write> {
 }
 
 /// `range` when `node` can be evaluated twice with the same result and no side
-/// effect, and every location in it lies inside `range`.
+/// effect, and every location in it lies inside `range`. A parameter it reads
+/// must stand nowhere else in the statement (`params` notes that it reads one):
+/// the server then infers its type from this value alone, before the repeat.
 fn repeatable(
     node: Option<&NodeEnum>,
     range: &Range<usize>,
     t: &Tokens,
     refs: &mut Vec<Vec<String>>,
+    params: &mut bool,
 ) -> Option<Range<usize>> {
-    let mut spots = Vec::new();
-    if !plain(node?, t, &mut spots, refs) || range.is_empty() {
+    let mut found = Found {
+        spots: Vec::new(),
+        refs,
+        params: Vec::new(),
+    };
+    if !plain(node?, t, &mut found) || range.is_empty() {
         return None;
     }
+    let Found {
+        spots,
+        params: read,
+        ..
+    } = found;
+    for p in &read {
+        // By number: `$01` is `$1`.
+        let number = |i: usize| t.text(i)?.strip_prefix('$')?.parse::<i32>().ok();
+        let uses = (0..t.tokens.len())
+            .filter(|&i| t.is(i, Token::Param) && number(i) == Some(*p))
+            .count();
+        if uses != 1 {
+            return None;
+        }
+    }
+    *params |= !read.is_empty();
     let inside = spots
         .iter()
         .all(|&at| usize::try_from(at).is_ok_and(|at| range.contains(&at)));
@@ -415,19 +470,32 @@ const TYPES: [&str; 12] = [
     "timestamptz",
 ];
 
-fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<String>>) -> bool {
-    let mut child = |n: &Option<Box<pg_query::Node>>, spots: &mut Vec<i32>| {
+/// What [`plain`] found in a value: the locations of its nodes, its column
+/// references and the numbers of the parameters it reads.
+struct Found<'a> {
+    spots: Vec<i32>,
+    refs: &'a mut Vec<Vec<String>>,
+    params: Vec<i32>,
+}
+
+fn plain(node: &NodeEnum, t: &Tokens, f: &mut Found) -> bool {
+    let child = |n: &Option<Box<pg_query::Node>>, f: &mut Found| {
         n.as_ref()
             .and_then(|n| n.node.as_ref())
-            .is_some_and(|n| plain(n, t, spots, refs))
+            .is_some_and(|n| plain(n, t, f))
     };
     match node {
         NodeEnum::AConst(c) => {
-            spots.push(c.location);
+            f.spots.push(c.location);
+            true
+        }
+        NodeEnum::ParamRef(p) => {
+            f.spots.push(p.location);
+            f.params.push(p.number);
             true
         }
         NodeEnum::ColumnRef(c) => {
-            spots.push(c.location);
+            f.spots.push(c.location);
             let fields: Option<Vec<String>> = c
                 .fields
                 .iter()
@@ -438,14 +506,14 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<S
                 .collect();
             match fields {
                 Some(fields) => {
-                    refs.push(fields);
+                    f.refs.push(fields);
                     true
                 }
                 None => false,
             }
         }
         NodeEnum::AExpr(e) => {
-            spots.push(e.location);
+            f.spots.push(e.location);
             let op = match e.name.as_slice() {
                 [n] => match &n.node {
                     Some(NodeEnum::String(s)) => s.sval.as_str(),
@@ -463,11 +531,11 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<S
             };
             e.kind == pg_query::protobuf::AExprKind::AexprOp as i32
                 && (matches!(op, "+" | "-" | "*") || matches!(op, "/" | "%") && divisor)
-                && (e.lexpr.is_none() || child(&e.lexpr, spots))
-                && child(&e.rexpr, spots)
+                && (e.lexpr.is_none() || child(&e.lexpr, f))
+                && child(&e.rexpr, f)
         }
         NodeEnum::TypeCast(c) => {
-            spots.push(c.location);
+            f.spots.push(c.location);
             // `x::type` only (`CAST(x AS type)` has parentheses of its own).
             let cast = t.at(c.location).is_some_and(|i| t.is(i, Token::Typecast));
             let Some(ty) = &c.type_name else {
@@ -488,7 +556,7 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<S
                 ["pg_catalog", name] => TYPES.contains(name),
                 _ => false,
             };
-            spots.push(ty.location);
+            f.spots.push(ty.location);
             cast && builtin
                 && names.len() == ty.names.len()
                 && ty.array_bounds.is_empty()
@@ -496,12 +564,12 @@ fn plain(node: &NodeEnum, t: &Tokens, spots: &mut Vec<i32>, refs: &mut Vec<Vec<S
                 && !ty.pct_type
                 && ty.typmods.iter().all(|m| match &m.node {
                     Some(NodeEnum::AConst(c)) => {
-                        spots.push(c.location);
+                        f.spots.push(c.location);
                         true
                     }
                     _ => false,
                 })
-                && child(&c.arg, spots)
+                && child(&c.arg, f)
         }
         _ => false,
     }
@@ -691,6 +759,49 @@ mod tests {
         assert_eq!(
             mirror("insert into orders(amount) values ((1 + 2) * 3) returning id").as_deref(),
             Some("insert into orders(amount, amount__pgshift_new) values ((1 + 2) * 3, ((1 + 2) * 3)) returning id")
+        );
+    }
+
+    #[test]
+    fn prepared_values_repeat_cast_to_the_columns_type() {
+        let prepared = |sql: &str| {
+            let parsed = pg_query::parse(sql).unwrap();
+            let node = parsed.protobuf.stmts[0].stmt.as_ref()?.node.as_ref()?;
+            of(node, sql)?
+                .mirrored(sql, "amount", "amount__pgshift_new", Some("integer"))
+                .map(|m| m.text)
+        };
+        assert_eq!(
+            prepared("INSERT INTO orders (id, amount) VALUES ($1, $2)").as_deref(),
+            Some("INSERT INTO orders (id, amount, amount__pgshift_new) VALUES ($1, $2, ($2)::integer)")
+        );
+        assert_eq!(
+            prepared("UPDATE orders SET amount = amount + $1 WHERE id = $2").as_deref(),
+            Some("UPDATE orders SET amount = amount + $1, amount__pgshift_new = (amount + $1)::integer WHERE id = $2")
+        );
+        assert_eq!(
+            prepared("INSERT INTO orders (id, amount) VALUES ($1, 5), ($2, $3)").as_deref(),
+            Some("INSERT INTO orders (id, amount, amount__pgshift_new) VALUES ($1, 5, (5)::integer), ($2, $3, ($3)::integer)")
+        );
+        // Without parameters the repeat is as in a simple Query.
+        assert_eq!(
+            prepared("UPDATE orders SET amount = 5 WHERE id = $1").as_deref(),
+            Some("UPDATE orders SET amount = 5, amount__pgshift_new = (5) WHERE id = $1")
+        );
+        // A parameter that stands elsewhere too may take its type from there.
+        for sql in [
+            "UPDATE orders SET amount = $1 WHERE amount <> $1",
+            "INSERT INTO orders (id, amount) VALUES ($1, $1)",
+            "UPDATE orders SET amount = $1 + $1",
+            "UPDATE orders SET amount = length($1)",
+            "UPDATE orders SET amount = $1, note = $01::bigint",
+        ] {
+            assert_eq!(prepared(sql), None, "{sql}");
+        }
+        // A simple Query's value never reads a parameter.
+        assert_eq!(
+            mirror("INSERT INTO orders (id, amount) VALUES (1, $1)"),
+            None
         );
     }
 

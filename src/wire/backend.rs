@@ -351,6 +351,20 @@ pub struct Field {
 }
 
 /// The columns of a RowDescription body; None when it is malformed.
+/// The type oids of a ParameterDescription's body.
+pub fn parameter_types(body: &[u8]) -> Option<Vec<u32>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let rest = body.get(2..)?;
+    if rest.len() != count * 4 {
+        return None;
+    }
+    Some(
+        rest.chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
 pub fn row_description(mut body: &[u8]) -> Option<Vec<Field>> {
     use bytes::Buf;
     if body.len() < 2 {

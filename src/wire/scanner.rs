@@ -101,6 +101,18 @@ pub struct Scanner {
     changes: Option<(Arc<AtomicU64>, u64)>,
     /// Client side: a named Parse went by: the session may have statements to renew.
     named: bool,
+    /// Client side: Queries and unnamed Parses that went by (each replaces or
+    /// drops the unnamed statement).
+    unnamed: u64,
+    /// Client side: statements that may have changed what names mean (see
+    /// `sql::sniff::may_change_names`), counted while `watch_env`, and the count
+    /// the session last looked at.
+    env: (u64, u64),
+    watch_env: bool,
+    /// Named statements whose text may change what names mean: a Bind of one
+    /// counts too (past `ENV_NAMES` of them, every Bind does).
+    env_names: Vec<Vec<u8>>,
+    env_every_bind: bool,
     /// Both sides, once rollouts are on: what the client was told its named
     /// statements return (the client's side notes Describes, Parses and Closes of
     /// statements; the server's side, the answers).
@@ -263,9 +275,62 @@ impl Scanner {
         self.changes
             .as_ref()
             .is_some_and(|(c, seen)| c.load(Ordering::SeqCst) != *seen)
+            || self.watch_env && self.env.0 != self.env.1
+    }
+
+    /// Client side: count the statements that may change what names mean (a
+    /// session that holds statements pgshift changed, or a lookup of what a
+    /// name means); while the count moved, the session is stale.
+    pub fn watch_env(&mut self, on: bool) {
+        self.watch_env = on;
+    }
+
+    /// The count of statements that may have changed what names mean.
+    pub fn env(&self) -> u64 {
+        self.env.0
+    }
+
+    /// The count moved since the session last looked.
+    pub fn env_moved(&self) -> bool {
+        self.env.0 != self.env.1
+    }
+
+    /// The session has looked again at what changed with the count `at`.
+    pub fn env_seen(&mut self, at: u64) {
+        self.env.1 = at;
+    }
+
+    fn env_text(&mut self, name: &[u8], text: &[u8]) {
+        let named = !name.is_empty();
+        if !(named || self.watch_env) || !crate::sql::sniff::may_change_names(text) {
+            return;
+        }
+        self.env.0 += 1;
+        if named && !self.env_names.iter().any(|n| n == name) {
+            match self.env_names.len() < ENV_NAMES {
+                true => self.env_names.push(name.to_vec()),
+                false => self.env_every_bind = true,
+            }
+        }
+    }
+
+    fn env_bound(&mut self, names: Option<(&[u8], &[u8])>) {
+        let statement = names.map(|(_, s)| s);
+        if self.env_every_bind
+            || statement.is_some_and(|s| self.env_names.iter().any(|n| n == s))
+            || statement.is_none() && !self.env_names.is_empty()
+        {
+            self.env.0 += 1;
+        }
     }
 
     /// True once the client prepared a named statement.
+    /// Client side: how many Queries and unnamed Parses went by (the unnamed
+    /// statement is the one the last of them made, if a Parse).
+    pub fn unnamed(&self) -> u64 {
+        self.unnamed
+    }
+
     pub fn named(&self) -> bool {
         self.named
     }
@@ -326,6 +391,11 @@ impl Scanner {
             spill: None,
             changes: None,
             named: false,
+            unnamed: 0,
+            env: (0, 0),
+            watch_env: false,
+            env_names: Vec::new(),
+            env_every_bind: false,
             described: None,
             activity: None,
             held: 0,
@@ -552,6 +622,7 @@ impl Scanner {
                         buf.reserve(BIND_NAMES_WAIT);
                         return Ok(pos);
                     }
+                    self.env_bound(names);
                     self.note(|d| d.bound(names));
                 }
                 if opens {
@@ -582,6 +653,8 @@ impl Scanner {
                 // The text ends at the final byte; an embedded NUL makes Postgres
                 // reject the message anyway.
                 let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                self.unnamed += 1;
+                self.env_text(b"", sql);
                 if self.described.as_ref().is_some_and(|d| d.keeps())
                     && crate::sql::sniff::may_name_statements(sql)
                 {
@@ -603,12 +676,17 @@ impl Scanner {
                 // are candidates for interception: a named one outlives its batch.
                 let name = cstr(body);
                 self.named |= !name.is_empty();
+                self.unnamed += u64::from(name.is_empty());
                 self.note(|d| d.forget(name));
                 let text = cstr(body.get(name.len() + 1..).unwrap_or_default());
+                self.env_text(name, text);
                 let hit = self.sniff(text);
                 // A COPY, named or not, while a table is under rollout: it may
-                // need the column list the application means.
-                hit && name.is_empty() || self.live() && crate::sql::sniff::starts_with_copy(text)
+                // need the column list the application means. An INSERT or
+                // UPDATE, named or not, may set a rollout's new column too.
+                hit && name.is_empty()
+                    || self.live()
+                        && (crate::sql::sniff::starts_with_copy(text) || self.may_repeat(text))
             }
             b'D' | b'C' if self.flow == Flow::ClientToServer => {
                 // Describe or Close: 'S' and a statement's name, or 'P' and a portal's.
@@ -624,6 +702,7 @@ impl Scanner {
                 false
             }
             b'B' if self.flow == Flow::ClientToServer => {
+                self.env_bound(bind_names(body));
                 self.note(|d| d.bound(bind_names(body)));
                 false
             }
@@ -790,6 +869,9 @@ impl Scanner {
             (Flow::ClientToServer, b'B' | b'D' | b'C' | b'H') => self.in_batch = true,
             (Flow::ClientToServer, b'X') => self.ended = Some(ClientEnd::Terminate),
             (Flow::ServerToClient, b'C' | b's' | b'I') => self.rows = None,
+            // A Parse pgshift changed opens its turn: error and notice positions
+            // count in the client's text up to its answer, not past it.
+            (Flow::ServerToClient, b'1') => self.added = None,
             (Flow::ServerToClient, b'E') => {
                 self.rows = None;
                 self.counts.errors += 1;
@@ -803,6 +885,9 @@ impl Scanner {
 
 /// Frontend messages that can open a turn (all but COPY data and Sync/Flush,
 /// which only continue one).
+/// Named statements whose Binds count as changing what names mean.
+const ENV_NAMES: usize = 32;
+
 fn starts_turn(tag: u8) -> bool {
     matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'F' | b'X')
 }
