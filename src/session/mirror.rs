@@ -115,7 +115,7 @@ pub(super) async fn rewrite(
         }
     };
     // From here on, what may change the names is counted.
-    s.up.scanner.watch_env(true);
+    s.up.scanner.watch_env(true, !s.mirrors.is_empty());
     match (&mut s.lookup, write.calls) {
         // This write is one more turn the lookup holds for, unless it may
         // change what names mean (a function such as set_config).

@@ -13,11 +13,10 @@
 //! on its table, as a Query naming the table does (`super::window`).
 
 use super::pump::PumpEnd;
-use super::statements::{run, savepoint};
+use super::statements::{run, savepoint, Window};
 use super::Established;
 use crate::context::{Settings, Shared};
 use crate::engine::conn::InBand;
-use crate::sql::ident::literal;
 use crate::wire::backend::{self, TxStatus};
 use crate::wire::frame::HEADER_LEN;
 use bytes::BytesMut;
@@ -153,7 +152,7 @@ pub(super) async fn prepared(
             s.mirrors.named.insert(name, entry);
         }
     }
-    s.up.scanner.watch_env(true);
+    s.up.scanner.watch_env(true, true);
     Ok(true)
 }
 
@@ -199,29 +198,43 @@ fn used(held: &[u8]) -> Option<String> {
     std::str::from_utf8(name).ok().map(str::to_string)
 }
 
-/// Prepares the client's own text again for each changed statement whose new
-/// column is gone (the cutover renamed it, a rollback dropped it), or whose
-/// names may mean other tables now (the session changed its search_path or
-/// role: `Scanner::env`). A lock window open on its table is waited out first
-/// for the statement the held message uses (`super::window`), the rest at a
-/// later turn: the session stays stale while one is left. Inside a transaction
-/// block only the statement the held message uses (or every one, before an
-/// `EXECUTE`) is looked at, under a savepoint; a failed transaction is left for
-/// later. True while one is left to do.
-pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<bool, PumpEnd> {
+/// Prepares the client's own text again for each changed statement whose
+/// rollout no longer takes the new column from writes (the cutover renames it,
+/// a rollback drops it, or a lock window failed: the client's own text is right
+/// in every case, the trigger mirrors it), or whose names may mean other tables
+/// now (the session changed its search_path or role: `Scanner::env`). Outside a
+/// transaction block a lock window open on the table of one is waited out first
+/// (any message of the turn may use it: a batch `BEGIN`, `Bind`, …). Inside one
+/// every such statement is prepared again at once, under a savepoint (its Bind
+/// would wait for the window's lock in the server, then be planned again after
+/// the rename; its own text waits there instead, as it would directly), unless
+/// the held message is a `SET` (`SET TRANSACTION` must come before any
+/// statement that takes a snapshot). A failed transaction is left for later.
+/// Returns whether one is left to do (the session must stay stale), and how
+/// many were prepared again.
+pub(super) async fn restore(
+    s: &mut Established<'_>,
+    shared: &Shared,
+    window: &Window<'_>,
+) -> Result<(bool, usize), PumpEnd> {
     let env = s.up.scanner.env();
     if s.mirrors.is_empty() {
         s.up.scanner.env_seen(env);
-        return Ok(false);
+        s.up.scanner.watch_env(s.lookup.is_some(), false);
+        return Ok((false, 0));
     }
     let status = s.down.scanner.tx_status().unwrap_or_default();
-    let only = match status {
-        TxStatus::Failed => return Ok(true),
-        TxStatus::Idle => None,
-        TxStatus::InTransaction => used(s.up.pending()),
+    let in_block = match status {
+        TxStatus::Failed => return Ok((true, 0)),
+        TxStatus::Idle => false,
+        TxStatus::InTransaction => true,
     };
     let running = &shared.engine.rollouts;
     let database = s.registered.info.database.clone();
+    if !in_block {
+        let tables: Vec<String> = s.mirrors.entries().map(|e| e.table.clone()).collect();
+        window.wait(true, &tables).await;
+    }
     let tables = running.tables(&database);
     let swapping = running.swapping(&database);
     let unnamed_now = s.up.scanner.unnamed();
@@ -232,40 +245,22 @@ pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<
     {
         s.mirrors.unnamed = None;
     }
-    let in_block = status == TxStatus::InTransaction;
-    // SQL's EXECUTE runs a statement the protocol prepared too.
-    let executes = s.up.pending().first() == Some(&b'Q')
-        && crate::sql::sniff::contains_ignoring_case(s.up.pending(), b"execute");
-    let wanted =
-        |name: &str| !in_block || only.as_deref() == Some(name) || executes && !name.is_empty();
-    let mut work: Vec<Work> = Vec::new();
+    let snapshot_ok = !held_set(s.up.pending());
+    let mut work: Vec<(String, Entry)> = Vec::new();
     let mut left = false;
     let unnamed = s.mirrors.unnamed.iter().map(|(e, _)| (String::new(), e));
     for (name, e) in unnamed.chain(s.mirrors.named.iter().map(|(n, e)| (n.clone(), e))) {
-        // The rollout no longer takes the new column from writes: the column
-        // may be gone (or a lock window failed and repeating resumes soon: the
-        // catalog says which).
         let stopped = !tables
             .iter()
             .any(|t| t.repeats && t.oid == e.oid && t.new_column == e.new_column);
-        // Or the names it reads may mean other tables (or another role runs it).
         let moved = e.env_at != env;
         let window = swapping.contains(&e.table);
-        // Inside a block the statement the held message uses cannot wait for a
-        // window here: its Bind would wait for the window's lock in the server,
-        // then be planned again after the rename. Its own text waits there
-        // instead, as it would directly.
         let now = match in_block {
             false => (stopped || moved) && !window,
-            true => (stopped || moved || window) && wanted(&name),
+            true => (stopped || moved || window) && snapshot_ok,
         };
         match now {
-            true => work.push(Work {
-                name,
-                entry: e.clone(),
-                // Restored whatever the catalog says.
-                always: moved || in_block && window,
-            }),
+            true => work.push((name, e.clone())),
             false => left |= stopped || moved || window,
         }
     }
@@ -273,13 +268,13 @@ pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<
         if !in_block && !left {
             s.up.scanner.env_seen(env);
         }
-        return Ok(left);
+        return Ok((left, 0));
     }
-    for w in &work {
-        match w.name.is_empty() {
+    for (name, _) in &work {
+        match name.is_empty() {
             true => s.mirrors.unnamed = None,
             false => {
-                s.mirrors.named.remove(&w.name);
+                s.mirrors.named.remove(name);
             }
         }
     }
@@ -289,16 +284,17 @@ pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<
     let status = io.status;
     let client_gone = io.client_gone();
     let unread = io.into_unread();
-    let (restored, kept) = result.map_err(PumpEnd::ServerIo)?;
+    let (restored, again) = result.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     s.down.scanner.set_tx_status(status);
     s.registered.info.set_tx_status(status);
-    left |= !kept.is_empty();
-    for w in kept {
-        match w.name.is_empty() {
-            true => s.mirrors.unnamed = Some((w.entry, unnamed_now)),
+    // Work an error stopped is tried again at a later turn.
+    left |= !again.is_empty();
+    for (name, entry) in again {
+        match name.is_empty() {
+            true => s.mirrors.unnamed = Some((entry, unnamed_now)),
             false => {
-                s.mirrors.named.insert(w.name, w.entry);
+                s.mirrors.named.insert(name, entry);
             }
         }
     }
@@ -306,7 +302,7 @@ pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<
         s.up.scanner.env_seen(env);
     }
     s.up.scanner
-        .watch_env(s.lookup.is_some() || !s.mirrors.is_empty());
+        .watch_env(s.lookup.is_some(), !s.mirrors.is_empty());
     if restored > 0 {
         tracing::info!(
             restored,
@@ -316,49 +312,54 @@ pub(super) async fn restore(s: &mut Established<'_>, shared: &Shared) -> Result<
     if client_gone {
         return Err(PumpEnd::ClientClosed);
     }
-    Ok(left)
+    Ok((left, restored))
 }
 
-/// A changed statement to restore.
-struct Work {
-    name: String,
-    entry: Entry,
-    /// Even while its new column still stands.
-    always: bool,
+/// True when the held message is a Query or Parse that starts with `SET`.
+fn held_set(held: &[u8]) -> bool {
+    let Some(body) = held.get(HEADER_LEN..) else {
+        return false;
+    };
+    let text = match held.first() {
+        Some(b'Q') => body,
+        Some(b'P') => match body.iter().position(|&b| b == 0) {
+            Some(name) => &body[name + 1..],
+            None => return false,
+        },
+        _ => return false,
+    };
+    crate::sql::sniff::starts_with_set(text)
 }
 
-/// Restores each of `work`; returns how many were, and those left as they are
-/// because their new column still stands (a lock window that did not commit).
+/// Restores each of `work`; returns how many were, and those an error stopped
+/// (to be tried again).
 async fn restore_on<C, S>(
     io: &mut InBand<'_, C, S>,
-    work: &[Work],
-) -> std::io::Result<(usize, Vec<Work>)>
+    work: &[(String, Entry)],
+) -> std::io::Result<(usize, Vec<(String, Entry)>)>
 where
     C: tokio::io::AsyncWrite + Unpin + Send,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let in_block = io.status == TxStatus::InTransaction;
     if in_block && !savepoint(io, "SAVEPOINT").await? {
-        return Ok((0, Vec::new()));
+        return Ok((0, work.to_vec()));
     }
-    let (mut restored, mut kept) = (0, Vec::new());
-    for w in work {
-        let (name, e) = (w.name.as_str(), &w.entry);
+    let mut restored = 0;
+    let mut again = Vec::new();
+    for (i, (name, e)) in work.iter().enumerate() {
         // Still the statement pgshift sent (the client may have closed it, or
         // DISCARD ALL may have), with the parameter types the server gave it
         // (directly, planning it again keeps them: the text alone might now
         // infer others, `amount + $1` an int8 once `amount` is one).
-        let Some((params, standing)) = sent(io, name, e).await? else {
-            continue;
+        let params = match sent(io, name, e).await? {
+            Sent::Ours(params) => params,
+            Sent::Gone => continue,
+            Sent::Failed => {
+                again.extend_from_slice(&work[i..]);
+                break;
+            }
         };
-        if standing && !w.always {
-            kept.push(Work {
-                name: w.name.clone(),
-                entry: w.entry.clone(),
-                always: false,
-            });
-            continue;
-        }
         // The client's text is tried under pgshift's own name first: closing
         // the client's statement is not undone if the Parse then fails.
         let mut out = BytesMut::new();
@@ -367,89 +368,89 @@ where
         backend::close(&mut out, b'S', OURS);
         backend::sync(&mut out);
         io.send_server(&out).await?;
-        if io.collect().await?.error.is_some() {
-            if in_block {
-                savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
+        let tried = io.collect().await?.error.is_none();
+        if tried {
+            let mut out = BytesMut::new();
+            if !name.is_empty() {
+                backend::close(&mut out, b'S', name);
             }
-            continue;
-        }
-        let mut out = BytesMut::new();
-        if !name.is_empty() {
-            backend::close(&mut out, b'S', name);
-        }
-        backend::parse(&mut out, name, &e.original, &params);
-        backend::sync(&mut out);
-        io.send_server(&out).await?;
-        match io.collect().await?.error {
-            None => restored += 1,
-            Some(_) if in_block => {
-                savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
+            backend::parse(&mut out, name, &e.original, &params);
+            backend::sync(&mut out);
+            io.send_server(&out).await?;
+            if io.collect().await?.error.is_none() {
+                restored += 1;
+                continue;
             }
-            Some(_) => {}
         }
+        // Its own text does not prepare now (a lock it waited for, a
+        // statement_timeout): left as it is, and the rest tried again later.
+        again.extend_from_slice(&work[i..]);
+        break;
     }
-    if in_block && !savepoint(io, "RELEASE SAVEPOINT").await? {
-        savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
+    if in_block {
+        if !again.is_empty() {
+            savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
+        }
         if !savepoint(io, "RELEASE SAVEPOINT").await? {
-            tracing::warn!("pgshift's savepoint could not be released");
+            savepoint(io, "ROLLBACK TO SAVEPOINT").await?;
+            if !savepoint(io, "RELEASE SAVEPOINT").await? {
+                tracing::warn!("pgshift's savepoint could not be released");
+            }
         }
     }
-    Ok((restored, kept))
+    Ok((restored, again))
 }
 
 /// pgshift's own statement name for trying a text.
 const OURS: &str = "pgshift_mirror";
 
-/// The parameter types of statement `name` when the server still has the text
-/// pgshift sent for it (an unnamed one: when it is there at all), and whether
-/// the rollout's new column still stands on its table.
-async fn sent<C, S>(
-    io: &mut InBand<'_, C, S>,
-    name: &str,
-    e: &Entry,
-) -> std::io::Result<Option<(Vec<u32>, bool)>>
+/// What [`sent`] found.
+enum Sent {
+    /// The server has the text pgshift sent, with these parameter types.
+    Ours(Vec<u32>),
+    /// It has another text, or none.
+    Gone,
+    /// An error answered the look.
+    Failed,
+}
+
+/// Statement `name` as the server has it (an unnamed one: whether it is there).
+async fn sent<C, S>(io: &mut InBand<'_, C, S>, name: &str, e: &Entry) -> std::io::Result<Sent>
 where
     C: tokio::io::AsyncWrite + Unpin + Send,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let standing = format!(
-        "EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) {}::pg_catalog.oid \
-         AND a.attname OPERATOR(pg_catalog.=) {}::pg_catalog.name AND NOT a.attisdropped)",
-        e.oid,
-        literal(&e.new_column)
-    );
-    let now = run(
-        io,
-        &format!(
-            "SELECT p.statement, p.parameter_types::pg_catalog.oid[]::pg_catalog.text, {standing} \
-             FROM (SELECT) AS x LEFT JOIN pg_catalog.pg_prepared_statements p \
-               ON p.name OPERATOR(pg_catalog.=) $1 AND NOT p.from_sql"
-        ),
-        &[Some(name)],
-    )
-    .await?;
-    let row = now.rows.first().filter(|_| now.error.is_none());
-    let cell = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
-    let standing = cell(2).as_deref() == Some("t");
     if name.is_empty() {
-        if row.is_none() {
-            return Ok(None);
-        }
         let mut out = BytesMut::new();
         backend::describe_statement(&mut out, "");
         backend::sync(&mut out);
         io.send_server(&out).await?;
         let reply = io.collect().await?;
-        return Ok(reply
-            .params
-            .filter(|_| reply.error.is_none())
-            .map(|p| (p, standing)));
+        return Ok(match (reply.error.is_none(), reply.params) {
+            (true, Some(params)) => Sent::Ours(params),
+            _ => Sent::Gone,
+        });
     }
+    let now = run(
+        io,
+        "SELECT statement, parameter_types::pg_catalog.oid[]::pg_catalog.text \
+         FROM pg_catalog.pg_prepared_statements \
+         WHERE name OPERATOR(pg_catalog.=) $1 AND NOT from_sql",
+        &[Some(name)],
+    )
+    .await?;
+    if now.error.is_some() {
+        return Ok(Sent::Failed);
+    }
+    let row = now.rows.first();
+    let cell = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
     Ok(match cell(0) {
-        Some(text) if hash(&text) == e.sent => cell(1)
-            .and_then(|t| super::wrapper::oids(&t))
-            .map(|p| (p, standing)),
-        _ => None,
+        Some(text) if hash(&text) == e.sent => match cell(1).and_then(|t| super::wrapper::oids(&t))
+        {
+            Some(params) => Sent::Ours(params),
+            None => Sent::Gone,
+        },
+        _ => Sent::Gone,
     })
 }
 

@@ -61,7 +61,7 @@ pub(super) async fn renew(
         return Ok(());
     }
     // Prepared writes that set a new column the rollout renamed or dropped.
-    let owed = super::mirrored::restore(s, shared).await?;
+    let (owed, _) = super::mirrored::restore(s, shared, &window).await?;
     let status = s.down.scanner.tx_status().unwrap_or_default();
     // A session without named statements has nothing to renew; it stays stale
     // (each turn looked at) while a window is open, so that every statement of
@@ -106,14 +106,22 @@ pub(super) async fn renew(
     let client_gone = io.client_gone();
     let unread = io.into_unread();
     let (renewed, seen) = result.map_err(PumpEnd::ServerIo)?;
+    s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
+    s.down.scanner.set_tx_status(status);
+    s.registered.info.set_tx_status(status);
+    let mut owed = owed;
+    if seen != count {
+        // A window opened while this renewed (it waited for it): a statement
+        // pgshift changed may name a column it renamed. It is prepared again
+        // now, and renewed at another round.
+        let (left, restored) = super::mirrored::restore(s, shared, &window).await?;
+        owed |= left || restored > 0;
+    }
     // While a window is open the session stays stale: its next statement that
     // names the table waits too.
     if only.is_none() && running.swapping(&database).is_empty() && !owed {
         s.up.scanner.renewed_at(seen);
     }
-    s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
-    s.down.scanner.set_tx_status(status);
-    s.registered.info.set_tx_status(status);
     if renewed > 0 {
         tracing::info!(
             renewed,
@@ -137,6 +145,7 @@ fn bound_statement(held: &[u8]) -> Option<String> {
 }
 
 /// Where a session waits for a lock window that changes a table its statements read.
+#[derive(Clone, Copy)]
 pub(super) struct Window<'a> {
     pub running: &'a Running,
     pub database: &'a str,

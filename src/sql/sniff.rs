@@ -83,27 +83,31 @@ pub fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
 /// True when `sql` starts with INSERT or UPDATE (after spaces and comments): a
 /// write to a table under rollout may set its new column too.
 /// True when `sql` may change what a name in a later statement of the session
-/// means, or who runs it: the search_path (`SET search_path`, `SET SCHEMA`,
-/// `set_config`), the role (`SET ROLE`, `SET SESSION AUTHORIZATION`, `RESET`),
-/// a temporary table (which comes first on the path), `DISCARD`. A generous
-/// test (`payroll` passes as a role): it only makes pgshift look again. An
-/// INSERT or UPDATE changes nothing of this but through `set_config`.
+/// means, or who runs it: `SET` of the search_path, schema or role (`SET ROLE`,
+/// `SET SESSION AUTHORIZATION`), any `RESET` or `DISCARD`, a `CREATE` of a
+/// temporary table (which comes first on the path), or `set_config` anywhere.
+/// A generous test: it only makes pgshift look again.
 pub fn may_change_names(sql: &[u8]) -> bool {
-    if starts_with_write(sql) {
-        return contains_ignoring_case(sql, b"set_config");
+    if contains_ignoring_case(sql, b"set_config") {
+        return true;
     }
-    [
-        &b"search_path"[..],
-        b"schema",
-        b"set_config",
-        b"role",
-        b"authorization",
-        b"temp",
-        b"reset",
-        b"discard",
-    ]
-    .iter()
-    .any(|w| contains_ignoring_case(sql, w))
+    let s = &sql[skip_space_and_comments(sql, 0)..];
+    let word = &s[..word_len(s)];
+    let has = |w: &[u8]| contains_ignoring_case(s, w);
+    if word.eq_ignore_ascii_case(b"SET") {
+        has(b"search_path") || has(b"schema") || has(b"role") || has(b"authorization")
+    } else if word.eq_ignore_ascii_case(b"CREATE") {
+        has(b"temp")
+    } else {
+        word.eq_ignore_ascii_case(b"RESET") || word.eq_ignore_ascii_case(b"DISCARD")
+    }
+}
+
+/// True when `sql` starts with `SET` (which a transaction may need first:
+/// `SET TRANSACTION` fails after any statement took a snapshot).
+pub fn starts_with_set(sql: &[u8]) -> bool {
+    let s = &sql[skip_space_and_comments(sql, 0)..];
+    s[..word_len(s)].eq_ignore_ascii_case(b"SET")
 }
 
 pub fn starts_with_write(sql: &[u8]) -> bool {
@@ -450,6 +454,31 @@ fn block_comment_end(s: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn statements_that_may_change_names() {
+        use super::may_change_names as m;
+        for yes in [
+            "SET search_path = a",
+            "set local ROLE x",
+            "SET SESSION AUTHORIZATION x",
+            "RESET ALL",
+            "DISCARD ALL",
+            "CREATE TEMP TABLE orders (id int)",
+            "SELECT set_config('search_path', $1, false)",
+            "INSERT INTO t VALUES (set_config('a', 'b', false))",
+        ] {
+            assert!(m(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "SELECT * FROM user_roles WHERE role = $1",
+            "INSERT INTO schema_migrations VALUES ($1)",
+            "SET statement_timeout = 0",
+            "UPDATE orders SET note = 'temp'",
+        ] {
+            assert!(!m(no.as_bytes()), "{no}");
+        }
+    }
+
     use super::{may_be_ddl, starts_with_copy};
 
     #[test]

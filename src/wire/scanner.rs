@@ -109,6 +109,9 @@ pub struct Scanner {
     /// the session last looked at.
     env: (u64, u64),
     watch_env: bool,
+    /// While the count moved since the session last looked, the session is
+    /// stale (it holds statements pgshift changed).
+    env_stale: bool,
     /// Named statements whose text may change what names mean: a Bind of one
     /// counts too (past `ENV_NAMES` of them, every Bind does).
     env_names: Vec<Vec<u8>>,
@@ -275,14 +278,15 @@ impl Scanner {
         self.changes
             .as_ref()
             .is_some_and(|(c, seen)| c.load(Ordering::SeqCst) != *seen)
-            || self.watch_env && self.env.0 != self.env.1
+            || self.env_stale && self.env.0 != self.env.1
     }
 
-    /// Client side: count the statements that may change what names mean (a
-    /// session that holds statements pgshift changed, or a lookup of what a
-    /// name means); while the count moved, the session is stale.
-    pub fn watch_env(&mut self, on: bool) {
-        self.watch_env = on;
+    /// Client side: count the statements that may change what names mean (for
+    /// a lookup of what a name means, or statements pgshift changed); with
+    /// `stale`, the session is stale while the count moved since it last looked.
+    pub fn watch_env(&mut self, on: bool, stale: bool) {
+        self.watch_env = on || stale;
+        self.env_stale = stale;
     }
 
     /// The count of statements that may have changed what names mean.
@@ -302,7 +306,7 @@ impl Scanner {
 
     fn env_text(&mut self, name: &[u8], text: &[u8]) {
         let named = !name.is_empty();
-        if !(named || self.watch_env) || !crate::sql::sniff::may_change_names(text) {
+        if !(named && self.live() || self.watch_env) || !crate::sql::sniff::may_change_names(text) {
             return;
         }
         self.env.0 += 1;
@@ -394,6 +398,7 @@ impl Scanner {
             unnamed: 0,
             env: (0, 0),
             watch_env: false,
+            env_stale: false,
             env_names: Vec::new(),
             env_every_bind: false,
             described: None,
