@@ -183,11 +183,16 @@ async fn check_constraints_move_to_the_new_column_and_back() {
 /// ALTER gives (on a copy), when `sql` made something on it that the new type
 /// cannot take.
 async fn refused_as_directly(name: &str, sql: &str) {
+    refused_as_directly_after(name, sql, "").await
+}
+
+/// [`refused_as_directly`], with `copy` run on the copy after it is made.
+async fn refused_as_directly_after(name: &str, sql: &str, copy: &str) {
     let db = fresh_db(name);
     let admin = setup(&db).await;
     admin
         .batch_execute(&format!(
-            "{sql}; CREATE TABLE orders_copy (LIKE orders INCLUDING ALL);"
+            "{sql}; CREATE TABLE orders_copy (LIKE orders INCLUDING ALL); {copy}"
         ))
         .await
         .unwrap();
@@ -243,6 +248,17 @@ async fn an_index_the_new_type_cannot_take_is_refused_as_directly() {
     refused_as_directly(
         "rollout_shape_type",
         "CREATE INDEX orders_note_lower ON orders (pg_catalog.lower(note)) WHERE note <> ''",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_foreign_key_the_new_type_cannot_take_is_refused_as_directly() {
+    refused_as_directly_after(
+        "rollout_key_type",
+        "CREATE TABLE notes (n text PRIMARY KEY); INSERT INTO notes SELECT DISTINCT note FROM orders WHERE note IS NOT NULL; \
+         ALTER TABLE orders ADD CONSTRAINT note_ref FOREIGN KEY (note) REFERENCES notes",
+        "ALTER TABLE orders_copy ADD CONSTRAINT note_ref FOREIGN KEY (note) REFERENCES notes",
     )
     .await;
 }

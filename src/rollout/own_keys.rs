@@ -32,7 +32,74 @@ SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text, s.d, k.convalidated,
    AND k.conparentid = 0
  ORDER BY k.oid";
 
+/// The first foreign key of table $1 on column $2 (attnum) that the new type
+/// $3 cannot take, as the server tells it when the ALTER adds the key again
+/// (`ATAddForeignKeyConstraint`): the referenced key's operator family has no
+/// equality of the new type with the key's type and with itself, and the new
+/// type has no implicit cast to the key's. Only what is certain: a domain's
+/// base type stands for it, and polymorphic types are left to the server. Its
+/// name, the column, the referenced column and both types.
+const KEY_MISFIT: &str = "
+SELECT k.conname::pg_catalog.text, a.attname::pg_catalog.text, pa.attname::pg_catalog.text,
+       pg_catalog.format_type(nt.oid, NULL), pg_catalog.format_type(pa.atttypid, NULL)
+  FROM pg_catalog.pg_constraint k
+ CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(k.conkey), pg_catalog.unnest(k.confkey)) AS u(fk, pk)
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.fk
+  JOIN pg_catalog.pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = u.pk
+  JOIN pg_catalog.pg_index i ON i.indexrelid = k.conindid
+ CROSS JOIN LATERAL (SELECT x.c FROM ROWS FROM (pg_catalog.unnest(i.indkey::pg_catalog.int2[]), pg_catalog.unnest(i.indclass::pg_catalog.oid[])) AS x(att, c)
+                      WHERE x.att = u.pk LIMIT 1) ix
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = ix.c
+  JOIN pg_catalog.pg_type ot ON ot.oid = oc.opcintype
+ CROSS JOIN (SELECT t.oid, t.typtype, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base
+               FROM pg_catalog.pg_type t WHERE t.oid = $3::text::pg_catalog.regtype) nt
+ WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.conparentid = 0 AND u.fk = $2::int4
+   AND nt.typtype <> 'p' AND ot.typtype <> 'p' AND nt.base <> oc.opcintype
+   AND NOT (EXISTS (SELECT FROM pg_catalog.pg_amop o WHERE o.amopfamily = oc.opcfamily AND o.amopstrategy = 3
+                       AND o.amoplefttype = oc.opcintype AND o.amoprighttype = nt.base)
+        AND EXISTS (SELECT FROM pg_catalog.pg_amop o WHERE o.amopfamily = oc.opcfamily AND o.amopstrategy = 3
+                       AND o.amoplefttype = nt.base AND o.amoprighttype = nt.base))
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_cast c WHERE c.castsource = nt.base
+                      AND c.casttarget = oc.opcintype AND c.castcontext = 'i')
+ ORDER BY k.oid
+ LIMIT 1";
+
+/// A foreign key of the column that the new type cannot take.
+pub struct KeyMisfit {
+    pub message: String,
+    pub detail: String,
+}
+
 impl Driver {
+    /// At the start: the first foreign key of the column the new type cannot
+    /// take, with the server's words for it (a temporary copy cannot carry a
+    /// key to a permanent table, so this looks at the catalog). None when all
+    /// fit, or when the look cannot tell.
+    pub async fn keys_fit(&self, r: &Rollout) -> Result<Option<KeyMisfit>, StepError> {
+        let Ok(attnum) = self.attnum(r, &r.column).await else {
+            return Ok(None);
+        };
+        let row = self
+            .client
+            .query_opt(
+                KEY_MISFIT,
+                &[&r.table_oid.to_string(), &attnum, &r.new_type],
+            )
+            .await;
+        // A type name the service session cannot resolve: the expand says so.
+        let Ok(Some(row)) = row else {
+            return Ok(None);
+        };
+        let (name, column, referenced, new, key): (String, String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        Ok(Some(KeyMisfit {
+            message: format!("foreign key constraint \"{name}\" cannot be implemented"),
+            detail: format!(
+                "Key columns \"{column}\" and \"{referenced}\" are of incompatible types: {new} and {key}."
+            ),
+        }))
+    }
+
     /// The twins the old column's own foreign keys need.
     pub(super) async fn own_key_twins(&self, r: &Rollout) -> Result<Vec<CheckTwin>, StepError> {
         let attnum = self.attnum(r, &r.column).await?;

@@ -589,6 +589,16 @@ pub async fn start<C: Conn>(
         // The column's CHECK constraints and shaped indexes must work with the
         // new type (their twins come before the cutover): the direct ALTER
         // fails at once.
+        // Its foreign keys too (the ALTER adds them again over the new type).
+        if let Some(misfit) = driver_conn.keys_fit(&rollout).await.map_err(|e| not_yet(e.reason))? {
+            return Err(Failure::Server(ServerError::from_fields(vec![
+                (b'S', "ERROR".into()),
+                (b'V', "ERROR".into()),
+                (b'C', "42804".into()),
+                (b'M', misfit.message),
+                (b'D', misfit.detail),
+            ])));
+        }
         let fit = match driver_conn.checks_fit(&rollout).await {
             Ok(()) => driver_conn.shapes_fit(&rollout).await,
             failed => failed,
