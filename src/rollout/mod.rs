@@ -91,7 +91,7 @@ pub struct Running {
     /// The names (lowercase) of the tables whose writes may set the new column
     /// themselves, in any database: a session holds an INSERT or UPDATE only
     /// when its text mentions one.
-    repeating: Arc<arc_swap::ArcSwap<Vec<String>>>,
+    repeating: Repeating,
 }
 
 /// The longest a lock window waits for turns already at the server before its
@@ -156,6 +156,10 @@ impl Drop for Swap {
         self.running.changed(&self.key.0, &self.key.1, self.oid);
     }
 }
+
+/// The tables (database, lowercase name) whose writes may set a rollout's new
+/// column, swapped whole when they change.
+pub type Repeating = Arc<arc_swap::ArcSwap<Vec<(String, String)>>>;
 
 /// Tables remembered in [`Running::touched`].
 const TOUCHED_MAX: usize = 64;
@@ -351,20 +355,21 @@ impl Running {
     }
 
     fn publish_repeating(&self, set: &HashMap<(String, i64), Option<Table>>) {
-        let names: Vec<String> = set
-            .values()
-            .flatten()
-            .filter(|t| t.repeats)
-            .map(|t| t.name.to_lowercase())
+        let names: Vec<(String, String)> = set
+            .iter()
+            .filter_map(|((db, _), t)| Some((db, t.as_ref()?)))
+            .filter(|(_, t)| t.repeats)
+            .map(|(db, t)| (db.clone(), t.name.to_lowercase()))
             .collect();
         if **self.repeating.load() != names {
             self.repeating.store(Arc::new(names));
         }
     }
 
-    /// The names of the tables whose writes may set the new column, kept up to
-    /// date (one atomic load per INSERT or UPDATE while a rollout is live).
-    pub fn repeating(&self) -> Arc<arc_swap::ArcSwap<Vec<String>>> {
+    /// The tables (database, lowercase name) whose writes may set the new
+    /// column, kept up to date (one atomic load per INSERT or UPDATE while a
+    /// rollout is live).
+    pub fn repeating(&self) -> Repeating {
         self.repeating.clone()
     }
 

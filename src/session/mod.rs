@@ -200,7 +200,10 @@ async fn establish<'a>(
     up.scanner.set_intercept(settings.config.ddl.enabled);
     if settings.config.rollout.enabled {
         up.scanner.hold_copies(shared.engine.rollouts.live());
-        up.scanner.hold_writes(shared.engine.rollouts.repeating());
+        up.scanner.hold_writes(
+            shared.engine.rollouts.repeating(),
+            &registered.info.database,
+        );
         down.scanner.hide_columns(shared.engine.rollouts.live());
         up.scanner
             .watch_changes(shared.engine.rollouts.changes(&registered.info.database));

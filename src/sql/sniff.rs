@@ -73,6 +73,22 @@ pub fn may_name_statements(sql: &[u8]) -> bool {
 
 /// True when `text` holds `word` anywhere, in any ASCII case (an empty word
 /// never matches).
+/// True when `word` stands in `text`, in any case, as a whole name: not next
+/// to a letter, digit, `_`, `$` or a byte of a multibyte character (`orders`
+/// is not in `line_orders` or `orders2`).
+pub fn contains_word_ignoring_case(text: &[u8], word: &[u8]) -> bool {
+    let part = |b: Option<&u8>| {
+        b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80)
+    };
+    !word.is_empty()
+        && text.len() >= word.len()
+        && (0..=text.len() - word.len()).any(|at| {
+            text[at..at + word.len()].eq_ignore_ascii_case(word)
+                && !part(at.checked_sub(1).and_then(|i| text.get(i)))
+                && !part(text.get(at + word.len()))
+        })
+}
+
 pub fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
     !word.is_empty()
         && text
@@ -454,6 +470,17 @@ fn block_comment_end(s: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn whole_names_only() {
+        use super::contains_word_ignoring_case as w;
+        assert!(w(b"update Orders set", b"orders"));
+        assert!(w(b"insert into public.\"orders\" (a)", b"orders"));
+        assert!(!w(b"insert into line_orders (a)", b"orders"));
+        assert!(!w(b"insert into orders2 (a)", b"orders"));
+        assert!(w(b"orders", b"orders"));
+        assert!(!w(b"order", b"orders"));
+    }
+
     #[test]
     fn statements_that_may_change_names() {
         use super::may_change_names as m;

@@ -82,7 +82,7 @@ pub struct Scanner {
     live: Option<Arc<AtomicUsize>>,
     /// Client side: names (lowercase) of tables whose writes may set a
     /// rollout's new column: an INSERT or UPDATE that mentions one is held.
-    repeating: Option<Arc<arc_swap::ArcSwap<Vec<String>>>>,
+    repeating: Option<(crate::rollout::Repeating, String)>,
     /// Server side: how the rows of the result under way map; None: not known yet
     /// (no RowDescription since the last result ended).
     rows: Option<Option<Arc<Mapping>>>,
@@ -173,24 +173,26 @@ impl Scanner {
         self.live = Some(live);
     }
 
-    /// Client side: stop at an INSERT or UPDATE Query that mentions one of
-    /// `names` (tables whose writes may set a rollout's new column).
-    pub fn hold_writes(&mut self, names: Arc<arc_swap::ArcSwap<Vec<String>>>) {
-        self.repeating = Some(names);
+    /// Client side: stop at an INSERT or UPDATE (a Query or a Parse) that
+    /// mentions one of `names` of the session's `database` (tables whose writes
+    /// may set a rollout's new column).
+    pub fn hold_writes(&mut self, names: crate::rollout::Repeating, database: &str) {
+        self.repeating = Some((names, database.to_string()));
     }
 
     /// True when `sql` is an INSERT or UPDATE that mentions a table of
-    /// `repeating` (its name anywhere, in any case: a cheap superset).
+    /// `repeating` in the session's database (its name as a whole word
+    /// anywhere, in any case: a cheap superset).
     fn may_repeat(&self, sql: &[u8]) -> bool {
-        let Some(names) = &self.repeating else {
+        let Some((names, database)) = &self.repeating else {
             return false;
         };
         let names = names.load();
         !names.is_empty()
             && crate::sql::sniff::starts_with_write(sql)
-            && names
-                .iter()
-                .any(|n| crate::sql::sniff::contains_ignoring_case(sql, n.as_bytes()))
+            && names.iter().any(|(db, n)| {
+                db == database && crate::sql::sniff::contains_word_ignoring_case(sql, n.as_bytes())
+            })
     }
 
     /// Server side: keep columns of pgshift's out of results while `live` (tables
@@ -1020,9 +1022,14 @@ mod tests {
 
     #[test]
     fn only_writes_that_name_a_table_under_rollout_are_held() {
-        let names = Arc::new(arc_swap::ArcSwap::from_pointee(vec!["orders".to_string()]));
+        let names = Arc::new(arc_swap::ArcSwap::from_pointee(vec![
+            ("a".to_string(), "orders".to_string()),
+            ("b".to_string(), "items".to_string()),
+        ]));
         for (sql, held) in [
             (&b"UPDATE Orders SET amount = 1\0"[..], true),
+            (b"UPDATE line_orders SET amount = 1\0", false),
+            (b"UPDATE items SET amount = 1\0", false),
             (b" insert into public.orders (amount) values (1)\0", true),
             (b"UPDATE other SET amount = 1\0", false),
             (b"SELECT * FROM orders\0", false),
@@ -1030,7 +1037,7 @@ mod tests {
             let mut c = Scanner::new(Flow::ClientToServer, 1 << 20);
             c.intercept = true;
             c.hold_copies(Arc::new(AtomicUsize::new(1)));
-            c.hold_writes(names.clone());
+            c.hold_writes(names.clone(), "a");
             let bytes = frame(b'Q', sql);
             let mut buf = BytesMut::from(&bytes[..]);
             let ready = c.scan(&mut buf, 0).unwrap();
