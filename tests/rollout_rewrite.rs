@@ -39,15 +39,26 @@ async fn calls(client: &Client, function: u32) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn writes_set_the_new_column_and_skip_the_trigger() {
+/// A rollout of `orders.amount` to bigint through pgshift, waiting for its
+/// cutover.
+struct Verified {
+    db: String,
+    admin: Client,
+    proxy: common::Proxy,
+    conn: String,
+    id: i64,
+    /// The mirror trigger's function.
+    function: u32,
+}
+
+async fn verified() -> Verified {
     let db = fresh_db("rollout_rewrite");
     let admin = setup(&db).await;
     let proxy = proxy();
     let conn = proxy.conn_str(&db, "postgres");
     let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
     wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    let function: u32 = admin
+    let function = admin
         .query_one(
             "SELECT tgfoid::int8 FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal",
             &[],
@@ -55,6 +66,26 @@ async fn writes_set_the_new_column_and_skip_the_trigger() {
         .await
         .unwrap()
         .get::<_, i64>(0) as u32;
+    Verified {
+        db,
+        admin,
+        proxy,
+        conn,
+        id,
+        function,
+    }
+}
+
+#[tokio::test]
+async fn writes_set_the_new_column_and_skip_the_trigger() {
+    let Verified {
+        db,
+        admin,
+        proxy,
+        conn,
+        id,
+        function,
+    } = verified().await;
 
     let app = connect(&conn).await;
     run(&app, "BEGIN").await;
@@ -254,20 +285,14 @@ fn bind_execute(name: &str, params: &[&str]) -> Vec<u8> {
 #[tokio::test]
 async fn prepared_writes_set_the_new_column_and_outlive_the_cutover() {
     use tokio_postgres::types::Type;
-    let db = fresh_db("rollout_rewrite");
-    let admin = setup(&db).await;
-    let proxy = proxy();
-    let conn = proxy.conn_str(&db, "postgres");
-    let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    let function: u32 = admin
-        .query_one(
-            "SELECT tgfoid::int8 FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0) as u32;
+    let Verified {
+        db,
+        admin,
+        proxy,
+        conn,
+        id,
+        function,
+    } = verified().await;
 
     let app = connect(&conn).await;
     let plain = connect(&direct(&db)).await;

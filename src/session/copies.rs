@@ -11,7 +11,7 @@ use crate::wire::frame::HEADER_LEN;
 use bytes::{BufMut, BytesMut};
 
 /// The held Parse's name, text and what follows the text (parameter types).
-pub(super) fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let name_end = body.iter().position(|&b| b == 0)?;
     let text_start = name_end + 1;
     let text_end = text_start + body[text_start..].iter().position(|&b| b == 0)?;
@@ -20,6 +20,16 @@ pub(super) fn split(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
         &body[text_start..text_end],
         &body[text_end + 1..],
     ))
+}
+
+/// The held message's name, text and parameter types, when it is a Parse.
+pub(super) fn held_parse<'a>(s: &'a Established<'_>) -> Option<(&'a [u8], &'a [u8], &'a [u8])> {
+    let held = s.up.scanner.held;
+    let pending = s.up.pending();
+    if pending.first() != Some(&b'P') || held < HEADER_LEN {
+        return None;
+    }
+    split(&pending[HEADER_LEN..held])
 }
 
 /// A Parse message for `name`, `text` and the parameter types `rest`.
@@ -43,12 +53,7 @@ pub(super) async fn prepared(
     shared: &Shared,
     settings: &Settings,
 ) -> Result<bool, PumpEnd> {
-    let held = s.up.scanner.held;
-    let pending = s.up.pending();
-    if pending.first() != Some(&b'P') || held < HEADER_LEN {
-        return Ok(false);
-    }
-    let Some((name, text, rest)) = split(&pending[HEADER_LEN..held]) else {
+    let Some((name, text, rest)) = held_parse(s) else {
         return Ok(false);
     };
     if !crate::sql::sniff::starts_with_copy(text) {

@@ -99,12 +99,7 @@ pub(super) async fn prepared(
     shared: &Shared,
     settings: &Settings,
 ) -> Result<bool, PumpEnd> {
-    let held = s.up.scanner.held;
-    let pending = s.up.pending();
-    if pending.first() != Some(&b'P') || held < HEADER_LEN {
-        return Ok(false);
-    }
-    let Some((name, text, params)) = super::copies::split(&pending[HEADER_LEN..held]) else {
+    let Some((name, text, params)) = super::copies::held_parse(s) else {
         return Ok(false);
     };
     if !crate::sql::sniff::starts_with_write(text) || crate::sql::sniff::may_be_ddl(text) {
