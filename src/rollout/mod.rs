@@ -11,6 +11,23 @@
 //! for code an UPDATE would run (triggers, rules, non-built-in functions in
 //! constraints, indexes or generated columns), under a lock that keeps it so.
 
+/// SQL: foreign key `k` compares with built-in operators only, and the
+/// columns on both of its sides are of built-in types. Shared by the start's
+/// look at what uses the column (`start::USERS`) and the check before a key's
+/// validation (`twins`).
+macro_rules! key_is_built_in {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
+                    WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ck(attnum)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ck.attnum
+                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.confkey) AS fk(attnum)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = fk.attnum
+                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)"
+    };
+}
+
 pub(crate) mod checks;
 pub mod driver;
 pub mod fill;

@@ -314,14 +314,9 @@ SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
                              WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.confdelsetcols IS NULL
                                AND NOT (k.confrelid = k.conrelid AND $2::int4 = ANY (k.confkey))
-                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
-                                                WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
-                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.confkey) AS rk(attnum)
-                                                 JOIN pg_catalog.pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = rk.attnum
-                                                WHERE ra.atttypid OPERATOR(pg_catalog.>=) 16384)
-                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ok(attnum)
-                                                 JOIN pg_catalog.pg_attribute oa ON oa.attrelid = k.conrelid AND oa.attnum = ok.attnum
-                                                WHERE oa.atttypid OPERATOR(pg_catalog.>=) 16384)))
+                               AND ",
+    key_is_built_in!(),
+    "))
  ORDER BY 1"
 );
 

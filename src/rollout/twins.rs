@@ -524,21 +524,18 @@ impl Driver {
 /// computes with a function, operator or type that is not built in (planning
 /// the check's query folds index expressions: an immutable function of the
 /// owner's would run in pgshift's session).
-const KEY_IS_BUILT_IN: &str = "
-SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conpfeqop OPERATOR(pg_catalog.||) k.conppeqop OPERATOR(pg_catalog.||) k.conffeqop) AS op(oid)
-                    WHERE op.oid OPERATOR(pg_catalog.>=) 16384)
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conkey) AS ck(attnum)
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ck.attnum
-                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(k.confkey) AS fk(attnum)
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = fk.attnum
-                    WHERE a.atttypid OPERATOR(pg_catalog.>=) 16384)
+const KEY_IS_BUILT_IN: &str = concat!(
+    "
+SELECT ",
+    key_is_built_in!(),
+    "
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x,
                           pg_catalog.regexp_matches(COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, ''),
                                                     ':(funcid|opfuncid|opno|[a-z_]*type|[a-z_]*typid|[a-z_]*typeid) ([0-9]+)', 'g') AS m
                     WHERE x.indrelid IN (k.conrelid, k.confrelid) AND m[2]::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384)
   FROM pg_catalog.pg_constraint k
- WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'";
+ WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'"
+);
 
 /// See [`Driver::pin`].
 pub(super) struct Pin(tokio_postgres::Client);
