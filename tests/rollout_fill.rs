@@ -622,3 +622,76 @@ async fn a_fill_from_a_block_keeps_its_column_on_rollback_and_waits_for_later_wo
         .get(0);
     assert!(not_null);
 }
+
+/// Makes pgshift's update of a rollout row from `planned` to `backfilling` fail
+/// with 55P03, as a lock held on the row by another session would (until dropped).
+const FAULT: &str = "
+CREATE FUNCTION public.no_backfilling() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'the row is busy (test fault)' USING ERRCODE = '55P03'; END$$;
+CREATE TRIGGER test_fault BEFORE UPDATE ON pgshift.rollouts FOR EACH ROW
+  WHEN (OLD.phase = 'planned' AND NEW.phase = 'backfilling') EXECUTE FUNCTION public.no_backfilling()";
+
+/// The expand committed in the client's session, then pgshift could not mark
+/// its rollout as expanded: the client's statement took effect, so it gets its
+/// answer (not an error for a change that is in place), and the driver moves
+/// the rollout on once its row can be written. For a fill and a type change.
+#[tokio::test]
+async fn a_start_whose_row_cannot_be_updated_after_the_expand_still_answers_and_goes_on() {
+    let db = fresh_db("fill_books");
+    let admin = setup(&db).await;
+    let proxy = proxy(0);
+    let conn = proxy.conn_str(&db, "postgres");
+    // pgshift's service connection checks its schema when it opens: a
+    // rollout first, so the fault's trigger comes after the check.
+    let first = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN first double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    admin
+        .batch_execute(
+            "CREATE TABLE other (id bigserial PRIMARY KEY, amount int); \
+             INSERT INTO other (amount) SELECT g FROM generate_series(1, 5000) g",
+        )
+        .await
+        .unwrap();
+    admin.batch_execute(FAULT).await.unwrap();
+    let fill = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill answers with its rollout");
+    let change =
+        common::rollouts::start(&conn, "ALTER TABLE other ALTER COLUMN amount TYPE bigint").await;
+    for id in [fill, change] {
+        let (phase, _) = common::rollouts::phase(&admin, id).await;
+        assert_eq!(
+            phase, "planned",
+            "rollout {id}: the fault did not hold its row"
+        );
+    }
+    admin
+        .batch_execute(
+            "DROP TRIGGER test_fault ON pgshift.rollouts; DROP FUNCTION public.no_backfilling()",
+        )
+        .await
+        .unwrap();
+    for id in [first, fill] {
+        wait_phase(&admin, id, "finished", Duration::from_secs(90)).await;
+    }
+    wait_phase(&admin, change, "verified", Duration::from_secs(90)).await;
+    let unfilled = count(
+        &admin,
+        "SELECT count(*) FROM orders WHERE drawn IS NULL OR first IS NULL",
+    )
+    .await;
+    assert_eq!(unfilled, 0, "old rows were left unfilled");
+    let mismatched = count(
+        &admin,
+        "SELECT count(*) FROM other WHERE amount__pgshift_new IS DISTINCT FROM amount::bigint",
+    )
+    .await;
+    assert_eq!(mismatched, 0, "the new column differs from the old");
+}

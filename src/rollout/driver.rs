@@ -308,8 +308,20 @@ impl Driver {
         self.set_phase(Phase::Backfilling, None).await
     }
 
+    /// `expanded`, once the expand committed in the client's session: the
+    /// client's statement took effect, so a failure here is not its failure.
+    /// The row stays `planned` and the driver moves it on (it finds the trigger).
+    pub async fn expanded_or_later(&self, r: &Rollout) {
+        if let Err(e) = self.expanded(r).await {
+            tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "the rollout's column is in place but its row still says planned: its driver moves it on");
+        }
+    }
+
     /// A start that failed before the client got its answer: nothing of the
-    /// rollout exists on the table (the expand is one transaction).
+    /// rollout exists on the table (the expand is one transaction). Should the
+    /// expand have committed after all (an answer lost with the connection), the
+    /// trigger keeps the functions: the drop fails and the row stays `planned`
+    /// for a driver to find the trigger and move on.
     pub async fn abandon(&self, r: &Rollout, why: &str) -> Result<(), StepError> {
         self.drop_functions(r).await?;
         self.set_phase(Phase::RolledBack, Some(&format!("the start failed: {why}")))

@@ -403,8 +403,7 @@ pub async fn start<C: Conn>(
             original: "",
             ..step_cx.clone()
         };
-        steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
-        d.expanded(&rollout).await.map_err(|e| recorded(e.reason))
+        steps::run(io, &step, Mode::Autocommit, &step_cx).await
     }
     .await;
     if let Err(f) = expanded {
@@ -412,6 +411,7 @@ pub async fn start<C: Conn>(
         let _ = d.abandon(&rollout, &why).await;
         return Err(f);
     }
+    d.expanded_or_later(&rollout).await;
     let describe = rollout.describe();
     let background = cx.engine.background().clone();
     let db = cx.database.to_string();

@@ -685,10 +685,7 @@ pub async fn start<C: Conn>(
     .await;
     match expanded {
         Ok(()) => {
-            driver_conn
-                .expanded(&rollout)
-                .await
-                .map_err(service_failure)?;
+            driver_conn.expanded_or_later(&rollout).await;
             let describe = rollout.describe();
             let background = cx.engine.background().clone();
             let db = cx.database.to_string();
