@@ -563,3 +563,95 @@ async fn a_foreign_key_of_the_column_moves_with_it() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// The cutover moves the column's foreign key, which locks the table it
+/// references too: a transaction open on that table for longer than the stall
+/// budget keeps the cutover from trying (as one on the rollout's own table
+/// does), instead of each attempt queueing the application's queries on it
+/// behind its lock for up to the lock timeout. Once it ends, the cutover goes.
+#[tokio::test]
+async fn a_long_transaction_on_the_referenced_table_holds_off_the_cutover() {
+    let db = fresh_db("rollout_key_long");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE prices (id int PRIMARY KEY);
+             INSERT INTO prices SELECT g FROM generate_series(0, 100000) g;
+             ALTER TABLE orders ADD CONSTRAINT orders_price FOREIGN KEY (amount) REFERENCES prices (id);",
+        )
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 300;
+        c.ddl.stall_budget_ms = 300;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 100;
+        c.ddl.retry_deadline_ms = 1_500;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let long = connect(&common::scenario::direct(&db)).await;
+    long.batch_execute("BEGIN; SELECT count(*) FROM prices")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The application reads prices all along, directly.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, dsn) = (stop.clone(), common::scenario::direct(&db));
+        tokio::spawn(async move {
+            let c = connect(&dsn).await;
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let began = std::time::Instant::now();
+                c.query_one("SELECT id FROM prices WHERE id = 7", &[])
+                    .await
+                    .unwrap();
+                worst = worst.max(began.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            worst
+        })
+    };
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    let error = loop {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
+        assert_eq!(phase, "verified", "the cutover went on ({error:?})");
+        if let Some(e) = error.filter(|e| e.contains("retry deadline")) {
+            break e;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "no wait was noted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("held public.prices"), "{error}");
+    // The key's twin was added meanwhile: its lock on prices (SHARE ROW
+    // EXCLUSIVE) does not wait for a reader.
+    let keys: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'f'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2, "the key's twin is missing");
+    stop.store(true, Ordering::Relaxed);
+    let worst = reader.await.unwrap();
+    // An attempt would have queued the reads for up to 300 ms.
+    assert!(
+        worst < Duration::from_millis(150),
+        "a read of prices waited {worst:?}"
+    );
+    long.batch_execute("COMMIT").await.unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    assert_eq!(mismatches(&admin).await, 0);
+}

@@ -7,7 +7,7 @@
 //! the twin its name; a rollback after the cutover adds it again on the old
 //! column (NOT VALID, then validated).
 
-use super::driver::{ours, Driver, StepError};
+use super::driver::{ours, Driver, Linked, StepError};
 use super::model::Rollout;
 use crate::context::Settings;
 use crate::engine::Background;
@@ -280,7 +280,7 @@ impl Driver {
         for stale in self.own_twins(r).await? {
             if !wanted.contains(&stale) {
                 let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&stale));
-                self.with_retries(settings, r, &drop, "SELECT 1", bg, None)
+                self.with_retries(settings, r, &drop, "SELECT 1", bg, None, Linked::DropsKey)
                     .await?;
             }
         }
@@ -296,7 +296,11 @@ impl Driver {
                         quote(name),
                         ck.twin
                     );
-                    self.with_retries(settings, r, &add, "SELECT 1", bg, None)
+                    let linked = match ck.foreign {
+                        true => Linked::AddsKey,
+                        false => Linked::Untouched,
+                    };
+                    self.with_retries(settings, r, &add, "SELECT 1", bg, None, linked)
                         .await?;
                 }
                 Some((def, _)) if def == ck.twin => {}
@@ -323,7 +327,7 @@ impl Driver {
                 Err(e) if broken_by_data(&e) => {
                     let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(name));
                     let _ = self
-                        .with_retries(settings, r, &drop, "SELECT 1", bg, None)
+                        .with_retries(settings, r, &drop, "SELECT 1", bg, None, Linked::DropsKey)
                         .await;
                     return Err(StepError {
                         reason: format!(

@@ -73,6 +73,35 @@ pub(super) fn ours(reason: impl Into<String>) -> StepError {
     }
 }
 
+/// What a lock window does to the tables that a foreign key on the rollout's
+/// columns links its table to (adding a key locks the other table SHARE ROW
+/// EXCLUSIVE, dropping one ACCESS EXCLUSIVE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Linked {
+    Untouched,
+    AddsKey,
+    DropsKey,
+}
+
+impl Linked {
+    /// The lock modes (as `pg_locks` names them) the window's lock conflicts with.
+    fn conflicts(self) -> Vec<&'static str> {
+        const WRITES: [&str; 6] = [
+            "RowExclusiveLock",
+            "ShareUpdateExclusiveLock",
+            "ShareLock",
+            "ShareRowExclusiveLock",
+            "ExclusiveLock",
+            "AccessExclusiveLock",
+        ];
+        match self {
+            Linked::Untouched => Vec::new(),
+            Linked::AddsKey => WRITES.to_vec(),
+            Linked::DropsKey => [&["AccessShareLock", "RowShareLock"][..], &WRITES[..]].concat(),
+        }
+    }
+}
+
 impl Driver {
     /// A connection that holds rollout `id`'s lock (the caller just made the row).
     pub async fn connect(
@@ -454,6 +483,7 @@ impl Driver {
 
     /// Retries [`Driver::in_lock`] while the lock is not granted in time, for at
     /// most the DDL retry deadline, pausing between attempts.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn with_retries(
         &self,
         settings: &Settings,
@@ -462,6 +492,7 @@ impl Driver {
         done: &str,
         background: &Background,
         expect: Option<&Expected>,
+        linked: Linked,
     ) -> Result<(), StepError> {
         let ddl = &settings.config.ddl;
         let lock_ms = match ddl.stall_budget_ms {
@@ -476,20 +507,22 @@ impl Driver {
             // Like the engine's steps: no attempt while a transaction that has
             // been open longer than the stall budget holds a lock on the table
             // (the attempt would queue behind it, and every query behind that).
-            while ddl.stall_budget_ms > 0 && self.long_holder(r, ddl.stall_budget_ms).await? {
+            while let Some(held) = match ddl.stall_budget_ms {
+                0 => None,
+                budget => self.long_holder(r, budget, linked).await?,
+            } {
                 waiting.blocked_by(Some((
                     String::new(),
                     format!(
-                        "a transaction open longer than the stall budget ({} ms)",
+                        "a transaction open longer than the stall budget ({} ms) on {held}",
                         ddl.stall_budget_ms
                     ),
                 )));
                 if Instant::now() >= deadline {
                     return Err(StepError {
                         reason: format!(
-                            "a transaction open longer than {} ms held {} until the retry deadline",
+                            "a transaction open longer than {} ms held {held} until the retry deadline",
                             ddl.stall_budget_ms,
-                            r.qualified()
                         ),
                         retry: true,
                         broken: false,
@@ -587,22 +620,44 @@ impl Driver {
         }
     }
 
-    /// True when another session whose transaction began more than `budget_ms`
-    /// ago holds a lock on the table (sessions of other roles count only where
-    /// this role may see their transaction's start).
-    async fn long_holder(&self, r: &Rollout, budget_ms: u64) -> Result<bool, StepError> {
+    /// A table another session holds a lock on, in a transaction that began
+    /// more than `budget_ms` ago (sessions of other roles count only where this
+    /// role may see their transaction's start): the rollout's table, or one a
+    /// foreign key on the rollout's columns links it to, where the window's
+    /// lock there conflicts with the one held.
+    async fn long_holder(
+        &self,
+        r: &Rollout,
+        budget_ms: u64,
+        linked: Linked,
+    ) -> Result<Option<String>, StepError> {
+        let columns = [r.column.clone(), r.new_column.clone(), r.old_column()];
         let row = self
             .client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+            .query_opt(
+                "WITH t AS (SELECT $1::text::oid AS oid), \
+                 cols AS (SELECT pg_catalog.array_agg(a.attnum) AS nums FROM pg_catalog.pg_attribute a, t \
+                   WHERE a.attrelid = t.oid AND a.attname = ANY ($3::text[]::name[]) AND NOT a.attisdropped), \
+                 linked AS (SELECT CASE WHEN k.conrelid = t.oid THEN k.confrelid ELSE k.conrelid END AS oid \
+                     FROM pg_catalog.pg_constraint k, t, cols \
+                    WHERE k.contype = 'f' AND ((k.conrelid = t.oid AND k.conkey && cols.nums) \
+                       OR (k.confrelid = t.oid AND k.confkey && cols.nums))) \
+                 SELECT l.relation::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_locks l \
                  JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'relation' AND l.relation = $1::text::oid AND l.granted \
-                 AND l.pid <> pg_catalog.pg_backend_pid() \
-                 AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $2::int8 / 1000.0))",
-                &[&r.table_oid.to_string(), &(budget_ms as i64)],
+                 WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+                 AND (l.relation = (SELECT oid FROM t) \
+                      OR l.relation IN (SELECT oid FROM linked) AND l.mode = ANY ($4::text[])) \
+                 AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $2::int8 / 1000.0) \
+                 LIMIT 1",
+                &[
+                    &r.table_oid.to_string(),
+                    &(budget_ms as i64),
+                    &&columns[..],
+                    &linked.conflicts(),
+                ],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.map(|row| row.get(0)))
     }
 
     fn done(phase: Phase) -> String {
@@ -639,8 +694,16 @@ impl Driver {
                     quote(&name),
                     quote(column)
                 );
-                self.with_retries(settings, r, &add, "SELECT 1", background, None)
-                    .await?;
+                self.with_retries(
+                    settings,
+                    r,
+                    &add,
+                    "SELECT 1",
+                    background,
+                    None,
+                    Linked::Untouched,
+                )
+                .await?;
             }
             Some(def) if def == want || def == format!("{want} NOT VALID") => {}
             Some(def) => {
@@ -902,8 +965,16 @@ impl Driver {
                 names
             },
         };
-        self.with_retries(settings, r, &body.join("; "), &done, bg, Some(&expected))
-            .await?;
+        self.with_retries(
+            settings,
+            r,
+            &body.join("; "),
+            &done,
+            bg,
+            Some(&expected),
+            Linked::DropsKey,
+        )
+        .await?;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "cut over: {}", r.describe());
         let pending: Vec<(u32, String)> =
             fks.iter().map(|f| (f.table_oid, f.name.clone())).collect();
@@ -934,7 +1005,7 @@ impl Driver {
             ),
         };
         let done = format!("{}{}", Self::done(Phase::Finished), r.id);
-        self.with_retries(settings, r, &body, &done, bg, None)
+        self.with_retries(settings, r, &body, &done, bg, None, Linked::DropsKey)
             .await?;
         self.drop_leftover_functions(r).await;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "finished: {}", r.describe());
@@ -1169,8 +1240,16 @@ impl Driver {
             body.push(format!("{t} DROP COLUMN IF EXISTS {new}"));
         }
         let done = format!("{}{}", Self::done(Phase::RolledBack), r.id);
-        self.with_retries(settings, r, &body.join("; "), &done, bg, None)
-            .await?;
+        self.with_retries(
+            settings,
+            r,
+            &body.join("; "),
+            &done,
+            bg,
+            None,
+            Linked::DropsKey,
+        )
+        .await?;
         for (name, _, _, foreign) in readded.iter().filter(|x| x.2) {
             let validated = match foreign {
                 true => {
