@@ -25,6 +25,9 @@
 //! own blocking UPDATE and ALTER for comparison; `BENCH_SKIP_OVERHEAD=1` skips
 //! part 1.
 //!
+//! `BENCH_WORKER_RATE` = N paces the workers at N statements per second in all
+//! (default: as fast as they can); `BENCH_BATCH_MS` sets `rollout.batch_target_ms`.
+//!
 //! `cargo bench --bench rollout` (N = 1,000,000); under `cargo test` it runs with
 //! N = 20,000 as a smoke test.
 
@@ -50,6 +53,12 @@ async fn connect(port: u16, db: &str) -> Client {
 fn start_proxy(pg_port: u16, latency_factor: f64) -> u16 {
     let mut config = Config::default();
     config.rollout.latency_factor = latency_factor;
+    if let Some(ms) = std::env::var("BENCH_BATCH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.rollout.batch_target_ms = ms;
+    }
     config.server.listen = "127.0.0.1:0".into();
     config.metrics.listen = String::new();
     config.admin.listen = String::new();
@@ -388,15 +397,18 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
         .expect("rollout start");
     let answered = started.elapsed();
     let mut backfilled = None;
+    // The longest pause the governor set after a batch.
+    let mut paused = 0i64;
     let verified = loop {
-        let phase: String = c
+        let row = c
             .query_one(
-                "SELECT phase FROM pgshift.rollouts ORDER BY id DESC LIMIT 1",
+                "SELECT phase, COALESCE(throttle_ms, 0)::int8 FROM pgshift.rollouts ORDER BY id DESC LIMIT 1",
                 &[],
             )
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
+        let phase: String = row.get(0);
+        paused = paused.max(row.get(1));
         assert!(phase != "failed", "rollout failed");
         if phase != "backfilling" && backfilled.is_none() {
             backfilled = Some(started.elapsed());
@@ -445,12 +457,16 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
         ratio(verified, blocking_update)
     );
     println!();
-    println!("{workers}");
+    println!("{workers}; the governor's longest pause after a batch {paused} ms");
     println!();
 }
 
 /// Four workers updating random rows of `items` through pgshift, each timing
-/// its statements.
+/// its statements: as fast as they can (a saturated host: every cycle the
+/// rollout takes is one they lose), or, with `BENCH_WORKER_RATE` = N, N
+/// statements per second in all, each due at its own time (a host with room:
+/// a statement sent late because the one before took long counts from when it
+/// was due, so waits are not hidden).
 struct Load {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
@@ -463,6 +479,11 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
         let mut workers = Vec::new();
+        let rate: f64 = std::env::var("BENCH_WORKER_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let every = (rate > 0.0).then(|| Duration::from_secs_f64(4.0 / rate));
         for w in 0..4i64 {
             let (stop, samples, db) = (stop.clone(), samples.clone(), db.to_string());
             workers.push(tokio::spawn(async move {
@@ -472,9 +493,27 @@ impl Load {
                     .await
                     .unwrap();
                 let mut i = w;
+                // Spread over the interval, so the workers do not send together.
+                let mut due = Instant::now() + every.unwrap_or_default() * w as u32 / 4;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let t = Instant::now();
+                    let t = match every {
+                        // Behind (the last one ended after this one was due):
+                        // it counts from when it was due. Otherwise from when
+                        // the timer woke the worker (up to 1 ms late).
+                        Some(every) => {
+                            let t = match Instant::now() >= due {
+                                true => due,
+                                false => {
+                                    tokio::time::sleep_until(due.into()).await;
+                                    Instant::now()
+                                }
+                            };
+                            due += every;
+                            t
+                        }
+                        None => Instant::now(),
+                    };
                     c.execute(&st, &[&(i * 104_729 % rows + 1)]).await.unwrap();
                     samples.lock().unwrap().push((t, t.elapsed()));
                 }
