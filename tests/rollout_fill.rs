@@ -695,3 +695,94 @@ async fn a_start_whose_row_cannot_be_updated_after_the_expand_still_answers_and_
     .await;
     assert_eq!(mismatched, 0, "the new column differs from the old");
 }
+
+/// The console's ROLLOUT FILL on columns whose defaults were set after they
+/// were added (as a fill whose deferred work was interrupted leaves one): the
+/// old rows' NULLs get the default in the background, a constant one too; a
+/// NULL written after the command stays; a default that is not built in is
+/// refused before anything runs it as the service role.
+#[tokio::test]
+async fn the_console_fills_the_nulls_of_a_column_with_its_default() {
+    let db = fresh_db("fill_console");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE ran (who text);
+             CREATE FUNCTION public.mine() RETURNS double precision VOLATILE LANGUAGE sql
+                 AS $$ INSERT INTO ran VALUES (current_user) RETURNING 1.0::float8 $$;
+             ALTER TABLE orders ADD COLUMN drawn double precision, ADD COLUMN other double precision,
+                 ADD COLUMN plain int;
+             ALTER TABLE orders ALTER COLUMN drawn SET DEFAULT random(),
+                 ALTER COLUMN other SET DEFAULT public.mine(), ALTER COLUMN plain SET DEFAULT 7;
+             INSERT INTO orders (amount, shadow, note) VALUES (1, 1, 'after');",
+        )
+        .await
+        .unwrap();
+    let proxy = common::admin::proxy();
+    let console = common::admin::console(&proxy).await;
+    for (sql, code) in [
+        (format!("ROLLOUT FILL orders.other IN {db}"), "42501"),
+        (format!("ROLLOUT FILL orders.note IN {db}"), "55000"),
+        (format!("ROLLOUT FILL orders.id IN {db}"), "55000"),
+        (format!("ROLLOUT FILL orders.nope IN {db}"), "42703"),
+        (format!("ROLLOUT FILL nosuch.drawn IN {db}"), "42P01"),
+    ] {
+        let e = console.simple_query(&sql).await.expect_err(&sql);
+        let code_seen = e.as_db_error().map(|d| d.code().code().to_string());
+        assert_eq!(code_seen.as_deref(), Some(code), "{sql}: {e:?}");
+    }
+    let ran = count(&admin, "SELECT count(*) FROM ran").await;
+    assert_eq!(ran, 1, "the default ran for more than the INSERT");
+    let mut ids = Vec::new();
+    for column in ["drawn", "plain"] {
+        let started =
+            common::admin::rows(&console, &format!("ROLLOUT FILL orders.{column} IN {db}")).await;
+        assert_eq!(started.len(), 1, "{started:?}");
+        let id: i64 = common::admin::cell(&started[0], "id")
+            .unwrap()
+            .parse()
+            .unwrap();
+        ids.push(id);
+        if column == "drawn" {
+            // One at a time on a table.
+            let e = console
+                .simple_query(&format!("ROLLOUT FILL orders.plain IN {db}"))
+                .await
+                .expect_err("a second fill");
+            assert_eq!(
+                e.as_db_error().map(|d| d.code().code()),
+                Some("55006"),
+                "{e:?}"
+            );
+            // Written after the command: the application's NULL.
+            admin
+                .batch_execute(
+                    "INSERT INTO orders (amount, shadow, note, drawn) VALUES (2, 2, 'mine', NULL); \
+                     UPDATE orders SET note = 'still mine' WHERE note = 'mine'",
+                )
+                .await
+                .unwrap();
+        }
+        wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    }
+    let nulls = count(&admin, "SELECT count(*) FROM orders WHERE drawn IS NULL").await;
+    assert_eq!(
+        nulls, 1,
+        "the old rows' NULLs were not all filled, or the new one was"
+    );
+    let mine = count(
+        &admin,
+        "SELECT count(*) FROM orders WHERE drawn IS NULL AND note = 'still mine'",
+    )
+    .await;
+    assert_eq!(mine, 1);
+    let distinct = count(&admin, "SELECT count(DISTINCT drawn) FROM orders").await;
+    assert!(distinct > ROWS / 2, "one value for every row: {distinct}");
+    let sevens = count(&admin, "SELECT count(*) FROM orders WHERE plain = 7").await;
+    assert_eq!(sevens, ROWS + 2);
+    assert_eq!(leftovers(&admin).await, 0);
+    // The two INSERTs ran it, as postgres; nothing else did.
+    let ran = count(&admin, "SELECT count(*) FROM ran WHERE who = 'postgres'").await;
+    let others = count(&admin, "SELECT count(*) FROM ran WHERE who <> 'postgres'").await;
+    assert_eq!((ran, others), (2, 0), "the refused default ran");
+}

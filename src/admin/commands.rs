@@ -18,6 +18,8 @@ pub enum Command {
     Batch(Target, i64),
     /// `ROLLOUT START …`.
     Start(super::start::Start),
+    /// `ROLLOUT FILL …`.
+    Fill(super::fill::FillColumn),
     /// A session setting a driver sends on connecting (PgJDBC's
     /// `SET extra_float_digits = 3`): answered `SET`, changing nothing.
     SessionSet,
@@ -132,6 +134,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "ROLLOUT START [<schema>.]<table>.<column> TYPE <type> [USING <expr>] [IN <database>]",
         "start an online rollout, as an intercepted ALTER COLUMN … TYPE does",
+    ),
+    (
+        "ROLLOUT FILL [<schema>.]<table>.<column> [IN <database>]",
+        "fill the column's NULLs with its default in the background",
     ),
     (
         "ROLLOUT THROTTLE <id> <rows_per_second> [IN <database>]",
@@ -289,6 +295,9 @@ pub fn parse(text: &str) -> Result<Command, Unknown> {
     // Its expression is SQL, with quotes and semicolons of its own.
     if let Some(start) = super::start::parse(text) {
         return start.map(Command::Start);
+    }
+    if let Some(fill) = super::fill::parse(text) {
+        return fill.map(Command::Fill);
     }
     let mut words = words(text).ok_or_else(|| unknown("a double quote is not closed"))?;
     while words.last() == Some(&";") {

@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod commands;
+mod fill;
 mod journal;
 mod knobs;
 mod listener;
@@ -61,6 +62,7 @@ pub async fn answer(shared: &Shared, command: &Command) -> Result<Answer, Failed
         Command::Throttle(target, rate) => rollouts::throttle(shared, target, *rate).await,
         Command::Batch(target, rows) => rollouts::batch(shared, target, *rows).await,
         Command::Start(start) => start::run(shared, start).await,
+        Command::Fill(f) => fill::run(shared, f).await,
         Command::SessionSet => Ok(Answer::Done("SET".into())),
         Command::Config => Ok(knobs::show(shared)),
         Command::Clients => Ok(state::clients(shared)),
@@ -142,7 +144,9 @@ fn columns(command: &Command) -> Vec<(&'static str, Kind)> {
         Command::Help => vec![("command", Kind::Text), ("what", Kind::Text)],
         Command::Version => vec![("version", Kind::Text)],
         Command::Rollouts => rollouts::COLUMNS.to_vec(),
-        Command::Rollout(_) | Command::Start(_) => [rollouts::COLUMNS, rollouts::DETAIL].concat(),
+        Command::Rollout(_) | Command::Start(_) | Command::Fill(_) => {
+            [rollouts::COLUMNS, rollouts::DETAIL].concat()
+        }
         Command::Config => knobs::COLUMNS.to_vec(),
         Command::Clients => state::CLIENTS.to_vec(),
         Command::Stats => state::STATS.to_vec(),

@@ -48,7 +48,7 @@ pub fn parse(text: &str) -> Option<Result<Start, Unknown>> {
 }
 
 /// `text` after `word` (any case) and the white space that must follow it.
-fn keyword<'a>(text: &'a str, word: &str) -> Option<&'a str> {
+pub(super) fn keyword<'a>(text: &'a str, word: &str) -> Option<&'a str> {
     let head = text.get(..word.len())?;
     let tail = &text[word.len()..];
     let spaced = tail.starts_with(|c: char| c.is_ascii_whitespace());
@@ -92,7 +92,7 @@ fn parse_start(text: &str) -> Result<Start, Unknown> {
 
 /// Dotted names at the start of `text`: bare ones fold to lower case, quoted ones
 /// keep their case (`""` for `"`). Returns them and what follows.
-fn name_chain(text: &str) -> Result<(Vec<String>, &str), Unknown> {
+pub(super) fn name_chain(text: &str) -> Result<(Vec<String>, &str), Unknown> {
     let mut names = Vec::new();
     let mut rest = text;
     loop {
@@ -139,7 +139,7 @@ fn one_name(text: &str) -> Result<(String, &str), Unknown> {
 }
 
 /// A trailing `IN <database>` split off `text` (no expression ends that way).
-fn split_in(text: &str) -> Result<(&str, Option<String>), Unknown> {
+pub(super) fn split_in(text: &str) -> Result<(&str, Option<String>), Unknown> {
     let text = text.trim_end();
     let token_start = if text.ends_with('"') && text.len() > 1 {
         // Back to the opening quote; `""` inside is one quote.
@@ -194,19 +194,13 @@ fn cut(text: &str) -> String {
 }
 
 /// Ids for the probe's temporary table of console starts, apart from sessions'.
-static STARTS: AtomicU64 = AtomicU64::new(1 << 62);
+pub(super) static STARTS: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// Starts the rollout and answers with its row (SHOW ROLLOUT's).
 pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
     let settings = shared.settings.load_full();
-    if !settings.config.rollout.enabled {
-        return Err(Failed::new(
-            "55000",
-            "online rollouts are off (rollout.enabled = false)",
-            "SET rollout.enabled = on, or enable it in the config file.",
-        ));
-    }
-    let database = database(shared, start)?;
+    rollouts_on(&settings)?;
+    let database = database(shared, start.database.as_deref())?;
     let table = qualified(start.schema.as_deref().unwrap_or("public"), &start.table);
     let sql = format!(
         "ALTER TABLE {table} ALTER COLUMN {} TYPE {}",
@@ -214,19 +208,7 @@ pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
         start.change
     );
     let spec = spec_of(&sql).await?;
-    let rt = shared.engine.books.runtime().clone();
-    let client = crate::engine::service::connect(&settings, &database, &rt)
-        .await
-        .map_err(|e| Failed::new("08006", e.to_string(), e.hint()))?;
-    let mut side = SideConn::new(client);
-    let timeouts = side
-        .client()
-        .query_one(
-            "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout')",
-            &[],
-        )
-        .await
-        .map_err(|e| Failed::new("08006", crate::engine::service::db_reason(&e), "pgshift's service connection failed; the log says why."))?;
+    let (mut side, timeouts) = side(shared, &settings, &database).await?;
     let user = format!("{} (console)", settings.config.admin.user);
     let cx = SessionCx {
         settings: &settings,
@@ -237,8 +219,8 @@ pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
     };
     let step_cx = StepContext {
         ddl: &settings.config.ddl,
-        saved_lock_timeout: timeouts.get(0),
-        saved_statement_timeout: timeouts.get(1),
+        saved_lock_timeout: timeouts.0,
+        saved_statement_timeout: timeouts.1,
         table: Some(&spec.table),
         original: "",
     };
@@ -253,10 +235,22 @@ pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
     super::rollouts::show(shared, &target).await
 }
 
+/// Refuses a console command that starts a rollout while rollouts are off.
+pub(super) fn rollouts_on(settings: &crate::context::Settings) -> Result<(), Failed> {
+    match settings.config.rollout.enabled {
+        true => Ok(()),
+        false => Err(Failed::new(
+            "55000",
+            "online rollouts are off (rollout.enabled = false)",
+            "SET rollout.enabled = on, or enable it in the config file.",
+        )),
+    }
+}
+
 /// The database named, or the one pgshift knows.
-fn database(shared: &Shared, start: &Start) -> Result<String, Failed> {
-    if let Some(db) = &start.database {
-        return Ok(db.clone());
+pub(super) fn database(shared: &Shared, named: Option<&str>) -> Result<String, Failed> {
+    if let Some(db) = named {
+        return Ok(db.to_string());
     }
     let mut known = shared.engine.books.databases();
     match known.len() {
@@ -264,17 +258,40 @@ fn database(shared: &Shared, start: &Start) -> Result<String, Failed> {
         0 => Err(Failed::new(
             "3D000",
             "pgshift has not seen a database yet: name one",
-            "ROLLOUT START <table>.<column> TYPE <type> … IN <database>",
+            "End the command with IN <database>.",
         )),
         _ => {
             known.sort();
             Err(Failed::new(
                 "42702",
                 format!("pgshift knows several databases: {}", known.join(", ")),
-                "Name one: ROLLOUT START … IN <database>.",
+                "Name one: end the command with IN <database>.",
             ))
         }
     }
+}
+
+/// A service connection to `database` for a console command that runs steps
+/// there, with its lock and statement timeouts (the steps restore them).
+pub(super) async fn side(
+    shared: &Shared,
+    settings: &crate::context::Settings,
+    database: &str,
+) -> Result<(SideConn, (String, String)), Failed> {
+    let rt = shared.engine.books.runtime().clone();
+    let client = crate::engine::service::connect(settings, database, &rt)
+        .await
+        .map_err(|e| Failed::new("08006", e.to_string(), e.hint()))?;
+    let side = SideConn::new(client);
+    let timeouts = side
+        .client()
+        .query_one(
+            "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .map_err(|e| Failed::new("08006", crate::engine::service::db_reason(&e), "pgshift's service connection failed; the log says why."))?;
+    Ok((side, (timeouts.get(0), timeouts.get(1))))
 }
 
 /// The rollout `sql` asks for, read by Postgres' parser: one statement, one type
@@ -349,7 +366,7 @@ async fn spec_of(sql: &str) -> Result<crate::rollout::Spec, Failed> {
 }
 
 /// A failed start as the console reports it: the server's or pgshift's SQLSTATE.
-fn failed(f: Failure) -> Failed {
+pub(super) fn failed(f: Failure) -> Failed {
     let (code, message, hint) = match f {
         Failure::Server(e) => (e.code, e.message, e.hint.unwrap_or_default()),
         Failure::Ours(e) => (

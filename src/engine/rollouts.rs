@@ -82,7 +82,9 @@ where
 {
     let (Some(table), [add, set_default, _]) = (finding.table.as_deref(), plan.steps.as_slice())
     else {
-        return Ok(fill::Fill::InBand);
+        return Ok(fill::Fill::InBand(
+            "the statement is not a plain ADD COLUMN".into(),
+        ));
     };
     let spec = fill::FillSpec {
         table,
@@ -90,6 +92,7 @@ where
         add: &add.sql,
         set_default: &set_default.sql,
         exists: false,
+        fills_constants: false,
     };
     let began = Instant::now();
     let result = fill::start(io, cx, step_cx, &spec, &stmt.sql).await;
@@ -134,10 +137,11 @@ pub(super) async fn fill_committed<C: super::conn::Conn>(
         add: "",
         set_default: "",
         exists: true,
+        fills_constants: false,
     };
     match fill::start(io, cx, step_cx, &spec, statement).await? {
         fill::Fill::Started(started) => Ok(Some(started)),
-        fill::Fill::InBand | fill::Fill::AsWritten => Ok(None),
+        fill::Fill::InBand(_) | fill::Fill::AsWritten => Ok(None),
     }
 }
 

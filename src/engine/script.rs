@@ -375,14 +375,14 @@ where
                         Some(online) => {
                             super::rollouts::fill(io, cx, &cx2, stmt, finding, plan, online).await
                         }
-                        None => Ok(Fill::InBand),
+                        None => Ok(Fill::InBand(String::new())),
                     };
                     match filled {
                         Ok(Fill::Started(_)) => Ok(()),
                         Ok(Fill::AsWritten) => {
                             run_as_written(io, cx, &cx2, stmt, finding, "not-volatile").await
                         }
-                        Ok(Fill::InBand) => {
+                        Ok(Fill::InBand(_)) => {
                             let mut plan = plan.clone();
                             super::unnamed::name_indexes(io, &mut plan).await?;
                             super::unnamed::name_constraints(io, &mut plan).await?;

@@ -39,8 +39,12 @@ pub struct FillSpec<'a> {
     pub set_default: &'a str,
     /// The column was added (with its default) by a transaction that has
     /// committed since (`add` and `set_default` are not run): the fill deferred
-    /// from a transaction block.
+    /// from a transaction block, or the console's `ROLLOUT FILL`.
     pub exists: bool,
+    /// A constant default is filled too (the console's: NULLs of a column that
+    /// got its default after it was added). An ADD COLUMN gives old rows a
+    /// constant default itself, so otherwise it means there is nothing to fill.
+    pub fills_constants: bool,
 }
 
 /// Functions the background may call besides immutable ones: their value does
@@ -48,16 +52,17 @@ pub struct FillSpec<'a> {
 const VOLATILE_OK: &str = "'random', 'gen_random_uuid', 'clock_timestamp', 'now', \
      'statement_timestamp', 'transaction_timestamp'";
 
-/// What in the default of the probe's column (`pg_temp.<$1>`) the background
-/// cannot evaluate, one line each. Built-in objects have oids below 16384.
-fn unfit_query(probe: &str) -> String {
+/// What in the default of `column` of `table` (SQL names, unquoted column) the
+/// background cannot evaluate, one line each; it reads the stored expression,
+/// never evaluates it. Built-in objects have oids below 16384.
+pub fn unfit_query(table: &str, column: &str) -> String {
     format!(
         r#"
 WITH e AS (SELECT ad.adbin::pg_catalog.text AS tree
              FROM pg_catalog.pg_attrdef ad
              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ad.adrelid AND a.attnum OPERATOR(pg_catalog.=) ad.adnum
             WHERE ad.adrelid OPERATOR(pg_catalog.=) {table}::pg_catalog.regclass
-              AND a.attname OPERATOR(pg_catalog.=) 'pgshift_probe_value'),
+              AND a.attname OPERATOR(pg_catalog.=) {column}),
 refs AS (SELECT m[1] AS kind, m[2]::pg_catalog.int8 AS ref
            FROM e CROSS JOIN LATERAL pg_catalog.regexp_matches(e.tree, ':([a-z_]+) ([0-9]+)', 'g') AS m
           WHERE m[1] OPERATOR(pg_catalog.!~) '(typmod|location|len|varno|attno|levelsup|paramid|constvalue)')
@@ -79,7 +84,8 @@ SELECT pg_catalog.format('it uses operator %s, whose value depends on more than 
   JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) o.oprcode
  WHERE refs.kind OPERATOR(pg_catalog.=) 'opno' AND p.provolatile OPERATOR(pg_catalog.<>) 'i'
 "#,
-        table = literal(probe)
+        table = literal(table),
+        column = literal(column),
     )
 }
 
@@ -162,10 +168,10 @@ async fn probe<C: Conn>(
             ),
         )
         .await?;
-        if missing.cell(0) == "true" {
+        if missing.cell(0) == "true" && !spec.fills_constants {
             return Ok(None);
         }
-        let unfit = probe_step(io, &unfit_query(&probe)).await?;
+        let unfit = probe_step(io, &unfit_query(&probe, "pgshift_probe_value")).await?;
         let printed = probe_step(
             io,
             &format!(
@@ -218,8 +224,9 @@ enum Probed {
 pub enum Fill {
     /// The column exists; a rollout fills its old rows.
     Started(Started),
-    /// The default needs the author's session: the engine fills in-band.
-    InBand,
+    /// The default needs the author's session (or the table is out of the
+    /// background's reach, as said): the engine fills in-band.
+    InBand(String),
     /// The default is not volatile after all (Postgres stores it once): the
     /// statement runs as written.
     AsWritten,
@@ -290,7 +297,7 @@ pub async fn start<C: Conn>(
 ) -> Result<Fill, Failure> {
     let unfit = |why: String| {
         tracing::info!(target: "pgshift::rollout", statement, reason = %why, "the backfill runs in-band");
-        Ok(Fill::InBand)
+        Ok(Fill::InBand(why))
     };
     let (oid, value) = match probe(io, spec, cx.session_id).await? {
         Ok(Probed::Background(oid, value)) => (oid, value),
