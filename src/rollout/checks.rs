@@ -271,6 +271,10 @@ impl Driver {
         bg: &Background,
     ) -> Result<Vec<CheckTwin>, StepError> {
         let twins = self.check_twins(r).await?;
+        // The tables the column's own keys reference (a twin key's add locks
+        // them), and those the twins' keys reference (a twin key's drop does).
+        let keys_to = self.referenced_tables(r, &[&r.column]).await?;
+        let twin_keys_to = self.referenced_tables(r, &[&r.new_column]).await?;
         let n = r.names();
         let t = format!("ALTER TABLE ONLY {}", r.qualified());
         let wanted: Vec<String> = twins
@@ -280,7 +284,8 @@ impl Driver {
         for stale in self.own_twins(r).await? {
             if !wanted.contains(&stale) {
                 let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(&stale));
-                self.with_retries(settings, r, &drop, "SELECT 1", bg, None, Linked::DropsKey)
+                let linked = Linked::DropsKey(twin_keys_to.clone());
+                self.with_retries(settings, r, &drop, "SELECT 1", bg, None, linked)
                     .await?;
             }
         }
@@ -297,7 +302,7 @@ impl Driver {
                         ck.twin
                     );
                     let linked = match ck.foreign {
-                        true => Linked::AddsKey,
+                        true => Linked::AddsKey(keys_to.clone()),
                         false => Linked::Untouched,
                     };
                     self.with_retries(settings, r, &add, "SELECT 1", bg, None, linked)
@@ -327,7 +332,15 @@ impl Driver {
                 Err(e) if broken_by_data(&e) => {
                     let drop = format!("{t} DROP CONSTRAINT IF EXISTS {}", quote(name));
                     let _ = self
-                        .with_retries(settings, r, &drop, "SELECT 1", bg, None, Linked::DropsKey)
+                        .with_retries(
+                            settings,
+                            r,
+                            &drop,
+                            "SELECT 1",
+                            bg,
+                            None,
+                            Linked::DropsKey(twin_keys_to.clone()),
+                        )
                         .await;
                     return Err(StepError {
                         reason: format!(

@@ -73,19 +73,20 @@ pub(super) fn ours(reason: impl Into<String>) -> StepError {
     }
 }
 
-/// What a lock window does to the tables that a foreign key on the rollout's
-/// columns links its table to (adding a key locks the other table SHARE ROW
-/// EXCLUSIVE, dropping one ACCESS EXCLUSIVE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a lock window does to other tables than the rollout's: those a foreign
+/// key it adds references (SHARE ROW EXCLUSIVE there), or those whose key it
+/// drops or that a key it drops references (ACCESS EXCLUSIVE there).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Linked {
     Untouched,
-    AddsKey,
-    DropsKey,
+    AddsKey(Vec<u32>),
+    DropsKey(Vec<u32>),
 }
 
 impl Linked {
-    /// The lock modes (as `pg_locks` names them) the window's lock conflicts with.
-    fn conflicts(self) -> Vec<&'static str> {
+    /// The other tables, and the lock modes (as `pg_locks` names them) the
+    /// window's lock there conflicts with.
+    fn conflicts(&self) -> (Vec<String>, Vec<&'static str>) {
         const WRITES: [&str; 6] = [
             "RowExclusiveLock",
             "ShareUpdateExclusiveLock",
@@ -94,10 +95,14 @@ impl Linked {
             "ExclusiveLock",
             "AccessExclusiveLock",
         ];
+        let oids = |tables: &[u32]| tables.iter().map(u32::to_string).collect();
         match self {
-            Linked::Untouched => Vec::new(),
-            Linked::AddsKey => WRITES.to_vec(),
-            Linked::DropsKey => [&["AccessShareLock", "RowShareLock"][..], &WRITES[..]].concat(),
+            Linked::Untouched => (Vec::new(), Vec::new()),
+            Linked::AddsKey(tables) => (oids(tables), WRITES.to_vec()),
+            Linked::DropsKey(tables) => (
+                oids(tables),
+                [&["AccessShareLock", "RowShareLock"][..], &WRITES[..]].concat(),
+            ),
         }
     }
 }
@@ -509,7 +514,7 @@ impl Driver {
             // (the attempt would queue behind it, and every query behind that).
             while let Some(held) = match ddl.stall_budget_ms {
                 0 => None,
-                budget => self.long_holder(r, budget, linked).await?,
+                budget => self.long_holder(r, budget, &linked).await?,
             } {
                 waiting.blocked_by(Some((
                     String::new(),
@@ -622,42 +627,55 @@ impl Driver {
 
     /// A table another session holds a lock on, in a transaction that began
     /// more than `budget_ms` ago (sessions of other roles count only where this
-    /// role may see their transaction's start): the rollout's table, or one a
-    /// foreign key on the rollout's columns links it to, where the window's
-    /// lock there conflicts with the one held.
+    /// role may see their transaction's start): the rollout's table, or another
+    /// the window locks (`linked`) where the window's lock conflicts with it.
     async fn long_holder(
         &self,
         r: &Rollout,
         budget_ms: u64,
-        linked: Linked,
+        linked: &Linked,
     ) -> Result<Option<String>, StepError> {
-        let columns = [r.column.clone(), r.new_column.clone(), r.old_column()];
+        let (tables, modes) = linked.conflicts();
         let row = self
             .client
             .query_opt(
-                "WITH t AS (SELECT $1::text::oid AS oid), \
-                 cols AS (SELECT pg_catalog.array_agg(a.attnum) AS nums FROM pg_catalog.pg_attribute a, t \
-                   WHERE a.attrelid = t.oid AND a.attname = ANY ($3::text[]::name[]) AND NOT a.attisdropped), \
-                 linked AS (SELECT CASE WHEN k.conrelid = t.oid THEN k.confrelid ELSE k.conrelid END AS oid \
-                     FROM pg_catalog.pg_constraint k, t, cols \
-                    WHERE k.contype = 'f' AND ((k.conrelid = t.oid AND k.conkey && cols.nums) \
-                       OR (k.confrelid = t.oid AND k.confkey && cols.nums))) \
-                 SELECT l.relation::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_locks l \
+                "SELECT l.relation::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_locks l \
                  JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
-                 AND (l.relation = (SELECT oid FROM t) \
-                      OR l.relation IN (SELECT oid FROM linked) AND l.mode = ANY ($4::text[])) \
+                 AND (l.relation = $1::text::oid \
+                      OR l.relation = ANY ($3::text[]::oid[]) AND l.mode = ANY ($4::text[])) \
                  AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $2::int8 / 1000.0) \
                  LIMIT 1",
-                &[
-                    &r.table_oid.to_string(),
-                    &(budget_ms as i64),
-                    &&columns[..],
-                    &linked.conflicts(),
-                ],
+                &[&r.table_oid.to_string(), &(budget_ms as i64), &tables, &modes],
             )
             .await?;
         Ok(row.map(|row| row.get(0)))
+    }
+
+    /// The other tables that the foreign keys of the rollout's table on
+    /// `columns` reference.
+    pub(super) async fn referenced_tables(
+        &self,
+        r: &Rollout,
+        columns: &[&str],
+    ) -> Result<Vec<u32>, StepError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT k.confrelid::pg_catalog.text FROM pg_catalog.pg_constraint k \
+                 WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.confrelid <> k.conrelid \
+                 AND k.conkey && (SELECT pg_catalog.array_agg(a.attnum) FROM pg_catalog.pg_attribute a \
+                     WHERE a.attrelid = $1::text::oid AND a.attname = ANY ($2::text[]::name[]) AND NOT a.attisdropped)",
+                &[&r.table_oid.to_string(), &columns],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                row.get::<_, String>(0)
+                    .parse()
+                    .map_err(|_| ours("a table's oid did not read as a number"))
+            })
+            .collect()
     }
 
     fn done(phase: Phase) -> String {
@@ -965,6 +983,10 @@ impl Driver {
                 names
             },
         };
+        // The keys that reference the column move (their tables), and its own
+        // keys go from the old column (the tables they reference).
+        let mut linked = self.referenced_tables(r, &[&r.column]).await?;
+        linked.extend(fks.iter().map(|f| f.table_oid));
         self.with_retries(
             settings,
             r,
@@ -972,7 +994,7 @@ impl Driver {
             &done,
             bg,
             Some(&expected),
-            Linked::DropsKey,
+            Linked::DropsKey(linked),
         )
         .await?;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "cut over: {}", r.describe());
@@ -1005,7 +1027,7 @@ impl Driver {
             ),
         };
         let done = format!("{}{}", Self::done(Phase::Finished), r.id);
-        self.with_retries(settings, r, &body, &done, bg, None, Linked::DropsKey)
+        self.with_retries(settings, r, &body, &done, bg, None, Linked::Untouched)
             .await?;
         self.drop_leftover_functions(r).await;
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "finished: {}", r.describe());
@@ -1240,6 +1262,14 @@ impl Driver {
             body.push(format!("{t} DROP COLUMN IF EXISTS {new}"));
         }
         let done = format!("{}{}", Self::done(Phase::RolledBack), r.id);
+        // The keys that reference the column come back (their tables), and the
+        // column's own keys on the dropped column go (the tables they reference).
+        let dropped = match r.phase {
+            Phase::CutOver => &r.column,
+            _ => &r.new_column,
+        };
+        let mut linked = self.referenced_tables(r, &[dropped]).await?;
+        linked.extend(rollback_fks.iter().map(|(oid, _)| *oid));
         self.with_retries(
             settings,
             r,
@@ -1247,7 +1277,7 @@ impl Driver {
             &done,
             bg,
             None,
-            Linked::DropsKey,
+            Linked::DropsKey(linked),
         )
         .await?;
         for (name, _, _, foreign) in readded.iter().filter(|x| x.2) {
