@@ -623,6 +623,22 @@ async fn a_fill_from_a_block_keeps_its_column_on_rollback_and_waits_for_later_wo
     assert!(not_null);
 }
 
+/// Waits up to 30 s for rollout `id` to be in `want` (failed included); its error.
+async fn until_phase(admin: &tokio_postgres::Client, id: i64, want: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let (phase, error) = common::rollouts::phase(admin, id).await;
+        if phase == want {
+            return error.unwrap_or_default();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "rollout {id} is {phase} ({error:?}), not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Makes pgshift's update of a rollout row from `planned` to `backfilling` fail
 /// with 55P03, as a lock held on the row by another session would (until dropped).
 const FAULT: &str = "
@@ -652,7 +668,9 @@ async fn a_start_whose_row_cannot_be_updated_after_the_expand_still_answers_and_
     admin
         .batch_execute(
             "CREATE TABLE other (id bigserial PRIMARY KEY, amount int); \
-             INSERT INTO other (amount) SELECT g FROM generate_series(1, 5000) g",
+             INSERT INTO other (amount) SELECT g FROM generate_series(1, 5000) g; \
+             CREATE TABLE third (id bigserial PRIMARY KEY, amount int); \
+             INSERT INTO third (amount) SELECT g FROM generate_series(1, 100) g",
         )
         .await
         .unwrap();
@@ -665,13 +683,27 @@ async fn a_start_whose_row_cannot_be_updated_after_the_expand_still_answers_and_
     .expect("the fill answers with its rollout");
     let change =
         common::rollouts::start(&conn, "ALTER TABLE other ALTER COLUMN amount TYPE bigint").await;
-    for id in [fill, change] {
-        let (phase, _) = common::rollouts::phase(&admin, id).await;
+    let dropped =
+        common::rollouts::start(&conn, "ALTER TABLE third ALTER COLUMN amount TYPE bigint").await;
+    for id in [fill, change, dropped] {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
         assert_eq!(
             phase, "planned",
             "rollout {id}: the fault did not hold its row"
         );
+        assert!(
+            error.is_some_and(|e| e.contains("will try again")),
+            "rollout {id}: the failure is not noted"
+        );
     }
+    // A trigger dropped after the start: the rollout fails saying so (the
+    // fault holds it planned until then), and its rollback takes the column away.
+    admin
+        .batch_execute(&format!("DROP TRIGGER pgshift_mirror_{dropped} ON third"))
+        .await
+        .unwrap();
+    let failed = until_phase(&admin, dropped, "failed").await;
+    assert!(failed.contains("was dropped after it started"), "{failed}");
     admin
         .batch_execute(
             "DROP TRIGGER test_fault ON pgshift.rollouts; DROP FUNCTION public.no_backfilling()",
@@ -682,6 +714,16 @@ async fn a_start_whose_row_cannot_be_updated_after_the_expand_still_answers_and_
         wait_phase(&admin, id, "finished", Duration::from_secs(90)).await;
     }
     wait_phase(&admin, change, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, dropped, Request::Rollback)
+        .await
+        .unwrap();
+    until_phase(&admin, dropped, "rolled_back").await;
+    let left = count(
+        &admin,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'third'::regclass AND attname LIKE '%pgshift%' AND NOT attisdropped",
+    )
+    .await;
+    assert_eq!(left, 0, "the rollback left the new column");
     let unfilled = count(
         &admin,
         "SELECT count(*) FROM orders WHERE drawn IS NULL OR first IS NULL",
@@ -785,4 +827,32 @@ async fn the_console_fills_the_nulls_of_a_column_with_its_default() {
     let ran = count(&admin, "SELECT count(*) FROM ran WHERE who = 'postgres'").await;
     let others = count(&admin, "SELECT count(*) FROM ran WHERE who <> 'postgres'").await;
     assert_eq!((ran, others), (2, 0), "the refused default ran");
+}
+
+/// A trigger dropped during the backfill (by someone with the right to): the
+/// next batch stops the rollout, naming it, instead of going on to a column
+/// that writes no longer reach.
+#[tokio::test]
+async fn a_trigger_dropped_during_the_backfill_stops_it() {
+    let db = fresh_db("fill_dropped");
+    let admin = setup(&db).await;
+    let proxy = proxy(500);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    admin
+        .batch_execute(&format!("DROP TRIGGER pgshift_mirror_{id} ON orders"))
+        .await
+        .unwrap();
+    let error = until_phase(&admin, id, "failed").await;
+    assert!(error.contains("is gone"), "{error}");
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    until_phase(&admin, id, "rolled_back").await;
+    assert_eq!(leftovers(&admin).await, 0);
 }

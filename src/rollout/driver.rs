@@ -342,12 +342,38 @@ impl Driver {
         self.set_phase(Phase::Backfilling, None).await
     }
 
-    /// `expanded`, once the expand committed in the client's session: the
-    /// client's statement took effect, so a failure here is not its failure.
-    /// The row stays `planned` and the driver moves it on (it finds the trigger).
-    pub async fn expanded_or_later(&self, r: &Rollout) {
-        if let Err(e) = self.expanded(r).await {
-            tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "the rollout's column is in place but its row still says planned: its driver moves it on");
+    /// Once the expand committed in the client's session: marks the rollout
+    /// expanded and hands it to a task that drives it. The client's statement
+    /// took effect, so a failure here is not its failure: the row stays
+    /// `planned` (the error noted) and the driver moves it on when it finds the
+    /// trigger; a connection lost meanwhile goes to a standby that connects
+    /// again (the rollout stays registered, so sessions keep hiding its column).
+    pub async fn drive_started(
+        self,
+        r: &Rollout,
+        bg: Background,
+        database: String,
+        running: Arc<Running>,
+        entered: Option<super::Entered>,
+    ) {
+        let broken = match self.expanded(r).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "the rollout's column is in place but its row still says planned: its driver moves it on");
+                let _ = self.note_error(&format!("will try again: {e}")).await;
+                e.broken
+            }
+        };
+        match broken {
+            false => bg.spawn(run(self, bg.clone(), database, running, entered)),
+            true => bg.spawn(standby(
+                bg.settings(),
+                database,
+                r.id,
+                bg.clone(),
+                running,
+                entered,
+            )),
         }
     }
 
@@ -379,6 +405,17 @@ impl Driver {
         if let Err(e) = self.drop_functions(r).await {
             tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "the rollout's functions were left behind");
         }
+    }
+
+    async fn column_exists(&self, r: &Rollout, name: &str) -> Result<bool, StepError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::oid AND attname = $2::text::name AND NOT attisdropped)",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await?;
+        Ok(row.get(0))
     }
 
     async fn trigger_exists(&self, r: &Rollout, name: &str) -> Result<bool, StepError> {
@@ -1381,6 +1418,16 @@ async fn batch(
         let function = format!("{}()", names.function);
         d.check_locked(r, &names.trigger, &function, &r.new_column)
             .await?;
+        // Without it, writes that bypass pgshift's rewrite leave the new
+        // column behind, and nothing a batch does makes that good.
+        if !d.trigger_exists(r, &names.trigger).await? {
+            return Err(ours(format!(
+                "its trigger {} on {} is gone (dropped by someone): writes are no longer copied; ROLLOUT ROLLBACK {} removes what is left",
+                quote(&names.trigger),
+                r.qualified(),
+                r.id
+            )));
+        }
         if keys.is_empty() {
             return walk_pages(d, r, rows, verify, bound).await;
         }
@@ -1644,9 +1691,14 @@ pub async fn run(
             }
             match r.phase {
                 Phase::Planned => {
-                    // The start did not finish: the expand committed or not at all.
+                    // The start did not finish: the expand committed or not at
+                    // all. Its column without its trigger: someone dropped the
+                    // trigger since, and the rollback removes what is left.
                     if d.trigger_exists(&r, &r.names().trigger).await? {
                         d.expanded(&r).await
+                    } else if !r.column_committed && d.column_exists(&r, &r.new_column).await? {
+                        let why = format!("its trigger {} was dropped after it started: ROLLOUT ROLLBACK {} removes its column", quote(&r.names().trigger), r.id);
+                        d.set_phase(Phase::Failed, Some(&why)).await
                     } else {
                         d.abandon(&r, "pgshift stopped while starting it").await
                     }
@@ -1780,7 +1832,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(target: "pgshift::rollout", rollout = d.id, error = %e, "rollout failed");
                 let _ = d.clear_request().await;
-                if !matches!(r.phase, Phase::CutOver | Phase::Verified | Phase::Planned) {
+                if !matches!(r.phase, Phase::CutOver | Phase::Verified) {
                     // The application must not pay for a rollout that stopped:
                     // writes the old type takes go on (the mirror stores NULL).
                     if let Err(e) = d.install_function(&r, Mirror::Lenient).await {

@@ -418,16 +418,18 @@ pub async fn start<C: Conn>(
         let _ = d.abandon(&rollout, &why).await;
         return Err(f);
     }
-    d.expanded_or_later(&rollout).await;
     let describe = rollout.describe();
-    let background = cx.engine.background().clone();
-    let db = cx.database.to_string();
     let running = cx.engine.rollouts.clone();
     // Known before the client hears of it: its next rewrite of the table waits.
-    let entered = running.enter(&db, id);
-    running.describe(&db, &rollout, false);
-    cx.engine
-        .background()
-        .spawn(driver::run(d, background, db, running, entered));
+    let entered = running.enter(cx.database, id);
+    running.describe(cx.database, &rollout, false);
+    d.drive_started(
+        &rollout,
+        cx.engine.background().clone(),
+        cx.database.to_string(),
+        running,
+        entered,
+    )
+    .await;
     Ok(Fill::Started(Started { id, describe }))
 }

@@ -679,27 +679,28 @@ pub async fn start<C: Conn>(
             .swap(cx.database, &rollout.table, rollout.table_oid);
         swap.settle().await;
         steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
+        // Known before the sessions held for the window go on, and before the
+        // client hears of it: they hide the new column, and its next COPY gets
+        // a column list.
+        let running = &cx.engine.rollouts;
+        let entered = running.enter(cx.database, id);
+        running.describe(cx.database, &rollout, false);
         drop(swap);
-        Ok::<(), Failure>(())
+        Ok::<_, Failure>(entered)
     }
     .await;
     match expanded {
-        Ok(()) => {
-            driver_conn.expanded_or_later(&rollout).await;
+        Ok(entered) => {
             let describe = rollout.describe();
-            let background = cx.engine.background().clone();
-            let db = cx.database.to_string();
-            let running = cx.engine.rollouts.clone();
-            // Known before the client hears of it: its next COPY gets a column list.
-            let entered = running.enter(&db, id);
-            running.describe(&db, &rollout, false);
-            cx.engine.background().spawn(driver::run(
-                driver_conn,
-                background,
-                db,
-                running,
-                entered,
-            ));
+            driver_conn
+                .drive_started(
+                    &rollout,
+                    cx.engine.background().clone(),
+                    cx.database.to_string(),
+                    cx.engine.rollouts.clone(),
+                    entered,
+                )
+                .await;
             Ok(Started { id, describe })
         }
         Err(f) => {
