@@ -13,15 +13,12 @@
 //! clocks, `random()` and `gen_random_uuid()`) before anything evaluates it.
 
 use super::commands::Unknown;
-use super::start::{database, failed, keyword, name_chain, rollouts_on, side, split_in, STARTS};
+use super::start::{contexts, database, failed, keyword, name_chain, rollouts_on, side, split_in};
 use super::table::{Answer, Failed};
 use crate::context::Shared;
-use crate::engine::steps::StepContext;
-use crate::engine::SessionCx;
 use crate::rollout::fill::{self, Fill};
 use crate::sql::ident::{qualified, quote};
 use crate::sql::plan::OnlineFill;
-use std::sync::atomic::Ordering;
 
 /// `ROLLOUT FILL` as typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,20 +185,7 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
         ));
     }
     let user = format!("{} (console)", settings.config.admin.user);
-    let cx = SessionCx {
-        settings: &settings,
-        engine: &shared.engine,
-        database: &database,
-        user: &user,
-        session_id: STARTS.fetch_add(1, Ordering::Relaxed),
-    };
-    let step_cx = StepContext {
-        ddl: &settings.config.ddl,
-        saved_lock_timeout: timeouts.0,
-        saved_statement_timeout: timeouts.1,
-        table: Some(&table),
-        original: "",
-    };
+    let (cx, step_cx) = contexts(shared, &settings, &database, &user, timeouts, &table);
     let online = OnlineFill {
         column: fill.column.clone(),
         type_sql,

@@ -194,7 +194,7 @@ fn cut(text: &str) -> String {
 }
 
 /// Ids for the probe's temporary table of console starts, apart from sessions'.
-pub(super) static STARTS: AtomicU64 = AtomicU64::new(1 << 62);
+static STARTS: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// Starts the rollout and answers with its row (SHOW ROLLOUT's).
 pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
@@ -210,20 +210,7 @@ pub async fn run(shared: &Shared, start: &Start) -> Result<Answer, Failed> {
     let spec = spec_of(&sql).await?;
     let (mut side, timeouts) = side(shared, &settings, &database).await?;
     let user = format!("{} (console)", settings.config.admin.user);
-    let cx = SessionCx {
-        settings: &settings,
-        engine: &shared.engine,
-        database: &database,
-        user: &user,
-        session_id: STARTS.fetch_add(1, Ordering::Relaxed),
-    };
-    let step_cx = StepContext {
-        ddl: &settings.config.ddl,
-        saved_lock_timeout: timeouts.0,
-        saved_statement_timeout: timeouts.1,
-        table: Some(&spec.table),
-        original: "",
-    };
+    let (cx, step_cx) = contexts(shared, &settings, &database, &user, timeouts, &spec.table);
     let started = crate::rollout::start::start(&mut side, &cx, &step_cx, &spec, &sql)
         .await
         .map_err(failed)?;
@@ -269,6 +256,33 @@ pub(super) fn database(shared: &Shared, named: Option<&str>) -> Result<String, F
             ))
         }
     }
+}
+
+/// Who a console command's steps run as (`user`: the console's) and how: in a
+/// session id of their own, the side connection's timeouts restored after each.
+pub(super) fn contexts<'a>(
+    shared: &'a Shared,
+    settings: &'a crate::context::Settings,
+    database: &'a str,
+    user: &'a str,
+    timeouts: (String, String),
+    table: &'a str,
+) -> (SessionCx<'a>, StepContext<'a>) {
+    let cx = SessionCx {
+        settings,
+        engine: &shared.engine,
+        database,
+        user,
+        session_id: STARTS.fetch_add(1, Ordering::Relaxed),
+    };
+    let step_cx = StepContext {
+        ddl: &settings.config.ddl,
+        saved_lock_timeout: timeouts.0,
+        saved_statement_timeout: timeouts.1,
+        table: Some(table),
+        original: "",
+    };
+    (cx, step_cx)
 }
 
 /// A service connection to `database` for a console command that runs steps

@@ -6,7 +6,7 @@
 
 mod backfill;
 mod batch;
-mod blockers;
+pub mod blockers;
 pub mod book;
 pub mod cancel;
 pub mod conn;

@@ -87,23 +87,15 @@ impl Linked {
     /// The other tables, and the lock modes (as `pg_locks` names them) the
     /// window's lock there conflicts with.
     fn conflicts(&self) -> (Vec<String>, Vec<&'static str>) {
-        const WRITES: [&str; 6] = [
-            "RowExclusiveLock",
-            "ShareUpdateExclusiveLock",
-            "ShareLock",
-            "ShareRowExclusiveLock",
-            "ExclusiveLock",
-            "AccessExclusiveLock",
-        ];
-        let oids = |tables: &[u32]| tables.iter().map(u32::to_string).collect();
-        match self {
-            Linked::Untouched => (Vec::new(), Vec::new()),
-            Linked::AddsKey(tables) => (oids(tables), WRITES.to_vec()),
-            Linked::DropsKey(tables) => (
-                oids(tables),
-                [&["AccessShareLock", "RowShareLock"][..], &WRITES[..]].concat(),
-            ),
-        }
+        use crate::engine::blockers::conflicting;
+        use crate::sql::plan::Lock;
+        let (tables, lock) = match self {
+            Linked::Untouched => return (Vec::new(), Vec::new()),
+            Linked::AddsKey(tables) => (tables, Lock::ShareRowExclusive),
+            Linked::DropsKey(tables) => (tables, Lock::AccessExclusive),
+        };
+        let oids = tables.iter().map(u32::to_string).collect();
+        (oids, conflicting(lock).to_vec())
     }
 }
 
