@@ -76,19 +76,32 @@ fn parse_fill(text: &str) -> Result<FillColumn, Unknown> {
     })
 }
 
-/// The table and column as the service connection sees them (nothing in it is
-/// evaluated): the table's oid, whether the column is there, its type, its
-/// default as printed with the pinned search_path, generated, NOT NULL.
-const COLUMN: &str = "
+/// The table and column as the service connection sees them, in one snapshot
+/// (nothing in it is evaluated): the table's oid, whether the column is there,
+/// its type, its default as printed with the pinned search_path, generated,
+/// NOT NULL, whether its type is not built in, whether a foreign key covers it
+/// (filling it would run the key's check, which plans a query on the other
+/// table as its owner), and what in the default the background may not
+/// evaluate ([`fill::unfit_query`]).
+fn column_query(table: &str, column: &str) -> String {
+    format!(
+        "
 SELECT c.oid::pg_catalog.oid::pg_catalog.text, a.attnum IS NOT NULL,
        pg_catalog.format_type(a.atttypid, a.atttypmod),
-       pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated OPERATOR(pg_catalog.<>) '', a.attnotnull
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated OPERATOR(pg_catalog.<>) '', a.attnotnull,
+       a.atttypid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid OPERATOR(pg_catalog.=) c.oid
+                  AND k.contype OPERATOR(pg_catalog.=) 'f' AND a.attnum OPERATOR(pg_catalog.=) ANY (k.conkey)),
+       ARRAY({unfit})
   FROM (SELECT pg_catalog.to_regclass($1::pg_catalog.text) AS oid) c
   LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
        AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
        AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid AND d.adnum OPERATOR(pg_catalog.=) a.attnum
- WHERE c.oid IS NOT NULL";
+ WHERE c.oid IS NOT NULL",
+        unfit = fill::unfit_query(table, column)
+    )
+}
 
 /// Starts the fill and answers with its row (SHOW ROLLOUT's).
 pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
@@ -98,16 +111,25 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
     let table = qualified(fill.schema.as_deref().unwrap_or("public"), &fill.table);
     let column = quote(&fill.column);
     let (mut side, timeouts) = side(shared, &settings, &database).await?;
-    let service = |e: tokio_postgres::Error| {
-        Failed::new(
+    // The server's own error where it gave one (a schema the service role may
+    // not use, a timeout), else the connection's.
+    let service = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => Failed::owned(
+            db.code().code().to_string(),
+            db.message().to_string(),
+            db.hint()
+                .unwrap_or("pgshift reads the table's catalog through its service connection.")
+                .to_string(),
+        ),
+        None => Failed::new(
             "08006",
             crate::engine::service::db_reason(&e),
             "pgshift's service connection failed; the log says why.",
-        )
+        ),
     };
     let row = side
         .client()
-        .query_opt(COLUMN, &[&table, &fill.column])
+        .query_opt(&column_query(&table, &fill.column), &[&table, &fill.column])
         .await
         .map_err(service)?
         .ok_or_else(|| {
@@ -127,6 +149,8 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
     }
     let (type_sql, default, generated, not_null): (String, Option<String>, bool, bool) =
         (row.get(2), row.get(3), row.get(4), row.get(5));
+    let (foreign_type, keyed, unfit): (bool, bool, Vec<String>) =
+        (row.get(6), row.get(7), row.get(8));
     let refuse = |message: String, hint: &str| Failed::owned("55000".into(), message, hint.into());
     if generated {
         return Err(refuse(
@@ -146,24 +170,26 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
             "Set one first: ALTER TABLE … ALTER COLUMN … SET DEFAULT ….",
         ));
     };
-    // Read, not run: what the service role may not evaluate is refused here.
-    let unfit: Vec<String> = side
-        .client()
-        .query(&fill::unfit_query(&table, &fill.column), &[])
-        .await
-        .map_err(service)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !unfit.is_empty() {
-        return Err(Failed::owned(
+    // Read, not run: what the service role may not evaluate is refused here,
+    // and the fill evaluates the text read with it, never the live default.
+    let not_ours = |what: String| {
+        Failed::owned(
             "42501".into(),
-            format!(
-                "pgshift cannot evaluate the default of {table}.{column} as its service role: {}",
-                unfit.join("; ")
-            ),
-            "Only built-in functions and operators (and random(), gen_random_uuid() and the clocks) run in the background. Fill it yourself in batches: UPDATE … SET … = DEFAULT WHERE … IS NULL AND <a key range>.".into(),
+            format!("pgshift cannot fill {table}.{column} as its service role: {what}"),
+            "Only built-in functions, operators and types (and random(), gen_random_uuid() and the clocks) run in the background. Fill it yourself in batches: UPDATE … SET … = DEFAULT WHERE … IS NULL AND <a key range>.".into(),
+        )
+    };
+    if foreign_type {
+        return Err(not_ours(format!("its type {type_sql} is not built in")));
+    }
+    if keyed {
+        return Err(not_ours(
+            "a foreign key covers it (filling it would run the key's check on the other table)"
+                .into(),
         ));
+    }
+    if !unfit.is_empty() {
+        return Err(not_ours(format!("its default: {}", unfit.join("; "))));
     }
     let book = shared.engine.books.get(&database);
     let rt = shared.engine.books.runtime().clone();
@@ -186,10 +212,16 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
     }
     let user = format!("{} (console)", settings.config.admin.user);
     let (cx, step_cx) = contexts(shared, &settings, &database, &user, timeouts, &table);
+    let oid_number: u32 = oid.parse().map_err(|_| {
+        refuse(
+            format!("{table}'s oid did not read as a number"),
+            "The log says why.",
+        )
+    })?;
     let online = OnlineFill {
         column: fill.column.clone(),
         type_sql,
-        value,
+        value: value.clone(),
     };
     let spec = fill::FillSpec {
         table: &table,
@@ -197,7 +229,7 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
         add: "",
         set_default: "",
         exists: true,
-        fills_constants: true,
+        known: Some((oid_number, value)),
     };
     let statement = format!("ROLLOUT FILL {table}.{column}");
     let started = match fill::start(&mut side, &cx, &step_cx, &spec, &statement)

@@ -41,10 +41,11 @@ pub struct FillSpec<'a> {
     /// committed since (`add` and `set_default` are not run): the fill deferred
     /// from a transaction block, or the console's `ROLLOUT FILL`.
     pub exists: bool,
-    /// A constant default is filled too (the console's: NULLs of a column that
-    /// got its default after it was added). An ADD COLUMN gives old rows a
-    /// constant default itself, so otherwise it means there is nothing to fill.
-    pub fills_constants: bool,
+    /// The table's oid and the default as the background evaluates it, read
+    /// and checked from the catalog (the console's `ROLLOUT FILL`): no probe
+    /// evaluates anything, and a constant default is filled too (an ADD COLUMN
+    /// gives old rows a constant itself, the console's column got it later).
+    pub known: Option<(u32, String)>,
 }
 
 /// Functions the background may call besides immutable ones: their value does
@@ -61,7 +62,7 @@ pub fn unfit_query(table: &str, column: &str) -> String {
 WITH e AS (SELECT ad.adbin::pg_catalog.text AS tree
              FROM pg_catalog.pg_attrdef ad
              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ad.adrelid AND a.attnum OPERATOR(pg_catalog.=) ad.adnum
-            WHERE ad.adrelid OPERATOR(pg_catalog.=) {table}::pg_catalog.regclass
+            WHERE ad.adrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({table})
               AND a.attname OPERATOR(pg_catalog.=) {column}),
 refs AS (SELECT m[1] AS kind, m[2]::pg_catalog.int8 AS ref
            FROM e CROSS JOIN LATERAL pg_catalog.regexp_matches(e.tree, ':([a-z_]+) ([0-9]+)', 'g') AS m
@@ -168,7 +169,7 @@ async fn probe<C: Conn>(
             ),
         )
         .await?;
-        if missing.cell(0) == "true" && !spec.fills_constants {
+        if missing.cell(0) == "true" {
             return Ok(None);
         }
         let unfit = probe_step(io, &unfit_query(&probe, "pgshift_probe_value")).await?;
@@ -299,7 +300,11 @@ pub async fn start<C: Conn>(
         tracing::info!(target: "pgshift::rollout", statement, reason = %why, "the backfill runs in-band");
         Ok(Fill::InBand(why))
     };
-    let (oid, value) = match probe(io, spec, cx.session_id).await? {
+    let probed = match &spec.known {
+        Some((oid, value)) => Ok(Probed::Background(*oid, value.clone())),
+        None => probe(io, spec, cx.session_id).await?,
+    };
+    let (oid, value) = match probed {
         Ok(Probed::Background(oid, value)) => (oid, value),
         Ok(Probed::Constant) => return Ok(Fill::AsWritten),
         Err(why) => return unfit(why),
