@@ -473,3 +473,41 @@ async fn an_index_of_a_referencing_table_runs_nothing_in_the_keys_validation() {
         .get(0);
     assert!(!valid, "pgshift validated a key it cannot check");
 }
+
+/// A range type of the owner's whose subtype difference is their own function,
+/// under a GiST index of the table: each UPDATE of the backfill that moves a row
+/// to another page places its index entry by calling it, as the service role.
+/// The start is refused, naming it.
+#[tokio::test]
+async fn an_index_on_a_range_type_of_the_owners_is_refused() {
+    let db = fresh_db("rollout_range");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    mallory
+        .batch_execute(&format!(
+            "CREATE FUNCTION app.diff(a float8, b float8) RETURNS float8 IMMUTABLE LANGUAGE plpgsql AS $f$
+             BEGIN
+               IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                 EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+               END IF;
+               RETURN a - b;
+             END $f$;
+             CREATE TYPE app.span AS RANGE (subtype = float8, subtype_diff = app.diff);
+             ALTER TABLE app.t ADD COLUMN s app.span;
+             UPDATE app.t SET s = app.span(id, id + 1);
+             CREATE INDEX ON app.t USING gist (s);"
+        ))
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let client = connect(&proxy.conn_str(&db, &attacker)).await;
+    let sql = "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint";
+    let e = client.batch_execute(sql).await.expect_err(sql);
+    let text = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{text}");
+    assert!(text.contains("app.span"), "{text}");
+    assert!(!is_superuser(&admin, &attacker).await);
+}

@@ -565,6 +565,16 @@ SELECT pg_catalog.format('index %s uses an operator class that is not built in',
  WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid
    AND EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o WHERE o OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
 UNION ALL
+SELECT pg_catalog.format('index %s covers column %s of range type %s, whose subtype difference or canonical function is not built in',
+       x.indexrelid::pg_catalog.regclass, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
+  FROM pg_catalog.pg_index x, t, pg_catalog.pg_attribute a, pg_catalog.pg_type ty, pg_catalog.pg_range g
+ WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid AND a.attrelid OPERATOR(pg_catalog.=) x.indrelid
+   AND a.attnum OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
+   AND ty.oid OPERATOR(pg_catalog.=) a.atttypid
+   AND COALESCE(NULLIF(ty.typbasetype, 0::pg_catalog.oid), ty.oid) IN (g.rngtypid, g.rngmultitypid)
+   AND (g.rngsubdiff::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR g.rngcanonical::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
+UNION ALL
 SELECT pg_catalog.format('constraint %s uses an operator that is not built in', k.conname)
   FROM pg_catalog.pg_constraint k, t
  WHERE k.conrelid OPERATOR(pg_catalog.=) t.oid
