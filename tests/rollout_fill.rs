@@ -8,7 +8,7 @@ mod common;
 
 use common::rollouts::{setup, wait_phase, ROWS};
 use common::scenario::direct;
-use common::{connect, connect_noting, fresh_db, Proxy};
+use common::{connect, connect_noting, fresh_db, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -861,4 +861,66 @@ async fn a_trigger_dropped_during_the_backfill_stops_it() {
         .unwrap();
     until_phase(&admin, id, "rolled_back").await;
     assert_eq!(leftovers(&admin).await, 0);
+}
+
+/// The fill's trigger goes on the table pgshift looked at: when the name means
+/// another table by the time the expand holds its lock (renamed, and a new one
+/// made under the name), the expand fails with 55000 and adds nothing.
+#[tokio::test]
+async fn the_fill_trigger_goes_only_on_the_table_looked_at() {
+    let db = fresh_db("fill_renamed");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random();
+             CREATE TABLE elsewhere (id int);
+             CREATE FUNCTION public.fill_it() RETURNS trigger LANGUAGE plpgsql
+                 AS $$BEGIN RETURN NEW; END$$;",
+        )
+        .await
+        .unwrap();
+    let oid = |table: &'static str| {
+        let admin = &admin;
+        async move {
+            let row = admin
+                .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
+                .await
+                .unwrap();
+            row.get::<_, u32>(0)
+        }
+    };
+    let online = pgshift::sql::plan::OnlineFill {
+        column: "drawn".into(),
+        type_sql: "double precision".into(),
+        value: "random()".into(),
+    };
+    let spec = pgshift::rollout::fill::FillSpec {
+        table: "orders",
+        online: &online,
+        add: "",
+        set_default: "",
+        exists: true,
+        known: None,
+    };
+    let expand = |oid: u32| {
+        pgshift::rollout::fill::expand(
+            &spec,
+            "public.orders",
+            oid,
+            "pgshift_mirror_9",
+            "public.fill_it",
+        )
+    };
+    let e = admin
+        .batch_execute(&expand(oid("elsewhere").await))
+        .await
+        .expect_err("the trigger went on another table's name");
+    assert_eq!(sqlstate(&e).as_deref(), Some("55000"), "{e:?}");
+    let triggers = "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_mirror_9'";
+    assert_eq!(count(&admin, triggers).await, 0);
+    admin
+        .batch_execute(&expand(oid("orders").await))
+        .await
+        .unwrap();
+    assert_eq!(count(&admin, triggers).await, 1);
 }

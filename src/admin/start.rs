@@ -130,7 +130,8 @@ fn one_name(text: &str) -> Result<(String, &str), Unknown> {
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit() || c == '$') {
             return Err(name_error());
         }
-        (name.to_lowercase(), &text[end..])
+        // As Postgres folds a bare name in UTF-8: ASCII letters only.
+        (name.to_ascii_lowercase(), &text[end..])
     };
     if name.is_empty() || name.len() > 63 {
         return Err(name_error());

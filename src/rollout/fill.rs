@@ -253,7 +253,13 @@ pub fn function(name: &str, column: &str, value: &str) -> String {
 /// may take a later id and commit before the lock is granted. Every such
 /// writer has committed by then, so its rows fall below the boundary and count
 /// as old (measured: 1 run in 5 left such a row unfilled with the id).
-pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &str) -> String {
+pub fn expand(
+    spec: &FillSpec<'_>,
+    qualified: &str,
+    oid: u32,
+    trigger: &str,
+    function: &str,
+) -> String {
     let c = quote(&spec.online.column);
     // format()'s text: names with `%` doubled, then the one placeholder.
     let before = format!(
@@ -268,10 +274,16 @@ pub fn expand(spec: &FillSpec<'_>, qualified: &str, trigger: &str, function: &st
         before.replace('%', "%%"),
         after.replace('%', "%%")
     );
+    // Under the lock the name must still mean the table pgshift looked at (a
+    // rename and a new table of that name would get the trigger otherwise).
     let block = format!(
-        "BEGIN EXECUTE pg_catalog.format({}, (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8 \
+        "DECLARE t pg_catalog.oid := pg_catalog.to_regclass({name}); \
+         BEGIN IF t IS NULL OR NOT t OPERATOR(pg_catalog.=) {oid}::pg_catalog.oid THEN \
+         RAISE EXCEPTION '% is no longer the table pgshift looked at', {name} USING ERRCODE = '55000'; END IF; \
+         EXECUTE pg_catalog.format({}, (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8 \
          OPERATOR(pg_catalog.%) 4294967296)::pg_catalog.text); END",
-        literal(&create)
+        literal(&create),
+        name = literal(qualified),
     );
     let tag = sql::dollar_tag(&block);
     let trigger = format!(
@@ -407,7 +419,7 @@ pub async fn start<C: Conn>(
             false => Lock::AccessExclusive,
         };
         let step = Step::quick(
-            expand(spec, &qualified, &names.trigger, &names.function),
+            expand(spec, &qualified, oid, &names.trigger, &names.function),
             lock,
         );
         let step_cx = StepContext {
