@@ -900,7 +900,7 @@ async fn the_fill_trigger_goes_only_on_the_table_looked_at() {
         add: "",
         set_default: "",
         exists: true,
-        known: None,
+        known_oid: None,
     };
     let expand = |oid: u32| {
         pgshift::rollout::fill::expand(

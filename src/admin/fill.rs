@@ -13,7 +13,10 @@
 //! clocks, `random()` and `gen_random_uuid()`) before anything evaluates it.
 
 use super::commands::Unknown;
-use super::start::{contexts, database, failed, keyword, name_chain, rollouts_on, side, split_in};
+use super::start::{
+    column_name, contexts, database, failed, keyword, name_chain, rollouts_on, side, split_in,
+    without_semicolons,
+};
 use super::table::{Answer, Failed};
 use crate::context::Shared;
 use crate::rollout::fill::{self, Fill};
@@ -43,11 +46,7 @@ fn unknown(message: impl Into<String>) -> Unknown {
 pub fn parse(text: &str) -> Option<Result<FillColumn, Unknown>> {
     let rest = keyword(text.trim_start(), "ROLLOUT")?;
     let rest = keyword(rest, "FILL")?;
-    let mut rest = rest.trim_end();
-    while let Some(t) = rest.strip_suffix(';') {
-        rest = t.trim_end();
-    }
-    Some(parse_fill(rest))
+    Some(parse_fill(without_semicolons(rest)))
 }
 
 fn parse_fill(text: &str) -> Result<FillColumn, Unknown> {
@@ -59,15 +58,7 @@ fn parse_fill(text: &str) -> Result<FillColumn, Unknown> {
             after.trim()
         )));
     }
-    let (schema, table, column) = match names.as_slice() {
-        [t, c] => (None, t.clone(), c.clone()),
-        [s, t, c] => (Some(s.clone()), t.clone(), c.clone()),
-        _ => {
-            return Err(unknown(
-                "name the column as <table>.<column> or <schema>.<table>.<column>",
-            ))
-        }
-    };
+    let (schema, table, column) = column_name(&names).map_err(unknown)?;
     Ok(FillColumn {
         schema,
         table,
@@ -221,7 +212,7 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
     let online = OnlineFill {
         column: fill.column.clone(),
         type_sql,
-        value: value.clone(),
+        value,
     };
     let spec = fill::FillSpec {
         table: &table,
@@ -229,7 +220,7 @@ pub async fn run(shared: &Shared, fill: &FillColumn) -> Result<Answer, Failed> {
         add: "",
         set_default: "",
         exists: true,
-        known: Some((oid_number, value)),
+        known_oid: Some(oid_number),
     };
     let statement = format!("ROLLOUT FILL {table}.{column}");
     let started = match fill::start(&mut side, &cx, &step_cx, &spec, &statement)

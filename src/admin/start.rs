@@ -55,21 +55,31 @@ pub(super) fn keyword<'a>(text: &'a str, word: &str) -> Option<&'a str> {
     (head.eq_ignore_ascii_case(word) && spaced).then(|| tail.trim_start())
 }
 
-fn parse_start(text: &str) -> Result<Start, Unknown> {
+/// `text` without the semicolons (and white space) it ends with.
+pub(super) fn without_semicolons(text: &str) -> &str {
     let mut text = text.trim_end();
     while let Some(t) = text.strip_suffix(';') {
         text = t.trim_end();
     }
-    let (names, rest) = name_chain(text)?;
-    let (schema, table, column) = match names.as_slice() {
-        [t, c] => (None, t.clone(), c.clone()),
-        [s, t, c] => (Some(s.clone()), t.clone(), c.clone()),
-        _ => {
-            return Err(unknown(
-                "name the column as <table>.<column> or <schema>.<table>.<column>",
-            ))
-        }
-    };
+    text
+}
+
+/// A column's schema (None: not given), table and column.
+pub(super) type ColumnName = (Option<String>, String, String);
+
+/// A column named as `<table>.<column>` or `<schema>.<table>.<column>`, or
+/// the message when it is not.
+pub(super) fn column_name(names: &[String]) -> Result<ColumnName, &'static str> {
+    match names {
+        [t, c] => Ok((None, t.clone(), c.clone())),
+        [s, t, c] => Ok((Some(s.clone()), t.clone(), c.clone())),
+        _ => Err("name the column as <table>.<column> or <schema>.<table>.<column>"),
+    }
+}
+
+fn parse_start(text: &str) -> Result<Start, Unknown> {
+    let (names, rest) = name_chain(without_semicolons(text))?;
+    let (schema, table, column) = column_name(&names).map_err(unknown)?;
     let change = keyword(rest.trim_start(), "TYPE")
         .ok_or_else(|| unknown("TYPE <type> must follow the column"))?;
     let (change, database) = split_in(change)?;

@@ -92,7 +92,7 @@ where
         add: &add.sql,
         set_default: &set_default.sql,
         exists: false,
-        known: None,
+        known_oid: None,
     };
     let began = Instant::now();
     let result = fill::start(io, cx, step_cx, &spec, &stmt.sql).await;
@@ -137,7 +137,7 @@ pub(super) async fn fill_committed<C: super::conn::Conn>(
         add: "",
         set_default: "",
         exists: true,
-        known: None,
+        known_oid: None,
     };
     match fill::start(io, cx, step_cx, &spec, statement).await? {
         fill::Fill::Started(started) => Ok(Some(started)),

@@ -41,11 +41,11 @@ pub struct FillSpec<'a> {
     /// committed since (`add` and `set_default` are not run): the fill deferred
     /// from a transaction block, or the console's `ROLLOUT FILL`.
     pub exists: bool,
-    /// The table's oid and the default as the background evaluates it, read
-    /// and checked from the catalog (the console's `ROLLOUT FILL`): no probe
+    /// The table's oid, with `online.value` read and checked from the catalog
+    /// as the background evaluates it (the console's `ROLLOUT FILL`): no probe
     /// evaluates anything, and a constant default is filled too (an ADD COLUMN
     /// gives old rows a constant itself, the console's column got it later).
-    pub known: Option<(u32, String)>,
+    pub known_oid: Option<u32>,
 }
 
 /// Functions the background may call besides immutable ones: their value does
@@ -312,8 +312,8 @@ pub async fn start<C: Conn>(
         tracing::info!(target: "pgshift::rollout", statement, reason = %why, "the backfill runs in-band");
         Ok(Fill::InBand(why))
     };
-    let probed = match &spec.known {
-        Some((oid, value)) => Ok(Probed::Background(*oid, value.clone())),
+    let probed = match spec.known_oid {
+        Some(oid) => Ok(Probed::Background(oid, spec.online.value.clone())),
         None => probe(io, spec, cx.session_id).await?,
     };
     let (oid, value) = match probed {
