@@ -26,7 +26,26 @@
 //! part 1.
 //!
 //! `BENCH_WORKER_RATE` = N paces the workers at N statements per second in all
-//! (default: as fast as they can); `BENCH_BATCH_MS` sets `rollout.batch_target_ms`.
+//! (default: as fast as they can); `BENCH_BATCH_MS` sets `rollout.batch_target_ms`;
+//! `BENCH_MIRROR_SECS` = N pauses the backfill for its first N s, so the workers'
+//! p99 under the mirror alone is printed apart (the times to "backfill done" and
+//! "verified" leave the pause out).
+//!
+//! Where the workers' tail comes from (part 2):
+//! - `BENCH_PGBENCH=1`: the workers are pgbench in its own process (4 clients, 2
+//!   threads, `-M prepared`, `-R` from `BENCH_WORKER_RATE`, latency from the
+//!   scheduled start), not tasks of this process, which also runs pgshift;
+//! - `BENCH_WORKERS_VIA` = `direct` | `pgbouncer` | `other`: the workers connect
+//!   to Postgres, through pgbouncer (session pooling), or through a second
+//!   pgshift that mirrors but does not drive; their writes mirror through the
+//!   trigger in the first two;
+//! - `BENCH_SLICES=1` prints the workers' p99 per 500 ms from the ALTER on;
+//! - `BENCH_SAMPLE_WAITS=1` samples what the workers' backends wait on (and
+//!   who holds them) every 5 ms while the backfill runs;
+//! - `BENCH_IDLE_SERVICE=1` (root, Postgres on this host) puts pgshift's
+//!   service backends under SCHED_IDLE while the backfill runs;
+//! - `BENCH_PG_SETTINGS` = "name=value …" adds server settings;
+//! - `RUST_LOG=pgshift::rollout=debug` shows the governor's looks.
 //!
 //! `cargo bench --bench rollout` (N = 1,000,000); under `cargo test` it runs with
 //! N = 20,000 as a smoke test.
@@ -79,6 +98,54 @@ fn start_proxy(pg_port: u16, latency_factor: f64) -> u16 {
         });
     });
     rx.recv().unwrap()
+}
+
+/// pgbouncer (session pooling, as the postgres OS user) in front of Postgres on
+/// a free port under 32768; the child and its port.
+fn start_pgbouncer(pg_port: u16) -> (std::process::Child, u16) {
+    let dir = std::env::temp_dir().join(format!("pgshift-bench-bouncer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = (21000..22000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port");
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").unwrap();
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n* = host=127.0.0.1 port={pg_port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = session\nmax_client_conn = 100\n\
+             default_pool_size = 20\nignore_startup_parameters = extra_float_digits\nlogfile =\npidfile =\n",
+            dir.join("users.txt").display()
+        ),
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&dir)
+        .status();
+    let child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "pgbouncer",
+        ])
+        .arg(&ini)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pgbouncer");
+    let mut child = child;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("pgbouncer did not listen on {port}");
 }
 
 async fn fill(c: &Client, rows: i64) {
@@ -389,13 +456,80 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
     fill(&c, rows).await;
     let blocking_alter = timed(&c, "ALTER TABLE items ALTER COLUMN amount TYPE bigint").await;
     fill(&c, rows).await;
-    let load = Load::start(proxy, &db, rows).await;
+    // BENCH_WORKERS_VIA = direct | pgbouncer | other: the workers connect to Postgres
+    // or through pgbouncer, not through pgshift (their writes mirror through
+    // the trigger), to tell the hop's part of their latency from the database's.
+    let mut bouncer = None;
+    let workers_port = match std::env::var("BENCH_WORKERS_VIA").as_deref() {
+        Ok("direct") => pg.port,
+        // A second pgshift, which mirrors but (most likely) does not drive.
+        Ok("other") => start_proxy(pg.port, latency_factor),
+        Ok("pgbouncer") => {
+            let (child, port) = start_pgbouncer(pg.port);
+            bouncer = Some(child);
+            port
+        }
+        _ => proxy,
+    };
+    let load = Load::start(workers_port, &db, rows).await;
     let started = Instant::now();
     let via = connect(proxy, &db).await;
     via.batch_execute("ALTER TABLE items ALTER COLUMN amount TYPE bigint")
         .await
         .expect("rollout start");
     let answered = started.elapsed();
+    // BENCH_MIRROR_SECS = N: pause the backfill at once for N s, to tell what
+    // the mirror alone costs the workers from what the backfill adds.
+    let mirror_secs: u64 = std::env::var("BENCH_MIRROR_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut mirror_only = None;
+    if mirror_secs > 0 {
+        let id: i64 = c
+            .query_one("SELECT max(id) FROM pgshift.rollouts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        pgshift::rollout::request(&c, id, pgshift::rollout::Request::Pause)
+            .await
+            .expect("pause");
+        let from = Instant::now();
+        tokio::time::sleep(Duration::from_secs(mirror_secs)).await;
+        mirror_only = Some((from, Instant::now()));
+        pgshift::rollout::request(&c, id, pgshift::rollout::Request::Resume)
+            .await
+            .expect("resume");
+    }
+    // BENCH_SAMPLE_WAITS=1: what the workers' backends wait on while the
+    // backfill runs, sampled every 5 ms from pg_stat_activity.
+    let waits = std::env::var("BENCH_SAMPLE_WAITS").is_ok().then(|| {
+        let (port, db) = (pg.port, db.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let s = connect(port, &db).await;
+                let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+                while !stop.load(Ordering::Relaxed) {
+                    for row in s
+                        .query(
+                            "SELECT coalesce(wait_event_type || '/' || wait_event, 'cpu') || coalesce(' by ' || (SELECT string_agg(b.application_name || ':' || left(b.query, 40), ',') FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))), '') FROM pg_stat_activity a \
+                             WHERE datname = current_database() AND state = 'active' AND application_name <> 'pgshift' AND pid <> pg_backend_pid()",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                    {
+                        *seen.entry(row.get(0)).or_default() += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen
+            }
+        });
+        (stop, task)
+    });
     let mut backfilled = None;
     // The longest pause the governor set after a batch.
     let mut paused = 0i64;
@@ -409,6 +543,24 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
             .unwrap();
         let phase: String = row.get(0);
         paused = paused.max(row.get(1));
+        // BENCH_IDLE_SERVICE=1 (as root, Postgres on this host): pgshift's
+        // service backends under SCHED_IDLE, to see how much of the workers'
+        // tail is waiting for a core the backfill's backend holds.
+        if std::env::var("BENCH_IDLE_SERVICE").is_ok() {
+            for row in c
+                .query(
+                    "SELECT pid::text FROM pg_stat_activity WHERE application_name = 'pgshift'",
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                let pid: String = row.get(0);
+                let _ = std::process::Command::new("chrt")
+                    .args(["--idle", "-p", "0", &pid])
+                    .output();
+            }
+        }
         assert!(phase != "failed", "rollout failed");
         if phase != "backfilling" && backfilled.is_none() {
             backfilled = Some(started.elapsed());
@@ -419,7 +571,18 @@ async fn backfill(pg: &Cluster, proxy: u16, rows: i64, latency_factor: f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let backfilled = backfilled.unwrap_or(verified);
-    let workers = load.stop(started, verified).await;
+    if let Some((stop, task)) = waits {
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("workers' backends, sampled: {:?}", task.await.unwrap());
+    }
+    let workers = load.stop(started, verified, mirror_only).await;
+    if let Some(mut b) = bouncer {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    // The pause is not the backfill's time.
+    let paused_for = mirror_only.map(|(f, t)| t - f).unwrap_or_default();
+    let (backfilled, verified) = (backfilled - paused_for, verified - paused_for);
     let mismatched: i64 = c
         .query_one(
             "SELECT count(*) FROM items WHERE amount__pgshift_new IS DISTINCT FROM amount",
@@ -471,6 +634,9 @@ struct Load {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// With `BENCH_PGBENCH=1`: pgbench (4 clients, 2 threads, prepared) in its
+    /// own process instead of the bench's tasks, and its log's folder.
+    pgbench: Option<(std::process::Child, std::path::PathBuf)>,
 }
 
 impl Load {
@@ -483,6 +649,50 @@ impl Load {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
+        if std::env::var("BENCH_PGBENCH").is_ok() {
+            let dir =
+                std::env::temp_dir().join(format!("pgshift-bench-{}-{db}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let script = dir.join("update.sql");
+            std::fs::write(
+                &script,
+                format!("\\set id random(1, {rows})\nUPDATE items SET amount = amount + 1 WHERE id = :id;\n"),
+            )
+            .unwrap();
+            let mut cmd = std::process::Command::new("pgbench");
+            cmd.args([
+                "-n",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-c",
+                "4",
+                "-j",
+                "2",
+            ])
+            .args(["-M", "prepared", "-T", "3600", "-l"])
+            .arg(format!("--log-prefix={}/log", dir.display()))
+            .arg("-p")
+            .arg(proxy.to_string())
+            .arg("-f")
+            .arg(&script)
+            .arg(db)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+            if rate > 0.0 {
+                cmd.arg("-R").arg(format!("{rate}"));
+            }
+            let child = cmd.spawn().expect("pgbench");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return Load {
+                stop,
+                samples,
+                workers,
+                pgbench: Some((child, dir)),
+            };
+        }
         let every = (rate > 0.0).then(|| Duration::from_secs_f64(4.0 / rate));
         for w in 0..4i64 {
             let (stop, samples, db) = (stop.clone(), samples.clone(), db.to_string());
@@ -496,7 +706,11 @@ impl Load {
                 // Spread over the interval, so the workers do not send together.
                 let mut due = Instant::now() + every.unwrap_or_default() * w as u32 / 4;
                 while !stop.load(Ordering::Relaxed) {
-                    i += 1;
+                    // Each worker its own rows (i ≡ w mod 4): workers that
+                    // walked the same keys one step apart queued on each
+                    // other's row locks, and a slow statement made the others
+                    // wait behind it.
+                    i += 4;
                     let t = match every {
                         // Behind (the last one ended after this one was due):
                         // it counts from when it was due. Otherwise from when
@@ -524,27 +738,111 @@ impl Load {
             stop,
             samples,
             workers,
+            pgbench: None,
         }
     }
 
+    /// pgbench's samples from its per-transaction log (`client transaction
+    /// latency_us script epoch_s epoch_us [lag]`): each transaction from its
+    /// start (its scheduled start under -R, whose latency counts from there).
+    /// Stopped with SIGINT, pgbench may not write its last lines: those end
+    /// after "verified", or just before it.
+    fn pgbench_samples(
+        mut child: std::process::Child,
+        dir: &std::path::Path,
+    ) -> Vec<(Instant, Duration)> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if !entry.file_name().to_string_lossy().starts_with("log") {
+                continue;
+            }
+            for line in std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .lines()
+            {
+                let f: Vec<u64> = line
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                if f.len() < 6 {
+                    continue;
+                }
+                let latency = Duration::from_micros(f[2]);
+                let end =
+                    std::time::UNIX_EPOCH + Duration::from_secs(f[4]) + Duration::from_micros(f[5]);
+                let ago = wall.duration_since(end).unwrap_or_default() + latency;
+                out.push((now - ago, latency));
+            }
+        }
+        out
+    }
+
     /// Stops them; their latency before and after `started` (for `lasted`), as
-    /// one line.
-    async fn stop(self, started: Instant, lasted: Duration) -> String {
+    /// one line; with `mirror_only`, the p99 of that window apart (and left out
+    /// of "during").
+    async fn stop(
+        self,
+        started: Instant,
+        lasted: Duration,
+        mirror_only: Option<(Instant, Instant)>,
+    ) -> String {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
             w.await.unwrap();
         }
-        let samples: Vec<(Instant, Duration)> = std::mem::take(&mut *self.samples.lock().unwrap());
-        let (mut before, mut during): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-        for (t, d) in samples.iter() {
-            if *t < started {
-                before.push(*d)
-            } else {
-                during.push(*d)
+        let samples: Vec<(Instant, Duration)> = match self.pgbench {
+            Some((child, dir)) => {
+                let samples = Load::pgbench_samples(child, &dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                samples
             }
+            None => std::mem::take(&mut *self.samples.lock().unwrap()),
+        };
+        let (mut before, mut during, mut mirror) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, d) in samples.iter() {
+            match mirror_only {
+                _ if *t < started => before.push(*d),
+                Some((from, to)) if *t >= from && *t < to => mirror.push(*d),
+                _ => during.push(*d),
+            }
+        }
+        if std::env::var("BENCH_SLICES").is_ok() {
+            // p99 per 500 ms from the ALTER on, to see where the tail is.
+            let mut slices: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+            for (t, d) in samples.iter().filter(|(t, _)| *t >= started) {
+                slices
+                    .entry(((*t - started).as_millis() / 500) as u64)
+                    .or_default()
+                    .push(*d);
+            }
+            let line: Vec<String> = slices
+                .into_values()
+                .map(|mut v| {
+                    v.sort();
+                    format!("{:.1}", percentile(&v, 0.99).as_secs_f64() * 1e3)
+                })
+                .collect();
+            eprintln!("p99 per 500 ms from the ALTER: {}", line.join(" "));
         }
         before.sort();
         during.sort();
+        mirror.sort();
+        let mirror = match mirror_only {
+            Some((from, to)) => format!(
+                "; backfill paused ({:.1} s, mirror only): p50/p99 {}/{} ms, p99 mirror/before {}",
+                (to - from).as_secs_f64(),
+                ms(percentile(&mirror, 0.5)),
+                ms(percentile(&mirror, 0.99)),
+                ratio(percentile(&mirror, 0.99), percentile(&before, 0.99)),
+            ),
+            None => String::new(),
+        };
+        let lasted = lasted.saturating_sub(mirror_only.map(|(f, t)| t - f).unwrap_or_default());
         format!(
             "workers: before p50/p99/max {}/{}/{} ms ({} queries in 3 s); during p50/p99/max {}/{}/{} ms ({:.0} q/s); p99 during/before {}",
             ms(percentile(&before, 0.5)),
@@ -556,7 +854,7 @@ impl Load {
             ms(percentile(&during, 1.0)),
             during.len() as f64 / lasted.as_secs_f64(),
             ratio(percentile(&during, 0.99), percentile(&before, 0.99)),
-        )
+        ) + &mirror
     }
 }
 
@@ -578,7 +876,7 @@ async fn column_fill(pg: &Cluster, proxy: u16, rows: i64) {
     let answered = started.elapsed();
     wait_phase(&c, "finished", Duration::from_secs(3600)).await;
     let finished = started.elapsed();
-    let workers = load.stop(started, finished).await;
+    let workers = load.stop(started, finished, None).await;
     let missing: i64 = c
         .query_one("SELECT count(*) FROM items WHERE token IS NULL", &[])
         .await
@@ -617,6 +915,12 @@ async fn column_fill(pg: &Cluster, proxy: u16, rows: i64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let rows: i64 = std::env::var("BENCH_ROWS")
         .ok()
@@ -628,7 +932,17 @@ async fn main() {
         .split_whitespace()
         .map(|f| f.parse().expect("BENCH_LATENCY_FACTORS: numbers"))
         .collect();
-    let pg = Cluster::start(&ClusterOptions::default()).expect("start postgres");
+    // BENCH_PG_SETTINGS = "name=value ...": server settings over the test
+    // cluster's (shared_buffers=64MB, fsync off).
+    let options = ClusterOptions {
+        settings: std::env::var("BENCH_PG_SETTINGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        ..ClusterOptions::default()
+    };
+    let pg = Cluster::start(&options).expect("start postgres");
     if std::env::var("BENCH_SKIP_OVERHEAD").is_err() {
         overhead(&pg, start_proxy(pg.port, 2.0), rows).await;
     }

@@ -75,7 +75,9 @@ impl Governor {
         }
         self.last = counts;
         self.last_at = now;
-        match window.quantile(0.99) {
+        let p99 = window.quantile(0.99);
+        tracing::debug!(target: "pgshift::rollout", turns = window.total(), p99_us = p99.map(|d| d.as_micros() as u64), target_us = self.target.as_micros() as u64, "the application's recent p99");
+        match p99 {
             Some(p99) if p99 > self.target => {
                 self.extra = (self.extra * 2).clamp(Duration::from_millis(10), cap);
             }
