@@ -37,6 +37,8 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     guard: Option<(Child, ChildStdin)>,
+    /// The server settings it was started with (a restart reuses them).
+    settings: Vec<String>,
 }
 
 /// Where the Postgres server binaries are: `PG_BIN`, else the newest
@@ -178,6 +180,7 @@ impl Cluster {
             dir,
             bin,
             guard: None,
+            settings: settings.to_vec(),
         };
         let mut last_err = String::new();
         for _ in 0..20 {
@@ -338,6 +341,40 @@ wait "$pid""#;
     }
 
     /// Stops the server (fast shutdown) and removes its files.
+    /// Stops the server, sets the next transaction id to `next` with
+    /// pg_resetwal (and the commit log's segment for it), and starts it again
+    /// on the same port: how a test makes a table's row versions as old as a
+    /// long-lived database's. Postgres refuses to go more than 2^31 ids past
+    /// the oldest unfrozen one; VACUUM FREEZE every database between jumps.
+    pub fn set_next_xid(&mut self, next: u32) -> Result<(), ClusterError> {
+        if let Some((mut child, stdin)) = self.guard.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+        let ids = server_ids()?;
+        let data = self.dir.join("data");
+        let mut reset = Command::new(self.bin.join("pg_resetwal"));
+        reset.arg("-x").arg(next.to_string()).arg("-D").arg(&data);
+        run_as(&mut reset, ids);
+        let out = reset.output()?;
+        if !out.status.success() {
+            return Err(ClusterError::Command {
+                what: "pg_resetwal".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        // 32 pages of 8 KiB, 4 transactions a byte: 2^20 ids a segment.
+        let segment = data.join("pg_xact").join(format!("{:04X}", next >> 20));
+        if !segment.exists() {
+            std::fs::write(&segment, vec![0u8; 256 * 1024])?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&segment, Some(uid), Some(gid))?;
+            }
+        }
+        let settings = self.settings.clone();
+        self.launch(self.port, &settings, ids)
+    }
+
     pub fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.guard.take() {
             drop(stdin);

@@ -924,3 +924,94 @@ async fn the_fill_trigger_goes_only_on_the_table_looked_at() {
         .unwrap();
     assert_eq!(count(&admin, triggers).await, 1);
 }
+
+/// Rows frozen more than 2^31 transactions ago are old rows: the fill fills
+/// them. Freezing keeps a row's xmin, and once the ids have come round it reads
+/// as a negative age (a long-lived database has such rows). On its own cluster,
+/// made that old with pg_resetwal.
+#[tokio::test]
+async fn rows_frozen_before_the_ids_came_round_are_filled() {
+    let mut pg = pgshift::cluster::Cluster::start(&pgshift::cluster::ClusterOptions {
+        settings: vec!["autovacuum=off".into()],
+        ..Default::default()
+    })
+    .expect("a cluster of its own");
+    let sql = |pg: &pgshift::cluster::Cluster, db: &str, q: &str| {
+        pg.psql(db, q).unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    sql(
+        &pg,
+        "postgres",
+        "CREATE TABLE old_rows (id int PRIMARY KEY, note text);
+         INSERT INTO old_rows SELECT g, 'old' FROM generate_series(1, 50) g;
+         VACUUM FREEZE old_rows;",
+    );
+    // Two jumps of under 2^31 each, every database frozen in between.
+    pg.set_next_xid(1_100_000_000).unwrap();
+    sql(
+        &pg,
+        "postgres",
+        "ALTER DATABASE template0 ALLOW_CONNECTIONS true",
+    );
+    for db in ["postgres", "template1", "template0"] {
+        sql(&pg, db, "VACUUM FREEZE");
+    }
+    pg.set_next_xid(2_200_000_000).unwrap();
+    let negative = sql(
+        &pg,
+        "postgres",
+        "SELECT count(*) FROM old_rows WHERE pg_catalog.age(xmin) < 0",
+    );
+    assert_eq!(negative.trim(), "50", "the premise: ages read negative");
+    let address = pg.tcp_address();
+    let proxy = Proxy::start_with(|c| {
+        c.upstream.address = address;
+        c.rollout.latency_factor = 0.0;
+    });
+    let conn = proxy.conn_str("postgres", "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE old_rows ADD COLUMN token uuid DEFAULT gen_random_uuid()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        pg.port
+    ))
+    .await;
+    // A row written since, with the NULL its writer meant, stays NULL.
+    admin
+        .batch_execute("INSERT INTO old_rows VALUES (51, 'new', NULL)")
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    let meant: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM old_rows WHERE id = 51 AND token IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(meant, 1, "the NULL written after the ALTER was filled");
+    let unfilled: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM old_rows WHERE token IS NULL AND id <= 50",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        unfilled, 0,
+        "rows frozen before the ids came round were left NULL"
+    );
+    let distinct: i64 = admin
+        .query_one("SELECT count(DISTINCT token) FROM old_rows", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 50);
+    proxy.stop();
+}

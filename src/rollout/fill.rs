@@ -260,19 +260,16 @@ pub fn expand(
     trigger: &str,
     function: &str,
 ) -> String {
-    let c = quote(&spec.online.column);
-    // format()'s text: names with `%` doubled, then the one placeholder.
-    let before = format!(
-        "CREATE TRIGGER {} BEFORE UPDATE ON {qualified} FOR EACH ROW \
-         WHEN ((OLD.{c} IS NULL) AND (NEW.{c} IS NULL) AND \
-         (pg_catalog.age(OLD.xmin) OPERATOR(pg_catalog.>) pg_catalog.age(",
-        quote(trigger)
-    );
-    let after = format!("::pg_catalog.xid))) EXECUTE FUNCTION {function}()");
+    // format()'s text: names with `%` doubled, and the one placeholder.
+    let esc = |s: &str| s.replace('%', "%%");
+    let c = esc(&quote(&spec.online.column));
     let create = format!(
-        "{}%L{}",
-        before.replace('%', "%%"),
-        after.replace('%', "%%")
+        "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW \
+         WHEN ((OLD.{c} IS NULL) AND (NEW.{c} IS NULL) AND {}) EXECUTE FUNCTION {}()",
+        esc(&quote(trigger)),
+        esc(qualified),
+        sql::older_than("OLD.xmin", "%L::pg_catalog.xid"),
+        esc(function),
     );
     // Under the lock the name must still mean the table pgshift looked at (a
     // rename and a new table of that name would get the trigger otherwise).
