@@ -340,7 +340,6 @@ wait "$pid""#;
         format!("{}:{}", self.socket_dir.display(), self.port)
     }
 
-    /// Stops the server (fast shutdown) and removes its files.
     /// Stops the server, sets the next transaction id to `next` with
     /// pg_resetwal (and the commit log's segment for it), and starts it again
     /// on the same port: how a test makes a table's row versions as old as a
@@ -375,6 +374,7 @@ wait "$pid""#;
         self.launch(self.port, &settings, ids)
     }
 
+    /// Stops the server (fast shutdown) and removes its files.
     pub fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.guard.take() {
             drop(stdin);

@@ -925,12 +925,13 @@ async fn the_fill_trigger_goes_only_on_the_table_looked_at() {
     assert_eq!(count(&admin, triggers).await, 1);
 }
 
-/// Rows frozen more than 2^31 transactions ago are old rows: the fill fills
-/// them. Freezing keeps a row's xmin, and once the ids have come round it reads
-/// as a negative age (a long-lived database has such rows). On its own cluster,
-/// made that old with pg_resetwal.
+/// Ages tell old rows from the application's only while no transaction id has
+/// come round: a row frozen more than 2^31 ids ago keeps its xmin, whose age
+/// then reads as anything. On a cluster of its own, aged with pg_resetwal: a
+/// fill under way when the count nears 2^31 stops and says why; past it, the
+/// fill runs in-band, as before, and fills every old row.
 #[tokio::test]
-async fn rows_frozen_before_the_ids_came_round_are_filled() {
+async fn a_cluster_past_two_billion_transactions_fills_in_band() {
     let mut pg = pgshift::cluster::Cluster::start(&pgshift::cluster::ClusterOptions {
         settings: vec!["autovacuum=off".into()],
         ..Default::default()
@@ -944,9 +945,10 @@ async fn rows_frozen_before_the_ids_came_round_are_filled() {
         "postgres",
         "CREATE TABLE old_rows (id int PRIMARY KEY, note text);
          INSERT INTO old_rows SELECT g, 'old' FROM generate_series(1, 50) g;
-         VACUUM FREEZE old_rows;",
+         CREATE TABLE slow (id int PRIMARY KEY);
+         INSERT INTO slow SELECT generate_series(1, 3000);
+         VACUUM FREEZE;",
     );
-    // Two jumps of under 2^31 each, every database frozen in between.
     pg.set_next_xid(1_100_000_000).unwrap();
     sql(
         &pg,
@@ -956,62 +958,65 @@ async fn rows_frozen_before_the_ids_came_round_are_filled() {
     for db in ["postgres", "template1", "template0"] {
         sql(&pg, db, "VACUUM FREEZE");
     }
-    pg.set_next_xid(2_200_000_000).unwrap();
-    let negative = sql(
-        &pg,
-        "postgres",
-        "SELECT count(*) FROM old_rows WHERE pg_catalog.age(xmin) < 0",
-    );
-    assert_eq!(negative.trim(), "50", "the premise: ages read negative");
     let address = pg.tcp_address();
     let proxy = Proxy::start_with(|c| {
         c.upstream.address = address;
         c.rollout.latency_factor = 0.0;
+        c.rollout.batch_rows = 100;
+        c.rollout.min_batch_rows = 10;
+        c.rollout.rows_per_second = 100;
     });
     let conn = proxy.conn_str("postgres", "postgres");
+    let admin_conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        pg.port
+    );
+    // Under the count: the fill runs in the background.
     let id = add(
+        &conn,
+        "ALTER TABLE slow ADD COLUMN token uuid DEFAULT gen_random_uuid()",
+    )
+    .await
+    .expect("a fill in the background");
+    // The count nears 2^31 while it runs: it stops at its next batch.
+    pg.set_next_xid(2_147_000_000).unwrap();
+    let admin = connect(&admin_conn).await;
+    let error = until_phase(&admin, id, "failed").await;
+    assert!(error.contains("transaction ids"), "{error}");
+    // Past 2^31: the ages of the frozen rows read negative, and the fill of
+    // another table runs in-band, every old row filled.
+    pg.set_next_xid(2_200_000_000).unwrap();
+    let admin = connect(&admin_conn).await;
+    let negative: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM old_rows WHERE pg_catalog.age(xmin) < 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(negative, 50, "the premise: ages read negative");
+    let started = add(
         &conn,
         "ALTER TABLE old_rows ADD COLUMN token uuid DEFAULT gen_random_uuid()",
     )
-    .await
-    .expect("the fill runs as a rollout");
-    let admin = connect(&format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres",
-        pg.port
-    ))
     .await;
-    // A row written since, with the NULL its writer meant, stays NULL.
+    assert_eq!(started, None, "no background fill past 2^31 ids");
     admin
         .batch_execute("INSERT INTO old_rows VALUES (51, 'new', NULL)")
         .await
         .unwrap();
-    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
-    let meant: i64 = admin
+    let row = admin
         .query_one(
-            "SELECT count(*) FROM old_rows WHERE id = 51 AND token IS NULL",
+            "SELECT count(*) FILTER (WHERE token IS NULL AND id <= 50), count(DISTINCT token), \
+             count(*) FILTER (WHERE id = 51 AND token IS NULL) FROM old_rows",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(meant, 1, "the NULL written after the ALTER was filled");
-    let unfilled: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM old_rows WHERE token IS NULL AND id <= 50",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        unfilled, 0,
-        "rows frozen before the ids came round were left NULL"
-    );
-    let distinct: i64 = admin
-        .query_one("SELECT count(DISTINCT token) FROM old_rows", &[])
-        .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (unfilled, distinct, meant): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(unfilled, 0, "old rows left NULL");
     assert_eq!(distinct, 50);
+    assert_eq!(meant, 1, "the NULL written after the ALTER was filled");
     proxy.stop();
 }

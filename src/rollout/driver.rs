@@ -1412,6 +1412,20 @@ async fn batch(
             .await?;
         // Without it, writes that bypass pgshift's rewrite leave the new
         // column behind, and nothing a batch does makes that good.
+        if r.fill {
+            // Ages stop being exact once the cluster's ids could come round.
+            let next: i64 = d
+                .client
+                .query_one("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8", &[])
+                .await?
+                .get(0);
+            if next >= super::fill::XIDS_FOR_AGES_END {
+                return Err(ours(format!(
+                    "the cluster has used {next} transaction ids: past 2^31 the age of a row frozen long ago no longer tells it from the application's; ROLLOUT ROLLBACK {} stops the fill, and an UPDATE … WHERE the column IS NULL fills the rest",
+                    r.id
+                )));
+            }
+        }
         if !d.trigger_exists(r, &names.trigger).await? {
             return Err(ours(format!(
                 "its trigger {} on {} is gone (dropped by someone): writes are no longer copied; ROLLOUT ROLLBACK {} removes what is left",

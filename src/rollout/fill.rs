@@ -92,16 +92,29 @@ SELECT pg_catalog.format('it uses operator %s, whose value depends on more than 
 
 /// The table as the service connection sees it: schema, name, kind, whether
 /// pgshift's role may alter it, inheritance, estimated rows, whether the
-/// column is there already.
+/// column is there already, and the cluster's next transaction id (64 bits).
 const LOOK: &str = "
 SELECT n.nspname::text, c.relname::text, c.relkind::text,
        pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
        EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
        c.reltuples::int8, c.relpersistence::text,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname = $2::text::name AND NOT x.attisdropped)
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname = $2::text::name AND NOT x.attisdropped),
+       pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = $1::text::oid";
+
+/// The fill tells old rows from the application's by the age of their xmin.
+/// Freezing keeps a row's xmin as it was; once the cluster has used more than
+/// 2^31 transaction ids, the xmin of a row frozen that long ago reads as any
+/// age, as young as a row written since the column (and an age can read
+/// negative for a row the reader's own subtransaction, or a later transaction,
+/// wrote, so a negative age does not tell either). Under this count no xid has
+/// come round: every age is exact. The margin (2^28 ids) is the fill's to use;
+/// a fill that reaches [`XIDS_FOR_AGES_END`] stops (see the driver).
+pub const XIDS_FOR_AGES: i64 = (1 << 31) - (1 << 28);
+/// Past this count the oldest ids could come round: a fill stops.
+pub const XIDS_FOR_AGES_END: i64 = (1 << 31) - (1 << 20);
 
 /// In the client's session: the table's oid, and the default as the service
 /// connection evaluates it (printed with search_path pg_catalog, so every name
@@ -260,16 +273,19 @@ pub fn expand(
     trigger: &str,
     function: &str,
 ) -> String {
-    // format()'s text: names with `%` doubled, and the one placeholder.
-    let esc = |s: &str| s.replace('%', "%%");
-    let c = esc(&quote(&spec.online.column));
+    let c = quote(&spec.online.column);
+    // format()'s text: names with `%` doubled, then the one placeholder.
+    let before = format!(
+        "CREATE TRIGGER {} BEFORE UPDATE ON {qualified} FOR EACH ROW \
+         WHEN ((OLD.{c} IS NULL) AND (NEW.{c} IS NULL) AND \
+         (pg_catalog.age(OLD.xmin) OPERATOR(pg_catalog.>) pg_catalog.age(",
+        quote(trigger)
+    );
+    let after = format!("::pg_catalog.xid))) EXECUTE FUNCTION {function}()");
     let create = format!(
-        "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW \
-         WHEN ((OLD.{c} IS NULL) AND (NEW.{c} IS NULL) AND {}) EXECUTE FUNCTION {}()",
-        esc(&quote(trigger)),
-        esc(qualified),
-        sql::older_than("OLD.xmin", "%L::pg_catalog.xid"),
-        esc(function),
+        "{}%L{}",
+        before.replace('%', "%%"),
+        after.replace('%', "%%")
     );
     // Under the lock the name must still mean the table pgshift looked at (a
     // rename and a new table of that name would get the trigger otherwise).
@@ -334,6 +350,12 @@ pub async fn start<C: Conn>(
     let (schema, table, relkind): (String, String, String) = (row.get(0), row.get(1), row.get(2));
     let (may_own, inherits, reltuples, persistence, taken): (bool, bool, i64, String, bool) =
         (row.get(3), row.get(4), row.get(5), row.get(6), row.get(7));
+    let next_xid: i64 = row.get(8);
+    if next_xid >= XIDS_FOR_AGES {
+        return unfit(format!(
+            "the cluster has used {next_xid} transaction ids: a row frozen more than 2^31 of them ago can read as younger than the column, and the background would leave it NULL"
+        ));
+    }
     // Another session's temporary table is out of the service connection's reach.
     if relkind != "r" || inherits || !may_own || taken != spec.exists || persistence == "t" {
         return unfit(format!(

@@ -331,28 +331,12 @@ fn pending(r: &Rollout) -> String {
     let new = quote(&r.new_column);
     match (r.fill, r.fill_before) {
         (true, before) => format!(
-            "{new} IS NULL AND {}",
+            "{new} IS NULL AND pg_catalog.age(xmin) OPERATOR(pg_catalog.>) pg_catalog.age('{}'::pg_catalog.xid)",
             // The driver runs no batch of a fill without it; 0 fills nothing.
-            older_than(
-                "xmin",
-                &format!("'{}'::pg_catalog.xid", before.unwrap_or(0))
-            )
+            before.unwrap_or(0)
         ),
         (false, _) => format!("{new} IS DISTINCT FROM {}", r.transform_cast()),
     }
-}
-
-/// A row version written before the transaction `before` (an xid expression):
-/// older by age, or frozen more than 2^31 transactions ago. Freezing keeps a
-/// row's xmin as it was, and once the ids have come round that xmin reads as a
-/// negative age; no row version Postgres has not frozen can (it freezes them
-/// before). An xid that is not normal (the frozen id of a pre-9.4 table) is
-/// infinitely old to `age`.
-pub fn older_than(xmin: &str, before: &str) -> String {
-    format!(
-        "(pg_catalog.age({xmin}) OPERATOR(pg_catalog.>) pg_catalog.age({before}) \
-         OR pg_catalog.age({xmin}) OPERATOR(pg_catalog.<) 0)"
-    )
 }
 
 /// One of the old column's indexes, as `REBUILDABLE` reads it.
