@@ -41,6 +41,32 @@ SELECT pg_catalog.to_regclass(
               ELSE pg_catalog.quote_ident($1::pg_catalog.text) OPERATOR(pg_catalog.||) '.' END
          OPERATOR(pg_catalog.||) pg_catalog.quote_ident($2::pg_catalog.text))::pg_catalog.oid::pg_catalog.text";
 
+/// Whether the table of rollouts has one under way on the table `oid`. The
+/// process's registry follows it a moment behind: a rollout rolled back or
+/// finished just now (the driver still validating what it put back, or another
+/// proxy's) is still listed, and the refusal would name a rollout that is over.
+/// When the table cannot be read, the registry is taken at its word.
+async fn live_in_database(cx: &SessionCx<'_>, oid: u32) -> bool {
+    let book = cx.engine.books.get(cx.database);
+    let rt = cx.engine.books.runtime().clone();
+    match book
+        .service_query(
+            cx.settings,
+            &rt,
+            "SELECT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE table_oid = $1::text::oid \
+             AND phase NOT IN ('finished', 'rolled_back'))",
+            &[&oid.to_string()],
+        )
+        .await
+    {
+        Ok(rows) => rows.first().is_none_or(|r| r.get::<_, bool>(0)),
+        Err(e) => {
+            tracing::debug!(target: "pgshift::rollout", error = %e, "rollouts not read; the registry stands");
+            true
+        }
+    }
+}
+
 /// The rollout under way on the table, if this process knows of one: a refusal
 /// of a statement that adds, drops, renames or retypes its columns (a column
 /// added now stands after pgshift's, and an INSERT by position loses its value
@@ -90,6 +116,9 @@ where
     let Some((t, fill)) = found else {
         return Ok(None);
     };
+    if !live_in_database(cx, t.oid).await {
+        return Ok(None);
+    }
     let error = match fill {
         false => PgError::error(
             "55006",
