@@ -983,6 +983,7 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
     let admin = connect(&admin_conn).await;
     let error = until_phase(&admin, id, "failed").await;
     assert!(error.contains("transaction ids"), "{error}");
+    assert!(error.contains("removes the column"), "{error}");
     // Past 2^31: the ages of the frozen rows read negative, and the fill of
     // another table runs in-band, every old row filled.
     pg.set_next_xid(2_200_000_000).unwrap();

@@ -1420,9 +1420,12 @@ async fn batch(
                 .await?
                 .get(0);
             if next >= super::fill::XIDS_FOR_AGES_END {
+                let then = match r.column_committed {
+                    true => format!("ROLLOUT ROLLBACK {} stops the fill and keeps the column; an UPDATE … SET {} = DEFAULT WHERE {} IS NULL fills the rest", r.id, quote(&r.column), quote(&r.column)),
+                    false => format!("ROLLOUT ROLLBACK {} removes the column, as if the ALTER had not run; run the ALTER again and pgshift fills it in-band", r.id),
+                };
                 return Err(ours(format!(
-                    "the cluster has used {next} transaction ids: past 2^31 the age of a row frozen long ago no longer tells it from the application's; ROLLOUT ROLLBACK {} stops the fill, and an UPDATE … WHERE the column IS NULL fills the rest",
-                    r.id
+                    "the cluster has used {next} transaction ids: past 2^31 the age of a row frozen long ago no longer tells it from the application's; {then}"
                 )));
             }
         }
