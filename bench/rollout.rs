@@ -124,7 +124,7 @@ fn start_pgbouncer(pg_port: u16) -> (std::process::Child, u16) {
         .args(["-R", "postgres:postgres"])
         .arg(&dir)
         .status();
-    let child = std::process::Command::new("setpriv")
+    let mut child = std::process::Command::new("setpriv")
         .args([
             "--reuid=postgres",
             "--regid=postgres",
@@ -136,7 +136,6 @@ fn start_pgbouncer(pg_port: u16) -> (std::process::Child, u16) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("pgbouncer");
-    let mut child = child;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return (child, port);

@@ -111,14 +111,7 @@ impl Cluster {
             "-D",
         ]);
         initdb.arg(&data);
-        run_as(&mut initdb, ids);
-        let out = initdb.output()?;
-        if !out.status.success() {
-            return Err(ClusterError::Command {
-                what: "initdb".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        run_tool(initdb, "initdb", ids)?;
         // Replication connections too: a test starts a standby of the cluster.
         let mut hba = String::from(
             "local all all trust\nlocal replication all trust\nhost replication all 127.0.0.1/32 trust\n",
@@ -156,14 +149,7 @@ impl Cluster {
             .args(["-p", &primary.port.to_string(), "-U", "postgres"])
             .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync", "-D"])
             .arg(dir.join("data"));
-        run_as(&mut backup, ids);
-        let out = backup.output()?;
-        if !out.status.success() {
-            return Err(ClusterError::Command {
-                what: "pg_basebackup".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        run_tool(backup, "pg_basebackup", ids)?;
         Cluster::launched(dir, bin, &[], ids)
     }
 
@@ -346,22 +332,12 @@ wait "$pid""#;
     /// long-lived database's. Postgres refuses to go more than 2^31 ids past
     /// the oldest unfrozen one; VACUUM FREEZE every database between jumps.
     pub fn set_next_xid(&mut self, next: u32) -> Result<(), ClusterError> {
-        if let Some((mut child, stdin)) = self.guard.take() {
-            drop(stdin);
-            let _ = child.wait();
-        }
+        self.halt();
         let ids = server_ids()?;
         let data = self.dir.join("data");
         let mut reset = Command::new(self.bin.join("pg_resetwal"));
         reset.arg("-x").arg(next.to_string()).arg("-D").arg(&data);
-        run_as(&mut reset, ids);
-        let out = reset.output()?;
-        if !out.status.success() {
-            return Err(ClusterError::Command {
-                what: "pg_resetwal".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        run_tool(reset, "pg_resetwal", ids)?;
         // 32 pages of 8 KiB, 4 transactions a byte: 2^20 ids a segment.
         let segment = data.join("pg_xact").join(format!("{:04X}", next >> 20));
         if !segment.exists() {
@@ -376,11 +352,17 @@ wait "$pid""#;
 
     /// Stops the server (fast shutdown) and removes its files.
     pub fn stop(&mut self) {
+        self.halt();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Stops the server (fast shutdown: the guard shell sees its stdin close)
+    /// and waits for it; its files stay.
+    fn halt(&mut self) {
         if let Some((mut child, stdin)) = self.guard.take() {
             drop(stdin);
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -438,6 +420,20 @@ fn run_as(cmd: &mut Command, ids: Option<(u32, u32)>) {
     if let Some((uid, gid)) = ids {
         cmd.uid(uid).gid(gid).env("HOME", "/tmp");
     }
+}
+
+/// Runs one of the server's tools (as the server's user) to its end; its
+/// stderr is the error when it fails.
+fn run_tool(mut cmd: Command, what: &str, ids: Option<(u32, u32)>) -> Result<(), ClusterError> {
+    run_as(&mut cmd, ids);
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(ClusterError::Command {
+            what: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -988,14 +988,11 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
     // another table runs in-band, every old row filled.
     pg.set_next_xid(2_200_000_000).unwrap();
     let admin = connect(&admin_conn).await;
-    let negative: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM old_rows WHERE pg_catalog.age(xmin) < 0",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let negative = count(
+        &admin,
+        "SELECT count(*) FROM old_rows WHERE pg_catalog.age(xmin) < 0",
+    )
+    .await;
     assert_eq!(negative, 50, "the premise: ages read negative");
     let started = add(
         &conn,

@@ -1410,8 +1410,6 @@ async fn batch(
         let function = format!("{}()", names.function);
         d.check_locked(r, &names.trigger, &function, &r.new_column)
             .await?;
-        // Without it, writes that bypass pgshift's rewrite leave the new
-        // column behind, and nothing a batch does makes that good.
         if r.fill {
             // Ages stop being exact once the cluster's ids could come round.
             let next: i64 = d
@@ -1429,6 +1427,8 @@ async fn batch(
                 )));
             }
         }
+        // Without it, writes that bypass pgshift's rewrite leave the new
+        // column behind, and nothing a batch does makes that good.
         if !d.trigger_exists(r, &names.trigger).await? {
             return Err(ours(format!(
                 "its trigger {} on {} is gone (dropped by someone): writes are no longer copied; ROLLOUT ROLLBACK {} removes what is left",
