@@ -1018,3 +1018,116 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
     assert_eq!(meant, 1, "the NULL written after the ALTER was filled");
     proxy.stop();
 }
+
+/// Two consoles, on two proxies, start a fill of the same column at the same
+/// moment: both pass their checks before either has written its row, and the
+/// database lets one rollout of a column be under way (the second is refused
+/// with 55006, naming the first), so no column is filled by two drivers with
+/// two boundaries.
+#[tokio::test]
+async fn two_consoles_filling_one_column_at_once_start_one_fill() {
+    let db = fresh_db("fill_twice");
+    let admin = setup(&db).await;
+    let columns = ["c1", "c2", "c3", "c4", "c5", "c6"];
+    for c in columns {
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE orders ADD COLUMN {c} double precision; \
+                 ALTER TABLE orders ALTER COLUMN {c} SET DEFAULT random()"
+            ))
+            .await
+            .unwrap();
+    }
+    let (one, two) = (common::admin::proxy(), common::admin::proxy());
+    let (a, b) = (
+        common::admin::console(&one).await,
+        common::admin::console(&two).await,
+    );
+    for c in columns {
+        let sql = format!("ROLLOUT FILL orders.{c} IN {db}");
+        let (x, y) = tokio::join!(a.simple_query(&sql), b.simple_query(&sql));
+        let started: Vec<_> = [&x, &y].into_iter().filter(|r| r.is_ok()).collect();
+        assert_eq!(started.len(), 1, "{c}: {x:?} {y:?}");
+        let refused = [x, y].into_iter().find_map(|r| r.err()).unwrap();
+        assert_eq!(
+            refused.as_db_error().map(|d| d.code().code()),
+            Some("55006"),
+            "{c}: {refused:?}"
+        );
+        let id = count(
+            &admin,
+            &format!("SELECT max(id) FROM pgshift.rollouts WHERE column_name = '{c}'"),
+        )
+        .await;
+        wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    }
+    let rollouts = count(&admin, "SELECT count(*) FROM pgshift.rollouts").await;
+    assert_eq!(rollouts, columns.len() as i64, "one rollout per column");
+    for c in columns {
+        let nulls = count(
+            &admin,
+            &format!("SELECT count(*) FROM orders WHERE {c} IS NULL"),
+        )
+        .await;
+        assert_eq!(nulls, 0, "{c} left NULL");
+    }
+}
+
+/// The upgrade to the schema that lets one rollout of a column be under way
+/// meets two (left by such a race before it): the schema is still taken, the
+/// index is left out, and the next upgrade after one of them is over adds it.
+#[tokio::test]
+async fn an_upgrade_over_two_rollouts_of_one_column_leaves_the_index_out() {
+    let db = fresh_db("fill_upgrade");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE orders ADD COLUMN c1 double precision; \
+             ALTER TABLE orders ALTER COLUMN c1 SET DEFAULT random()",
+        )
+        .await
+        .unwrap();
+    let proxy = common::admin::proxy();
+    let console = common::admin::console(&proxy).await;
+    let fill = format!("ROLLOUT FILL orders.c1 IN {db}");
+    common::admin::rows(&console, &fill).await;
+    let first = count(&admin, "SELECT max(id) FROM pgshift.rollouts").await;
+    wait_phase(&admin, first, "finished", Duration::from_secs(60)).await;
+    let index = "SELECT count(*) FROM pg_class WHERE relname = 'rollouts_one_per_column'";
+    assert_eq!(count(&admin, index).await, 1);
+    let older = "COMMENT ON SCHEMA pgshift IS 'pgshift state, schema version 9'";
+    admin
+        .batch_execute(&format!(
+            "DROP INDEX pgshift.rollouts_one_per_column; {older};
+             INSERT INTO pgshift.rollouts (username, statement, table_oid, schema_name, table_name, column_name, new_column,
+                 old_type, new_type, transform, uses, key_columns, not_null, phase, paused, rows_per_second, rows_done)
+             SELECT 'test', 'twice', 'orders'::regclass, 'public', 'orders', 'gone', 'gone', 'int', 'int', 'x', '{{}}', '{{id}}',
+                    false, 'failed', false, 1, 0
+               FROM generate_series(1, 2);"
+        ))
+        .await
+        .unwrap();
+    // A new proxy reads the rollouts through its service connection, which
+    // upgrades the schema first.
+    let db_name = db.as_str();
+    let upgraded = || async move {
+        let proxy = common::admin::proxy();
+        let client = connect(&proxy.conn_str(db_name, "postgres")).await;
+        client.batch_execute("SELECT 1").await.unwrap();
+        let console = common::admin::console(&proxy).await;
+        common::admin::rows(&console, &format!("SHOW ROLLOUT {first} IN {db_name}"))
+            .await
+            .len()
+    };
+    let shown = upgraded().await;
+    assert_eq!(shown, 1, "the schema was refused or not read");
+    assert_eq!(count(&admin, index).await, 0, "built over two live rows");
+    admin
+        .batch_execute(&format!(
+            "UPDATE pgshift.rollouts SET phase = 'rolled_back' WHERE id = (SELECT max(id) FROM pgshift.rollouts); {older}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(upgraded().await, 1);
+    assert_eq!(count(&admin, index).await, 1, "not added once it could be");
+}

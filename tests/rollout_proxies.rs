@@ -125,3 +125,51 @@ async fn the_other_proxys_clients_see_no_change_through_expand_cutover_and_finis
         );
     }
 }
+
+/// The same `ALTER COLUMN … TYPE` through both proxies at the same moment:
+/// neither proxy knows of the other's rollout when it checks, and the database
+/// lets one rollout of a column be under way. One client gets its ALTER TABLE,
+/// the other 55006 naming that rollout; one rollout runs.
+#[tokio::test]
+async fn the_same_alter_through_both_proxies_at_once_starts_one_rollout() {
+    let db = fresh_db("rollout_twice");
+    let admin = setup(&db).await;
+    let (a, b) = (proxy(), proxy());
+    let (x, y) = (
+        connect(&a.conn_str(&db, "postgres")).await,
+        connect(&b.conn_str(&db, "postgres")).await,
+    );
+    // Both proxies know the database and its pgshift schema: they reach the
+    // start together.
+    for c in [&x, &y] {
+        c.batch_execute("CREATE INDEX IF NOT EXISTS orders_note ON orders (note)")
+            .await
+            .unwrap();
+    }
+    let alter = "ALTER TABLE orders ALTER COLUMN amount TYPE bigint";
+    let (one, two) = tokio::join!(x.batch_execute(alter), y.batch_execute(alter));
+    let started = [&one, &two].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(started, 1, "{one:?} {two:?}");
+    let refused = [one, two].into_iter().find_map(|r| r.err()).unwrap();
+    let db_error = refused.as_db_error().expect("a server error");
+    assert_eq!(db_error.code().code(), "55006", "{refused:?}");
+    let live: Vec<i64> = admin
+        .query(
+            "SELECT id FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(
+        db_error.message().contains(&format!("rollout {}", live[0])),
+        "{db_error:?}"
+    );
+    rollout::request(&admin, live[0], Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, live[0], "rolled_back", Duration::from_secs(60)).await;
+}

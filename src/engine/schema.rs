@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Marks the schema's layout; an older one is upgraded in place.
-const VERSION: &str = "pgshift state, schema version 9";
+const VERSION: &str = "pgshift state, schema version 10";
 
 /// Advisory lock (transaction scope) that serializes creating and upgrading the
 /// schema between proxies. Anyone can take it, so it is only ever tried.
@@ -118,6 +118,19 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS lock_window bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS batch_rows bigint;
+-- One rollout under way per column: two proxies (or two consoles) starting
+-- one at the same moment both pass their checks; the second INSERT finds the
+-- first's row here. Rows that already break it (left by such a race before
+-- this version) leave the index out until they are over.
+DO $pgshift$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')
+                    GROUP BY table_oid, column_name HAVING count(*) > 1) THEN
+        CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_per_column ON pgshift.rollouts (table_oid, column_name)
+            WHERE phase NOT IN ('finished', 'rolled_back');
+    END IF;
+END
+$pgshift$;
 CREATE TABLE IF NOT EXISTS pgshift.proxies (
     proxy text PRIMARY KEY,
     heartbeat timestamptz NOT NULL,
@@ -329,7 +342,7 @@ const CHECK: &str = r#"
 WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgshift'),
 ours(relname, relkind) AS (VALUES
     ('ddl_journal', 'r'), ('ddl_journal_id_seq', 'S'), ('ddl_journal_pkey', 'i'),
-    ('rollouts', 'r'), ('rollouts_id_seq', 'S'), ('rollouts_pkey', 'i'),
+    ('rollouts', 'r'), ('rollouts_id_seq', 'S'), ('rollouts_pkey', 'i'), ('rollouts_one_per_column', 'i'),
     ('deferred', 'r'), ('deferred_id_seq', 'S'), ('deferred_pkey', 'i'), ('deferred_open', 'i'),
     ('proxies', 'r'), ('proxies_pkey', 'i')),
 tables AS (SELECT c.oid FROM pg_catalog.pg_class c, s
@@ -355,6 +368,7 @@ indexes(relname, def) AS (VALUES
     ('deferred_pkey', 'CREATE UNIQUE INDEX deferred_pkey ON pgshift.deferred USING btree (id)'),
     ('rollouts_pkey', 'CREATE UNIQUE INDEX rollouts_pkey ON pgshift.rollouts USING btree (id)'),
     ('proxies_pkey', 'CREATE UNIQUE INDEX proxies_pkey ON pgshift.proxies USING btree (proxy)'),
+    ('rollouts_one_per_column', 'CREATE UNIQUE INDEX rollouts_one_per_column ON pgshift.rollouts USING btree (table_oid, column_name) WHERE (phase <> ALL (ARRAY[''finished''::text, ''rolled_back''::text]))'),
     ('deferred_open', 'CREATE INDEX deferred_open ON pgshift.deferred USING btree (id) WHERE (state = ANY (ARRAY[''recorded''::text, ''working''::text]))')),
 found_constraints AS (SELECT k.conname::text AS conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
     FROM pg_catalog.pg_constraint k JOIN tables ON k.conrelid = tables.oid),
@@ -426,6 +440,7 @@ SELECT pg_catalog.format('index %s', f.def)
 UNION ALL
 SELECT pg_catalog.format('index %s is missing', x.relname)
   FROM indexes x WHERE (x.relname, x.def) NOT IN (SELECT * FROM found_indexes)
+   AND x.relname <> 'rollouts_one_per_column'
 UNION ALL
 SELECT pg_catalog.format('column %s.%s has type %s', c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
   FROM pg_catalog.pg_attribute a JOIN tables ON a.attrelid = tables.oid

@@ -396,7 +396,8 @@ pub async fn start<C: Conn>(
             &rt,
             "INSERT INTO pgshift.rollouts (username, statement, table_oid, schema_name, table_name, column_name, new_column, \
              old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, paused, rows_per_second, rows_done, rows_total, kind) \
-             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $6, $7, $7, $8, $9, $10, false, NULL, 'planned', false, $11, 0, $12, $13) RETURNING id",
+             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $6, $7, $7, $8, $9, $10, false, NULL, 'planned', false, $11, 0, $12, $13) \
+             ON CONFLICT DO NOTHING RETURNING id",
             &[
                 &cx.user,
                 &statement,
@@ -415,10 +416,9 @@ pub async fn start<C: Conn>(
         )
         .await
         .map_err(|e| refusal("58000", format!("pgshift could not record the rollout: {e}"), e.hint()))?;
-    let id: i64 = inserted
-        .first()
-        .map(|r| r.get(0))
-        .ok_or_else(|| refusal("58000", "pgshift could not record the rollout".into(), ""))?;
+    let Some(id) = inserted.first().map(|r| r.get::<_, i64>(0)) else {
+        return Err(super::start::column_taken(cx, oid, column, &qualified).await);
+    };
     let recorded = |e: String| {
         refusal("58000", format!("pgshift could not record the rollout: {e}"), "pgshift keeps rollouts in schema pgshift through its service connection; the log says why it failed.")
     };

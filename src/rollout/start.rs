@@ -49,6 +49,46 @@ fn service_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
+/// The rollout of `column` of the table `oid` under way, if there is one.
+async fn live_rollout(cx: &SessionCx<'_>, oid: u32, column: &str) -> Option<String> {
+    let book = cx.engine.books.get(cx.database);
+    let rt = cx.engine.books.runtime().clone();
+    book.service_query(
+        cx.settings,
+        &rt,
+        "SELECT id::text FROM pgshift.rollouts WHERE table_oid = $1::text::oid AND column_name = $2 \
+         AND phase NOT IN ('finished', 'rolled_back') ORDER BY id LIMIT 1",
+        &[&oid.to_string(), &column],
+    )
+    .await
+    .ok()
+    .and_then(|rows| rows.first().map(|r| r.get::<_, String>(0)))
+}
+
+fn under_way(id: Option<String>, qualified: &str, column: &str) -> Failure {
+    refusal(
+        "55006",
+        format!(
+            "rollout {} of {qualified}.{} is under way",
+            id.as_deref().unwrap_or("?"),
+            quote(column)
+        ),
+        "One rollout per column at a time: let it end (or roll it back) first. The console's SHOW ROLLOUT <id> shows it.",
+    )
+}
+
+/// The refusal of a start whose INSERT found another rollout of the column
+/// under way (`pgshift.rollouts_one_per_column`): two starts at the same
+/// moment, through two proxies or two consoles, both passed their checks.
+pub(super) async fn column_taken(
+    cx: &SessionCx<'_>,
+    oid: u32,
+    column: &str,
+    qualified: &str,
+) -> Failure {
+    under_way(live_rollout(cx, oid, column).await, qualified, column)
+}
+
 /// Runs `sql` in the client's session; a server error rolls the probe back.
 pub(super) async fn probe_step<C: Conn>(
     io: &mut C,
@@ -467,6 +507,10 @@ pub async fn start<C: Conn>(
         )));
     }
     if taken {
+        // Made by a rollout of the column another proxy started a moment ago.
+        if let Some(id) = live_rollout(cx, probe.table_oid, &spec.column).await {
+            return Err(under_way(Some(id), &qualified, &spec.column));
+        }
         return Err(not_yet(format!(
             "{qualified} already has a column named {}",
             quote(&new_column)
@@ -548,7 +592,7 @@ pub async fn start<C: Conn>(
             &rt,
             "INSERT INTO pgshift.rollouts (username, statement, table_oid, schema_name, table_name, column_name, new_column, \
              old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, paused, rows_per_second, rows_done, rows_total) \
-             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'planned', false, $15, 0, $16) RETURNING id",
+             VALUES ($1, $2, $3::text::oid, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'planned', false, $15, 0, $16) ON CONFLICT DO NOTHING RETURNING id",
             &[
                 &cx.user,
                 &statement,
@@ -570,10 +614,9 @@ pub async fn start<C: Conn>(
         )
         .await
         .map_err(service_failure)?;
-    let id: i64 = inserted
-        .first()
-        .map(|r| r.get(0))
-        .ok_or_else(|| service_failure("no id"))?;
+    let Some(id) = inserted.first().map(|r| r.get::<_, i64>(0)) else {
+        return Err(column_taken(cx, probe.table_oid, &spec.column, &qualified).await);
+    };
     // The driver's connection holds the rollout's lock from now on: no other
     // proxy touches a rollout whose start is still running.
     let driver_conn = driver::Driver::connect(settings, cx.database, &rt, id)
