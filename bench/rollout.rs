@@ -26,7 +26,8 @@
 //! part 1.
 //!
 //! `BENCH_WORKER_RATE` = N paces the workers at N statements per second in all
-//! (default: as fast as they can); `BENCH_BATCH_MS` sets `rollout.batch_target_ms`;
+//! (default: as fast as they can); `BENCH_BATCH_MS` sets `rollout.batch_target_ms`,
+//! `BENCH_ROWS_PER_SECOND` the backfill's `rollout.rows_per_second`;
 //! `BENCH_MIRROR_SECS` = N pauses the backfill for its first N s, so the workers'
 //! p99 under the mirror alone is printed apart (the times to "backfill done" and
 //! "verified" leave the pause out).
@@ -77,6 +78,12 @@ fn start_proxy(pg_port: u16, latency_factor: f64) -> u16 {
         .and_then(|v| v.parse().ok())
     {
         config.rollout.batch_target_ms = ms;
+    }
+    if let Some(rate) = std::env::var("BENCH_ROWS_PER_SECOND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.rollout.rows_per_second = rate;
     }
     config.server.listen = "127.0.0.1:0".into();
     config.metrics.listen = String::new();
