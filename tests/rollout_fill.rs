@@ -1020,62 +1020,87 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
 }
 
 /// Two consoles, on two proxies, start a fill of the same column at the same
-/// moment: both pass their checks before either has written its row, and the
-/// database lets one rollout of a column be under way (the second is refused
-/// with 55006, naming the first), so no column is filled by two drivers with
-/// two boundaries.
+/// moment: both pass their checks before either has written its row (held
+/// there by a lock on pgshift's table of rollouts, so the race is not left to
+/// chance), and the database lets one rollout of a column be under way: the
+/// second is refused with 55006 naming the first, and no column is filled by
+/// two drivers with two boundaries.
 #[tokio::test]
 async fn two_consoles_filling_one_column_at_once_start_one_fill() {
     let db = fresh_db("fill_twice");
-    let admin = setup(&db).await;
-    let columns = ["c1", "c2", "c3", "c4", "c5", "c6"];
-    for c in columns {
-        admin
-            .batch_execute(&format!(
-                "ALTER TABLE orders ADD COLUMN {c} double precision; \
-                 ALTER TABLE orders ALTER COLUMN {c} SET DEFAULT random()"
-            ))
-            .await
-            .unwrap();
-    }
+    let mut admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE orders ADD COLUMN c1 double precision; \
+             ALTER TABLE orders ALTER COLUMN c1 SET DEFAULT random()",
+        )
+        .await
+        .unwrap();
     let (one, two) = (common::admin::proxy(), common::admin::proxy());
     let (a, b) = (
         common::admin::console(&one).await,
         common::admin::console(&two).await,
     );
-    for c in columns {
-        let sql = format!("ROLLOUT FILL orders.{c} IN {db}");
-        let (x, y) = tokio::join!(a.simple_query(&sql), b.simple_query(&sql));
-        let started: Vec<_> = [&x, &y].into_iter().filter(|r| r.is_ok()).collect();
-        assert_eq!(started.len(), 1, "{c}: {x:?} {y:?}");
-        let refused = [x, y].into_iter().find_map(|r| r.err()).unwrap();
-        assert_eq!(
-            refused.as_db_error().map(|d| d.code().code()),
-            Some("55006"),
-            "{c}: {refused:?}"
-        );
-        let id = count(
-            &admin,
-            &format!("SELECT max(id) FROM pgshift.rollouts WHERE column_name = '{c}'"),
-        )
-        .await;
-        wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    // pgshift's schema exists before the lock (an index built through a
+    // proxy makes it).
+    connect(&one.conn_str(&db, "postgres"))
+        .await
+        .batch_execute("CREATE INDEX orders_note ON orders (note)")
+        .await
+        .unwrap();
+    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'";
+    for _ in 0..100 {
+        if count(&admin, schema).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let held = admin.transaction().await.unwrap();
+    held.batch_execute("LOCK TABLE pgshift.rollouts IN SHARE MODE")
+        .await
+        .unwrap();
+    let sql = format!("ROLLOUT FILL orders.c1 IN {db}");
+    let both = async { tokio::join!(a.simple_query(&sql), b.simple_query(&sql)) };
+    let release = async {
+        // The INSERTs wait for the lock (the checks' reads do not), within the
+        // service connection's 2 s lock_timeout.
+        let waiting = "SELECT count(*) FROM pg_locks \
+                       WHERE relation = 'pgshift.rollouts'::regclass AND NOT granted";
+        let mut seen = 0;
+        for _ in 0..150 {
+            let probe = connect(&direct(&db)).await;
+            seen = count(&probe, waiting).await;
+            if seen == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        held.commit().await.unwrap();
+        seen
+    };
+    let ((x, y), seen) = tokio::join!(both, release);
+    assert_eq!(seen, 2, "both starts did not reach their INSERT together");
+    let started: Vec<_> = [&x, &y].into_iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(started.len(), 1, "{x:?} {y:?}");
+    let refused = [x, y].into_iter().find_map(|r| r.err()).unwrap();
+    let id = count(&admin, "SELECT max(id) FROM pgshift.rollouts").await;
+    let db_error = refused.as_db_error().expect("a server error");
+    assert_eq!(db_error.code().code(), "55006", "{refused:?}");
+    assert!(
+        db_error.message().contains(&format!("rollout {id} ")),
+        "{db_error:?}"
+    );
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
     let rollouts = count(&admin, "SELECT count(*) FROM pgshift.rollouts").await;
-    assert_eq!(rollouts, columns.len() as i64, "one rollout per column");
-    for c in columns {
-        let nulls = count(
-            &admin,
-            &format!("SELECT count(*) FROM orders WHERE {c} IS NULL"),
-        )
-        .await;
-        assert_eq!(nulls, 0, "{c} left NULL");
-    }
+    assert_eq!(rollouts, 1, "one rollout of the column");
+    let nulls = count(&admin, "SELECT count(*) FROM orders WHERE c1 IS NULL").await;
+    assert_eq!(nulls, 0, "c1 left NULL");
 }
 
 /// The upgrade to the schema that lets one rollout of a column be under way
 /// meets two (left by such a race before it): the schema is still taken, the
-/// index is left out, and the next upgrade after one of them is over adds it.
+/// index is left out, and the next check of the schema once one of them is
+/// over adds it (the version stays what it is).
 #[tokio::test]
 async fn an_upgrade_over_two_rollouts_of_one_column_leaves_the_index_out() {
     let db = fresh_db("fill_upgrade");
@@ -1123,11 +1148,15 @@ async fn an_upgrade_over_two_rollouts_of_one_column_leaves_the_index_out() {
     assert_eq!(shown, 1, "the schema was refused or not read");
     assert_eq!(count(&admin, index).await, 0, "built over two live rows");
     admin
-        .batch_execute(&format!(
-            "UPDATE pgshift.rollouts SET phase = 'rolled_back' WHERE id = (SELECT max(id) FROM pgshift.rollouts); {older}"
-        ))
+        .batch_execute(
+            "UPDATE pgshift.rollouts SET phase = 'rolled_back' WHERE id = (SELECT max(id) FROM pgshift.rollouts)",
+        )
         .await
         .unwrap();
+    let version = "SELECT obj_description('pgshift'::regnamespace, 'pg_namespace')";
+    let current: String = admin.query_one(version, &[]).await.unwrap().get(0);
     assert_eq!(upgraded().await, 1);
     assert_eq!(count(&admin, index).await, 1, "not added once it could be");
+    let after: String = admin.query_one(version, &[]).await.unwrap().get(0);
+    assert_eq!(current, after);
 }

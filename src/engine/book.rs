@@ -396,6 +396,7 @@ impl Book {
             return;
         };
         let owner = &settings.config.upstream.service_user;
+        schema::one_per_column(client, &self.database).await;
         if let Err(error) = schema::verify(client, owner, &self.database).await {
             *state = State::Failed {
                 error,

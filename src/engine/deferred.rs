@@ -305,7 +305,9 @@ where
                         Ok(None) => steps::run(io, step, Mode::Autocommit, &step_cx).await,
                         Err(steps::Failure::Io(e)) => Err(steps::Failure::Io(e)),
                         // The rollout could not start (its trigger's lock not
-                        // granted in time, …): the rows are filled in-band.
+                        // granted in time, a console's fill of the column
+                        // started a moment before, …): the rows are filled
+                        // in-band.
                         Err(f) => {
                             tracing::warn!(target: "pgshift::rollout", deferred = d.id, error = %super::failure_text(&f), "the fill runs in-band");
                             steps::run(io, step, Mode::Autocommit, &step_cx).await

@@ -33,6 +33,45 @@ WHERE pg_catalog.pg_has_role(session_user, $5, 'MEMBER')
 RETURNING id
 ";
 
+/// One rollout under way per column: two proxies (or two consoles) starting
+/// one at the same moment both pass their checks, and the second INSERT finds
+/// the first's row in this index. Rows that already break it (left by such a
+/// race before the index) leave it out; each check of the schema tries again,
+/// so it is built once one of them is over. Nothing is locked while it exists.
+const ONE_PER_COLUMN: &str = "
+DO $pgshift$
+BEGIN
+    IF pg_catalog.to_regclass('pgshift.rollouts_one_per_column') IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')
+                        GROUP BY table_oid, column_name HAVING count(*) > 1) THEN
+        CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_per_column ON pgshift.rollouts (table_oid, column_name)
+            WHERE phase NOT IN ('finished', 'rolled_back');
+    END IF;
+END
+$pgshift$;
+";
+
+/// The rollouts that keep [`ONE_PER_COLUMN`] out: two or more under way on one
+/// column, their ids.
+const TWICE: &str = "
+SELECT pg_catalog.string_agg(ids, '; ') FROM (
+    SELECT pg_catalog.string_agg(id::text, ', ' ORDER BY id) AS ids FROM pgshift.rollouts
+     WHERE phase NOT IN ('finished', 'rolled_back') GROUP BY table_oid, column_name HAVING count(*) > 1) t
+ WHERE pg_catalog.to_regclass('pgshift.rollouts_one_per_column') IS NULL";
+
+/// Builds [`ONE_PER_COLUMN`] where it is missing; a failure (a lock not
+/// granted in time) or rollouts that keep it out are logged, and the next
+/// check tries again.
+pub async fn one_per_column(client: &Client, database: &str) {
+    if let Err(e) = batch(client, ONE_PER_COLUMN).await {
+        tracing::warn!(database, reason = %e.reason, "pgshift could not build its index of one rollout per column; it tries again at the next check");
+        return;
+    }
+    if let Ok(Some(ids)) = batch(client, TWICE).await {
+        tracing::warn!(database, rollouts = %ids, "more than one rollout is under way on one column (started together before pgshift kept one per column): roll back all but one; until then two starts of one column are not kept apart");
+    }
+}
+
 /// Everything pgshift keeps, idempotent: a fresh schema and one from version 1
 /// (whose client-writable table and trigger are removed) end the same.
 fn script() -> String {
@@ -118,19 +157,7 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS lock_window bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS batch_rows bigint;
--- One rollout under way per column: two proxies (or two consoles) starting
--- one at the same moment both pass their checks; the second INSERT finds the
--- first's row here. Rows that already break it (left by such a race before
--- this version) leave the index out until they are over.
-DO $pgshift$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')
-                    GROUP BY table_oid, column_name HAVING count(*) > 1) THEN
-        CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_per_column ON pgshift.rollouts (table_oid, column_name)
-            WHERE phase NOT IN ('finished', 'rolled_back');
-    END IF;
-END
-$pgshift$;
+{ONE_PER_COLUMN}
 CREATE TABLE IF NOT EXISTS pgshift.proxies (
     proxy text PRIMARY KEY,
     heartbeat timestamptz NOT NULL,
@@ -177,9 +204,24 @@ async fn found(client: &Client, owner: &str, database: &str) -> Result<Found, Se
         ))
     } else if comment.as_deref() == Some(VERSION) {
         Found::Current
+    } else if version_of(comment.as_deref()) > version_of(Some(VERSION)) {
+        // Written back to this version's, a newer pgshift would upgrade it again
+        // (and the two would take turns).
+        Found::Foreign(format!(
+            "schema pgshift is {:?}, made by a newer pgshift than this one ({VERSION:?})",
+            comment.unwrap_or_default()
+        ))
     } else {
         Found::Older
     })
+}
+
+/// The number in a schema comment such as [`VERSION`] (0 when it has none).
+fn version_of(comment: Option<&str>) -> u32 {
+    comment
+        .and_then(|c| c.strip_prefix("pgshift state, schema version "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Creates or upgrades the schema if needed, then verifies it. `owner` is the
@@ -190,6 +232,7 @@ pub async fn ensure(client: &Client, owner: &str, database: &str) -> Result<(), 
         Found::Foreign(reason) => return Err(refused(database, reason)),
         Found::Missing | Found::Older => prepare(client, owner, database).await?,
     }
+    one_per_column(client, database).await;
     verify(client, owner, database).await
 }
 
@@ -450,3 +493,17 @@ SELECT pg_catalog.format('column %s.%s has type %s', c.relname, a.attname, pg_ca
    AND (t.typnamespace <> (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog')
         OR a.attcollation NOT IN (0, 100))
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::{version_of, VERSION};
+
+    #[test]
+    fn versions_are_read_as_numbers() {
+        assert_eq!(version_of(Some("pgshift state, schema version 9")), 9);
+        assert!(version_of(Some("pgshift state, schema version 11")) > version_of(Some(VERSION)));
+        assert!(version_of(Some("pgshift state, schema version 9")) < version_of(Some(VERSION)));
+        assert_eq!(version_of(Some("something else")), 0);
+        assert_eq!(version_of(None), 0);
+    }
+}

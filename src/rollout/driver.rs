@@ -181,7 +181,8 @@ impl Driver {
     pub async fn set_phase(&self, phase: Phase, error: Option<&str>) -> Result<(), StepError> {
         self.client
             .execute(
-                "UPDATE pgshift.rollouts SET phase = $2, error = $3, lock_window = NULL, updated = pg_catalog.now() WHERE id = $1",
+                "UPDATE pgshift.rollouts SET phase = $2, error = $3, lock_window = NULL, updated = pg_catalog.now() \
+                 WHERE id = $1 AND phase NOT IN ('finished', 'rolled_back')",
                 &[&self.id, &phase.name(), &error],
             )
             .await?;
@@ -1414,7 +1415,7 @@ async fn batch(
             // Ages stop being exact once the cluster's ids could come round.
             let next: i64 = d
                 .client
-                .query_one("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8", &[])
+                .query_one(super::fill::NEXT_XID, &[])
                 .await?
                 .get(0);
             if next >= super::fill::XIDS_FOR_AGES_END {

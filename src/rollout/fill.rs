@@ -90,19 +90,34 @@ SELECT pg_catalog.format('it uses operator %s, whose value depends on more than 
     )
 }
 
+/// The cluster's next transaction id, 64 bits (epoch included): how many ids
+/// it has used.
+macro_rules! next_xid {
+    () => {
+        "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8"
+    };
+}
+
+/// [`next_xid!`] alone, for the driver's check before each batch of a fill.
+pub const NEXT_XID: &str = concat!("SELECT ", next_xid!());
+
 /// The table as the service connection sees it: schema, name, kind, whether
 /// pgshift's role may alter it, inheritance, estimated rows, whether the
-/// column is there already, and the cluster's next transaction id (64 bits).
-const LOOK: &str = "
+/// column is there already, and the cluster's next transaction id.
+const LOOK: &str = concat!(
+    "
 SELECT n.nspname::text, c.relname::text, c.relkind::text,
        pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
        EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
        c.reltuples::int8, c.relpersistence::text,
        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname = $2::text::name AND NOT x.attisdropped),
-       pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8
+       ",
+    next_xid!(),
+    "
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.oid = $1::text::oid";
+ WHERE c.oid = $1::text::oid"
+);
 
 /// The fill tells old rows from the application's by the age of their xmin.
 /// Freezing keeps a row's xmin as it was; once the cluster has used more than

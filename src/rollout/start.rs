@@ -49,44 +49,61 @@ fn service_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// The rollout of `column` of the table `oid` under way, if there is one.
-async fn live_rollout(cx: &SessionCx<'_>, oid: u32, column: &str) -> Option<String> {
+/// The rollout of `column` of the table `oid` under way, if there is one: its
+/// id and phase.
+async fn live_rollout(cx: &SessionCx<'_>, oid: u32, column: &str) -> Option<(String, String)> {
     let book = cx.engine.books.get(cx.database);
     let rt = cx.engine.books.runtime().clone();
     book.service_query(
         cx.settings,
         &rt,
-        "SELECT id::text FROM pgshift.rollouts WHERE table_oid = $1::text::oid AND column_name = $2 \
+        "SELECT id::text, phase FROM pgshift.rollouts WHERE table_oid = $1::text::oid AND column_name = $2 \
          AND phase NOT IN ('finished', 'rolled_back') ORDER BY id LIMIT 1",
         &[&oid.to_string(), &column],
     )
     .await
     .ok()
-    .and_then(|rows| rows.first().map(|r| r.get::<_, String>(0)))
+    .and_then(|rows| rows.first().map(|r| (r.get(0), r.get(1))))
 }
 
-fn under_way(id: Option<String>, qualified: &str, column: &str) -> Failure {
+/// The refusal of a start while rollout `id` (in `phase`) of the column is
+/// under way.
+fn under_way((id, phase): (String, String), qualified: &str, column: &str) -> Failure {
+    let hint = match phase.as_str() {
+        "failed" => format!("It stopped on an error (SHOW ROLLOUT {id} on the console says which): ROLLOUT RESUME {id} or ROLLOUT ROLLBACK {id} first."),
+        _ => format!("One rollout per column at a time: let it end, or ROLLOUT ROLLBACK {id}, first (SHOW ROLLOUT {id} on the console)."),
+    };
     refusal(
         "55006",
         format!(
-            "rollout {} of {qualified}.{} is under way",
-            id.as_deref().unwrap_or("?"),
+            "rollout {id} of {qualified}.{} is under way ({phase})",
             quote(column)
         ),
-        "One rollout per column at a time: let it end (or roll it back) first. The console's SHOW ROLLOUT <id> shows it.",
+        &hint,
     )
 }
 
-/// The refusal of a start whose INSERT found another rollout of the column
-/// under way (`pgshift.rollouts_one_per_column`): two starts at the same
-/// moment, through two proxies or two consoles, both passed their checks.
+/// A start whose INSERT wrote no row: another rollout of the column is under
+/// way (`pgshift.rollouts_one_per_column`; two starts at the same moment,
+/// through two proxies or two consoles, both passed their checks), or, when
+/// none is found, another key stopped it and nothing was started.
 pub(super) async fn column_taken(
     cx: &SessionCx<'_>,
     oid: u32,
     column: &str,
     qualified: &str,
 ) -> Failure {
-    under_way(live_rollout(cx, oid, column).await, qualified, column)
+    match live_rollout(cx, oid, column).await {
+        Some(live) => under_way(live, qualified, column),
+        None => refusal(
+            "58000",
+            format!(
+                "pgshift could not record the rollout of {qualified}.{}: its row was not written",
+                quote(column)
+            ),
+            "Nothing was started. Run the statement again; the log and pgshift.rollouts say more.",
+        ),
+    }
 }
 
 /// Runs `sql` in the client's session; a server error rolls the probe back.
@@ -508,8 +525,8 @@ pub async fn start<C: Conn>(
     }
     if taken {
         // Made by a rollout of the column another proxy started a moment ago.
-        if let Some(id) = live_rollout(cx, probe.table_oid, &spec.column).await {
-            return Err(under_way(Some(id), &qualified, &spec.column));
+        if let Some(live) = live_rollout(cx, probe.table_oid, &spec.column).await {
+            return Err(under_way(live, &qualified, &spec.column));
         }
         return Err(not_yet(format!(
             "{qualified} already has a column named {}",
