@@ -664,3 +664,61 @@ async fn a_long_transaction_on_the_referenced_table_holds_off_the_cutover() {
     wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
     long.batch_execute("COMMIT").await.unwrap();
 }
+
+/// A row that breaks a NOT VALID CHECK constraint (on another column) cannot
+/// be updated by anyone, the backfill included, while the ALTER itself would
+/// not have checked it: the rollout fails naming the constraint and what to do,
+/// and once the row is mended, ROLLOUT RESUME carries it to the end, every row
+/// right.
+#[tokio::test]
+async fn a_row_breaking_a_not_valid_check_stops_the_backfill_until_it_is_mended() {
+    let db = fresh_db("rollout_not_valid");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "INSERT INTO orders (amount, shadow, note) VALUES (5, 5, 'bad');
+             ALTER TABLE orders ADD CONSTRAINT note_ok CHECK (note <> 'bad') NOT VALID;",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = start(&conn, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    let mut error = String::new();
+    for _ in 0..300 {
+        let (phase, e) = common::rollouts::phase(&admin, id).await;
+        if phase == "failed" {
+            error = e.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        error.contains("breaks the NOT VALID constraint note_ok")
+            && error.contains(&format!("ROLLOUT RESUME {id}"))
+            && error.contains("'bad'"),
+        "{error}"
+    );
+    admin
+        .batch_execute("UPDATE orders SET note = 'mended' WHERE note = 'bad'")
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Resume).await.unwrap();
+    for _ in 0..100 {
+        if common::rollouts::phase(&admin, id).await.0 != "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let wrong: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM orders WHERE amount__pgshift_new IS DISTINCT FROM amount::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+    assert_eq!(mismatches(&admin).await, 0);
+}

@@ -1160,3 +1160,41 @@ async fn an_upgrade_over_two_rollouts_of_one_column_leaves_the_index_out() {
     let after: String = admin.query_one(version, &[]).await.unwrap().get(0);
     assert_eq!(current, after);
 }
+
+/// A fill meets a row that breaks a NOT VALID CHECK constraint (which no UPDATE
+/// of it passes): it stops naming the constraint and what to do, and resumes
+/// to the end once the row is mended.
+#[tokio::test]
+async fn a_fill_stops_at_a_row_breaking_a_not_valid_check_until_it_is_mended() {
+    let db = fresh_db("fill_not_valid");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "INSERT INTO orders (amount, shadow, note) VALUES (5, 5, 'bad');
+             ALTER TABLE orders ADD CONSTRAINT note_ok CHECK (note <> 'bad') NOT VALID;",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy(0);
+    let conn = proxy.conn_str(&db, "postgres");
+    let id = add(
+        &conn,
+        "ALTER TABLE orders ADD COLUMN drawn double precision DEFAULT random()",
+    )
+    .await
+    .expect("the fill runs as a rollout");
+    let error = until_phase(&admin, id, "failed").await;
+    assert!(
+        error.contains("breaks the NOT VALID constraint note_ok")
+            && error.contains(&format!("ROLLOUT RESUME {id}")),
+        "{error}"
+    );
+    admin
+        .batch_execute("UPDATE orders SET note = 'mended' WHERE note = 'bad'")
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Resume).await.unwrap();
+    until_phase(&admin, id, "finished").await;
+    let nulls = count(&admin, "SELECT count(*) FROM orders WHERE drawn IS NULL").await;
+    assert_eq!(nulls, 0);
+}

@@ -189,6 +189,39 @@ impl Driver {
         Ok(())
     }
 
+    /// A batch's error, with what to do where the server's words do not say it:
+    /// a row that breaks a NOT VALID CHECK constraint cannot be updated by
+    /// anyone, the backfill included (the ALTER itself would not have checked
+    /// it, nor a fill's ADD COLUMN).
+    async fn explained(&self, r: &Rollout, reason: &str) -> String {
+        let Some(name) = reason
+            .strip_suffix("(23514)")
+            .and_then(|m| m.split("violates check constraint \"").nth(1))
+            .and_then(|m| m.split('"').next())
+        else {
+            return reason.to_string();
+        };
+        let not_valid = self
+            .client
+            .query_opt(
+                "SELECT pg_catalog.pg_get_expr(conbin, conrelid) FROM pg_catalog.pg_constraint \
+                 WHERE conrelid = $1::text::oid AND conname = $2::text::name AND contype = 'c' AND NOT convalidated",
+                &[&r.table_oid.to_string(), &name],
+            )
+            .await;
+        match not_valid {
+            Ok(Some(row)) => format!(
+                "{reason}: a row of {} breaks the NOT VALID constraint {}, and no UPDATE of such a row succeeds, the backfill's included; \
+                 make those rows satisfy it (UPDATE … WHERE NOT ({})), then ROLLOUT RESUME {id}; or ROLLOUT ROLLBACK {id}",
+                r.qualified(),
+                quote(name),
+                row.get::<_, String>(0),
+                id = r.id
+            ),
+            _ => reason.to_string(),
+        }
+    }
+
     async fn note_error(&self, error: &str) -> Result<(), StepError> {
         self.client
             .execute(
@@ -1860,7 +1893,7 @@ pub async fn run(
                         format!("{}; ask for the {next} again once that is mended", e.reason),
                     )
                 } else {
-                    (Phase::Failed, e.reason.clone())
+                    (Phase::Failed, d.explained(&r, &e.reason).await)
                 };
                 let _ = d.set_phase(phase, Some(&reason)).await;
                 backoff_until = Some(Instant::now() + Duration::from_secs(1));
