@@ -388,3 +388,75 @@ async fn pgjdbc_prepared_reads_run_through_the_cutover() {
     )
     .await;
 }
+
+/// One turn (a pipeline under one Sync) that runs longer than a lock window
+/// waits for turns (250 ms), holding no lock on the table, then uses a
+/// statement pgshift rewrote to set the new column. Were the cutover to rename
+/// the column meanwhile, that Bind would be planned again and fail with 42703,
+/// where directly it succeeds; the cutover waits for the turn instead (its
+/// attempt is tried again), and the turn sees no error. (A turn that wrote the
+/// table first holds its lock, and the cutover's lock waits for it anyway.)
+#[tokio::test]
+async fn a_long_turn_using_a_rewritten_statement_holds_off_the_cutover() {
+    use bytes::BytesMut;
+    use common::raw::{first_error, Raw};
+    use pgshift::wire::backend;
+    let db = fresh_db("prepared_long_turn");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
+    let mut out = BytesMut::new();
+    backend::parse(
+        &mut out,
+        "w",
+        "UPDATE orders SET amount = $1 WHERE id = $2",
+        &[],
+    );
+    backend::sync(&mut out);
+    raw.send(&out).await;
+    let parsed = raw.read_until(b'Z').await;
+    assert_eq!(first_error(&parsed), None);
+    // The premise: the server holds the rewritten text.
+    raw.send(&common::raw::query(
+        "SELECT statement FROM pg_prepared_statements WHERE name = 'w'",
+    ))
+    .await;
+    let shown = raw.read_until(b'Z').await;
+    assert!(
+        shown
+            .iter()
+            .any(|(t, b)| *t == b'D' && String::from_utf8_lossy(b).contains("amount__pgshift_new")),
+        "{shown:?}"
+    );
+    let mut turn = BytesMut::new();
+    backend::parse(&mut turn, "", "SELECT pg_sleep(3)", &[]);
+    backend::bind_execute_params(&mut turn, "", &[]);
+    backend::bind_execute_params(&mut turn, "w", &[Some("12"), Some("1")]);
+    backend::sync(&mut turn);
+    raw.send(&turn).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    // The cutover's first attempts come while the turn sleeps.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (during, _) = common::rollouts::phase(&admin, id).await;
+    let replies = raw.read_until(b'Z').await;
+    assert_eq!(first_error(&replies), None, "{replies:?}");
+    assert_eq!(during, "verified", "the cutover did not wait for the turn");
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    let row = admin
+        .query_one(
+            "SELECT amount, amount__pgshift_old FROM orders WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (12, 12));
+}

@@ -629,10 +629,23 @@ impl Driver {
                             true => running.swap(database, &r.table, r.table_oid),
                             false => running.hold(database, &r.table, r.table_oid),
                         });
-                    if let Some(swap) = swap.as_ref().filter(|_| phase_change) {
-                        swap.settle().await;
-                    }
-                    let attempt = self.in_lock(r, lock_ms, body, done, expect).await;
+                    let settled = match swap.as_ref().filter(|_| phase_change) {
+                        Some(swap) => swap.settle().await,
+                        None => true,
+                    };
+                    let attempt = match settled {
+                        true => self.in_lock(r, lock_ms, body, done, expect).await,
+                        // Its sessions go on; the window is tried again.
+                        false => Err(StepError {
+                            reason: format!(
+                                "a session's turn that uses a statement pgshift rewrote (naming {}) was still at the server after {} ms",
+                                quote(&r.new_column),
+                                super::SETTLE_MAX.as_millis()
+                            ),
+                            retry: true,
+                            broken: false,
+                        }),
+                    };
                     drop(swap);
                     if let (Err(_), Some(a)) = (&attempt, announced) {
                         a.withdraw(&self.client).await;

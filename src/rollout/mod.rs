@@ -133,14 +133,18 @@ pub struct Swap {
 impl Swap {
     /// Waits (at most [`SETTLE_MAX`]) until no session of the database has a turn
     /// at the server that started before the window opened: such a turn's Bind
-    /// could reach Postgres behind the ALTER and fail after it.
-    pub async fn settle(&self) {
+    /// could reach Postgres behind the ALTER and fail after it. False when a
+    /// session that holds statements pgshift rewrote (naming the new column the
+    /// window renames or drops) still has one: its next Bind would fail with
+    /// 42703, and the window must not begin.
+    pub async fn settle(&self) -> bool {
         let deadline = tokio::time::Instant::now() + SETTLE_MAX;
-        while self.running.turns_before(&self.key.0, self.count)
+        while self.running.turns_before(&self.key.0, self.count, false)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        !self.running.turns_before(&self.key.0, self.count, true)
     }
 }
 
@@ -430,13 +434,20 @@ impl Running {
 
     /// True while a session of `database` has a turn at the server that started
     /// before change `count`.
-    fn turns_before(&self, database: &str, count: u64) -> bool {
+    /// Whether a session of `database` (only those holding rewritten
+    /// statements, when `rewritten`) has a turn from before change `count` out.
+    fn turns_before(&self, database: &str, count: u64, rewritten: bool) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|(_, a)| a.strong_count() > 0);
         sessions
             .iter()
             .filter(|(db, _)| db == database)
-            .any(|(_, a)| a.upgrade().is_some_and(|a| a.before(count)))
+            .any(|(_, a)| {
+                a.upgrade().is_some_and(|a| match rewritten {
+                    true => a.rewritten_before(count),
+                    false => a.before(count),
+                })
+            })
     }
 
     /// Returns the count after this change.
@@ -669,8 +680,22 @@ mod tests {
         busy_a.publish(&a);
         busy_a.sent();
         let began = std::time::Instant::now();
-        running.swap("a", "orders", 1).settle().await;
+        assert!(
+            swap_settles(&running).await,
+            "only a session with rewritten statements stops it"
+        );
         assert!(began.elapsed() >= super::SETTLE_MAX);
+        // A session holding statements pgshift rewrote, with a turn from
+        // before the window still out: the window must not begin.
+        busy_a.set_rewritten(true);
+        assert!(!swap_settles(&running).await);
+        busy_a.ended();
+        busy_a.answered();
+        assert!(swap_settles(&running).await, "its turn is over");
+    }
+
+    async fn swap_settles(running: &Arc<Running>) -> bool {
+        running.swap("a", "orders", 1).settle().await
     }
 
     #[test]

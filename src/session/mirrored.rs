@@ -148,6 +148,7 @@ pub(super) async fn prepared(
         }
     }
     s.up.scanner.watch_env(true, true);
+    s.up.scanner.set_rewritten(true);
     Ok(true)
 }
 
@@ -298,6 +299,7 @@ pub(super) async fn restore(
     }
     s.up.scanner
         .watch_env(s.lookup.is_some(), !s.mirrors.is_empty());
+    s.up.scanner.set_rewritten(!s.mirrors.is_empty());
     if restored > 0 {
         tracing::info!(
             restored,

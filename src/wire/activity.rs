@@ -35,6 +35,10 @@ pub struct Activity {
     timing: Option<(Arc<AtomicUsize>, Arc<Latency>)>,
     /// The database's turn histogram, timed always (SHOW STATS, /metrics).
     traffic: Option<Arc<Traffic>>,
+    /// The session holds statements pgshift prepared with a rollout's new
+    /// column in them: a lock window that renames or drops it does not begin
+    /// while one of its turns from before is at the server.
+    rewritten: AtomicBool,
 }
 
 impl Default for Activity {
@@ -46,6 +50,7 @@ impl Default for Activity {
             began: AtomicU64::new(0),
             timing: None,
             traffic: None,
+            rewritten: AtomicBool::new(false),
         }
     }
 }
@@ -148,6 +153,17 @@ impl Activity {
     /// True while a turn that started before change `count` may be at the server.
     pub fn before(&self, count: u64) -> bool {
         self.since.load(Ordering::SeqCst) < count
+    }
+
+    /// Whether the session holds statements pgshift rewrote (see `rewritten`).
+    pub fn set_rewritten(&self, on: bool) {
+        self.rewritten.store(on, Ordering::SeqCst);
+    }
+
+    /// [`Activity::before`], for a session that holds statements pgshift
+    /// rewrote.
+    pub fn rewritten_before(&self, count: u64) -> bool {
+        self.rewritten.load(Ordering::SeqCst) && self.before(count)
     }
 }
 

@@ -227,6 +227,14 @@ impl Scanner {
         self.activity = Some(activity);
     }
 
+    /// Whether the session holds statements pgshift rewrote to set a new
+    /// column (a lock window that renames it waits for their turns).
+    pub fn set_rewritten(&self, on: bool) {
+        if let Some(a) = &self.activity {
+            a.set_rewritten(on);
+        }
+    }
+
     /// Client side: publishes the change count the next turn starts at; comes
     /// before the stale check that lets it go (see [`Activity`]).
     pub fn publish(&self) {
