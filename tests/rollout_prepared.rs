@@ -435,7 +435,7 @@ async fn a_long_turn_using_a_rewritten_statement_holds_off_the_cutover() {
         "{shown:?}"
     );
     let mut turn = BytesMut::new();
-    backend::parse(&mut turn, "", "SELECT pg_sleep(3)", &[]);
+    backend::parse(&mut turn, "", "SELECT pg_sleep(5)", &[]);
     backend::bind_execute_params(&mut turn, "", &[]);
     backend::bind_execute_params(&mut turn, "w", &[Some("12"), Some("1")]);
     backend::sync(&mut turn);
@@ -445,7 +445,7 @@ async fn a_long_turn_using_a_rewritten_statement_holds_off_the_cutover() {
         .await
         .unwrap();
     // The cutover's first attempts come while the turn sleeps.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let (during, _) = common::rollouts::phase(&admin, id).await;
     let replies = raw.read_until(b'Z').await;
     assert_eq!(first_error(&replies), None, "{replies:?}");

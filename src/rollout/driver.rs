@@ -568,6 +568,19 @@ impl Driver {
             b => b.min(ddl.lock_timeout_ms),
         };
         let deadline = Instant::now() + Duration::from_millis(ddl.retry_deadline_ms);
+        // A window that renames or drops the new column (the cutover, a
+        // rollback before it) waits for sessions' turns that use statements
+        // pgshift rewrote to name it, for half the retry deadline at most:
+        // after that it goes ahead as it would without them (a rollback must
+        // not wait for a session that never pauses).
+        let careful_until = match r.fill
+            || matches!(
+                r.phase,
+                Phase::CutOver | Phase::Finished | Phase::RolledBack
+            ) {
+            true => Instant::now(),
+            false => Instant::now() + Duration::from_millis(ddl.retry_deadline_ms / 2),
+        };
         let mut pause = Duration::from_millis(ddl.retry_initial_ms.max(10));
         let waiting =
             crate::engine::waits::Waiting::new("rollout", &r.qualified(), "ACCESS EXCLUSIVE");
@@ -629,8 +642,9 @@ impl Driver {
                             true => running.swap(database, &r.table, r.table_oid),
                             false => running.hold(database, &r.table, r.table_oid),
                         });
+                    let careful = Instant::now() < careful_until;
                     let settled = match swap.as_ref().filter(|_| phase_change) {
-                        Some(swap) => swap.settle().await,
+                        Some(swap) => swap.settle(careful).await,
                         None => true,
                     };
                     let attempt = match settled {

@@ -133,18 +133,21 @@ pub struct Swap {
 impl Swap {
     /// Waits (at most [`SETTLE_MAX`]) until no session of the database has a turn
     /// at the server that started before the window opened: such a turn's Bind
-    /// could reach Postgres behind the ALTER and fail after it. False when a
-    /// session that holds statements pgshift rewrote (naming the new column the
-    /// window renames or drops) still has one: its next Bind would fail with
-    /// 42703, and the window must not begin.
-    pub async fn settle(&self) -> bool {
+    /// could reach Postgres behind the ALTER and fail after it. With `strict`
+    /// (a window that renames or drops the new column), false when a session
+    /// that holds statements pgshift rewrote on this table still has one: its
+    /// next Bind of one would fail with 42703, and the window should not begin.
+    pub async fn settle(&self, strict: bool) -> bool {
         let deadline = tokio::time::Instant::now() + SETTLE_MAX;
-        while self.running.turns_before(&self.key.0, self.count, false)
+        while self.running.turns_before(&self.key.0, self.count, None)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        !self.running.turns_before(&self.key.0, self.count, true)
+        !strict
+            || !self
+                .running
+                .turns_before(&self.key.0, self.count, Some(self.oid))
     }
 }
 
@@ -434,9 +437,10 @@ impl Running {
 
     /// True while a session of `database` has a turn at the server that started
     /// before change `count`.
-    /// Whether a session of `database` (only those holding rewritten
-    /// statements, when `rewritten`) has a turn from before change `count` out.
-    fn turns_before(&self, database: &str, count: u64, rewritten: bool) -> bool {
+    /// Whether a session of `database` (only those holding statements
+    /// pgshift rewrote on table `rewritten`, when given) has a turn from
+    /// before change `count` out.
+    fn turns_before(&self, database: &str, count: u64, rewritten: Option<u32>) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|(_, a)| a.strong_count() > 0);
         sessions
@@ -444,8 +448,8 @@ impl Running {
             .filter(|(db, _)| db == database)
             .any(|(_, a)| {
                 a.upgrade().is_some_and(|a| match rewritten {
-                    true => a.rewritten_before(count),
-                    false => a.before(count),
+                    Some(oid) => a.rewritten_before(count, oid),
+                    None => a.before(count),
                 })
             })
     }
@@ -668,7 +672,7 @@ mod tests {
         busy_b.sent();
         let began = std::time::Instant::now();
         let swap = running.swap("a", "orders", 1);
-        swap.settle().await;
+        swap.settle(true).await;
         assert!(began.elapsed() < super::SETTLE_MAX / 2);
         assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 0));
         assert_eq!(running.swapping("a"), ["orders"]);
@@ -685,17 +689,26 @@ mod tests {
             "only a session with rewritten statements stops it"
         );
         assert!(began.elapsed() >= super::SETTLE_MAX);
-        // A session holding statements pgshift rewrote, with a turn from
-        // before the window still out: the window must not begin.
-        busy_a.set_rewritten(true);
+        // A session holding statements pgshift rewrote on another table.
+        busy_a.set_rewritten(vec![2]);
+        assert!(swap_settles(&running).await);
+        // On this one (or one being rewritten), with a turn from before the
+        // window still out: the window must not begin.
+        busy_a.set_rewritten(vec![2, 1]);
         assert!(!swap_settles(&running).await);
+        busy_a.set_rewritten(vec![0]);
+        assert!(!swap_settles(&running).await);
+        assert!(
+            running.swap("a", "orders", 1).settle(false).await,
+            "a window that leaves the new column alone"
+        );
         busy_a.ended();
         busy_a.answered();
         assert!(swap_settles(&running).await, "its turn is over");
     }
 
     async fn swap_settles(running: &Arc<Running>) -> bool {
-        running.swap("a", "orders", 1).settle().await
+        running.swap("a", "orders", 1).settle(true).await
     }
 
     #[test]

@@ -737,7 +737,7 @@ pub async fn start<C: Conn>(
             .engine
             .rollouts
             .swap(cx.database, &rollout.table, rollout.table_oid);
-        swap.settle().await;
+        swap.settle(false).await;
         steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
         // Known before the sessions held for the window go on, and before the
         // client hears of it: they hide the new column, and its next COPY gets

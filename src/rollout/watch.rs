@@ -360,7 +360,7 @@ async fn tick(
         }
         running.describe(database, &r, false);
         let swap = running.swap(database, &r.table, r.table_oid);
-        swap.settle().await;
+        swap.settle(false).await;
         held.insert(
             id,
             Held {

@@ -116,11 +116,20 @@ pub(super) async fn prepared(
         || name.len() < 64
             && s.mirrors.named.len() < MAX_NAMED
             && !s.mirrors.named.contains_key(&name);
-    let rewritten = match text.len() <= MAX_TEXT && room && plain_types(&params) {
+    let fits = text.len() <= MAX_TEXT && room && plain_types(&params);
+    if fits {
+        // Known to lock windows before the rewrite looks at the registry: one
+        // that opens meanwhile waits for this turn.
+        let mut tables = tables_of(&s.mirrors);
+        tables.push(0);
+        s.up.scanner.set_rewritten(tables);
+    }
+    let rewritten = match fits {
         true => super::mirror::rewrite(s, shared, settings, &text, true).await?,
         false => None,
     };
     let Some((m, table)) = rewritten else {
+        s.up.scanner.set_rewritten(tables_of(&s.mirrors));
         s.up.release_held();
         return Ok(true);
     };
@@ -148,8 +157,13 @@ pub(super) async fn prepared(
         }
     }
     s.up.scanner.watch_env(true, true);
-    s.up.scanner.set_rewritten(true);
+    s.up.scanner.set_rewritten(tables_of(&s.mirrors));
     Ok(true)
+}
+
+/// The tables of the session's changed statements.
+fn tables_of(mirrors: &Mirrors) -> Vec<u32> {
+    mirrors.entries().map(|e| e.oid).collect()
 }
 
 /// Types a client may declare for a parameter of a changed statement: each has
@@ -217,6 +231,7 @@ pub(super) async fn restore(
     if s.mirrors.is_empty() {
         s.up.scanner.env_seen(env);
         s.up.scanner.watch_env(s.lookup.is_some(), false);
+        s.up.scanner.set_rewritten(Vec::new());
         return Ok((false, 0));
     }
     let status = s.down.scanner.tx_status().unwrap_or_default();
@@ -299,7 +314,7 @@ pub(super) async fn restore(
     }
     s.up.scanner
         .watch_env(s.lookup.is_some(), !s.mirrors.is_empty());
-    s.up.scanner.set_rewritten(!s.mirrors.is_empty());
+    s.up.scanner.set_rewritten(tables_of(&s.mirrors));
     if restored > 0 {
         tracing::info!(
             restored,

@@ -13,7 +13,7 @@
 use crate::latency::{now_micros, Latency};
 use crate::stats::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Published while nothing of the session is at the server.
 const IDLE: u64 = u64::MAX;
@@ -35,10 +35,12 @@ pub struct Activity {
     timing: Option<(Arc<AtomicUsize>, Arc<Latency>)>,
     /// The database's turn histogram, timed always (SHOW STATS, /metrics).
     traffic: Option<Arc<Traffic>>,
-    /// The session holds statements pgshift prepared with a rollout's new
-    /// column in them: a lock window that renames or drops it does not begin
-    /// while one of its turns from before is at the server.
-    rewritten: AtomicBool,
+    /// The tables (oids) of the statements the session holds that pgshift
+    /// prepared with a rollout's new column in them (0: one is being
+    /// rewritten, its table not known yet): a lock window that renames or drops
+    /// that column does not begin while one of its turns from before is at the
+    /// server.
+    rewritten: Mutex<Vec<u32>>,
 }
 
 impl Default for Activity {
@@ -50,7 +52,7 @@ impl Default for Activity {
             began: AtomicU64::new(0),
             timing: None,
             traffic: None,
-            rewritten: AtomicBool::new(false),
+            rewritten: Mutex::new(Vec::new()),
         }
     }
 }
@@ -155,15 +157,22 @@ impl Activity {
         self.since.load(Ordering::SeqCst) < count
     }
 
-    /// Whether the session holds statements pgshift rewrote (see `rewritten`).
-    pub fn set_rewritten(&self, on: bool) {
-        self.rewritten.store(on, Ordering::SeqCst);
+    /// The tables of the statements the session holds that pgshift rewrote
+    /// (see `rewritten`).
+    pub fn set_rewritten(&self, tables: Vec<u32>) {
+        *self.rewritten.lock().unwrap_or_else(|e| e.into_inner()) = tables;
     }
 
     /// [`Activity::before`], for a session that holds statements pgshift
-    /// rewrote.
-    pub fn rewritten_before(&self, count: u64) -> bool {
-        self.rewritten.load(Ordering::SeqCst) && self.before(count)
+    /// rewrote on table `oid` (or is rewriting one).
+    pub fn rewritten_before(&self, count: u64, oid: u32) -> bool {
+        self.before(count)
+            && self
+                .rewritten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|t| *t == oid || *t == 0)
     }
 }
 

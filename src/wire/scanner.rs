@@ -227,11 +227,12 @@ impl Scanner {
         self.activity = Some(activity);
     }
 
-    /// Whether the session holds statements pgshift rewrote to set a new
-    /// column (a lock window that renames it waits for their turns).
-    pub fn set_rewritten(&self, on: bool) {
+    /// The tables of the statements the session holds that pgshift rewrote
+    /// to set a new column (a lock window that renames it waits for their
+    /// turns); 0 while one is being rewritten.
+    pub fn set_rewritten(&self, tables: Vec<u32>) {
         if let Some(a) = &self.activity {
-            a.set_rewritten(on);
+            a.set_rewritten(tables);
         }
     }
 
