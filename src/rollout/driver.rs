@@ -194,31 +194,35 @@ impl Driver {
     /// anyone, the backfill included (the ALTER itself would not have checked
     /// it, nor a fill's ADD COLUMN).
     async fn explained(&self, r: &Rollout, reason: &str) -> String {
-        let Some(name) = reason
-            .strip_suffix("(23514)")
-            .and_then(|m| m.split("violates check constraint \"").nth(1))
-            .and_then(|m| m.split('"').next())
-        else {
+        if !reason.ends_with("(23514)") {
             return reason.to_string();
-        };
+        }
+        // The server's message names the constraint, in the server's language
+        // and quotes: the table's NOT VALID ones are looked for in it, the
+        // longest name first.
         let not_valid = self
             .client
-            .query_opt(
-                "SELECT pg_catalog.pg_get_expr(conbin, conrelid) FROM pg_catalog.pg_constraint \
-                 WHERE conrelid = $1::text::oid AND conname = $2::text::name AND contype = 'c' AND NOT convalidated",
-                &[&r.table_oid.to_string(), &name],
+            .query(
+                "SELECT conname::text, pg_catalog.pg_get_expr(conbin, conrelid) FROM pg_catalog.pg_constraint \
+                 WHERE conrelid = $1::text::oid AND contype = 'c' AND NOT convalidated \
+                 ORDER BY pg_catalog.length(conname) DESC",
+                &[&r.table_oid.to_string()],
             )
-            .await;
-        match not_valid {
-            Ok(Some(row)) => format!(
+            .await
+            .unwrap_or_default();
+        let found = not_valid
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+            .find(|(name, _)| names(reason, name));
+        match found {
+            Some((name, condition)) => format!(
                 "{reason}: a row of {} breaks the NOT VALID constraint {}, and no UPDATE of such a row succeeds, the backfill's included; \
-                 make those rows satisfy it (UPDATE … WHERE NOT ({})), then ROLLOUT RESUME {id}; or ROLLOUT ROLLBACK {id}",
+                 make those rows satisfy it (UPDATE … WHERE NOT ({condition})), then ROLLOUT RESUME {id}; or ROLLOUT ROLLBACK {id}",
                 r.qualified(),
-                quote(name),
-                row.get::<_, String>(0),
+                quote(&name),
                 id = r.id
             ),
-            _ => reason.to_string(),
+            None => reason.to_string(),
         }
     }
 
@@ -1932,6 +1936,16 @@ pub async fn run(
     }
 }
 
+/// True when `text` has `name` standing alone (not inside a longer name: the
+/// server quotes it, with its language's quotes).
+fn names(text: &str, name: &str) -> bool {
+    let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    !name.is_empty()
+        && text.match_indices(name).any(|(i, _)| {
+            !part(text[..i].chars().next_back()) && !part(text[i + name.len()..].chars().next())
+        })
+}
+
 /// What the driver last saw of the replicas.
 #[derive(Debug, Default)]
 struct Replicas {
@@ -2110,8 +2124,19 @@ pub async fn standby(
 
 #[cfg(test)]
 mod tests {
-    use super::{batch_limits, Pace};
+    use super::{batch_limits, names, Pace};
     use std::time::Duration;
+
+    #[test]
+    fn a_constraint_is_named_standing_alone() {
+        let en = r#"new row for relation "orders" violates check constraint "note_ok" (23514)"#;
+        assert!(names(en, "note_ok"));
+        assert!(!names(en, "note"), "inside a longer name");
+        assert!(!names(en, "ok"));
+        assert!(names("la contrainte « note_ok » (23514)", "note_ok"));
+        assert!(names(r#"constraint "a""b" (23514)"#, r#"a""b"#));
+        assert!(!names(en, ""));
+    }
 
     #[test]
     fn an_operators_batch_size_bounds_the_pace() {
