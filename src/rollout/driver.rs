@@ -586,6 +586,9 @@ impl Driver {
             false => Instant::now() + Duration::from_millis(ddl.retry_deadline_ms / 2),
         };
         let mut pause = Duration::from_millis(ddl.retry_initial_ms.max(10));
+        // The change count of a window that did not begin for such a turn: the
+        // next attempt waits, outside any window, until those turns are over.
+        let mut unsettled: Option<u64> = None;
         let waiting =
             crate::engine::waits::Waiting::new("rollout", &r.qualified(), "ACCESS EXCLUSIVE");
         loop {
@@ -651,6 +654,9 @@ impl Driver {
                         Some(swap) => swap.settle(careful).await,
                         None => true,
                     };
+                    if !settled {
+                        unsettled = swap.as_ref().map(|s| s.count());
+                    }
                     let attempt = match settled {
                         true => self.in_lock(r, lock_ms, body, done, expect).await,
                         // Its sessions go on; the window is tried again.
@@ -677,6 +683,24 @@ impl Driver {
             }
             match attempt {
                 Err(e) if e.retry && Instant::now() + pause < deadline => {
+                    // Each window is announced to every proxy and makes their
+                    // sessions renew their statements: none is opened again
+                    // while the turns that stopped this one are still out.
+                    let (running, database) = match &self.hold {
+                        Some((running, database)) => (Some(running), database.as_str()),
+                        None => (None, ""),
+                    };
+                    if let (Some(count), Some(running)) = (unsettled.take(), running) {
+                        while Instant::now() < careful_until
+                            && running.rewritten_turns_before(database, count, r.table_oid)
+                        {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                                _ = background.stopped() => return Err(ours("pgshift is shutting down")),
+                            }
+                        }
+                        continue;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = background.stopped() => return Err(ours("pgshift is shutting down")),

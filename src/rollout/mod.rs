@@ -131,6 +131,11 @@ pub struct Swap {
 }
 
 impl Swap {
+    /// The change count the window opened at.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// Waits (at most [`SETTLE_MAX`]) until no session of the database has a turn
     /// at the server that started before the window opened: such a turn's Bind
     /// could reach Postgres behind the ALTER and fail after it. With `strict`
@@ -437,6 +442,12 @@ impl Running {
 
     /// True while a session of `database` has a turn at the server that started
     /// before change `count`.
+    /// Whether a session of `database` that holds statements pgshift rewrote
+    /// on table `oid` has a turn from before change `count` out.
+    pub fn rewritten_turns_before(&self, database: &str, count: u64, oid: u32) -> bool {
+        self.turns_before(database, count, Some(oid))
+    }
+
     /// Whether a session of `database` (only those holding statements
     /// pgshift rewrote on table `rewritten`, when given) has a turn from
     /// before change `count` out.
