@@ -675,10 +675,7 @@ async fn a_row_breaking_a_not_valid_check_stops_the_backfill_until_it_is_mended(
     let db = fresh_db("rollout_not_valid");
     let admin = setup(&db).await;
     admin
-        .batch_execute(
-            "INSERT INTO orders (amount, shadow, note) VALUES (5, 5, 'bad');
-             ALTER TABLE orders ADD CONSTRAINT note_ok CHECK (note <> 'bad') NOT VALID;",
-        )
+        .batch_execute(common::rollouts::NOT_VALID_ROW)
         .await
         .unwrap();
     let proxy = proxy();

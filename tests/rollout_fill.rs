@@ -44,6 +44,11 @@ async fn add(conn: &str, sql: &str) -> Option<i64> {
         .and_then(|s| s.parse().ok())
 }
 
+/// A column whose default (volatile) was set after it was added: its rows are
+/// NULL, for the console's ROLLOUT FILL.
+const DEFAULT_SET_LATER: &str = "ALTER TABLE orders ADD COLUMN c1 double precision; \
+     ALTER TABLE orders ALTER COLUMN c1 SET DEFAULT random()";
+
 async fn count(admin: &tokio_postgres::Client, sql: &str) -> i64 {
     admin.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -1029,13 +1034,7 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
 async fn two_consoles_filling_one_column_at_once_start_one_fill() {
     let db = fresh_db("fill_twice");
     let mut admin = setup(&db).await;
-    admin
-        .batch_execute(
-            "ALTER TABLE orders ADD COLUMN c1 double precision; \
-             ALTER TABLE orders ALTER COLUMN c1 SET DEFAULT random()",
-        )
-        .await
-        .unwrap();
+    admin.batch_execute(DEFAULT_SET_LATER).await.unwrap();
     let (one, two) = (common::admin::proxy(), common::admin::proxy());
     let (a, b) = (
         common::admin::console(&one).await,
@@ -1105,13 +1104,7 @@ async fn two_consoles_filling_one_column_at_once_start_one_fill() {
 async fn an_upgrade_over_two_rollouts_of_one_column_leaves_the_index_out() {
     let db = fresh_db("fill_upgrade");
     let admin = setup(&db).await;
-    admin
-        .batch_execute(
-            "ALTER TABLE orders ADD COLUMN c1 double precision; \
-             ALTER TABLE orders ALTER COLUMN c1 SET DEFAULT random()",
-        )
-        .await
-        .unwrap();
+    admin.batch_execute(DEFAULT_SET_LATER).await.unwrap();
     let proxy = common::admin::proxy();
     let console = common::admin::console(&proxy).await;
     let fill = format!("ROLLOUT FILL orders.c1 IN {db}");
@@ -1169,10 +1162,7 @@ async fn a_fill_stops_at_a_row_breaking_a_not_valid_check_until_it_is_mended() {
     let db = fresh_db("fill_not_valid");
     let admin = setup(&db).await;
     admin
-        .batch_execute(
-            "INSERT INTO orders (amount, shadow, note) VALUES (5, 5, 'bad');
-             ALTER TABLE orders ADD CONSTRAINT note_ok CHECK (note <> 'bad') NOT VALID;",
-        )
+        .batch_execute(common::rollouts::NOT_VALID_ROW)
         .await
         .unwrap();
     let proxy = proxy(0);

@@ -270,9 +270,10 @@ async fn libpq_prepared_statements_run_through_the_cutover() {
     let _ = std::fs::remove_file(script);
 }
 
-/// A client program that reads through the cutover until a stop file appears, as
-/// `reads errors wrong [messages]` on its output.
-async fn reader_through_the_cutover(name: &str, command: &[&str]) {
+/// A fresh database `name` whose `orders.amount` rolls out to bigint through a
+/// new proxy, verified and waiting for its cutover: (database, a direct
+/// connection, the proxy, the rollout's id).
+async fn verified(name: &str) -> (String, Client, common::Proxy, i64) {
     let db = fresh_db(name);
     let admin = setup(&db).await;
     let proxy = proxy();
@@ -282,6 +283,13 @@ async fn reader_through_the_cutover(name: &str, command: &[&str]) {
     )
     .await;
     wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    (db, admin, proxy, id)
+}
+
+/// A client program that reads through the cutover until a stop file appears, as
+/// `reads errors wrong [messages]` on its output.
+async fn reader_through_the_cutover(name: &str, command: &[&str]) {
+    let (db, admin, proxy, id) = verified(name).await;
     let stop = std::env::temp_dir().join(format!("pgshift-{db}.stop"));
     let _ = std::fs::remove_file(&stop);
     let _ = std::fs::remove_file(format!("{}.ready", stop.display()));
@@ -401,15 +409,7 @@ async fn a_long_turn_using_a_rewritten_statement_holds_off_the_cutover() {
     use bytes::BytesMut;
     use common::raw::{first_error, Raw};
     use pgshift::wire::backend;
-    let db = fresh_db("prepared_long_turn");
-    let admin = setup(&db).await;
-    let proxy = proxy();
-    let id = start(
-        &proxy.conn_str(&db, "postgres"),
-        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
-    )
-    .await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let (db, admin, proxy, id) = verified("prepared_long_turn").await;
     let (mut raw, _) = Raw::startup(proxy.addr, "postgres", &db).await;
     let mut out = BytesMut::new();
     backend::parse(

@@ -47,19 +47,8 @@ SELECT pg_catalog.to_regclass(
 /// proxy's) is still listed, and the refusal would name a rollout that is over.
 /// When the table cannot be read, the registry is taken at its word.
 async fn live_in_database(cx: &SessionCx<'_>, oid: u32) -> bool {
-    let book = cx.engine.books.get(cx.database);
-    let rt = cx.engine.books.runtime().clone();
-    match book
-        .service_query(
-            cx.settings,
-            &rt,
-            "SELECT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE table_oid = $1::text::oid \
-             AND phase NOT IN ('finished', 'rolled_back'))",
-            &[&oid.to_string()],
-        )
-        .await
-    {
-        Ok(rows) => rows.first().is_none_or(|r| r.get::<_, bool>(0)),
+    match crate::rollout::start::live_rollout(cx, oid, None).await {
+        Ok(live) => live.is_some(),
         Err(e) => {
             tracing::debug!(target: "pgshift::rollout", error = %e, "rollouts not read; the registry stands");
             true

@@ -35,40 +35,43 @@ RETURNING id
 
 /// One rollout under way per column: two proxies (or two consoles) starting
 /// one at the same moment both pass their checks, and the second INSERT finds
-/// the first's row in this index. Rows that already break it (left by such a
-/// race before the index) leave it out; each check of the schema tries again,
-/// so it is built once one of them is over. Nothing is locked while it exists.
-const ONE_PER_COLUMN: &str = "
-DO $pgshift$
-BEGIN
-    IF pg_catalog.to_regclass('pgshift.rollouts_one_per_column') IS NULL
-       AND NOT EXISTS (SELECT 1 FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')
-                        GROUP BY table_oid, column_name HAVING count(*) > 1) THEN
-        CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_per_column ON pgshift.rollouts (table_oid, column_name)
-            WHERE phase NOT IN ('finished', 'rolled_back');
-    END IF;
-END
-$pgshift$;
-";
+/// the first's row in this index.
+const ONE_PER_COLUMN: &str = "CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_per_column \
+     ON pgshift.rollouts (table_oid, column_name) WHERE phase NOT IN ('finished', 'rolled_back')";
 
-/// The rollouts that keep [`ONE_PER_COLUMN`] out: two or more under way on one
-/// column, their ids.
-const TWICE: &str = "
-SELECT pg_catalog.string_agg(ids, '; ') FROM (
-    SELECT pg_catalog.string_agg(id::text, ', ' ORDER BY id) AS ids FROM pgshift.rollouts
-     WHERE phase NOT IN ('finished', 'rolled_back') GROUP BY table_oid, column_name HAVING count(*) > 1) t
- WHERE pg_catalog.to_regclass('pgshift.rollouts_one_per_column') IS NULL";
+/// Whether [`ONE_PER_COLUMN`] exists, and the ids of the rollouts that keep it
+/// out (two or more under way on one column, left by such a race before it).
+const ONE_PER_COLUMN_STATE: &str = "
+SELECT pg_catalog.to_regclass('pgshift.rollouts_one_per_column') IS NOT NULL,
+       (SELECT pg_catalog.string_agg(ids, '; ') FROM (
+            SELECT pg_catalog.string_agg(id::text, ', ' ORDER BY id) AS ids FROM pgshift.rollouts
+             WHERE phase NOT IN ('finished', 'rolled_back') GROUP BY table_oid, column_name HAVING count(*) > 1) t)";
 
-/// Builds [`ONE_PER_COLUMN`] where it is missing; a failure (a lock not
-/// granted in time) or rollouts that keep it out are logged, and the next
-/// check tries again.
+/// Builds [`ONE_PER_COLUMN`] where it is missing, unless rollouts keep it out
+/// (logged: each check of the schema tries again, so it is built once all but
+/// one of them are over). A failure (a lock not granted in time, another proxy
+/// building it too) is logged and tried again at the next check. Where it
+/// exists, one read and nothing locked.
 pub async fn one_per_column(client: &Client, database: &str) {
-    if let Err(e) = batch(client, ONE_PER_COLUMN).await {
-        tracing::warn!(database, reason = %e.reason, "pgshift could not build its index of one rollout per column; it tries again at the next check");
-        return;
-    }
-    if let Ok(Some(ids)) = batch(client, TWICE).await {
-        tracing::warn!(database, rollouts = %ids, "more than one rollout is under way on one column (started together before pgshift kept one per column): roll back all but one; until then two starts of one column are not kept apart");
+    let state = match service::query(client, ONE_PER_COLUMN_STATE, &[]).await {
+        Ok(rows) => rows
+            .first()
+            .map(|r| (r.get::<_, bool>(0), r.get::<_, Option<String>>(1))),
+        Err(e) => {
+            tracing::warn!(database, reason = %e.reason, "pgshift could not read whether it keeps one rollout per column; it looks again at the next check");
+            return;
+        }
+    };
+    match state {
+        Some((true, _)) | None => {}
+        Some((false, Some(ids))) => {
+            tracing::warn!(database, rollouts = %ids, "more than one rollout is under way on one column (started together before pgshift kept one per column): roll back all but one; until then two starts of one column are not kept apart");
+        }
+        Some((false, None)) => {
+            if let Err(e) = batch(client, ONE_PER_COLUMN).await {
+                tracing::warn!(database, reason = %e.reason, "pgshift could not build its index of one rollout per column; it tries again at the next check");
+            }
+        }
     }
 }
 
@@ -157,7 +160,6 @@ ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS kind text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS fill_before text;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS lock_window bigint;
 ALTER TABLE pgshift.rollouts ADD COLUMN IF NOT EXISTS batch_rows bigint;
-{ONE_PER_COLUMN}
 CREATE TABLE IF NOT EXISTS pgshift.proxies (
     proxy text PRIMARY KEY,
     heartbeat timestamptz NOT NULL,

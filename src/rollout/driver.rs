@@ -577,14 +577,17 @@ impl Driver {
         // pgshift rewrote to name it, for half the retry deadline at most:
         // after that it goes ahead as it would without them (a rollback must
         // not wait for a session that never pauses).
-        let careful_until = match r.fill
-            || matches!(
+        let renames_new = !r.fill
+            && !matches!(
                 r.phase,
                 Phase::CutOver | Phase::Finished | Phase::RolledBack
-            ) {
-            true => Instant::now(),
-            false => Instant::now() + Duration::from_millis(ddl.retry_deadline_ms / 2),
-        };
+            );
+        let careful_until = Instant::now()
+            + Duration::from_millis(if renames_new {
+                ddl.retry_deadline_ms / 2
+            } else {
+                0
+            });
         let mut pause = Duration::from_millis(ddl.retry_initial_ms.max(10));
         // The change count of a window that did not begin for such a turn: the
         // next attempt waits, outside any window, until those turns are over.
@@ -686,11 +689,8 @@ impl Driver {
                     // Each window is announced to every proxy and makes their
                     // sessions renew their statements: none is opened again
                     // while the turns that stopped this one are still out.
-                    let (running, database) = match &self.hold {
-                        Some((running, database)) => (Some(running), database.as_str()),
-                        None => (None, ""),
-                    };
-                    if let (Some(count), Some(running)) = (unsettled.take(), running) {
+                    if let (Some(count), Some((running, database))) = (unsettled.take(), &self.hold)
+                    {
                         while Instant::now() < careful_until
                             && running.rewritten_turns_before(database, count, r.table_oid)
                         {

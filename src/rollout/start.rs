@@ -49,21 +49,26 @@ fn service_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// The rollout of `column` of the table `oid` under way, if there is one: its
-/// id and phase.
-async fn live_rollout(cx: &SessionCx<'_>, oid: u32, column: &str) -> Option<(String, String)> {
+/// The rollout under way on the table `oid` (of `column`, when given), as the
+/// table of rollouts says: its id and phase.
+pub async fn live_rollout(
+    cx: &SessionCx<'_>,
+    oid: u32,
+    column: Option<&str>,
+) -> Result<Option<(String, String)>, crate::engine::service::ServiceError> {
     let book = cx.engine.books.get(cx.database);
     let rt = cx.engine.books.runtime().clone();
-    book.service_query(
-        cx.settings,
-        &rt,
-        "SELECT id::text, phase FROM pgshift.rollouts WHERE table_oid = $1::text::oid AND column_name = $2 \
-         AND phase NOT IN ('finished', 'rolled_back') ORDER BY id LIMIT 1",
-        &[&oid.to_string(), &column],
-    )
-    .await
-    .ok()
-    .and_then(|rows| rows.first().map(|r| (r.get(0), r.get(1))))
+    let rows = book
+        .service_query(
+            cx.settings,
+            &rt,
+            "SELECT id::text, phase FROM pgshift.rollouts WHERE table_oid = $1::text::oid \
+             AND ($2::text IS NULL OR column_name = $2) \
+             AND phase NOT IN ('finished', 'rolled_back') ORDER BY id LIMIT 1",
+            &[&oid.to_string(), &column],
+        )
+        .await?;
+    Ok(rows.first().map(|r| (r.get(0), r.get(1))))
 }
 
 /// The refusal of a start while rollout `id` (in `phase`) of the column is
@@ -93,7 +98,7 @@ pub(super) async fn column_taken(
     column: &str,
     qualified: &str,
 ) -> Failure {
-    match live_rollout(cx, oid, column).await {
+    match live_rollout(cx, oid, Some(column)).await.ok().flatten() {
         Some(live) => under_way(live, qualified, column),
         None => refusal(
             "58000",
@@ -525,7 +530,7 @@ pub async fn start<C: Conn>(
     }
     if taken {
         // Made by a rollout of the column another proxy started a moment ago.
-        if let Some(live) = live_rollout(cx, probe.table_oid, &spec.column).await {
+        if let Ok(Some(live)) = live_rollout(cx, probe.table_oid, Some(&spec.column)).await {
             return Err(under_way(live, &qualified, &spec.column));
         }
         return Err(not_yet(format!(

@@ -11,6 +11,11 @@ use tokio_postgres::Client;
 
 pub const ROWS: i64 = 20_000;
 
+/// A row of `orders` (note 'bad') that breaks a NOT VALID CHECK constraint
+/// (`note_ok`): no UPDATE of it succeeds, a backfill's included.
+pub const NOT_VALID_ROW: &str = "INSERT INTO orders (amount, shadow, note) VALUES (5, 5, 'bad');
+     ALTER TABLE orders ADD CONSTRAINT note_ok CHECK (note <> 'bad') NOT VALID;";
+
 /// A proxy for a rollout test: short lock attempts, batches that a 20,000-row
 /// table fills in a few passes, no latency governor (its pace would depend on
 /// how busy the test host is; tests/rollout.rs tests it on its own).
