@@ -332,10 +332,7 @@ where
     pub async fn unless_cancelled<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
         match self.cancel {
             None => Some(work.await),
-            Some((c, seen)) => tokio::select! {
-                r = work => Some(r),
-                _ = c.after(seen) => None,
-            },
+            Some((c, seen)) => c.unless_requested(seen, work).await,
         }
     }
 
@@ -517,15 +514,13 @@ where
     }
 
     async fn pause(&mut self, pause: Duration) -> bool {
+        let sleep = tokio::time::sleep(pause);
         match self.cancel {
             None => {
-                tokio::time::sleep(pause).await;
+                sleep.await;
                 true
             }
-            Some((c, seen)) => tokio::select! {
-                _ = tokio::time::sleep(pause) => true,
-                _ = c.after(seen) => false,
-            },
+            Some((c, seen)) => c.unless_requested(seen, sleep).await.is_some(),
         }
     }
 }

@@ -94,13 +94,13 @@ pub async fn forward(map: &CancelMap, pid: u32, secret: &[u8], timeout: Duration
         debug!(pid, "cancel request with an unknown key");
         return;
     };
-    if !target.signal.request() {
+    let Some(_sending) = target.signal.request() else {
         info!(
             backend_pid = target.backend_pid,
-            "cancel request kept from the backend: it runs pgshift's deferred work"
+            "cancel request kept from the backend: pgshift is waiting, or runs its own work there"
         );
         return;
-    }
+    };
     let packet = cancel_request(target.backend_pid, &target.backend_secret);
     match upstream::connect_plain(&target.addr, timeout).await {
         // Deferred work may have started while the connection was made.

@@ -188,6 +188,9 @@ async fn turn(
     let status = io.status;
     let client_gone = io.client_gone();
     let unread = io.into_unread();
+    // A cancel sent on while the engine ran queries of its own may still be on
+    // its way: it must reach the backend before the client's next statement does.
+    s.signal.arrived().await;
     let outcome = handled.map_err(PumpEnd::ServerIo)?;
     s.down.restore(unread).map_err(PumpEnd::ServerProtocol)?;
     match outcome {
