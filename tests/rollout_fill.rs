@@ -1096,6 +1096,133 @@ async fn two_consoles_filling_one_column_at_once_start_one_fill() {
     assert_eq!(nulls, 0, "c1 left NULL");
 }
 
+/// Two sessions add the same column with a volatile default at the same moment.
+/// Directly, the later ALTER waits for the first and gets 42701 (with IF NOT
+/// EXISTS, a notice and nothing done). Through pgshift the same: the session
+/// whose fill could not be recorded runs its statement as written.
+#[tokio::test]
+async fn two_sessions_adding_one_column_at_once_get_what_postgres_gives() {
+    let db = fresh_db("fill_add_twice");
+    let admin = setup(&db).await;
+    // Two proxies: each has its own service connection, so both INSERTs can
+    // wait on the lock below together.
+    let (one, two) = (proxy(0), proxy(0));
+    let (p, q) = (one.conn_str(&db, "postgres"), two.conn_str(&db, "postgres"));
+    // pgshift's schema exists before the lock, and both proxies know it.
+    for c in [&p, &q] {
+        connect(c)
+            .await
+            .batch_execute("CREATE INDEX IF NOT EXISTS orders_note ON orders (note)")
+            .await
+            .unwrap();
+    }
+    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'";
+    for _ in 0..100 {
+        if count(&admin, schema).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for if_not_exists in [false, true] {
+        let column = if if_not_exists { "drawn2" } else { "drawn" };
+        let add = format!(
+            "ALTER TABLE orders ADD COLUMN {} {column} double precision DEFAULT random()",
+            if if_not_exists { "IF NOT EXISTS" } else { "" }
+        );
+        let (a, b) = (connect(&p).await, connect(&q).await);
+        let mut admin_tx = connect(&direct(&db)).await;
+        let held = admin_tx.transaction().await.unwrap();
+        held.batch_execute("LOCK TABLE pgshift.rollouts IN SHARE MODE")
+            .await
+            .unwrap();
+        let both = async { tokio::join!(a.simple_query(&add), b.simple_query(&add)) };
+        let release = async {
+            let waiting = "SELECT count(*) FROM pg_locks \
+                           WHERE relation = 'pgshift.rollouts'::regclass AND NOT granted";
+            let mut seen = 0;
+            for _ in 0..150 {
+                let probe = connect(&direct(&db)).await;
+                seen = count(&probe, waiting).await;
+                if seen == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            held.commit().await.unwrap();
+            seen
+        };
+        let ((x, y), seen) = tokio::join!(both, release);
+        // IF NOT EXISTS is filled in-band (its column may have been there):
+        // nothing waits on the INSERT.
+        let expected = if if_not_exists { 0 } else { 2 };
+        assert_eq!(seen, expected, "the starts' INSERTs waiting together");
+        let failed: Vec<_> = [&x, &y]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect();
+        if if_not_exists {
+            assert!(failed.is_empty(), "{x:?} {y:?}");
+        } else {
+            assert_eq!(failed.len(), 1, "{x:?} {y:?}");
+            let code = failed[0].as_db_error().map(|e| e.code().code().to_string());
+            assert_eq!(code.as_deref(), Some("42701"), "{:?}", failed[0]);
+        }
+        // Whichever got there first filled the column: a fill that ends, or the
+        // engine's in-band one (then the other fill's start failed and was
+        // rolled back).
+        let live =
+            "SELECT count(*) FROM pgshift.rollouts WHERE phase NOT IN ('finished', 'rolled_back')";
+        for _ in 0..600 {
+            if count(&admin, live).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(count(&admin, live).await, 0, "a fill still under way");
+        let nulls = count(
+            &admin,
+            &format!("SELECT count(*) FROM orders WHERE {column} IS NULL"),
+        )
+        .await;
+        assert_eq!(nulls, 0, "{column} left NULL");
+        let columns = count(
+            &admin,
+            &format!("SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = '{column}'"),
+        )
+        .await;
+        assert_eq!(columns, 1);
+    }
+    // Directly, IF NOT EXISTS on a column that is there does nothing: no new
+    // default, no fill of a NULL written on purpose.
+    let c = connect(&p).await;
+    c.batch_execute("ALTER TABLE orders ALTER COLUMN drawn2 SET DEFAULT 2; UPDATE orders SET drawn2 = NULL WHERE id = 1")
+        .await
+        .unwrap();
+    let before = count(&admin, "SELECT count(*) FROM orders WHERE drawn2 IS NULL").await;
+    let (noted, notices) = connect_noting(&p).await;
+    noted
+        .batch_execute(
+            "ALTER TABLE orders ADD COLUMN IF NOT EXISTS drawn2 double precision DEFAULT random()",
+        )
+        .await
+        .unwrap();
+    let notices = notices.lock().unwrap().clone();
+    let skipping = "column \"drawn2\" of relation \"orders\" already exists, skipping";
+    assert!(notices.iter().any(|n| n.contains(skipping)), "{notices:?}");
+    let after = count(&admin, "SELECT count(*) FROM orders WHERE drawn2 IS NULL").await;
+    assert_eq!(
+        (before, after),
+        (1, 1),
+        "a NULL written on purpose was filled"
+    );
+    let default = admin
+        .query_one("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'drawn2')", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(default, "2", "the default was changed");
+}
+
 /// The upgrade to the schema that lets one rollout of a column be under way
 /// meets two (left by such a race before it): the schema is still taken, the
 /// index is left out, and the next check of the schema once one of them is

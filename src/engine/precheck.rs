@@ -8,6 +8,9 @@
 //! expressions and predicate (resolved by a query that reads no row), the name.
 //! What only the build can find (a duplicate under a UNIQUE index, a function not
 //! marked IMMUTABLE) still fails later, recorded on the deferred row.
+//!
+//! `ADD COLUMN IF NOT EXISTS` with a fill asks whether the column is there: then
+//! Postgres would do nothing, and pgshift must not set its default or fill it.
 
 use super::conn::Conn;
 use super::steps::Failure;
@@ -35,15 +38,18 @@ SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
           -- An INVALID index of this table is a failed build's leftover, which the
           -- build drops before it retries: not a taken name.
           AND NOT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indexrelid OPERATOR(pg_catalog.=) i.oid
-                          AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text
+                          AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text,
+  EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) r.oid
+          AND a.attname OPERATOR(pg_catalog.=) $4 AND NOT a.attisdropped)::pg_catalog.text
 FROM r";
 
 /// `original` is the client's statement, where the probe's error position is moved.
 pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<Verdict, Failure> {
     let columns = super::unnamed::array_literal(&p.columns);
     let name = p.index.as_deref().unwrap_or("");
+    let new_column = p.new_column.as_deref().unwrap_or("");
     let reply = conn
-        .query_params(COLUMNS, &[&p.table, &columns, name])
+        .query_params(COLUMNS, &[&p.table, &columns, name, new_column])
         .await?;
     if reply.error.is_some() || reply.rows.is_empty() {
         // The table is gone: the build will say so.
@@ -71,6 +77,17 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<
         if let Some(e) = probed.error {
             return Err(Failure::Server(e.mapped(probe, original)));
         }
+    }
+    if let (Some(column), true) = (&p.new_column, reply.cell(4) == "true") {
+        // Only IF NOT EXISTS asks: without it, the ADD COLUMN says so itself.
+        return Ok(Verdict::Skip(PgError {
+            severity: Severity::Notice,
+            code: "42701",
+            ..PgError::notice(format!(
+                "column \"{column}\" of relation \"{}\" already exists, skipping",
+                reply.cell(0)
+            ))
+        }));
     }
     if reply.cell(3) == "true" {
         if p.if_not_exists {

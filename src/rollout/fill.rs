@@ -432,6 +432,16 @@ pub async fn start<C: Conn>(
         .await
         .map_err(|e| refusal("58000", format!("pgshift could not record the rollout: {e}"), e.hint()))?;
     let Some(id) = inserted.first().map(|r| r.get::<_, i64>(0)) else {
+        if !spec.exists {
+            // Another session adds the same column at this moment. Directly,
+            // the later ALTER waits for the first and gets 42701 (IF NOT EXISTS:
+            // a notice): the engine runs this one as written, and Postgres
+            // says which.
+            return unfit(format!(
+                "another session's fill of {qualified}.{} began first",
+                quote(column)
+            ));
+        }
         return Err(super::start::column_taken(cx, oid, column, &qualified).await);
     };
     let recorded = |e: String| {

@@ -297,6 +297,9 @@ pub struct Precheck {
     pub index: Option<String>,
     /// IF NOT EXISTS: a taken name is a NOTICE and nothing done, not an error.
     pub if_not_exists: bool,
+    /// `ADD COLUMN IF NOT EXISTS`: the column's name. When it is there, nothing
+    /// is done (no default set, no fill), as Postgres does nothing.
+    pub new_column: Option<String>,
     /// A missing column is reported with its table, as ALTER TABLE reports it
     /// (`column "c" of relation "t" does not exist`), not as CREATE INDEX does.
     pub column_of_relation: bool,

@@ -19,7 +19,7 @@ use super::alter_table::{self, One};
 use super::{add_check, add_unique, backfill, deparse_expr, expr, set_not_null, Rule};
 use crate::sql::ident;
 use crate::sql::naming::{self, ConstraintNaming};
-use crate::sql::plan::{Finding, Lock, OnlineFill, Plan, Policy, Step, StepKind};
+use crate::sql::plan::{Finding, Lock, OnlineFill, Plan, Policy, Precheck, Step, StepKind};
 use pg_query::protobuf::{AlterTableType, ColumnDef, ConstrType, Constraint, Node, TypeName};
 use pg_query::NodeEnum;
 
@@ -206,8 +206,16 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         } else {
             std::iter::once(table.clone()).chain(referenced).collect()
         },
+        precheck: (backfill && one.cmd.missing_ok).then(|| Precheck {
+            table: table.clone(),
+            columns: Vec::new(),
+            probe: None,
+            index: None,
+            if_not_exists: true,
+            column_of_relation: true,
+            new_column: Some(def.colname.clone()),
+        }),
         table: Some(table),
-        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

@@ -97,6 +97,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             index: None,
             if_not_exists: false,
             column_of_relation: true,
+            new_column: None,
         }),
         default_policy: Policy::Rewrite,
     })
