@@ -206,7 +206,9 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         } else {
             std::iter::once(table.clone()).chain(referenced).collect()
         },
-        precheck: (backfill && one.cmd.missing_ok).then(|| Precheck {
+        // IF NOT EXISTS on a column that is there: Postgres does nothing, and
+        // neither may the steps (a default, a fill, a constraint).
+        precheck: one.cmd.missing_ok.then(|| Precheck {
             table: table.clone(),
             columns: Vec::new(),
             probe: None,
