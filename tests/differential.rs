@@ -95,15 +95,15 @@ fn first_difference(a: &str, b: &str) -> String {
 }
 
 fn differential(name: &str) {
-    compare(name, proxy());
+    compare(name, proxy(), "small tables as written");
 }
 
 fn differential_any_size(name: &str) {
-    compare(name, proxy());
-    compare(name, proxy_judging_all_large());
+    compare(name, proxy(), "small tables as written");
+    compare(name, proxy_judging_all_large(), "every table judged large");
 }
 
-fn compare(name: &str, proxy: &Proxy) {
+fn compare(name: &str, proxy: &Proxy, sizes: &str) {
     let stem = name.trim_end_matches(".sql");
     let direct_db = fresh_db(&format!("d_{stem}"));
     let proxied_db = fresh_db(&format!("p_{stem}"));
@@ -119,7 +119,7 @@ fn compare(name: &str, proxy: &Proxy) {
     let proxied = run_psql(name, proxy.port(), &proxied_db);
     assert!(
         direct == proxied,
-        "{name}: output differs\n{}\n--- directly ---\n{direct}\n--- through pgshift ---\n{proxied}",
+        "{name} ({sizes}): output differs\n{}\n--- directly ---\n{direct}\n--- through pgshift ---\n{proxied}",
         first_difference(&direct, &proxied)
     );
     // A fill pgshift runs in the background (ADD COLUMN … DEFAULT <volatile>)
@@ -128,7 +128,7 @@ fn compare(name: &str, proxy: &Proxy) {
     let (a, b) = (schema(&direct_db), schema(&proxied_db));
     assert!(
         a == b,
-        "{name}: schema differs\n{}",
+        "{name} ({sizes}): schema differs\n{}",
         first_difference(&a, &b)
     );
 }
@@ -173,6 +173,8 @@ scripts!(differential_any_size:
     add_column_references,
     add_column_volatile_default,
     add_foreign_key,
+    alter_multi_subcommand_atomicity,
+    alter_multi_subcommand_order,
     check_and_set_not_null,
     comment_on_new_index,
     create_index_if_not_exists,

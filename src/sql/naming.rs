@@ -117,6 +117,7 @@ pub fn give_name(steps: &mut [Step], i: usize, name: &str) {
     if let StepKind::ConcurrentIndex { index, naming, .. } = &mut step.kind {
         if let Some(n) = naming.take() {
             step.sql = step.sql.replacen(PLACEHOLDER, &quoted, 1);
+            step.undo = step.undo.take().map(|u| u.replace(PLACEHOLDER, &quoted));
             *index = ident::qualified(&n.schema, name);
             for s in later {
                 s.sql = s.sql.replace(PLACEHOLDER, &quoted);

@@ -106,7 +106,10 @@ pub(super) fn steps(
             index: ident::sibling(rel, &name),
             table: ident::relation(rel),
             naming,
-        }),
+        })
+        // A later step failing (this statement's, or another subcommand's)
+        // leaves no index behind, as the failed statement leaves none directly.
+        .undone_by(format!("DROP INDEX {}", ident::sibling(rel, &name))),
         Step::quick(add_constraint(stmt, using), Lock::AccessExclusive),
     ])
 }
