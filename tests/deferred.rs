@@ -377,3 +377,45 @@ async fn a_database_with_deferred_work_can_be_dropped_at_once() {
             .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
     }
 }
+
+/// A RENAME in a table this transaction deferred steps on is refused: the steps
+/// name the table, its columns and constraints as they were, and after COMMIT
+/// would fail (SET NOT NULL on a column no longer there) or miss. Directly the
+/// statements all run inside the transaction. A rename elsewhere goes through.
+#[tokio::test]
+async fn a_rename_under_deferred_steps_is_refused() {
+    let db = fresh_db("renamedeferred");
+    let admin = connect(&direct(&db)).await;
+    admin
+        .batch_execute(&format!("{SETUP}; CREATE TABLE other (x int)"))
+        .await
+        .unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute(
+            "BEGIN; ALTER TABLE t ALTER COLUMN c SET NOT NULL; ALTER TABLE other RENAME COLUMN x TO y",
+        )
+        .await
+        .unwrap();
+    for rename in [
+        "ALTER TABLE t RENAME COLUMN c TO c2",
+        "ALTER TABLE t RENAME TO t2",
+        "ALTER TABLE public.t RENAME CONSTRAINT t_c_not_null TO z",
+    ] {
+        client.batch_execute("SAVEPOINT s").await.unwrap();
+        let e = client.batch_execute(rename).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{rename}: {e:?}");
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT s")
+            .await
+            .unwrap();
+    }
+    client.batch_execute("COMMIT").await.unwrap();
+    // The next statement waits for the deferred steps.
+    client.batch_execute("SELECT 1").await.unwrap();
+    let state = "SELECT (SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'c') \
+                 || ' ' || (SELECT count(*) FROM pg_constraint WHERE conrelid = 't'::regclass) \
+                 || ' ' || (SELECT count(*) FROM pg_attribute WHERE attrelid = 'other'::regclass AND attname = 'y')";
+    assert_eq!(one_value(&admin, state).await, "true 0 1");
+}

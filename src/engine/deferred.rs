@@ -101,6 +101,17 @@ impl Pending {
             })
     }
 
+    /// The tables the deferred steps work on (as SQL), each once.
+    pub fn tables(&self) -> Vec<String> {
+        let mut tables: Vec<String> = Vec::new();
+        for t in self.items.iter().filter_map(|d| d.table.clone()) {
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        tables
+    }
+
     pub fn take(&mut self) -> Vec<Deferral> {
         self.bytes = 0;
         std::mem::take(&mut self.items)

@@ -294,6 +294,18 @@ where
     }
     let mut failed = false;
     for (stmt, action) in analysis.statements.iter().zip(&actions) {
+        let renamed = match (&stmt.renames_in, pending.is_empty()) {
+            (Some(table), false) => renames_deferred(io, pending, table).await?,
+            _ => None,
+        };
+        let refused;
+        let action = match renamed {
+            Some(refusal) => {
+                refused = Action::Refuse(refusal);
+                &refused
+            }
+            None => action,
+        };
         let result = match action {
             Action::Pass if io.status != TxStatus::Idle && follows(stmt, pending) => {
                 follow(io, cx, pending, stmt).await
@@ -636,6 +648,51 @@ where
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
     Ok(())
+}
+
+/// The refusal of a RENAME in `table` (of it, a column or a constraint) while
+/// steps this transaction deferred work on that table: they name what it
+/// renames, and would fail, or miss, after COMMIT.
+async fn renames_deferred<C, S>(
+    io: &mut InBand<'_, C, S>,
+    pending: &Pending,
+    table: &crate::sql::analysis::TableRef,
+) -> io::Result<Option<PgError>>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let tables = pending.tables();
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let renamed = match &table.schema {
+        Some(schema) => crate::sql::ident::qualified(schema, &table.name),
+        None => crate::sql::ident::quote(&table.name),
+    };
+    let list = super::unnamed::array_literal(&tables);
+    let reply = io
+        .query_params(
+            "SELECT t FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t \
+             WHERE pg_catalog.to_regclass(t) OPERATOR(pg_catalog.=) pg_catalog.to_regclass($2) LIMIT 1",
+            &[&list, &renamed],
+        )
+        .await?;
+    if reply.error.is_some() || reply.rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        PgError::error(
+            "0A000",
+            format!(
+                "pgshift cannot rename in {} here: this transaction deferred steps on it to after COMMIT, and they name it as it is now",
+                reply.cell(0)
+            ),
+        )
+        .with_hint(
+            "Rename in a transaction of its own after this one commits (e.g. the next migration), or run the deferred statement outside a transaction block.",
+        ),
+    ))
 }
 
 /// True when `stmt` names an index whose build this transaction deferred: it

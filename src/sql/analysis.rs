@@ -55,6 +55,9 @@ pub struct Statement {
     /// An INSERT … VALUES or UPDATE whose values a rollout's mirror can repeat
     /// (offsets in the analysed text).
     pub write: Option<super::writes::Write>,
+    /// The table whose name, or a column or constraint of which, a RENAME
+    /// changes.
+    pub renames_in: Option<TableRef>,
 }
 
 /// A table as a statement names it.
@@ -168,6 +171,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
                 1 => super::writes::of(node, sql),
                 _ => None,
             },
+            renames_in: renames_in(node),
         });
     }
     Ok(Analysis { statements })
@@ -225,6 +229,23 @@ fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
         }
         _ => None,
     }
+}
+
+fn renames_in(node: &NodeEnum) -> Option<TableRef> {
+    let NodeEnum::RenameStmt(r) = node else {
+        return None;
+    };
+    use pg_query::protobuf::ObjectType;
+    let kinds = [
+        ObjectType::ObjectTable,
+        ObjectType::ObjectColumn,
+        ObjectType::ObjectTabconstraint,
+    ];
+    kinds
+        .iter()
+        .any(|k| r.rename_type == *k as i32)
+        .then(|| r.relation.as_ref().map(TableRef::of))
+        .flatten()
 }
 
 fn copy_target(node: &NodeEnum, sql: &str) -> Option<CopyTarget> {
