@@ -101,12 +101,22 @@ impl Pending {
             })
     }
 
-    /// The tables the deferred steps work on (as SQL), each once.
-    pub fn tables(&self) -> Vec<String> {
+    /// The tables (as SQL, each once) of deferrals with a step that names `name`
+    /// (any name when `None`).
+    pub fn tables_naming(&self, name: Option<&str>) -> Vec<String> {
+        let name = name.map(str::to_lowercase);
         let mut tables: Vec<String> = Vec::new();
-        for t in self.items.iter().filter_map(|d| d.table.clone()) {
-            if !tables.contains(&t) {
-                tables.push(t);
+        for d in &self.items {
+            let Some(table) = &d.table else {
+                continue;
+            };
+            let named = name.as_deref().is_none_or(|n| {
+                d.steps
+                    .iter()
+                    .any(|s| crate::sql::mentions::mentions(&s.sql.to_lowercase(), n))
+            });
+            if named && !tables.contains(table) {
+                tables.push(table.clone());
             }
         }
         tables

@@ -294,8 +294,10 @@ where
     }
     let mut failed = false;
     for (stmt, action) in analysis.statements.iter().zip(&actions) {
-        let renamed = match (&stmt.renames_in, pending.is_empty()) {
-            (Some(table), false) => renames_deferred(io, pending, table).await?,
+        let renamed = match (&stmt.renames, pending.is_empty()) {
+            (Some((table, name)), false) => {
+                renames_deferred(io, pending, table, name.as_deref()).await?
+            }
             _ => None,
         };
         let refused;
@@ -650,19 +652,20 @@ where
     Ok(())
 }
 
-/// The refusal of a RENAME in `table` (of it, a column or a constraint) while
-/// steps this transaction deferred work on that table: they name what it
-/// renames, and would fail, or miss, after COMMIT.
+/// The refusal of a RENAME of `table`, or of column or constraint `name` in it,
+/// while steps this transaction deferred work on that table and name what it
+/// renames: they would fail, or miss, after COMMIT.
 async fn renames_deferred<C, S>(
     io: &mut InBand<'_, C, S>,
     pending: &Pending,
     table: &crate::sql::analysis::TableRef,
+    name: Option<&str>,
 ) -> io::Result<Option<PgError>>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let tables = pending.tables();
+    let tables = pending.tables_naming(name);
     if tables.is_empty() {
         return Ok(None);
     }

@@ -8,6 +8,7 @@
 use super::statements::Window;
 use super::Established;
 use crate::context::Shared;
+use crate::sql::mentions::mentions;
 use crate::wire::backend::{self, TxStatus};
 use crate::wire::frame::HEADER_LEN;
 use bytes::BytesMut;
@@ -95,29 +96,9 @@ fn held_text(held: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&text[..end]).to_lowercase())
 }
 
-/// True when `table` (lower case) stands in `text` as a whole name: `items`
-/// is not in `line_items`, `log` not in `pg_catalog`.
-fn mentions(text: &str, table: &str) -> bool {
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    text.match_indices(table).any(|(at, _)| {
-        !word(text[..at].chars().next_back()) && !word(text[at + table.len()..].chars().next())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_name_counts_only_whole() {
-        assert!(mentions("select * from orders", "orders"));
-        assert!(mentions("select * from public.\"orders\" o", "orders"));
-        assert!(mentions("update orders set", "orders"));
-        assert!(!mentions("select * from line_items", "items"));
-        assert!(!mentions("select * from pg_catalog.pg_class", "log"));
-        assert!(!mentions("select * from orders2", "orders"));
-        assert!(mentions("select 1; select * from items", "items"));
-    }
 
     #[test]
     fn the_text_of_a_query_or_a_parse() {

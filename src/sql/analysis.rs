@@ -55,9 +55,9 @@ pub struct Statement {
     /// An INSERT … VALUES or UPDATE whose values a rollout's mirror can repeat
     /// (offsets in the analysed text).
     pub write: Option<super::writes::Write>,
-    /// The table whose name, or a column or constraint of which, a RENAME
-    /// changes.
-    pub renames_in: Option<TableRef>,
+    /// What a RENAME changes: in a table, the name of a column or constraint
+    /// (`Some`), or of the table itself (`None`).
+    pub renames: Option<(TableRef, Option<String>)>,
 }
 
 /// A table as a statement names it.
@@ -171,7 +171,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, ParseError> {
                 1 => super::writes::of(node, sql),
                 _ => None,
             },
-            renames_in: renames_in(node),
+            renames: renames(node),
         });
     }
     Ok(Analysis { statements })
@@ -231,21 +231,19 @@ fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
     }
 }
 
-fn renames_in(node: &NodeEnum) -> Option<TableRef> {
+fn renames(node: &NodeEnum) -> Option<(TableRef, Option<String>)> {
+    use pg_query::protobuf::ObjectType;
     let NodeEnum::RenameStmt(r) = node else {
         return None;
     };
-    use pg_query::protobuf::ObjectType;
-    let kinds = [
-        ObjectType::ObjectTable,
-        ObjectType::ObjectColumn,
-        ObjectType::ObjectTabconstraint,
-    ];
-    kinds
-        .iter()
-        .any(|k| r.rename_type == *k as i32)
-        .then(|| r.relation.as_ref().map(TableRef::of))
-        .flatten()
+    let table = TableRef::of(r.relation.as_ref()?);
+    match ObjectType::try_from(r.rename_type) {
+        Ok(ObjectType::ObjectTable) => Some((table, None)),
+        Ok(ObjectType::ObjectColumn | ObjectType::ObjectTabconstraint) => {
+            Some((table, Some(r.subname.clone())))
+        }
+        _ => None,
+    }
 }
 
 fn copy_target(node: &NodeEnum, sql: &str) -> Option<CopyTarget> {

@@ -16,6 +16,15 @@ pub struct IndexUse {
     pub indexes: Vec<String>,
 }
 
+/// True when `name` (lower case) stands in `text` as a whole name: `items`
+/// is not in `line_items`, `log` not in `pg_catalog`.
+pub fn mentions(text: &str, name: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    text.match_indices(name).any(|(at, _)| {
+        !word(text[..at].chars().next_back()) && !word(text[at + name.len()..].chars().next())
+    })
+}
+
 pub fn index_use(node: &NodeEnum) -> Option<IndexUse> {
     let index = ObjectType::ObjectIndex as i32;
     let one = |tag: &'static str, name: String| {
@@ -92,6 +101,17 @@ pub fn same_index(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_counts_only_whole() {
+        assert!(mentions("select * from orders", "orders"));
+        assert!(mentions("select * from public.\"orders\" o", "orders"));
+        assert!(mentions("update orders set", "orders"));
+        assert!(!mentions("select * from line_items", "items"));
+        assert!(!mentions("select * from pg_catalog.pg_class", "log"));
+        assert!(!mentions("select * from orders2", "orders"));
+        assert!(mentions("select 1; select * from items", "items"));
+    }
     use crate::sql::rules::parse_one;
 
     fn uses(sql: &str) -> Option<(&'static str, Vec<String>)> {
