@@ -422,3 +422,41 @@ async fn a_rename_under_deferred_steps_is_refused() {
                  || ' ' || (SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'f')";
     assert_eq!(one_value(&admin, state).await, "true 0 1 1");
 }
+
+/// A FOREIGN KEY to a key the same transaction added follows that key's build
+/// after COMMIT (before the build Postgres finds no key to reference: the
+/// migration failed with 42704). Directly all of it runs in the transaction.
+#[tokio::test]
+async fn a_foreign_key_to_a_key_added_in_the_transaction_follows_its_build() {
+    let db = fresh_db("fkfollows");
+    let admin = connect(&direct(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE accounts (id int, code text); \
+             INSERT INTO accounts SELECT g, 'c' || g FROM generate_series(1, 100) g; \
+             CREATE TABLE orders (id int, account_id int, code text); \
+             INSERT INTO orders SELECT g, 1 + g % 100, 'c' || (1 + g % 100) FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, "postgres")).await;
+    client
+        .batch_execute(
+            "BEGIN; ALTER TABLE accounts ADD PRIMARY KEY (id); \
+             ALTER TABLE public.accounts ADD CONSTRAINT accounts_code_key UNIQUE (code); \
+             ALTER TABLE orders ADD FOREIGN KEY (account_id) REFERENCES accounts; \
+             ALTER TABLE orders ADD CONSTRAINT orders_code_fk FOREIGN KEY (code) REFERENCES accounts (code); \
+             COMMIT",
+        )
+        .await
+        .unwrap();
+    // The next statement waits for the deferred steps.
+    client.batch_execute("SELECT 1").await.unwrap();
+    let constraints = "SELECT string_agg(conname || ':' || contype::text || ':' || convalidated, ' ' ORDER BY conname) \
+                       FROM pg_constraint WHERE conrelid IN ('accounts'::regclass, 'orders'::regclass)";
+    assert_eq!(
+        one_value(&admin, constraints).await,
+        "accounts_code_key:u:true accounts_pkey:p:true orders_account_id_fkey:f:true orders_code_fk:f:true"
+    );
+}

@@ -101,6 +101,20 @@ impl Pending {
             })
     }
 
+    /// The tables (as SQL) of the unique indexes the deferred steps build.
+    pub fn unique_builds_on(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .flat_map(|d| &d.steps)
+            .filter_map(|s| match &s.kind {
+                StepKind::ConcurrentIndex { table, .. } if s.sql.starts_with("CREATE UNIQUE") => {
+                    Some(table.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The tables (as SQL, each once) of deferrals with a step that names `name`
     /// (any name when `None`).
     pub fn tables_naming(&self, name: Option<&str>) -> Vec<String> {

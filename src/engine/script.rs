@@ -567,13 +567,16 @@ where
     }
     let in_tx = io.status != TxStatus::Idle;
     let n = plan.steps.len();
-    let split = if in_tx {
+    let split = if !in_tx {
+        n
+    } else if references_deferred_key(io, pending, finding).await? {
+        // The key it references is built after COMMIT: so is all of it.
+        0
+    } else {
         plan.steps
             .iter()
             .position(|s| s.placement != Placement::Anywhere)
             .unwrap_or(n)
-    } else {
-        n
     };
     let mode = Mode::of(io.status);
     let mut reports: Vec<StepReport> = Vec::new();
@@ -650,6 +653,36 @@ where
     backend::command_complete(&mut out, finding.tag);
     io.send_client(&out);
     Ok(())
+}
+
+/// True when `finding` adds a FOREIGN KEY to a table whose unique index this
+/// transaction deferred (its key, added just before): Postgres finds no key to
+/// reference until that build is done, so the foreign key follows it.
+async fn references_deferred_key<C, S>(
+    io: &mut InBand<'_, C, S>,
+    pending: &Pending,
+    finding: &Finding,
+) -> io::Result<bool>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let keyed = pending.unique_builds_on();
+    let referenced = finding.relations.get(1..).unwrap_or_default();
+    if finding.rule != "add-foreign-key" || keyed.is_empty() || referenced.is_empty() {
+        return Ok(false);
+    }
+    let reply = io
+        .query_params(
+            "SELECT 1 FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k, pg_catalog.unnest($2::pg_catalog.text[]) AS r \
+             WHERE pg_catalog.to_regclass(k) OPERATOR(pg_catalog.=) pg_catalog.to_regclass(r) LIMIT 1",
+            &[
+                &super::unnamed::array_literal(&keyed),
+                &super::unnamed::array_literal(referenced),
+            ],
+        )
+        .await?;
+    Ok(reply.error.is_none() && !reply.rows.is_empty())
 }
 
 /// The refusal of a RENAME of `table`, or of column or constraint `name` in it,
