@@ -178,6 +178,7 @@ scripts!(differential_any_size:
     check_and_set_not_null,
     comment_on_new_index,
     create_index_if_not_exists,
+    deferrable_unique,
     django_initial,
     drop_cascade,
     drop_if_exists,

@@ -42,13 +42,14 @@ pub(super) fn applies(con: &Constraint) -> bool {
 }
 
 /// The concurrent index build and the USING INDEX that turns it into `con`, for
-/// `columns` of `stmt`'s table; none for a deferrable constraint.
+/// `columns` of `stmt`'s table. A DEFERRABLE constraint is made DEFERRABLE by
+/// the USING INDEX (the index's checks are deferred from then on).
 pub(super) fn steps(
     stmt: &AlterTableStmt,
     con: &Constraint,
     columns: &[&str],
 ) -> Option<Vec<Step>> {
-    if con.deferrable || con.initdeferred || con.where_clause.is_some() || columns.is_empty() {
+    if con.where_clause.is_some() || columns.is_empty() {
         return None;
     }
     let rel = stmt.relation.as_ref()?;
@@ -93,6 +94,8 @@ pub(super) fn steps(
         contype: con.contype,
         conname: name.clone(),
         indexname: name.clone(),
+        deferrable: con.deferrable,
+        initdeferred: con.initdeferred,
         location: -1,
         ..Default::default()
     };
@@ -137,7 +140,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let steps = steps(one.stmt, con, &columns);
     let primary = con.contype == ConstrType::ConstrPrimary as i32;
     let hint = match (&steps, primary) {
-        (None, _) => "Deferrable constraints cannot be built concurrently: build a unique index CONCURRENTLY and enforce it without DEFERRABLE, or accept the lock on a small table.".into(),
+        (None, _) => "pgshift has no safe form for this key: build a unique index CONCURRENTLY and attach it with ADD CONSTRAINT … USING INDEX, or accept the lock on a small table.".into(),
         (Some(_), true) => "CREATE UNIQUE INDEX CONCURRENTLY, then ADD PRIMARY KEY USING INDEX; SET NOT NULL on the key columns first (see set-not-null), or USING INDEX scans for NULLs under ACCESS EXCLUSIVE.".into(),
         (Some(_), false) => "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … UNIQUE USING INDEX.".to_string(),
     };
@@ -242,9 +245,17 @@ mod tests {
     }
 
     #[test]
-    fn deferrable_constraints_have_no_rewrite() {
-        let f = review_sql("ALTER TABLE t ADD UNIQUE (a) DEFERRABLE INITIALLY DEFERRED").unwrap();
-        assert!(f.rewrite.is_none());
+    fn a_deferrable_key_is_made_deferrable_by_its_using_index() {
+        let f =
+            review_sql("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a) DEFERRABLE INITIALLY DEFERRED")
+                .unwrap();
+        assert_eq!(
+            step_sql(&f),
+            [
+                "CREATE UNIQUE INDEX CONCURRENTLY u ON t USING btree (a)",
+                "ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX u DEFERRABLE INITIALLY DEFERRED",
+            ]
+        );
     }
 
     #[test]

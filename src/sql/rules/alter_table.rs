@@ -659,8 +659,9 @@ mod tests {
 
     #[test]
     fn a_subcommand_without_a_plan_leaves_no_plan() {
-        let f = review_sql("ALTER TABLE t ADD COLUMN a int, ADD UNIQUE (b) DEFERRABLE").unwrap();
-        assert_eq!(f.rule, "add-unique");
+        let f = review_sql("ALTER TABLE t ADD COLUMN a int, ADD EXCLUDE USING gist (b WITH &&)")
+            .unwrap();
+        assert_eq!(f.rule, "add-exclusion");
         assert!(f.rewrite.is_none());
     }
 
