@@ -168,6 +168,7 @@ macro_rules! scripts {
 // alone) change nothing a client sees.
 scripts!(differential_any_size:
     add_column_check,
+    add_column_fill_triggers,
     add_column_if_not_exists,
     add_column_not_null,
     add_column_references,

@@ -20,6 +20,9 @@ pub(super) struct Fill {
     /// Pages in the next batch: shrunk when a batch holds its row locks longer
     /// than half the stall budget, grown back when it is quick.
     per_batch: u64,
+    /// The batches run with `session_replication_role = replica`, so that the
+    /// table's UPDATE triggers and rules stay quiet (read once at the start).
+    quiet: Option<bool>,
 }
 
 impl Fill {
@@ -52,6 +55,51 @@ pub(super) async fn backfill<C: Conn>(
     cx: &StepContext<'_>,
     fill: &mut Fill,
 ) -> io::Result<Result<(), ServerError>> {
+    match fill_rows(conn, step, cx, fill).await? {
+        Err(e) if e.code == "23514" => Ok(Err(not_valid_check(conn, step, e).await?)),
+        done => Ok(done),
+    }
+}
+
+/// A batch stopped by a CHECK constraint: when it is NOT VALID, old rows break
+/// it, which Postgres' rewrite would not have checked; the fill's UPDATEs do.
+async fn not_valid_check<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    mut e: ServerError,
+) -> io::Result<ServerError> {
+    let StepKind::Backfill { table, .. } = &step.kind else {
+        return Ok(e);
+    };
+    let Some((_, name)) = e.fields.iter().find(|(k, _)| *k == b'n').cloned() else {
+        return Ok(e);
+    };
+    let reply = conn
+        .query_params(
+            "SELECT pg_catalog.pg_get_expr(c.conbin, c.conrelid) FROM pg_catalog.pg_constraint c \
+             WHERE c.conrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) \
+             AND c.conname OPERATOR(pg_catalog.=) $2 AND NOT c.convalidated AND c.contype OPERATOR(pg_catalog.=) 'c'",
+            &[table, &name],
+        )
+        .await?;
+    if reply.error.is_none() && !reply.rows.is_empty() {
+        let hint = format!(
+            "Constraint \"{name}\" is NOT VALID and old rows of {table} break it: Postgres' rewrite for this ADD COLUMN would not check them, but pgshift fills the column with UPDATEs, which do. Mend the rows (WHERE NOT ({})) or drop the constraint, then run the statement again.",
+            reply.cell(0)
+        );
+        e.fields.retain(|(k, _)| *k != b'H');
+        e.fields.push((b'H', hint.clone()));
+        e.hint = Some(hint);
+    }
+    Ok(e)
+}
+
+async fn fill_rows<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+    cx: &StepContext<'_>,
+    fill: &mut Fill,
+) -> io::Result<Result<(), ServerError>> {
     let StepKind::Backfill {
         table,
         by_pages,
@@ -60,6 +108,13 @@ pub(super) async fn backfill<C: Conn>(
     } = &step.kind
     else {
         return Ok(Ok(()));
+    };
+    let quiet = match fill.quiet {
+        Some(q) => q,
+        None => match quiet_updates(conn, table).await? {
+            Ok(q) => *fill.quiet.insert(q),
+            Err(e) => return Ok(Err(e)),
+        },
     };
     let (pages, most) = match fill.pages {
         Some(p) => p,
@@ -75,7 +130,7 @@ pub(super) async fn backfill<C: Conn>(
         let size = fill.per_batch.clamp(1, most);
         let to = fill.next_page + size;
         let (from, until) = (format!("({},0)", fill.next_page), format!("({to},0)"));
-        let held = match batch_timed(conn, cx, by_pages, &[&from, &until]).await? {
+        let held = match batch_timed(conn, cx, quiet, by_pages, &[&from, &until]).await? {
             Ok((rows, held)) => {
                 fill.rows += rows;
                 held
@@ -92,7 +147,7 @@ pub(super) async fn backfill<C: Conn>(
     // fills less than a batch has seen every remaining row, and passes are capped.
     let limit = cx.ddl.backfill_batch_rows.to_string();
     for _ in 0..SWEEP_PASSES {
-        let rows = match batch(conn, cx, &step.sql, &[&limit]).await? {
+        let rows = match batch(conn, cx, quiet, &step.sql, &[&limit]).await? {
             Ok(rows) => rows,
             Err(e) => return Ok(Err(e)),
         };
@@ -101,7 +156,7 @@ pub(super) async fn backfill<C: Conn>(
             // Fewer than a batch are left, but rows updated meanwhile moved to
             // ctids this sweep did not list: one plain UPDATE finds them.
             if !rest.is_empty() {
-                match batch(conn, cx, rest, &[]).await? {
+                match batch(conn, cx, quiet, rest, &[]).await? {
                     Ok(rows) => fill.rows += rows,
                     Err(e) => return Ok(Err(e)),
                 }
@@ -124,10 +179,11 @@ pub(super) async fn backfill<C: Conn>(
 async fn batch<C: Conn>(
     conn: &mut C,
     cx: &StepContext<'_>,
+    quiet: bool,
     sql: &str,
     params: &[&str],
 ) -> io::Result<Result<u64, ServerError>> {
-    Ok(batch_timed(conn, cx, sql, params)
+    Ok(batch_timed(conn, cx, quiet, sql, params)
         .await?
         .map(|(rows, _)| rows))
 }
@@ -137,6 +193,7 @@ async fn batch<C: Conn>(
 async fn batch_timed<C: Conn>(
     conn: &mut C,
     cx: &StepContext<'_>,
+    quiet: bool,
     sql: &str,
     params: &[&str],
 ) -> io::Result<Result<(u64, Duration), ServerError>> {
@@ -144,9 +201,14 @@ async fn batch_timed<C: Conn>(
         return Ok(Err(cancel_error()));
     }
     let begin = format!(
-        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}{}",
         ms(super::blockers::attempt_ms(cx.ddl)),
-        ms(cx.ddl.long_step_timeout_ms)
+        ms(cx.ddl.long_step_timeout_ms),
+        if quiet {
+            "; SET LOCAL session_replication_role = replica"
+        } else {
+            ""
+        }
     );
     let mut reply = conn.query(&begin).await?;
     let mut rows = 0;
@@ -164,6 +226,76 @@ async fn batch_timed<C: Conn>(
         Some(e) => Err(e),
         None => Ok((rows, started.elapsed())),
     })
+}
+
+/// The UPDATE triggers and rules of a table (enabled, not internal), whether any
+/// fires under `session_replication_role = replica` too (ENABLE REPLICA or
+/// ALWAYS), and whether the session may set that role (superuser, or granted
+/// `SET` on it, Postgres 15).
+const UPDATE_CODE: &str = "\
+WITH r AS (SELECT pg_catalog.to_regclass($1) AS oid),
+code AS (
+  SELECT 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname) AS name, t.tgenabled AS enabled
+  FROM pg_catalog.pg_trigger t, r
+  WHERE t.tgrelid OPERATOR(pg_catalog.=) r.oid AND NOT t.tgisinternal
+    AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0
+    AND t.tgenabled OPERATOR(pg_catalog.<>) 'D'
+  UNION ALL
+  SELECT 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(w.rulename), w.ev_enabled
+  FROM pg_catalog.pg_rewrite w, r
+  WHERE w.ev_class OPERATOR(pg_catalog.=) r.oid AND w.ev_type OPERATOR(pg_catalog.=) '2'
+    AND w.ev_enabled OPERATOR(pg_catalog.<>) 'D')
+SELECT pg_catalog.string_agg(name, ', ' ORDER BY name),
+  pg_catalog.bool_or(enabled OPERATOR(pg_catalog.<>) 'O')::pg_catalog.text,
+  pg_catalog.current_setting('is_superuser')
+FROM code";
+
+/// Whether the batches must keep the table's UPDATE triggers and rules quiet:
+/// Postgres fills a new column by rewriting the table, and none of them fires.
+/// Through UPDATEs they would, once per row (a version bumped, an audit row, an
+/// append-only table refusing): `session_replication_role = replica` keeps the
+/// ordinary ones quiet. When the session may not set it, or a trigger fires
+/// even so, the fill is refused (`0A000`) before any row changes.
+async fn quiet_updates<C: Conn>(
+    conn: &mut C,
+    table: &str,
+) -> io::Result<Result<bool, ServerError>> {
+    let reply = conn.query_params(UPDATE_CODE, &[table]).await?;
+    if let Some(e) = reply.error {
+        return Ok(Err(e));
+    }
+    let names = reply.cell(0);
+    if names.is_empty() {
+        return Ok(Ok(false));
+    }
+    let fires_anyway = reply.cell(1) == "true";
+    let may = reply.cell(2) == "on"
+        || {
+            let granted = conn
+            .query("SELECT pg_catalog.has_parameter_privilege('session_replication_role', 'SET')::pg_catalog.text")
+            .await?;
+            granted.error.is_none() && granted.cell(0) == "true"
+        };
+    if may && !fires_anyway {
+        return Ok(Ok(true));
+    }
+    let why = if fires_anyway {
+        "one of them is ENABLE REPLICA or ALWAYS, so it would fire even with session_replication_role = replica"
+    } else {
+        "this role may not set session_replication_role to keep them quiet"
+    };
+    Ok(Err(ServerError {
+        code: "0A000".into(),
+        message: format!(
+            "pgshift fills the existing rows of {table} with UPDATEs, which would fire {names} on every row (Postgres' own rewrite fires none), and {why}"
+        ),
+        detail: None,
+        hint: Some(
+            "Add the column without a default, SET DEFAULT, and fill the rows yourself; or let pgshift keep the triggers quiet: GRANT SET ON PARAMETER session_replication_role TO the role that migrates (Postgres 15)."
+                .into(),
+        ),
+        fields: Vec::new(),
+    }))
 }
 
 /// Most sweep passes after the page walk (rows that moved while it ran are few).
