@@ -49,6 +49,13 @@ async fn a_fill_keeps_update_triggers_quiet_or_is_refused() {
         "{message}"
     );
     assert_eq!(one_value(&admin, STATE).await, "0 0 0");
+    // In a transaction block the fill would run after COMMIT: it is refused at
+    // once, and the transaction fails as a whole.
+    client.batch_execute("BEGIN").await.unwrap();
+    let e = client.batch_execute(add).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_value(&admin, STATE).await, "0 0 0");
 
     // Granted SET on it (Postgres 15): the fill runs, and no trigger fires.
     admin

@@ -250,6 +250,18 @@ SELECT pg_catalog.string_agg(name, ', ' ORDER BY name),
   pg_catalog.current_setting('is_superuser')
 FROM code";
 
+/// For a backfill step deferred from the client's transaction: the refusal it
+/// would meet after COMMIT (see [`quiet_updates`]), found now.
+pub(super) async fn fits<C: Conn>(
+    conn: &mut C,
+    step: &Step,
+) -> io::Result<Result<(), ServerError>> {
+    match &step.kind {
+        StepKind::Backfill { table, .. } => Ok(quiet_updates(conn, table).await?.map(|_| ())),
+        _ => Ok(Ok(())),
+    }
+}
+
 /// Whether the batches must keep the table's UPDATE triggers and rules quiet:
 /// Postgres fills a new column by rewriting the table, and none of them fires.
 /// Through UPDATEs they would, once per row (a version bumped, an audit row, an

@@ -612,6 +612,13 @@ where
             }
         }
         if split < n {
+            // A fill that would be refused after COMMIT is refused now, while the
+            // transaction can still fail as a whole.
+            for step in &plan.steps[split..] {
+                if let Err(e) = super::backfill::fits(io, step).await? {
+                    return Err(Failure::Server(e));
+                }
+            }
             let (rule, table) = (finding.rule, finding.table.as_ref());
             defer(io, cx, pending, stmt, rule, table, &plan.steps[split..]).await?;
             outcome = journal::Outcome::Deferred;
