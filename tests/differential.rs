@@ -177,6 +177,7 @@ scripts!(differential_any_size:
     alter_multi_subcommand_atomicity,
     alter_multi_subcommand_order,
     check_and_set_not_null,
+    check_naming_expressions,
     comment_on_new_index,
     create_index_if_not_exists,
     deferrable_unique,

@@ -40,6 +40,15 @@ fn children(node: &NodeEnum) -> Option<Vec<&Node>> {
         NodeEnum::CaseExpr(e) => [one(&e.arg), e.args.iter().collect(), one(&e.defresult)].concat(),
         NodeEnum::CaseWhen(w) => [one(&w.expr), one(&w.result)].concat(),
         NodeEnum::FuncCall(f) => f.args.iter().collect(),
+        // `tags[1]`, `tags[1:2]`, `(home).zip`: the column, then the subscripts.
+        NodeEnum::AIndirection(i) => [one(&i.arg), i.indirection.iter().collect()].concat(),
+        NodeEnum::AIndices(i) => [one(&i.lidx), one(&i.uidx)].concat(),
+        NodeEnum::String(_) | NodeEnum::AStar(_) => vec![],
+        // `make_interval(days => n)`.
+        NodeEnum::NamedArgExpr(a) => one(&a.arg),
+        // `xmlelement(name x, b)`, its attributes as ResTargets.
+        NodeEnum::XmlExpr(x) => x.named_args.iter().chain(&x.args).collect(),
+        NodeEnum::ResTarget(r) => one(&r.val),
         _ => return None,
     })
 }
@@ -164,5 +173,35 @@ mod tests {
         };
         let e = c.raw_expr.as_deref().unwrap();
         assert_eq!(columns(e), ["a", "b", "B"]);
+    }
+
+    #[test]
+    fn columns_through_subscripts_fields_named_arguments_and_xml() {
+        for (check, column) in [
+            ("tags[1] <> ''", "tags"),
+            ("tags[1:n] IS NOT NULL", "tags"),
+            ("(home).zip > 0", "home"),
+            ("make_interval(days => n) < interval '1 day'", "n"),
+            ("xmlelement(name x, b) IS NOT NULL", "b"),
+        ] {
+            let NodeEnum::AlterTableStmt(s) =
+                parse_one(&format!("ALTER TABLE t ADD CHECK ({check})"))
+            else {
+                panic!("not an ALTER TABLE");
+            };
+            let Some(NodeEnum::AlterTableCmd(cmd)) = &s.cmds[0].node else {
+                panic!("no subcommand");
+            };
+            let Some(NodeEnum::Constraint(c)) = cmd.def.as_ref().and_then(|d| d.node.as_ref())
+            else {
+                panic!("no constraint");
+            };
+            let found = columns(c.raw_expr.as_deref().unwrap());
+            assert_eq!(
+                found.first().map(String::as_str),
+                Some(column),
+                "{check}: {found:?}"
+            );
+        }
     }
 }
