@@ -194,6 +194,8 @@ scripts!(differential_any_size:
     savepoints,
     set_not_null_fails,
     temp_tables,
+    tool_prisma,
+    tool_rails_concurrently,
     unnamed_check_and_fkey,
     unnamed_constraint_collisions,
     unnamed_index_collisions,
@@ -212,4 +214,5 @@ scripts!(differential:
     generated_stored,
     matview_no_unique_index,
     matview_unpopulated,
+    tool_type_changes_small,
 );
