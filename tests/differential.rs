@@ -180,7 +180,6 @@ scripts!(differential_any_size:
     check_naming_expressions,
     comment_on_new_index,
     create_index_if_not_exists,
-    deferrable_unique,
     django_initial,
     drop_cascade,
     drop_if_exists,

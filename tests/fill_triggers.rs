@@ -115,3 +115,56 @@ async fn a_fill_stopped_by_a_not_valid_check_says_why() {
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'legacy'::regclass AND attname = 'tag'";
     assert_eq!(one_value(&admin, kept).await, "0");
 }
+
+/// A trigger on a partition only is found too (the fill's UPDATE of the parent
+/// reaches it); one that is ENABLE REPLICA only fires for no plain UPDATE, so it
+/// needs nothing.
+#[tokio::test]
+async fn triggers_of_partitions_count_and_replica_only_ones_do_not() {
+    let db = fresh_db("filltriggerparts");
+    let admin = connect(&direct(&db)).await;
+    admin
+        .batch_execute(&format!(
+            "{SETUP}
+             CREATE TABLE parts (id int, region int, version int NOT NULL DEFAULT 1) PARTITION BY LIST (region);
+             CREATE TABLE parts_1 PARTITION OF parts FOR VALUES IN (1);
+             CREATE TABLE parts_2 PARTITION OF parts FOR VALUES IN (2);
+             INSERT INTO parts SELECT g, 1 + g % 2, 1 FROM generate_series(1, 200) g;
+             CREATE TRIGGER parts_1_bump BEFORE UPDATE ON parts_1 FOR EACH ROW EXECUTE FUNCTION bump();
+             ALTER TABLE items DISABLE TRIGGER items_bump;
+             ALTER TABLE items ENABLE REPLICA TRIGGER items_log"
+        ))
+        .await
+        .unwrap();
+    let weak = format!("{db}_weak");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {weak} LOGIN; ALTER TABLE items OWNER TO {weak}; ALTER TABLE parts OWNER TO {weak}; \
+             ALTER TABLE parts_1 OWNER TO {weak}; ALTER TABLE parts_2 OWNER TO {weak}; GRANT ALL ON audit TO {weak}"
+        ))
+        .await
+        .unwrap();
+    let p = proxy();
+    let client = connect(&p.conn_str(&db, &weak)).await;
+    let e = client
+        .batch_execute("ALTER TABLE parts ADD COLUMN token text DEFAULT md5(random()::text)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("trigger parts_1_bump"),
+        "{e:?}"
+    );
+    let bumped = "SELECT sum(version) - count(*) FROM parts";
+    assert_eq!(one_value(&admin, bumped).await, "0");
+    // items: one trigger disabled, the other ENABLE REPLICA: a plain fill.
+    client
+        .batch_execute("ALTER TABLE items ADD COLUMN token text DEFAULT md5(random()::text)")
+        .await
+        .unwrap();
+    assert_eq!(one_value(&admin, STATE).await, "0 0 1");
+    assert_eq!(one_value(&admin, FILLED).await, "300");
+}

@@ -228,25 +228,34 @@ async fn batch_timed<C: Conn>(
     })
 }
 
-/// The UPDATE triggers and rules of a table (enabled, not internal), whether any
-/// fires under `session_replication_role = replica` too (ENABLE REPLICA or
-/// ALWAYS), and whether the session may set that role (superuser, or granted
-/// `SET` on it, Postgres 15).
+/// The UPDATE triggers and rules of a table and of its partitions or
+/// inheritance children (the fill's UPDATE reaches them all), enabled and not
+/// internal, but not pgshift's own: the names of those an UPDATE fires
+/// (ENABLE, ENABLE ALWAYS), whether any fires under `session_replication_role =
+/// replica` (ENABLE REPLICA, ENABLE ALWAYS), and whether the session may set
+/// that role (superuser, or granted `SET` on it, Postgres 15).
 const UPDATE_CODE: &str = "\
-WITH r AS (SELECT pg_catalog.to_regclass($1) AS oid),
+WITH RECURSIVE r(oid) AS (
+  SELECT pg_catalog.to_regclass($1)::pg_catalog.oid
+  UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, r WHERE i.inhparent OPERATOR(pg_catalog.=) r.oid),
 code AS (
   SELECT 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname) AS name, t.tgenabled AS enabled
   FROM pg_catalog.pg_trigger t, r
   WHERE t.tgrelid OPERATOR(pg_catalog.=) r.oid AND NOT t.tgisinternal
     AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0
     AND t.tgenabled OPERATOR(pg_catalog.<>) 'D'
+    -- pgshift's own (a fill's or a rollout's mirror, its function in schema
+    -- pgshift) fire for every writer alike, these batches too.
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) t.tgfoid
+                    AND p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('pgshift'))
   UNION ALL
   SELECT 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(w.rulename), w.ev_enabled
   FROM pg_catalog.pg_rewrite w, r
   WHERE w.ev_class OPERATOR(pg_catalog.=) r.oid AND w.ev_type OPERATOR(pg_catalog.=) '2'
     AND w.ev_enabled OPERATOR(pg_catalog.<>) 'D')
-SELECT pg_catalog.string_agg(name, ', ' ORDER BY name),
-  pg_catalog.bool_or(enabled OPERATOR(pg_catalog.<>) 'O')::pg_catalog.text,
+SELECT pg_catalog.string_agg(DISTINCT name, ', ' ORDER BY name)
+         FILTER (WHERE enabled OPERATOR(pg_catalog.=) ANY ('{O,A}'::\"char\"[])),
+  pg_catalog.bool_or(enabled OPERATOR(pg_catalog.=) ANY ('{R,A}'::\"char\"[]))::pg_catalog.text,
   pg_catalog.current_setting('is_superuser')
 FROM code";
 
@@ -276,6 +285,7 @@ async fn quiet_updates<C: Conn>(
     if let Some(e) = reply.error {
         return Ok(Err(e));
     }
+    // None an UPDATE fires (only ENABLE REPLICA ones, or none at all).
     let names = reply.cell(0);
     if names.is_empty() {
         return Ok(Ok(false));
@@ -303,7 +313,7 @@ async fn quiet_updates<C: Conn>(
         ),
         detail: None,
         hint: Some(
-            "Add the column without a default, SET DEFAULT, and fill the rows yourself; or let pgshift keep the triggers quiet: GRANT SET ON PARAMETER session_replication_role TO the role that migrates (Postgres 15)."
+            "Add the column without a default, SET DEFAULT, and fill the rows yourself. Or, where the role that migrates may be trusted with it, GRANT SET ON PARAMETER session_replication_role TO that role (Postgres 15): pgshift then keeps ordinary triggers quiet during the fill (the setting turns off triggers and foreign-key checks for that role's writes)."
                 .into(),
         ),
         fields: Vec::new(),

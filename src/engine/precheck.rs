@@ -40,7 +40,8 @@ SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
           AND NOT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indexrelid OPERATOR(pg_catalog.=) i.oid
                           AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text,
   EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) r.oid
-          AND a.attname OPERATOR(pg_catalog.=) $4 AND NOT a.attisdropped)::pg_catalog.text
+          AND a.attname OPERATOR(pg_catalog.=) $4 AND a.attnum OPERATOR(pg_catalog.>) 0
+          AND NOT a.attisdropped)::pg_catalog.text
 FROM r";
 
 /// `original` is the client's statement, where the probe's error position is moved.

@@ -398,6 +398,12 @@ where
                         }
                         Ok(Fill::InBand(_)) => {
                             let mut plan = plan.clone();
+                            // Outside a transaction block the steps run by pass
+                            // (`Step::pass`): named in that order, as Postgres
+                            // names what it adds in the order it adds it.
+                            if io.status == TxStatus::Idle {
+                                plan.steps.sort_by_key(|s| s.pass);
+                            }
                             super::unnamed::name_indexes(io, &mut plan).await?;
                             super::unnamed::name_constraints(io, &mut plan).await?;
                             run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy).await

@@ -167,6 +167,16 @@ pub struct Step {
     /// referenced table): the stall budget waits out long holders there too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<String>,
+    /// Outside a transaction block, steps run in the order of their pass (in
+    /// the plan's order within one): a statement with several subcommands runs
+    /// the ones that may fail before those that cannot be taken back. 0 for
+    /// every step of other plans.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pass: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl Step {
@@ -182,6 +192,7 @@ impl Step {
             null_column: None,
             names: Vec::new(),
             also: Vec::new(),
+            pass: 0,
         }
     }
 
@@ -197,6 +208,7 @@ impl Step {
             null_column: None,
             names: Vec::new(),
             also: Vec::new(),
+            pass: 0,
         }
     }
 

@@ -4,7 +4,9 @@
 -- new default, no key, no added column.
 CREATE TABLE parents (id int PRIMARY KEY);
 INSERT INTO parents SELECT generate_series(1, 10);
-CREATE TABLE t (id int, a int, legacy text, status text);
+-- (id is NOT NULL already: a PRIMARY KEY taken back through pgshift leaves the
+-- NOT NULL its USING INDEX set.)
+CREATE TABLE t (id int NOT NULL, a int, legacy text, status text);
 INSERT INTO t SELECT g, g, 'old' || g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'new' END FROM generate_series(1, 100) g;
 ALTER TABLE t DROP COLUMN legacy, ADD CONSTRAINT t_a_small CHECK (a < 50);
 ALTER TABLE t ALTER COLUMN status SET DEFAULT 'draft', ADD CONSTRAINT t_status_ok CHECK (status IN ('draft', 'published'));

@@ -42,14 +42,13 @@ pub(super) fn applies(con: &Constraint) -> bool {
 }
 
 /// The concurrent index build and the USING INDEX that turns it into `con`, for
-/// `columns` of `stmt`'s table. A DEFERRABLE constraint is made DEFERRABLE by
-/// the USING INDEX (the index's checks are deferred from then on).
+/// `columns` of `stmt`'s table; none for a deferrable constraint.
 pub(super) fn steps(
     stmt: &AlterTableStmt,
     con: &Constraint,
     columns: &[&str],
 ) -> Option<Vec<Step>> {
-    if con.where_clause.is_some() || columns.is_empty() {
+    if con.deferrable || con.initdeferred || con.where_clause.is_some() || columns.is_empty() {
         return None;
     }
     let rel = stmt.relation.as_ref()?;
@@ -94,8 +93,6 @@ pub(super) fn steps(
         contype: con.contype,
         conname: name.clone(),
         indexname: name.clone(),
-        deferrable: con.deferrable,
-        initdeferred: con.initdeferred,
         location: -1,
         ..Default::default()
     };
@@ -109,11 +106,11 @@ pub(super) fn steps(
             index: ident::sibling(rel, &name),
             table: ident::relation(rel),
             naming,
-        })
-        // A later step failing (this statement's, or another subcommand's)
-        // leaves no index behind, as the failed statement leaves none directly.
-        .undone_by(format!("DROP INDEX {}", ident::sibling(rel, &name))),
-        Step::quick(add_constraint(stmt, using), Lock::AccessExclusive),
+        }),
+        // Another subcommand's step failing later takes the key back (its
+        // index with it), as the failed statement leaves none directly.
+        Step::quick(add_constraint(stmt, using), Lock::AccessExclusive)
+            .undone_by(super::alter_table::drop_constraint(stmt, &name)),
     ])
 }
 
@@ -140,7 +137,7 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let steps = steps(one.stmt, con, &columns);
     let primary = con.contype == ConstrType::ConstrPrimary as i32;
     let hint = match (&steps, primary) {
-        (None, _) => "pgshift has no safe form for this key: build a unique index CONCURRENTLY and attach it with ADD CONSTRAINT … USING INDEX, or accept the lock on a small table.".into(),
+        (None, _) => "A DEFERRABLE key has no safe form: a concurrent build checks uniqueness at once, not at COMMIT, for as long as it runs (an application's deferred swaps would fail meanwhile). Accept the lock (on a small table, or with ddl.rules.add-unique = \"warn\"), or build a unique index CONCURRENTLY and enforce it without DEFERRABLE.".into(),
         (Some(_), true) => "CREATE UNIQUE INDEX CONCURRENTLY, then ADD PRIMARY KEY USING INDEX; SET NOT NULL on the key columns first (see set-not-null), or USING INDEX scans for NULLs under ACCESS EXCLUSIVE.".into(),
         (Some(_), false) => "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … UNIQUE USING INDEX.".to_string(),
     };
@@ -245,17 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn a_deferrable_key_is_made_deferrable_by_its_using_index() {
-        let f =
-            review_sql("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a) DEFERRABLE INITIALLY DEFERRED")
-                .unwrap();
-        assert_eq!(
-            step_sql(&f),
-            [
-                "CREATE UNIQUE INDEX CONCURRENTLY u ON t USING btree (a)",
-                "ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX u DEFERRABLE INITIALLY DEFERRED",
-            ]
-        );
+    fn deferrable_constraints_have_no_rewrite() {
+        let f = review_sql("ALTER TABLE t ADD UNIQUE (a) DEFERRABLE INITIALLY DEFERRED").unwrap();
+        assert!(f.rewrite.is_none());
     }
 
     #[test]

@@ -175,63 +175,33 @@ struct Part {
     finding: Option<Finding>,
     /// What the subcommand is to the order of the split.
     role: Role,
-    /// A constraint added under a stand-in name while the one it replaces (a
-    /// DROP of the same statement) is still there: `RENAME CONSTRAINT` from the
-    /// first to the second once that DROP has run.
-    rename: Option<(String, String)>,
 }
 
-/// The name a constraint is built under while a DROP of the same statement has
-/// yet to free its own.
-fn stand_in(name: &str) -> String {
-    let mut base = name.to_string();
-    while base.len() > 63 - "_pgshift".len() {
-        base.pop();
-    }
-    format!("{base}_pgshift")
-}
-
-/// `ALTER TABLE … RENAME CONSTRAINT from TO to` on `bare`'s table.
-fn rename_constraint(bare: &AlterTableStmt, from: &str, to: &str) -> String {
-    // Parsed, so that every field holds what the parser puts there.
-    let parsed = pg_query::parse("ALTER TABLE t RENAME CONSTRAINT a TO b").ok();
-    let node = parsed
-        .and_then(|p| p.protobuf.stmts.into_iter().next())
-        .and_then(|s| s.stmt)
-        .and_then(|n| n.node);
-    let Some(NodeEnum::RenameStmt(mut r)) = node else {
-        return String::new();
-    };
-    r.relation = bare.relation.clone();
-    r.subname = from.into();
-    r.newname = to.into();
-    r.missing_ok = bare.missing_ok;
-    deparse(NodeEnum::RenameStmt(r))
-}
-
-/// How a subcommand takes part in the order of a split statement.
+/// How a subcommand takes part in the order of a split statement run outside a
+/// transaction block (in one, the subcommands run as written: the steps that
+/// may run there do, the rest after COMMIT, and the transaction keeps the first
+/// ones or not as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
-    /// DROP COLUMN or DROP CONSTRAINT (the name): it cannot be taken back, so
-    /// it runs once every step that may fail is done.
+    /// DROP COLUMN or DROP CONSTRAINT (the name): it cannot be taken back, so it
+    /// runs after the rest, unless a later subcommand adds a column or
+    /// constraint of that name (then first, as Postgres runs drops first).
     Drop(String),
-    /// ADD COLUMN (the name): Postgres adds columns before the rest, and
-    /// without IF NOT EXISTS a DROP COLUMN takes it back.
+    /// ADD COLUMN (the name): Postgres adds columns before the rest, and without
+    /// IF NOT EXISTS a DROP COLUMN takes it back.
     AddColumn {
         name: String,
         if_not_exists: bool,
     },
-    /// ADD CONSTRAINT (its name when named; a primary key's counts as unnamed):
-    /// the name may be one a DROP in the same statement frees. A key (`key`:
-    /// PRIMARY KEY or UNIQUE) has its index built before other constraints, as
-    /// in Postgres: a FOREIGN KEY of the same statement may reference it.
+    /// ADD CONSTRAINT (its name, when named): a PRIMARY KEY or UNIQUE (`key`) is
+    /// built and attached before other constraints, as in Postgres: a FOREIGN KEY
+    /// of the same statement may reference it.
     AddConstraint {
         name: Option<String>,
         key: bool,
     },
-    /// A change no other subcommand depends on and no row can make fail (a
-    /// default, statistics, storage, options, triggers, owner): it runs after
-    /// the steps that may fail, since it cannot be taken back.
+    /// A change that no row can make fail and that is not taken back (a
+    /// default, statistics, storage, options, owner): after the rest too.
     Late,
     Other,
 }
@@ -250,17 +220,12 @@ impl Role {
             },
             Ok(T::AtAddConstraint | T::AtAddIndex) => {
                 match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
-                    Some(NodeEnum::Constraint(c)) => {
-                        let primary = c.contype == ConstrType::ConstrPrimary as i32;
-                        Role::AddConstraint {
-                            name: (!c.conname.is_empty() && !primary).then(|| c.conname.clone()),
-                            key: primary || c.contype == ConstrType::ConstrUnique as i32,
-                        }
-                    }
-                    _ => Role::AddConstraint {
-                        name: None,
-                        key: true,
+                    Some(NodeEnum::Constraint(c)) => Role::AddConstraint {
+                        name: (!c.conname.is_empty()).then(|| c.conname.clone()),
+                        key: c.contype == ConstrType::ConstrPrimary as i32
+                            || c.contype == ConstrType::ConstrUnique as i32,
                     },
+                    _ => Role::Other,
                 }
             }
             Ok(
@@ -275,39 +240,33 @@ impl Role {
                 | T::AtReplaceRelOptions
                 | T::AtChangeOwner
                 | T::AtClusterOn
-                | T::AtDropCluster
-                | T::AtEnableTrig
-                | T::AtEnableAlwaysTrig
-                | T::AtEnableReplicaTrig
-                | T::AtDisableTrig
-                | T::AtEnableTrigAll
-                | T::AtDisableTrigAll
-                | T::AtEnableTrigUser
-                | T::AtDisableTrigUser
-                | T::AtEnableRule
-                | T::AtEnableAlwaysRule
-                | T::AtEnableReplicaRule
-                | T::AtDisableRule
-                | T::AtGenericOptions,
+                | T::AtDropCluster,
             ) => Role::Late,
             _ => Role::Other,
         }
     }
 
-    /// True when this DROP must run before `other`, as Postgres runs it: `other`
-    /// adds what it removes (a column of that name; a constraint of that name, or
-    /// one whose name is not known yet).
+    /// True when this DROP frees the name `other` adds (a column, or a named
+    /// constraint) or may free it (a constraint whose name is not known yet).
     fn frees_for(&self, other: &Role) -> bool {
         match (self, other) {
             (Role::Drop(d), Role::AddColumn { name, .. }) => d == name,
-            (
-                Role::Drop(d),
-                Role::AddConstraint {
-                    name: Some(name), ..
-                },
-            ) => d == name,
+            (Role::Drop(d), Role::AddConstraint { name: Some(n), .. }) => d == n,
             (Role::Drop(_), Role::AddConstraint { name: None, .. }) => true,
             _ => false,
+        }
+    }
+
+    /// The step's pass (see [`Step::pass`]): a freeing DROP, ADD COLUMN, keys,
+    /// the rest (4, and 5 for what finishes a safe form), then DROPs and `Late`
+    /// changes.
+    fn pass(&self, frees: bool) -> u8 {
+        match self {
+            Role::Drop(_) if frees => 1,
+            Role::AddColumn { .. } => 2,
+            Role::AddConstraint { key: true, .. } => 3,
+            Role::Drop(_) | Role::Late => 6,
+            _ => 4,
         }
     }
 }
@@ -326,54 +285,14 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
         objtype: stmt.objtype,
         missing_ok: stmt.missing_ok,
     };
-    let roles: Vec<Role> = stmt
-        .cmds
-        .iter()
-        .filter_map(|c| match c.node.as_ref() {
-            Some(NodeEnum::AlterTableCmd(cmd)) => Some(Role::of(cmd)),
-            _ => None,
-        })
-        .collect();
-    let dropped: Vec<&str> = roles
-        .iter()
-        .filter_map(|r| match r {
-            Role::Drop(name) => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
     let mut parts = Vec::new();
     for c in &stmt.cmds {
         let NodeEnum::AlterTableCmd(cmd) = c.node.as_ref()? else {
             return None;
         };
-        let mut c = c.clone();
-        let mut role = Role::of(cmd);
-        let mut rename = None;
-        // A named constraint replacing one the statement drops is built under a
-        // stand-in name first: the DROP runs only once nothing can fail.
-        if let Role::AddConstraint {
-            name: Some(name),
-            key,
-        } = &role
-        {
-            if dropped.contains(&name.as_str()) {
-                let temporary = stand_in(name);
-                if let Some(NodeEnum::AlterTableCmd(cmd)) = c.node.as_mut() {
-                    if let Some(NodeEnum::Constraint(con)) =
-                        cmd.def.as_mut().and_then(|d| d.node.as_mut())
-                    {
-                        con.conname = temporary.clone();
-                    }
-                }
-                rename = Some((temporary.clone(), name.clone()));
-                role = Role::AddConstraint {
-                    name: Some(temporary),
-                    key: *key,
-                };
-            }
-        }
+        let role = Role::of(cmd);
         let one = NodeEnum::AlterTableStmt(AlterTableStmt {
-            cmds: vec![c],
+            cmds: vec![c.clone()],
             ..bare.clone()
         });
         let sql = deparse(one.clone());
@@ -384,7 +303,6 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
             lock,
             finding,
             role,
-            rename,
         });
     }
     let lock = parts
@@ -489,17 +407,17 @@ pub(super) fn review_split(stmt: &AlterTableStmt, sql: &str) -> Option<Finding> 
 
 /// One statement per subcommand, each with its own plan; none when a subcommand has
 /// no safe form. Postgres runs the whole statement in one transaction: when a
-/// subcommand fails, none of them happened. The split runs in separate steps, so
-/// it keeps that where it matters: the steps that may fail on the table's rows (a
-/// validation, a concurrent build, a fill) run first, with ADD COLUMNs before the
-/// rest as in Postgres; then the DROPs and the changes that cannot be taken back
-/// (in the order written); then what finishes each safe form. A failed step takes back the ADD COLUMNs and NOT VALID
-/// constraints before it. `Err`: why the statement cannot be split safely.
+/// subcommand fails, none of them happened. Outside a transaction block the
+/// split keeps that where it matters (see [`Role`] and [`Step::pass`]): ADD
+/// COLUMNs and keys first, as in Postgres; DROPs, which cannot be taken back,
+/// and changes that are not taken back, after every step that may fail; a failed
+/// step takes back the columns and constraints before it. `Err`: why the
+/// statement cannot be split safely.
 fn split_plan(bare: &AlterTableStmt, parts: &[Part]) -> Result<Option<Plan>, String> {
     let mut summaries = Vec::new();
-    let mut plans: Vec<(&Part, Vec<Step>)> = Vec::new();
+    let mut steps = Vec::new();
     for p in parts {
-        let mut steps = match &p.finding {
+        let mut part_steps = match &p.finding {
             None => vec![Step::quick(p.sql.clone(), p.lock)],
             Some(f) => {
                 let Some(plan) = f.rewrite.as_ref() else {
@@ -523,7 +441,7 @@ fn split_plan(bare: &AlterTableStmt, parts: &[Part]) -> Result<Option<Plan>, Str
                 if_not_exists: false,
             },
             [step],
-        ) = (&p.role, &mut steps[..])
+        ) = (&p.role, &mut part_steps[..])
         {
             if step.undo.is_none() {
                 let mut drop = cmd(AlterTableType::AtDropColumn);
@@ -531,61 +449,24 @@ fn split_plan(bare: &AlterTableStmt, parts: &[Part]) -> Result<Option<Plan>, Str
                 step.undo = Some(statement(bare, drop));
             }
         }
-        plans.push((p, steps));
+        let frees = parts.iter().any(|other| p.role.frees_for(&other.role));
+        let pass = p.role.pass(frees);
+        // What comes after a safe form's last step that may fail finishes it
+        // (SET NOT NULL after its CHECK is validated): after every other
+        // subcommand's steps that may fail, before the DROPs.
+        let fallible = |s: &Step| s.long || !matches!(s.kind, StepKind::Sql);
+        let finish_from = match pass {
+            4 => part_steps.iter().rposition(fallible).map(|k| k + 1),
+            _ => None,
+        };
+        for (k, step) in part_steps.iter_mut().enumerate() {
+            step.pass = match finish_from {
+                Some(from) if k >= from => 5,
+                _ => pass,
+            };
+        }
+        steps.extend(part_steps);
     }
-    let fallible = |s: &Step| s.long || !matches!(s.kind, StepKind::Sql);
-    // A DROP that frees a name a later subcommand takes runs first, as in
-    // Postgres; then nothing that may fail can come after it.
-    let first_drops: Vec<usize> = (0..plans.len())
-        .filter(|&i| {
-            let role = &plans[i].0.role;
-            matches!(role, Role::Drop(_)) && plans.iter().any(|(p, _)| role.frees_for(&p.role))
-        })
-        .collect();
-    if let Some(&i) = first_drops.first() {
-        if plans.iter().any(|(_, steps)| steps.iter().any(fallible)) {
-            return Err(format!(
-                "\"{}\" must run before a later subcommand, and a step after it may fail, when it could not be taken back",
-                plans[i].0.sql
-            ));
-        }
-    }
-    let mut early = Vec::new();
-    let mut keys = Vec::new();
-    let mut prepare = Vec::new();
-    // DROPs and `Role::Late` changes.
-    let mut drops = Vec::new();
-    let mut finish = Vec::new();
-    for (i, (part, steps)) in plans.into_iter().enumerate() {
-        if first_drops.contains(&i) {
-            early.extend(steps);
-            continue;
-        }
-        if matches!(part.role, Role::Drop(_) | Role::Late) {
-            drops.extend(steps);
-            continue;
-        }
-        // What comes after a safe form's last step that may fail finishes it.
-        let cut = steps
-            .iter()
-            .rposition(fallible)
-            .map_or(steps.len(), |k| k + 1);
-        let mut steps = steps;
-        let mut tail = steps.split_off(cut);
-        if let Some((from, to)) = &part.rename {
-            tail.push(Step::quick(
-                rename_constraint(bare, from, to),
-                Lock::AccessExclusive,
-            ));
-        }
-        match part.role {
-            Role::AddColumn { .. } => early.extend(steps),
-            Role::AddConstraint { key: true, .. } => keys.extend(steps),
-            _ => prepare.extend(steps),
-        }
-        finish.extend(tail);
-    }
-    let steps: Vec<Step> = [early, keys, prepare, drops, finish].concat();
     Ok(Some(Plan {
         summary: format!("one ALTER TABLE per subcommand; {}", summaries.join("; ")),
         steps,
@@ -659,28 +540,31 @@ mod tests {
 
     #[test]
     fn a_subcommand_without_a_plan_leaves_no_plan() {
-        let f = review_sql("ALTER TABLE t ADD COLUMN a int, ADD EXCLUDE USING gist (b WITH &&)")
-            .unwrap();
-        assert_eq!(f.rule, "add-exclusion");
+        let f = review_sql("ALTER TABLE t ADD COLUMN a int, ADD UNIQUE (b) DEFERRABLE").unwrap();
+        assert_eq!(f.rule, "add-unique");
         assert!(f.rewrite.is_none());
     }
 
-    /// The steps' SQL and undo, in the order they run.
+    /// The steps' SQL and undo, in the order they run outside a transaction
+    /// block (by pass).
     fn steps_and_undo(sql: &str) -> Vec<(String, Option<String>)> {
         let f = review_sql(sql).unwrap();
         let mut plan = f.rewrite.expect("a plan");
         crate::sql::naming::name_offline(&mut plan);
+        plan.steps.sort_by_key(|s| s.pass);
         plan.steps.into_iter().map(|s| (s.sql, s.undo)).collect()
+    }
+
+    fn sql_of(steps: &[(String, Option<String>)]) -> Vec<&str> {
+        steps.iter().map(|(s, _)| s.as_str()).collect()
     }
 
     #[test]
     fn what_cannot_be_taken_back_runs_after_what_may_fail() {
-        let got = steps_and_undo(
-            "ALTER TABLE t DROP COLUMN legacy, ALTER COLUMN s SET DEFAULT 'x', ADD COLUMN n int, ADD CONSTRAINT small CHECK (a < 50)",
-        );
-        let sql: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+        let sql = "ALTER TABLE t DROP COLUMN legacy, ALTER COLUMN s SET DEFAULT 'x', ADD COLUMN n int, ADD CONSTRAINT small CHECK (a < 50)";
+        let got = steps_and_undo(sql);
         assert_eq!(
-            sql,
+            sql_of(&got),
             [
                 "ALTER TABLE t ADD COLUMN n int",
                 "ALTER TABLE t ADD CONSTRAINT small CHECK (a < 50) NOT VALID",
@@ -695,60 +579,70 @@ mod tests {
             got[1].1.as_deref(),
             Some("ALTER TABLE t DROP CONSTRAINT small")
         );
+        // In a transaction block they run as written.
+        let written = step_sql(&review_sql(sql).unwrap());
+        assert_eq!(written[0], "ALTER TABLE t DROP legacy");
     }
 
     #[test]
-    fn keys_are_built_before_the_constraints_that_may_reference_them() {
-        let sql = step_sql(
-            &review_sql(
-                "ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES t (id), ADD PRIMARY KEY (id)",
-            )
-            .unwrap(),
-        );
+    fn keys_are_attached_before_the_constraints_that_may_reference_them() {
+        let got =
+            steps_and_undo("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES t, ADD PRIMARY KEY (id)");
+        let sql = sql_of(&got);
         assert!(
             sql[0].starts_with("CREATE UNIQUE INDEX CONCURRENTLY t_pkey"),
             "{sql:?}"
         );
-        assert!(
-            sql[1].contains("FOREIGN KEY (a) REFERENCES t (id) NOT VALID"),
-            "{sql:?}"
+        assert_eq!(
+            sql[1],
+            "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pkey"
         );
         assert_eq!(
-            sql.last().unwrap(),
-            "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pkey"
+            got[1].1.as_deref(),
+            Some("ALTER TABLE t DROP CONSTRAINT t_pkey")
+        );
+        assert!(
+            sql[2].contains("FOREIGN KEY (a) REFERENCES t NOT VALID"),
+            "{sql:?}"
         );
     }
 
     #[test]
-    fn a_constraint_replaced_in_one_statement_is_built_under_a_stand_in_name() {
-        let sql = step_sql(
-            &review_sql("ALTER TABLE app.t DROP CONSTRAINT pos, ADD CONSTRAINT pos CHECK (x >= 1)")
-                .unwrap(),
+    fn what_finishes_a_safe_form_waits_for_the_others_steps_that_may_fail() {
+        let got = steps_and_undo(
+            "ALTER TABLE t ALTER COLUMN a SET NOT NULL, ADD CONSTRAINT p CHECK (a > 100), DROP COLUMN z",
         );
         assert_eq!(
-            sql,
+            sql_of(&got),
             [
-                "ALTER TABLE app.t ADD CONSTRAINT pos_pgshift CHECK (x >= 1) NOT VALID",
-                "ALTER TABLE app.t VALIDATE CONSTRAINT pos_pgshift",
-                "ALTER TABLE app.t DROP CONSTRAINT pos",
-                "ALTER TABLE app.t RENAME CONSTRAINT pos_pgshift TO pos",
+                "ALTER TABLE t ADD CONSTRAINT t_a_not_null CHECK (a IS NOT NULL) NOT VALID",
+                "ALTER TABLE t VALIDATE CONSTRAINT t_a_not_null",
+                "ALTER TABLE t ADD CONSTRAINT p CHECK (a > 100) NOT VALID",
+                "ALTER TABLE t VALIDATE CONSTRAINT p",
+                "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+                "ALTER TABLE t DROP CONSTRAINT t_a_not_null",
+                "ALTER TABLE t DROP z",
             ]
         );
     }
 
     #[test]
-    fn a_split_that_could_not_be_taken_back_is_refused() {
-        // The unnamed key may take the name the DROP frees: the DROP runs first,
-        // and the build after it may fail.
-        let f = review_sql("ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (a, b)").unwrap();
-        assert_eq!(f.default_policy, Policy::Reject);
-        assert!(f.rewrite.is_none());
-        assert!(
-            f.problem.contains("must run before a later subcommand"),
-            "{}",
-            f.problem
+    fn a_drop_that_frees_a_name_runs_first() {
+        let got = steps_and_undo(
+            "ALTER TABLE app.t ADD CONSTRAINT pos CHECK (x >= 1), DROP CONSTRAINT pos",
         );
-        // IF NOT EXISTS on a column that may be there: the rest cannot wait.
+        assert_eq!(
+            sql_of(&got),
+            [
+                "ALTER TABLE app.t DROP CONSTRAINT pos",
+                "ALTER TABLE app.t ADD CONSTRAINT pos CHECK (x >= 1) NOT VALID",
+                "ALTER TABLE app.t VALIDATE CONSTRAINT pos",
+            ]
+        );
+    }
+
+    #[test]
+    fn if_not_exists_with_a_safe_form_among_others_is_refused() {
         let f = review_sql(
             "ALTER TABLE t ADD COLUMN IF NOT EXISTS r float8 DEFAULT random(), ADD COLUMN q int",
         )
