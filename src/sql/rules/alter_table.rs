@@ -183,10 +183,14 @@ struct Part {
 /// ones or not as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
-    /// DROP COLUMN or DROP CONSTRAINT (the name): it cannot be taken back, so it
-    /// runs after the rest, unless a later subcommand adds a column or
-    /// constraint of that name (then first, as Postgres runs drops first).
-    Drop(String),
+    /// DROP COLUMN or DROP CONSTRAINT (the name; `column`: which): it cannot be
+    /// taken back, so it runs after the rest, unless another subcommand adds a
+    /// column or constraint of that name (then first, as Postgres runs drops
+    /// first).
+    Drop {
+        name: String,
+        column: bool,
+    },
     /// ADD COLUMN (the name): Postgres adds columns before the rest, and without
     /// IF NOT EXISTS a DROP COLUMN takes it back.
     AddColumn {
@@ -210,7 +214,14 @@ impl Role {
     fn of(cmd: &AlterTableCmd) -> Role {
         use AlterTableType as T;
         match T::try_from(cmd.subtype) {
-            Ok(T::AtDropColumn | T::AtDropConstraint) => Role::Drop(cmd.name.clone()),
+            Ok(T::AtDropColumn) => Role::Drop {
+                name: cmd.name.clone(),
+                column: true,
+            },
+            Ok(T::AtDropConstraint) => Role::Drop {
+                name: cmd.name.clone(),
+                column: false,
+            },
             Ok(T::AtAddColumn) => match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
                 Some(NodeEnum::ColumnDef(def)) => Role::AddColumn {
                     name: def.colname.clone(),
@@ -249,10 +260,13 @@ impl Role {
     /// True when this DROP frees the name `other` adds (a column, or a named
     /// constraint) or may free it (a constraint whose name is not known yet).
     fn frees_for(&self, other: &Role) -> bool {
-        match (self, other) {
-            (Role::Drop(d), Role::AddColumn { name, .. }) => d == name,
-            (Role::Drop(d), Role::AddConstraint { name: Some(n), .. }) => d == n,
-            (Role::Drop(_), Role::AddConstraint { name: None, .. }) => true,
+        let Role::Drop { name: d, column } = self else {
+            return false;
+        };
+        match other {
+            Role::AddColumn { name, .. } => *column && d == name,
+            Role::AddConstraint { name: Some(n), .. } => !*column && d == n,
+            Role::AddConstraint { name: None, .. } => !*column,
             _ => false,
         }
     }
@@ -262,10 +276,10 @@ impl Role {
     /// changes.
     fn pass(&self, frees: bool) -> u8 {
         match self {
-            Role::Drop(_) if frees => 1,
+            Role::Drop { .. } if frees => 1,
             Role::AddColumn { .. } => 2,
             Role::AddConstraint { key: true, .. } => 3,
-            Role::Drop(_) | Role::Late => 6,
+            Role::Drop { .. } | Role::Late => 6,
             _ => 4,
         }
     }
@@ -624,6 +638,12 @@ mod tests {
                 "ALTER TABLE t DROP z",
             ]
         );
+    }
+
+    #[test]
+    fn a_dropped_column_frees_no_constraint_name() {
+        let got = steps_and_undo("ALTER TABLE t DROP COLUMN legacy, ADD CHECK (a < 50)");
+        assert_eq!(sql_of(&got).last(), Some(&"ALTER TABLE t DROP legacy"));
     }
 
     #[test]
