@@ -425,7 +425,9 @@ async fn a_rename_under_deferred_steps_is_refused() {
 
 /// A FOREIGN KEY to a key the same transaction added follows that key's build
 /// after COMMIT (before the build Postgres finds no key to reference: the
-/// migration failed with 42704). Directly all of it runs in the transaction.
+/// migration failed with 42704), written as ADD FOREIGN KEY, inline REFERENCES
+/// of ADD COLUMN, or in a statement with several subcommands, whose columns are
+/// added in the transaction. Directly all of it runs in the transaction.
 #[tokio::test]
 async fn a_foreign_key_to_a_key_added_in_the_transaction_follows_its_build() {
     let db = fresh_db("fkfollows");
@@ -447,6 +449,9 @@ async fn a_foreign_key_to_a_key_added_in_the_transaction_follows_its_build() {
              ALTER TABLE public.accounts ADD CONSTRAINT accounts_code_key UNIQUE (code); \
              ALTER TABLE orders ADD FOREIGN KEY (account_id) REFERENCES accounts; \
              ALTER TABLE orders ADD CONSTRAINT orders_code_fk FOREIGN KEY (code) REFERENCES accounts (code); \
+             ALTER TABLE orders ADD COLUMN inline_ref int REFERENCES accounts; \
+             ALTER TABLE orders ADD COLUMN split_ref int, ADD FOREIGN KEY (split_ref) REFERENCES accounts (id); \
+             UPDATE orders SET inline_ref = account_id, split_ref = account_id; \
              COMMIT",
         )
         .await
@@ -457,6 +462,7 @@ async fn a_foreign_key_to_a_key_added_in_the_transaction_follows_its_build() {
                        FROM pg_constraint WHERE conrelid IN ('accounts'::regclass, 'orders'::regclass)";
     assert_eq!(
         one_value(&admin, constraints).await,
-        "accounts_code_key:u:true accounts_pkey:p:true orders_account_id_fkey:f:true orders_code_fk:f:true"
+        "accounts_code_key:u:true accounts_pkey:p:true orders_account_id_fkey:f:true orders_code_fk:f:true \
+         orders_inline_ref_fkey:f:true orders_split_ref_fkey:f:true"
     );
 }

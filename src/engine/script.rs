@@ -575,14 +575,17 @@ where
     let n = plan.steps.len();
     let split = if !in_tx {
         n
-    } else if references_deferred_key(io, pending, finding).await? {
-        // The key it references is built after COMMIT: so is all of it.
-        0
     } else {
-        plan.steps
+        let natural = plan
+            .steps
             .iter()
             .position(|s| s.placement != Placement::Anywhere)
-            .unwrap_or(n)
+            .unwrap_or(n);
+        // A FOREIGN KEY whose key is built after COMMIT follows it there.
+        match on_deferred_key(io, pending, plan).await? {
+            Some(i) => natural.min(i),
+            None => natural,
+        }
     };
     let mode = Mode::of(io.status);
     let mut reports: Vec<StepReport> = Vec::new();
@@ -668,34 +671,48 @@ where
     Ok(())
 }
 
-/// True when `finding` adds a FOREIGN KEY to a table whose unique index this
-/// transaction deferred (its key, added just before): Postgres finds no key to
-/// reference until that build is done, so the foreign key follows it.
-async fn references_deferred_key<C, S>(
+/// The first step of `plan` that adds a FOREIGN KEY to a table whose unique
+/// index this transaction deferred (its key, added just before): Postgres finds
+/// no key to reference until that build is done, so that step and the rest
+/// follow it after COMMIT. A foreign key's step names the referenced table in
+/// `Step::also` (ADD FOREIGN KEY, inline REFERENCES, in a split statement too).
+async fn on_deferred_key<C, S>(
     io: &mut InBand<'_, C, S>,
     pending: &Pending,
-    finding: &Finding,
-) -> io::Result<bool>
+    plan: &Plan,
+) -> io::Result<Option<usize>>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let keyed = pending.unique_builds_on();
-    let referenced = finding.relations.get(1..).unwrap_or_default();
-    if finding.rule != "add-foreign-key" || keyed.is_empty() || referenced.is_empty() {
-        return Ok(false);
+    let mut referenced: Vec<String> = Vec::new();
+    for t in plan.steps.iter().flat_map(|s| &s.also) {
+        if !referenced.contains(t) {
+            referenced.push(t.clone());
+        }
+    }
+    if keyed.is_empty() || referenced.is_empty() {
+        return Ok(None);
     }
     let reply = io
         .query_params(
-            "SELECT 1 FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k, pg_catalog.unnest($2::pg_catalog.text[]) AS r \
-             WHERE pg_catalog.to_regclass(k) OPERATOR(pg_catalog.=) pg_catalog.to_regclass(r) LIMIT 1",
+            "SELECT r FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k, pg_catalog.unnest($2::pg_catalog.text[]) AS r \
+             WHERE pg_catalog.to_regclass(k) OPERATOR(pg_catalog.=) pg_catalog.to_regclass(r)",
             &[
                 &super::unnamed::array_literal(&keyed),
-                &super::unnamed::array_literal(referenced),
+                &super::unnamed::array_literal(&referenced),
             ],
         )
         .await?;
-    Ok(reply.error.is_none() && !reply.rows.is_empty())
+    if reply.error.is_some() {
+        return Ok(None);
+    }
+    let waiting: Vec<String> = reply.rows.iter().map(|r| super::conn::cell(r, 0)).collect();
+    Ok(plan
+        .steps
+        .iter()
+        .position(|s| s.also.iter().any(|t| waiting.contains(t))))
 }
 
 /// The refusal of a RENAME of `table`, or of column or constraint `name` in it,
