@@ -53,6 +53,50 @@ async fn count(admin: &tokio_postgres::Client, sql: &str) -> i64 {
     admin.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Waits until pgshift's schema is in the database (a proxy makes it with the
+/// first statement that needs it).
+async fn schema_made(admin: &tokio_postgres::Client) {
+    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'";
+    for _ in 0..100 {
+        if count(admin, schema).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `a` and `b` while a session of its own holds `pgshift.rollouts` IN
+/// SHARE MODE, so that their INSERTs there (not the checks' reads) wait
+/// together, within the service connection's 2 s lock_timeout; lets go once two
+/// wait, or after about 1.5 s. Their outputs, and how many waited.
+async fn held_together<A, B>(db: &str, a: A, b: B) -> ((A::Output, B::Output), i64)
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    let mut holder = connect(&direct(db)).await;
+    let held = holder.transaction().await.unwrap();
+    held.batch_execute("LOCK TABLE pgshift.rollouts IN SHARE MODE")
+        .await
+        .unwrap();
+    let release = async {
+        let waiting = "SELECT count(*) FROM pg_locks \
+                       WHERE relation = 'pgshift.rollouts'::regclass AND NOT granted";
+        let mut seen = 0;
+        for _ in 0..150 {
+            let probe = connect(&direct(db)).await;
+            seen = count(&probe, waiting).await;
+            if seen == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        held.commit().await.unwrap();
+        seen
+    };
+    tokio::join!(async { tokio::join!(a, b) }, release)
+}
+
 /// What pgshift installed on the table and in its schema for rollouts.
 async fn leftovers(admin: &tokio_postgres::Client) -> i64 {
     count(
@@ -1033,7 +1077,7 @@ async fn a_cluster_past_two_billion_transactions_fills_in_band() {
 #[tokio::test]
 async fn two_consoles_filling_one_column_at_once_start_one_fill() {
     let db = fresh_db("fill_twice");
-    let mut admin = setup(&db).await;
+    let admin = setup(&db).await;
     admin.batch_execute(DEFAULT_SET_LATER).await.unwrap();
     let (one, two) = (common::admin::proxy(), common::admin::proxy());
     let (a, b) = (
@@ -1047,37 +1091,9 @@ async fn two_consoles_filling_one_column_at_once_start_one_fill() {
         .batch_execute("CREATE INDEX orders_note ON orders (note)")
         .await
         .unwrap();
-    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'";
-    for _ in 0..100 {
-        if count(&admin, schema).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let held = admin.transaction().await.unwrap();
-    held.batch_execute("LOCK TABLE pgshift.rollouts IN SHARE MODE")
-        .await
-        .unwrap();
+    schema_made(&admin).await;
     let sql = format!("ROLLOUT FILL orders.c1 IN {db}");
-    let both = async { tokio::join!(a.simple_query(&sql), b.simple_query(&sql)) };
-    let release = async {
-        // The INSERTs wait for the lock (the checks' reads do not), within the
-        // service connection's 2 s lock_timeout.
-        let waiting = "SELECT count(*) FROM pg_locks \
-                       WHERE relation = 'pgshift.rollouts'::regclass AND NOT granted";
-        let mut seen = 0;
-        for _ in 0..150 {
-            let probe = connect(&direct(&db)).await;
-            seen = count(&probe, waiting).await;
-            if seen == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        held.commit().await.unwrap();
-        seen
-    };
-    let ((x, y), seen) = tokio::join!(both, release);
+    let ((x, y), seen) = held_together(&db, a.simple_query(&sql), b.simple_query(&sql)).await;
     assert_eq!(seen, 2, "both starts did not reach their INSERT together");
     let started: Vec<_> = [&x, &y].into_iter().filter(|r| r.is_ok()).collect();
     assert_eq!(started.len(), 1, "{x:?} {y:?}");
@@ -1116,13 +1132,7 @@ async fn two_sessions_adding_one_column_at_once_get_what_postgres_gives() {
             .await
             .unwrap();
     }
-    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'";
-    for _ in 0..100 {
-        if count(&admin, schema).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    schema_made(&admin).await;
     for if_not_exists in [false, true] {
         let column = if if_not_exists { "drawn2" } else { "drawn" };
         let add = format!(
@@ -1130,28 +1140,7 @@ async fn two_sessions_adding_one_column_at_once_get_what_postgres_gives() {
             if if_not_exists { "IF NOT EXISTS" } else { "" }
         );
         let (a, b) = (connect(&p).await, connect(&q).await);
-        let mut admin_tx = connect(&direct(&db)).await;
-        let held = admin_tx.transaction().await.unwrap();
-        held.batch_execute("LOCK TABLE pgshift.rollouts IN SHARE MODE")
-            .await
-            .unwrap();
-        let both = async { tokio::join!(a.simple_query(&add), b.simple_query(&add)) };
-        let release = async {
-            let waiting = "SELECT count(*) FROM pg_locks \
-                           WHERE relation = 'pgshift.rollouts'::regclass AND NOT granted";
-            let mut seen = 0;
-            for _ in 0..150 {
-                let probe = connect(&direct(&db)).await;
-                seen = count(&probe, waiting).await;
-                if seen == 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            held.commit().await.unwrap();
-            seen
-        };
-        let ((x, y), seen) = tokio::join!(both, release);
+        let ((x, y), seen) = held_together(&db, a.simple_query(&add), b.simple_query(&add)).await;
         // IF NOT EXISTS is filled in-band (its column may have been there):
         // nothing waits on the INSERT.
         let expected = if if_not_exists { 0 } else { 2 };

@@ -692,27 +692,43 @@ where
             referenced.push(t.clone());
         }
     }
-    if keyed.is_empty() || referenced.is_empty() {
-        return Ok(None);
-    }
-    let reply = io
-        .query_params(
-            "SELECT r FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k, pg_catalog.unnest($2::pg_catalog.text[]) AS r \
-             WHERE pg_catalog.to_regclass(k) OPERATOR(pg_catalog.=) pg_catalog.to_regclass(r)",
-            &[
-                &super::unnamed::array_literal(&keyed),
-                &super::unnamed::array_literal(&referenced),
-            ],
-        )
-        .await?;
-    if reply.error.is_some() {
-        return Ok(None);
-    }
-    let waiting: Vec<String> = reply.rows.iter().map(|r| super::conn::cell(r, 0)).collect();
+    let waiting = same_relations(io, &referenced, &keyed).await?;
     Ok(plan
         .steps
         .iter()
         .position(|s| s.also.iter().any(|t| waiting.contains(t))))
+}
+
+/// The names in `names` (SQL, as written) that stand, in the client's session,
+/// for the same relation as one in `others`; none when either list is empty or
+/// the look fails.
+async fn same_relations<C, S>(
+    io: &mut InBand<'_, C, S>,
+    names: &[String],
+    others: &[String],
+) -> io::Result<Vec<String>>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if names.is_empty() || others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reply = io
+        .query_params(
+            "SELECT n FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n \
+             WHERE EXISTS (SELECT FROM pg_catalog.unnest($2::pg_catalog.text[]) AS o \
+                           WHERE pg_catalog.to_regclass(o) OPERATOR(pg_catalog.=) pg_catalog.to_regclass(n))",
+            &[
+                &super::unnamed::array_literal(names),
+                &super::unnamed::array_literal(others),
+            ],
+        )
+        .await?;
+    Ok(match reply.error {
+        Some(_) => Vec::new(),
+        None => reply.rows.iter().map(|r| super::conn::cell(r, 0)).collect(),
+    })
 }
 
 /// The refusal of a RENAME of `table`, or of column or constraint `name` in it,
@@ -729,30 +745,22 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let tables = pending.tables_naming(name);
-    if tables.is_empty() {
-        return Ok(None);
-    }
     let renamed = match &table.schema {
         Some(schema) => crate::sql::ident::qualified(schema, &table.name),
         None => crate::sql::ident::quote(&table.name),
     };
-    let list = super::unnamed::array_literal(&tables);
-    let reply = io
-        .query_params(
-            "SELECT t FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t \
-             WHERE pg_catalog.to_regclass(t) OPERATOR(pg_catalog.=) pg_catalog.to_regclass($2) LIMIT 1",
-            &[&list, &renamed],
-        )
-        .await?;
-    if reply.error.is_some() || reply.rows.is_empty() {
+    let Some(deferred) = same_relations(io, &tables, &[renamed])
+        .await?
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
-    }
+    };
     Ok(Some(
         PgError::error(
             "0A000",
             format!(
-                "pgshift cannot rename in {} here: this transaction deferred steps on it to after COMMIT, and they name it as it is now",
-                reply.cell(0)
+                "pgshift cannot rename in {deferred} here: this transaction deferred steps on it to after COMMIT, and they name it as it is now"
             ),
         )
         .with_hint(

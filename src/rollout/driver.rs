@@ -213,7 +213,7 @@ impl Driver {
         let found = not_valid
             .iter()
             .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
-            .find(|(name, _)| names(reason, name));
+            .find(|(name, _)| crate::sql::mentions::mentions(reason, name));
         match found {
             Some((name, condition)) => format!(
                 "{reason}: a row of {} breaks the NOT VALID constraint {}, and no UPDATE of such a row succeeds, the backfill's included; \
@@ -1960,16 +1960,6 @@ pub async fn run(
     }
 }
 
-/// True when `text` has `name` standing alone (not inside a longer name: the
-/// server quotes it, with its language's quotes).
-fn names(text: &str, name: &str) -> bool {
-    let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    !name.is_empty()
-        && text.match_indices(name).any(|(i, _)| {
-            !part(text[..i].chars().next_back()) && !part(text[i + name.len()..].chars().next())
-        })
-}
-
 /// What the driver last saw of the replicas.
 #[derive(Debug, Default)]
 struct Replicas {
@@ -2148,19 +2138,8 @@ pub async fn standby(
 
 #[cfg(test)]
 mod tests {
-    use super::{batch_limits, names, Pace};
+    use super::{batch_limits, Pace};
     use std::time::Duration;
-
-    #[test]
-    fn a_constraint_is_named_standing_alone() {
-        let en = r#"new row for relation "orders" violates check constraint "note_ok" (23514)"#;
-        assert!(names(en, "note_ok"));
-        assert!(!names(en, "note"), "inside a longer name");
-        assert!(!names(en, "ok"));
-        assert!(names("la contrainte « note_ok » (23514)", "note_ok"));
-        assert!(names(r#"constraint "a""b" (23514)"#, r#"a""b"#));
-        assert!(!names(en, ""));
-    }
 
     #[test]
     fn an_operators_batch_size_bounds_the_pace() {

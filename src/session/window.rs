@@ -42,20 +42,16 @@ pub(super) async fn wait_out(
     let seen = s.signal.count();
     // A cancel request is pgshift's to answer while the statement waits here
     // (the backend is idle: it would drop it).
-    s.signal.set_own_work(true);
     let mut stop = shared.terminate.watch();
-    let cancelled = loop {
-        if Instant::now() >= deadline || !names(&window.running.swapping(window.database)) {
-            break false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = s.signal.after(seen) => break true,
-            _ = stop.fired() => break false,
+    let waited = async {
+        while Instant::now() < deadline && names(&window.running.swapping(window.database)) {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.fired() => break,
+            }
         }
     };
-    s.signal.set_own_work(false);
-    if !cancelled {
+    if s.signal.unless_requested(seen, waited).await.is_some() {
         return Ok(false);
     }
     // The whole turn is answered; a turn not all here yet goes on instead (the

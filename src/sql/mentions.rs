@@ -16,13 +16,15 @@ pub struct IndexUse {
     pub indexes: Vec<String>,
 }
 
-/// True when `name` (lower case) stands in `text` as a whole name: `items`
-/// is not in `line_items`, `log` not in `pg_catalog`.
+/// True when `name` stands in `text` as a whole name (compared as given: lower
+/// both for a case-blind look): `items` is not in `line_items`, `log` not in
+/// `pg_catalog`. An empty name is in no text.
 pub fn mentions(text: &str, name: &str) -> bool {
     let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    text.match_indices(name).any(|(at, _)| {
-        !word(text[..at].chars().next_back()) && !word(text[at + name.len()..].chars().next())
-    })
+    !name.is_empty()
+        && text.match_indices(name).any(|(at, _)| {
+            !word(text[..at].chars().next_back()) && !word(text[at + name.len()..].chars().next())
+        })
 }
 
 pub fn index_use(node: &NodeEnum) -> Option<IndexUse> {
@@ -111,6 +113,14 @@ mod tests {
         assert!(!mentions("select * from pg_catalog.pg_class", "log"));
         assert!(!mentions("select * from orders2", "orders"));
         assert!(mentions("select 1; select * from items", "items"));
+        // A constraint in a server message, in its language's quotes.
+        let en = r#"new row for relation "orders" violates check constraint "note_ok" (23514)"#;
+        assert!(mentions(en, "note_ok"));
+        assert!(!mentions(en, "note"), "inside a longer name");
+        assert!(!mentions(en, "ok"));
+        assert!(mentions("la contrainte « note_ok » (23514)", "note_ok"));
+        assert!(mentions(r#"constraint "a""b" (23514)"#, r#"a""b"#));
+        assert!(!mentions(en, ""));
     }
     use crate::sql::rules::parse_one;
 
