@@ -193,6 +193,10 @@ scripts!(differential_any_size:
     savepoints,
     set_not_null_fails,
     temp_tables,
+    tool_alembic,
+    tool_flyway,
+    tool_golang_migrate_sqitch,
+    tool_liquibase,
     tool_prisma,
     tool_rails_concurrently,
     unnamed_check_and_fkey,
@@ -213,5 +217,6 @@ scripts!(differential:
     generated_stored,
     matview_no_unique_index,
     matview_unpopulated,
+    tool_knex,
     tool_type_changes_small,
 );

@@ -287,6 +287,10 @@ pub struct InBand<'a, C, S> {
     /// Characters before the running statement in the client's Query: added to
     /// the positions in what is relayed with [`Relay::All`].
     pub position_shift: usize,
+    /// How the server's messages for the steps' own SQL reach the client:
+    /// [`Relay::Notices`] while the client waits for its statement; after it
+    /// has its answer (work deferred to after COMMIT), [`Relay::Quiet`].
+    pub step_relay: Relay,
 }
 
 impl<'a, C, S> InBand<'a, C, S>
@@ -314,6 +318,7 @@ where
             relay: Relay::Quiet,
             cancel: cancel.map(|c| (c, c.count())),
             position_shift: 0,
+            step_relay: Relay::Notices,
         }
     }
 
@@ -491,14 +496,14 @@ where
         let mut out = BytesMut::new();
         backend::query_with_params(&mut out, sql, params);
         self.server.write_all(&out).await?;
-        let relay = std::mem::replace(&mut self.relay, Relay::Notices);
+        let relay = std::mem::replace(&mut self.relay, self.step_relay);
         let reply = self.collect().await;
         self.relay = relay;
         reply
     }
 
     async fn query_step(&mut self, sql: &str) -> io::Result<Reply> {
-        let relay = std::mem::replace(&mut self.relay, Relay::Notices);
+        let relay = std::mem::replace(&mut self.relay, self.step_relay);
         let reply = self.query(sql).await;
         self.relay = relay;
         reply

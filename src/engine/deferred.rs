@@ -115,6 +115,14 @@ impl Pending {
             .collect()
     }
 
+    /// True when a deferred step writes rows ([`Step::writes_rows`]).
+    pub fn writes_rows(&self) -> bool {
+        self.items
+            .iter()
+            .flat_map(|d| &d.steps)
+            .any(Step::writes_rows)
+    }
+
     /// The tables (as SQL, each once) of deferrals with a step that names `name`
     /// (any name when `None`).
     pub fn tables_naming(&self, name: Option<&str>) -> Vec<String> {

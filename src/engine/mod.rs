@@ -28,6 +28,7 @@ pub mod side;
 pub mod steps;
 mod type_change;
 mod unnamed;
+mod violations;
 pub mod waits;
 
 pub use batch::{complete_len as batch_len, flushed, parse as parse_batch, Batch};

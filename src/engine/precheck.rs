@@ -6,8 +6,9 @@
 //!
 //! Checked, in Postgres' order: ownership of the table, the plain columns, the
 //! expressions and predicate (resolved by a query that reads no row), the name.
-//! What only the build can find (a duplicate under a UNIQUE index, a function not
-//! marked IMMUTABLE) still fails later, recorded on the deferred row.
+//! A duplicate under a UNIQUE index is looked for next (`violations`); what only
+//! the build can find (a function not marked IMMUTABLE) still fails later,
+//! recorded on the deferred row.
 //!
 //! `ADD COLUMN IF NOT EXISTS` with a fill asks whether the column is there: then
 //! Postgres would do nothing, and pgshift must not set its default or fill it.

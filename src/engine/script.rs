@@ -608,6 +608,12 @@ where
                 return Ok(());
             }
         }
+        if split < n {
+            // What the deferred steps would find in the rows, found now.
+            let rows_pending = pending.writes_rows();
+            super::violations::look(io, &plan.steps[..split], &plan.steps[split..], rows_pending)
+                .await?;
+        }
         for (i, step) in plan.steps[..split].iter().enumerate() {
             match steps::run(io, step, mode, step_cx).await {
                 Ok(report) => reports.push(report),

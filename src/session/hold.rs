@@ -40,6 +40,9 @@ pub(super) async fn run_deferred(
     let mut writer = Writer(&outbox);
     let unread = s.down.take_unforwarded();
     let mut io = InBand::new(&mut writer, &mut s.server, unread, TxStatus::Idle, None);
+    // The client has its COMMIT's answer: a notice now (an index that is no
+    // longer there, skipping) would belong to no statement of its.
+    io.step_relay = crate::engine::conn::Relay::Quiet;
     s.signal.set_own_work(true);
     let mut waiting = Waiting::new(&s.signal, s.up.scanner.held);
     let mut watch = shared.terminate.watch();

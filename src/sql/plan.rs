@@ -180,6 +180,15 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl Step {
+    /// True for a step that writes the table's rows (a fill, a type change's
+    /// rollout): until it has run, the rows are not those a check would see.
+    pub fn writes_rows(&self) -> bool {
+        matches!(
+            self.kind,
+            StepKind::Backfill { .. } | StepKind::Rollout { .. }
+        )
+    }
+
     /// A step that may run anywhere and is over quickly.
     pub fn quick(sql: impl Into<String>, lock: Lock) -> Self {
         Step {

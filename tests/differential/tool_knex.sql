@@ -1,0 +1,92 @@
+-- knex `migrate:latest`: knex_migrations and knex_migrations_lock (row lock taken FOR UPDATE in a transaction), each migration in a transaction with lower-case generated SQL (createTable with increments/timestamps, unique, index, foreign with onDelete, alterTable with .alter() emitting drop default / drop not null / type using / set default / set not null, renameColumn, dropColumn), a failing migration rolled back, the lock freed, and `migrate:rollback`.
+select * from information_schema.tables where table_name = 'knex_migrations' and table_schema = current_schema();
+create table "knex_migrations" ("id" serial primary key, "name" varchar(255), "batch" integer, "migration_time" timestamptz);
+select * from information_schema.tables where table_name = 'knex_migrations_lock' and table_schema = current_schema();
+create table "knex_migrations_lock" ("index" serial primary key, "is_locked" integer);
+select * from "knex_migrations_lock";
+insert into "knex_migrations_lock" ("is_locked") values (0);
+begin;
+select * from "knex_migrations_lock" where "is_locked" = 0 for update;
+update "knex_migrations_lock" set "is_locked" = 1 where "is_locked" = 0;
+commit;
+select "name" from "knex_migrations" order by "id" asc;
+select max("batch") as "max_batch" from "knex_migrations";
+-- 20240801000000_users.js
+begin;
+create table "users" ("id" serial primary key, "email" varchar(255) not null, "name" varchar(255), "bio" varchar(255), "score" integer default '0', "created_at" timestamptz not null default CURRENT_TIMESTAMP, "updated_at" timestamptz not null default CURRENT_TIMESTAMP);
+alter table "users" add constraint "users_email_unique" unique ("email");
+create index "users_name_index" on "users" ("name");
+insert into "knex_migrations" ("batch", "migration_time", "name") values (1, '2024-08-01 00:00:00+00', '20240801000000_users.js');
+commit;
+-- 20240801000001_posts.js
+begin;
+create table "posts" ("id" bigserial primary key, "user_id" integer not null, "title" varchar(255) not null, "body" text);
+alter table "posts" add constraint "posts_user_id_foreign" foreign key ("user_id") references "users" ("id") on delete cascade;
+create index "posts_user_id_index" on "posts" ("user_id");
+insert into "knex_migrations" ("batch", "migration_time", "name") values (1, '2024-08-01 00:00:01+00', '20240801000001_posts.js');
+commit;
+insert into "users" ("email", "name", "bio", "score", "created_at", "updated_at") select 'k' || g || '@knex.dev', 'Name ' || g, case when g % 3 = 0 then null else 'bio ' || g end, g % 50, '2024-08-02 00:00:00+00', '2024-08-02 00:00:00+00' from generate_series(1, 100) g;
+insert into "posts" ("user_id", "title") select 1 + g % 100, 'T' || g from generate_series(1, 200) g;
+-- 20240802000000_alter_users.js: t.text('bio').alter(); t.string('name', 255).notNullable().defaultTo('anon').alter(); t.renameColumn; t.dropColumn
+begin;
+alter table "users" alter column "bio" drop default;
+alter table "users" alter column "bio" drop not null;
+alter table "users" alter column "bio" type text using ("bio"::text);
+alter table "users" alter column "name" drop default;
+alter table "users" alter column "name" drop not null;
+alter table "users" alter column "name" type varchar(255) using ("name"::varchar(255));
+alter table "users" alter column "name" set default 'anon';
+alter table "users" alter column "name" set not null;
+alter table "users" rename "score" to "points";
+alter table "users" add column "is_admin" boolean not null default '0';
+alter table "posts" drop column "body";
+insert into "knex_migrations" ("batch", "migration_time", "name") values (2, '2024-08-02 00:00:00+00', '20240802000000_alter_users.js');
+commit;
+-- 20240802000001_tags.js (fails: the unique index meets duplicate titles), rolled back as a whole
+begin;
+create table "tags" ("id" serial primary key, "label" varchar(255) not null);
+alter table "tags" add constraint "tags_label_unique" unique ("label");
+alter table "posts" add column "tag_id" integer;
+alter table "posts" add constraint "posts_tag_id_foreign" foreign key ("tag_id") references "tags" ("id") on delete set null;
+update "posts" set "title" = 'same' where "id" <= 2;
+alter table "posts" add constraint "posts_title_unique" unique ("title");
+insert into "knex_migrations" ("batch", "migration_time", "name") values (2, '2024-08-02 00:00:01+00', '20240802000001_tags.js');
+commit;
+update "knex_migrations_lock" set "is_locked" = 0;
+-- migrate:latest again (lock, retry the failing file by hand-fixed content)
+begin;
+select * from "knex_migrations_lock" where "is_locked" = 0 for update;
+update "knex_migrations_lock" set "is_locked" = 1 where "is_locked" = 0;
+commit;
+begin;
+create table "tags" ("id" serial primary key, "label" varchar(255) not null);
+alter table "tags" add constraint "tags_label_unique" unique ("label");
+alter table "posts" add column "tag_id" integer;
+alter table "posts" add constraint "posts_tag_id_foreign" foreign key ("tag_id") references "tags" ("id") on delete set null;
+create index "posts_tag_id_index" on "posts" ("tag_id");
+insert into "knex_migrations" ("batch", "migration_time", "name") values (3, '2024-08-03 00:00:00+00', '20240802000001_tags.js');
+commit;
+insert into "tags" ("label") values ('a'), ('b');
+update "posts" set "tag_id" = 1 + "id" % 2;
+delete from "tags" where "id" = 1;
+update "knex_migrations_lock" set "is_locked" = 0;
+-- migrate:rollback (last batch)
+begin;
+select * from "knex_migrations_lock" where "is_locked" = 0 for update;
+update "knex_migrations_lock" set "is_locked" = 1 where "is_locked" = 0;
+commit;
+select "name" from "knex_migrations" where "batch" = 3 order by "id" desc;
+begin;
+alter table "posts" drop constraint "posts_tag_id_foreign";
+drop index "posts_tag_id_index";
+alter table "posts" drop column "tag_id";
+drop table "tags";
+delete from "knex_migrations" where "name" = '20240802000001_tags.js';
+commit;
+update "knex_migrations_lock" set "is_locked" = 0;
+select "id", "name", "batch", "migration_time" from "knex_migrations" order by "id";
+select * from "knex_migrations_lock" order by "index";
+select count(*), count("bio"), min("name"), sum("points"), bool_or("is_admin") from "users";
+select count(*), count(distinct "user_id") from "posts";
+select conrelid::regclass::text, conname, contype, confdeltype from pg_constraint where connamespace = 'public'::regnamespace order by 1, 2;
+\d users
