@@ -27,7 +27,7 @@ pub enum Verdict {
 }
 
 const COLUMNS: &str = "\
-WITH r AS (SELECT c.oid, c.relname, pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owner
+WITH r AS (SELECT c.oid, c.relname, c.relkind, pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owner
            FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))
 SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
   (SELECT u.x FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY AS u(x, i)
@@ -42,7 +42,12 @@ SELECT r.relname::pg_catalog.text, r.owner::pg_catalog.text,
                           AND x.indrelid OPERATOR(pg_catalog.=) r.oid AND NOT x.indisvalid))::pg_catalog.text,
   EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) r.oid
           AND a.attname OPERATOR(pg_catalog.=) $4 AND a.attnum OPERATOR(pg_catalog.>) 0
-          AND NOT a.attisdropped)::pg_catalog.text
+          AND NOT a.attisdropped)::pg_catalog.text,
+  r.relkind::pg_catalog.text,
+  (SELECT u.x FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY AS u(x, i)
+   WHERE EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) r.oid
+                 AND a.attname OPERATOR(pg_catalog.=) u.x AND a.attnum OPERATOR(pg_catalog.<) 0)
+   ORDER BY u.i LIMIT 1)
 FROM r";
 
 /// `original` is the client's statement, where the probe's error position is moved.
@@ -57,6 +62,25 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<
         // The table is gone: the build will say so.
         return Ok(Verdict::Ready);
     }
+    if let Some(action) = p.action {
+        // ALTER TABLE's own first check: what kind of relation it is.
+        let kind = reply.cell(5);
+        if !matches!(kind.as_str(), "r" | "p") {
+            let error = PgError::error(
+                "42809",
+                format!(
+                    "ALTER action {action} cannot be performed on relation \"{}\"",
+                    reply.cell(0)
+                ),
+            );
+            return Err(Failure::Ours(match relkind_plural(&kind) {
+                Some(what) => {
+                    error.with_detail(format!("This operation is not supported for {what}."))
+                }
+                None => error,
+            }));
+        }
+    }
     if reply.cell(1) != "true" {
         return Err(Failure::Ours(PgError::error(
             "42501",
@@ -64,7 +88,9 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<
         )));
     }
     if let Some(Some(missing)) = reply.rows[0].get(2) {
-        let message = if p.column_of_relation {
+        let message = if p.named_in_key {
+            format!("column \"{missing}\" named in key does not exist")
+        } else if p.column_of_relation {
             format!(
                 "column \"{missing}\" of relation \"{}\" does not exist",
                 reply.cell(0)
@@ -73,6 +99,12 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<
             format!("column \"{missing}\" does not exist")
         };
         return Err(Failure::Ours(PgError::error("42703", message)));
+    }
+    if let (true, Some(Some(system))) = (p.no_system_column, reply.rows[0].get(6)) {
+        return Err(Failure::Ours(PgError::error(
+            "0A000",
+            format!("cannot alter system column \"{system}\""),
+        )));
     }
     if let Some(probe) = &p.probe {
         let probed = conn.query(probe).await?;
@@ -105,4 +137,19 @@ pub async fn run<C: Conn>(conn: &mut C, p: &Precheck, original: &str) -> Result<
         )));
     }
     Ok(Verdict::Ready)
+}
+
+/// How Postgres' DETAIL names relations of kind `relkind` (`errdetail_relkind_not_supported`).
+fn relkind_plural(relkind: &str) -> Option<&'static str> {
+    Some(match relkind {
+        "v" => "views",
+        "m" => "materialized views",
+        "S" => "sequences",
+        "f" => "foreign tables",
+        "c" => "composite types",
+        "i" => "indexes",
+        "I" => "partitioned indexes",
+        "t" => "TOAST tables",
+        _ => return None,
+    })
 }

@@ -14,7 +14,7 @@ use crate::config::{InTransaction, UnparsedPolicy};
 use crate::rollout::fill::Fill;
 use crate::sql::analysis::{analyze_shared, Statement, TxControl, Unparsed, Verdict};
 use crate::sql::ident::literal;
-use crate::sql::plan::{Finding, Placement, Plan, Policy, Step};
+use crate::sql::plan::{Finding, Placement, Plan, Policy, Step, StepKind};
 use crate::wire::backend::TxStatus;
 use crate::wire::backend::{self, PgError};
 use bytes::BytesMut;
@@ -875,6 +875,45 @@ fn entry(
 /// Takes back the steps that completed before one failed, last first, so that
 /// the failed statement leaves nothing behind, as it would directly. (Inside a
 /// transaction the failure rolls them back.) An undo that fails is logged.
+/// The index of `table` a concurrent build of the plan made (`build`, its SQL),
+/// by its own schema: the statement's unqualified name may resolve elsewhere.
+const BUILT: &str = "\
+SELECT pg_catalog.quote_ident(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.||) '.' \
+       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(i.relname::pg_catalog.text)
+FROM pg_catalog.pg_index x, pg_catalog.pg_class i, pg_catalog.pg_namespace n
+WHERE x.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
+  AND i.oid OPERATOR(pg_catalog.=) x.indexrelid AND n.oid OPERATOR(pg_catalog.=) i.relnamespace
+  AND i.relname OPERATOR(pg_catalog.=) $2";
+
+/// Drops the index a concurrent build of a failed statement made (a later
+/// step, its USING INDEX, failed: NULLs under a primary key, a second one), so
+/// that nothing is left, as directly. Not a build with IF NOT EXISTS: the index
+/// may have been there before.
+async fn drop_built<C, S>(
+    io: &mut InBand<'_, C, S>,
+    cx: &SessionCx<'_>,
+    table: &str,
+    build: &str,
+) -> io::Result<()>
+where
+    C: AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(name) = crate::sql::analysis::built_index(build) else {
+        return Ok(());
+    };
+    let found = io.query_params(BUILT, &[table, &name]).await?;
+    if found.error.is_some() || found.rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", found.cell(0));
+    let dropped = io.query(&sql).await?;
+    if let Some(e) = dropped.error {
+        tracing::warn!(target: "pgshift::ddl", session = cx.session_id, undo = %sql, error = %e.message, "could not take back a step of a failed statement");
+    }
+    Ok(())
+}
+
 async fn undo<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
@@ -885,7 +924,14 @@ where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    for sql in done.iter().rev().filter_map(|s| s.undo.as_ref()) {
+    for s in done.iter().rev() {
+        if let (None, StepKind::ConcurrentIndex { table, .. }) = (&s.undo, &s.kind) {
+            drop_built(io, cx, table, &s.sql).await?;
+            continue;
+        }
+        let Some(sql) = &s.undo else {
+            continue;
+        };
         let step = Step::quick(sql.clone(), crate::sql::plan::Lock::AccessExclusive);
         match steps::run(io, &step, Mode::Autocommit, step_cx).await {
             Ok(_) => {}

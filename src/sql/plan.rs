@@ -324,6 +324,32 @@ pub struct Precheck {
     /// A missing column is reported with its table, as ALTER TABLE reports it
     /// (`column "c" of relation "t" does not exist`), not as CREATE INDEX does.
     pub column_of_relation: bool,
+    /// A missing column is reported as a key's (`column "c" named in key does
+    /// not exist`), as ADD UNIQUE reports it.
+    pub named_in_key: bool,
+    /// ALTER TABLE's action, as its error names it (`ADD CONSTRAINT`): on a
+    /// relation other than a table, Postgres refuses with 42809 before anything.
+    pub action: Option<&'static str>,
+    /// A system column is refused (`cannot alter system column "ctid"`).
+    pub no_system_column: bool,
+}
+
+impl Precheck {
+    /// What every check of `table` starts from: nothing to look for.
+    pub fn of(table: &str) -> Self {
+        Precheck {
+            table: table.to_string(),
+            columns: Vec::new(),
+            probe: None,
+            index: None,
+            if_not_exists: false,
+            new_column: None,
+            column_of_relation: false,
+            named_in_key: false,
+            action: None,
+            no_system_column: false,
+        }
+    }
 }
 
 /// What pgshift does with a finding.

@@ -209,13 +209,10 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         // IF NOT EXISTS on a column that is there: Postgres does nothing, and
         // neither may the steps (a default, a fill, a constraint).
         precheck: one.cmd.missing_ok.then(|| Precheck {
-            table: table.clone(),
-            columns: Vec::new(),
-            probe: None,
-            index: None,
             if_not_exists: true,
             column_of_relation: true,
             new_column: Some(def.colname.clone()),
+            ..Precheck::of(&table)
         }),
         table: Some(table),
         default_policy: Policy::Rewrite,

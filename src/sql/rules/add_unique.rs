@@ -9,7 +9,7 @@
 
 use super::alter_table::{self, add_constraint};
 use super::{deparse, str_val, Rule};
-use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Step, StepKind};
+use crate::sql::plan::{Finding, Lock, Placement, Plan, Policy, Precheck, Step, StepKind};
 use crate::sql::{ident, naming};
 use pg_query::protobuf::{
     AlterTableStmt, AlterTableType, ConstrType, Constraint, IndexElem, IndexStmt, Node, SortByDir,
@@ -151,9 +151,21 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
             steps,
         }),
         hint,
+        // Postgres' words when the relation takes no constraint or a column
+        // is missing (a primary key's columns are looked up for NOT NULL first).
+        precheck: Some(Precheck {
+            columns: columns
+                .iter()
+                .map(|c| c.to_string())
+                .chain(con.including.iter().filter_map(str_val).map(str::to_string))
+                .collect(),
+            column_of_relation: primary,
+            named_in_key: !primary,
+            action: Some("ADD CONSTRAINT"),
+            ..Precheck::of(&table)
+        }),
         table: Some(table),
         relations: Vec::new(),
-        precheck: None,
         default_policy: Policy::Rewrite,
     })
 }

@@ -111,8 +111,7 @@ fn precheck(stmt: &IndexStmt, table: &str) -> Precheck {
         probe,
         index: (!stmt.idxname.is_empty()).then(|| stmt.idxname.clone()),
         if_not_exists: stmt.if_not_exists,
-        column_of_relation: false,
-        new_column: None,
+        ..Precheck::of(table)
     }
 }
 

@@ -91,13 +91,11 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
         table: Some(table.clone()),
         relations: Vec::new(),
         precheck: Some(Precheck {
-            table: table.clone(),
             columns: vec![column.to_string()],
-            probe: None,
-            index: None,
-            if_not_exists: false,
             column_of_relation: true,
-            new_column: None,
+            action: Some("ALTER COLUMN ... SET NOT NULL"),
+            no_system_column: true,
+            ..Precheck::of(&table)
         }),
         default_policy: Policy::Rewrite,
     })
