@@ -389,7 +389,7 @@ async fn serial_column_is_added_with_a_sequence_and_backfilled() {
     assert_eq!(owned, "public.items_seq_seq");
     assert!(logged(&db)
         .iter()
-        .any(|s| s.contains("CREATE SEQUENCE IF NOT EXISTS items_seq_seq")));
+        .any(|s| s.contains("CREATE SEQUENCE public.items_seq_seq")));
 }
 
 #[tokio::test]

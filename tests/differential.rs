@@ -176,6 +176,7 @@ scripts!(differential_any_size:
     add_foreign_key,
     alter_multi_subcommand_atomicity,
     alter_multi_subcommand_order,
+    alter_serial_sequence_names,
     alter_unique_pkey_failures,
     check_and_set_not_null,
     check_naming_expressions,

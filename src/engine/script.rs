@@ -406,6 +406,7 @@ where
                             }
                             super::unnamed::name_indexes(io, &mut plan).await?;
                             super::unnamed::name_constraints(io, &mut plan).await?;
+                            super::unnamed::name_sequences(io, &mut plan).await?;
                             run_plan(io, cx, &cx2, pending, stmt, finding, &plan, *policy).await
                         }
                         Err(f) => Err(f),

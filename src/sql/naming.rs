@@ -15,6 +15,68 @@ use serde::{Deserialize, Serialize};
 /// picks it (a plain identifier, so the deparsed SQL keeps it as is).
 pub const PLACEHOLDER: &str = "pgshift_unnamed_index";
 
+/// A serial column's sequence, named as Postgres' `ChooseRelationName` would:
+/// `table_column_seq`, then `seq1`, `seq2`… until no relation in the table's
+/// schema has the name; it lives in the table's schema, whatever search_path says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceNaming {
+    /// Stands for the name in the plan's SQL (unique in the process, ends in
+    /// `_`, so that no placeholder begins another) until it is picked.
+    pub placeholder: String,
+    /// The table as SQL.
+    pub table: String,
+    /// The table's schema as the statement wrote it (empty: none).
+    pub schema: String,
+    /// The table's own name and the column's, unquoted.
+    pub relname: String,
+    pub column: String,
+}
+
+impl SequenceNaming {
+    pub fn new(table: &str, schema: &str, relname: &str, column: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        SequenceNaming {
+            placeholder: format!(
+                "pgshift_unnamed_sequence_{}_",
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            table: table.to_string(),
+            schema: schema.to_string(),
+            relname: relname.to_string(),
+            column: column.to_string(),
+        }
+    }
+
+    pub fn candidates(&self, n: usize) -> Vec<String> {
+        numbered(&self.relname, Some(&self.column), "seq", n)
+    }
+}
+
+/// Puts the sequence's name (`qualified`: SQL, schema included when known)
+/// wherever `plan` holds `naming`'s placeholder, in `nextval('…')` as a literal,
+/// and forgets the naming.
+pub fn give_sequence_name(plan: &mut Plan, naming: &SequenceNaming, qualified: &str) {
+    let as_literal = crate::sql::ident::literal(qualified);
+    let p = &naming.placeholder;
+    let put = |sql: &str| {
+        sql.replace(&format!("'{p}'"), &as_literal)
+            .replace(p.as_str(), qualified)
+    };
+    for s in &mut plan.steps {
+        s.sql = put(&s.sql);
+        s.undo = s.undo.as_deref().map(put);
+        if s.sequence.as_ref() == Some(naming) {
+            s.sequence = None;
+        }
+        if let StepKind::Backfill { by_pages, rest, .. } = &mut s.kind {
+            *by_pages = put(by_pages);
+            *rest = put(rest);
+        }
+    }
+    plan.summary = put(&plan.summary);
+}
+
 /// Everything of an unnamed index's name but the collision check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexNaming {
@@ -140,6 +202,10 @@ pub fn name_offline(plan: &mut Plan) {
             .unwrap_or_default();
         give_constraint_name(plan, &n, &name);
         taken.push(name);
+    }
+    while let Some(n) = plan.steps.iter().find_map(|s| s.sequence.clone()) {
+        let name = crate::sql::ident::qualified(&n.schema, &n.candidates(1).remove(0));
+        give_sequence_name(plan, &n, &name);
     }
     for i in 0..plan.steps.len() {
         if let StepKind::ConcurrentIndex {

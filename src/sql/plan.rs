@@ -173,6 +173,11 @@ pub struct Step {
     /// every step of other plans.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pass: u8,
+    /// The sequence of a serial column this step creates: its SQL (and that of
+    /// the steps after it) holds [`crate::sql::naming::SEQUENCE_PLACEHOLDER`]
+    /// until the executor picks Postgres' name in the table's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<super::naming::SequenceNaming>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -202,6 +207,7 @@ impl Step {
             names: Vec::new(),
             also: Vec::new(),
             pass: 0,
+            sequence: None,
         }
     }
 
@@ -218,6 +224,7 @@ impl Step {
             names: Vec::new(),
             also: Vec::new(),
             pass: 0,
+            sequence: None,
         }
     }
 

@@ -446,7 +446,7 @@ mod tests {
             step_sql(&f),
             [
                 "ALTER TABLE app.events ADD COLUMN seq bigint",
-                "CREATE SEQUENCE IF NOT EXISTS app.events_seq_seq AS bigint OWNED BY app.events.seq",
+                "CREATE SEQUENCE app.events_seq_seq AS bigint; ALTER SEQUENCE app.events_seq_seq OWNED BY app.events.seq",
                 "ALTER TABLE app.events ALTER COLUMN seq SET DEFAULT nextval('app.events_seq_seq')",
                 "UPDATE app.events SET seq = nextval('app.events_seq_seq') WHERE ctid = ANY (ARRAY(SELECT ctid FROM app.events WHERE seq IS NULL LIMIT $1::bigint)) AND seq IS NULL",
                 "ALTER TABLE app.events ADD CONSTRAINT events_seq_not_null CHECK (seq IS NOT NULL) NOT VALID",
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(sql[0], "ALTER TABLE \"Logs\" ADD COLUMN id int");
         assert_eq!(
             sql[1],
-            "CREATE SEQUENCE IF NOT EXISTS \"Logs_id_seq\" AS integer OWNED BY \"Logs\".id"
+            "CREATE SEQUENCE \"Logs_id_seq\" AS integer; ALTER SEQUENCE \"Logs_id_seq\" OWNED BY \"Logs\".id"
         );
         assert_eq!(
             &sql[sql.len() - 2..],

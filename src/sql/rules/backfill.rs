@@ -3,6 +3,7 @@
 
 use super::alter_table::One;
 use crate::sql::ident;
+use crate::sql::naming::SequenceNaming;
 use crate::sql::plan::{Lock, Placement, Step, StepKind};
 use pg_query::protobuf::{a_const, AConst, FuncCall, Node};
 use pg_query::NodeEnum;
@@ -10,14 +11,21 @@ use pg_query::NodeEnum;
 /// `CREATE SEQUENCE … OWNED BY` for a serial `column`; it must come after the ADD
 /// COLUMN. Returns the step and the sequence name (schema-qualified, quoted).
 pub(super) fn sequence(one: &One<'_>, column: &str, sql_type: &str) -> (Step, String) {
-    let name = ident::generated_name(&one.rel.relname, &[column], "seq");
-    let seq = ident::sibling(one.rel, &name);
+    // Named by the executor, in the table's schema (see `SequenceNaming`).
+    let naming = SequenceNaming::new(&one.table(), &one.rel.schemaname, &one.rel.relname, column);
+    let seq = naming.placeholder.clone();
+    // The executor gives it the table's owner, between the two, when that is
+    // not the role running the statement (OWNED BY needs the same owner).
     let sql = format!(
-        "CREATE SEQUENCE IF NOT EXISTS {seq} AS {sql_type} OWNED BY {}.{}",
+        "CREATE SEQUENCE {seq} AS {sql_type}; ALTER SEQUENCE {seq} OWNED BY {}.{}",
         one.table(),
         ident::quote(column)
     );
-    (Step::quick(sql, Lock::AccessShare), seq)
+    let step = Step {
+        sequence: Some(naming),
+        ..Step::quick(sql, Lock::AccessShare)
+    };
+    (step, seq)
 }
 
 /// `nextval('<seq>')` as an expression node.
