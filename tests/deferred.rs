@@ -529,10 +529,50 @@ async fn rows_that_break_a_deferred_check_fail_the_statement_as_directly() {
             "{statement}: directly, then through pgshift"
         );
     }
+    // What succeeds directly succeeds through pgshift (a hostile review's
+    // cases): an index on an inheritance parent covers the parent alone; NOT NULL
+    // asks whether a composite value is null, not its fields; numeric 1.0 and
+    // 1.00 are one key, which their text hides.
+    admin
+        .batch_execute(
+            "CREATE TABLE par (a int); CREATE TABLE chi () INHERITS (par); \
+             INSERT INTO par SELECT generate_series(1, 1000); INSERT INTO chi VALUES (1); \
+             CREATE TYPE pair AS (x int, y int); CREATE TABLE cp (c pair); \
+             INSERT INTO cp SELECT ROW(NULL, g)::pair FROM generate_series(1, 1000) g; \
+             CREATE TABLE nu (n numeric); INSERT INTO nu SELECT generate_series(1, 1000); \
+             INSERT INTO nu VALUES (1.00)",
+        )
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE UNIQUE INDEX par_a ON par (a)",
+        "ALTER TABLE cp ALTER COLUMN c SET NOT NULL",
+    ] {
+        for client in [&admin, &through] {
+            client.batch_execute("BEGIN").await.unwrap();
+            client.batch_execute(statement).await.unwrap();
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    let mut seen = Vec::new();
+    for client in [&admin, &through] {
+        client.batch_execute("BEGIN").await.unwrap();
+        let e = client
+            .batch_execute("ALTER TABLE nu ADD CONSTRAINT nu_n UNIQUE (n)")
+            .await
+            .unwrap_err();
+        let e = e.as_db_error().expect("a server error");
+        seen.push((e.code().code().to_string(), e.message().to_string()));
+        client.batch_execute("ROLLBACK").await.unwrap();
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "numeric keys: directly, then through pgshift"
+    );
     // Nothing was left behind, and nothing runs after the ROLLBACKs.
     through.batch_execute("SELECT 1").await.unwrap();
-    let left = "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid IN ('t'::regclass, 'u'::regclass, 'o'::regclass)) \
-                || ' ' || (SELECT count(*) FROM pg_index WHERE indrelid = 'u'::regclass) \
+    let left = "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid IN ('t'::regclass, 'u'::regclass, 'o'::regclass, 'nu'::regclass, 'cp'::regclass)) \
+                || ' ' || (SELECT count(*) FROM pg_index WHERE indrelid IN ('u'::regclass, 'par'::regclass, 'nu'::regclass)) \
                 || ' ' || (SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'c')";
     assert_eq!(one_value(&admin, left).await, "0 0 false");
 }

@@ -65,7 +65,9 @@ pub async fn look<C: Conn>(
     deferred: &[Step],
     rows_pending: bool,
 ) -> Result<(), Failure> {
-    if rows_pending {
+    // Steps that change columns (a DROP and ADD of one name) make the rows
+    // the look would read differ from those the check will read.
+    if rows_pending || !in_tx.iter().all(adds_not_valid) {
         return Ok(());
     }
     let all: Vec<&Step> = in_tx.iter().chain(deferred).collect();
@@ -104,6 +106,21 @@ fn look_for(step: &Step, all: &[&Step]) -> Option<Look> {
     }
 }
 
+/// An `ALTER TABLE … ADD CONSTRAINT … NOT VALID` and nothing else.
+fn adds_not_valid(step: &Step) -> bool {
+    let Some(NodeEnum::AlterTableStmt(alter)) = statement(&step.sql) else {
+        return false;
+    };
+    alter.cmds.iter().all(|c| match &c.node {
+        Some(NodeEnum::AlterTableCmd(cmd)) => {
+            cmd.subtype() == AlterTableType::AtAddConstraint
+                && matches!(cmd.def.as_ref().and_then(|d| d.node.as_ref()),
+                    Some(NodeEnum::Constraint(con)) if con.skip_validation)
+        }
+        _ => false,
+    })
+}
+
 fn statement(sql: &str) -> Option<NodeEnum> {
     let parsed = pg_query::parse(sql).ok()?;
     let [one] = parsed.protobuf.stmts.as_slice() else {
@@ -118,7 +135,12 @@ fn added(all: &[&Step], name: &str) -> Option<(String, pg_query::protobuf::Const
         let NodeEnum::AlterTableStmt(alter) = statement(&s.sql)? else {
             return None;
         };
-        let table = ident::relation(alter.relation.as_ref()?);
+        let rel = alter.relation.as_ref()?;
+        // ONLY: the rows of the table alone (a look would read its children too).
+        if !rel.inh {
+            return None;
+        }
+        let table = ident::relation(rel);
         alter.cmds.iter().find_map(|c| {
             let Some(NodeEnum::AlterTableCmd(cmd)) = &c.node else {
                 return None;
@@ -128,7 +150,8 @@ fn added(all: &[&Step], name: &str) -> Option<(String, pg_query::protobuf::Const
             };
             (cmd.subtype() == AlterTableType::AtAddConstraint
                 && con.conname == name
-                && con.skip_validation)
+                && con.skip_validation
+                && !con.is_no_inherit)
                 .then(|| (table.clone(), (**con).clone()))
         })
     })
@@ -145,19 +168,27 @@ fn names(nodes: &[Node]) -> Vec<String> {
 }
 
 fn unique(ix: &IndexStmt) -> Option<Look> {
-    let table = ident::relation(ix.relation.as_ref()?);
+    let rel = ix.relation.as_ref()?;
+    if !rel.inh {
+        return None;
+    }
+    let table = ident::relation(rel);
     let mut exprs = Vec::new();
     let mut key = Vec::new();
     for p in &ix.index_params {
         let Some(NodeEnum::IndexElem(e)) = &p.node else {
             return None;
         };
+        // Another collation or operator class: its equality is not `GROUP BY`'s.
+        if !e.collation.is_empty() || !e.opclass.is_empty() {
+            return None;
+        }
         match &e.expr {
             // Postgres words an expression as it deparses it, which may differ.
             Some(x) => {
                 let x = crate::sql::rules::deparse_expr(x);
                 exprs.push(format!("({x})"));
-                key.push(x);
+                key.push(format!("({x})"));
             }
             None => {
                 exprs.push(ident::quote(&e.name));
@@ -172,10 +203,18 @@ fn unique(ix: &IndexStmt) -> Option<Look> {
     if !ix.nulls_not_distinct {
         wheres.extend(exprs.iter().map(|x| format!("{x} IS NOT NULL")));
     }
+    // Grouped by the values (numeric 1.0 and 1.00 are one key), shown as text.
     let list: Vec<String> = (1..=exprs.len()).map(|i| i.to_string()).collect();
+    let inner: Vec<String> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| format!("{x} AS k{i}"))
+        .collect();
+    let shown: Vec<String> = (0..exprs.len()).map(|i| format!("d.k{i}")).collect();
     let query = format!(
-        "SELECT {} FROM {table}{} GROUP BY {} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 ORDER BY {} LIMIT 1",
-        texts(&exprs),
+        "SELECT {} FROM (SELECT {} FROM {table}{} GROUP BY {} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 ORDER BY {} LIMIT 1) d",
+        texts(&shown),
+        inner.join(", "),
         where_clause(&wheres),
         list.join(", "),
         list.join(", "),
@@ -209,14 +248,25 @@ fn where_clause(conds: &[String]) -> String {
 fn validation(step: &Step, table: String, con: pg_query::protobuf::Constraint) -> Option<Look> {
     if con.contype == ConstrType::ConstrCheck as i32 {
         let cond = crate::sql::rules::deparse_expr(con.raw_expr.as_deref()?);
-        let broken = match &step.null_column {
-            Some(column) => Broken::Null {
-                column: column.clone(),
-            },
-            None => Broken::Check { name: con.conname },
+        // NOT NULL asks whether the value is null (a composite with a NULL field is
+        // not), which `IS NOT DISTINCT FROM NULL` asks and `IS NULL` does not.
+        let (broken, query) = match &step.null_column {
+            Some(column) => (
+                Broken::Null {
+                    column: column.clone(),
+                },
+                format!(
+                    "SELECT 1 FROM {table} WHERE {} IS NOT DISTINCT FROM NULL LIMIT 1",
+                    ident::quote(column)
+                ),
+            ),
+            None => (
+                Broken::Check { name: con.conname },
+                format!("SELECT 1 FROM {table} WHERE NOT ({cond}) LIMIT 1"),
+            ),
         };
         return Some(Look {
-            query: format!("SELECT 1 FROM {table} WHERE NOT ({cond}) LIMIT 1"),
+            query,
             table,
             broken,
         });
@@ -228,10 +278,7 @@ fn validation(step: &Step, table: String, con: pg_query::protobuf::Constraint) -
             table,
             broken: Broken::Reference {
                 name: con.conname,
-                key: names(&con.fk_attrs)
-                    .iter()
-                    .map(|c| ident::quote(c))
-                    .collect(),
+                key: names(&con.fk_attrs),
                 referenced: ident::relation(con.pktable.as_ref()?),
                 referenced_key: names(&con.pk_attrs)
                     .iter()
@@ -243,8 +290,31 @@ fn validation(step: &Step, table: String, con: pg_query::protobuf::Constraint) -
     None
 }
 
-const RELNAME: &str = "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c \
-                       WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)";
+/// A relation's name, then whether a look at it could differ from the check or
+/// hold up others: a parent by plain inheritance (its index or foreign key
+/// covers it alone), a lock of this transaction that blocks writers on a table
+/// larger than [`LOCKED_SCAN_MAX`] (the scan would run under it; a small one is
+/// read in milliseconds, as Postgres itself would read it under that lock), a
+/// snapshot older than the check's (REPEATABLE READ, SERIALIZABLE), row
+/// security (a foreign key's check sees every row).
+/// Largest table (bytes) looked at while this transaction holds a lock on it
+/// that blocks writers.
+const LOCKED_SCAN_MAX: &str = "8388608";
+
+/// Longest wait for the look's ACCESS SHARE lock, in ms.
+const LOOK_LOCK_MS: u32 = 200;
+
+const FACTS: &str = "\
+SELECT c.relname::pg_catalog.text,
+  (c.relkind OPERATOR(pg_catalog.=) 'r' AND EXISTS (SELECT FROM pg_catalog.pg_inherits i
+     WHERE i.inhparent OPERATOR(pg_catalog.=) c.oid)
+   OR EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+     AND l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.relation OPERATOR(pg_catalog.=) c.oid AND l.granted
+     AND l.mode OPERATOR(pg_catalog.=) ANY ('{ShareLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}'::pg_catalog.text[]))
+     AND pg_catalog.pg_relation_size(c.oid) OPERATOR(pg_catalog.>) $2
+   OR pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed'
+   OR c.relrowsecurity)::pg_catalog.text
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)";
 
 /// Fills in what only the catalog knows: the relations' names for the message
 /// and a foreign key's referenced columns left out (the referenced table's
@@ -266,7 +336,10 @@ async fn complete<C: Conn>(conn: &mut C, mut look: Look) -> Result<Option<Look>,
         if referenced_key.len() != key.len() {
             return Ok(None);
         }
-        let f: Vec<String> = key.iter().map(|k| format!("f.{k}")).collect();
+        let f: Vec<String> = key
+            .iter()
+            .map(|k| format!("f.{}", ident::quote(k)))
+            .collect();
         let not_null: Vec<String> = f.iter().map(|k| format!("{k} IS NOT NULL")).collect();
         // `=` of the column types, found as the key's own operator is.
         let matches: Vec<String> = referenced_key
@@ -290,9 +363,12 @@ async fn complete<C: Conn>(conn: &mut C, mut look: Look) -> Result<Option<Look>,
     Ok(Some(look))
 }
 
+/// `table`'s name, when a look at it can stand for the check (see [`FACTS`]).
+/// Row security on the table itself only hides rows (a look misses what the
+/// check finds, never the reverse), but it is left alone with the rest.
 async fn relname<C: Conn>(conn: &mut C, table: &str) -> Result<Option<String>, Failure> {
-    let reply = conn.query_params(RELNAME, &[table]).await?;
-    if reply.error.is_some() || reply.rows.is_empty() {
+    let reply = conn.query_params(FACTS, &[table, LOCKED_SCAN_MAX]).await?;
+    if reply.error.is_some() || reply.rows.is_empty() || reply.cell(1) != "false" {
         return Ok(None);
     }
     Ok(Some(reply.cell(0)))
@@ -314,18 +390,30 @@ async fn primary_key<C: Conn>(conn: &mut C, table: &str) -> Result<Vec<String>, 
     Ok(reply.rows.iter().map(|r| super::conn::cell(r, 0)).collect())
 }
 
-/// Runs the look in a savepoint; the error its row stands for, if it found one.
+/// Runs the look in a savepoint, rolled back whatever it found: its lock goes
+/// with it (the transaction's next step asks for a stronger one; holding this
+/// one could deadlock two sessions running the same migration), and a lock it
+/// cannot have at once is not waited for. The error its row stands for, if any.
 async fn run<C: Conn>(conn: &mut C, look: &Look) -> Result<Option<PgError>, Failure> {
-    let reply = conn
+    let opened = conn
         .query(&format!(
-            "SAVEPOINT pgshift_look; {}; RELEASE SAVEPOINT pgshift_look",
-            look.query
+            "SAVEPOINT pgshift_look; SET LOCAL lock_timeout = {LOOK_LOCK_MS}"
         ))
         .await?;
+    if let Some(e) = opened.error {
+        return Err(Failure::Server(e));
+    }
+    let reply = conn.query(&look.query).await?;
+    let back = conn
+        .query("ROLLBACK TO SAVEPOINT pgshift_look; RELEASE SAVEPOINT pgshift_look")
+        .await?;
+    if let Some(e) = back.error {
+        return Err(Failure::Server(e));
+    }
     if let Some(e) = reply.error {
-        conn.query("ROLLBACK TO SAVEPOINT pgshift_look; RELEASE SAVEPOINT pgshift_look")
-            .await?;
-        if e.code == "57014" {
+        // The client's cancel ends the statement; its statement_timeout ends only
+        // the look (the check runs after COMMIT, as before).
+        if e.code == "57014" && e.message.contains("user request") {
             return Err(Failure::Server(e));
         }
         tracing::debug!(target: "pgshift::ddl", query = %look.query, error = %e.message, "rows not looked at before deferring");
@@ -425,20 +513,30 @@ mod tests {
         let look = look_for(&s, &[&s]).unwrap();
         assert_eq!(
             look.query,
-            "SELECT (a)::pg_catalog.text, ((lower(b)))::pg_catalog.text FROM app.t \
+            "SELECT (d.k0)::pg_catalog.text, (d.k1)::pg_catalog.text FROM \
+             (SELECT a AS k0, (lower(b)) AS k1 FROM app.t \
              WHERE (active) AND a IS NOT NULL AND (lower(b)) IS NOT NULL \
-             GROUP BY 1, 2 HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 ORDER BY 1, 2 LIMIT 1"
+             GROUP BY 1, 2 HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 ORDER BY 1, 2 LIMIT 1) d"
         );
         assert_eq!(
             look.broken,
             Broken::Unique {
                 index: "Uq".into(),
-                key: vec!["a".into(), "lower(b)".into()]
+                key: vec!["a".into(), "(lower(b))".into()]
             }
         );
         // NULLS NOT DISTINCT: a NULL key is a key like another.
         let s = index("CREATE UNIQUE INDEX CONCURRENTLY u ON t (a) NULLS NOT DISTINCT");
         assert!(!look_for(&s, &[&s]).unwrap().query.contains("IS NOT NULL"));
+        // ONLY, a collation or an operator class of its own: not looked at.
+        for sql in [
+            "CREATE UNIQUE INDEX CONCURRENTLY u ON ONLY t (a)",
+            "CREATE UNIQUE INDEX CONCURRENTLY u ON t (a COLLATE \"C\")",
+            "CREATE UNIQUE INDEX CONCURRENTLY u ON t (a text_pattern_ops)",
+        ] {
+            let s = index(sql);
+            assert_eq!(look_for(&s, &[&s]), None, "{sql}");
+        }
         // Not unique: nothing to find.
         let s = index("CREATE INDEX CONCURRENTLY i ON t (a)");
         assert_eq!(look_for(&s, &[&s]), None);
@@ -461,6 +559,10 @@ mod tests {
         };
         let look = look_for(&validate, &[&add, &validate]).unwrap();
         assert_eq!(look.broken, Broken::Null { column: "a".into() });
+        assert_eq!(
+            look.query,
+            "SELECT 1 FROM t WHERE a IS NOT DISTINCT FROM NULL LIMIT 1"
+        );
         // Another constraint's validation: nothing known to look for.
         let other = step("ALTER TABLE t VALIDATE CONSTRAINT d", StepKind::Sql);
         assert_eq!(look_for(&other, &[&add, &other]), None);
@@ -478,7 +580,7 @@ mod tests {
             look.broken,
             Broken::Reference {
                 name: "o_fk".into(),
-                key: vec!["\"A\"".into(), "b".into()],
+                key: vec!["A".into(), "b".into()],
                 referenced: "p".into(),
                 referenced_key: Vec::new(),
             }
