@@ -513,10 +513,18 @@ async fn rows_that_break_a_deferred_check_fail_the_statement_as_directly() {
             }
             let e = client.batch_execute(statement).await.unwrap_err();
             let db_error = e.as_db_error().expect("a server error");
+            let field = |v: Option<&str>| v.map(str::to_string);
             seen.push((
                 db_error.code().code().to_string(),
                 db_error.message().to_string(),
                 db_error.detail().map(str::to_string),
+                // What client libraries match on (psycopg's diag, Ecto).
+                [
+                    field(db_error.schema()),
+                    field(db_error.table()),
+                    field(db_error.constraint()),
+                    field(db_error.column()),
+                ],
             ));
             // The transaction failed with it.
             let next = client.batch_execute("SELECT 1").await.unwrap_err();

@@ -17,7 +17,7 @@
 //! are duplicated, the DETAIL names the smallest; Postgres names the first pair
 //! its sort happens to compare, which may be another.
 
-use super::conn::Conn;
+use super::conn::{Conn, ServerError};
 use super::steps::Failure;
 use crate::sql::ident;
 use crate::sql::plan::{Step, StepKind};
@@ -33,6 +33,8 @@ struct Look {
     query: String,
     /// The table as SQL, then (after `complete`) its name for the message.
     table: String,
+    /// The table's schema (after `complete`), for the error's fields.
+    schema: String,
     broken: Broken,
 }
 
@@ -79,7 +81,7 @@ pub async fn look<C: Conn>(
             continue;
         };
         if let Some(e) = run(conn, &look).await? {
-            return Err(Failure::Ours(e));
+            return Err(Failure::Server(fields(e, &look)));
         }
     }
     Ok(())
@@ -222,6 +224,7 @@ fn unique(ix: &IndexStmt) -> Option<Look> {
     Some(Look {
         query,
         table,
+        schema: String::new(),
         broken: Broken::Unique {
             index: ix.idxname.clone(),
             key,
@@ -268,6 +271,7 @@ fn validation(step: &Step, table: String, con: pg_query::protobuf::Constraint) -
         return Some(Look {
             query,
             table,
+            schema: String::new(),
             broken,
         });
     }
@@ -276,6 +280,7 @@ fn validation(step: &Step, table: String, con: pg_query::protobuf::Constraint) -
         return Some(Look {
             query: String::new(),
             table,
+            schema: String::new(),
             broken: Broken::Reference {
                 name: con.conname,
                 key: names(&con.fk_attrs),
@@ -313,14 +318,15 @@ SELECT c.relname::pg_catalog.text,
      AND l.mode OPERATOR(pg_catalog.=) ANY ('{ShareLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}'::pg_catalog.text[]))
      AND pg_catalog.pg_relation_size(c.oid) OPERATOR(pg_catalog.>) $2
    OR pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed'
-   OR c.relrowsecurity)::pg_catalog.text
+   OR c.relrowsecurity)::pg_catalog.text,
+  (SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) c.relnamespace)
 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)";
 
 /// Fills in what only the catalog knows: the relations' names for the message
 /// and a foreign key's referenced columns left out (the referenced table's
 /// primary key). None when the look cannot be made.
 async fn complete<C: Conn>(conn: &mut C, mut look: Look) -> Result<Option<Look>, Failure> {
-    let Some(own) = relname(conn, &look.table).await? else {
+    let Some((own, schema)) = relname(conn, &look.table).await? else {
         return Ok(None);
     };
     if let Broken::Reference {
@@ -354,24 +360,26 @@ async fn complete<C: Conn>(conn: &mut C, mut look: Look) -> Result<Option<Look>,
             not_null.join(" AND "),
             matches.join(" AND ")
         );
-        let Some(name) = relname(conn, referenced).await? else {
+        let Some((name, _)) = relname(conn, referenced).await? else {
             return Ok(None);
         };
         *referenced = name;
     }
     look.table = own;
+    look.schema = schema;
     Ok(Some(look))
 }
 
 /// `table`'s name, when a look at it can stand for the check (see [`FACTS`]).
 /// Row security on the table itself only hides rows (a look misses what the
 /// check finds, never the reverse), but it is left alone with the rest.
-async fn relname<C: Conn>(conn: &mut C, table: &str) -> Result<Option<String>, Failure> {
+/// Its schema comes second.
+async fn relname<C: Conn>(conn: &mut C, table: &str) -> Result<Option<(String, String)>, Failure> {
     let reply = conn.query_params(FACTS, &[table, LOCKED_SCAN_MAX]).await?;
     if reply.error.is_some() || reply.rows.is_empty() || reply.cell(1) != "false" {
         return Ok(None);
     }
-    Ok(Some(reply.cell(0)))
+    Ok(Some((reply.cell(0), reply.cell(2))))
 }
 
 async fn primary_key<C: Conn>(conn: &mut C, table: &str) -> Result<Vec<String>, Failure> {
@@ -475,6 +483,29 @@ async fn run<C: Conn>(conn: &mut C, look: &Look) -> Result<Option<PgError>, Fail
             quoted(referenced)
         )),
     }))
+}
+
+/// `e` with the fields Postgres sends with it (schema, table, and the constraint
+/// or the column), which client libraries match on.
+fn fields(e: PgError, look: &Look) -> ServerError {
+    let mut f: Vec<(u8, String)> = vec![
+        (b'S', "ERROR".into()),
+        (b'V', "ERROR".into()),
+        (b'C', e.code.into()),
+        (b'M', e.message),
+    ];
+    if let Some(d) = e.detail {
+        f.push((b'D', d));
+    }
+    f.push((b's', look.schema.clone()));
+    f.push((b't', look.table.clone()));
+    match &look.broken {
+        Broken::Unique { index: n, .. }
+        | Broken::Check { name: n }
+        | Broken::Reference { name: n, .. } => f.push((b'n', n.clone())),
+        Broken::Null { column } => f.push((b'c', column.clone())),
+    }
+    ServerError::from_fields(f)
 }
 
 /// `"name"` as Postgres puts a name in a message (the name itself, unescaped).
