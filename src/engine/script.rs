@@ -873,18 +873,15 @@ fn entry(
     }
 }
 
-/// Takes back the steps that completed before one failed, last first, so that
-/// the failed statement leaves nothing behind, as it would directly. (Inside a
-/// transaction the failure rolls them back.) An undo that fails is logged.
-/// The index of `table` a concurrent build of the plan made (`build`, its SQL),
-/// by its own schema: the statement's unqualified name may resolve elsewhere.
+/// Index `$2` (as the plan names it) when it is one of table `$1`'s, by its own
+/// schema: an unqualified name may resolve to another table's index elsewhere.
 const BUILT: &str = "\
 SELECT pg_catalog.quote_ident(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.||) '.' \
        OPERATOR(pg_catalog.||) pg_catalog.quote_ident(i.relname::pg_catalog.text)
 FROM pg_catalog.pg_index x, pg_catalog.pg_class i, pg_catalog.pg_namespace n
 WHERE x.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
-  AND i.oid OPERATOR(pg_catalog.=) x.indexrelid AND n.oid OPERATOR(pg_catalog.=) i.relnamespace
-  AND i.relname OPERATOR(pg_catalog.=) $2";
+  AND x.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($2)
+  AND i.oid OPERATOR(pg_catalog.=) x.indexrelid AND n.oid OPERATOR(pg_catalog.=) i.relnamespace";
 
 /// Drops the index a concurrent build of a failed statement made (a later
 /// step, its USING INDEX, failed: NULLs under a primary key, a second one), so
@@ -894,16 +891,18 @@ async fn drop_built<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
     table: &str,
+    index: &str,
     build: &str,
 ) -> io::Result<()>
 where
     C: AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(name) = crate::sql::analysis::built_index(build) else {
+    // pgshift deparsed the build: IF NOT EXISTS stands right after CONCURRENTLY.
+    if build.contains("CONCURRENTLY IF NOT EXISTS ") {
         return Ok(());
-    };
-    let found = io.query_params(BUILT, &[table, &name]).await?;
+    }
+    let found = io.query_params(BUILT, &[table, index]).await?;
     if found.error.is_some() || found.rows.is_empty() {
         return Ok(());
     }
@@ -915,6 +914,9 @@ where
     Ok(())
 }
 
+/// Takes back the steps that completed before one failed, last first, so that
+/// the failed statement leaves nothing behind, as it would directly. (Inside a
+/// transaction the failure rolls them back.) An undo that fails is logged.
 async fn undo<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
@@ -926,8 +928,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     for s in done.iter().rev() {
-        if let (None, StepKind::ConcurrentIndex { table, .. }) = (&s.undo, &s.kind) {
-            drop_built(io, cx, table, &s.sql).await?;
+        if let (None, StepKind::ConcurrentIndex { table, index, .. }) = (&s.undo, &s.kind) {
+            drop_built(io, cx, table, index, &s.sql).await?;
             continue;
         }
         let Some(sql) = &s.undo else {

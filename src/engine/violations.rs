@@ -7,10 +7,12 @@
 //!
 //! The look is a plain query under ACCESS SHARE, taken before the transaction's
 //! own steps (a NOT VALID constraint holds ACCESS EXCLUSIVE until COMMIT, and
-//! the scan must not run under it). It runs in a savepoint: a query that cannot
-//! run yet (it names a column the same statement adds) is forgotten, and the
-//! deferred step checks the rows after COMMIT as before. A cancel or a statement
-//! timeout ends the statement, as it would have ended the scan directly.
+//! the scan must not run under it), in a savepoint that is always rolled back
+//! (its lock goes with it). A query that cannot run yet (it names a column the
+//! same statement adds) is forgotten, and the deferred step checks the rows
+//! after COMMIT as before; so is a look that could differ from the check or
+//! hold others up (see [`FACTS`]). A cancel ends the statement; the client's
+//! statement_timeout only the look.
 //!
 //! Rows written between the look and COMMIT by other sessions are not seen:
 //! those still fail the deferred step, recorded on its row. Where several keys
@@ -67,16 +69,18 @@ pub async fn look<C: Conn>(
     deferred: &[Step],
     rows_pending: bool,
 ) -> Result<(), Failure> {
-    // Steps that change columns (a DROP and ADD of one name) make the rows
-    // the look would read differ from those the check will read.
-    if rows_pending || !in_tx.iter().all(adds_not_valid) {
+    if rows_pending {
         return Ok(());
     }
-    let all: Vec<&Step> = in_tx.iter().chain(deferred).collect();
-    for step in deferred.iter().take_while(|s| !s.writes_rows()) {
-        let Some(look) = look_for(step, &all) else {
-            continue;
-        };
+    // The steps' SQL holds the client's expressions, as deep as it wrote them:
+    // it is parsed on a parser thread, like every parse. A busy pool: no look.
+    let (in_tx, deferred) = (in_tx.to_vec(), deferred.to_vec());
+    let bytes = in_tx.iter().chain(&deferred).map(|s| s.sql.len()).sum();
+    let looks = match crate::sql::parser::submit(bytes, move || looks_for(&in_tx, &deferred)) {
+        Ok(pending) => pending.await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    for look in looks {
         let Some(look) = complete(conn, look).await? else {
             continue;
         };
@@ -85,6 +89,21 @@ pub async fn look<C: Conn>(
         }
     }
     Ok(())
+}
+
+/// The looks the deferred steps need, up to one that writes rows.
+fn looks_for(in_tx: &[Step], deferred: &[Step]) -> Vec<Look> {
+    // Steps that change columns (a DROP and ADD of one name) make the rows
+    // the look would read differ from those the check will read.
+    if !in_tx.iter().all(adds_not_valid) {
+        return Vec::new();
+    }
+    let all: Vec<&Step> = in_tx.iter().chain(deferred).collect();
+    deferred
+        .iter()
+        .take_while(|s| !s.writes_rows())
+        .filter_map(|s| look_for(s, &all))
+        .collect()
 }
 
 /// The look a step needs, from its SQL (and the step that added its constraint).

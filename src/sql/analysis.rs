@@ -130,21 +130,6 @@ pub enum ParseError {
 /// 1+1+…+1 beyond ~6,000 terms (12,000 tokens) with its default max_stack_depth.
 pub const MAX_NESTING: usize = 10_000;
 
-/// The name of the index `sql` (a `CREATE INDEX` pgshift wrote) builds, unless
-/// it says IF NOT EXISTS (then the index may have been there before).
-pub fn built_index(sql: &str) -> Option<String> {
-    let parsed = pg_query::parse(sql).ok()?;
-    let [one] = parsed.protobuf.stmts.as_slice() else {
-        return None;
-    };
-    match one.stmt.as_ref()?.node.as_ref()? {
-        pg_query::NodeEnum::IndexStmt(ix) if !ix.if_not_exists && !ix.idxname.is_empty() => {
-            Some(ix.idxname.clone())
-        }
-        _ => None,
-    }
-}
-
 /// Parses `sql` and reviews each statement. Recurses as deep as the statement nests
 /// (up to [`MAX_NESTING`]): run it on a parser thread ([`analyze_shared`],
 /// `parser::run_blocking`), not on a thread with a small stack.
