@@ -18,9 +18,11 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// can override. `pg_temp` is listed last so a temporary table cannot shadow a name.
 /// Values read back as text and sent again as parameters (a rollout's keys) must
 /// come back exact whatever the database or role sets: every float digit, ISO
-/// dates, one time zone.
+/// dates, one time zone. No JIT: pgshift's catalog queries are many small
+/// joins whose estimates can pass jit_above_cost, and compiling one costs
+/// about 100 ms (inside a batch's or a lock window's transaction).
 const OPTIONS: &str =
-    "-c search_path=pg_catalog,pg_temp -c check_function_bodies=on -c statement_timeout=10000 \
+    "-c search_path=pg_catalog,pg_temp -c check_function_bodies=on -c statement_timeout=10000 -c jit=off \
      -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000 \
      -c idle_session_timeout=0 -c default_transaction_read_only=off \
      -c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC \

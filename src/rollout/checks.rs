@@ -276,7 +276,7 @@ impl Driver {
         let keys_to = self.referenced_tables(r, &[&r.column]).await?;
         let twin_keys_to = self.referenced_tables(r, &[&r.new_column]).await?;
         let n = r.names();
-        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        let t = format!("ALTER TABLE {}", r.target());
         let wanted: Vec<String> = twins
             .iter()
             .map(|ck| n.new_check(ck.oid, ck.foreign))
@@ -460,8 +460,8 @@ impl Driver {
             self.client
                 .batch_execute(&format!(
                     "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
-                     LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
-                    r.qualified()
+                     LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.target()
                 ))
                 .await?;
             self.check_locked(r, &n.trigger, &format!("{}()", n.function), column)
@@ -475,8 +475,8 @@ impl Driver {
             }
             self.client
                 .batch_execute(&format!(
-                    "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}; COMMIT",
-                    r.qualified(),
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}; COMMIT",
+                    r.target(),
                     quote(name)
                 ))
                 .await?;

@@ -484,9 +484,9 @@ impl Driver {
     ) -> Result<(), StepError> {
         let begin = format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = 0; \
-             LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE",
+             LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
             literal(&format!("{lock_ms}ms")),
-            r.qualified(),
+            r.target(),
         );
         let result = async {
             self.client.batch_execute(&begin).await?;
@@ -825,8 +825,8 @@ impl Driver {
         match found {
             None => {
                 let add = format!(
-                    "ALTER TABLE ONLY {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-                    r.qualified(),
+                    "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+                    r.target(),
                     quote(&name),
                     quote(column)
                 );
@@ -856,8 +856,8 @@ impl Driver {
             self.client
                 .batch_execute(&format!(
                     "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
-                     LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
-                    r.qualified()
+                     LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.target()
                 ))
                 .await?;
             let ok: bool = self
@@ -880,8 +880,8 @@ impl Driver {
             }
             self.client
                 .batch_execute(&format!(
-                    "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}; COMMIT",
-                    r.qualified(),
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}; COMMIT",
+                    r.target(),
                     quote(&name)
                 ))
                 .await?;
@@ -944,12 +944,23 @@ impl Driver {
 
     /// Objects other than its default and pgshift's trigger that use `column`:
     /// the swap would leave them on the old column.
+    /// On a partitioned table, anything on it or its partitions (see
+    /// [`super::start::PARTITIONS_USERS`]).
     async fn column_users(&self, r: &Rollout, column: &str) -> Result<Vec<String>, StepError> {
         let attnum = self.attnum(r, column).await?;
-        let rows = self
-            .client
-            .query(super::start::USERS, &[&r.table_oid.to_string(), &attnum])
-            .await?;
+        let oid = r.table_oid.to_string();
+        let rows = match r.partitioned {
+            true => {
+                self.client
+                    .query(super::start::PARTITIONS_USERS, &[&oid, &column])
+                    .await?
+            }
+            false => {
+                self.client
+                    .query(super::start::USERS, &[&oid, &attnum])
+                    .await?
+            }
+        };
         let n = r.names();
         let ours = [
             format!("trigger {} on ", n.trigger),
@@ -993,7 +1004,7 @@ impl Driver {
         if not_null {
             self.not_null_check(settings, r, &r.new_column, bg).await?;
         }
-        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        let t = format!("ALTER TABLE {}", r.target());
         let (c, new, old) = (
             quote(&r.column),
             quote(&r.new_column),
@@ -1138,10 +1149,11 @@ impl Driver {
                 r.qualified()
             ),
             false => format!(
-                "DROP TRIGGER IF EXISTS {} ON {t}; ALTER TABLE ONLY {t} DROP COLUMN IF EXISTS {}",
+                "DROP TRIGGER IF EXISTS {} ON {t}; ALTER TABLE {only}{t} DROP COLUMN IF EXISTS {}",
                 quote(&n.reverse_trigger),
                 quote(&r.old_column()),
                 t = r.qualified(),
+                only = r.only(),
             ),
         };
         let done = format!("{}{}", Self::done(Phase::Finished), r.id);
@@ -1159,7 +1171,7 @@ impl Driver {
         r: &Rollout,
         bg: &Background,
     ) -> Result<(), StepError> {
-        let t = format!("ALTER TABLE ONLY {}", r.qualified());
+        let t = format!("ALTER TABLE {}", r.target());
         let n = r.names();
         let (c, new, old) = (
             quote(&r.column),
@@ -1218,8 +1230,8 @@ impl Driver {
             self.client
                 .batch_execute(&format!(
                     "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10s'; \
-                     SET LOCAL row_security = off; LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
-                    r.qualified()
+                     SET LOCAL row_security = off; LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+                    r.target()
                 ))
                 .await?;
             let same = self.names_table(r).await?;
@@ -1244,8 +1256,8 @@ impl Driver {
                 .client
                 .query_one(
                     &format!(
-                        "SELECT pg_catalog.count(*) FROM ONLY {} WHERE {old} IS NULL AND {c} IS NOT NULL",
-                        r.qualified()
+                        "SELECT pg_catalog.count(*) FROM {} WHERE {old} IS NULL AND {c} IS NOT NULL",
+                        r.target()
                     ),
                     &[],
                 )
@@ -1488,9 +1500,9 @@ async fn batch(
     let names = r.names();
     let begin = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = '60s'; \
-         LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE",
+         LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
         literal(&format!("{lock_ms}ms")),
-        r.qualified()
+        r.target()
     );
     d.client.batch_execute(&begin).await?;
     let result = async {

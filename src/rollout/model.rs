@@ -150,6 +150,9 @@ pub struct Rollout {
     /// The most rows per batch an operator set (`ROLLOUT BATCH`); None:
     /// `rollout.batch_rows`.
     pub batch_rows: Option<i64>,
+    /// The table is partitioned: what pgshift runs on it reaches every
+    /// partition (no ONLY), and the backfill walks it by its primary key.
+    pub partitioned: bool,
 }
 
 /// `pgshift.rollouts.kind` of a fill (NULL: a type change).
@@ -164,7 +167,9 @@ pub const FILL_COMMITTED: &str = "fill-committed";
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
      old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, request, \
      paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
-     kind, fill_before, batch_rows";
+     kind, fill_before, batch_rows, \
+     COALESCE((SELECT c.relkind OPERATOR(pg_catalog.=) 'p' FROM pg_catalog.pg_class c \
+               WHERE c.oid OPERATOR(pg_catalog.=) table_oid), false)";
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {
@@ -203,12 +208,29 @@ impl Rollout {
             column_committed: r.get::<_, Option<String>>(23).as_deref() == Some(FILL_COMMITTED),
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
             batch_rows: r.get(25),
+            partitioned: r.get(26),
         }
     }
 
     /// The table, schema-qualified and quoted.
     pub fn qualified(&self) -> String {
         ident::qualified(&self.schema, &self.table)
+    }
+
+    /// `ONLY ` before the table's name in what pgshift runs on it; nothing for
+    /// a partitioned table, whose rows, columns and triggers are its
+    /// partitions' (Postgres refuses ONLY there for most of it).
+    pub fn only(&self) -> &'static str {
+        match self.partitioned {
+            true => "",
+            false => "ONLY ",
+        }
+    }
+
+    /// The table as statements that read or write its rows name it: `ONLY
+    /// schema.table`, or the partitioned table whole.
+    pub fn target(&self) -> String {
+        format!("{}{}", self.only(), self.qualified())
     }
 
     /// The name the old column has between cutover and finish.

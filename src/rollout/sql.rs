@@ -245,9 +245,9 @@ fn key_order(keys: &[(String, String)], direction: &str) -> String {
 /// for every transaction that wrote the table), and the mirror set its value.
 pub fn last_key(r: &Rollout, keys: &[(String, String)]) -> String {
     format!(
-        "SELECT {} FROM ONLY {} ORDER BY {} LIMIT 1",
+        "SELECT {} FROM {} ORDER BY {} LIMIT 1",
         key_texts(keys),
-        r.qualified(),
+        r.target(),
         key_order(keys, " DESC"),
     )
 }
@@ -260,9 +260,9 @@ pub fn last_key(r: &Rollout, keys: &[(String, String)]) -> String {
 pub fn batch_end(r: &Rollout, keys: &[(String, String)], after: bool, rows: u64) -> String {
     let conds = key_range(keys, after);
     format!(
-        "SELECT {} FROM ONLY {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1",
+        "SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1",
         key_texts(keys),
-        r.qualified(),
+        r.target(),
         conds.join(" AND "),
         key_order(keys, ""),
         rows.max(1) - 1,
@@ -290,8 +290,8 @@ pub fn fill(r: &Rollout, keys: &[(String, String)], after: bool) -> String {
     let new = quote(&r.new_column);
     conds.push(pending(r));
     format!(
-        "UPDATE ONLY {} SET {new} = ({}) WHERE {}",
-        r.qualified(),
+        "UPDATE {} SET {new} = ({}) WHERE {}",
+        r.target(),
         r.transform,
         conds.join(" AND ")
     )
@@ -315,11 +315,11 @@ SELECT (pg_catalog.pg_relation_size(c.oid) OPERATOR(pg_catalog./)
 pub fn fill_pages(r: &Rollout) -> String {
     let new = quote(&r.new_column);
     format!(
-        "UPDATE ONLY {} SET {new} = ({}) WHERE ctid OPERATOR(pg_catalog.>=) \
+        "UPDATE {} SET {new} = ({}) WHERE ctid OPERATOR(pg_catalog.>=) \
          pg_catalog.format('(%s,0)', $1::pg_catalog.text)::pg_catalog.tid \
          AND ctid OPERATOR(pg_catalog.<) pg_catalog.format('(%s,0)', $2::pg_catalog.text)::pg_catalog.tid \
          AND {}",
-        r.qualified(),
+        r.target(),
         r.transform,
         pending(r)
     )
@@ -466,6 +466,10 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// built-in code and pgshift's own trigger: any row makes the rollout stop. Run
 /// after the table is locked (SHARE UPDATE EXCLUSIVE or stronger: nobody can add
 /// a trigger, rule, index or constraint, or rename the table, until commit).
+/// A partitioned table is looked at whole: an UPDATE of it runs its
+/// partitions' triggers, constraints and index expressions too (pgshift's
+/// trigger has a clone on each, by the same name and function), and a lock
+/// on it without ONLY locks them all.
 ///
 /// Parameters: $1 the table's oid (text); $2 the name of pgshift's trigger allowed
 /// on it now; $3 that trigger's function (regprocedure text, or empty); $4 the
@@ -484,14 +488,21 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// they name must be built in, and functions immutable (a built-in that runs SQL
 /// text, like query_to_xml, is not).
 pub const FOREIGN_CODE: &str = r#"
-WITH t AS (SELECT $1::pg_catalog.text::pg_catalog.oid AS oid),
+WITH root AS (SELECT $1::pg_catalog.text::pg_catalog.oid AS oid),
+-- The table, and its partitions at every level when it is partitioned; `at`
+-- names a partition in what is found.
+t AS (SELECT root.oid, '' AS at FROM root
+      UNION ALL
+      SELECT p.relid, pg_catalog.format(' of partition %s', p.relid::pg_catalog.regclass)
+        FROM root, pg_catalog.pg_partition_tree(root.oid::pg_catalog.regclass) p
+       WHERE p.relid OPERATOR(pg_catalog.<>) root.oid),
 -- Any rollout's mirror, reverse or fill function (pgshift's, in its own schema).
 mine AS (SELECT p.oid FROM pg_catalog.pg_proc p
           WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('pgshift')::pg_catalog.oid
             AND p.proowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user)
             AND p.proname OPERATOR(pg_catalog.~) '^(mirror|reverse)_[0-9]+$'),
 trees(what, tree, own) AS (
-    SELECT pg_catalog.format('constraint %s', k.conname), k.conbin::pg_catalog.text, false
+    SELECT pg_catalog.format('constraint %s%s', k.conname, t.at), k.conbin::pg_catalog.text, false
       FROM pg_catalog.pg_constraint k, t
      WHERE k.conrelid OPERATOR(pg_catalog.=) t.oid AND k.conbin IS NOT NULL
        AND k.conname OPERATOR(pg_catalog.<>) $7::pg_catalog.text::pg_catalog.name
@@ -500,12 +511,12 @@ trees(what, tree, own) AS (
            COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, ''), false
       FROM pg_catalog.pg_index x, t WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid
     UNION ALL
-    SELECT pg_catalog.format('generated column %s', a.attname), ad.adbin::pg_catalog.text, false
+    SELECT pg_catalog.format('generated column %s%s', a.attname, t.at), ad.adbin::pg_catalog.text, false
       FROM pg_catalog.pg_attrdef ad, t, pg_catalog.pg_attribute a
      WHERE ad.adrelid OPERATOR(pg_catalog.=) t.oid AND a.attrelid OPERATOR(pg_catalog.=) ad.adrelid
        AND a.attnum OPERATOR(pg_catalog.=) ad.adnum AND a.attgenerated OPERATOR(pg_catalog.<>) ''
     UNION ALL
-    SELECT pg_catalog.format('trigger %s', tg.tgname), tg.tgqual::pg_catalog.text,
+    SELECT pg_catalog.format('trigger %s%s', tg.tgname, t.at), tg.tgqual::pg_catalog.text,
            tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
            OR tg.tgfoid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM mine)
       FROM pg_catalog.pg_trigger tg, t
@@ -518,9 +529,9 @@ refs AS (
      WHERE NOT (trees.own AND m[1] OPERATOR(pg_catalog.=) 'funcid'
                 AND m[2]::pg_catalog.oid OPERATOR(pg_catalog.=) 'pg_catalog.age(pg_catalog.xid)'::pg_catalog.regprocedure::pg_catalog.oid))
 SELECT 'it was renamed, moved or replaced'
-  FROM t WHERE pg_catalog.to_regclass($4::pg_catalog.text) IS DISTINCT FROM t.oid
+  FROM root WHERE pg_catalog.to_regclass($4::pg_catalog.text) IS DISTINCT FROM root.oid
 UNION ALL
-SELECT pg_catalog.format('trigger %s', tg.tgname)
+SELECT pg_catalog.format('trigger %s%s', tg.tgname, t.at)
   FROM pg_catalog.pg_trigger tg, t
  WHERE tg.tgrelid OPERATOR(pg_catalog.=) t.oid AND NOT tg.tgisinternal
    AND NOT ((tg.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name
@@ -529,38 +540,47 @@ SELECT pg_catalog.format('trigger %s', tg.tgname)
             AND tg.tgenabled OPERATOR(pg_catalog.=) 'A'
             AND tg.tgoldtable IS NULL AND tg.tgnewtable IS NULL)
 UNION ALL
-SELECT pg_catalog.format('rule %s', w.rulename)
+SELECT pg_catalog.format('rule %s%s', w.rulename, t.at)
   FROM pg_catalog.pg_rewrite w, t
  WHERE w.ev_class OPERATOR(pg_catalog.=) t.oid AND w.ev_type OPERATOR(pg_catalog.<>) '1'
 UNION ALL
-SELECT 'it is a partition, or has inheritance parents or children'
-  FROM t
- WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t.oid AND c.relispartition)
-    OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
-                WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid OR i.inhparent OPERATOR(pg_catalog.=) t.oid)
+SELECT 'it is a partition'
+  FROM root
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) root.oid AND c.relispartition)
 UNION ALL
-SELECT 'row level security is forced on it'
+SELECT pg_catalog.format('it%s has inheritance parents or children', t.at)
+  FROM t
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+                WHERE (i.inhrelid OPERATOR(pg_catalog.=) t.oid OR i.inhparent OPERATOR(pg_catalog.=) t.oid)
+                  AND NOT c.relispartition)
+UNION ALL
+SELECT pg_catalog.format('partition %s is not a table', c.oid::pg_catalog.regclass)
+  FROM pg_catalog.pg_class c, t
+ WHERE c.oid OPERATOR(pg_catalog.=) t.oid AND c.relkind NOT IN ('r', 'p')
+UNION ALL
+SELECT pg_catalog.format('row level security is forced on it%s', t.at)
   FROM pg_catalog.pg_class c, t
  WHERE c.oid OPERATOR(pg_catalog.=) t.oid AND c.relforcerowsecurity
 UNION ALL
-SELECT pg_catalog.format('column %s has type %s, which is not built in', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
+SELECT DISTINCT pg_catalog.format('column %s has type %s, which is not built in', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
   FROM pg_catalog.pg_attribute a, t
  WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.text[])
    AND NOT a.attisdropped AND a.atttypid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
 UNION ALL
-SELECT pg_catalog.format('column %s is missing', c) FROM pg_catalog.unnest($5::pg_catalog.text[]) AS c, t
+SELECT pg_catalog.format('column %s is missing%s', c, t.at) FROM pg_catalog.unnest($5::pg_catalog.text[]) AS c, t
  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid
                    AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) c AND NOT a.attisdropped)
 UNION ALL
 SELECT 'its primary key changed'
-  FROM t
+  FROM root
  WHERE (SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.ord)
           FROM pg_catalog.pg_index x
           CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) x.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
-         WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid AND x.indisprimary) IS DISTINCT FROM NULLIF($6::pg_catalog.text[], '{}')
+         WHERE x.indrelid OPERATOR(pg_catalog.=) root.oid AND x.indisprimary) IS DISTINCT FROM NULLIF($6::pg_catalog.text[], '{}')
 UNION ALL
-SELECT pg_catalog.format('index %s uses an operator class that is not built in', x.indexrelid::pg_catalog.regclass)
+SELECT DISTINCT pg_catalog.format('index %s uses an operator class that is not built in', x.indexrelid::pg_catalog.regclass)
   FROM pg_catalog.pg_index x, t
  WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid
    AND EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o WHERE o OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
@@ -575,7 +595,7 @@ SELECT pg_catalog.format('index %s covers column %s of range type %s, whose subt
    AND (g.rngsubdiff::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
         OR g.rngcanonical::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
 UNION ALL
-SELECT pg_catalog.format('constraint %s uses an operator that is not built in', k.conname)
+SELECT pg_catalog.format('constraint %s%s uses an operator that is not built in', k.conname, t.at)
   FROM pg_catalog.pg_constraint k, t
  WHERE k.conrelid OPERATOR(pg_catalog.=) t.oid
    AND EXISTS (SELECT 1 FROM pg_catalog.unnest(k.conexclop) AS o WHERE o OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
@@ -647,6 +667,7 @@ pub(crate) mod tests {
             column_committed: false,
             fill_before: None,
             batch_rows: None,
+            partitioned: false,
         }
     }
 

@@ -286,14 +286,68 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text,
        pg_catalog.format_type($3::text::oid, $4::int4),
        (SELECT e.typtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_type e ON e.oid = t.typelem WHERE t.oid = $3::text::oid) AS element_kind,
        (SELECT t.typtype::text FROM pg_catalog.pg_type t WHERE t.oid = $3::text::oid) AS kind,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid),
-       c.reltuples::int8,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid
+                WHERE i.inhrelid = c.oid OR (i.inhparent = c.oid AND NOT ch.relispartition)),
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT COALESCE(pg_catalog.sum(GREATEST(l.reltuples, 0)), 0)::int8
+                    FROM pg_catalog.pg_partition_tree(c.oid) p JOIN pg_catalog.pg_class l ON l.oid = p.relid
+                   WHERE p.isleaf)
+            ELSE c.reltuples::int8 END,
        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attname IN ($5::text::name, $6::text::name) AND NOT x.attisdropped)
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2::text::name AND NOT a.attisdropped
   LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum AND a.attgenerated = ''
  WHERE c.oid = $1::text::oid";
+
+/// Why a rollout of column $2 (name) of partitioned table $1 (oid) cannot start,
+/// as (SQLSTATE, message) rows; none when it can. Every partition, at every
+/// level, is looked at by the column's name there (its number may differ).
+/// What a rollout does reaches every partition: the new column, the mirror
+/// trigger's clones, the backfill's UPDATE through the partitioned table, the
+/// renames and the drop. Nothing else may stand on the column yet: an index,
+/// a constraint or a sequence would need a twin on every partition.
+pub const PARTITIONS: &str = "
+WITH t AS (SELECT p.relid AS oid, p.relid = $1::text::oid AS root
+             FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
+col AS (SELECT t.oid, t.root, a.attnum, a.attnotnull, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS def
+          FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $2::text::name AND NOT a.attisdropped
+          LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum)
+SELECT '42P16', pg_catalog.format('cannot alter column \"%s\" because it is part of the partition key of relation \"%s\"', $2::text, c.relname)
+  FROM col JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = col.oid
+  JOIN pg_catalog.pg_class c ON c.oid = col.oid
+ WHERE col.attnum = ANY (pt.partattrs::int2[])
+    OR pt.partexprs::text ~ (':varattno ' || col.attnum || ' ')
+UNION ALL
+SELECT '42501', pg_catalog.format('pgshift''s service role cannot alter partition %s: the renames and the drop reach every partition', c.oid::pg_catalog.regclass)
+  FROM t JOIN pg_catalog.pg_class c ON c.oid = t.oid
+ WHERE NOT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
+UNION ALL
+SELECT '0A000', pg_catalog.format('partition %s has %s NOT NULL where the partitioned table has %s', col.oid::pg_catalog.regclass,
+       CASE WHEN col.attnotnull THEN 'it' ELSE 'no' END, CASE WHEN col.attnotnull THEN 'none' ELSE 'it' END)
+  FROM col, col r
+ WHERE r.root AND NOT col.root AND col.attnotnull <> r.attnotnull
+UNION ALL
+SELECT '0A000', pg_catalog.format('partition %s has its own default for the column (%s)', col.oid::pg_catalog.regclass, COALESCE(col.def, 'none'))
+  FROM col, col r
+ WHERE r.root AND NOT col.root AND col.def IS DISTINCT FROM r.def
+UNION ALL
+SELECT '0A000', pg_catalog.format('partition %s has no such column', t.oid::pg_catalog.regclass)
+  FROM t WHERE NOT EXISTS (SELECT 1 FROM col WHERE col.oid = t.oid)";
+
+/// What uses column $2 (name) of partitioned table $1 (oid) or of any of its
+/// partitions, other than the column's own default (see [`PARTITIONS`]).
+pub const PARTITIONS_USERS: &str = "
+WITH t AS (SELECT p.relid AS oid FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
+col AS (SELECT t.oid, a.attnum FROM t
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $2::text::name AND NOT a.attisdropped)
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM col JOIN pg_catalog.pg_depend d
+    ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = col.oid AND d.refobjsubid = col.attnum
+ WHERE d.deptype <> 'i'
+   AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+            AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
+ ORDER BY 1";
 
 /// An index (`x`) of table $1 on column $2 (attnum) that pgshift builds again on
 /// the new column: one with expressions or a predicate (see `shapes`) behind no
@@ -504,10 +558,8 @@ pub async fn start<C: Conn>(
     let taken: bool = row.get(15);
     let service_user = &settings.config.upstream.service_user;
     let qualified = crate::sql::ident::qualified(&schema, &table);
-    if relkind != "r" {
-        return Err(not_yet(format!(
-            "{qualified} is not a plain table (partitioned tables come later)"
-        )));
+    if relkind != "r" && relkind != "p" {
+        return Err(not_yet(format!("{qualified} is not a table")));
     }
     if inherits {
         return Err(not_yet(format!(
@@ -545,22 +597,68 @@ pub async fn start<C: Conn>(
             &format!("Grant the table's owner role to it (GRANT <owner> TO {}), or run the ALTER with SET pgshift.bypass = on.", quote(service_user)),
         ));
     }
-    let users = book
-        .service_query(
-            settings,
-            &rt,
-            USERS,
-            &[&probe.table_oid.to_string(), &attnum],
-        )
-        .await
-        .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+    let partitioned = relkind == "p";
+    if partitioned {
+        let found = book
+            .service_query(
+                settings,
+                &rt,
+                PARTITIONS,
+                &[&probe.table_oid.to_string(), &spec.column],
+            )
+            .await
+            .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
+        if let Some(row) = found.first() {
+            let (code, message): (String, String) = (row.get(0), row.get(1));
+            return Err(match code.as_str() {
+                // As the ALTER fails directly.
+                "42P16" => Failure::Server(ServerError::from_fields(vec![
+                    (b'S', "ERROR".into()),
+                    (b'V', "ERROR".into()),
+                    (b'C', code.clone()),
+                    (b'M', message),
+                ])),
+                "42501" => refusal(
+                    &code,
+                    message,
+                    &format!("Grant the partitions' owner roles to it (GRANT <owner> TO {}), or run the ALTER with SET pgshift.bypass = on.", quote(service_user)),
+                ),
+                _ => not_yet(message),
+            });
+        }
+    }
+    let users = match partitioned {
+        true => {
+            book.service_query(
+                settings,
+                &rt,
+                PARTITIONS_USERS,
+                &[&probe.table_oid.to_string(), &spec.column],
+            )
+            .await
+        }
+        false => {
+            book.service_query(
+                settings,
+                &rt,
+                USERS,
+                &[&probe.table_oid.to_string(), &attnum],
+            )
+            .await
+        }
+    }
+    .map_err(|e| refusal("58000", e.to_string(), e.hint()))?;
     if !users.is_empty() {
         let list: Vec<String> = users
             .iter()
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
+        let carried = match partitioned {
+            true => "on a partitioned table, pgshift carries over none of the column's indexes, constraints or sequences yet",
+            false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
+        };
         return Err(not_yet(format!(
-            "{} is used by {} (pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later)",
+            "{} is used by {} ({carried})",
             quote(&spec.column),
             list.join(", ")
         )));
@@ -572,6 +670,12 @@ pub async fn start<C: Conn>(
     // No primary key: the backfill walks the table by pages (see
     // `driver::walk_pages`).
     let key_columns: Vec<String> = key.iter().map(|r| r.get(0)).collect();
+    if partitioned && key_columns.is_empty() {
+        // Pages and row ids are each partition's own.
+        return Err(not_yet(format!(
+            "{qualified} is partitioned and has no primary key (pgshift walks a partitioned table by it)"
+        )));
+    }
     let transform = spec.transform();
     if transform.contains("$pgshift$") || probe.uses.iter().any(|c| sql::clashes_with_plpgsql(c)) {
         return Err(not_yet(

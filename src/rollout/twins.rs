@@ -407,8 +407,8 @@ impl Driver {
             })?;
         client
             .batch_execute(&format!(
-                "BEGIN; SET LOCAL lock_timeout = '10s'; LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
-                r.qualified()
+                "BEGIN; SET LOCAL lock_timeout = '10s'; LOCK TABLE {} IN ACCESS SHARE MODE",
+                r.target()
             ))
             .await?;
         let pin = Pin(client);

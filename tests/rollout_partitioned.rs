@@ -1,0 +1,420 @@
+//! Type rollouts of a partitioned table: the new column, the mirror trigger's
+//! clones, the backfill through the partitioned table, the cutover's renames
+//! and the finish reach every partition, sub-partitions and a partition attached
+//! with other column numbers included. Writers write through pgshift (to the
+//! partitioned table and to a partition by name) and directly; every writer
+//! stores what it wrote to `amount` in `shadow` too, so the data check is row by
+//! row.
+
+mod common;
+
+use common::rollouts::{column_type, mismatches, start, wait_phase, writer_with, ROWS};
+use common::scenario::direct;
+use common::{connect, fresh_db, sqlstate, Proxy};
+use pgshift::rollout::{self, Request};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+fn proxy() -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 400;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.min_batch_rows = 100;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    })
+}
+
+/// `orders` as the other rollout tests have it, partitioned by hash of `id`:
+/// `orders_0` made with the table, `orders_1` made apart (a dropped column
+/// first: its columns have other numbers) and attached, `orders_2` itself
+/// partitioned by range.
+async fn setup(db: &str) -> Client {
+    let admin = connect(&direct(db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, amount int NOT NULL DEFAULT 7, shadow int, note text)
+                 PARTITION BY HASH (id);
+             CREATE TABLE orders_0 PARTITION OF orders FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+             CREATE TABLE orders_1 (junk int, id bigint NOT NULL DEFAULT nextval('orders_id_seq'),
+                                    amount int NOT NULL DEFAULT 7, shadow int, note text);
+             ALTER TABLE orders_1 DROP COLUMN junk;
+             ALTER TABLE orders ATTACH PARTITION orders_1 FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+             CREATE TABLE orders_2 PARTITION OF orders FOR VALUES WITH (MODULUS 3, REMAINDER 2)
+                 PARTITION BY RANGE (id);
+             CREATE TABLE orders_2a PARTITION OF orders_2 FOR VALUES FROM (MINVALUE) TO (10000);
+             CREATE TABLE orders_2b PARTITION OF orders_2 DEFAULT;
+             INSERT INTO orders (amount, shadow, note) SELECT g % 1000, g % 1000, 'n' || g FROM generate_series(1, {ROWS}) g;
+             ANALYZE orders;"
+        ))
+        .await
+        .unwrap();
+    admin
+}
+
+const LEAVES: [&str; 4] = ["orders_0", "orders_1", "orders_2a", "orders_2b"];
+
+/// The column's type in every partition (and the partitioned tables).
+async fn types_everywhere(admin: &Client, column: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for t in [
+        "orders",
+        "orders_0",
+        "orders_1",
+        "orders_2",
+        "orders_2a",
+        "orders_2b",
+    ] {
+        let ty = admin
+            .query_opt(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped",
+                &[&t, &column],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        out.push((t.to_string(), ty));
+    }
+    out
+}
+
+fn all(ty: Option<&str>) -> Vec<(String, Option<String>)> {
+    [
+        "orders",
+        "orders_0",
+        "orders_1",
+        "orders_2",
+        "orders_2a",
+        "orders_2b",
+    ]
+    .iter()
+    .map(|t| (t.to_string(), ty.map(str::to_string)))
+    .collect()
+}
+
+/// pgshift's triggers left on the table or any partition.
+async fn triggers_left(admin: &Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_partition_tree('orders') p ON p.relid = t.tgrelid \
+             WHERE t.tgname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A writer through pgshift that names a partition: a prepared UPDATE and an
+/// INSERT into it (of ids that hash to it, from the `first`th on), until `stop`.
+fn leaf_writer(
+    conn: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    first: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = connect(&conn).await;
+        let update = c
+            .prepare("UPDATE orders_0 SET amount = amount + 3, shadow = shadow + 3 WHERE id = $1")
+            .await
+            .unwrap();
+        // A row of another partition, inserted by name, fails: directly with
+        // 23514, while a BEFORE trigger is on the partition with 0A000.
+        let ids: Vec<i64> = c
+            .query(
+                "SELECT g FROM generate_series(5000000::bigint, 5100000) g \
+                 WHERE satisfies_hash_partition('orders'::regclass, 3, 0, g)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut i: i64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let id = (i * 104_729) % ROWS + 1;
+            c.execute(&update, &[&id]).await.unwrap();
+            if let Some(n) = ids.get(first + i as usize) {
+                c.batch_execute(&format!(
+                    "INSERT INTO orders_0 (id, amount, shadow, note) VALUES ({n}, {v}, {v}, 'leaf')",
+                    v = i % 3000
+                ))
+                .await
+                .unwrap();
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_partitioned_table_rolls_out_while_writers_write() {
+    let db = fresh_db("rollout_part");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let positional = Arc::new(AtomicBool::new(true));
+    let w = |conn: String, seed: i64| {
+        writer_with(
+            conn,
+            stop.clone(),
+            done.clone(),
+            seed,
+            false,
+            positional.clone(),
+        )
+    };
+    let writers = vec![
+        w(proxy.conn_str(&db, "postgres"), 0),
+        w(direct(&db), 2_000_000),
+        leaf_writer(
+            proxy.conn_str(&db, "postgres"),
+            stop.clone(),
+            done.clone(),
+            0,
+        ),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    assert_eq!(
+        types_everywhere(&admin, "amount").await,
+        all(Some("integer"))
+    );
+    assert_eq!(
+        types_everywhere(&admin, "amount__pgshift_new").await,
+        all(Some("bigint"))
+    );
+    let total: i64 = admin
+        .query_one(
+            "SELECT rows_total FROM pgshift.rollouts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        total >= ROWS,
+        "the estimate counts every partition's rows: {total}"
+    );
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    let unfilled: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM orders WHERE amount__pgshift_new IS DISTINCT FROM amount",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unfilled, 0, "rows the backfill or the mirror left behind");
+    let client = connect(&direct(&db)).await;
+    rollout::request(&client, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    assert_eq!(
+        types_everywhere(&admin, "amount").await,
+        all(Some("bigint"))
+    );
+    assert_eq!(
+        types_everywhere(&admin, "amount__pgshift_old").await,
+        all(Some("integer"))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mismatches(&admin).await, 0);
+    positional.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rollout::request(&client, id, Request::Finish)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 100,
+        "writers wrote too little"
+    );
+    assert_eq!(
+        types_everywhere(&admin, "amount").await,
+        all(Some("bigint"))
+    );
+    assert_eq!(
+        types_everywhere(&admin, "amount__pgshift_old").await,
+        all(None)
+    );
+    assert_eq!(mismatches(&admin).await, 0);
+    let leaf_rows: i64 = admin
+        .query_one("SELECT count(*) FROM orders_0 WHERE note = 'leaf'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(leaf_rows > 0, "no INSERT into a partition by name");
+    for leaf in LEAVES {
+        let (nn, default): (bool, Option<String>) = {
+            let row = admin
+                .query_one(
+                    "SELECT a.attnotnull, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a \
+                     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                     WHERE a.attrelid = $1::text::regclass AND a.attname = 'amount'",
+                    &[&leaf],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert!(nn, "{leaf}: NOT NULL moved to the new column");
+        assert_eq!(default.as_deref(), Some("7"), "{leaf}: the default moved");
+    }
+    assert_eq!(triggers_left(&admin).await, 0, "triggers left behind");
+}
+
+#[tokio::test]
+async fn a_partitioned_rollout_rolls_back_from_backfill_and_from_cutover() {
+    let db = fresh_db("rollout_part_back");
+    let admin = setup(&db).await;
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.rows_per_second = 10_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let client = connect(&direct(&db)).await;
+    for from in ["backfilling", "cut_over"] {
+        let id = start(
+            &proxy.conn_str(&db, "postgres"),
+            "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+        )
+        .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let positional = Arc::new(AtomicBool::new(true));
+        let writers = vec![
+            writer_with(
+                proxy.conn_str(&db, "postgres"),
+                stop.clone(),
+                done.clone(),
+                5,
+                false,
+                positional,
+            ),
+            leaf_writer(
+                proxy.conn_str(&db, "postgres"),
+                stop.clone(),
+                done.clone(),
+                if from == "backfilling" { 0 } else { 15_000 },
+            ),
+        ];
+        if from == "backfilling" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (phase, _) = common::rollouts::phase(&admin, id).await;
+            assert_eq!(phase, "backfilling");
+        } else {
+            wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+            rollout::request(&client, id, Request::Cutover)
+                .await
+                .unwrap();
+            wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        rollout::request(&client, id, Request::Rollback)
+            .await
+            .unwrap();
+        wait_phase(&admin, id, "rolled_back", Duration::from_secs(30)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(
+            types_everywhere(&admin, "amount").await,
+            all(Some("integer"))
+        );
+        assert_eq!(
+            types_everywhere(&admin, "amount__pgshift_new").await,
+            all(None)
+        );
+        assert_eq!(
+            types_everywhere(&admin, "amount__pgshift_old").await,
+            all(None)
+        );
+        assert_eq!(mismatches(&admin).await, 0, "rolled back from {from}");
+        assert_eq!(triggers_left(&admin).await, 0, "triggers left after {from}");
+        assert_eq!(
+            column_type(&admin, "amount").await.as_deref(),
+            Some("integer")
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
+    let db = fresh_db("rollout_part_no");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE INDEX orders_2b_shadow ON orders_2b (shadow);
+             CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+             CREATE TRIGGER touch BEFORE UPDATE ON orders_1 FOR EACH ROW EXECUTE FUNCTION public.touch();
+             CREATE TABLE events (at int, v int) PARTITION BY RANGE (at);
+             CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let through = connect(&proxy.conn_str(&db, "postgres")).await;
+    let direct_client = connect(&direct(&db)).await;
+    // As directly: the partition key's column cannot change type.
+    let sql = "ALTER TABLE orders ALTER COLUMN id TYPE int";
+    let theirs = direct_client.batch_execute(sql).await.expect_err(sql);
+    let ours = through.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(sqlstate(&ours), sqlstate(&theirs), "{ours:?}");
+    assert_eq!(
+        ours.as_db_error().map(|e| e.message()),
+        theirs.as_db_error().map(|e| e.message())
+    );
+    for (sql, code, words) in [
+        (
+            "ALTER TABLE orders ALTER COLUMN shadow TYPE bigint",
+            "0A000",
+            "orders_2b_shadow",
+        ),
+        (
+            "ALTER TABLE orders ALTER COLUMN note TYPE int USING length(note)",
+            "42501",
+            "trigger touch of partition public.orders_1",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN v TYPE bigint",
+            "0A000",
+            "no primary key",
+        ),
+    ] {
+        let e = through.batch_execute(sql).await.expect_err(sql);
+        let db_error = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e:?}"));
+        let text = format!("{} {}", db_error.message(), db_error.hint().unwrap_or(""));
+        assert_eq!(sqlstate(&e).as_deref(), Some(code), "{sql}: {text}");
+        assert!(text.contains(words), "{sql}: {text}");
+    }
+    assert_eq!(
+        types_everywhere(&admin, "shadow").await,
+        all(Some("integer"))
+    );
+    assert_eq!(
+        types_everywhere(&admin, "amount__pgshift_new").await,
+        all(None)
+    );
+    assert_eq!(triggers_left(&admin).await, 0);
+}
