@@ -10,7 +10,7 @@ mod common;
 
 use common::rollouts::{column_type, mismatches, start, wait_phase, writer_with, ROWS};
 use common::scenario::direct;
-use common::{connect, fresh_db, sqlstate, Proxy};
+use common::{connect, fresh_db, psql_at, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,9 +31,9 @@ fn proxy() -> Proxy {
 }
 
 /// `orders` as the other rollout tests have it, partitioned by hash of `id`:
-/// `orders_0` made with the table, `orders_1` made apart (a dropped column
-/// first: its columns have other numbers) and attached, `orders_2` itself
-/// partitioned by range.
+/// `orders_0` made with the table, `bucket_1` made apart (a dropped column
+/// first: its columns have other numbers; a name that does not contain the
+/// table's) and attached, `orders_2` itself partitioned by range.
 async fn setup(db: &str) -> Client {
     let admin = connect(&direct(db)).await;
     admin
@@ -41,10 +41,10 @@ async fn setup(db: &str) -> Client {
             "CREATE TABLE orders (id bigserial PRIMARY KEY, amount int NOT NULL DEFAULT 7, shadow int, note text)
                  PARTITION BY HASH (id);
              CREATE TABLE orders_0 PARTITION OF orders FOR VALUES WITH (MODULUS 3, REMAINDER 0);
-             CREATE TABLE orders_1 (junk int, id bigint NOT NULL DEFAULT nextval('orders_id_seq'),
+             CREATE TABLE bucket_1 (junk int, id bigint NOT NULL DEFAULT nextval('orders_id_seq'),
                                     amount int NOT NULL DEFAULT 7, shadow int, note text);
-             ALTER TABLE orders_1 DROP COLUMN junk;
-             ALTER TABLE orders ATTACH PARTITION orders_1 FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+             ALTER TABLE bucket_1 DROP COLUMN junk;
+             ALTER TABLE orders ATTACH PARTITION bucket_1 FOR VALUES WITH (MODULUS 3, REMAINDER 1);
              CREATE TABLE orders_2 PARTITION OF orders FOR VALUES WITH (MODULUS 3, REMAINDER 2)
                  PARTITION BY RANGE (id);
              CREATE TABLE orders_2a PARTITION OF orders_2 FOR VALUES FROM (MINVALUE) TO (10000);
@@ -57,7 +57,7 @@ async fn setup(db: &str) -> Client {
     admin
 }
 
-const LEAVES: [&str; 4] = ["orders_0", "orders_1", "orders_2a", "orders_2b"];
+const LEAVES: [&str; 4] = ["orders_0", "bucket_1", "orders_2a", "orders_2b"];
 
 /// The column's type in every partition (and the partitioned tables).
 async fn types_everywhere(admin: &Client, column: &str) -> Vec<(String, Option<String>)> {
@@ -65,7 +65,7 @@ async fn types_everywhere(admin: &Client, column: &str) -> Vec<(String, Option<S
     for t in [
         "orders",
         "orders_0",
-        "orders_1",
+        "bucket_1",
         "orders_2",
         "orders_2a",
         "orders_2b",
@@ -87,7 +87,7 @@ fn all(ty: Option<&str>) -> Vec<(String, Option<String>)> {
     [
         "orders",
         "orders_0",
-        "orders_1",
+        "bucket_1",
         "orders_2",
         "orders_2a",
         "orders_2b",
@@ -367,7 +367,7 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
         .batch_execute(
             "CREATE INDEX orders_2b_shadow ON orders_2b (shadow);
              CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
-             CREATE TRIGGER touch BEFORE UPDATE ON orders_1 FOR EACH ROW EXECUTE FUNCTION public.touch();
+             CREATE TRIGGER touch BEFORE UPDATE ON bucket_1 FOR EACH ROW EXECUTE FUNCTION public.touch();
              CREATE TABLE events (at int, v int) PARTITION BY RANGE (at);
              CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);",
         )
@@ -394,7 +394,7 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
         (
             "ALTER TABLE orders ALTER COLUMN note TYPE int USING length(note)",
             "42501",
-            "trigger touch of partition public.orders_1",
+            "trigger touch of partition public.bucket_1",
         ),
         (
             "ALTER TABLE events ALTER COLUMN v TYPE bigint",
@@ -417,4 +417,116 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
         all(None)
     );
     assert_eq!(triggers_left(&admin).await, 0);
+}
+
+/// Ids of `count` new rows that belong in `bucket_1`, from `from` on.
+async fn bucket_ids(admin: &Client, from: i64, count: i64) -> Vec<i64> {
+    admin
+        .query(
+            "SELECT g FROM generate_series($1::bigint, $1 + 100000) g \
+             WHERE satisfies_hash_partition('orders'::regclass, 3, 1, g) ORDER BY g LIMIT $2",
+            &[&from, &count],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// COPY into `bucket_1` by name, without a column list, through pgshift.
+fn copy_into_bucket(proxy: &Proxy, db: &str, ids: &[i64]) {
+    let rows: String = ids
+        .iter()
+        .map(|i| format!("{i}\t{}\t{}\tcopied\n", i % 900, i % 900))
+        .collect();
+    let (ok, _, stderr) = psql_at(
+        proxy.port(),
+        db,
+        &format!("COPY bucket_1 FROM STDIN;\n{rows}\\.\n"),
+    );
+    assert!(ok, "{stderr}");
+}
+
+#[tokio::test]
+async fn statements_copies_and_ddl_that_name_a_partition_through_the_rollout() {
+    let db = fresh_db("rollout_part_named");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let app = connect(&url).await;
+    let by_id = app
+        .prepare("SELECT id, amount FROM bucket_1 WHERE id = $1")
+        .await
+        .unwrap();
+    let star = app
+        .prepare("SELECT * FROM bucket_1 WHERE id = $1")
+        .await
+        .unwrap();
+    let id: i64 = admin
+        .query_one("SELECT min(id) FROM bucket_1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let use_all = |when: &'static str| {
+        let (app, by_id, star) = (&app, &by_id, &star);
+        async move {
+            let row = app
+                .query_one(by_id, &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("{when}: by_id: {e:?}"));
+            let amount: i32 = row.get(1);
+            let row = app
+                .query_one(star, &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("{when}: star: {e:?}"));
+            assert_eq!(row.len(), 4, "{when}: the application's four columns");
+            assert_eq!(row.get::<_, i32>(1), amount, "{when}");
+        }
+    };
+    use_all("before").await;
+    let rollout_id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    use_all("mirrored").await;
+    copy_into_bucket(&proxy, &db, &bucket_ids(&admin, 900_000, 300).await);
+    // Attaching or detaching a partition now is refused, and changes nothing.
+    let through = connect(&url).await;
+    for sql in [
+        "ALTER TABLE orders DETACH PARTITION orders_0",
+        "ALTER TABLE orders_2 DETACH PARTITION orders_2b",
+    ] {
+        let e = through.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("55006"), "{sql}: {e:?}");
+    }
+    let parts: i64 = admin
+        .query_one("SELECT count(*) FROM pg_partition_tree('orders')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 6, "every partition still attached");
+    wait_phase(&admin, rollout_id, "verified", Duration::from_secs(60)).await;
+    rollout::request(&admin, rollout_id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, rollout_id, "cut_over", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use_all("cut over").await;
+    copy_into_bucket(&proxy, &db, &bucket_ids(&admin, 950_000, 300).await);
+    rollout::request(&admin, rollout_id, Request::Finish)
+        .await
+        .unwrap();
+    wait_phase(&admin, rollout_id, "finished", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use_all("finished").await;
+    assert_eq!(mismatches(&admin).await, 0);
+    let copied: i64 = admin
+        .query_one("SELECT count(*) FROM bucket_1 WHERE note = 'copied'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 600, "every copied row");
+    // Once it is over, partitions come and go again.
+    through
+        .batch_execute("ALTER TABLE orders DETACH PARTITION orders_0")
+        .await
+        .unwrap();
 }

@@ -61,7 +61,9 @@ async fn live_in_database(cx: &SessionCx<'_>, oid: u32) -> bool {
 /// added now stands after pgshift's, and an INSERT by position loses its value
 /// into pgshift's column; a renamed column breaks the mirror). A fill needs
 /// less: only its own column left alone, and no rewrite (every row would get a
-/// new version, and the fill would take old rows for the application's).
+/// new version, and the fill would take old rows for the application's). A
+/// partitioned table's partitions are neither attached nor detached, at any
+/// level, during its rollout.
 pub async fn column_change_refusal<C, S>(
     io: &mut InBand<'_, C, S>,
     cx: &SessionCx<'_>,
@@ -73,13 +75,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let table = &change.table;
+    // A partition's own columns Postgres keeps as the partitioned table's (it
+    // refuses changes, in its words); attaching or detaching below it is ours.
+    let of_partition = |t: &Table, is: &dyn Fn(&(String, u32)) -> bool| {
+        change.partitions && t.partitions.iter().any(is)
+    };
     let fill_breaks = |t: &Table| change.rewrites || change.columns.contains(&t.column);
     let mut guarded: Vec<(Table, bool)> = cx
         .engine
         .rollouts
         .tables(cx.database)
         .into_iter()
-        .filter(|_| change.adds || !change.columns.is_empty())
+        .filter(|_| change.adds || change.partitions || !change.columns.is_empty())
         .map(|t| (t, false))
         .collect();
     let fills = cx.engine.rollouts.fills(cx.database);
@@ -91,7 +98,9 @@ where
         // Earlier statements of the same Query may change the search_path or
         // rename tables before this one runs: any table under rollout of that
         // name counts.
-        guarded.iter().find(|(t, _)| t.name == table.name)
+        guarded.iter().find(|(t, _)| {
+            t.name == table.name || of_partition(t, &|(p, _): &(String, u32)| *p == table.name)
+        })
     } else {
         let schema = table.schema.clone().unwrap_or_default();
         let reply = io.query_params(TABLE, &[&schema, &table.name]).await?;
@@ -100,7 +109,9 @@ where
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|s| s.parse().ok());
-        guarded.iter().find(|(t, _)| Some(t.oid) == oid)
+        guarded.iter().find(|(t, _)| {
+            Some(t.oid) == oid || of_partition(t, &|(_, p): &(String, u32)| Some(*p) == oid)
+        })
     };
     let Some((t, fill)) = found else {
         return Ok(None);
@@ -109,6 +120,17 @@ where
         return Ok(None);
     }
     let error = match fill {
+        // A partition attached now lacks pgshift's column (Postgres refuses
+        // it); one detached keeps it, and leaves the mirror.
+        false if change.partitions => PgError::error(
+            "55006",
+            format!(
+                "{} is under an online rollout of its column {}: pgshift does not attach or detach its partitions until the rollout is finished or rolled back",
+                quote(&table.name),
+                quote(&t.column)
+            ),
+        )
+        .with_hint("Finish or roll back the rollout first (pgshift.rollouts has its id), then run this statement. CREATE TABLE … PARTITION OF works meanwhile."),
         false => PgError::error(
             "55006",
             format!(
@@ -188,7 +210,7 @@ where
         return Ok(Outcome::Forward);
     }
     let oid: Option<u32> = reply.rows[0][0].as_deref().and_then(|s| s.parse().ok());
-    let Some(table) = tables.iter().find(|t| Some(t.oid) == oid) else {
+    let Some(table) = tables.iter().find(|t| oid.is_some_and(|oid| t.covers(oid))) else {
         return Ok(Outcome::Forward);
     };
     let names: Vec<String> = reply

@@ -649,8 +649,8 @@ impl Driver {
                         .hold
                         .as_ref()
                         .map(|(running, database)| match phase_change {
-                            true => running.swap(database, &r.table, r.table_oid),
-                            false => running.hold(database, &r.table, r.table_oid),
+                            true => running.swap(database, &r.table, r.table_oid, &r.partitions),
+                            false => running.hold(database, &r.table, r.table_oid, &r.partitions),
                         });
                     let careful = Instant::now() < careful_until;
                     let settled = match swap.as_ref().filter(|_| phase_change) {

@@ -98,8 +98,13 @@ pub struct Running {
     /// The tables those changes were made to, by database (lowercase names, the
     /// most recent [`TOUCHED_MAX`]): the statements to renew mention one of them.
     touched: Mutex<Vec<(String, String, u32)>>,
-    /// Tables whose lock window is open (a [`Swap`]), by database (lowercase).
+    /// Tables whose lock window is open (a [`Swap`]), by database (lowercase),
+    /// a partitioned table's partitions included.
     swapping: Mutex<Vec<(String, String)>>,
+    /// The partitions of partitioned tables under rollout (database, table
+    /// oid): statements that name one read the table's columns, so a change
+    /// touches them too, and a lock window holds them.
+    partitions: Mutex<HashMap<(String, u32), model::Partitions>>,
     /// Every session's turns at the server, by database (a [`Swap`] waits for
     /// those that started before it).
     sessions: Mutex<Vec<(String, Weak<Activity>)>>,
@@ -122,6 +127,8 @@ pub const SETTLE_MAX: Duration = Duration::from_millis(250);
 pub struct Swap {
     running: Arc<Running>,
     key: (String, String),
+    /// The partitions' names (lowercase) it holds too.
+    partitions: Vec<String>,
     oid: u32,
     /// The change count it opened at.
     count: u64,
@@ -171,6 +178,12 @@ impl Drop for Swap {
         if let Some(i) = swapping.iter().position(|k| *k == self.key) {
             swapping.remove(i);
         }
+        for name in &self.partitions {
+            let key = (self.key.0.clone(), name.clone());
+            if let Some(i) = swapping.iter().position(|k| *k == key) {
+                swapping.remove(i);
+            }
+        }
         drop(swapping);
         if !self.shape {
             // Held sessions look again at their next turn.
@@ -190,8 +203,8 @@ impl Drop for Swap {
 /// column, swapped whole when they change.
 pub type Repeating = Arc<arc_swap::ArcSwap<Vec<(String, String)>>>;
 
-/// Tables remembered in [`Running::touched`].
-const TOUCHED_MAX: usize = 64;
+/// Tables remembered in [`Running::touched`] (partitions count).
+const TOUCHED_MAX: usize = 1024;
 
 /// A table under rollout, and the names its columns have during it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,9 +231,16 @@ pub struct Table {
     pub schema: String,
     /// The column's type before the rollout (`integer`).
     pub old_type: String,
+    /// A partitioned table's partitions (name, oid): the same columns.
+    pub partitions: model::Partitions,
 }
 
 impl Table {
+    /// The table itself, or one of its partitions.
+    pub fn covers(&self, oid: u32) -> bool {
+        self.oid == oid || self.partitions.iter().any(|(_, p)| *p == oid)
+    }
+
     /// The table's columns as the application knows them, in its order, from its
     /// columns now (`names`, in attnum order): pgshift's new column left out; after
     /// the cutover, the column where the old one stands.
@@ -253,6 +273,7 @@ impl Drop for Entered {
         let mut set = self.running.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(table)) = set.remove(&self.key) {
             self.running.changed(&self.key.0, &table.name, table.oid);
+            self.running.note_partitions(&self.key.0, table.oid, &[]);
         }
         self.running.publish_repeating(&set);
         self.running.live.store(set.len(), Ordering::Relaxed);
@@ -283,6 +304,9 @@ impl Running {
     /// Notes the table of a rollout this process has entered.
     pub fn describe(&self, database: &str, r: &model::Rollout, driving: bool) {
         self.describe_fill(database, r);
+        if !r.fill {
+            self.note_partitions(database, r.table_oid, &r.partitions);
+        }
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
             // An ended rollout has no table here (see `over`).
@@ -297,6 +321,7 @@ impl Running {
                 cut_over: r.phase == model::Phase::CutOver,
                 schema: r.schema.clone(),
                 old_type: r.old_type.clone(),
+                partitions: r.partitions.clone(),
                 repeats: driving
                     && r.repeatable()
                     && matches!(
@@ -341,6 +366,7 @@ impl Running {
                 repeats: false,
                 schema: r.schema.clone(),
                 old_type: r.old_type.clone(),
+                partitions: Vec::new(),
             },
         );
     }
@@ -465,30 +491,78 @@ impl Running {
             })
     }
 
-    /// Returns the count after this change.
+    /// Notes the partitions of partitioned table `oid` (none: it is not one).
+    fn note_partitions(&self, database: &str, oid: u32, partitions: &[(String, u32)]) {
+        let mut known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (database.to_string(), oid);
+        match partitions.is_empty() {
+            true => known.remove(&key),
+            false => known.insert(key, partitions.to_vec()),
+        };
+    }
+
+    /// The partitions noted for table `oid` of `database`.
+    fn partitions_of(&self, database: &str, oid: u32) -> Vec<(String, u32)> {
+        let known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .get(&(database.to_string(), oid))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Returns the count after this change. A partitioned table's partitions
+    /// are touched with it (the table itself last: the most recent stay).
     fn changed(&self, database: &str, table: &str, oid: u32) -> u64 {
-        let entry = (database.to_string(), table.to_lowercase(), oid);
+        let mut entries: Vec<(String, String, u32)> = self
+            .partitions_of(database, oid)
+            .into_iter()
+            .map(|(name, oid)| (database.to_string(), name.to_lowercase(), oid))
+            .collect();
+        entries.push((database.to_string(), table.to_lowercase(), oid));
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        touched.retain(|t| *t != entry);
-        if touched.len() == TOUCHED_MAX {
-            touched.remove(0);
+        touched.retain(|t| !entries.contains(t));
+        for entry in entries {
+            if touched.len() == TOUCHED_MAX {
+                touched.remove(0);
+            }
+            touched.push(entry);
         }
-        touched.push(entry);
         self.changes(database).fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Marks `table` (and its partitions, `partitions`) of `database` as in
+    /// its lock window; returns the partitions' names (lowercase).
+    fn open_window(
+        &self,
+        database: &str,
+        table: &str,
+        oid: u32,
+        partitions: &[(String, u32)],
+    ) -> ((String, String), Vec<String>) {
+        self.note_partitions(database, oid, partitions);
+        let key = (database.to_string(), table.to_lowercase());
+        let names: Vec<String> = partitions.iter().map(|(n, _)| n.to_lowercase()).collect();
+        let mut swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        swapping.push(key.clone());
+        swapping.extend(names.iter().map(|n| (database.to_string(), n.clone())));
+        (key, names)
     }
 
     /// Opens a lock window on `table` of `database`: sessions go stale at once (and
     /// wait for it at their next turn), and again when it closes.
-    pub fn swap(self: &Arc<Self>, database: &str, table: &str, oid: u32) -> Swap {
-        let key = (database.to_string(), table.to_lowercase());
-        self.swapping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key.clone());
+    pub fn swap(
+        self: &Arc<Self>,
+        database: &str,
+        table: &str,
+        oid: u32,
+        partitions: &[(String, u32)],
+    ) -> Swap {
+        let (key, partitions) = self.open_window(database, table, oid, partitions);
         let count = self.changed(database, table, oid);
         Swap {
             running: self.clone(),
             key,
+            partitions,
             oid,
             count,
             shape: true,
@@ -499,16 +573,19 @@ impl Running {
     /// table returns (a step that adds a constraint): sessions outside a
     /// transaction block hold their statements that name the table until it
     /// closes; nothing is renewed, and writes keep their rewrite.
-    pub fn hold(self: &Arc<Self>, database: &str, table: &str, oid: u32) -> Swap {
-        let key = (database.to_string(), table.to_lowercase());
-        self.swapping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key.clone());
+    pub fn hold(
+        self: &Arc<Self>,
+        database: &str,
+        table: &str,
+        oid: u32,
+        partitions: &[(String, u32)],
+    ) -> Swap {
+        let (key, partitions) = self.open_window(database, table, oid, partitions);
         let count = self.changes(database).fetch_add(1, Ordering::SeqCst) + 1;
         Swap {
             running: self.clone(),
             key,
+            partitions,
             oid,
             count,
             shape: false,
@@ -682,7 +759,7 @@ mod tests {
         busy_b.publish(&b);
         busy_b.sent();
         let began = std::time::Instant::now();
-        let swap = running.swap("a", "orders", 1);
+        let swap = running.swap("a", "orders", 1, &[]);
         swap.settle(true).await;
         assert!(began.elapsed() < super::SETTLE_MAX / 2);
         assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 0));
@@ -710,7 +787,7 @@ mod tests {
         busy_a.set_rewritten(vec![0]);
         assert!(!swap_settles(&running).await);
         assert!(
-            running.swap("a", "orders", 1).settle(false).await,
+            running.swap("a", "orders", 1, &[]).settle(false).await,
             "a window that leaves the new column alone"
         );
         busy_a.ended();
@@ -719,7 +796,7 @@ mod tests {
     }
 
     async fn swap_settles(running: &Arc<Running>) -> bool {
-        running.swap("a", "orders", 1).settle(true).await
+        running.swap("a", "orders", 1, &[]).settle(true).await
     }
 
     #[test]
@@ -747,6 +824,7 @@ mod tests {
             repeats: false,
             schema: "public".into(),
             old_type: "integer".into(),
+            partitions: Vec::new(),
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let want = names(&["id", "amount", "note"]);

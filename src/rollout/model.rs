@@ -98,6 +98,9 @@ impl Request {
     }
 }
 
+/// A partitioned table's partitions: (name without schema, oid).
+pub type Partitions = Vec<(String, u32)>;
+
 /// One row of `pgshift.rollouts`.
 #[derive(Debug, Clone)]
 pub struct Rollout {
@@ -153,6 +156,10 @@ pub struct Rollout {
     /// The table is partitioned: what pgshift runs on it reaches every
     /// partition (no ONLY), and the backfill walks it by its primary key.
     pub partitioned: bool,
+    /// A partitioned table's partitions at every level (name without schema,
+    /// oid), as they were when the row was read: statements that name one read
+    /// the table's columns too.
+    pub partitions: Partitions,
 }
 
 /// `pgshift.rollouts.kind` of a fill (NULL: a type change).
@@ -169,7 +176,11 @@ pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, 
      paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
      kind, fill_before, batch_rows, \
      COALESCE((SELECT c.relkind OPERATOR(pg_catalog.=) 'p' FROM pg_catalog.pg_class c \
-               WHERE c.oid OPERATOR(pg_catalog.=) table_oid), false)";
+               WHERE c.oid OPERATOR(pg_catalog.=) table_oid), false), \
+     ARRAY(SELECT pg_catalog.format('%s %s', p.relid::pg_catalog.oid, c.relname) \
+             FROM pg_catalog.pg_partition_tree(table_oid) p \
+             JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid \
+            WHERE p.relid::pg_catalog.oid OPERATOR(pg_catalog.<>) table_oid)";
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {
@@ -209,6 +220,14 @@ impl Rollout {
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
             batch_rows: r.get(25),
             partitioned: r.get(26),
+            partitions: r
+                .get::<_, Vec<String>>(27)
+                .iter()
+                .filter_map(|p| {
+                    let (oid, name) = p.split_once(' ')?;
+                    Some((name.to_string(), oid.parse().ok()?))
+                })
+                .collect(),
         }
     }
 

@@ -668,6 +668,7 @@ pub(crate) mod tests {
             fill_before: None,
             batch_rows: None,
             partitioned: false,
+            partitions: Vec::new(),
         }
     }
 

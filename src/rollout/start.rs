@@ -845,7 +845,7 @@ pub async fn start<C: Conn>(
         let swap = cx
             .engine
             .rollouts
-            .swap(cx.database, &rollout.table, rollout.table_oid);
+            .swap(cx.database, &rollout.table, rollout.table_oid, &rollout.partitions);
         swap.settle(false).await;
         steps::run(io, &step, Mode::Autocommit, &step_cx).await?;
         // Known before the sessions held for the window go on, and before the

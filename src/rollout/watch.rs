@@ -359,7 +359,7 @@ async fn tick(
             ));
         }
         running.describe(database, &r, false);
-        let swap = running.swap(database, &r.table, r.table_oid);
+        let swap = running.swap(database, &r.table, r.table_oid, &r.partitions);
         swap.settle(false).await;
         held.insert(
             id,

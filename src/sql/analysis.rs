@@ -188,6 +188,9 @@ pub struct ColumnChange {
     /// It may give every row a new version (a type change, SET LOGGED,
     /// UNLOGGED, ACCESS METHOD).
     pub rewrites: bool,
+    /// It attaches or detaches a partition (whose columns must be the
+    /// partitioned table's).
+    pub partitions: bool,
 }
 
 fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
@@ -199,6 +202,7 @@ fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
                 adds: false,
                 columns: Vec::new(),
                 rewrites: false,
+                partitions: false,
             };
             for cmd in &a.cmds {
                 let Some(NodeEnum::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
@@ -214,10 +218,16 @@ fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
                     Ok(At::AtSetLogged | At::AtSetUnLogged | At::AtSetAccessMethod) => {
                         change.rewrites = true
                     }
+                    Ok(
+                        At::AtAttachPartition
+                        | At::AtDetachPartition
+                        | At::AtDetachPartitionFinalize,
+                    ) => change.partitions = true,
                     _ => {}
                 }
             }
-            (change.adds || change.rewrites || !change.columns.is_empty()).then_some(change)
+            (change.adds || change.rewrites || change.partitions || !change.columns.is_empty())
+                .then_some(change)
         }
         NodeEnum::RenameStmt(r) if r.rename_type == ObjectType::ObjectColumn as i32 => {
             Some(ColumnChange {
@@ -225,6 +235,7 @@ fn changes_columns_of(node: &NodeEnum) -> Option<ColumnChange> {
                 adds: false,
                 columns: vec![r.subname.clone()],
                 rewrites: false,
+                partitions: false,
             })
         }
         _ => None,
