@@ -144,6 +144,61 @@ async fn detach_partition_runs_concurrently() {
         .any(|s| s.contains("DETACH PARTITION items_high CONCURRENTLY")));
 }
 
+/// Directly, a partition of a table with a default partition detaches (under
+/// ACCESS EXCLUSIVE); CONCURRENTLY is refused then. pgshift says so itself,
+/// rather than rewrite the statement into one that fails (or, in a transaction
+/// block, one that would fail after COMMIT), and changes nothing.
+#[tokio::test]
+async fn detach_with_a_default_partition_is_refused_not_broken() {
+    let db = fresh_db("detach_default");
+    let admin = connect(&common::scenario::direct(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE items (id int, qty int) PARTITION BY RANGE (id);
+             CREATE TABLE items_low PARTITION OF items FOR VALUES FROM (0) TO (10000);
+             CREATE TABLE items_rest PARTITION OF items DEFAULT;
+             INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    let proxy = common::Proxy::start_with(|c| c.ddl.allow_bypass = true);
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    for sql in [
+        "ALTER TABLE items DETACH PARTITION items_low",
+        "ALTER TABLE items DETACH PARTITION items_rest",
+        "BEGIN; ALTER TABLE items DETACH PARTITION items_low",
+    ] {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        let db_error = e.as_db_error().unwrap();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{sql}: {e:?}");
+        assert!(
+            db_error.message().contains("has a default partition")
+                && db_error
+                    .hint()
+                    .is_some_and(|h| h.contains("pgshift.bypass")),
+            "{sql}: {e:?}"
+        );
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    let parts = || async {
+        one_value(
+            &admin,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'items'::regclass",
+        )
+        .await
+    };
+    assert_eq!(parts().await, "2");
+    client
+        .batch_execute("SET pgshift.bypass = on")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE items DETACH PARTITION items_low")
+        .await
+        .unwrap();
+    assert_eq!(parts().await, "1");
+}
+
 #[tokio::test]
 async fn refresh_materialized_view_runs_concurrently() {
     let setup = format!(

@@ -22,6 +22,9 @@ pub struct Seen {
     /// A materialized view with a valid unique index on plain columns and without
     /// a WHERE clause (what REFRESH … CONCURRENTLY needs).
     pub unique_index: bool,
+    /// A partitioned table with a default partition (DETACH PARTITION …
+    /// CONCURRENTLY is refused then).
+    pub default_partition: bool,
 }
 
 /// How much the statement as written could stall others.
@@ -56,7 +59,9 @@ SELECT (c.relpersistence OPERATOR(pg_catalog.=) 't')::pg_catalog.text,
     COALESCE((SELECT pg_catalog.sum(pg_catalog.pg_total_relation_size(p.relid)) FROM pg_catalog.pg_partition_tree(c.oid) p), 0))::pg_catalog.text,
   c.relispopulated::pg_catalog.text,
   (EXISTS (SELECT FROM pg_catalog.pg_index u WHERE u.indrelid OPERATOR(pg_catalog.=) c.oid AND u.indisunique AND u.indisvalid
-     AND u.indpred IS NULL AND u.indexprs IS NULL))::pg_catalog.text
+     AND u.indpred IS NULL AND u.indexprs IS NULL))::pg_catalog.text,
+  (EXISTS (SELECT FROM pg_catalog.pg_partitioned_table pt WHERE pt.partrelid OPERATOR(pg_catalog.=) c.oid
+     AND pt.partdefid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid))::pg_catalog.text
 FROM t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.oid
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) -1
 CROSS JOIN x";
@@ -79,6 +84,7 @@ pub async fn look<C: Conn>(conn: &mut C, name: &str) -> io::Result<Option<Seen>>
         bytes: reply.cell(2).parse().unwrap_or(u64::MAX),
         populated: yes(3),
         unique_index: yes(4),
+        default_partition: yes(5),
     }))
 }
 
@@ -113,6 +119,7 @@ mod tests {
             bytes,
             populated: true,
             unique_index: false,
+            default_partition: false,
         })
     }
 

@@ -115,8 +115,31 @@ where
             }
             _ => action,
         },
+        Risk::Rule if finding.rule == "detach-partition" => match (&action, seen.first()) {
+            // Postgres refuses CONCURRENTLY while the table has a default
+            // partition (that one's included): there is no safe form.
+            (Action::Run { .. }, Some(Some(parent))) if parent.default_partition => {
+                Action::Refuse(detach_refusal(finding))
+            }
+            _ => action,
+        },
         Risk::Rule => action,
     })
+}
+
+/// Why a large partitioned table's DETACH PARTITION cannot be made concurrent.
+fn detach_refusal(finding: &Finding) -> PgError {
+    let name = finding.table.as_deref().unwrap_or("the table");
+    PgError::error(
+        "0A000",
+        format!(
+            "pgshift refused ALTER TABLE: {}; {name} has a default partition, and Postgres cannot detach a partition of it CONCURRENTLY",
+            finding.problem
+        ),
+    )
+    .with_hint(format!(
+        "Detach it at a quiet moment: SET pgshift.bypass = on, then the same statement (every query on {name} waits while it runs). Or detach the default partition that way first; the others then detach CONCURRENTLY."
+    ))
 }
 
 /// Why a large materialized view's REFRESH cannot be made concurrent.
