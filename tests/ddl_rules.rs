@@ -199,6 +199,69 @@ async fn detach_with_a_default_partition_is_refused_not_broken() {
     assert_eq!(parts().await, "1");
 }
 
+/// A large partitioned table's foreign key or key has no safe form on
+/// Postgres 15 (NOT VALID and USING INDEX are refused there): pgshift says so
+/// before anything is built, and the way its hint gives works.
+#[tokio::test]
+async fn keys_of_a_partitioned_table_are_refused_with_the_way_round() {
+    let db = fresh_db("partitioned_keys");
+    let admin = connect(&common::scenario::direct(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY);
+             INSERT INTO accounts SELECT generate_series(1, 100);
+             CREATE TABLE events (id int, account int, at int) PARTITION BY RANGE (at);
+             CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);
+             CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (100) TO (200);
+             INSERT INTO events SELECT g, g % 100 + 1, g % 200 FROM generate_series(1, 5000) g;",
+        )
+        .await
+        .unwrap();
+    let proxy = common::Proxy::start_with(|c| c.ddl.allow_bypass = true);
+    let client = connect(&proxy.conn_str(&db, "postgres")).await;
+    let indexes = || async {
+        one_value(&admin, "SELECT count(*) FROM pg_index WHERE indrelid IN (SELECT relid FROM pg_partition_tree('events'))").await
+    };
+    for sql in [
+        "ALTER TABLE events ADD CONSTRAINT events_account_fkey FOREIGN KEY (account) REFERENCES accounts",
+        "ALTER TABLE events ADD PRIMARY KEY (id, at)",
+        "ALTER TABLE events ADD UNIQUE (id, at)",
+    ] {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        let db_error = e.as_db_error().unwrap();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{sql}: {e:?}");
+        assert!(
+            db_error.message().contains("events is partitioned")
+                && db_error.hint().is_some_and(|h| h.contains("on each partition")),
+            "{sql}: {e:?}"
+        );
+    }
+    assert_eq!(indexes().await, "0", "nothing built");
+    for part in ["events_1", "events_2"] {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {part} ADD CONSTRAINT events_account_fkey FOREIGN KEY (account) REFERENCES accounts"
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("SET pgshift.bypass = on")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE events ADD CONSTRAINT events_account_fkey FOREIGN KEY (account) REFERENCES accounts")
+        .await
+        .unwrap();
+    let valid = one_value(
+        &admin,
+        "SELECT string_agg(conrelid::regclass::text || ':' || convalidated, ',' ORDER BY conrelid::regclass::text) \
+         FROM pg_constraint WHERE conname = 'events_account_fkey'",
+    )
+    .await;
+    assert_eq!(valid, "events:true,events_1:true,events_2:true");
+}
+
 #[tokio::test]
 async fn refresh_materialized_view_runs_concurrently() {
     let setup = format!(

@@ -25,6 +25,9 @@ pub struct Seen {
     /// A partitioned table with a default partition (DETACH PARTITION …
     /// CONCURRENTLY is refused then).
     pub default_partition: bool,
+    /// A partitioned table (Postgres 15 adds no foreign key NOT VALID and no
+    /// constraint USING INDEX on one).
+    pub partitioned: bool,
 }
 
 /// How much the statement as written could stall others.
@@ -61,7 +64,8 @@ SELECT (c.relpersistence OPERATOR(pg_catalog.=) 't')::pg_catalog.text,
   (EXISTS (SELECT FROM pg_catalog.pg_index u WHERE u.indrelid OPERATOR(pg_catalog.=) c.oid AND u.indisunique AND u.indisvalid
      AND u.indpred IS NULL AND u.indexprs IS NULL))::pg_catalog.text,
   (EXISTS (SELECT FROM pg_catalog.pg_partitioned_table pt WHERE pt.partrelid OPERATOR(pg_catalog.=) c.oid
-     AND pt.partdefid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid))::pg_catalog.text
+     AND pt.partdefid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid))::pg_catalog.text,
+  (c.relkind OPERATOR(pg_catalog.=) 'p')::pg_catalog.text
 FROM t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.oid
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) -1
 CROSS JOIN x";
@@ -85,6 +89,7 @@ pub async fn look<C: Conn>(conn: &mut C, name: &str) -> io::Result<Option<Seen>>
         populated: yes(3),
         unique_index: yes(4),
         default_partition: yes(5),
+        partitioned: yes(6),
     }))
 }
 
@@ -120,6 +125,7 @@ mod tests {
             populated: true,
             unique_index: false,
             default_partition: false,
+            partitioned: false,
         })
     }
 

@@ -123,8 +123,44 @@ where
             }
             _ => action,
         },
+        Risk::Rule if matches!(finding.rule, "add-foreign-key" | "add-unique") => {
+            match (&action, seen.first()) {
+                // Its safe form fails on a partitioned table (PG 15): say so
+                // before anything is built.
+                (Action::Run { .. }, Some(Some(table))) if table.partitioned => {
+                    Action::Refuse(partitioned_refusal(finding))
+                }
+                _ => action,
+            }
+        }
         Risk::Rule => action,
     })
+}
+
+/// Why a large partitioned table's foreign key, primary key or unique
+/// constraint cannot be added in its safe form.
+fn partitioned_refusal(finding: &Finding) -> PgError {
+    let name = finding.table.as_deref().unwrap_or("the table");
+    let (why, each) = match finding.rule {
+        "add-foreign-key" => (
+            "Postgres 15 cannot add a partitioned table's foreign key NOT VALID",
+            "ADD CONSTRAINT … NOT VALID, then VALIDATE CONSTRAINT",
+        ),
+        _ => (
+            "Postgres 15 cannot add a partitioned table's key USING INDEX",
+            "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … USING INDEX",
+        ),
+    };
+    PgError::error(
+        "0A000",
+        format!(
+            "pgshift refused ALTER TABLE: {}; {name} is partitioned, and {why}",
+            finding.problem
+        ),
+    )
+    .with_hint(format!(
+        "Add it on each partition first ({each}), then run the statement with SET pgshift.bypass = on: Postgres then takes the partitions' constraints over without checking the rows again, in a short lock. Run as written on its own, it holds writes while it checks every row."
+    ))
 }
 
 /// Why a large partitioned table's DETACH PARTITION cannot be made concurrent.
