@@ -511,3 +511,44 @@ async fn an_index_on_a_range_type_of_the_owners_is_refused() {
     assert!(text.contains("app.span"), "{text}");
     assert!(!is_superuser(&admin, &attacker).await);
 }
+
+/// Planning a batch folds the expressions of the table's extended statistics:
+/// one that calls the owner's own immutable function, added during the
+/// backfill (CREATE STATISTICS takes only SHARE UPDATE EXCLUSIVE), stops it.
+#[tokio::test]
+async fn statistics_added_during_the_backfill_stop_it() {
+    let db = fresh_db("rollout_stats");
+    let attacker = format!("{db}_mallory");
+    let (admin, mallory) = owned_table(&db, &attacker).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.t ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mallory
+        .batch_execute(&format!(
+            "{}
+             ALTER FUNCTION app.trap(int) IMMUTABLE;
+             CREATE STATISTICS app.s ON (amount + app.trap(1)), id FROM app.t;",
+            trap("app", "trap", "int", "int", &attacker)
+        ))
+        .await
+        .unwrap();
+    let mut stopped = None;
+    for _ in 0..100 {
+        let (p, error) = phase(&admin, id).await;
+        if p == "failed" {
+            stopped = error;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = stopped.expect("the rollout went on");
+    assert!(error.contains("statistics object s"), "{error}");
+    assert!(
+        !is_superuser(&admin, &attacker).await,
+        "the trap ran as the service role"
+    );
+}

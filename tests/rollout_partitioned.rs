@@ -530,3 +530,46 @@ async fn statements_copies_and_ddl_that_name_a_partition_through_the_rollout() {
         .await
         .unwrap();
 }
+
+/// A partition made during the rollout with its own default for the column
+/// (directly, the ALTER would keep it): the cutover refuses until it is gone,
+/// rather than lose it in the swap.
+#[tokio::test]
+async fn a_partition_made_since_the_start_with_its_own_default_holds_the_cutover() {
+    let db = fresh_db("rollout_part_late");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE orders_2c PARTITION OF orders_2 (amount DEFAULT 5) \
+             FOR VALUES FROM (1000000) TO (1000001)",
+        )
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let error = loop {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
+        assert_eq!(phase, "verified", "{error:?}");
+        if let Some(e) = error.filter(|e| e.contains("orders_2c")) {
+            break e;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(20), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("its own default"), "{error}");
+    admin.batch_execute("DROP TABLE orders_2c").await.unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    assert_eq!(
+        types_everywhere(&admin, "amount").await,
+        all(Some("bigint"))
+    );
+}

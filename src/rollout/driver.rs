@@ -979,12 +979,41 @@ impl Driver {
         r.transform == quote(&r.column)
     }
 
+    /// A partitioned table's partitions as the start required them (see
+    /// [`super::start::PARTITIONS`]): a partition created or changed since may
+    /// belong to another role (the renames would fail on it) or carry its own
+    /// NOT NULL or default for the column (the swap would lose it). A rollback
+    /// (`owners_only`) needs only the first.
+    async fn partitions_fit(&self, r: &Rollout, owners_only: bool) -> Result<(), StepError> {
+        if !r.partitioned {
+            return Ok(());
+        }
+        let found = self
+            .client
+            .query(
+                super::start::PARTITIONS,
+                &[&r.table_oid.to_string(), &r.column],
+            )
+            .await?;
+        let found = found
+            .iter()
+            .find(|row| !owners_only || row.get::<_, String>(0) == "42501");
+        match found {
+            Some(row) => Err(ours(format!(
+                "{}; change it back (or ALTER TABLE … OWNER TO the table's owner), then ask again",
+                row.get::<_, String>(1)
+            ))),
+            None => Ok(()),
+        }
+    }
+
     async fn cutover(
         &self,
         settings: &Settings,
         r: &Rollout,
         bg: &Background,
     ) -> Result<(), StepError> {
+        self.partitions_fit(r, false).await?;
         let users = self.column_users(r, &r.column).await?;
         if !users.is_empty() {
             return Err(ours(format!(
@@ -1184,6 +1213,7 @@ impl Driver {
         // CHECK constraints and foreign keys of the column added again NOT
         // VALID: (name, definition, validated before, foreign key).
         let mut readded: Vec<(String, String, bool, bool)> = Vec::new();
+        self.partitions_fit(r, true).await?;
         if r.phase == Phase::CutOver {
             // What was added to the new column since the cutover would go with it.
             let users = self.column_users(r, &r.column).await?;

@@ -170,17 +170,21 @@ pub const FILL: &str = "fill";
 /// column, and drops only what the fill added.
 pub const FILL_COMMITTED: &str = "fill-committed";
 
-/// The columns [`Rollout::from_row`] reads, in order.
+/// The columns [`Rollout::from_row`] reads, in order. The partitions are
+/// listed from `pg_inherits`, which takes no lock (`pg_partition_tree` waits
+/// for a lock on each, and a partition held by VACUUM FULL would stop the
+/// driver reading its row).
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
      old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, request, \
      paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
      kind, fill_before, batch_rows, \
      COALESCE((SELECT c.relkind OPERATOR(pg_catalog.=) 'p' FROM pg_catalog.pg_class c \
                WHERE c.oid OPERATOR(pg_catalog.=) table_oid), false), \
-     ARRAY(SELECT pg_catalog.format('%s %s', p.relid::pg_catalog.oid, c.relname) \
-             FROM pg_catalog.pg_partition_tree(table_oid) p \
-             JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid \
-            WHERE p.relid::pg_catalog.oid OPERATOR(pg_catalog.<>) table_oid)";
+     ARRAY(WITH RECURSIVE tree(oid) AS ( \
+               SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) table_oid \
+               UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid) \
+           SELECT pg_catalog.format('%s %s', c.oid, c.relname) \
+             FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.oid)";
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {

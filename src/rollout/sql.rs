@@ -477,12 +477,12 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
 /// (the keys, the new column, what the transform reads); $6 the primary key's
 /// columns as the rollout walks them; $7 pgshift's own CHECK constraint. Other
 /// rollouts' triggers on the table (their functions are pgshift's, in schema
-/// pgshift, made by this role) are allowed too: two fills, or a fill and a type
-/// change, on one table.
+/// pgshift, made by this role, for a rollout of this table) are allowed too:
+/// two fills, or a fill and a type change, on one table.
 ///
 /// Built-in means an oid below 16384 (FirstNormalObjectId): nobody but a
 /// superuser can make a cast between built-in types, so the casts pgshift writes
-/// are built-in too. Expressions stored in constraints, indexes and generated
+/// are built-in too. Expressions stored in constraints, indexes, extended statistics (planning folds them) and generated
 /// columns, and pgshift's trigger's WHEN clause, are read from their node trees:
 /// every function, operator and type
 /// they name must be built in, and functions immutable (a built-in that runs SQL
@@ -496,11 +496,16 @@ t AS (SELECT root.oid, '' AS at FROM root
       SELECT p.relid, pg_catalog.format(' of partition %s', p.relid::pg_catalog.regclass)
         FROM root, pg_catalog.pg_partition_tree(root.oid::pg_catalog.regclass) p
        WHERE p.relid OPERATOR(pg_catalog.<>) root.oid),
--- Any rollout's mirror, reverse or fill function (pgshift's, in its own schema).
-mine AS (SELECT p.oid FROM pg_catalog.pg_proc p
+-- The mirror, reverse or fill function (pgshift's, in its own schema) of a
+-- rollout of this very table: another table's would write columns this look
+-- never pinned (their types' coercions could be the owner's code).
+mine AS (SELECT p.oid FROM pg_catalog.pg_proc p, root
           WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('pgshift')::pg_catalog.oid
             AND p.proowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user)
-            AND p.proname OPERATOR(pg_catalog.~) '^(mirror|reverse)_[0-9]+$'),
+            AND p.proname OPERATOR(pg_catalog.~) '^(mirror|reverse)_[0-9]+$'
+            AND EXISTS (SELECT 1 FROM pgshift.rollouts o
+                         WHERE o.table_oid OPERATOR(pg_catalog.=) root.oid
+                           AND o.id::pg_catalog.text OPERATOR(pg_catalog.=) pg_catalog.substring(p.proname::pg_catalog.text, '[0-9]+$'))),
 trees(what, tree, own) AS (
     SELECT pg_catalog.format('constraint %s%s', k.conname, t.at), k.conbin::pg_catalog.text, false
       FROM pg_catalog.pg_constraint k, t
@@ -510,6 +515,9 @@ trees(what, tree, own) AS (
     SELECT pg_catalog.format('index %s', x.indexrelid::pg_catalog.regclass),
            COALESCE(x.indexprs::pg_catalog.text, '') OPERATOR(pg_catalog.||) COALESCE(x.indpred::pg_catalog.text, ''), false
       FROM pg_catalog.pg_index x, t WHERE x.indrelid OPERATOR(pg_catalog.=) t.oid
+    UNION ALL
+    SELECT pg_catalog.format('statistics object %s%s', s.stxname, t.at), COALESCE(s.stxexprs::pg_catalog.text, ''), false
+      FROM pg_catalog.pg_statistic_ext s, t WHERE s.stxrelid OPERATOR(pg_catalog.=) t.oid
     UNION ALL
     SELECT pg_catalog.format('generated column %s%s', a.attname, t.at), ad.adbin::pg_catalog.text, false
       FROM pg_catalog.pg_attrdef ad, t, pg_catalog.pg_attribute a
