@@ -573,3 +573,68 @@ async fn a_partition_made_since_the_start_with_its_own_default_holds_the_cutover
         all(Some("bigint"))
     );
 }
+
+/// A long transaction that read one partition by name: the cutover's lock
+/// window would queue on it while holding the table, so the stall budget waits
+/// it out instead, and readers of the table are not held up meanwhile.
+#[tokio::test]
+async fn the_cutover_waits_out_a_long_transaction_on_a_partition() {
+    let db = fresh_db("rollout_part_wait");
+    let admin = setup(&db).await;
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 500;
+        c.ddl.stall_budget_ms = 100;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM bucket_1")
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let slow = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, worst, slow) = (stop.clone(), worst.clone(), slow.clone());
+        let c = connect(&url).await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                c.simple_query("SELECT count(*) FROM orders WHERE id = 2")
+                    .await
+                    .unwrap();
+                if t.elapsed() > Duration::from_millis(60) {
+                    slow.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut w = worst.lock().unwrap();
+                *w = (*w).max(t.elapsed());
+            }
+        })
+    };
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(
+        common::rollouts::phase(&admin, id).await.0,
+        "verified",
+        "no cutover under the long transaction"
+    );
+    let before_commit = *worst.lock().unwrap();
+    // Each attempt under the long transaction would stall readers for up to
+    // the budget: none is made.
+    let slow_before = slow.load(Ordering::Relaxed);
+    blocker.batch_execute("COMMIT").await.unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(
+        before_commit < Duration::from_millis(300),
+        "a reader waited {before_commit:?} while the cutover tried"
+    );
+    assert!(slow_before <= 2, "{slow_before} reads waited over 60 ms");
+}

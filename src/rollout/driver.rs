@@ -754,17 +754,29 @@ impl Driver {
         linked: &Linked,
     ) -> Result<Option<String>, StepError> {
         let (tables, modes) = linked.conflicts();
+        // The window locks every partition too.
+        let partitions: Vec<String> = r
+            .partitions
+            .iter()
+            .map(|(_, oid)| oid.to_string())
+            .collect();
         let row = self
             .client
             .query_opt(
                 "SELECT l.relation::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_locks l \
                  JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
-                 AND (l.relation = $1::text::oid \
+                 AND (l.relation = $1::text::oid OR l.relation = ANY ($5::text[]::oid[]) \
                       OR l.relation = ANY ($3::text[]::oid[]) AND l.mode = ANY ($4::text[])) \
                  AND a.xact_start < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $2::int8 / 1000.0) \
                  LIMIT 1",
-                &[&r.table_oid.to_string(), &(budget_ms as i64), &tables, &modes],
+                &[
+                    &r.table_oid.to_string(),
+                    &(budget_ms as i64),
+                    &tables,
+                    &modes,
+                    &partitions,
+                ],
             )
             .await?;
         Ok(row.map(|row| row.get(0)))
