@@ -103,7 +103,18 @@ async fn the_metrics_flag_opens_the_endpoint() {
     let port = pgshift::cluster::free_port();
     let addr = format!("127.0.0.1:{port}");
     let (mut child, _) = spawn_binary(&["--metrics-listen", &addr]);
-    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The binary is ready once its proxy port answers; the metrics listener
+    // binds beside it, a moment later on a busy host.
+    let waited = std::time::Instant::now();
+    let mut tcp = loop {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(tcp) => break tcp,
+            Err(_) if waited.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("metrics endpoint {addr}: {e}"),
+        }
+    };
     tcp.write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
         .await
         .unwrap();
