@@ -77,9 +77,7 @@ where
     let table = &change.table;
     // A partition's own columns Postgres keeps as the partitioned table's (it
     // refuses changes, in its words); attaching or detaching below it is ours.
-    let of_partition = |t: &Table, is: &dyn Fn(&(String, u32)) -> bool| {
-        change.partitions && t.partitions.iter().any(is)
-    };
+    let below = change.partitions;
     let fill_breaks = |t: &Table| change.rewrites || change.columns.contains(&t.column);
     let mut guarded: Vec<(Table, bool)> = cx
         .engine
@@ -99,7 +97,7 @@ where
         // rename tables before this one runs: any table under rollout of that
         // name counts.
         guarded.iter().find(|(t, _)| {
-            t.name == table.name || of_partition(t, &|(p, _): &(String, u32)| *p == table.name)
+            t.name == table.name || below && t.partitions.iter().any(|(p, _)| *p == table.name)
         })
     } else {
         let schema = table.schema.clone().unwrap_or_default();
@@ -110,7 +108,10 @@ where
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|s| s.parse().ok());
         guarded.iter().find(|(t, _)| {
-            Some(t.oid) == oid || of_partition(t, &|(_, p): &(String, u32)| Some(*p) == oid)
+            oid.is_some_and(|oid| match below {
+                true => t.covers(oid),
+                false => t.oid == oid,
+            })
         })
     };
     let Some((t, fill)) = found else {

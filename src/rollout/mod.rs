@@ -101,10 +101,6 @@ pub struct Running {
     /// Tables whose lock window is open (a [`Swap`]), by database (lowercase),
     /// a partitioned table's partitions included.
     swapping: Mutex<Vec<(String, String)>>,
-    /// The partitions of partitioned tables under rollout (database, table
-    /// oid): statements that name one read the table's columns, so a change
-    /// touches them too, and a lock window holds them.
-    partitions: Mutex<HashMap<(String, u32), model::Partitions>>,
     /// Every session's turns at the server, by database (a [`Swap`] waits for
     /// those that started before it).
     sessions: Mutex<Vec<(String, Weak<Activity>)>>,
@@ -127,8 +123,8 @@ pub const SETTLE_MAX: Duration = Duration::from_millis(250);
 pub struct Swap {
     running: Arc<Running>,
     key: (String, String),
-    /// The partitions' names (lowercase) it holds too.
-    partitions: Vec<String>,
+    /// A partitioned table's partitions, held and touched with it.
+    partitions: model::Partitions,
     oid: u32,
     /// The change count it opened at.
     count: u64,
@@ -175,11 +171,9 @@ impl Drop for Swap {
             .swapping
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = swapping.iter().position(|k| *k == self.key) {
-            swapping.remove(i);
-        }
-        for name in &self.partitions {
-            let key = (self.key.0.clone(), name.clone());
+        let names = self.partitions.iter().map(|(n, _)| n.to_lowercase());
+        for name in std::iter::once(self.key.1.clone()).chain(names) {
+            let key = (self.key.0.clone(), name);
             if let Some(i) = swapping.iter().position(|k| *k == key) {
                 swapping.remove(i);
             }
@@ -195,7 +189,8 @@ impl Drop for Swap {
         // Committed or not, the phase is the driver's to read again: until it
         // does, writes leave the new column (renamed or dropped now, perhaps)
         // to the trigger.
-        self.running.changed(&self.key.0, &self.key.1, self.oid);
+        self.running
+            .changed(&self.key.0, &self.key.1, self.oid, &self.partitions);
     }
 }
 
@@ -272,8 +267,8 @@ impl Drop for Entered {
             .remove(&self.key);
         let mut set = self.running.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(table)) = set.remove(&self.key) {
-            self.running.changed(&self.key.0, &table.name, table.oid);
-            self.running.note_partitions(&self.key.0, table.oid, &[]);
+            self.running
+                .changed(&self.key.0, &table.name, table.oid, &table.partitions);
         }
         self.running.publish_repeating(&set);
         self.running.live.store(set.len(), Ordering::Relaxed);
@@ -304,9 +299,6 @@ impl Running {
     /// Notes the table of a rollout this process has entered.
     pub fn describe(&self, database: &str, r: &model::Rollout, driving: bool) {
         self.describe_fill(database, r);
-        if !r.fill {
-            self.note_partitions(database, r.table_oid, &r.partitions);
-        }
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = set.get_mut(&(database.to_string(), r.id)) {
             // An ended rollout has no table here (see `over`).
@@ -339,7 +331,7 @@ impl Running {
                 })
             };
             if shape(table) != shape(&now) {
-                self.changed(database, &r.table, r.table_oid);
+                self.changed(database, &r.table, r.table_oid, &r.partitions);
             }
             *table = now;
             self.publish_repeating(&set);
@@ -394,7 +386,7 @@ impl Running {
             .get_mut(&(database.to_string(), id))
             .and_then(Option::take)
         {
-            self.changed(database, &table.name, table.oid);
+            self.changed(database, &table.name, table.oid, &table.partitions);
         }
         self.publish_repeating(&set);
     }
@@ -491,32 +483,13 @@ impl Running {
             })
     }
 
-    /// Notes the partitions of partitioned table `oid` (none: it is not one).
-    fn note_partitions(&self, database: &str, oid: u32, partitions: &[(String, u32)]) {
-        let mut known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (database.to_string(), oid);
-        match partitions.is_empty() {
-            true => known.remove(&key),
-            false => known.insert(key, partitions.to_vec()),
-        };
-    }
-
-    /// The partitions noted for table `oid` of `database`.
-    fn partitions_of(&self, database: &str, oid: u32) -> Vec<(String, u32)> {
-        let known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        known
-            .get(&(database.to_string(), oid))
-            .cloned()
-            .unwrap_or_default()
-    }
-
     /// Returns the count after this change. A partitioned table's partitions
-    /// are touched with it (the table itself last: the most recent stay).
-    fn changed(&self, database: &str, table: &str, oid: u32) -> u64 {
-        let mut entries: Vec<(String, String, u32)> = self
-            .partitions_of(database, oid)
-            .into_iter()
-            .map(|(name, oid)| (database.to_string(), name.to_lowercase(), oid))
+    /// (`partitions`) are touched with it (the table itself last: the most
+    /// recent stay).
+    fn changed(&self, database: &str, table: &str, oid: u32, partitions: &[(String, u32)]) -> u64 {
+        let mut entries: Vec<(String, String, u32)> = partitions
+            .iter()
+            .map(|(name, oid)| (database.to_string(), name.to_lowercase(), *oid))
             .collect();
         entries.push((database.to_string(), table.to_lowercase(), oid));
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
@@ -530,22 +503,35 @@ impl Running {
         self.changes(database).fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Marks `table` (and its partitions, `partitions`) of `database` as in
-    /// its lock window; returns the partitions' names (lowercase).
-    fn open_window(
-        &self,
+    /// Opens a lock window on `table` of `database` (and on its partitions,
+    /// `partitions`, which statements may name instead).
+    fn window(
+        self: &Arc<Self>,
         database: &str,
         table: &str,
         oid: u32,
         partitions: &[(String, u32)],
-    ) -> ((String, String), Vec<String>) {
-        self.note_partitions(database, oid, partitions);
+        shape: bool,
+    ) -> Swap {
         let key = (database.to_string(), table.to_lowercase());
-        let names: Vec<String> = partitions.iter().map(|(n, _)| n.to_lowercase()).collect();
-        let mut swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
-        swapping.push(key.clone());
-        swapping.extend(names.iter().map(|n| (database.to_string(), n.clone())));
-        (key, names)
+        {
+            let mut swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+            swapping.push(key.clone());
+            let names = partitions.iter().map(|(n, _)| n.to_lowercase());
+            swapping.extend(names.map(|n| (database.to_string(), n)));
+        }
+        let count = match shape {
+            true => self.changed(database, table, oid, partitions),
+            false => self.changes(database).fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        Swap {
+            running: self.clone(),
+            key,
+            partitions: partitions.to_vec(),
+            oid,
+            count,
+            shape,
+        }
     }
 
     /// Opens a lock window on `table` of `database`: sessions go stale at once (and
@@ -557,16 +543,7 @@ impl Running {
         oid: u32,
         partitions: &[(String, u32)],
     ) -> Swap {
-        let (key, partitions) = self.open_window(database, table, oid, partitions);
-        let count = self.changed(database, table, oid);
-        Swap {
-            running: self.clone(),
-            key,
-            partitions,
-            oid,
-            count,
-            shape: true,
-        }
+        self.window(database, table, oid, partitions, true)
     }
 
     /// Opens a lock window on `table` of `database` that changes nothing the
@@ -580,16 +557,7 @@ impl Running {
         oid: u32,
         partitions: &[(String, u32)],
     ) -> Swap {
-        let (key, partitions) = self.open_window(database, table, oid, partitions);
-        let count = self.changes(database).fetch_add(1, Ordering::SeqCst) + 1;
-        Swap {
-            running: self.clone(),
-            key,
-            partitions,
-            oid,
-            count,
-            shape: false,
-        }
+        self.window(database, table, oid, partitions, false)
     }
 
     /// The tables of `database` whose lock window is open (lowercase).
