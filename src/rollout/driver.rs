@@ -524,6 +524,12 @@ impl Driver {
                     .map(|f| f.name)
                     .collect();
                 on_new.sort();
+                if let Some(name) = attached_since(&self.load().await?, &expected.verified) {
+                    return Err(ours(format!(
+                        "partition {} was attached during the cutover, its rows not verified; ask for the cutover again (a verify pass comes first)",
+                        quote(&name)
+                    )));
+                }
                 if !users.is_empty()
                     || oids != expected.indexes
                     || fks != expected.foreign_keys
@@ -1019,11 +1025,13 @@ impl Driver {
         }
     }
 
+    /// `verified`: the partitions the last verify pass saw them all in.
     async fn cutover(
         &self,
         settings: &Settings,
         r: &Rollout,
         bg: &Background,
+        verified: Vec<u32>,
     ) -> Result<(), StepError> {
         self.partitions_fit(r, false).await?;
         let users = self.column_users(r, &r.column).await?;
@@ -1131,6 +1139,7 @@ impl Driver {
         ));
         let done = format!("{}{}", Self::done(Phase::CutOver), r.id);
         let expected = Expected {
+            verified,
             indexes: indexes.iter().map(|tw| tw.oid).collect(),
             foreign_keys: fks
                 .iter()
@@ -1717,6 +1726,9 @@ async fn walk_pages(
 /// What the cutover's lock window expects to find as it was read: the old
 /// column's indexes (oids) and the foreign keys on them (table, name, definition).
 pub struct Expected {
+    /// The partitions the verify pass saw: one attached since has rows no pass
+    /// compared.
+    verified: Vec<u32>,
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.
@@ -1735,6 +1747,16 @@ pub enum Mirror {
     Lenient,
     /// From the cutover to the finish.
     AfterCutover,
+}
+
+/// A partition of the rollout's table that is not among `verified` (the ones
+/// a verify pass saw from its start): its rows came with their own values in
+/// the new column.
+fn attached_since(r: &Rollout, verified: &[u32]) -> Option<String> {
+    r.partitions
+        .iter()
+        .find(|(_, oid)| !verified.contains(oid))
+        .map(|(name, _)| name.clone())
 }
 
 /// A key read as text, one value per key column.
@@ -1774,8 +1796,11 @@ pub async fn run(
     // Measured before this driver's first batch; Some(None): nothing to govern.
     let mut governor: Option<Option<Governor>> = None;
     let mut passes = 0u32;
-    // A verify pass completed just now, in this driver: the cutover may follow.
-    let mut fresh = false;
+    // A verify pass completed just now, in this driver: the cutover may follow,
+    // if the table's partitions are those the pass began with.
+    let mut verified: Option<Vec<u32>> = None;
+    // The partitions when the pass under way began, if this driver began it.
+    let mut pass_from: Option<Vec<u32>> = None;
     // An automatic cutover or finish failed for a reason a retry cannot mend (the
     // column gained a user, say): no more automatic attempts until an operator asks.
     let mut auto_stopped = false;
@@ -1868,6 +1893,9 @@ pub async fn run(
                 }
                 Phase::Backfilling | Phase::Verifying => {
                     let verify = r.phase == Phase::Verifying;
+                    if verify && r.last_key.is_none() {
+                        pass_from = Some(r.partitions.iter().map(|p| p.1).collect());
+                    }
                     if keys.is_none() {
                         keys = Some(key_types(&d, &r).await?);
                     }
@@ -1913,7 +1941,7 @@ pub async fn run(
                             passes += 1;
                             if r.mismatches.unwrap_or(0) == 0 {
                                 d.set_phase(Phase::Verified, None).await?;
-                                fresh = true;
+                                verified = pass_from.take();
                                 tracing::info!(target: "pgshift::rollout", rollout = d.id, "verified: every row's new value matches");
                             } else if passes >= MAX_VERIFY_PASSES {
                                 d.install_function(&r, Mirror::Lenient).await?;
@@ -1937,16 +1965,16 @@ pub async fn run(
                 Phase::Verified => {
                     let auto = conf.cutover == When::Auto && !auto_stopped;
                     if auto || r.request == Some(Request::Cutover) {
-                        if !fresh {
-                            // Verified before this driver took over, or long ago: a
-                            // write since may have stored NULL (a value that did not
-                            // convert). One more pass right before the swap.
+                        let Some(partitions) = verified.take().filter(|v| attached_since(&r, v).is_none()) else {
+                            // Verified before this driver took over, or long ago (a
+                            // write since may have stored NULL, a value that did not
+                            // convert), or a partition came with rows of its own
+                            // since. One more pass right before the swap.
                             d.client.execute("UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0 WHERE id = $1", &[&d.id]).await?;
                             passes = 0;
                             return Ok(());
-                        }
-                        fresh = false;
-                        d.cutover(&settings, &r, &bg).await
+                        };
+                        d.cutover(&settings, &r, &bg, partitions).await
                     } else {
                         idle(&bg).await
                     }
