@@ -366,6 +366,7 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
     admin
         .batch_execute(
             "CREATE INDEX orders_2b_shadow ON orders_2b (shadow);
+             CREATE INDEX orders_amount_plus ON orders ((amount + 1));
              CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
              CREATE TRIGGER touch BEFORE UPDATE ON bucket_1 FOR EACH ROW EXECUTE FUNCTION public.touch();
              CREATE TABLE events (at int, v int) PARTITION BY RANGE (at);
@@ -390,6 +391,12 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
             "ALTER TABLE orders ALTER COLUMN shadow TYPE bigint",
             "0A000",
             "orders_2b_shadow",
+        ),
+        // An index with an expression: no twins on partitions yet.
+        (
+            "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+            "0A000",
+            "orders_amount_plus",
         ),
         (
             "ALTER TABLE orders ALTER COLUMN note TYPE int USING length(note)",
@@ -687,4 +694,176 @@ async fn the_cutover_waits_out_a_long_transaction_on_a_partition() {
         "a reader waited {before_commit:?} while the cutover tried"
     );
     assert!(slow_before <= 2, "{slow_before} reads waited over 60 ms");
+}
+
+/// The indexes on `amount` in the table and every partition: (table, index,
+/// valid, the column's type).
+async fn amount_indexes(admin: &Client) -> Vec<(String, String, bool, String)> {
+    admin
+        .query(
+            "SELECT t.relname::text, c.relname::text, x.indisvalid, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_partition_tree('orders') p JOIN pg_index x ON x.indrelid = p.relid \
+             JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_class t ON t.oid = p.relid \
+             JOIN pg_attribute a ON a.attrelid = p.relid AND a.attnum = ANY (x.indkey::int2[]) \
+             WHERE a.attname = 'amount' ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn typed(
+    found: &[(String, String, bool, String)],
+    ty: &str,
+) -> Vec<(String, String, bool, String)> {
+    found
+        .iter()
+        .map(|(t, i, _, _)| (t.clone(), i.clone(), true, ty.to_string()))
+        .collect()
+}
+
+/// Every leaf index on `amount` holds exactly the rows of its partition
+/// (amcheck, with every heap tuple looked up).
+async fn indexes_hold_every_row(admin: &Client) {
+    admin
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS amcheck;
+             SELECT bt_index_check(x.indexrelid, true)
+               FROM pg_partition_tree('orders') p JOIN pg_index x ON x.indrelid = p.relid
+               JOIN pg_class c ON c.oid = x.indexrelid WHERE c.relkind = 'i'",
+        )
+        .await
+        .unwrap();
+}
+
+const AMOUNT_INDEXES: &str = "CREATE INDEX orders_amount ON orders (amount);
+     CREATE INDEX orders_note_amount ON orders USING btree (note, amount DESC) INCLUDE (shadow)";
+
+#[tokio::test]
+async fn indexes_on_the_column_get_twins_in_every_partition() {
+    let db = fresh_db("rollout_part_index");
+    let admin = setup(&db).await;
+    admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
+    let before = amount_indexes(&admin).await;
+    // Two on the table, and one per partition at every level for each.
+    assert_eq!(before.len(), 2 * 6, "{before:?}");
+    let proxy = proxy();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let positional = Arc::new(AtomicBool::new(false));
+    let writers = vec![
+        writer_with(
+            proxy.conn_str(&db, "postgres"),
+            stop.clone(),
+            done.clone(),
+            0,
+            false,
+            positional.clone(),
+        ),
+        writer_with(
+            direct(&db),
+            stop.clone(),
+            done.clone(),
+            2_000_000,
+            false,
+            positional.clone(),
+        ),
+        leaf_writer(
+            proxy.conn_str(&db, "postgres"),
+            stop.clone(),
+            done.clone(),
+            0,
+        ),
+    ];
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    // Same names, on the new column, valid at every level.
+    assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    indexes_hold_every_row(&admin).await;
+    rollout::request(&admin, id, Request::Finish).await.unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 100,
+        "writers wrote too little"
+    );
+    assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    indexes_hold_every_row(&admin).await;
+    assert_eq!(mismatches(&admin).await, 0);
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "twins or old indexes left behind");
+    // A partition made now gets both indexes, as one made before would.
+    admin
+        .batch_execute(
+            "CREATE TABLE orders_2z PARTITION OF orders_2 FOR VALUES FROM (30000000) TO (30000010)",
+        )
+        .await
+        .unwrap();
+    let on_new: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'orders_2z'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_new, 3, "the key and the two indexes");
+}
+
+#[tokio::test]
+async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_back() {
+    let db = fresh_db("rollout_part_index_back");
+    let admin = setup(&db).await;
+    admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
+    let before = amount_indexes(&admin).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let through = connect(&url).await;
+    through
+        .batch_execute(
+            "UPDATE orders SET amount = amount + 1, shadow = shadow + 1 WHERE id % 7 = 0",
+        )
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
+    indexes_hold_every_row(&admin).await;
+    assert_eq!(mismatches(&admin).await, 0);
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "twins left behind");
 }

@@ -547,8 +547,30 @@ impl Driver {
                     )));
                 }
             }
+            let valid = expect.map_or(&[][..], |e| &e.valid[..]);
+            if valid.is_empty() {
+                self.client
+                    .batch_execute(&format!("{body}; {done}; COMMIT"))
+                    .await?;
+                return Ok(());
+            }
+            self.client.batch_execute(body).await?;
+            let invalid: Option<String> = self
+                .client
+                .query_one(
+                    "SELECT pg_catalog.string_agg(n.name, ', ') FROM pg_catalog.unnest($1::text[]) AS n(name) \
+                     JOIN pg_catalog.pg_index x ON x.indexrelid = pg_catalog.to_regclass(n.name) WHERE NOT x.indisvalid",
+                    &[&valid],
+                )
+                .await?
+                .get(0);
+            if let Some(names) = invalid {
+                return Err(ours(format!(
+                    "a partition made meanwhile has no twin of {names} yet; ask for the cutover again"
+                )));
+            }
             self.client
-                .batch_execute(&format!("{body}; {done}; COMMIT"))
+                .batch_execute(&format!("{done}; COMMIT"))
                 .await?;
             Ok(())
         }
@@ -970,7 +992,7 @@ impl Driver {
         let rows = match r.partitioned {
             true => {
                 self.client
-                    .query(super::start::PARTITIONS_USERS, &[&oid, &column])
+                    .query(super::start::PARTITIONS_USERS, &[&oid, &attnum, &column])
                     .await?
             }
             false => {
@@ -1063,6 +1085,25 @@ impl Driver {
         let sequences = self.owned_sequences(r, &r.column).await?;
         let marks = self.column_marks(r, &r.column, &r.column).await?;
         let mut body = Vec::new();
+        // A partitioned table's index twins are made and attached now (their
+        // partitions' twins are built); the partitions' take the old names.
+        let mut part_renames = Vec::new();
+        if r.partitioned {
+            for i in &old_indexes {
+                let (made, renames) = self
+                    .twin_tree(
+                        r,
+                        i,
+                        &r.column,
+                        &r.new_column,
+                        |oid| n.new_index(oid),
+                        |oid| n.old_index(oid),
+                    )
+                    .await?;
+                body.extend(made);
+                part_renames.extend(renames);
+            }
+        }
         // A key or unique constraint moves to its twin; its old index goes with
         // it, and the foreign keys that reference it are added again on the twin.
         body.extend(fks.iter().map(ForeignKey::drop_sql));
@@ -1075,6 +1116,7 @@ impl Driver {
         for tw in indexes.iter().filter(|tw| tw.constraint.is_none()) {
             body.extend(pass_name(r, tw, &n.old_index(tw.oid), &n.new_index(tw.oid)));
         }
+        body.extend(part_renames);
         // So do the CHECK constraints' twins.
         // The CHECK constraints and foreign keys: the old ones go (parked, a
         // write that breaks both would name pgshift's), the twins take their names.
@@ -1140,6 +1182,13 @@ impl Driver {
         let done = format!("{}{}", Self::done(Phase::CutOver), r.id);
         let expected = Expected {
             verified,
+            valid: match r.partitioned {
+                true => indexes
+                    .iter()
+                    .map(|tw| crate::sql::ident::qualified(&r.schema, &tw.name))
+                    .collect(),
+                false => Vec::new(),
+            },
             indexes: indexes.iter().map(|tw| tw.oid).collect(),
             foreign_keys: fks
                 .iter()
@@ -1368,6 +1417,14 @@ impl Driver {
             // The old indexes take their names back; the twins go with the new column.
             for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
                 body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
+                // A partitioned index's partitions' too.
+                let twin = current.iter().find(|i| i.name == tw.name);
+                if let Some(twin) = twin.filter(|_| r.partitioned) {
+                    body.extend(
+                        self.untwin_tree(tw.oid, twin.oid, |oid| n.new_index(oid))
+                            .await?,
+                    );
+                }
             }
             // The CHECK constraints and foreign keys go back to the old column
             // (their text names `amount`, which it is again): NOT VALID in the
@@ -1729,6 +1786,9 @@ pub struct Expected {
     /// The partitions the verify pass saw: one attached since has rows no pass
     /// compared.
     verified: Vec<u32>,
+    /// Partitioned indexes the window makes, by their names once it is done:
+    /// valid only if every partition had its twin.
+    valid: Vec<String>,
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.

@@ -391,19 +391,40 @@ impl OldIndex {
     }
 }
 
-/// `CREATE INDEX CONCURRENTLY` of `old`'s twin named `name`, on the table of
-/// `r`, with column `to` in place of `from` (default operator classes and
-/// collations, as the old index had).
-pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str) -> String {
+/// How a twin index is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// `CONCURRENTLY`, on a table with rows.
+    Concurrently,
+    /// `ON ONLY` a partitioned table: the catalog entry its partitions'
+    /// twins are attached to, in the cutover's lock window.
+    Only,
+}
+
+/// `CREATE INDEX` of `old`'s twin named `name`, on `table` (qualified), with
+/// column `to` in place of `from` (default operator classes and collations, as
+/// the old index had).
+pub fn twin_index(
+    old: &OldIndex,
+    name: &str,
+    table: &str,
+    build: Build,
+    from: &str,
+    to: &str,
+) -> String {
+    let (concurrently, only) = match build {
+        Build::Concurrently => ("CONCURRENTLY ", ""),
+        Build::Only => ("", "ONLY "),
+    };
+    let head = format!(
+        "CREATE {}INDEX {concurrently}{} ON {only}{table}",
+        if old.unique { "UNIQUE " } else { "" },
+        quote(name),
+    );
     if let Some(tail) = &old.definition {
         // Its tablespace is the session's default_tablespace (see `build_twins`):
         // TABLESPACE would have to stand before the predicate.
-        return format!(
-            "CREATE {}INDEX CONCURRENTLY {} ON {} {tail}",
-            if old.unique { "UNIQUE " } else { "" },
-            quote(name),
-            r.qualified(),
-        );
+        return format!("{head} {tail}");
     }
     let column = |c: &String| match c == from {
         true => quote(to),
@@ -433,14 +454,7 @@ pub fn twin_index(r: &Rollout, old: &OldIndex, name: &str, from: &str, to: &str)
         .iter()
         .map(column)
         .collect();
-    let mut sql = format!(
-        "CREATE {}INDEX CONCURRENTLY {} ON {} USING {} ({})",
-        if old.unique { "UNIQUE " } else { "" },
-        quote(name),
-        r.qualified(),
-        quote(&old.method),
-        keys.join(", ")
-    );
+    let mut sql = format!("{head} USING {} ({})", quote(&old.method), keys.join(", "));
     if !include.is_empty() {
         sql.push_str(&format!(" INCLUDE ({})", include.join(", ")));
     }
@@ -724,8 +738,13 @@ pub(crate) mod tests {
             definition: None,
         };
         assert_eq!(
-            twin_index(&r, &old, "pgshift_7_new_1", "amount", "amount__pgshift_new"),
+            twin_index(&old, "pgshift_7_new_1", &r.qualified(), Build::Concurrently, "amount", "amount__pgshift_new"),
             "CREATE UNIQUE INDEX CONCURRENTLY pgshift_7_new_1 ON app.\"Orders\" USING btree \
+             (note DESC, amount__pgshift_new DESC NULLS LAST) INCLUDE (id) NULLS NOT DISTINCT WITH (fillfactor = '70')"
+        );
+        assert_eq!(
+            twin_index(&old, "pgshift_7_new_1", &r.qualified(), Build::Only, "amount", "amount__pgshift_new"),
+            "CREATE UNIQUE INDEX pgshift_7_new_1 ON ONLY app.\"Orders\" USING btree \
              (note DESC, amount__pgshift_new DESC NULLS LAST) INCLUDE (id) NULLS NOT DISTINCT WITH (fillfactor = '70')"
         );
     }

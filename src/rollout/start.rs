@@ -305,8 +305,8 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text,
 /// level, is looked at by the column's name there (its number may differ).
 /// What a rollout does reaches every partition: the new column, the mirror
 /// trigger's clones, the backfill's UPDATE through the partitioned table, the
-/// renames and the drop. Nothing else may stand on the column yet: an index,
-/// a constraint or a sequence would need a twin on every partition.
+/// renames and the drop. Of what stands on the column, only the table's plain
+/// indexes get twins so far (see [`PARTITIONS_USERS`]).
 pub const PARTITIONS: &str = "
 WITH t AS (SELECT p.relid AS oid, p.relid = $1::text::oid AS root
              FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
@@ -334,20 +334,6 @@ SELECT '0A000', pg_catalog.format('partition %s has its own default for the colu
 UNION ALL
 SELECT '0A000', pg_catalog.format('partition %s has no such column', t.oid::pg_catalog.regclass)
   FROM t WHERE NOT EXISTS (SELECT 1 FROM col WHERE col.oid = t.oid)";
-
-/// What uses column $2 (name) of partitioned table $1 (oid) or of any of its
-/// partitions, other than the column's own default (see [`PARTITIONS`]).
-pub const PARTITIONS_USERS: &str = "
-WITH t AS (SELECT p.relid AS oid FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
-col AS (SELECT t.oid, a.attnum FROM t
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $2::text::name AND NOT a.attisdropped)
-SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
-  FROM col JOIN pg_catalog.pg_depend d
-    ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = col.oid AND d.refobjsubid = col.attnum
- WHERE d.deptype <> 'i'
-   AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-            AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
- ORDER BY 1";
 
 /// An index (`x`) of table $1 on column $2 (attnum) that pgshift builds again on
 /// the new column: one with expressions or a predicate (see `shapes`) behind no
@@ -392,6 +378,33 @@ macro_rules! rebuildable {
                     WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)"
     };
 }
+
+/// What uses column $3 (name; $2 its number in the table) of partitioned
+/// table $1 (oid) or of any of its partitions, other than the column's own
+/// default and the table's plain indexes (rebuildable, on columns only, behind
+/// no constraint) with their partitions' (see [`PARTITIONS`]).
+pub const PARTITIONS_USERS: &str = concat!(
+    "
+WITH RECURSIVE t AS (SELECT p.relid AS oid FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
+col AS (SELECT t.oid, a.attnum FROM t
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $3::text::name AND NOT a.attisdropped),
+plain(oid) AS (
+    SELECT x.indexrelid FROM pg_catalog.pg_index x
+     WHERE x.indrelid = $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid)
+       AND ",
+    rebuildable!(),
+    "
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN plain ON i.inhparent = plain.oid)
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM col JOIN pg_catalog.pg_depend d
+    ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = col.oid AND d.refobjsubid = col.attnum
+ WHERE d.deptype <> 'i'
+   AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+            AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
+   AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT plain.oid FROM plain))
+ ORDER BY 1"
+);
 
 /// Objects that use the column (other than its own default, what pgshift
 /// builds again on the new column, and the table's CHECK constraints and the
@@ -633,7 +646,7 @@ pub async fn start<C: Conn>(
                 settings,
                 &rt,
                 PARTITIONS_USERS,
-                &[&probe.table_oid.to_string(), &spec.column],
+                &[&probe.table_oid.to_string(), &attnum, &spec.column],
             )
             .await
         }
@@ -654,7 +667,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over none of the column's indexes, constraints or sequences yet",
+            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint) only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(

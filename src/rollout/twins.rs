@@ -237,48 +237,238 @@ impl Driver {
         name: impl Fn(u32) -> String,
     ) -> Result<(), StepError> {
         let to_attnum = self.attnum(r, to).await?;
+        let table = Place {
+            schema: r.schema.clone(),
+            oid: r.table_oid,
+            qualified: r.qualified(),
+        };
         for index in indexes {
-            let twin = name(index.oid);
-            // One found under the twin's name counts only if it is on this table
-            // and is the twin (the owner could have made one by that name with a
-            // predicate: it would take the unique index's name at the cutover).
-            let qualified = crate::sql::ident::qualified(&r.schema, &twin);
-            let state = match index.definition {
-                Some(_) => self.shaped_twin(r, &twin, index).await?,
-                None => {
-                    self.plain_twin(r, &twin, index, from, to, to_attnum)
-                        .await?
-                }
-            };
-            match state {
-                Some((true, true)) => continue,
-                Some((false, true)) => {
-                    self.client
-                        .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
-                        .await?;
-                }
-                Some((_, false)) => {
-                    return Err(ours(format!(
-                        "an index named {qualified} exists and is not pgshift's twin of {}",
-                        quote(&index.name)
-                    )))
-                }
-                None => {}
+            if !r.partitioned {
+                self.build_twin(
+                    settings,
+                    r,
+                    index,
+                    &name(index.oid),
+                    &table,
+                    to_attnum,
+                    from,
+                    to,
+                )
+                .await?;
+                continue;
             }
-            // The build parses the definition again on the real rows: while it
-            // runs nobody may change a column's type (its casts would run) or
-            // the table's code, and what was read must still hold (see `pin`;
-            // not over the DROP above, which waits for every lock on the table).
-            let pin = self.pin(settings, r).await?;
-            let built = async {
-                self.still(r, index, from, to).await?;
-                self.build_one(settings, r, index, &twin, from, to).await
+            // A partitioned table's index is a catalog entry over one index
+            // per partition: each partition gets its twin, and the cutover
+            // makes the partitioned ones and attaches them (see `twin_tree`).
+            for part in self.index_parts(index.oid).await? {
+                if part.partitioned {
+                    continue;
+                }
+                let to_attnum = self.attnum_in(part.table.oid, to).await?;
+                self.build_twin(
+                    settings,
+                    r,
+                    index,
+                    &name(part.oid),
+                    &part.table,
+                    to_attnum,
+                    from,
+                    to,
+                )
+                .await?;
             }
-            .await;
-            pin.release().await;
-            built?;
         }
         Ok(())
+    }
+
+    /// The indexes that make up partitioned index `index` at every level,
+    /// parents before children.
+    pub(super) async fn index_parts(&self, index: u32) -> Result<Vec<IndexPart>, StepError> {
+        let rows = self
+            .client
+            .query(INDEX_PARTS, &[&index.to_string()])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|x| IndexPart {
+                oid: x.get::<_, String>(0).parse().unwrap_or(0),
+                parent: x.get::<_, String>(1).parse().unwrap_or(0),
+                partitioned: x.get(2),
+                name: x.get(3),
+                table: Place {
+                    oid: x.get::<_, String>(4).parse().unwrap_or(0),
+                    schema: x.get(5),
+                    qualified: x.get(6),
+                },
+            })
+            .collect())
+    }
+
+    /// The number of `column` in table `table` (a partition's may differ).
+    async fn attnum_in(&self, table: u32, column: &str) -> Result<i32, StepError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT attnum::int4 FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::oid AND attname = $2::text::name AND NOT attisdropped",
+                &[&table.to_string(), &column],
+            )
+            .await?
+            .ok_or_else(|| ours(format!("column {} is gone from a partition", quote(column))))?;
+        Ok(row.get(0))
+    }
+
+    /// What the cutover's window runs to give a partitioned table's index
+    /// `index` its twin, named `name(oid)` at each level: the partitioned
+    /// twins made `ON ONLY` (the table and its partitioned partitions), every
+    /// twin attached to its parent's (deepest first: Postgres marks a parent
+    /// valid once all its partitions' are). And the renames that give each
+    /// partition's twin the old one's name, parking the old as `parked(oid)`.
+    pub(super) async fn twin_tree(
+        &self,
+        r: &Rollout,
+        index: &sql::OldIndex,
+        from: &str,
+        to: &str,
+        name: impl Fn(u32) -> String,
+        parked: impl Fn(u32) -> String,
+    ) -> Result<(Vec<String>, Vec<String>), StepError> {
+        let parts = self.index_parts(index.oid).await?;
+        let twin_of = |oid: u32| match parts.iter().find(|p| p.oid == oid) {
+            Some(p) => crate::sql::ident::qualified(&p.table.schema, &name(oid)),
+            None => crate::sql::ident::qualified(&r.schema, &name(oid)),
+        };
+        let mut made = vec![sql::twin_index(
+            index,
+            &name(index.oid),
+            &r.qualified(),
+            sql::Build::Only,
+            from,
+            to,
+        )];
+        let mut renames = Vec::new();
+        for p in parts.iter().filter(|p| p.partitioned) {
+            made.push(sql::twin_index(
+                index,
+                &name(p.oid),
+                &p.table.qualified,
+                sql::Build::Only,
+                from,
+                to,
+            ));
+        }
+        for p in parts.iter().rev() {
+            made.push(format!(
+                "ALTER INDEX {} ATTACH PARTITION {}",
+                twin_of(p.parent),
+                twin_of(p.oid)
+            ));
+            let at = |n: &str| crate::sql::ident::qualified(&p.table.schema, n);
+            renames.push(format!(
+                "ALTER INDEX {} RENAME TO {}",
+                at(&p.name),
+                quote(&parked(p.oid))
+            ));
+            renames.push(format!(
+                "ALTER INDEX {} RENAME TO {}",
+                at(&name(p.oid)),
+                quote(&p.name)
+            ));
+        }
+        Ok((made, renames))
+    }
+
+    /// The renames that give the partitions' indexes of `old` (partitioned
+    /// index, by oid) back the names that their twins under `twin` took at the
+    /// cutover (matched by partition), parking each twin as `parked(oid of the
+    /// old one)`: a rollback after the cutover.
+    pub(super) async fn untwin_tree(
+        &self,
+        old: u32,
+        twin: u32,
+        parked: impl Fn(u32) -> String,
+    ) -> Result<Vec<String>, StepError> {
+        let olds = self.index_parts(old).await?;
+        let twins = self.index_parts(twin).await?;
+        let mut renames = Vec::new();
+        for p in &olds {
+            let Some(t) = twins.iter().find(|t| t.table.oid == p.table.oid) else {
+                continue;
+            };
+            let at = |n: &str| crate::sql::ident::qualified(&p.table.schema, n);
+            renames.push(format!(
+                "ALTER INDEX {} RENAME TO {}",
+                at(&t.name),
+                quote(&parked(p.oid))
+            ));
+            renames.push(format!(
+                "ALTER INDEX {} RENAME TO {}",
+                at(&p.name),
+                quote(&t.name)
+            ));
+        }
+        Ok(renames)
+    }
+
+    /// Builds `index`'s twin `twin` on `table` (a partition of the rollout's
+    /// table, or the table), once: see [`Driver::build_twins`].
+    #[allow(clippy::too_many_arguments)]
+    async fn build_twin(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        index: &sql::OldIndex,
+        twin: &str,
+        table: &Place,
+        to_attnum: i32,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StepError> {
+        // One found under the twin's name counts only if it is on this table
+        // and is the twin (the owner could have made one by that name with a
+        // predicate: it would take the unique index's name at the cutover).
+        let qualified = crate::sql::ident::qualified(&table.schema, twin);
+        let state = match index.definition {
+            Some(_) => self.shaped_twin(r, twin, index).await?,
+            None => {
+                self.plain_twin(table, twin, index, from, to, to_attnum)
+                    .await?
+            }
+        };
+        match state {
+            Some((true, true)) => return Ok(()),
+            Some((false, true)) => {
+                self.client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+                    .await?;
+            }
+            Some((_, false)) => {
+                return Err(ours(format!(
+                    "an index named {qualified} exists and is not pgshift's twin of {}",
+                    quote(&index.name)
+                )))
+            }
+            None => {}
+        }
+        // The build parses the definition again on the real rows: while it
+        // runs nobody may change a column's type (its casts would run) or
+        // the table's code, and what was read must still hold (see `pin`;
+        // not over the DROP above, which waits for every lock on the table).
+        let pin = self.pin(settings, r).await?;
+        let built = async {
+            self.still(r, index, from, to).await?;
+            let create = sql::twin_index(
+                index,
+                twin,
+                &table.qualified,
+                sql::Build::Concurrently,
+                from,
+                to,
+            );
+            self.build_one(settings, r, index, &create).await
+        }
+        .await;
+        pin.release().await;
+        built
     }
 
     /// Whether the index named `twin` in the table's schema is the valid twin
@@ -287,7 +477,7 @@ impl Driver {
     /// such index; Some((valid, on_the_table)).
     async fn plain_twin(
         &self,
-        r: &Rollout,
+        table: &Place,
         twin: &str,
         index: &sql::OldIndex,
         from: &str,
@@ -316,8 +506,8 @@ impl Driver {
                    AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
                 &[
                     &twin,
-                    &r.schema,
-                    &r.table_oid.to_string(),
+                    &table.schema,
+                    &table.oid.to_string(),
                     &to_attnum,
                     &index.unique,
                     &(index.key_columns as i32),
@@ -355,18 +545,15 @@ impl Driver {
             .await
     }
 
-    /// `CREATE INDEX CONCURRENTLY` of `index`'s twin `twin`.
+    /// `create`, the `CREATE INDEX CONCURRENTLY` of `index`'s twin.
     async fn build_one(
         &self,
         settings: &Settings,
         r: &Rollout,
         index: &sql::OldIndex,
-        twin: &str,
-        from: &str,
-        to: &str,
+        create: &str,
     ) -> Result<(), StepError> {
-        let qualified = crate::sql::ident::qualified(&r.schema, twin);
-        tracing::info!(target: "pgshift::rollout", rollout = r.id, "building {qualified} on {} like {}", quote(to), quote(&index.name));
+        tracing::info!(target: "pgshift::rollout", rollout = r.id, "building the twin of {}: {create}", quote(&index.name));
         // A shaped twin's definition ends with its predicate: its tablespace
         // is given as the session's default.
         let space = match (&index.definition, &index.tablespace) {
@@ -379,10 +566,7 @@ impl Driver {
                 literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
             ))
             .await?;
-        let built = self
-            .client
-            .batch_execute(&sql::twin_index(r, index, twin, from, to))
-            .await;
+        let built = self.client.batch_execute(create).await;
         let _ = self
             .client
             .batch_execute("RESET statement_timeout; RESET lock_timeout; RESET default_tablespace")
@@ -536,6 +720,42 @@ SELECT ",
   FROM pg_catalog.pg_constraint k
  WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'"
 );
+
+/// A table an index twin is built on: the rollout's, or one of its partitions.
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    pub schema: String,
+    pub oid: u32,
+    pub qualified: String,
+}
+
+/// One index of a partitioned index's tree (see [`INDEX_PARTS`]).
+#[derive(Debug, Clone)]
+pub(super) struct IndexPart {
+    pub oid: u32,
+    /// The index it is attached to.
+    pub parent: u32,
+    /// Itself partitioned (its table is a partitioned partition).
+    pub partitioned: bool,
+    pub name: String,
+    pub table: Place,
+}
+
+/// The indexes attached to index $1 (oid), at every level, parents first:
+/// oid, parent's oid, partitioned, name, its table's oid, schema and qualified
+/// name. `pg_inherits` takes no lock.
+const INDEX_PARTS: &str = "
+WITH RECURSIVE tree(oid, parent, depth) AS (
+    SELECT i.inhrelid, i.inhparent, 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid
+    UNION ALL
+    SELECT i.inhrelid, i.inhparent, tree.depth + 1 FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+SELECT tree.oid::pg_catalog.text, tree.parent::pg_catalog.text, c.relkind = 'I', c.relname::pg_catalog.text,
+       t.oid::pg_catalog.text, n.nspname::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, t.relname)
+  FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+  JOIN pg_catalog.pg_index x ON x.indexrelid = tree.oid
+  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+ ORDER BY tree.depth, tree.oid";
 
 /// See [`Driver::pin`].
 pub(super) struct Pin(tokio_postgres::Client);
