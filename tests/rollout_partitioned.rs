@@ -366,6 +366,7 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
     admin
         .batch_execute(
             "CREATE INDEX orders_2b_shadow ON orders_2b (shadow);
+             ALTER TABLE orders_0 ADD CONSTRAINT leaf_check CHECK (amount > -5);
              CREATE INDEX orders_amount_plus ON orders ((amount + 1));
              CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
              CREATE TRIGGER touch BEFORE UPDATE ON bucket_1 FOR EACH ROW EXECUTE FUNCTION public.touch();
@@ -397,6 +398,12 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
             "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
             "0A000",
             "orders_amount_plus",
+        ),
+        // A partition's own CHECK constraint.
+        (
+            "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+            "0A000",
+            "leaf_check",
         ),
         (
             "ALTER TABLE orders ALTER COLUMN note TYPE int USING length(note)",
@@ -740,16 +747,49 @@ async fn indexes_hold_every_row(admin: &Client) {
 }
 
 const AMOUNT_INDEXES: &str = "CREATE INDEX orders_amount ON orders (amount);
-     CREATE INDEX orders_note_amount ON orders USING btree (note, amount DESC) INCLUDE (shadow)";
+     CREATE INDEX orders_note_amount ON orders USING btree (note, amount DESC) INCLUDE (shadow);
+     ALTER TABLE orders ADD CONSTRAINT amount_sane CHECK (amount > -1000000000 AND amount IS NOT NULL)";
+
+/// The CHECK constraints in the table and every partition: (table, name,
+/// validated, definition, the type of `amount`).
+async fn amount_checks(admin: &Client) -> Vec<(String, String, bool, String, String)> {
+    admin
+        .query(
+            "SELECT t.relname::text, k.conname::text, k.convalidated, pg_get_constraintdef(k.oid), \
+                    format_type(a.atttypid, a.atttypmod) \
+             FROM pg_partition_tree('orders') p JOIN pg_constraint k ON k.conrelid = p.relid AND k.contype = 'c' \
+             JOIN pg_class t ON t.oid = p.relid \
+             JOIN pg_attribute a ON a.attrelid = p.relid AND a.attnum = ANY (k.conkey) \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+fn checks_typed(
+    found: &[(String, String, bool, String, String)],
+    ty: &str,
+) -> Vec<(String, String, bool, String, String)> {
+    found
+        .iter()
+        .map(|(t, n, v, d, _)| (t.clone(), n.clone(), *v, d.clone(), ty.to_string()))
+        .collect()
+}
 
 #[tokio::test]
-async fn indexes_on_the_column_get_twins_in_every_partition() {
+async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     let db = fresh_db("rollout_part_index");
     let admin = setup(&db).await;
     admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
     let before = amount_indexes(&admin).await;
     // Two on the table, and one per partition at every level for each.
     assert_eq!(before.len(), 2 * 6, "{before:?}");
+    let checks = amount_checks(&admin).await;
+    assert_eq!(checks.len(), 6, "{checks:?}");
     let proxy = proxy();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -787,6 +827,7 @@ async fn indexes_on_the_column_get_twins_in_every_partition() {
     wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
     // Same names, on the new column, valid at every level.
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     indexes_hold_every_row(&admin).await;
     rollout::request(&admin, id, Request::Finish).await.unwrap();
@@ -800,6 +841,7 @@ async fn indexes_on_the_column_get_twins_in_every_partition() {
         "writers wrote too little"
     );
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
     let left: i64 = admin
@@ -830,11 +872,12 @@ async fn indexes_on_the_column_get_twins_in_every_partition() {
 }
 
 #[tokio::test]
-async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_back() {
+async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_back() {
     let db = fresh_db("rollout_part_index_back");
     let admin = setup(&db).await;
     admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
     let before = amount_indexes(&admin).await;
+    let checks = amount_checks(&admin).await;
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
     let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
@@ -855,6 +898,7 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_back() {
         .unwrap();
     wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
     assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
+    assert_eq!(amount_checks(&admin).await, checks);
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
     let left: i64 = admin

@@ -381,8 +381,11 @@ macro_rules! rebuildable {
 
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
-/// default and the table's plain indexes (rebuildable, on columns only, behind
-/// no constraint) with their partitions' (see [`PARTITIONS`]).
+/// default, the table's plain indexes (rebuildable, on columns only, behind
+/// no constraint) with their partitions', and the table's CHECK constraints
+/// with their partitions' inherited copies (a partition's own, even merged
+/// with the table's, stays: dropping the table's would leave it) (see
+/// [`PARTITIONS`]).
 pub const PARTITIONS_USERS: &str = concat!(
     "
 WITH RECURSIVE t AS (SELECT p.relid AS oid FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
@@ -403,6 +406,14 @@ SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
    AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
             AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
    AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT plain.oid FROM plain))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+            AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
+                             WHERE k.contype = 'c'
+                               AND (k.conrelid = $1::text::oid
+                                    OR (NOT k.conislocal AND k.conrelid IN (SELECT t.oid FROM t)
+                                        AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint rk
+                                                     WHERE rk.conrelid = $1::text::oid AND rk.contype = 'c'
+                                                       AND rk.conname = k.conname)))))
  ORDER BY 1"
 );
 
@@ -667,7 +678,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint) only, so far",
+            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint) and CHECK constraints only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(
