@@ -911,3 +911,65 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
         .get(0);
     assert_eq!(left, 0, "twins left behind");
 }
+
+/// Privileges, statistics targets, options and comments of the column, on
+/// the table and on each partition: (table, attacl, attstattarget,
+/// attoptions, comment).
+async fn marks(admin: &Client, column: &str) -> Vec<(String, String, i32, String, Option<String>)> {
+    admin
+        .query(
+            "SELECT c.relname::text, COALESCE(a.attacl::text, ''), a.attstattarget::int4, \
+                    COALESCE(a.attoptions::text, ''), col_description(a.attrelid, a.attnum::int4) \
+             FROM pg_partition_tree('orders') p JOIN pg_class c ON c.oid = p.relid \
+             JOIN pg_attribute a ON a.attrelid = p.relid AND a.attname = $1 ORDER BY 1",
+            &[&column],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+/// Grants, statistics targets, options and comments set on a partition's
+/// column itself (not only on the table's) are the new column's after the
+/// cutover, and the old column's again after a rollback.
+#[tokio::test]
+async fn what_partitions_say_of_the_column_moves_with_it() {
+    let db = fresh_db("rollout_part_marks");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS part_reader; CREATE ROLE part_reader;
+             GRANT SELECT (amount) ON orders TO part_reader;
+             GRANT SELECT (amount), UPDATE (amount) ON orders_0 TO part_reader;
+             ALTER TABLE orders_2a ALTER COLUMN amount SET STATISTICS 321;
+             ALTER TABLE bucket_1 ALTER COLUMN amount SET (n_distinct = 42);
+             COMMENT ON COLUMN orders_2b.amount IS 'cents';",
+        )
+        .await
+        .unwrap();
+    let before = marks(&admin, "amount").await;
+    assert!(
+        before.iter().any(|m| m.0 == "orders_0" && !m.1.is_empty()),
+        "{before:?}"
+    );
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    assert_eq!(marks(&admin, "amount").await, before);
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    assert_eq!(marks(&admin, "amount").await, before);
+    admin
+        .batch_execute("REVOKE ALL ON orders, orders_0 FROM part_reader; DROP ROLE part_reader")
+        .await
+        .unwrap();
+}

@@ -611,14 +611,48 @@ impl Driver {
     /// give it to `target` (SQL, the name the column has once the statements run):
     /// its privileges (GRANT … (column)), comment, statistics target and
     /// attribute options. A direct ALTER … TYPE keeps them; the swap must carry
-    /// them over.
+    /// them over. A partitioned table's partitions have their own.
     pub(super) async fn column_marks(
         &self,
         r: &Rollout,
         column: &str,
         target: &str,
     ) -> Result<Vec<String>, StepError> {
-        let oid = r.table_oid.to_string();
+        let mut marks = self
+            .marks_in(r.table_oid, &r.qualified(), column, target)
+            .await?;
+        if !r.partitioned {
+            return Ok(marks);
+        }
+        let oids: Vec<String> = r.partitions.iter().map(|p| p.1.to_string()).collect();
+        let parts = self
+            .client
+            .query(
+                "SELECT c.oid::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, c.relname) \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = ANY ($1::text[]::oid[]) ORDER BY c.oid",
+                &[&oids],
+            )
+            .await?;
+        for p in parts {
+            let oid: u32 = p.get::<_, String>(0).parse().unwrap_or(0);
+            marks.extend(
+                self.marks_in(oid, &p.get::<_, String>(1), column, target)
+                    .await?,
+            );
+        }
+        Ok(marks)
+    }
+
+    /// [`Driver::column_marks`] of one table (`t`: qualified).
+    async fn marks_in(
+        &self,
+        table: u32,
+        t: &str,
+        column: &str,
+        target: &str,
+    ) -> Result<Vec<String>, StepError> {
+        let oid = table.to_string();
         let row = self
             .client
             .query_one(
@@ -641,7 +675,7 @@ impl Driver {
                 &[&oid, &column],
             )
             .await?;
-        let (t, c) = (r.qualified(), quote(target));
+        let c = quote(target);
         let mut marks: Vec<String> = grants
             .iter()
             .filter(|g| {
