@@ -973,3 +973,135 @@ async fn what_partitions_say_of_the_column_moves_with_it() {
         .await
         .unwrap();
 }
+
+/// The foreign keys in the table and every partition: (table, name,
+/// validated, definition, the type of `amount`, inherited).
+async fn amount_keys(admin: &Client) -> Vec<(String, String, bool, String, String, bool)> {
+    admin
+        .query(
+            "SELECT t.relname::text, k.conname::text, k.convalidated, pg_get_constraintdef(k.oid), \
+                    format_type(a.atttypid, a.atttypmod), k.conparentid <> 0 \
+             FROM pg_partition_tree('orders') p JOIN pg_constraint k ON k.conrelid = p.relid AND k.contype = 'f' \
+             JOIN pg_class t ON t.oid = p.relid \
+             JOIN pg_attribute a ON a.attrelid = p.relid AND a.attnum = ANY (k.conkey) \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect()
+}
+
+fn keys_typed(
+    found: &[(String, String, bool, String, String, bool)],
+    ty: &str,
+) -> Vec<(String, String, bool, String, String, bool)> {
+    found
+        .iter()
+        .map(|(t, n, v, d, _, i)| (t.clone(), n.clone(), *v, d.clone(), ty.to_string(), *i))
+        .collect()
+}
+
+/// `amount` references `amounts`; a partition's copy of the key was made
+/// under another name (its own, taken first).
+async fn keyed(db: &str) -> Client {
+    let admin = setup(db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE amounts (v bigint PRIMARY KEY);
+             INSERT INTO amounts SELECT generate_series(0, 5000);
+             ALTER TABLE orders_0 ADD CONSTRAINT orders_amount_fkey CHECK (id > 0);
+             ALTER TABLE orders ADD CONSTRAINT orders_amount_fkey FOREIGN KEY (amount) REFERENCES amounts (v);",
+        )
+        .await
+        .unwrap();
+    admin
+}
+
+/// A write that breaks the key, through pgshift: the error names the
+/// constraint of the partition the row goes to, as directly.
+async fn key_error(url: &str) -> (Option<String>, String) {
+    let c = connect(url).await;
+    let e = c
+        .batch_execute(
+            "INSERT INTO orders (id, amount, shadow, note) VALUES (9000001, 999999, 999999, 'bad')",
+        )
+        .await
+        .expect_err("the key holds");
+    (
+        sqlstate(&e),
+        e.as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn the_columns_own_foreign_key_moves_on_every_partition() {
+    let db = fresh_db("rollout_part_key");
+    let admin = keyed(&db).await;
+    let before = amount_keys(&admin).await;
+    assert!(before.len() >= 6, "{before:?}");
+    assert!(
+        before.iter().any(|k| k.1 != "orders_amount_fkey"),
+        "a copy under another name: {before:?}"
+    );
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let direct_error = key_error(&direct(&db)).await;
+    assert_eq!(direct_error.0.as_deref(), Some("23503"));
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    assert_eq!(amount_keys(&admin).await, keys_typed(&before, "bigint"));
+    assert_eq!(key_error(&url).await, direct_error);
+    rollout::request(&admin, id, Request::Finish).await.unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
+    assert_eq!(amount_keys(&admin).await, keys_typed(&before, "bigint"));
+    assert_eq!(key_error(&url).await, direct_error);
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "twins or parked keys left behind");
+}
+
+#[tokio::test]
+async fn a_rollback_after_the_cutover_gives_the_partitions_keys_back() {
+    let db = fresh_db("rollout_part_key_back");
+    let admin = keyed(&db).await;
+    let before = amount_keys(&admin).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let direct_error = key_error(&direct(&db)).await;
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    assert_eq!(amount_keys(&admin).await, before);
+    assert_eq!(key_error(&url).await, direct_error);
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "twins or parked keys left behind");
+}

@@ -87,7 +87,7 @@ impl CheckError {
 
 /// The validation failed on the data (a row breaks the constraint), not on a
 /// lock, a timeout or a refusal.
-fn broken_by_data(e: &StepError) -> bool {
+pub(super) fn broken_by_data(e: &StepError) -> bool {
     e.reason.ends_with("(23514)") || e.reason.ends_with("(23503)")
 }
 
@@ -289,7 +289,29 @@ impl Driver {
                     .await?;
             }
         }
+        if r.partitioned {
+            let stale = self.stale_leaf_keys(r, &wanted).await?;
+            self.drop_leaf_keys(settings, r, bg, &stale, &keys_to).await;
+        }
         for (ck, name) in twins.iter().zip(&wanted) {
+            if r.partitioned && ck.foreign {
+                // Its twins are the leaf partitions' (see `part_keys`).
+                self.build_leaf_keys(settings, r, bg, ck, name, &keys_to)
+                    .await
+                    .map_err(|e| match broken_by_data(&e) {
+                        true => StepError {
+                            reason: format!(
+                                "the new values do not pass the foreign key {} ({}): {}; directly, the ALTER would fail the same way",
+                                quote(&ck.name),
+                                ck.definition,
+                                e.reason
+                            ),
+                            ..e
+                        },
+                        false => e,
+                    })?;
+                continue;
+            }
             let found = self.constraint_def(r, name).await?;
             match found {
                 None => {
@@ -359,11 +381,14 @@ impl Driver {
         // Recorded by the twins' own oids: a rollback after the cutover touches
         // only the constraint pgshift made under that name.
         let mut entries = Vec::new();
+        // A partitioned table's foreign key, by the old key's oid (it is parked
+        // at the cutover, and a rollback gives it its name back).
         for (ck, name) in twins.iter().zip(&wanted) {
-            let oid = self
-                .constraint_oid(r, name)
-                .await?
-                .ok_or_else(|| ours(format!("the constraint {} is gone", quote(name))))?;
+            let oid = match r.partitioned && ck.foreign {
+                true => Some(ck.oid),
+                false => self.constraint_oid(r, name).await?,
+            };
+            let oid = oid.ok_or_else(|| ours(format!("the constraint {} is gone", quote(name))))?;
             let kind = if ck.foreign { 'k' } else { 'c' };
             entries.push(format!("{kind}:{oid}:{}", ck.name));
         }

@@ -524,6 +524,13 @@ impl Driver {
                     .map(|f| f.name)
                     .collect();
                 on_new.sort();
+                for key in &expected.leaf_keys {
+                    if let Some(leaf) = self.leaves_keyed(r, key).await? {
+                        return Err(ours(format!(
+                            "partition {leaf} has no validated twin of a foreign key yet (made meanwhile); ask for the cutover again"
+                        )));
+                    }
+                }
                 if let Some(name) = attached_since(&self.load().await?, &expected.verified) {
                     return Err(ours(format!(
                         "partition {} was attached during the cutover, its rows not verified; ask for the cutover again (a verify pass comes first)",
@@ -1104,6 +1111,20 @@ impl Driver {
                 part_renames.extend(renames);
             }
         }
+        // A partitioned table's own foreign keys: dropped, their twins (on the
+        // leaves) take the names, the table's key comes after the renames.
+        let mut keys_after = Vec::new();
+        let (part_keys, checks): (Vec<CheckTwin>, Vec<CheckTwin>) = checks
+            .into_iter()
+            .partition(|ck| r.partitioned && ck.foreign);
+        for ck in &part_keys {
+            let twin = n.new_check(ck.oid, true);
+            let (before, after) = self
+                .key_swap(r, ck.oid, &ck.name, &twin, &ck.definition)
+                .await?;
+            body.extend(before);
+            keys_after.extend(after);
+        }
         // A key or unique constraint moves to its twin; its old index goes with
         // it, and the foreign keys that reference it are added again on the twin.
         body.extend(fks.iter().map(ForeignKey::drop_sql));
@@ -1128,6 +1149,7 @@ impl Driver {
                 quote(&n.new_check(ck.oid, ck.foreign))
             ));
         }
+        body.extend(keys_after);
         if let Some(default) = &default {
             body.push(format!("{t} ALTER COLUMN {old} DROP DEFAULT"));
             body.push(format!("{t} ALTER COLUMN {c} SET DEFAULT {default}"));
@@ -1194,8 +1216,16 @@ impl Driver {
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
                 .collect(),
+            leaf_keys: part_keys
+                .iter()
+                .map(|ck| n.new_check(ck.oid, true))
+                .collect(),
             checks: {
-                let mut found: Vec<_> = checks.iter().map(CheckTwin::found).collect();
+                let mut found: Vec<_> = checks
+                    .iter()
+                    .chain(&part_keys)
+                    .map(CheckTwin::found)
+                    .collect();
                 found.sort_by_key(|f| f.oid);
                 found
             },
@@ -1300,7 +1330,13 @@ impl Driver {
                 .checks_on(r, &r.column)
                 .await?
                 .into_iter()
-                .filter(|f| !r.checks.iter().any(|(oid, _, _)| *oid == f.oid))
+                .filter(|f| {
+                    // A partitioned table's foreign key was added in the
+                    // window, under the old one's name (see `part_keys`).
+                    !r.checks.iter().any(|(oid, name, foreign)| {
+                        *oid == f.oid || (r.partitioned && *foreign && f.foreign && *name == f.name)
+                    })
+                })
                 .map(|f| f.name)
                 .collect();
             added.extend(
@@ -1430,7 +1466,16 @@ impl Driver {
             // (their text names `amount`, which it is again): NOT VALID in the
             // window, validated after it.
             let mut readd = Vec::new();
-            for (oid, _, foreign) in &r.checks {
+            let mut keys_after = Vec::new();
+            for (oid, name, foreign) in &r.checks {
+                if r.partitioned && *foreign {
+                    // See `part_keys`: twins on the old column's leaves first.
+                    if let Some((before, after)) = self.key_back(settings, r, bg, name).await? {
+                        body.extend(before);
+                        keys_after.extend(after);
+                    }
+                    continue;
+                }
                 // By the twin's oid: renamed since, it keeps its new name; one
                 // dropped since stays dropped.
                 let Some(name) = self.constraint_name(r, *oid).await? else {
@@ -1443,6 +1488,7 @@ impl Driver {
             }
             body.push(format!("{t} RENAME COLUMN {c} TO {new}"));
             body.push(format!("{t} RENAME COLUMN {old} TO {c}"));
+            body.extend(keys_after);
             for (name, def, _, _) in readd.iter().filter(|x| !x.3) {
                 body.push(format!(
                     "{t} ADD CONSTRAINT {} {def} NOT VALID",
@@ -1789,6 +1835,8 @@ pub struct Expected {
     /// Partitioned indexes the window makes, by their names once it is done:
     /// valid only if every partition had its twin.
     valid: Vec<String>,
+    /// Foreign keys' twins every leaf partition must have, validated.
+    leaf_keys: Vec<String>,
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.

@@ -34,6 +34,7 @@ pub mod fill;
 pub mod latency;
 pub mod model;
 mod own_keys;
+mod part_keys;
 mod shapes;
 pub mod sql;
 pub mod start;

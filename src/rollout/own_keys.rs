@@ -16,7 +16,7 @@ use crate::sql::ident::quote;
 /// and come with theirs): oid, name, definition
 /// (without NOT VALID), validated, and the twin's definition with column $3 in
 /// place of the column (NULL if the definition does not start as expected).
-const OWN_KEYS: &str = "
+pub(super) const OWN_KEYS: &str = "
 SELECT k.oid::pg_catalog.text, k.conname::pg_catalog.text, s.d, k.convalidated,
        CASE WHEN pg_catalog.starts_with(s.d, s.p)
             THEN s.q OPERATOR(pg_catalog.||) pg_catalog.substr(s.d, pg_catalog.length(s.p) OPERATOR(pg_catalog.+) 1) END

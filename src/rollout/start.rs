@@ -382,10 +382,11 @@ macro_rules! rebuildable {
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
 /// default, the table's plain indexes (rebuildable, on columns only, behind
-/// no constraint) with their partitions', and the table's CHECK constraints
+/// no constraint) with their partitions', the table's CHECK constraints
 /// with their partitions' inherited copies (a partition's own, even merged
-/// with the table's, stays: dropping the table's would leave it) (see
-/// [`PARTITIONS`]).
+/// with the table's, stays: dropping the table's would leave it), and the
+/// table's own validated foreign keys to a table that is not partitioned
+/// with their partitions' copies (see `part_keys`) (see [`PARTITIONS`]).
 pub const PARTITIONS_USERS: &str = concat!(
     "
 WITH RECURSIVE t AS (SELECT p.relid AS oid FROM pg_catalog.pg_partition_tree($1::text::oid::pg_catalog.regclass) p),
@@ -398,7 +399,13 @@ plain(oid) AS (
        AND ",
     rebuildable!(),
     "
-    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN plain ON i.inhparent = plain.oid)
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN plain ON i.inhparent = plain.oid),
+keys(oid) AS (
+    SELECT k.oid FROM pg_catalog.pg_constraint k
+     WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.conparentid = 0 AND $2::pg_catalog.int4 = ANY (k.conkey)
+       AND k.convalidated
+       AND (SELECT rc.relkind FROM pg_catalog.pg_class rc WHERE rc.oid = k.confrelid) <> 'p'
+    UNION SELECT k.oid FROM pg_catalog.pg_constraint k JOIN keys ON k.conparentid = keys.oid)
 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
   FROM col JOIN pg_catalog.pg_depend d
     ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = col.oid AND d.refobjsubid = col.attnum
@@ -406,6 +413,7 @@ SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
    AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
             AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
    AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT plain.oid FROM plain))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid IN (SELECT keys.oid FROM keys))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
                              WHERE k.contype = 'c'
@@ -678,7 +686,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint) and CHECK constraints only, so far",
+            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint), CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(
