@@ -703,6 +703,27 @@ async fn the_cutover_waits_out_a_long_transaction_on_a_partition() {
     assert!(slow_before <= 2, "{slow_before} reads waited over 60 ms");
 }
 
+/// Starts the rollout of `amount` through `url` and cuts it over.
+async fn cut_over(admin: &Client, url: &str) -> i64 {
+    let id = start(url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(admin, id, "verified", Duration::from_secs(90)).await;
+    rollout::request(admin, id, Request::Cutover).await.unwrap();
+    wait_phase(admin, id, "cut_over", Duration::from_secs(60)).await;
+    id
+}
+
+/// Rows of catalog `table` whose `column` starts with `pgshift`.
+async fn named_pgshift(admin: &Client, table: &str, column: &str) -> i64 {
+    admin
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE {column} LIKE 'pgshift%'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The indexes on `amount` in the table and every partition: (table, index,
 /// valid, the column's type).
 async fn amount_indexes(admin: &Client) -> Vec<(String, String, bool, String)> {
@@ -819,12 +840,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
         ),
     ];
     let url = proxy.conn_str(&db, "postgres");
-    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     // Same names, on the new column, valid at every level.
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
     assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
@@ -844,14 +860,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = named_pgshift(&admin, "pg_class", "relname").await;
     assert_eq!(left, 0, "twins or old indexes left behind");
     // A partition made now gets both indexes, as one made before would.
     admin
@@ -880,12 +889,7 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
     let checks = amount_checks(&admin).await;
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
-    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     let through = connect(&url).await;
     through
         .batch_execute(
@@ -901,14 +905,7 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
     assert_eq!(amount_checks(&admin).await, checks);
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgshift%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = named_pgshift(&admin, "pg_class", "relname").await;
     assert_eq!(left, 0, "twins left behind");
 }
 
@@ -956,12 +953,7 @@ async fn what_partitions_say_of_the_column_moves_with_it() {
     );
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
-    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     assert_eq!(marks(&admin, "amount").await, before);
     rollout::request(&admin, id, Request::Rollback)
         .await
@@ -1052,26 +1044,14 @@ async fn the_columns_own_foreign_key_moves_on_every_partition() {
     let url = proxy.conn_str(&db, "postgres");
     let direct_error = key_error(&direct(&db)).await;
     assert_eq!(direct_error.0.as_deref(), Some("23503"));
-    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     assert_eq!(amount_keys(&admin).await, keys_typed(&before, "bigint"));
     assert_eq!(key_error(&url).await, direct_error);
     rollout::request(&admin, id, Request::Finish).await.unwrap();
     wait_phase(&admin, id, "finished", Duration::from_secs(30)).await;
     assert_eq!(amount_keys(&admin).await, keys_typed(&before, "bigint"));
     assert_eq!(key_error(&url).await, direct_error);
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'pgshift%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = named_pgshift(&admin, "pg_constraint", "conname").await;
     assert_eq!(left, 0, "twins or parked keys left behind");
 }
 
@@ -1083,25 +1063,13 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_keys_back() {
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
     let direct_error = key_error(&direct(&db)).await;
-    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     rollout::request(&admin, id, Request::Rollback)
         .await
         .unwrap();
     wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
     assert_eq!(amount_keys(&admin).await, before);
     assert_eq!(key_error(&url).await, direct_error);
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'pgshift%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = named_pgshift(&admin, "pg_constraint", "conname").await;
     assert_eq!(left, 0, "twins or parked keys left behind");
 }
