@@ -199,8 +199,10 @@ impl Drop for Swap {
 /// column, swapped whole when they change.
 pub type Repeating = Arc<arc_swap::ArcSwap<Vec<(String, String)>>>;
 
-/// Tables remembered in [`Running::touched`] (partitions count).
-const TOUCHED_MAX: usize = 1024;
+/// Tables remembered in [`Running::touched`] (partitions count; one change's
+/// tables are all kept, however many). Sessions send the list to the server
+/// when they renew their statements: a few hundred KB at most.
+const TOUCHED_MAX: usize = 8192;
 
 /// A table under rollout, and the names its columns have during it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,22 +487,23 @@ impl Running {
     }
 
     /// Returns the count after this change. A partitioned table's partitions
-    /// (`partitions`) are touched with it (the table itself last: the most
-    /// recent stay).
+    /// (`partitions`) are touched with it, every one of them however many:
+    /// only older changes' tables make room (the most recent stay).
     fn changed(&self, database: &str, table: &str, oid: u32, partitions: &[(String, u32)]) -> u64 {
         let mut entries: Vec<(String, String, u32)> = partitions
             .iter()
             .map(|(name, oid)| (database.to_string(), name.to_lowercase(), *oid))
             .collect();
         entries.push((database.to_string(), table.to_lowercase(), oid));
+        let fresh: std::collections::HashSet<&(String, String, u32)> = entries.iter().collect();
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        touched.retain(|t| !entries.contains(t));
-        for entry in entries {
-            if touched.len() == TOUCHED_MAX {
-                touched.remove(0);
-            }
-            touched.push(entry);
-        }
+        touched.retain(|t| !fresh.contains(t));
+        drop(fresh);
+        let room = TOUCHED_MAX.max(entries.len());
+        let over = (touched.len() + entries.len()).saturating_sub(room);
+        let over = over.min(touched.len());
+        touched.drain(..over);
+        touched.extend(entries);
         self.changes(database).fetch_add(1, Ordering::SeqCst) + 1
     }
 
@@ -718,6 +721,30 @@ mod tests {
     use crate::wire::activity::Activity;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
+
+    #[test]
+    fn a_change_touches_every_partition_however_many() {
+        let running = Running::default();
+        running.changed("a", "other", 7, &[]);
+        let many: Vec<(String, u32)> = (0..super::TOUCHED_MAX as u32 + 5)
+            .map(|i| (format!("Orders_{i}"), 1000 + i))
+            .collect();
+        running.changed("a", "Orders", 1, &many);
+        let touched = running.touched("a");
+        assert_eq!(touched.len(), many.len() + 1, "the older change made room");
+        assert!(touched.contains(&("orders_0".to_string(), 1000)));
+        assert!(touched.contains(&("orders".to_string(), 1)));
+        // Touched again: no duplicates; a later change keeps it under the cap,
+        // the oldest going first.
+        running.changed("a", "Orders", 1, &many);
+        assert_eq!(running.touched("a").len(), many.len() + 1);
+        running.changed("a", "other", 7, &[]);
+        let touched = running.touched("a");
+        assert_eq!(touched.len(), super::TOUCHED_MAX);
+        assert!(touched.contains(&("other".to_string(), 7)));
+        assert!(touched.contains(&("orders".to_string(), 1)));
+        assert!(!touched.contains(&("orders_0".to_string(), 1000)));
+    }
 
     #[tokio::test]
     async fn a_lock_window_touches_only_its_own_database() {
