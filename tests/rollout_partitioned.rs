@@ -902,6 +902,12 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
         .unwrap();
     wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
     assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
+    // The CHECK constraint comes back NOT VALID in the window and is
+    // validated right after it.
+    let waited = std::time::Instant::now();
+    while amount_checks(&admin).await != checks && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(amount_checks(&admin).await, checks);
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
@@ -1072,4 +1078,49 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_keys_back() {
     assert_eq!(key_error(&url).await, direct_error);
     let left = named_pgshift(&admin, "pg_constraint", "conname").await;
     assert_eq!(left, 0, "twins or parked keys left behind");
+}
+
+/// A constraint by the name of a leaf's twin, made by someone else with other
+/// actions: the cutover does not take it for the twin (the table's key added
+/// over it would check the partition in the window, as the owner).
+#[tokio::test]
+async fn a_leaf_key_by_the_twins_name_but_not_the_twin_holds_the_cutover() {
+    let db = fresh_db("rollout_part_key_fake");
+    let admin = keyed(&db).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    let key: String = admin
+        .query_one(
+            "SELECT oid::text FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_amount_fkey'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE orders_2a ADD CONSTRAINT pgshift_{id}_fk_{key} FOREIGN KEY (amount__pgshift_new) \
+             REFERENCES amounts (v) ON DELETE SET NULL"
+        ))
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let error = loop {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
+        assert!(
+            ["verified", "verifying"].contains(&phase.as_str()),
+            "{phase} {error:?}"
+        );
+        if let Some(e) = error.filter(|e| e.contains("did not make")) {
+            break e;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("orders_2a"), "{error}");
 }

@@ -291,7 +291,7 @@ impl Driver {
         }
         if r.partitioned {
             let stale = self.stale_leaf_keys(r, &wanted).await?;
-            self.drop_leaf_keys(settings, r, bg, &stale, &keys_to).await;
+            self.drop_leaf_keys(settings, r, bg, &stale).await?;
         }
         for (ck, name) in twins.iter().zip(&wanted) {
             if r.partitioned && ck.foreign {

@@ -501,6 +501,16 @@ impl Driver {
                 });
             }
             if let Some(expected) = expect {
+                for (key, definition) in &expected.leaf_keys {
+                    if let Some(leaf) = self.leaves_keyed(r, key, definition).await? {
+                        return Err(ours(format!(
+                            "partition {leaf} has no validated twin {} of a foreign key as pgshift made it (made or changed meanwhile); ask again",
+                            quote(key)
+                        )));
+                    }
+                }
+            }
+            if let Some(expected) = expect.filter(|e| e.cutover) {
                 // The cutover: nothing new uses the old column, its indexes are
                 // the ones that have twins (one added since would be lost), and
                 // the foreign keys on them are the ones read (one replaced since
@@ -524,13 +534,6 @@ impl Driver {
                     .map(|f| f.name)
                     .collect();
                 on_new.sort();
-                for key in &expected.leaf_keys {
-                    if let Some(leaf) = self.leaves_keyed(r, key).await? {
-                        return Err(ours(format!(
-                            "partition {leaf} has no validated twin of a foreign key yet (made meanwhile); ask for the cutover again"
-                        )));
-                    }
-                }
                 if let Some(name) = attached_since(&self.load().await?, &expected.verified) {
                     return Err(ours(format!(
                         "partition {} was attached during the cutover, its rows not verified; ask for the cutover again (a verify pass comes first)",
@@ -1216,9 +1219,10 @@ impl Driver {
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
                 .collect(),
+            cutover: true,
             leaf_keys: part_keys
                 .iter()
-                .map(|ck| n.new_check(ck.oid, true))
+                .map(|ck| (n.new_check(ck.oid, true), ck.twin.clone()))
                 .collect(),
             checks: {
                 let mut found: Vec<_> = checks
@@ -1310,6 +1314,9 @@ impl Driver {
         let mut body = Vec::new();
         // Foreign keys moved back with a primary key, validated after the move.
         let mut rollback_fks: Vec<(u32, String)> = Vec::new();
+        // A partitioned table's foreign keys moving back onto the leaves'
+        // twins: (name, definition), checked under the window's lock.
+        let mut leaf_keys: Vec<(String, String)> = Vec::new();
         // CHECK constraints and foreign keys of the column added again NOT
         // VALID: (name, definition, validated before, foreign key).
         let mut readded: Vec<(String, String, bool, bool)> = Vec::new();
@@ -1470,9 +1477,12 @@ impl Driver {
             for (oid, name, foreign) in &r.checks {
                 if r.partitioned && *foreign {
                     // See `part_keys`: twins on the old column's leaves first.
-                    if let Some((before, after)) = self.key_back(settings, r, bg, name).await? {
+                    if let Some((before, after, leaf)) =
+                        self.key_back(settings, r, bg, name).await?
+                    {
                         body.extend(before);
                         keys_after.extend(after);
+                        leaf_keys.push(leaf);
                     }
                     continue;
                 }
@@ -1554,13 +1564,21 @@ impl Driver {
         };
         let mut linked = self.referenced_tables(r, &[dropped]).await?;
         linked.extend(rollback_fks.iter().map(|(oid, _)| *oid));
+        if r.partitioned {
+            // The new column's drop drops the leaves' twins of its keys.
+            linked.extend(self.leaf_keys_reference(r).await?);
+        }
+        let expected = Expected {
+            leaf_keys,
+            ..Default::default()
+        };
         self.with_retries(
             settings,
             r,
             &body.join("; "),
             &done,
             bg,
-            None,
+            Some(&expected).filter(|e| !e.leaf_keys.is_empty()),
             Linked::DropsKey(linked),
         )
         .await?;
@@ -1828,6 +1846,7 @@ async fn walk_pages(
 
 /// What the cutover's lock window expects to find as it was read: the old
 /// column's indexes (oids) and the foreign keys on them (table, name, definition).
+#[derive(Default)]
 pub struct Expected {
     /// The partitions the verify pass saw: one attached since has rows no pass
     /// compared.
@@ -1835,8 +1854,11 @@ pub struct Expected {
     /// Partitioned indexes the window makes, by their names once it is done:
     /// valid only if every partition had its twin.
     valid: Vec<String>,
-    /// Foreign keys' twins every leaf partition must have, validated.
-    leaf_keys: Vec<String>,
+    /// Foreign keys' twins every leaf partition must have, validated, as
+    /// pgshift made them: (name, definition).
+    leaf_keys: Vec<(String, String)>,
+    /// The cutover's window (a rollback's checks only `leaf_keys`).
+    cutover: bool,
     indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.

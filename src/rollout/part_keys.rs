@@ -29,17 +29,21 @@ SELECT k.conrelid::pg_catalog.text, k.conname::pg_catalog.text
  ORDER BY k.oid";
 
 /// The leaf partitions of table $1 (oid), at every level: oid, qualified
-/// name, and their constraint named $2 if any (definition without NOT VALID,
-/// validated).
+/// name, owner (quoted), and their constraint named $2 if any (definition
+/// without NOT VALID, validated and attached to none), and the table it
+/// references.
 const LEAVES: &str = "
 WITH RECURSIVE tree(oid) AS (
     SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid
     UNION
     SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
 SELECT c.oid::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, c.relname),
-       pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', ''), k.convalidated
+       pg_catalog.quote_ident(o.rolname),
+       pg_catalog.regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', ''),
+       k.convalidated AND k.conparentid = 0, k.confrelid::pg_catalog.text
   FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid AND c.relkind <> 'p'
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
   LEFT JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid AND k.conname = $2::text::name
  ORDER BY c.oid";
 
@@ -53,7 +57,11 @@ pub(super) struct KeyPart {
 pub(super) struct Leaf {
     pub oid: u32,
     pub qualified: String,
+    pub owner: String,
+    /// The constraint: its definition, and validated and attached to none.
     pub found: Option<(String, bool)>,
+    /// The table the constraint references.
+    pub references: Option<u32>,
 }
 
 impl Driver {
@@ -78,16 +86,18 @@ impl Driver {
             .map(|x| Leaf {
                 oid: x.get::<_, String>(0).parse().unwrap_or(0),
                 qualified: x.get(1),
+                owner: x.get(2),
                 found: x
-                    .get::<_, Option<String>>(2)
-                    .map(|d| (d, x.get::<_, Option<bool>>(3).unwrap_or(false))),
+                    .get::<_, Option<String>>(3)
+                    .map(|d| (d, x.get::<_, Option<bool>>(4).unwrap_or(false))),
+                references: x.get::<_, Option<String>>(5).and_then(|o| o.parse().ok()),
             })
             .collect())
     }
 
     /// Gives every leaf partition the twin `name` of foreign key `ck` (added
-    /// NOT VALID as the table's owner in one short window, then validated as
-    /// each leaf's owner). A validation that the data fails drops them all
+    /// NOT VALID as each leaf's owner, as the table's key reaches them
+    /// directly, in one short window; then validated as each leaf's owner). A validation that the data fails drops them all
     /// again: the application's writes must not fail for a cutover that does
     /// not happen.
     pub(super) async fn build_leaf_keys(
@@ -110,7 +120,8 @@ impl Driver {
         for leaf in &leaves {
             match &leaf.found {
                 None => adds.push(format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                    "SET LOCAL ROLE {}; ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                    leaf.owner,
                     leaf.qualified,
                     quote(name),
                     ck.twin
@@ -126,11 +137,7 @@ impl Driver {
             }
         }
         if !adds.is_empty() {
-            let body = format!(
-                "SET LOCAL ROLE {}; {}",
-                self.owner_of(r).await?,
-                adds.join("; ")
-            );
+            let body = format!("{}; RESET ROLE", adds.join("; "));
             let linked = Linked::AddsKey(keys_to.to_vec());
             self.with_retries(settings, r, &body, "SELECT 1", bg, None, linked)
                 .await?;
@@ -145,29 +152,34 @@ impl Driver {
         let validated = self.validate_foreign_keys(settings, &pending).await;
         if let Err(e) = &validated {
             if super::checks::broken_by_data(e) {
-                self.drop_leaf_keys(settings, r, bg, &[name.to_string()], keys_to)
-                    .await;
+                if let Err(left) = self
+                    .drop_leaf_keys(settings, r, bg, &[name.to_string()])
+                    .await
+                {
+                    tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %left, "partitions' twin keys left");
+                }
             }
         }
         validated
     }
 
     /// Drops constraints `names` from every leaf partition that has them (one
-    /// window; best effort).
+    /// window; the tables they reference are locked too).
     pub(super) async fn drop_leaf_keys(
         &self,
         settings: &Settings,
         r: &Rollout,
         bg: &Background,
         names: &[String],
-        keys_to: &[u32],
-    ) {
+    ) -> Result<(), StepError> {
         let mut drops = Vec::new();
+        let mut referenced = Vec::new();
         for name in names {
-            let Ok(leaves) = self.leaves(r, name).await else {
-                return;
-            };
-            for leaf in leaves.iter().filter(|l| l.found.is_some()) {
+            for leaf in self.leaves(r, name).await? {
+                if leaf.found.is_none() {
+                    continue;
+                }
+                referenced.extend(leaf.references);
                 drops.push(format!(
                     "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
                     leaf.qualified,
@@ -176,15 +188,38 @@ impl Driver {
             }
         }
         if drops.is_empty() {
-            return;
+            return Ok(());
         }
-        let linked = Linked::DropsKey(keys_to.to_vec());
-        if let Err(e) = self
-            .with_retries(settings, r, &drops.join("; "), "SELECT 1", bg, None, linked)
+        referenced.sort_unstable();
+        referenced.dedup();
+        let linked = Linked::DropsKey(referenced);
+        self.with_retries(settings, r, &drops.join("; "), "SELECT 1", bg, None, linked)
             .await
-        {
-            tracing::warn!(target: "pgshift::rollout", rollout = r.id, error = %e, "partitions' twin keys left");
-        }
+    }
+
+    /// The tables the twins of this rollout's foreign keys on the leaf
+    /// partitions reference (dropping the new column drops them, which locks
+    /// those tables).
+    pub(super) async fn leaf_keys_reference(&self, r: &Rollout) -> Result<Vec<u32>, StepError> {
+        let rows = self
+            .client
+            .query(
+                "WITH RECURSIVE tree(oid) AS ( \
+                     SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid \
+                     UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
+                 SELECT DISTINCT k.confrelid::pg_catalog.text FROM tree \
+                   JOIN pg_catalog.pg_constraint k ON k.conrelid = tree.oid AND k.contype = 'f' \
+                  WHERE k.conname::pg_catalog.text ~ $2::text",
+                &[
+                    &r.table_oid.to_string(),
+                    &format!("^pgshift_{}_fk_[0-9]+$", r.id),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|x| x.get::<_, String>(0).parse().ok())
+            .collect())
     }
 
     /// The twins of foreign keys this rollout made on leaf partitions that are
@@ -264,14 +299,16 @@ impl Driver {
     /// A rollback after the cutover, for foreign key `name` of the table (now
     /// on the new column): twins on the old column on every leaf, built now,
     /// and the window's statements that move the key back (see
-    /// [`Driver::key_swap`]). None when the key is gone.
+    /// [`Driver::key_swap`]), with the twins' (name, definition) the window
+    /// must find on every leaf. None when the key is gone.
+    #[allow(clippy::type_complexity)]
     pub(super) async fn key_back(
         &self,
         settings: &Settings,
         r: &Rollout,
         bg: &Background,
         name: &str,
-    ) -> Result<Option<(Vec<String>, Vec<String>)>, StepError> {
+    ) -> Result<Option<(Vec<String>, Vec<String>, (String, String))>, StepError> {
         let attnum = self.attnum(r, &r.column).await?;
         let rows = self
             .client
@@ -303,23 +340,30 @@ impl Driver {
         let leaf_twin = r.names().new_check(key, true);
         self.build_leaf_keys(settings, r, bg, &ck, &leaf_twin, &keys_to)
             .await?;
-        self.key_swap(r, key, name, &leaf_twin, &definition)
-            .await
-            .map(Some)
+        let (before, after) = self.key_swap(r, key, name, &leaf_twin, &definition).await?;
+        Ok(Some((before, after, (leaf_twin, ck.twin))))
     }
 
-    /// Under the cutover's lock: every leaf partition has twin `name`,
-    /// validated (the table's key added over them would scan one that has not).
+    /// Under the window's lock: every leaf partition has twin `name` as
+    /// pgshift made it (`definition`), validated and attached to no key. The
+    /// table's key added over them takes each over; any other (one missing,
+    /// not validated, or made by someone else with other actions) it would
+    /// check with a scan of the partition, as its owner, in the window.
     pub(super) async fn leaves_keyed(
         &self,
         r: &Rollout,
         name: &str,
+        definition: &str,
     ) -> Result<Option<String>, StepError> {
         Ok(self
             .leaves(r, name)
             .await?
             .into_iter()
-            .find(|l| !l.found.as_ref().is_some_and(|f| f.1))
+            .find(|l| {
+                !l.found
+                    .as_ref()
+                    .is_some_and(|(def, ready)| *ready && def == definition)
+            })
             .map(|l| l.qualified))
     }
 }

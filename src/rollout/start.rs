@@ -403,8 +403,11 @@ plain(oid) AS (
 keys(oid) AS (
     SELECT k.oid FROM pg_catalog.pg_constraint k
      WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.conparentid = 0 AND $2::pg_catalog.int4 = ANY (k.conkey)
-       AND k.convalidated
+       AND k.convalidated AND k.confdelsetcols IS NULL AND k.confrelid <> k.conrelid
        AND (SELECT rc.relkind FROM pg_catalog.pg_class rc WHERE rc.oid = k.confrelid) <> 'p'
+       AND ",
+    key_is_built_in!(),
+    "
     UNION SELECT k.oid FROM pg_catalog.pg_constraint k JOIN keys ON k.conparentid = keys.oid)
 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
   FROM col JOIN pg_catalog.pg_depend d
