@@ -753,6 +753,24 @@ fn typed(
         .collect()
 }
 
+/// The indexes partitions use as replica identity or cluster on: (table,
+/// index, replica identity, clustered, the type of `amount`).
+async fn leaf_marks(admin: &Client) -> Vec<(String, String, bool, bool)> {
+    admin
+        .query(
+            "SELECT t.relname::text, c.relname::text, x.indisreplident, x.indisclustered \
+             FROM pg_partition_tree('orders') p JOIN pg_index x ON x.indrelid = p.relid \
+             JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_class t ON t.oid = p.relid \
+             WHERE (x.indisreplident AND t.relreplident = 'i') OR x.indisclustered ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
 /// Every leaf index on `amount` holds exactly the rows of its partition
 /// (amcheck, with every heap tuple looked up).
 async fn indexes_hold_every_row(admin: &Client) {
@@ -769,6 +787,9 @@ async fn indexes_hold_every_row(admin: &Client) {
 
 const AMOUNT_INDEXES: &str = "CREATE INDEX orders_amount ON orders (amount);
      CREATE INDEX orders_note_amount ON orders USING btree (note, amount DESC) INCLUDE (shadow);
+     CREATE UNIQUE INDEX orders_amount_id ON orders (amount, id);
+     ALTER TABLE bucket_1 REPLICA IDENTITY USING INDEX bucket_1_amount_id_idx;
+     ALTER TABLE orders_0 CLUSTER ON orders_0_amount_id_idx;
      ALTER TABLE orders ADD CONSTRAINT amount_sane CHECK (amount > -1000000000 AND amount IS NOT NULL)";
 
 /// The CHECK constraints in the table and every partition: (table, name,
@@ -807,8 +828,10 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     let admin = setup(&db).await;
     admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
     let before = amount_indexes(&admin).await;
-    // Two on the table, and one per partition at every level for each.
-    assert_eq!(before.len(), 2 * 6, "{before:?}");
+    // Three on the table, and one per partition at every level for each.
+    assert_eq!(before.len(), 3 * 6, "{before:?}");
+    let said = leaf_marks(&admin).await;
+    assert_eq!(said.len(), 2, "{said:?}");
     let checks = amount_checks(&admin).await;
     assert_eq!(checks.len(), 6, "{checks:?}");
     let proxy = proxy();
@@ -844,6 +867,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     // Same names, on the new column, valid at every level.
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
     assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
+    assert_eq!(leaf_marks(&admin).await, said);
     tokio::time::sleep(Duration::from_millis(300)).await;
     indexes_hold_every_row(&admin).await;
     rollout::request(&admin, id, Request::Finish).await.unwrap();
@@ -858,6 +882,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     );
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
     assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
+    assert_eq!(leaf_marks(&admin).await, said);
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
     let left = named_pgshift(&admin, "pg_class", "relname").await;
@@ -877,7 +902,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(on_new, 3, "the key and the two indexes");
+    assert_eq!(on_new, 4, "the key and the three indexes");
 }
 
 #[tokio::test]
@@ -887,6 +912,7 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
     admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
     let before = amount_indexes(&admin).await;
     let checks = amount_checks(&admin).await;
+    let said = leaf_marks(&admin).await;
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
     let id = cut_over(&admin, &url).await;
@@ -902,6 +928,7 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_indexes_and_checks_ba
         .unwrap();
     wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
     assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
+    assert_eq!(leaf_marks(&admin).await, said);
     // The CHECK constraint comes back NOT VALID in the window and is
     // validated right after it.
     let waited = std::time::Instant::now();

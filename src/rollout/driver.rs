@@ -1098,9 +1098,10 @@ impl Driver {
         // A partitioned table's index twins are made and attached now (their
         // partitions' twins are built); the partitions' take the old names.
         let mut part_renames = Vec::new();
+        let mut part_marks = Vec::new();
         if r.partitioned {
             for i in &old_indexes {
-                let (made, renames) = self
+                let [made, renames, marks] = self
                     .twin_tree(
                         r,
                         i,
@@ -1112,6 +1113,7 @@ impl Driver {
                     .await?;
                 body.extend(made);
                 part_renames.extend(renames);
+                part_marks.extend(marks);
             }
         }
         // A partitioned table's own foreign keys: dropped, their twins (on the
@@ -1172,6 +1174,7 @@ impl Driver {
         for i in &old_indexes {
             body.extend(i.table_marks(&r.qualified()));
         }
+        body.extend(part_marks);
         if not_null {
             body.push(format!("{t} ALTER COLUMN {old} DROP NOT NULL"));
         }
@@ -1458,15 +1461,17 @@ impl Driver {
                 body.push(format!("{t} DROP CONSTRAINT {}", quote(&tw.name)));
             }
             // The old indexes take their names back; the twins go with the new column.
+            let mut part_marks = Vec::new();
             for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
                 body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
                 // A partitioned index's partitions' too.
                 let twin = current.iter().find(|i| i.name == tw.name);
                 if let Some(twin) = twin.filter(|_| r.partitioned) {
-                    body.extend(
-                        self.untwin_tree(tw.oid, twin.oid, |oid| n.new_index(oid))
-                            .await?,
-                    );
+                    let (renames, marks) = self
+                        .untwin_tree(tw.oid, twin.oid, |oid| n.new_index(oid))
+                        .await?;
+                    body.extend(renames);
+                    part_marks.extend(marks);
                 }
             }
             // The CHECK constraints and foreign keys go back to the old column
@@ -1537,6 +1542,7 @@ impl Driver {
             for i in &current {
                 body.extend(i.table_marks(&r.qualified()));
             }
+            body.extend(part_marks);
             body.extend(marks);
             rollback_fks = fks.iter().map(|f| (f.table_oid, f.name.clone())).collect();
         } else {

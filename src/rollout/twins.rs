@@ -300,6 +300,8 @@ impl Driver {
                     schema: x.get(5),
                     qualified: x.get(6),
                 },
+                replica_identity: x.get(7),
+                clustered: x.get(8),
             })
             .collect())
     }
@@ -322,7 +324,9 @@ impl Driver {
     /// twins made `ON ONLY` (the table and its partitioned partitions), every
     /// twin attached to its parent's (deepest first: Postgres marks a parent
     /// valid once all its partitions' are). And the renames that give each
-    /// partition's twin the old one's name, parking the old as `parked(oid)`.
+    /// partition's twin the old one's name, parking the old as `parked(oid)`,
+    /// and what the partitions said of the old ones (replica identity, CLUSTER
+    /// ON), for the twins, to run once the column's NOT NULL has moved.
     pub(super) async fn twin_tree(
         &self,
         r: &Rollout,
@@ -331,7 +335,7 @@ impl Driver {
         to: &str,
         name: impl Fn(u32) -> String,
         parked: impl Fn(u32) -> String,
-    ) -> Result<(Vec<String>, Vec<String>), StepError> {
+    ) -> Result<[Vec<String>; 3], StepError> {
         let parts = self.index_parts(index.oid).await?;
         let twin_of = |oid: u32| match parts.iter().find(|p| p.oid == oid) {
             Some(p) => crate::sql::ident::qualified(&p.table.schema, &name(oid)),
@@ -346,6 +350,7 @@ impl Driver {
             to,
         )];
         let mut renames = Vec::new();
+        let mut marks = Vec::new();
         for p in parts.iter().filter(|p| p.partitioned) {
             made.push(sql::twin_index(
                 index,
@@ -373,8 +378,9 @@ impl Driver {
                 at(&name(p.oid)),
                 quote(&p.name)
             ));
+            marks.extend(p.table_marks());
         }
-        Ok((made, renames))
+        Ok([made, renames, marks])
     }
 
     /// The renames that give the partitions' indexes of `old` (partitioned
@@ -386,10 +392,11 @@ impl Driver {
         old: u32,
         twin: u32,
         parked: impl Fn(u32) -> String,
-    ) -> Result<Vec<String>, StepError> {
+    ) -> Result<(Vec<String>, Vec<String>), StepError> {
         let olds = self.index_parts(old).await?;
         let twins = self.index_parts(twin).await?;
         let mut renames = Vec::new();
+        let mut marks = Vec::new();
         for p in &olds {
             let Some(t) = twins.iter().find(|t| t.table.oid == p.table.oid) else {
                 continue;
@@ -405,8 +412,11 @@ impl Driver {
                 at(&p.name),
                 quote(&t.name)
             ));
+            // The old index takes the twin's name, and what the partition
+            // says of it.
+            marks.extend(t.table_marks());
         }
-        Ok(renames)
+        Ok((renames, marks))
     }
 
     /// Builds `index`'s twin `twin` on `table` (a partition of the rollout's
@@ -496,7 +506,7 @@ impl Driver {
                    AND $4::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[]), \
                         x.indisunique OPERATOR(pg_catalog.=) $5::bool AND x.indpred IS NULL AND x.indexprs IS NULL \
                    AND x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.=) $6::int4 \
-                   AND x.indoption::pg_catalog.int2[]::pg_catalog.int4[] OPERATOR(pg_catalog.=) $7::int4[] \
+                   AND ARRAY(SELECT pg_catalog.unnest(x.indoption::pg_catalog.int2[]))::pg_catalog.int4[] OPERATOR(pg_catalog.=) $7::int4[] \
                    AND ARRAY(SELECT a.attname::pg_catalog.text \
                                FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord) \
                                JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
@@ -773,18 +783,45 @@ pub(super) struct IndexPart {
     pub partitioned: bool,
     pub name: String,
     pub table: Place,
+    /// The partition's REPLICA IDENTITY USING INDEX and CLUSTER ON.
+    pub replica_identity: bool,
+    pub clustered: bool,
+}
+
+impl IndexPart {
+    /// What the partition says of this index, for the index that takes its
+    /// name (after the window's NOT NULL moves: a replica identity needs it).
+    fn table_marks(&self) -> Vec<String> {
+        let t = &self.table.qualified;
+        let mut marks = Vec::new();
+        if self.replica_identity {
+            marks.push(format!(
+                "ALTER TABLE ONLY {t} REPLICA IDENTITY USING INDEX {}",
+                quote(&self.name)
+            ));
+        }
+        if self.clustered {
+            marks.push(format!(
+                "ALTER TABLE ONLY {t} CLUSTER ON {}",
+                quote(&self.name)
+            ));
+        }
+        marks
+    }
 }
 
 /// The indexes attached to index $1 (oid), at every level, parents first:
 /// oid, parent's oid, partitioned, name, its table's oid, schema and qualified
-/// name. `pg_inherits` takes no lock.
+/// name, and whether the table uses it as replica identity and clusters on it.
+/// `pg_inherits` takes no lock.
 const INDEX_PARTS: &str = "
 WITH RECURSIVE tree(oid, parent, depth) AS (
     SELECT i.inhrelid, i.inhparent, 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid
     UNION ALL
     SELECT i.inhrelid, i.inhparent, tree.depth + 1 FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
 SELECT tree.oid::pg_catalog.text, tree.parent::pg_catalog.text, c.relkind = 'I', c.relname::pg_catalog.text,
-       t.oid::pg_catalog.text, n.nspname::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, t.relname)
+       t.oid::pg_catalog.text, n.nspname::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, t.relname),
+       x.indisreplident, x.indisclustered
   FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
   JOIN pg_catalog.pg_index x ON x.indexrelid = tree.oid
   JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
