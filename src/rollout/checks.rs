@@ -290,7 +290,15 @@ impl Driver {
             }
         }
         if r.partitioned {
-            let stale = self.stale_leaf_keys(r, &wanted).await?;
+            // Twins of keys dropped or replaced since.
+            let mut stale: Vec<String> = self
+                .leaf_twin_keys(r)
+                .await?
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !wanted.contains(name))
+                .collect();
+            stale.dedup();
             self.drop_leaf_keys(settings, r, bg, &stale).await?;
         }
         for (ck, name) in twins.iter().zip(&wanted) {

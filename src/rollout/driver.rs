@@ -1572,7 +1572,7 @@ impl Driver {
         linked.extend(rollback_fks.iter().map(|(oid, _)| *oid));
         if r.partitioned {
             // The new column's drop drops the leaves' twins of its keys.
-            linked.extend(self.leaf_keys_reference(r).await?);
+            linked.extend(self.leaf_twin_keys(r).await?.into_iter().map(|k| k.1));
         }
         let expected = Expected {
             leaf_keys,
@@ -1852,6 +1852,7 @@ async fn walk_pages(
 
 /// What the cutover's lock window expects to find as it was read: the old
 /// column's indexes (oids) and the foreign keys on them (table, name, definition).
+/// A rollback's window uses only `leaf_keys`.
 #[derive(Default)]
 pub struct Expected {
     /// The partitions the verify pass saw: one attached since has rows no pass

@@ -197,46 +197,20 @@ impl Driver {
             .await
     }
 
-    /// The tables the twins of this rollout's foreign keys on the leaf
-    /// partitions reference (dropping the new column drops them, which locks
-    /// those tables).
-    pub(super) async fn leaf_keys_reference(&self, r: &Rollout) -> Result<Vec<u32>, StepError> {
-        let rows = self
-            .client
-            .query(
-                "WITH RECURSIVE tree(oid) AS ( \
-                     SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid \
-                     UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
-                 SELECT DISTINCT k.confrelid::pg_catalog.text FROM tree \
-                   JOIN pg_catalog.pg_constraint k ON k.conrelid = tree.oid AND k.contype = 'f' \
-                  WHERE k.conname::pg_catalog.text ~ $2::text",
-                &[
-                    &r.table_oid.to_string(),
-                    &format!("^pgshift_{}_fk_[0-9]+$", r.id),
-                ],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|x| x.get::<_, String>(0).parse().ok())
-            .collect())
-    }
-
-    /// The twins of foreign keys this rollout made on leaf partitions that are
-    /// not among `wanted` (their key was dropped or replaced since).
-    pub(super) async fn stale_leaf_keys(
+    /// The twins of this rollout's foreign keys on the leaf partitions, each
+    /// with the table it references: (name, referenced table's oid).
+    pub(super) async fn leaf_twin_keys(
         &self,
         r: &Rollout,
-        wanted: &[String],
-    ) -> Result<Vec<String>, StepError> {
+    ) -> Result<Vec<(String, u32)>, StepError> {
         let rows = self
             .client
             .query(
                 "WITH RECURSIVE tree(oid) AS ( \
                      SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid \
                      UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
-                 SELECT DISTINCT k.conname::pg_catalog.text FROM tree \
-                   JOIN pg_catalog.pg_constraint k ON k.conrelid = tree.oid \
+                 SELECT DISTINCT k.conname::pg_catalog.text, k.confrelid::pg_catalog.text FROM tree \
+                   JOIN pg_catalog.pg_constraint k ON k.conrelid = tree.oid AND k.contype = 'f' \
                   WHERE k.conname::pg_catalog.text ~ $2::text ORDER BY 1",
                 &[
                     &r.table_oid.to_string(),
@@ -246,8 +220,10 @@ impl Driver {
             .await?;
         Ok(rows
             .iter()
-            .map(|x| x.get::<_, String>(0))
-            .filter(|n| !wanted.contains(n))
+            .map(|x| {
+                let referenced = x.get::<_, String>(1).parse().unwrap_or(0);
+                (x.get(0), referenced)
+            })
             .collect())
     }
 

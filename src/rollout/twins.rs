@@ -367,16 +367,11 @@ impl Driver {
                 twin_of(p.parent),
                 twin_of(p.oid)
             ));
-            let at = |n: &str| crate::sql::ident::qualified(&p.table.schema, n);
-            renames.push(format!(
-                "ALTER INDEX {} RENAME TO {}",
-                at(&p.name),
-                quote(&parked(p.oid))
-            ));
-            renames.push(format!(
-                "ALTER INDEX {} RENAME TO {}",
-                at(&name(p.oid)),
-                quote(&p.name)
+            renames.extend(pass_index_name(
+                &p.table.schema,
+                &p.name,
+                &parked(p.oid),
+                &name(p.oid),
             ));
             marks.extend(p.table_marks());
         }
@@ -401,16 +396,11 @@ impl Driver {
             let Some(t) = twins.iter().find(|t| t.table.oid == p.table.oid) else {
                 continue;
             };
-            let at = |n: &str| crate::sql::ident::qualified(&p.table.schema, n);
-            renames.push(format!(
-                "ALTER INDEX {} RENAME TO {}",
-                at(&t.name),
-                quote(&parked(p.oid))
-            ));
-            renames.push(format!(
-                "ALTER INDEX {} RENAME TO {}",
-                at(&p.name),
-                quote(&t.name)
+            renames.extend(pass_index_name(
+                &p.table.schema,
+                &t.name,
+                &parked(p.oid),
+                &p.name,
             ));
             // The old index takes the twin's name, and what the partition
             // says of it.
@@ -872,14 +862,16 @@ impl ForeignKey {
 /// holds it now as `parked` (the cutover: twin takes, old parks; a rollback the
 /// other way round).
 pub(super) fn pass_name(r: &Rollout, tw: &Twin, parked: &str, taker: &str) -> [String; 2] {
-    let index = |name: &str| crate::sql::ident::qualified(&r.schema, name);
+    pass_index_name(&r.schema, &tw.name, parked, taker)
+}
+
+/// The renames, in `schema`, that give index name `name` to index `taker`
+/// and park the index that holds it now as `parked`.
+fn pass_index_name(schema: &str, name: &str, parked: &str, taker: &str) -> [String; 2] {
+    let index = |n: &str| crate::sql::ident::qualified(schema, n);
     [
-        format!(
-            "ALTER INDEX {} RENAME TO {}",
-            index(&tw.name),
-            quote(parked)
-        ),
-        format!("ALTER INDEX {} RENAME TO {}", index(taker), quote(&tw.name)),
+        format!("ALTER INDEX {} RENAME TO {}", index(name), quote(parked)),
+        format!("ALTER INDEX {} RENAME TO {}", index(taker), quote(name)),
     ]
 }
 
