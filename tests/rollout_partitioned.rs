@@ -638,6 +638,107 @@ async fn a_partition_attached_after_the_verify_is_verified_before_the_cutover() 
     assert_eq!(mismatches(&admin).await, 0);
 }
 
+/// The phases the rollout passes through until it is `want` (polled often: a
+/// verify pass of this table takes about a second at the tests' pace).
+async fn phases_until(admin: &Client, id: i64, want: &str) -> Vec<String> {
+    let started = std::time::Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let (p, error) = common::rollouts::phase(admin, id).await;
+        if seen.last() != Some(&p) {
+            seen.push(p.clone());
+        }
+        if p == want {
+            return seen;
+        }
+        assert!(
+            p != "failed" && started.elapsed() < Duration::from_secs(60),
+            "rollout {id} is {p} (error {error:?}), phases {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Partitions made after the verify, empty or with rows whose new values are
+/// right, are checked on their own: the cutover needs no whole verify pass (a
+/// table that gets a partition made every day would never get one done).
+#[tokio::test]
+async fn partitions_made_after_the_verify_are_checked_on_their_own() {
+    let db = fresh_db("rollout_part_made");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE orders_2c PARTITION OF orders_2 FOR VALUES FROM (30000000) TO (30001000);
+             CREATE TABLE late (LIKE orders INCLUDING DEFAULTS);
+             INSERT INTO late (id, amount, amount__pgshift_new, shadow, note)
+                 SELECT g, g % 1000, g % 1000, g % 1000, 'late' FROM generate_series(20000000::bigint, 20000999) g
+                 WHERE satisfies_hash_partition('orders'::regclass, 3, 2, g);
+             ALTER TABLE orders_2 ATTACH PARTITION late FOR VALUES FROM (20000000) TO (20001000)",
+        )
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let seen = phases_until(&admin, id, "cut_over").await;
+    assert_eq!(
+        seen,
+        ["verified", "cut_over"],
+        "no verify pass for partitions whose rows match"
+    );
+    let wrong: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM orders WHERE amount IS DISTINCT FROM shadow",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+}
+
+/// A partition detached, written directly (its copy of the mirror trigger went
+/// with the DETACH) and attached again keeps its oid: its attachment is new,
+/// so its rows are compared again before the cutover.
+#[tokio::test]
+async fn a_partition_detached_written_and_attached_again_is_verified_again() {
+    let db = fresh_db("rollout_part_again");
+    let admin = setup(&db).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE orders DETACH PARTITION bucket_1;
+             UPDATE bucket_1 SET amount = amount + 1, shadow = shadow + 1, amount__pgshift_new = -1;
+             ALTER TABLE orders ATTACH PARTITION bucket_1 FOR VALUES WITH (MODULUS 3, REMAINDER 1)",
+        )
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let seen = phases_until(&admin, id, "cut_over").await;
+    assert!(seen.iter().any(|p| p == "verifying"), "phases {seen:?}");
+    let wrong: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM bucket_1 WHERE amount IS DISTINCT FROM shadow",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        wrong, 0,
+        "rows written while detached swapped in unverified"
+    );
+}
+
 /// A long transaction that read one partition by name: the cutover's lock
 /// window would queue on it while holding the table, so the stall budget waits
 /// it out instead, and readers of the table are not held up meanwhile.

@@ -4,6 +4,7 @@
 //! another proxy's standby takes the lock. Each transition is one transaction that
 //! also updates the row: whatever point a proxy is killed at, the row is right.
 
+use super::attached::attached_since;
 use super::checks::CheckTwin;
 use super::latency::Governor;
 use super::model::{Phase, Request, Rollout, Twin, COLUMNS};
@@ -534,10 +535,10 @@ impl Driver {
                     .map(|f| f.name)
                     .collect();
                 on_new.sort();
-                if let Some(name) = attached_since(&self.load().await?, &expected.verified) {
+                if let Some((name, _)) = attached_since(&self.load().await?, &expected.verified).first() {
                     return Err(ours(format!(
                         "partition {} was attached during the cutover, its rows not verified; ask for the cutover again (a verify pass comes first)",
-                        quote(&name)
+                        quote(name)
                     )));
                 }
                 if !users.is_empty()
@@ -1057,13 +1058,27 @@ impl Driver {
         }
     }
 
-    /// `verified`: the partitions the last verify pass saw them all in.
+    /// Verified before this driver took over, or long ago (a write since may
+    /// have stored NULL, a value that did not convert), or a partition came
+    /// with rows that differ: one more pass right before the swap.
+    async fn verify_again(&self, passes: &mut u32) -> Result<(), StepError> {
+        self.client
+            .execute(
+                "UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0 WHERE id = $1",
+                &[&self.id],
+            )
+            .await?;
+        *passes = 0;
+        Ok(())
+    }
+
+    /// `verified`: the partitions' attachments whose rows were all verified.
     async fn cutover(
         &self,
         settings: &Settings,
         r: &Rollout,
         bg: &Background,
-        verified: Vec<u32>,
+        verified: Vec<(u32, u32)>,
     ) -> Result<(), StepError> {
         self.partitions_fit(r, false).await?;
         let users = self.column_users(r, &r.column).await?;
@@ -1855,9 +1870,9 @@ async fn walk_pages(
 /// A rollback's window uses only `leaf_keys`.
 #[derive(Default)]
 pub struct Expected {
-    /// The partitions the verify pass saw: one attached since has rows no pass
-    /// compared.
-    verified: Vec<u32>,
+    /// The partitions' attachments the verify pass saw (or checked since): one
+    /// attached since has rows no pass compared.
+    verified: Vec<(u32, u32)>,
     /// Partitioned indexes the window makes, by their names once it is done:
     /// valid only if every partition had its twin.
     valid: Vec<String>,
@@ -1884,16 +1899,6 @@ pub enum Mirror {
     Lenient,
     /// From the cutover to the finish.
     AfterCutover,
-}
-
-/// A partition of the rollout's table that is not among `verified` (the ones
-/// a verify pass saw from its start): its rows came with their own values in
-/// the new column.
-fn attached_since(r: &Rollout, verified: &[u32]) -> Option<String> {
-    r.partitions
-        .iter()
-        .find(|(_, oid)| !verified.contains(oid))
-        .map(|(name, _)| name.clone())
 }
 
 /// A key read as text, one value per key column.
@@ -1935,9 +1940,10 @@ pub async fn run(
     let mut passes = 0u32;
     // A verify pass completed just now, in this driver: the cutover may follow,
     // if the table's partitions are those the pass began with.
-    let mut verified: Option<Vec<u32>> = None;
-    // The partitions when the pass under way began, if this driver began it.
-    let mut pass_from: Option<Vec<u32>> = None;
+    let mut verified: Option<Vec<(u32, u32)>> = None;
+    // The partitions' attachments when the pass under way began, if this
+    // driver began it.
+    let mut pass_from: Option<Vec<(u32, u32)>> = None;
     // An automatic cutover or finish failed for a reason a retry cannot mend (the
     // column gained a user, say): no more automatic attempts until an operator asks.
     let mut auto_stopped = false;
@@ -2031,7 +2037,7 @@ pub async fn run(
                 Phase::Backfilling | Phase::Verifying => {
                     let verify = r.phase == Phase::Verifying;
                     if verify && r.last_key.is_none() {
-                        pass_from = Some(r.partitions.iter().map(|p| p.1).collect());
+                        pass_from = Some(r.attachments.clone());
                     }
                     if keys.is_none() {
                         keys = Some(key_types(&d, &r).await?);
@@ -2102,15 +2108,20 @@ pub async fn run(
                 Phase::Verified => {
                     let auto = conf.cutover == When::Auto && !auto_stopped;
                     if auto || r.request == Some(Request::Cutover) {
-                        let Some(partitions) = verified.take().filter(|v| attached_since(&r, v).is_none()) else {
-                            // Verified before this driver took over, or long ago (a
-                            // write since may have stored NULL, a value that did not
-                            // convert), or a partition came with rows of its own
-                            // since. One more pass right before the swap.
-                            d.client.execute("UPDATE pgshift.rollouts SET phase = 'verifying', last_key = NULL, mismatches = 0 WHERE id = $1", &[&d.id]).await?;
-                            passes = 0;
-                            return Ok(());
+                        let mut partitions = match verified.take() {
+                            Some(v) => v,
+                            None => return d.verify_again(&mut passes).await,
                         };
+                        let attached = attached_since(&r, &partitions);
+                        if !attached.is_empty() {
+                            // Partitions came since the pass began, with rows of
+                            // their own: checked on their own, or a whole pass.
+                            let lock_ms = settings.config.ddl.lock_timeout_ms.min(1000);
+                            if !d.attached_match(&r, &attached, lock_ms).await? {
+                                return d.verify_again(&mut passes).await;
+                            }
+                            partitions.extend(attached.iter().map(|(_, a)| *a));
+                        }
                         d.cutover(&settings, &r, &bg, partitions).await
                     } else {
                         idle(&bg).await

@@ -28,6 +28,7 @@ macro_rules! key_is_built_in {
     };
 }
 
+mod attached;
 pub(crate) mod checks;
 pub mod driver;
 pub mod fill;

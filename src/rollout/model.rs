@@ -160,6 +160,10 @@ pub struct Rollout {
     /// oid), as they were when the row was read: statements that name one read
     /// the table's columns too.
     pub partitions: Partitions,
+    /// Each partition's attachment, in `partitions`' order: (oid, the id of the
+    /// transaction that attached it). A partition detached and attached again
+    /// keeps its oid, not its attachment.
+    pub attachments: Vec<(u32, u32)>,
 }
 
 /// `pgshift.rollouts.kind` of a fill (NULL: a type change).
@@ -173,18 +177,29 @@ pub const FILL_COMMITTED: &str = "fill-committed";
 /// The columns [`Rollout::from_row`] reads, in order. The partitions are
 /// listed from `pg_inherits`, which takes no lock (`pg_partition_tree` waits
 /// for a lock on each, and a partition held by VACUUM FULL would stop the
-/// driver reading its row).
+/// driver reading its row), with the `xmin` of their `pg_inherits` row: an
+/// ATTACH writes a new one (freezing keeps the raw `xmin`).
 pub const COLUMNS: &str = "id, table_oid, schema_name, table_name, column_name, new_column, \
      old_type, new_type, transform, uses, key_columns, not_null, column_default, phase, request, \
      paused, rows_per_second, rows_done, rows_total, last_key, mismatches, error, indexes, \
      kind, fill_before, batch_rows, \
      COALESCE((SELECT c.relkind OPERATOR(pg_catalog.=) 'p' FROM pg_catalog.pg_class c \
                WHERE c.oid OPERATOR(pg_catalog.=) table_oid), false), \
-     ARRAY(WITH RECURSIVE tree(oid) AS ( \
-               SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) table_oid \
-               UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid) \
-           SELECT pg_catalog.format('%s %s', c.oid, c.relname) \
+     ARRAY(WITH RECURSIVE tree(oid, at) AS ( \
+               SELECT i.inhrelid, i.xmin::pg_catalog.text FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) table_oid \
+               UNION SELECT i.inhrelid, i.xmin::pg_catalog.text FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid) \
+           SELECT pg_catalog.format('%s %s %s', c.oid, tree.at, c.relname) \
              FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.oid)";
+
+/// The partitions as [`COLUMNS`] lists them: (name, oid, attaching transaction).
+fn partitions(r: &Row) -> impl Iterator<Item = (String, u32, u32)> {
+    r.get::<_, Vec<String>>(27).into_iter().filter_map(|p| {
+        let mut parts = p.splitn(3, ' ');
+        let oid = parts.next()?.parse().ok()?;
+        let at = parts.next()?.parse().ok()?;
+        Some((parts.next()?.to_string(), oid, at))
+    })
+}
 
 impl Rollout {
     pub fn from_row(r: &Row) -> Rollout {
@@ -224,14 +239,8 @@ impl Rollout {
             fill_before: r.get::<_, Option<String>>(24).and_then(|x| x.parse().ok()),
             batch_rows: r.get(25),
             partitioned: r.get(26),
-            partitions: r
-                .get::<_, Vec<String>>(27)
-                .iter()
-                .filter_map(|p| {
-                    let (oid, name) = p.split_once(' ')?;
-                    Some((name.to_string(), oid.parse().ok()?))
-                })
-                .collect(),
+            partitions: partitions(r).map(|(name, oid, _)| (name, oid)).collect(),
+            attachments: partitions(r).map(|(_, oid, at)| (oid, at)).collect(),
         }
     }
 

@@ -325,6 +325,12 @@ pub fn fill_pages(r: &Rollout) -> String {
     )
 }
 
+/// Whether any row of `table` (a partition, named as its `regclass` reads)
+/// has a new value other than the transform's.
+pub fn differs_in(r: &Rollout, table: &str) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {})", pending(r))
+}
+
 /// The rows a batch sets: where the new column differs from the transform; for
 /// a fill, rows older than the column whose value is still NULL.
 fn pending(r: &Rollout) -> String {
@@ -691,6 +697,7 @@ pub(crate) mod tests {
             batch_rows: None,
             partitioned: false,
             partitions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 

@@ -1,0 +1,102 @@
+//! Partitions attached to a partitioned table after a verify pass began: their
+//! rows came with their own values in the new column, which no pass compared.
+//! Before a cutover, each is checked on its own (no full pass for an empty
+//! partition made on a schedule, as pg_partman does); a mismatch, or a check
+//! that cannot finish in time, sends the rollout back to a full verify pass,
+//! which repairs.
+
+use super::driver::{ours, Driver, StepError};
+use super::model::Rollout;
+use super::sql;
+use crate::sql::ident::literal;
+
+/// A partition and its attachment: (name, (oid, attaching transaction)).
+pub(super) type Attached = (String, (u32, u32));
+
+/// A check of one partition's rows takes at most this long; a larger partition
+/// gets the full pass.
+const CHECK_TIMEOUT: &str = "10s";
+
+/// The partitions of the rollout's table whose attachment is not among
+/// `verified` (the attachments a verify pass saw from its start). A partition
+/// detached, written and attached again has a new attachment.
+pub(super) fn attached_since(r: &Rollout, verified: &[(u32, u32)]) -> Vec<Attached> {
+    r.partitions
+        .iter()
+        .zip(&r.attachments)
+        .filter(|(_, a)| !verified.contains(a))
+        .map(|((name, _), a)| (name.clone(), *a))
+        .collect()
+}
+
+impl Driver {
+    /// True when no row of the `attached` partitions (their own partitions
+    /// included) has a new value other than the transform's. Under the lock
+    /// and the checks a batch runs under: nothing a user wrote runs here.
+    /// False when a row differs, when a partition's attachment changed
+    /// meanwhile, or when a check fails or runs out of time.
+    pub(super) async fn attached_match(
+        &self,
+        r: &Rollout,
+        attached: &[Attached],
+        lock_ms: u64,
+    ) -> Result<bool, StepError> {
+        let begin = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; \
+             SET LOCAL row_security = off; LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+            literal(&format!("{lock_ms}ms")),
+            literal(CHECK_TIMEOUT),
+            r.target()
+        );
+        self.client.batch_execute(&begin).await?;
+        let result = self.attached_rows_match(r, attached).await;
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        match result {
+            Err(e) if !e.broken && !e.retry => {
+                tracing::info!(target: "pgshift::rollout", rollout = r.id, reason = %e, "attached partitions not checked on their own");
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
+    async fn attached_rows_match(
+        &self,
+        r: &Rollout,
+        attached: &[Attached],
+    ) -> Result<bool, StepError> {
+        let names = r.names();
+        let function = format!("{}()", names.function);
+        self.check_locked(r, &names.trigger, &function, &r.new_column)
+            .await?;
+        if !self.names_table(r).await? {
+            return Err(ours(format!("{} was renamed meanwhile", r.qualified())));
+        }
+        // Under the lock, the partitions stay as they are now.
+        let now = self.load().await?;
+        for (name, attachment) in attached {
+            if !now.attachments.contains(attachment) {
+                tracing::info!(target: "pgshift::rollout", rollout = r.id, partition = %name, "partition detached or attached again during its check");
+                return Ok(false);
+            }
+            let table: String = self
+                .client
+                .query_one(
+                    "SELECT $1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass::pg_catalog.text",
+                    &[&attachment.0.to_string()],
+                )
+                .await?
+                .get(0);
+            let differs: bool = self
+                .client
+                .query_one(&sql::differs_in(r, &table), &[])
+                .await?
+                .get(0);
+            if differs {
+                tracing::info!(target: "pgshift::rollout", rollout = r.id, partition = %name, "an attached partition has rows whose new value differs: a verify pass repairs them");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
