@@ -719,3 +719,70 @@ async fn a_row_breaking_a_not_valid_check_stops_the_backfill_until_it_is_mended(
     assert_eq!(wrong, 0);
     assert_eq!(mismatches(&admin).await, 0);
 }
+
+/// A cutover stopped after the index twins were built (a constraint by a
+/// CHECK twin's name that pgshift did not make), then `REINDEX … CONCURRENTLY`
+/// (every index gets a new oid): the next attempt drops the twins no index
+/// wants any more instead of leaving them on the column.
+#[tokio::test]
+async fn a_table_reindexed_between_two_cutover_attempts_keeps_no_stale_twin() {
+    let db = fresh_db("rollout_check_reindex");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE INDEX orders_amount ON orders (amount);
+             ALTER TABLE orders ADD CONSTRAINT amount_sane CHECK (amount > -1000000)",
+        )
+        .await
+        .unwrap();
+    let before = index_defs(&admin).await;
+    let proxy = proxy();
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let check: String = admin
+        .query_one(
+            "SELECT oid::text FROM pg_constraint WHERE conname = 'amount_sane'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let fake = format!("pgshift_{id}_check_{check}");
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE orders ADD CONSTRAINT {fake} CHECK (amount__pgshift_new > -5) NOT VALID"
+        ))
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !common::rollouts::phase(&admin, id)
+        .await
+        .1
+        .is_some_and(|e| e.contains("did not make"))
+    {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let twins = index_defs(&admin).await.len() - before.len();
+    assert_eq!(twins, 1, "the twin was built before the refusal");
+    for step in [
+        format!("ALTER TABLE orders DROP CONSTRAINT {fake}"),
+        "REINDEX TABLE CONCURRENTLY orders".to_string(),
+    ] {
+        admin.batch_execute(&step).await.unwrap();
+    }
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Finish).await.unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    assert_eq!(index_defs(&admin).await, before);
+}

@@ -1252,3 +1252,83 @@ async fn a_leaf_key_by_the_twins_name_but_not_the_twin_holds_the_cutover() {
     };
     assert!(error.contains("orders_2a"), "{error}");
 }
+
+/// A cutover held after the partitions' index twins were built (a leaf key by
+/// a twin's name), then `REINDEX … CONCURRENTLY` of a partition (its indexes
+/// get new oids): the next attempt keeps the twins it built (named by the
+/// partition and the table's index), leaves none behind on the column, and a
+/// rollback after it gives every index back.
+#[tokio::test]
+async fn a_partition_reindexed_between_two_cutover_attempts_keeps_its_twins() {
+    let db = fresh_db("rollout_part_reindex");
+    let admin = keyed(&db).await;
+    admin.batch_execute(AMOUNT_INDEXES).await.unwrap();
+    let before = amount_indexes(&admin).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
+    let key: String = admin
+        .query_one(
+            "SELECT oid::text FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_amount_fkey'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let fake = format!("pgshift_{id}_fk_{key}");
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE orders_2a ADD CONSTRAINT {fake} FOREIGN KEY (amount__pgshift_new) \
+             REFERENCES amounts (v) ON DELETE SET NULL"
+        ))
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !common::rollouts::phase(&admin, id)
+        .await
+        .1
+        .is_some_and(|e| e.contains("did not make"))
+    {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let built: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) \
+             WHERE a.attname = 'amount__pgshift_new' AND i.relname LIKE 'pgshift%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        built,
+        3 * 4,
+        "every leaf's twins were built before the refusal"
+    );
+    for step in [
+        format!("ALTER TABLE orders_2a DROP CONSTRAINT {fake}"),
+        "REINDEX TABLE CONCURRENTLY orders_0".to_string(),
+        "REINDEX TABLE CONCURRENTLY bucket_1".to_string(),
+    ] {
+        admin.batch_execute(&step).await.unwrap();
+    }
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    indexes_hold_every_row(&admin).await;
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
+    let left = named_pgshift(&admin, "pg_class", "relname").await;
+    assert_eq!(left, 0, "twins left behind");
+}

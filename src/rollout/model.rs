@@ -434,7 +434,12 @@ impl Names {
     /// The index built on the new column for the old column's index `oid`, until
     /// the cutover gives it that index's name.
     pub fn new_index(&self, oid: u32) -> String {
-        format!("pgshift_{}_new_{oid}", self.id)
+        format!("{}{oid}", self.new_index_prefix())
+    }
+
+    /// What every [`Names::new_index`] of this rollout starts with.
+    pub fn new_index_prefix(&self) -> String {
+        format!("pgshift_{}_new_", self.id)
     }
 
     /// The old column's index `oid` from the cutover on (dropped with the column).

@@ -99,11 +99,43 @@ impl Driver {
             )
             .await?;
         let names = r.names();
+        let mut wanted = Vec::new();
+        for i in &old {
+            wanted.push(names.new_index(i.oid));
+            if r.partitioned {
+                for part in self.index_parts(i.oid).await? {
+                    wanted.push(in_part(&|oid| names.new_index(oid), i.oid, part.table.oid));
+                }
+            }
+        }
+        self.drop_stale_twins(r, &wanted).await?;
         self.build_twins(settings, r, &old, &r.column, &r.new_column, |oid| {
             names.new_index(oid)
         })
         .await?;
         Ok((twins, fks, old))
+    }
+
+    /// Drops the twins an earlier attempt built on the new column that no
+    /// old index wants now: its index was dropped since, or got a new oid
+    /// (`REINDEX … CONCURRENTLY`). Left, they would stay on the column.
+    async fn drop_stale_twins(&self, r: &Rollout, wanted: &[String]) -> Result<(), StepError> {
+        let prefix = r.names().new_index_prefix();
+        let stale = self
+            .client
+            .query(
+                STALE_TWINS,
+                &[&r.table_oid.to_string(), &prefix, &r.new_column, &wanted],
+            )
+            .await?;
+        for row in stale {
+            let qualified: String = row.get(0);
+            tracing::info!(target: "pgshift::rollout", rollout = r.id, index = %qualified, "dropping a twin no index wants any more");
+            self.client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The foreign keys that reference index `index` of the rollout's table.
@@ -224,7 +256,7 @@ impl Driver {
     }
 
     /// Builds a twin of each of `indexes` with column `to` for `from`, named
-    /// `name(oid)` (CREATE INDEX CONCURRENTLY: writes go on; it waits for older
+    /// `name(oid)` (a partition's by [`in_part`]) (CREATE INDEX CONCURRENTLY: writes go on; it waits for older
     /// transactions, none of which waits for pgshift), once: a valid twin is kept,
     /// an invalid one (a build cut short) dropped and built again.
     pub(super) async fn build_twins(
@@ -269,7 +301,7 @@ impl Driver {
                     settings,
                     r,
                     index,
-                    &name(part.oid),
+                    &in_part(&name, index.oid, part.table.oid),
                     &part.table,
                     to_attnum,
                     from,
@@ -320,11 +352,11 @@ impl Driver {
     }
 
     /// What the cutover's window runs to give a partitioned table's index
-    /// `index` its twin, named `name(oid)` at each level: the partitioned
+    /// `index` its twin, named `name(oid)` (the partitions' by [`in_part`]): the partitioned
     /// twins made `ON ONLY` (the table and its partitioned partitions), every
     /// twin attached to its parent's (deepest first: Postgres marks a parent
     /// valid once all its partitions' are). And the renames that give each
-    /// partition's twin the old one's name, parking the old as `parked(oid)`,
+    /// partition's twin the old one's name, parking the old (by [`in_part`] too),
     /// and what the partitions said of the old ones (replica identity, CLUSTER
     /// ON), for the twins, to run once the column's NOT NULL has moved.
     pub(super) async fn twin_tree(
@@ -338,7 +370,10 @@ impl Driver {
     ) -> Result<[Vec<String>; 3], StepError> {
         let parts = self.index_parts(index.oid).await?;
         let twin_of = |oid: u32| match parts.iter().find(|p| p.oid == oid) {
-            Some(p) => crate::sql::ident::qualified(&p.table.schema, &name(oid)),
+            Some(p) => crate::sql::ident::qualified(
+                &p.table.schema,
+                &in_part(&name, index.oid, p.table.oid),
+            ),
             None => crate::sql::ident::qualified(&r.schema, &name(oid)),
         };
         let mut made = vec![sql::twin_index(
@@ -354,7 +389,7 @@ impl Driver {
         for p in parts.iter().filter(|p| p.partitioned) {
             made.push(sql::twin_index(
                 index,
-                &name(p.oid),
+                &in_part(&name, index.oid, p.table.oid),
                 &p.table.qualified,
                 sql::Build::Only,
                 from,
@@ -370,8 +405,8 @@ impl Driver {
             renames.extend(pass_index_name(
                 &p.table.schema,
                 &p.name,
-                &parked(p.oid),
-                &name(p.oid),
+                &in_part(&parked, index.oid, p.table.oid),
+                &in_part(&name, index.oid, p.table.oid),
             ));
             marks.extend(p.table_marks());
         }
@@ -380,8 +415,8 @@ impl Driver {
 
     /// The renames that give the partitions' indexes of `old` (partitioned
     /// index, by oid) back the names that their twins under `twin` took at the
-    /// cutover (matched by partition), parking each twin as `parked(oid of the
-    /// old one)`: a rollback after the cutover.
+    /// cutover (matched by partition), parking each twin as `parked(old)` (the
+    /// partitions' by [`in_part`]): a rollback after the cutover.
     pub(super) async fn untwin_tree(
         &self,
         old: u32,
@@ -399,7 +434,7 @@ impl Driver {
             renames.extend(pass_index_name(
                 &p.table.schema,
                 &t.name,
-                &parked(p.oid),
+                &in_part(&parked, old, p.table.oid),
                 &p.name,
             ));
             // The old index takes the twin's name, and what the partition
@@ -818,6 +853,30 @@ SELECT tree.oid::pg_catalog.text, tree.parent::pg_catalog.text, c.relkind = 'I',
   JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
  ORDER BY tree.depth, tree.oid";
 
+/// Indexes (not partitioned ones) on table $1 (oid) or any partition of it,
+/// named with prefix $2 (pgshift's twins of one rollout), that stand on column
+/// $3 and whose name is not among $4: the qualified names.
+const STALE_TWINS: &str = "
+WITH RECURSIVE tree(oid) AS (
+    SELECT $1::pg_catalog.text::pg_catalog.oid
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid)
+SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+  FROM tree
+  JOIN pg_catalog.pg_index x ON x.indrelid OPERATOR(pg_catalog.=) tree.oid
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) x.indexrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+ WHERE c.relkind OPERATOR(pg_catalog.=) 'i'
+   AND pg_catalog.starts_with(c.relname::pg_catalog.text, $2::pg_catalog.text)
+   AND NOT c.relname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[])
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.refobjid
+                  AND a.attnum OPERATOR(pg_catalog.=) d.refobjsubid
+                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.objid OPERATOR(pg_catalog.=) c.oid
+                  AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) $3::pg_catalog.text)
+ ORDER BY 1";
+
 /// See [`Driver::pin`].
 pub(super) struct Pin(tokio_postgres::Client);
 
@@ -856,6 +915,14 @@ impl ForeignKey {
             self.definition
         )
     }
+}
+
+/// The name of the twin (or parked index) on partition `table` whose
+/// partitioned index is named `name(root)`: by the partition and the
+/// table's index, which a `REINDEX … CONCURRENTLY` of the partition's own
+/// index (a new oid) does not change.
+fn in_part(name: &impl Fn(u32) -> String, root: u32, table: u32) -> String {
+    format!("{}_{table}", name(root))
 }
 
 /// The renames that give `tw`'s name to index `taker` and park the index that
