@@ -340,7 +340,9 @@ async fn an_index_made_under_a_twins_name_is_not_taken_for_the_twin() {
     let attacker = format!("{db}_mallory");
     let (admin, mallory) = owned_table(&db, &attacker).await;
     mallory
-        .batch_execute("CREATE UNIQUE INDEX t_amount ON app.t (amount)")
+        .batch_execute(
+            "CREATE UNIQUE INDEX t_amount ON app.t (amount); CREATE INDEX t_amount_any ON app.t (amount)",
+        )
         .await
         .unwrap();
     let proxy = proxy();
@@ -356,6 +358,16 @@ async fn an_index_made_under_a_twins_name_is_not_taken_for_the_twin() {
     mallory
         .batch_execute(&format!(
             "CREATE UNIQUE INDEX pgshift_{id}_new_{oid} ON app.t (amount__pgshift_new) WHERE amount__pgshift_new < 0"
+        ))
+        .await
+        .unwrap();
+    // And one by the other twin's name with another access method: same
+    // columns, no predicate, but not what `t_amount_any` is.
+    let any: String =
+        common::scenario::one_value(&admin, "SELECT 'app.t_amount_any'::regclass::oid::text").await;
+    mallory
+        .batch_execute(&format!(
+            "CREATE INDEX pgshift_{id}_new_{any} ON app.t USING hash (amount__pgshift_new)"
         ))
         .await
         .unwrap();
@@ -385,6 +397,15 @@ async fn an_index_made_under_a_twins_name_is_not_taken_for_the_twin() {
     assert_eq!(
         def,
         "CREATE UNIQUE INDEX t_amount ON app.t USING btree (amount)"
+    );
+    let def: String = common::scenario::one_value(
+        &admin,
+        "SELECT pg_get_indexdef('app.t_amount_any'::regclass)",
+    )
+    .await;
+    assert_eq!(
+        def,
+        "CREATE INDEX t_amount_any ON app.t USING btree (amount)"
     );
 }
 

@@ -1311,6 +1311,11 @@ async fn a_partition_reindexed_between_two_cutover_attempts_keeps_its_twins() {
         3 * 4,
         "every leaf's twins were built before the refusal"
     );
+    // Those of a partition not reindexed are valid twins: kept, not built again.
+    let kept = "SELECT array_agg(i.oid::text ORDER BY i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                WHERE x.indrelid = 'orders_2a'::regclass AND i.relname LIKE 'pgshift%'";
+    let twins_2a: Vec<String> = admin.query_one(kept, &[]).await.unwrap().get(0);
+    assert_eq!(twins_2a.len(), 3);
     for step in [
         format!("ALTER TABLE orders_2a DROP CONSTRAINT {fake}"),
         "REINDEX TABLE CONCURRENTLY orders_0".to_string(),
@@ -1323,6 +1328,16 @@ async fn a_partition_reindexed_between_two_cutover_attempts_keeps_its_twins() {
         .unwrap();
     wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+    let now_2a: Vec<String> = admin
+        .query_one(
+            "SELECT array_agg(x.indexrelid::text ORDER BY x.indexrelid) FROM pg_index x \
+             WHERE x.indrelid = 'orders_2a'::regclass AND x.indexrelid::text = ANY ($1)",
+            &[&twins_2a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(now_2a, twins_2a, "valid twins built again");
     indexes_hold_every_row(&admin).await;
     rollout::request(&admin, id, Request::Rollback)
         .await

@@ -507,8 +507,10 @@ impl Driver {
     }
 
     /// Whether the index named `twin` in the table's schema is the valid twin
-    /// of plain index `index` (same columns with `to` for `from`, order and
-    /// uniqueness, no predicate or expression), on the table. None: there is no
+    /// of plain index `index` (same columns with `to` for `from`, order,
+    /// uniqueness, access method, NULLS NOT DISTINCT and storage parameters,
+    /// default operator classes and the columns' own collations, no predicate
+    /// or expression), on the table. None: there is no
     /// such index; Some((valid, on_the_table)).
     async fn plain_twin(
         &self,
@@ -536,6 +538,16 @@ impl Driver {
                                FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord) \
                                JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
                               ORDER BY k.ord) OPERATOR(pg_catalog.=) $8::text[] \
+                   AND (SELECT m.amname::pg_catalog.text FROM pg_catalog.pg_am m WHERE m.oid = c.relam) OPERATOR(pg_catalog.=) $9::text \
+                   AND x.indnullsnotdistinct OPERATOR(pg_catalog.=) $10::bool \
+                   AND COALESCE(c.reloptions, '{}')::pg_catalog.text[] OPERATOR(pg_catalog.=) $11::text[] \
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid) \
+                                     JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid \
+                                    WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384) \
+                   AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), \
+                                                            pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll) \
+                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum \
+                                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
                  WHERE c.relname = $1::text::name \
                    AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
@@ -548,6 +560,9 @@ impl Driver {
                     &(index.key_columns as i32),
                     &index.options,
                     &columns,
+                    &index.method,
+                    &index.nulls_not_distinct,
+                    &index.reloptions,
                 ],
             )
             .await?;
