@@ -786,3 +786,59 @@ async fn a_table_reindexed_between_two_cutover_attempts_keeps_no_stale_twin() {
     wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
     assert_eq!(index_defs(&admin).await, before);
 }
+
+/// A direct `ALTER … TYPE` keeps the comments of the indexes and constraints
+/// it builds again; through pgshift the twins that take their names take
+/// their comments too, and a rollback after the cutover gives them back to
+/// what it adds again.
+#[tokio::test]
+async fn comments_on_the_columns_indexes_and_constraints_stay() {
+    let db = fresh_db("rollout_check_comments");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE INDEX orders_amount ON orders (amount);
+             COMMENT ON INDEX orders_amount IS 'by amount';
+             ALTER TABLE orders ADD CONSTRAINT orders_amount_id UNIQUE (amount, id);
+             COMMENT ON CONSTRAINT orders_amount_id ON orders IS 'one per pair';
+             COMMENT ON INDEX orders_amount_id IS 'the pair''s index';
+             ALTER TABLE orders ADD CONSTRAINT amount_sane CHECK (amount > -1000000);
+             COMMENT ON CONSTRAINT amount_sane ON orders IS 'sane';
+             CREATE TABLE refs (amount int, id bigint, FOREIGN KEY (amount, id) REFERENCES orders (amount, id));
+             INSERT INTO refs SELECT amount, id FROM orders WHERE id % 10 = 0;
+             COMMENT ON CONSTRAINT refs_amount_id_fkey ON refs IS 'refers';",
+        )
+        .await
+        .unwrap();
+    let before = common::rollouts::comments(&admin).await;
+    assert_eq!(before.len(), 5, "{before:?}");
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    for end in [Request::Rollback, Request::Finish] {
+        let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
+        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+        rollout::request(&admin, id, Request::Cutover)
+            .await
+            .unwrap();
+        wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+        let now = common::rollouts::comments(&admin).await;
+        for c in &before {
+            assert!(now.contains(c), "{c:?} lost at the cutover: {now:?}");
+        }
+        let done = match end {
+            Request::Rollback => "rolled_back",
+            _ => "finished",
+        };
+        rollout::request(&admin, id, end).await.unwrap();
+        wait_phase(&admin, id, done, Duration::from_secs(60)).await;
+        assert_eq!(
+            common::rollouts::comments(&admin).await,
+            before,
+            "after {done}"
+        );
+    }
+    assert_eq!(
+        column_type(&admin, "amount").await.as_deref(),
+        Some("bigint")
+    );
+}

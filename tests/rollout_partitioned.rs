@@ -935,6 +935,17 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     assert_eq!(said.len(), 2, "{said:?}");
     let checks = amount_checks(&admin).await;
     assert_eq!(checks.len(), 6, "{checks:?}");
+    admin
+        .batch_execute(
+            "COMMENT ON INDEX orders_amount IS 'the table''s';
+             COMMENT ON INDEX orders_2_amount_idx IS 'a partitioned partition''s';
+             COMMENT ON INDEX orders_0_amount_idx IS 'a leaf''s';
+             COMMENT ON CONSTRAINT amount_sane ON orders IS 'sane'",
+        )
+        .await
+        .unwrap();
+    let noted = common::rollouts::comments(&admin).await;
+    assert_eq!(noted.len(), 4, "{noted:?}");
     let proxy = proxy();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -984,6 +995,7 @@ async fn indexes_and_checks_on_the_column_get_twins_in_every_partition() {
     assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
     assert_eq!(amount_checks(&admin).await, checks_typed(&checks, "bigint"));
     assert_eq!(leaf_marks(&admin).await, said);
+    assert_eq!(common::rollouts::comments(&admin).await, noted);
     indexes_hold_every_row(&admin).await;
     assert_eq!(mismatches(&admin).await, 0);
     let left = named_pgshift(&admin, "pg_class", "relname").await;

@@ -1184,6 +1184,21 @@ impl Driver {
         body.extend(fks.iter().map(ForeignKey::add_sql));
         // Privileges, comment and settings of the column go to the new one.
         body.extend(marks);
+        // The comments of what the twins replace go to them.
+        let mut named: Vec<(u32, String)> = checks
+            .iter()
+            .chain(&part_keys)
+            .map(|ck| (r.table_oid, ck.name.clone()))
+            .collect();
+        named.extend(fks.iter().map(|f| (f.table_oid, f.name.clone())));
+        named.extend(
+            indexes
+                .iter()
+                .filter(|tw| tw.constraint.is_some())
+                .map(|tw| (r.table_oid, tw.name.clone())),
+        );
+        let old_oids: Vec<u32> = old_indexes.iter().map(|i| i.oid).collect();
+        body.extend(self.comments(&old_oids, &named).await?);
         // The replica identity and CLUSTER ON follow the name to the twin (then
         // the old column may lose its NOT NULL).
         for i in &old_indexes {
@@ -1554,6 +1569,29 @@ impl Driver {
                 body.extend(constraint_on(&t, tw, &n.old_index(tw.oid)));
             }
             body.extend(fks.iter().map(ForeignKey::add_sql));
+            // What was dropped and added again keeps its comment (the plain
+            // old indexes kept theirs).
+            let mut named: Vec<(u32, String)> =
+                readded.iter().map(|x| (r.table_oid, x.0.clone())).collect();
+            named.extend(fks.iter().map(|f| (f.table_oid, f.name.clone())));
+            named.extend(constrained.iter().map(|tw| (r.table_oid, tw.name.clone())));
+            named.extend(
+                r.checks
+                    .iter()
+                    .filter(|(_, _, foreign)| r.partitioned && *foreign)
+                    .map(|(_, name, _)| (r.table_oid, name.clone())),
+            );
+            // A key's or unique constraint's index is built again too.
+            let keyed: Vec<u32> = current
+                .iter()
+                .filter(|i| {
+                    constrained
+                        .iter()
+                        .any(|tw| i.constraint.as_ref().is_some_and(|c| c.0 == tw.name))
+                })
+                .map(|i| i.oid)
+                .collect();
+            body.extend(self.comments(&keyed, &named).await?);
             for i in &current {
                 body.extend(i.table_marks(&r.qualified()));
             }

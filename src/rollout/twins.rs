@@ -769,6 +769,28 @@ impl Driver {
         Ok(marks)
     }
 
+    /// The comments on `indexes` (oids; a partitioned one's partitions' at
+    /// every level too) and on `constraints` ((table oid, name)), as
+    /// statements that give each to whatever has its name when they run: a
+    /// direct `ALTER … TYPE` keeps the comments of the indexes and constraints
+    /// it builds again, and the swap gives their names to twins.
+    pub(super) async fn comments(
+        &self,
+        indexes: &[u32],
+        constraints: &[(u32, String)],
+    ) -> Result<Vec<String>, StepError> {
+        let indexes: Vec<String> = indexes.iter().map(u32::to_string).collect();
+        let (tables, names): (Vec<String>, Vec<String>) = constraints
+            .iter()
+            .map(|(t, n)| (t.to_string(), n.clone()))
+            .unzip();
+        let rows = self
+            .client
+            .query(COMMENTS, &[&indexes, &tables, &names])
+            .await?;
+        Ok(rows.iter().map(|x| x.get(0)).collect())
+    }
+
     /// The sequences `column` owns (`serial`), qualified.
     pub(super) async fn owned_sequences(
         &self,
@@ -891,6 +913,28 @@ SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
                   AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
                   AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) $3::pg_catalog.text)
  ORDER BY 1";
+
+/// See [`Driver::comments`]: $1 index oids, $2 and $3 constraints' table oids
+/// and names (text arrays).
+const COMMENTS: &str = "
+WITH RECURSIVE tree(oid) AS (
+    SELECT pg_catalog.unnest($1::pg_catalog.text[])::pg_catalog.oid
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid)
+SELECT pg_catalog.format('COMMENT ON INDEX %I.%I IS %L', n.nspname, c.relname, d.description)
+  FROM tree
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.oid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) c.oid
+   AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid OPERATOR(pg_catalog.=) 0
+UNION ALL
+SELECT pg_catalog.format('COMMENT ON CONSTRAINT %I ON %I.%I IS %L', k.conname, n.nspname, c.relname, d.description)
+  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[])) AS w(rel, name)
+  JOIN pg_catalog.pg_constraint k ON k.conrelid OPERATOR(pg_catalog.=) w.rel::pg_catalog.oid
+   AND k.conname OPERATOR(pg_catalog.=) w.name::pg_catalog.name
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) k.conrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) k.oid
+   AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass";
 
 /// See [`Driver::pin`].
 pub(super) struct Pin(tokio_postgres::Client);

@@ -209,3 +209,25 @@ pub fn writer_with(
         }
     })
 }
+
+/// Every comment on an index or constraint of the database: kind, table,
+/// name, text.
+pub async fn comments(admin: &Client) -> Vec<(String, String, String, String)> {
+    admin
+        .query(
+            "SELECT 'index', t.relname::text, c.relname::text, d.description
+               FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+               JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_class t ON t.oid = x.indrelid
+             UNION ALL
+             SELECT 'constraint', t.relname::text, k.conname::text, d.description
+               FROM pg_description d JOIN pg_constraint k ON k.oid = d.objoid AND d.classoid = 'pg_constraint'::regclass
+               JOIN pg_class t ON t.oid = k.conrelid
+             ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
