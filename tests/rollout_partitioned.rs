@@ -365,7 +365,7 @@ async fn what_a_partitioned_rollout_cannot_carry_is_refused() {
     let admin = setup(&db).await;
     admin
         .batch_execute(
-            "CREATE INDEX orders_2b_shadow ON orders_2b (shadow);
+            "CREATE INDEX orders_2b_shadow ON orders_2b (shadow) WHERE shadow > 0;
              ALTER TABLE orders_0 ADD CONSTRAINT leaf_check CHECK (amount > -5);
              CREATE INDEX orders_amount_plus ON orders ((amount + 1));
              CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
@@ -1358,4 +1358,62 @@ async fn a_partition_reindexed_between_two_cutover_attempts_keeps_its_twins() {
     assert_eq!(amount_indexes(&admin).await, typed(&before, "integer"));
     let left = named_pgshift(&admin, "pg_class", "relname").await;
     assert_eq!(left, 0, "twins left behind");
+}
+
+/// Indexes partitions made on their own (attached to none of the table's),
+/// one the replica identity of its partition, one with a comment: each gets
+/// a twin on its partition that takes its name at the cutover, with the
+/// replica identity and the comment; a rollback after the cutover gives
+/// them back; a second rollout finishes with them on the new type.
+#[tokio::test]
+async fn a_partitions_own_indexes_on_the_column_get_twins() {
+    let db = fresh_db("rollout_part_own");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE INDEX orders_0_own ON orders_0 (amount, note);
+             CREATE UNIQUE INDEX bucket_1_own ON bucket_1 (amount, id);
+             ALTER TABLE bucket_1 REPLICA IDENTITY USING INDEX bucket_1_own;
+             CREATE INDEX orders_2b_own ON orders_2b (amount DESC);
+             COMMENT ON INDEX orders_2b_own IS 'the default partition''s'",
+        )
+        .await
+        .unwrap();
+    let before = amount_indexes(&admin).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    let said = leaf_marks(&admin).await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    let noted = common::rollouts::comments(&admin).await;
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let through = connect(&url).await;
+    for end in [Request::Rollback, Request::Finish] {
+        let id = cut_over(&admin, &url).await;
+        assert_eq!(amount_indexes(&admin).await, typed(&before, "bigint"));
+        assert_eq!(leaf_marks(&admin).await, said);
+        // The parked index keeps its own until the finish drops it.
+        let now = common::rollouts::comments(&admin).await;
+        assert!(now.contains(&noted[0]), "{now:?}");
+        through
+            .batch_execute(
+                "UPDATE orders SET amount = amount + 1, shadow = shadow + 1 WHERE id % 7 = 0",
+            )
+            .await
+            .unwrap();
+        indexes_hold_every_row(&admin).await;
+        let (done, ty) = match end {
+            Request::Rollback => ("rolled_back", "integer"),
+            _ => ("finished", "bigint"),
+        };
+        rollout::request(&admin, id, end).await.unwrap();
+        wait_phase(&admin, id, done, Duration::from_secs(60)).await;
+        assert_eq!(amount_indexes(&admin).await, typed(&before, ty), "{done}");
+        assert_eq!(leaf_marks(&admin).await, said, "{done}");
+        assert_eq!(common::rollouts::comments(&admin).await, noted, "{done}");
+        indexes_hold_every_row(&admin).await;
+        assert_eq!(mismatches(&admin).await, 0);
+        let left = named_pgshift(&admin, "pg_class", "relname").await;
+        assert_eq!(left, 0, "twins or old indexes left after {done}");
+    }
 }

@@ -518,6 +518,12 @@ impl Driver {
                 // would come back with its old definition).
                 let users = self.column_users(r, &r.column).await?;
                 let now = self.old_indexes(r).await?;
+                let leaves: Vec<u32> = self
+                    .leaf_indexes(&self.load().await?, &r.column)
+                    .await?
+                    .iter()
+                    .map(|l| l.index.oid)
+                    .collect();
                 let oids: Vec<u32> = now.iter().map(|i| i.oid).collect();
                 let mut fks = Vec::new();
                 for unique in now.iter().filter(|i| i.unique) {
@@ -543,6 +549,7 @@ impl Driver {
                 }
                 if !users.is_empty()
                     || oids != expected.indexes
+                    || leaves != expected.leaf_indexes
                     || fks != expected.foreign_keys
                     || checks != expected.checks
                     || on_new != expected.on_new
@@ -1093,7 +1100,7 @@ impl Driver {
         if default.is_some() {
             self.default_is_built_in(r, &r.column).await?;
         }
-        let (indexes, fks, old_indexes) = self.build_indexes(settings, r).await?;
+        let (indexes, fks, old_indexes, leaves) = self.build_indexes(settings, r).await?;
         let checks = self.build_checks(settings, r, bg).await?;
         let reversible = Self::reversible(r);
         self.install_function(r, Mirror::AfterCutover).await?;
@@ -1158,6 +1165,9 @@ impl Driver {
             body.extend(pass_name(r, tw, &n.old_index(tw.oid), &n.new_index(tw.oid)));
         }
         body.extend(part_renames);
+        let (leaf_renames, leaf_marks) = Self::leaf_swap(r, &leaves);
+        body.extend(leaf_renames);
+        part_marks.extend(leaf_marks);
         // So do the CHECK constraints' twins.
         // The CHECK constraints and foreign keys: the old ones go (parked, a
         // write that breaks both would name pgshift's), the twins take their names.
@@ -1197,7 +1207,11 @@ impl Driver {
                 .filter(|tw| tw.constraint.is_some())
                 .map(|tw| (r.table_oid, tw.name.clone())),
         );
-        let old_oids: Vec<u32> = old_indexes.iter().map(|i| i.oid).collect();
+        let old_oids: Vec<u32> = old_indexes
+            .iter()
+            .chain(leaves.iter().map(|l| &l.index))
+            .map(|i| i.oid)
+            .collect();
         body.extend(self.comments(&old_oids, &named).await?);
         // The replica identity and CLUSTER ON follow the name to the twin (then
         // the old column may lose its NOT NULL).
@@ -1248,6 +1262,7 @@ impl Driver {
                 false => Vec::new(),
             },
             indexes: indexes.iter().map(|tw| tw.oid).collect(),
+            leaf_indexes: leaves.iter().map(|l| l.index.oid).collect(),
             foreign_keys: fks
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
@@ -1504,6 +1519,9 @@ impl Driver {
                     part_marks.extend(marks);
                 }
             }
+            let (leaf_renames, leaf_marks) = self.leaf_unswap(r).await?;
+            body.extend(leaf_renames);
+            part_marks.extend(leaf_marks);
             // The CHECK constraints and foreign keys go back to the old column
             // (their text names `amount`, which it is again): NOT VALID in the
             // window, validated after it.
@@ -1920,6 +1938,8 @@ pub struct Expected {
     /// The cutover's window (a rollback's checks only `leaf_keys`).
     cutover: bool,
     indexes: Vec<u32>,
+    /// The leaf partitions' own indexes on the old column (oids).
+    leaf_indexes: Vec<u32>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.
     checks: Vec<super::checks::Found>,

@@ -33,6 +33,7 @@ pub(crate) mod checks;
 pub mod driver;
 pub mod fill;
 pub mod latency;
+mod leaf_indexes;
 pub mod model;
 mod own_keys;
 mod part_keys;

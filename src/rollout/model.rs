@@ -140,6 +140,10 @@ pub struct Rollout {
     /// the new column: (the twin's oid, the name it takes at the cutover,
     /// whether it is a foreign key), recorded before the cutover.
     pub checks: Vec<(u32, String, bool)>,
+    /// Leaf partitions' own indexes on the old column that have a twin: (the
+    /// index's oid, its partition's oid, the name its twin takes at the
+    /// cutover), recorded before the cutover.
+    pub leaf_indexes: Vec<(u32, u32, String)>,
     /// A fill (`ADD COLUMN … DEFAULT <volatile>`, see `super::fill`): `column`
     /// and `new_column` are the added column, `transform` its default, and no
     /// cutover follows the verify.
@@ -231,6 +235,7 @@ impl Rollout {
             indexes: entries(r).iter().filter_map(|e| Twin::parse(e)).collect(),
             foreign_keys: entries(r).iter().filter_map(|e| foreign_key(e)).collect(),
             checks: entries(r).iter().filter_map(|e| check(e)).collect(),
+            leaf_indexes: entries(r).iter().filter_map(|e| leaf_index(e)).collect(),
             fill: matches!(
                 r.get::<_, Option<String>>(23).as_deref(),
                 Some(FILL | FILL_COMMITTED)
@@ -323,6 +328,15 @@ pub fn foreign_key(e: &str) -> Option<(u32, String)> {
     let rest = e.strip_prefix("f:")?;
     let (oid, name) = rest.split_once(':')?;
     Some((oid.parse().ok()?, name.to_string()))
+}
+
+/// `l:<index oid>:<partition oid>:<name>`, as `indexes` stores a leaf
+/// partition's own index.
+pub fn leaf_index(e: &str) -> Option<(u32, u32, String)> {
+    let mut parts = e.strip_prefix("l:")?.splitn(3, ':');
+    let oid = parts.next()?.parse().ok()?;
+    let table = parts.next()?.parse().ok()?;
+    Some((oid, table, parts.next()?.to_string()))
 }
 
 /// `c:<twin's oid>:<name>`, as `indexes` stores a CHECK constraint's twin, or

@@ -691,6 +691,7 @@ pub(crate) mod tests {
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
             checks: Vec::new(),
+            leaf_indexes: Vec::new(),
             fill: false,
             column_committed: false,
             fill_before: None,

@@ -347,13 +347,18 @@ SELECT '0A000', pg_catalog.format('partition %s has no such column', t.oid::pg_c
 /// columns' own collations: exactly what `CREATE INDEX … (columns)` gives; its
 /// columns of built-in types or enums (a composite's comparison would run the
 /// comparisons of its fields' types in the build).
+/// `rebuildable!()` for column $2; `rebuildable!("expression")` for the
+/// column numbered by that expression (a partition's may differ).
 macro_rules! rebuildable {
     () => {
-        "($2::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
+        rebuildable!("$2::pg_catalog.int4")
+    };
+    ($attnum:literal) => {
+        concat!("(", $attnum, " OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
         OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend xd
                     WHERE xd.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND xd.objid = x.indexrelid
                       AND xd.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND xd.refobjid = x.indrelid
-                      AND xd.refobjsubid OPERATOR(pg_catalog.=) $2::pg_catalog.int4))
+                      AND xd.refobjsubid OPERATOR(pg_catalog.=) ", $attnum, "))
    AND ((x.indexprs IS NULL AND x.indpred IS NULL)
         OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid))
    AND x.indisvalid
@@ -375,14 +380,15 @@ macro_rules! rebuildable {
                     WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384)
    AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll)
                      JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum
-                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)"
+                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)")
     };
 }
 
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
 /// default, the table's plain indexes (rebuildable, on columns only, behind
-/// no constraint) with their partitions', the table's CHECK constraints
+/// no constraint) with their partitions', a leaf partition's own such indexes
+/// (attached to none of the table's; see `leaf_indexes`), the table's CHECK constraints
 /// with their partitions' inherited copies (a partition's own, even merged
 /// with the table's, stays: dropping the table's would leave it), and the
 /// table's own validated foreign keys to a table that is not partitioned
@@ -400,6 +406,16 @@ plain(oid) AS (
     rebuildable!(),
     "
     UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN plain ON i.inhparent = plain.oid),
+own(oid) AS (
+    SELECT x.indexrelid FROM col
+      JOIN pg_catalog.pg_class tc ON tc.oid = col.oid AND tc.relkind = 'r'
+      JOIN pg_catalog.pg_index x ON x.indrelid = col.oid
+     WHERE col.oid <> $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = x.indexrelid)
+       AND ",
+    rebuildable!("col.attnum::pg_catalog.int4"),
+    "),
 keys(oid) AS (
     SELECT k.oid FROM pg_catalog.pg_constraint k
      WHERE k.conrelid = $1::text::oid AND k.contype = 'f' AND k.conparentid = 0 AND $2::pg_catalog.int4 = ANY (k.conkey)
@@ -416,6 +432,7 @@ SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
    AND NOT (d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
             AND d.objid IN (SELECT ad.oid FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = col.oid AND ad.adnum = col.attnum))
    AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT plain.oid FROM plain))
+   AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT own.oid FROM own))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid IN (SELECT keys.oid FROM keys))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k

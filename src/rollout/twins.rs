@@ -5,6 +5,7 @@
 //! and the rollback (driver.rs) run the renames in their lock window.
 
 use super::driver::{ours, Driver, StepError};
+use super::leaf_indexes::LeafIndex;
 use super::model::{Constraint, Rollout, Twin};
 use super::sql;
 use crate::context::Settings;
@@ -30,30 +31,7 @@ impl Driver {
                 &[&r.table_oid.to_string(), &attnum],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|x| sql::OldIndex {
-                oid: x.get::<_, String>(0).parse().unwrap_or(0),
-                name: x.get(1),
-                method: x.get(2),
-                unique: x.get(3),
-                nulls_not_distinct: x.get(4),
-                key_columns: usize::try_from(x.get::<_, i32>(5)).unwrap_or(0),
-                columns: x.get(6),
-                options: x.get(7),
-                reloptions: x.get(8),
-                tablespace: x.get(9),
-                constraint: x.get::<_, Option<String>>(10).zip(
-                    x.get::<_, Option<String>>(11)
-                        .as_deref()
-                        .and_then(Constraint::of),
-                ),
-                replica_identity: x.get(12),
-                clustered: x.get(13),
-                shaped: x.get(14),
-                definition: None,
-            })
-            .collect())
+        Ok(rows.iter().map(old_index).collect())
     }
 
     /// Builds a twin of each of the old column's indexes on the new column, and
@@ -62,8 +40,17 @@ impl Driver {
         &self,
         settings: &Settings,
         r: &Rollout,
-    ) -> Result<(Vec<Twin>, Vec<ForeignKey>, Vec<sql::OldIndex>), StepError> {
+    ) -> Result<
+        (
+            Vec<Twin>,
+            Vec<ForeignKey>,
+            Vec<sql::OldIndex>,
+            Vec<LeafIndex>,
+        ),
+        StepError,
+    > {
         let mut old = self.old_indexes(r).await?;
+        let leaves = self.leaf_indexes(r, &r.column).await?;
         self.shape(r, &mut old).await.map_err(|e| {
             e.into_step(&format!(
                 "an index on {} with expressions or a predicate",
@@ -91,6 +78,7 @@ impl Driver {
             .iter()
             .map(Twin::entry)
             .chain(fks.iter().map(|f| format!("f:{}:{}", f.table_oid, f.name)))
+            .chain(leaves.iter().map(LeafIndex::entry))
             .collect();
         self.client
             .execute(
@@ -108,12 +96,14 @@ impl Driver {
                 }
             }
         }
+        wanted.extend(leaves.iter().map(|l| names.new_index(l.index.oid)));
         self.drop_stale_twins(r, &wanted).await?;
         self.build_twins(settings, r, &old, &r.column, &r.new_column, |oid| {
             names.new_index(oid)
         })
         .await?;
-        Ok((twins, fks, old))
+        self.build_leaf_twins(settings, r, &leaves).await?;
+        Ok((twins, fks, old, leaves))
     }
 
     /// Drops the twins an earlier attempt built on the new column that no
@@ -339,7 +329,7 @@ impl Driver {
     }
 
     /// The number of `column` in table `table` (a partition's may differ).
-    async fn attnum_in(&self, table: u32, column: &str) -> Result<i32, StepError> {
+    pub(super) async fn attnum_in(&self, table: u32, column: &str) -> Result<i32, StepError> {
         let row = self
             .client
             .query_opt(
@@ -447,7 +437,7 @@ impl Driver {
     /// Builds `index`'s twin `twin` on `table` (a partition of the rollout's
     /// table, or the table), once: see [`Driver::build_twins`].
     #[allow(clippy::too_many_arguments)]
-    async fn build_twin(
+    pub(super) async fn build_twin(
         &self,
         settings: &Settings,
         r: &Rollout,
@@ -490,7 +480,7 @@ impl Driver {
         // not over the DROP above, which waits for every lock on the table).
         let pin = self.pin(settings, r).await?;
         let built = async {
-            self.still(r, index, from, to).await?;
+            self.still(r, index, table, from, to).await?;
             let create = sql::twin_index(
                 index,
                 twin,
@@ -574,16 +564,30 @@ impl Driver {
         }))
     }
 
-    /// Under the pin: `index` is still one of `from`'s indexes as read, and the
-    /// table runs no code pgshift did not check.
+    /// Under the pin: `index` is still one of `from`'s indexes as read (the
+    /// table's, or `table`'s own), and the table runs no code pgshift did not
+    /// check.
     async fn still(
         &self,
         r: &Rollout,
         index: &sql::OldIndex,
+        table: &Place,
         from: &str,
         to: &str,
     ) -> Result<(), StepError> {
-        let now = self.indexes_on(r, from).await?;
+        let mut now = self.indexes_on(r, from).await?;
+        if table.oid != r.table_oid {
+            // A leaf partition's own index (see `leaf_indexes`).
+            let attnum = self.attnum_in(table.oid, from).await?;
+            let rows = self
+                .client
+                .query(
+                    super::start::REBUILDABLE,
+                    &[&table.oid.to_string(), &attnum],
+                )
+                .await?;
+            now.extend(rows.iter().map(old_index));
+        }
         if !now.iter().any(|i| i.oid == index.oid) {
             return Err(ours(format!(
                 "the indexes on {} changed while pgshift read them; ask again",
@@ -827,6 +831,31 @@ SELECT ",
  WHERE k.conrelid = $1::text::oid AND k.conname = $2::text::name AND k.contype = 'f'"
 );
 
+/// One row of `REBUILDABLE`.
+pub(super) fn old_index(x: &tokio_postgres::Row) -> sql::OldIndex {
+    sql::OldIndex {
+        oid: x.get::<_, String>(0).parse().unwrap_or(0),
+        name: x.get(1),
+        method: x.get(2),
+        unique: x.get(3),
+        nulls_not_distinct: x.get(4),
+        key_columns: usize::try_from(x.get::<_, i32>(5)).unwrap_or(0),
+        columns: x.get(6),
+        options: x.get(7),
+        reloptions: x.get(8),
+        tablespace: x.get(9),
+        constraint: x.get::<_, Option<String>>(10).zip(
+            x.get::<_, Option<String>>(11)
+                .as_deref()
+                .and_then(Constraint::of),
+        ),
+        replica_identity: x.get(12),
+        clustered: x.get(13),
+        shaped: x.get(14),
+        definition: None,
+    }
+}
+
 /// A table an index twin is built on: the rollout's, or one of its partitions.
 #[derive(Debug, Clone)]
 pub(super) struct Place {
@@ -993,7 +1022,7 @@ pub(super) fn pass_name(r: &Rollout, tw: &Twin, parked: &str, taker: &str) -> [S
 
 /// The renames, in `schema`, that give index name `name` to index `taker`
 /// and park the index that holds it now as `parked`.
-fn pass_index_name(schema: &str, name: &str, parked: &str, taker: &str) -> [String; 2] {
+pub(super) fn pass_index_name(schema: &str, name: &str, parked: &str, taker: &str) -> [String; 2] {
     let index = |n: &str| crate::sql::ident::qualified(schema, n);
     [
         format!("ALTER INDEX {} RENAME TO {}", index(name), quote(parked)),
