@@ -518,11 +518,11 @@ impl Driver {
                 // would come back with its old definition).
                 let users = self.column_users(r, &r.column).await?;
                 let now = self.old_indexes(r).await?;
-                let leaves: Vec<u32> = self
-                    .leaf_indexes(&self.load().await?, &r.column)
+                let leaves: Vec<(u32, String)> = self
+                    .leaf_own(r, &r.column)
                     .await?
-                    .iter()
-                    .map(|l| l.index.oid)
+                    .into_iter()
+                    .map(|(oid, _, name)| (oid, name))
                     .collect();
                 let oids: Vec<u32> = now.iter().map(|i| i.oid).collect();
                 let mut fks = Vec::new();
@@ -1262,7 +1262,14 @@ impl Driver {
                 false => Vec::new(),
             },
             indexes: indexes.iter().map(|tw| tw.oid).collect(),
-            leaf_indexes: leaves.iter().map(|l| l.index.oid).collect(),
+            leaf_indexes: {
+                let mut own: Vec<(u32, String)> = leaves
+                    .iter()
+                    .map(|l| (l.index.oid, l.index.name.clone()))
+                    .collect();
+                own.sort();
+                own
+            },
             foreign_keys: fks
                 .iter()
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
@@ -1401,6 +1408,7 @@ impl Driver {
                     .filter(|i| !r.indexes.iter().any(|tw| tw.name == i.final_name()))
                     .map(|i| i.name),
             );
+            added.extend(self.leaf_added(r).await?);
             if !added.is_empty() {
                 return Err(ours(format!(
                     "{} gained constraints or indexes since the cutover ({}); a rollback would drop them with the new column: move or drop them, then ask again",
@@ -1938,8 +1946,8 @@ pub struct Expected {
     /// The cutover's window (a rollback's checks only `leaf_keys`).
     cutover: bool,
     indexes: Vec<u32>,
-    /// The leaf partitions' own indexes on the old column (oids).
-    leaf_indexes: Vec<u32>,
+    /// The leaf partitions' own indexes on the old column (oid, name), by oid.
+    leaf_indexes: Vec<(u32, String)>,
     foreign_keys: Vec<(u32, String, String)>,
     /// The old column's CHECK constraints and foreign keys, as read.
     checks: Vec<super::checks::Found>,

@@ -35,22 +35,59 @@ SELECT c.oid::pg_catalog.text, n.nspname::pg_catalog.text, pg_catalog.format('%I
  WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]::pg_catalog.oid[]) AND c.relkind OPERATOR(pg_catalog.=) 'r'
  ORDER BY c.oid";
 
-/// Which of $1 (index oids, text) are attached to an index of a parent.
-const ATTACHED: &str = "
-SELECT i.inhrelid::pg_catalog.text FROM pg_catalog.pg_inherits i
- WHERE i.inhrelid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]::pg_catalog.oid[])";
+/// An index's name and schema now, by oid ($1, text).
+const INDEX_NAME: &str = "
+SELECT c.relname::pg_catalog.text, n.nspname::pg_catalog.text
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+ WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.=) 'i'";
+
+/// Whether schema $1 has a relation named $2.
+const NAME_TAKEN: &str = "
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.name
+                  AND c.relname OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.name)";
 
 impl Driver {
-    /// The leaf partitions' own plain indexes on `column`, by partition.
+    /// The leaf partitions' own plain indexes on `column` (see
+    /// `start::LEAF_OWN`): (oid, partition's oid, name), by oid. One query:
+    /// the cutover's window reads it under its lock.
+    pub(super) async fn leaf_own(
+        &self,
+        r: &Rollout,
+        column: &str,
+    ) -> Result<Vec<(u32, u32, String)>, StepError> {
+        if !r.partitioned {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .client
+            .query(super::start::LEAF_OWN, &[&r.table_oid.to_string(), &column])
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|x| {
+                Some((
+                    x.get::<_, String>(0).parse().ok()?,
+                    x.get::<_, String>(1).parse().ok()?,
+                    x.get(2),
+                ))
+            })
+            .collect())
+    }
+
+    /// The leaf partitions' own plain indexes on `column`, with what it takes
+    /// to build their twins.
     pub(super) async fn leaf_indexes(
         &self,
         r: &Rollout,
         column: &str,
     ) -> Result<Vec<LeafIndex>, StepError> {
-        if !r.partitioned {
+        let own = self.leaf_own(r, column).await?;
+        if own.is_empty() {
             return Ok(Vec::new());
         }
-        let oids: Vec<String> = r.partitions.iter().map(|p| p.1.to_string()).collect();
+        let mut oids: Vec<String> = own.iter().map(|o| o.1.to_string()).collect();
+        oids.dedup();
         let leaves = self.client.query(LEAVES, &[&oids]).await?;
         let mut found = Vec::new();
         for leaf in leaves {
@@ -67,19 +104,10 @@ impl Driver {
                     &[&table.oid.to_string(), &attnum],
                 )
                 .await?;
-            let indexes: Vec<sql::OldIndex> = rows.iter().map(old_index).collect();
-            let ids: Vec<String> = indexes.iter().map(|i| i.oid.to_string()).collect();
-            let attached: Vec<u32> = self
-                .client
-                .query(ATTACHED, &[&ids])
-                .await?
-                .iter()
-                .filter_map(|x| x.get::<_, String>(0).parse().ok())
-                .collect();
             found.extend(
-                indexes
-                    .into_iter()
-                    .filter(|i| i.constraint.is_none() && !i.shaped && !attached.contains(&i.oid))
+                rows.iter()
+                    .map(old_index)
+                    .filter(|i| own.iter().any(|o| o.0 == i.oid))
                     .map(|index| LeafIndex {
                         index,
                         table: table.clone(),
@@ -133,9 +161,28 @@ impl Driver {
         (renames, marks)
     }
 
-    /// A rollback after the cutover: each old index takes its name back from
-    /// its twin (parked as it was built), with what the partition says of the
-    /// twin. A twin dropped since leaves its old index parked.
+    /// The leaf partitions' own indexes on the new column (after the
+    /// cutover, `column`) that are not the twins pgshift made: a rollback
+    /// would drop them with the column.
+    pub(super) async fn leaf_added(&self, r: &Rollout) -> Result<Vec<String>, StepError> {
+        Ok(self
+            .leaf_own(r, &r.column)
+            .await?
+            .into_iter()
+            .filter(|(_, table, name)| {
+                !r.leaf_indexes
+                    .iter()
+                    .any(|(_, t, n)| t == table && n == name)
+            })
+            .map(|(_, _, name)| name)
+            .collect())
+    }
+
+    /// A rollback after the cutover: each old index (by oid, whatever its
+    /// name now) takes its name back from its twin, which is parked as it was
+    /// built, with what the partition says of the twin; if the twin is gone,
+    /// the old index takes the name if it is free. One whose old index is
+    /// gone stays as it is (and goes with the new column).
     pub(super) async fn leaf_unswap(
         &self,
         r: &Rollout,
@@ -145,19 +192,43 @@ impl Driver {
         let mut renames = Vec::new();
         let mut marks = Vec::new();
         for (oid, table, name) in &r.leaf_indexes {
-            let Some(twin) = now
-                .iter()
-                .find(|l| l.table.oid == *table && l.index.name == *name)
+            let Some(old) = self
+                .client
+                .query_opt(INDEX_NAME, &[&oid.to_string()])
+                .await?
             else {
+                tracing::warn!(target: "pgshift::rollout", rollout = r.id, index = %name, "the old index of a partition is gone: its twin goes with the new column");
                 continue;
             };
-            renames.extend(pass_index_name(
-                &twin.table.schema,
-                name,
-                &n.new_index(*oid),
-                &n.old_index(*oid),
-            ));
-            marks.extend(twin.index.table_marks(&twin.table.qualified));
+            let (old_name, schema): (String, String) = (old.get(0), old.get(1));
+            match now
+                .iter()
+                .find(|l| l.table.oid == *table && l.index.name == *name)
+            {
+                Some(twin) => {
+                    renames.extend(pass_index_name(
+                        &schema,
+                        name,
+                        &n.new_index(*oid),
+                        &old_name,
+                    ));
+                    marks.extend(twin.index.table_marks(&twin.table.qualified));
+                }
+                None => {
+                    let taken: bool = self
+                        .client
+                        .query_one(NAME_TAKEN, &[&schema, name])
+                        .await?
+                        .get(0);
+                    if !taken && old_name != *name {
+                        renames.push(format!(
+                            "ALTER INDEX {} RENAME TO {}",
+                            crate::sql::ident::qualified(&schema, &old_name),
+                            crate::sql::ident::quote(name)
+                        ));
+                    }
+                }
+            }
         }
         Ok((renames, marks))
     }

@@ -384,6 +384,42 @@ macro_rules! rebuildable {
     };
 }
 
+/// A leaf partition's own plain indexes on the column (`col`: each table of
+/// the tree with the column's number there; $1 the partitioned table), not
+/// attached to an index of the table: the index's oid, its partition's.
+macro_rules! own_indexes {
+    () => {
+        concat!(
+            "SELECT x.indexrelid, col.oid FROM col
+      JOIN pg_catalog.pg_class tc ON tc.oid = col.oid AND tc.relkind = 'r'
+      JOIN pg_catalog.pg_index x ON x.indrelid = col.oid
+     WHERE col.oid <> $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = x.indexrelid)
+       AND ",
+            rebuildable!("col.attnum::pg_catalog.int4")
+        )
+    };
+}
+
+/// The leaf partitions' own plain indexes on column $2 (name) of partitioned
+/// table $1 (oid), see `own_indexes!`: the index's oid, its partition's oid,
+/// its name, by oid. `pg_inherits` takes no lock.
+pub const LEAF_OWN: &str = concat!(
+    "
+WITH RECURSIVE t(oid) AS (
+    SELECT $1::text::oid
+    UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent = t.oid),
+col AS (SELECT t.oid, a.attnum FROM t
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $2::text::name AND NOT a.attisdropped),
+own(oid, tab) AS (",
+    own_indexes!(),
+    ")
+SELECT own.oid::pg_catalog.text, own.tab::pg_catalog.text, c.relname::pg_catalog.text
+  FROM own JOIN pg_catalog.pg_class c ON c.oid = own.oid
+ ORDER BY own.oid"
+);
+
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
 /// default, the table's plain indexes (rebuildable, on columns only, behind
@@ -406,15 +442,8 @@ plain(oid) AS (
     rebuildable!(),
     "
     UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN plain ON i.inhparent = plain.oid),
-own(oid) AS (
-    SELECT x.indexrelid FROM col
-      JOIN pg_catalog.pg_class tc ON tc.oid = col.oid AND tc.relkind = 'r'
-      JOIN pg_catalog.pg_index x ON x.indrelid = col.oid
-     WHERE col.oid <> $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid)
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = x.indexrelid)
-       AND ",
-    rebuildable!("col.attnum::pg_catalog.int4"),
+own(oid, tab) AS (",
+    own_indexes!(),
     "),
 keys(oid) AS (
     SELECT k.oid FROM pg_catalog.pg_constraint k
@@ -706,7 +735,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's plain indexes (on columns, with no predicate and no constraint), CHECK constraints and foreign keys only, so far",
+            true => "on a partitioned table, pgshift carries over the table's and the leaf partitions' own plain indexes (on columns, with no predicate and no constraint), the table's CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(
