@@ -3,7 +3,7 @@
 -- materialized views, sequences), and nothing left behind: after a PRIMARY KEY
 -- refused for NULLs or a second PRIMARY KEY, no index remains, so a retry gets
 -- the plain t_pkey name. SET NOT NULL on non-tables and system columns too.
--- (Not here: a key column named twice, whose error pgshift gives without its position.)
+-- A key column named twice: Postgres' error, with its position, before any build.
 CREATE TABLE t (a int, b int, j json);
 INSERT INTO t SELECT g, CASE WHEN g = 40 THEN NULL ELSE g END, '{}' FROM generate_series(1, 100) g;
 CREATE VIEW v AS SELECT a, b FROM t;
@@ -11,6 +11,8 @@ CREATE MATERIALIZED VIEW mv AS SELECT a, b FROM t;
 CREATE SEQUENCE s;
 ALTER TABLE t ADD UNIQUE (nope);
 ALTER TABLE t ADD PRIMARY KEY (a, nope);
+ALTER TABLE t ADD UNIQUE (a, a);
+ALTER TABLE t ADD CONSTRAINT t_twice PRIMARY KEY (b, a, b);
 ALTER TABLE t ADD CONSTRAINT t_inc UNIQUE (a) INCLUDE (nope);
 ALTER TABLE t ADD UNIQUE (j);
 ALTER TABLE t ADD UNIQUE (ctid);

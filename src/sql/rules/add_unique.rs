@@ -51,6 +51,7 @@ pub(super) fn steps(
     if con.deferrable || con.initdeferred || con.where_clause.is_some() || columns.is_empty() {
         return None;
     }
+
     let rel = stmt.relation.as_ref()?;
     let primary = con.contype == ConstrType::ConstrPrimary as i32;
     // Unnamed: the executor picks the name Postgres would (`t_c_key`, `t_pkey`,
@@ -134,6 +135,16 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     }
     let table = one.table();
     let columns: Vec<&str> = con.keys.iter().filter_map(str_val).collect();
+    // A column named twice: Postgres refuses the constraint (42701, with its
+    // position) before it takes the table's lock or builds anything; the
+    // safe form would build the whole index first.
+    if columns
+        .iter()
+        .enumerate()
+        .any(|(i, c)| columns[..i].contains(c))
+    {
+        return None;
+    }
     let steps = steps(one.stmt, con, &columns);
     let primary = con.contype == ConstrType::ConstrPrimary as i32;
     let hint = match (&steps, primary) {
@@ -251,6 +262,16 @@ mod tests {
         );
         assert!(f.problem.contains("NULLs"));
         assert!(f.hint.contains("SET NOT NULL"));
+    }
+
+    #[test]
+    fn a_key_column_named_twice_is_left_to_postgres() {
+        for sql in [
+            "ALTER TABLE t ADD PRIMARY KEY (a, a)",
+            "ALTER TABLE t ADD CONSTRAINT k UNIQUE (a, b, a)",
+        ] {
+            assert!(review(&parse_one(sql), sql).is_none(), "{sql}");
+        }
     }
 
     #[test]
