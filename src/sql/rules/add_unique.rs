@@ -136,8 +136,9 @@ fn review(node: &NodeEnum, _sql: &str) -> Option<Finding> {
     let table = one.table();
     let columns: Vec<&str> = con.keys.iter().filter_map(str_val).collect();
     // A column named twice: Postgres refuses the constraint (42701, with its
-    // position) before it takes the table's lock or builds anything; the
-    // safe form would build the whole index first.
+    // position) once it has the table's lock, before it builds anything (the
+    // catch-all rule runs it under lock_timeout); the safe form would build
+    // the whole index first.
     if columns
         .iter()
         .enumerate()
