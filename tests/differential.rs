@@ -194,6 +194,7 @@ scripts!(differential_any_size:
     reindex_and_analyze,
     savepoints,
     set_not_null_fails,
+    set_not_null_only,
     temp_tables,
     tool_alembic,
     tool_flyway,

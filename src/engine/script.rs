@@ -123,6 +123,18 @@ where
             }
             _ => action,
         },
+        Risk::Rule if finding.rule == "set-not-null" => match (&action, seen.first()) {
+            (Action::Run { .. }, Some(Some(table)))
+                if table.partitioned
+                    && finding
+                        .rewrite
+                        .as_ref()
+                        .is_some_and(crate::sql::rules::set_not_null::only_table) =>
+            {
+                Action::AsWritten(finding)
+            }
+            _ => action,
+        },
         Risk::Rule if matches!(finding.rule, "add-foreign-key" | "add-unique") => {
             match (&action, seen.first()) {
                 // Its safe form fails on a partitioned table (PG 15): say so

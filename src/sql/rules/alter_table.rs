@@ -529,7 +529,7 @@ mod tests {
                 "ALTER TABLE ONLY \"Shop\".\"Order\" ADD COLUMN \"userId\" bigint",
                 "ALTER TABLE ONLY \"Shop\".\"Order\" ADD CONSTRAINT \"Order_userId_fkey\" FOREIGN KEY (\"userId\") REFERENCES \"Shop\".\"User\" (id) NOT VALID",
                 "ALTER TABLE ONLY \"Shop\".\"Order\" VALIDATE CONSTRAINT \"Order_userId_fkey\"",
-                "ALTER TABLE ONLY \"Shop\".\"Order\" ADD CONSTRAINT \"Order_total_not_null\" CHECK (total IS NOT NULL) NOT VALID",
+                "ALTER TABLE ONLY \"Shop\".\"Order\" ADD CONSTRAINT \"Order_total_not_null\" CHECK (total IS NOT NULL) NO INHERIT NOT VALID",
                 "ALTER TABLE ONLY \"Shop\".\"Order\" VALIDATE CONSTRAINT \"Order_total_not_null\"",
                 "ALTER TABLE ONLY \"Shop\".\"Order\" ALTER COLUMN total SET NOT NULL",
                 "ALTER TABLE ONLY \"Shop\".\"Order\" DROP CONSTRAINT \"Order_total_not_null\"",

@@ -29,7 +29,7 @@ mod lock_timeout;
 mod refresh_matview;
 mod reindex;
 mod rename;
-mod set_not_null;
+pub mod set_not_null;
 mod table_rewrite;
 mod truncate;
 

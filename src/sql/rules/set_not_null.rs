@@ -48,6 +48,10 @@ pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
             node: Some(NodeEnum::NullTest(Box::new(test))),
         })),
         skip_validation: true,
+        // ONLY: the table's own NOT NULL, not its inheritance children's
+        // (Postgres refuses an inherited CHECK added with ONLY while there are
+        // children; a partitioned table's goes as written, see `only`).
+        is_no_inherit: only(stmt),
         location: -1,
         ..Default::default()
     };
@@ -61,6 +65,21 @@ pub(super) fn steps(stmt: &AlterTableStmt, column: &str) -> Vec<Step> {
         Step::quick(alter_table::statement(stmt, set), Lock::AccessExclusive),
         Step::quick(drop_constraint(stmt, &name), Lock::AccessExclusive),
     ]
+}
+
+/// `ALTER TABLE ONLY …`: the statement leaves the table's children alone.
+fn only(stmt: &AlterTableStmt) -> bool {
+    stmt.relation.as_ref().is_some_and(|r| !r.inh)
+}
+
+/// Whether `plan` is this rule's for `ALTER TABLE ONLY` (its CHECK is NO
+/// INHERIT). On a partitioned table it would fail (Postgres refuses a NO
+/// INHERIT constraint there), and the statement as written scans nothing
+/// (the partitioned table holds no rows): it runs as written.
+pub fn only_table(plan: &Plan) -> bool {
+    plan.steps
+        .first()
+        .is_some_and(|s| s.sql.ends_with(" NO INHERIT NOT VALID"))
 }
 
 pub(super) const SUMMARY: &str =
@@ -108,6 +127,19 @@ mod tests {
     use crate::sql::plan::Placement;
 
     #[test]
+    fn only_proves_it_for_the_table_alone() {
+        let f = review_sql("ALTER TABLE ONLY par ALTER COLUMN a SET NOT NULL").unwrap();
+        let plan = f.rewrite.as_ref().unwrap();
+        assert_eq!(
+            step_sql(&f)[0],
+            "ALTER TABLE ONLY par ADD CONSTRAINT par_a_not_null CHECK (a IS NOT NULL) NO INHERIT NOT VALID"
+        );
+        assert!(only_table(plan));
+        let f = review_sql("ALTER TABLE par ALTER COLUMN a SET NOT NULL").unwrap();
+        assert!(!only_table(f.rewrite.as_ref().unwrap()));
+    }
+
+    #[test]
     fn proves_not_null_with_a_check() {
         let f = review_sql("ALTER TABLE users ALTER COLUMN email SET NOT NULL").unwrap();
         assert_eq!(
@@ -142,7 +174,7 @@ mod tests {
         assert_eq!(
             step_sql(&f),
             [
-                "ALTER TABLE IF EXISTS ONLY \"App\".\"User\" ADD CONSTRAINT \"User_Email_not_null\" CHECK (\"Email\" IS NOT NULL) NOT VALID",
+                "ALTER TABLE IF EXISTS ONLY \"App\".\"User\" ADD CONSTRAINT \"User_Email_not_null\" CHECK (\"Email\" IS NOT NULL) NO INHERIT NOT VALID",
                 "ALTER TABLE IF EXISTS ONLY \"App\".\"User\" VALIDATE CONSTRAINT \"User_Email_not_null\"",
                 "ALTER TABLE IF EXISTS ONLY \"App\".\"User\" ALTER COLUMN \"Email\" SET NOT NULL",
                 "ALTER TABLE IF EXISTS ONLY \"App\".\"User\" DROP CONSTRAINT \"User_Email_not_null\"",
