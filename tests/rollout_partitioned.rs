@@ -1220,6 +1220,42 @@ async fn a_rollback_after_the_cutover_gives_the_partitions_keys_back() {
     assert_eq!(left, 0, "twins or parked keys left behind");
 }
 
+/// Puts a foreign key by the name of a leaf's twin key on `orders_2a`, but
+/// not the twin (other actions), and asks for the cutover: it is refused
+/// after the index twins were built. Returns the key's name and the error.
+async fn hold_with_a_fake_key(admin: &Client, id: i64) -> (String, String) {
+    let key: String = admin
+        .query_one(
+            "SELECT oid::text FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_amount_fkey'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let fake = format!("pgshift_{id}_fk_{key}");
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE orders_2a ADD CONSTRAINT {fake} FOREIGN KEY (amount__pgshift_new) \
+             REFERENCES amounts (v) ON DELETE SET NULL"
+        ))
+        .await
+        .unwrap();
+    rollout::request(admin, id, Request::Cutover).await.unwrap();
+    let waited = std::time::Instant::now();
+    loop {
+        let (phase, error) = common::rollouts::phase(admin, id).await;
+        assert!(
+            ["verified", "verifying"].contains(&phase.as_str()),
+            "{phase} {error:?}"
+        );
+        if let Some(e) = error.filter(|e| e.contains("did not make")) {
+            return (fake, e);
+        }
+        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A constraint by the name of a leaf's twin, made by someone else with other
 /// actions: the cutover does not take it for the twin (the table's key added
 /// over it would check the partition in the window, as the owner).
@@ -1231,37 +1267,7 @@ async fn a_leaf_key_by_the_twins_name_but_not_the_twin_holds_the_cutover() {
     let url = proxy.conn_str(&db, "postgres");
     let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
     wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    let key: String = admin
-        .query_one(
-            "SELECT oid::text FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_amount_fkey'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE orders_2a ADD CONSTRAINT pgshift_{id}_fk_{key} FOREIGN KEY (amount__pgshift_new) \
-             REFERENCES amounts (v) ON DELETE SET NULL"
-        ))
-        .await
-        .unwrap();
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    let waited = std::time::Instant::now();
-    let error = loop {
-        let (phase, error) = common::rollouts::phase(&admin, id).await;
-        assert!(
-            ["verified", "verifying"].contains(&phase.as_str()),
-            "{phase} {error:?}"
-        );
-        if let Some(e) = error.filter(|e| e.contains("did not make")) {
-            break e;
-        }
-        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (_, error) = hold_with_a_fake_key(&admin, id).await;
     assert!(error.contains("orders_2a"), "{error}");
 }
 
@@ -1280,34 +1286,7 @@ async fn a_partition_reindexed_between_two_cutover_attempts_keeps_its_twins() {
     let url = proxy.conn_str(&db, "postgres");
     let id = start(&url, "ALTER TABLE orders ALTER COLUMN amount TYPE bigint").await;
     wait_phase(&admin, id, "verified", Duration::from_secs(90)).await;
-    let key: String = admin
-        .query_one(
-            "SELECT oid::text FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_amount_fkey'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let fake = format!("pgshift_{id}_fk_{key}");
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE orders_2a ADD CONSTRAINT {fake} FOREIGN KEY (amount__pgshift_new) \
-             REFERENCES amounts (v) ON DELETE SET NULL"
-        ))
-        .await
-        .unwrap();
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    let waited = std::time::Instant::now();
-    while !common::rollouts::phase(&admin, id)
-        .await
-        .1
-        .is_some_and(|e| e.contains("did not make"))
-    {
-        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (fake, _) = hold_with_a_fake_key(&admin, id).await;
     let built: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \

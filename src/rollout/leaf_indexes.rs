@@ -9,7 +9,7 @@
 use super::driver::{Driver, StepError};
 use super::model::Rollout;
 use super::sql;
-use super::twins::{old_index, pass_index_name, Place};
+use super::twins::{pass_index_name, Place};
 use crate::context::Settings;
 
 /// A leaf partition's own index, and its partition.
@@ -96,17 +96,10 @@ impl Driver {
                 schema: leaf.get(1),
                 qualified: leaf.get(2),
             };
-            let attnum = self.attnum_in(table.oid, column).await?;
-            let rows = self
-                .client
-                .query(
-                    super::start::REBUILDABLE,
-                    &[&table.oid.to_string(), &attnum],
-                )
-                .await?;
             found.extend(
-                rows.iter()
-                    .map(old_index)
+                self.rebuildable_in(table.oid, column)
+                    .await?
+                    .into_iter()
                     .filter(|i| own.iter().any(|o| o.0 == i.oid))
                     .map(|index| LeafIndex {
                         index,

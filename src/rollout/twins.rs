@@ -328,6 +328,21 @@ impl Driver {
             .collect())
     }
 
+    /// The indexes on `column` of table `table` (a partition, say) that
+    /// pgshift can build again (see `REBUILDABLE`).
+    pub(super) async fn rebuildable_in(
+        &self,
+        table: u32,
+        column: &str,
+    ) -> Result<Vec<sql::OldIndex>, StepError> {
+        let attnum = self.attnum_in(table, column).await?;
+        let rows = self
+            .client
+            .query(super::start::REBUILDABLE, &[&table.to_string(), &attnum])
+            .await?;
+        Ok(rows.iter().map(old_index).collect())
+    }
+
     /// The number of `column` in table `table` (a partition's may differ).
     pub(super) async fn attnum_in(&self, table: u32, column: &str) -> Result<i32, StepError> {
         let row = self
@@ -578,15 +593,7 @@ impl Driver {
         let mut now = self.indexes_on(r, from).await?;
         if table.oid != r.table_oid {
             // A leaf partition's own index (see `leaf_indexes`).
-            let attnum = self.attnum_in(table.oid, from).await?;
-            let rows = self
-                .client
-                .query(
-                    super::start::REBUILDABLE,
-                    &[&table.oid.to_string(), &attnum],
-                )
-                .await?;
-            now.extend(rows.iter().map(old_index));
+            now.extend(self.rebuildable_in(table.oid, from).await?);
         }
         if !now.iter().any(|i| i.oid == index.oid) {
             return Err(ours(format!(
