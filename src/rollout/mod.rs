@@ -28,6 +28,21 @@ macro_rules! key_is_built_in {
     };
 }
 
+/// SQL: index `x` uses its columns' default, built-in operator classes and
+/// the columns' own collations: what `CREATE INDEX … (columns)` gives. Shared
+/// by what pgshift builds again (`start::rebuildable!`) and the look at a twin
+/// found under its name (`twins`).
+macro_rules! default_classes {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid)
+                     JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid
+                    WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384)
+   AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum
+                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)"
+    };
+}
+
 mod attached;
 pub(crate) mod checks;
 pub mod driver;

@@ -383,18 +383,34 @@ impl OldIndex {
     /// What the table says of this index besides the index itself (its replica
     /// identity, the index it is clustered on), for the twin that takes its name.
     pub fn table_marks(&self, table: &str) -> Vec<String> {
-        let name = quote(self.final_name());
-        let mut marks = Vec::new();
-        if self.replica_identity {
-            marks.push(format!(
-                "ALTER TABLE ONLY {table} REPLICA IDENTITY USING INDEX {name}"
-            ));
-        }
-        if self.clustered {
-            marks.push(format!("ALTER TABLE ONLY {table} CLUSTER ON {name}"));
-        }
-        marks
+        index_marks(
+            table,
+            self.final_name(),
+            self.replica_identity,
+            self.clustered,
+        )
     }
+}
+
+/// `table`'s REPLICA IDENTITY USING INDEX and CLUSTER ON, given to the index
+/// named `name` (whichever holds that name when they run).
+pub fn index_marks(
+    table: &str,
+    name: &str,
+    replica_identity: bool,
+    clustered: bool,
+) -> Vec<String> {
+    let name = quote(name);
+    let mut marks = Vec::new();
+    if replica_identity {
+        marks.push(format!(
+            "ALTER TABLE ONLY {table} REPLICA IDENTITY USING INDEX {name}"
+        ));
+    }
+    if clustered {
+        marks.push(format!("ALTER TABLE ONLY {table} CLUSTER ON {name}"));
+    }
+    marks
 }
 
 /// How a twin index is made.

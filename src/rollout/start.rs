@@ -375,12 +375,7 @@ macro_rules! rebuildable {
                      JOIN pg_catalog.pg_attribute ia ON ia.attrelid = x.indrelid AND ia.attnum = ik.attnum
                      JOIN pg_catalog.pg_type it ON it.oid = ia.atttypid
                     WHERE it.oid OPERATOR(pg_catalog.>=) 16384 AND it.typtype OPERATOR(pg_catalog.<>) 'e')
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid)
-                     JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid
-                    WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384)
-   AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll)
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum
-                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation)")
+   AND ", default_classes!())
     };
 }
 

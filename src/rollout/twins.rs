@@ -534,7 +534,7 @@ impl Driver {
         let found = self
             .client
             .query_opt(
-                "SELECT x.indisvalid, x.indrelid OPERATOR(pg_catalog.=) $3::text::oid \
+                concat!("SELECT x.indisvalid, x.indrelid OPERATOR(pg_catalog.=) $3::text::oid \
                    AND $4::pg_catalog.int4 OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[]), \
                         x.indisunique OPERATOR(pg_catalog.=) $5::bool AND x.indpred IS NULL AND x.indexprs IS NULL \
                    AND x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.=) $6::int4 \
@@ -546,16 +546,10 @@ impl Driver {
                    AND (SELECT m.amname::pg_catalog.text FROM pg_catalog.pg_am m WHERE m.oid = c.relam) OPERATOR(pg_catalog.=) $9::text \
                    AND x.indnullsnotdistinct OPERATOR(pg_catalog.=) $10::bool \
                    AND COALESCE(c.reloptions, '{}')::pg_catalog.text[] OPERATOR(pg_catalog.=) $11::text[] \
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.indclass::pg_catalog.oid[]) AS o(oid) \
-                                     JOIN pg_catalog.pg_opclass oc ON oc.oid = o.oid \
-                                    WHERE NOT oc.opcdefault OR oc.oid OPERATOR(pg_catalog.>=) 16384) \
-                   AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), \
-                                                            pg_catalog.unnest(x.indcollation::pg_catalog.oid[])) AS kc(attnum, coll) \
-                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = kc.attnum \
-                                    WHERE kc.coll OPERATOR(pg_catalog.<>) 0 AND kc.coll OPERATOR(pg_catalog.<>) a.attcollation) \
+                   AND ", default_classes!(), "
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
                  WHERE c.relname = $1::text::name \
-                   AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
+                   AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)"),
                 &[
                     &twin,
                     &table.schema,
@@ -591,9 +585,10 @@ impl Driver {
         to: &str,
     ) -> Result<(), StepError> {
         let mut now = self.indexes_on(r, from).await?;
-        if table.oid != r.table_oid {
-            // A leaf partition's own index (see `leaf_indexes`).
-            now.extend(self.rebuildable_in(table.oid, from).await?);
+        if table.oid != r.table_oid && !now.iter().any(|i| i.oid == index.oid) {
+            // A leaf partition's own index (see `leaf_indexes`); a partition's
+            // twin of the table's index was found above.
+            now = self.rebuildable_in(table.oid, from).await?;
         }
         if !now.iter().any(|i| i.oid == index.oid) {
             return Err(ours(format!(
@@ -890,21 +885,12 @@ impl IndexPart {
     /// What the partition says of this index, for the index that takes its
     /// name (after the window's NOT NULL moves: a replica identity needs it).
     fn table_marks(&self) -> Vec<String> {
-        let t = &self.table.qualified;
-        let mut marks = Vec::new();
-        if self.replica_identity {
-            marks.push(format!(
-                "ALTER TABLE ONLY {t} REPLICA IDENTITY USING INDEX {}",
-                quote(&self.name)
-            ));
-        }
-        if self.clustered {
-            marks.push(format!(
-                "ALTER TABLE ONLY {t} CLUSTER ON {}",
-                quote(&self.name)
-            ));
-        }
-        marks
+        sql::index_marks(
+            &self.table.qualified,
+            &self.name,
+            self.replica_identity,
+            self.clustered,
+        )
     }
 }
 
