@@ -573,3 +573,130 @@ async fn statistics_added_during_the_backfill_stop_it() {
         "the trap ran as the service role"
     );
 }
+
+/// A partition left half detached (a `DETACH … CONCURRENTLY` cancelled while a
+/// reader held the table) is out of the table for every query and out of
+/// `pg_partition_tree`, by which pgshift looks at the code an UPDATE would
+/// run; its `pg_inherits` row, rewritten, reads as a new attachment. The
+/// cutover waits for the detach to be finished, and nothing of the owner's
+/// runs as the service role meanwhile: before, the check of the "new"
+/// partition planned a query on it, and planning folded an index's call of
+/// the owner's immutable function.
+#[tokio::test]
+async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
+    let db = fresh_db("rollout_detaching");
+    let attacker = format!("{db}_mallory");
+    let admin = connect(&direct(&db)).await;
+    role(&admin, &attacker, "").await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {attacker}"))
+        .await
+        .unwrap();
+    let as_mallory = direct(&db).replace("user=postgres", &format!("user={attacker}"));
+    let mallory = connect(&as_mallory).await;
+    mallory
+        .batch_execute(
+            "CREATE TABLE app.parts (id int PRIMARY KEY, amount int) PARTITION BY RANGE (id);
+             CREATE TABLE app.p1 PARTITION OF app.parts FOR VALUES FROM (0) TO (10001);
+             CREATE TABLE app.p2 PARTITION OF app.parts FOR VALUES FROM (10001) TO (20001);
+             INSERT INTO app.parts SELECT g, g FROM generate_series(1, 20000) g;
+             CREATE SEQUENCE app.probe;",
+        )
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    common::rollouts::wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    // The reader is the owner: its planning runs the function below as them.
+    let reader = connect(&as_mallory).await;
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM app.parts")
+        .await
+        .unwrap();
+    mallory
+        .batch_execute("SET statement_timeout = '1s'")
+        .await
+        .unwrap();
+    let cancelled = mallory
+        .batch_execute("ALTER TABLE app.parts DETACH PARTITION app.p2 CONCURRENTLY")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&cancelled).as_deref(),
+        Some("57014"),
+        "{cancelled}"
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+    mallory
+        .batch_execute(&format!(
+            "RESET statement_timeout;
+             CREATE FUNCTION app.leak(a int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+             BEGIN
+               IF current_user <> '{attacker}' THEN PERFORM pg_catalog.setval('app.probe', 666); END IF;
+               RETURN a;
+             END $f$;
+             CREATE INDEX p2_leak ON app.p2 ((amount + app.leak(1)));"
+        ))
+        .await
+        .unwrap();
+    let pending: bool = admin
+        .query_one(
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'app.p2'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(pending, "the detach was not left half done");
+    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let error = loop {
+        let (p, error) = phase(&admin, id).await;
+        assert_eq!(p, "verified", "{error:?}");
+        if let Some(e) = error.filter(|e| e.contains("FINALIZE")) {
+            break e;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(30), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        error.contains("ALTER TABLE app.parts DETACH PARTITION app.p2 FINALIZE"),
+        "{error}"
+    );
+    let leaked = "SELECT last_value FROM app.probe";
+    let value: i64 = admin.query_one(leaked, &[]).await.unwrap().get(0);
+    assert_ne!(value, 666, "the owner's function ran as the service role");
+    mallory
+        .batch_execute("ALTER TABLE app.parts DETACH PARTITION app.p2 FINALIZE")
+        .await
+        .unwrap();
+    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
+        .await
+        .unwrap();
+    common::rollouts::wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let value: i64 = admin.query_one(leaked, &[]).await.unwrap().get(0);
+    assert_ne!(value, 666, "the owner's function ran as the service role");
+    let types: Vec<String> = admin
+        .query(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid IN ('app.parts'::regclass, 'app.p1'::regclass) AND attname = 'amount'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["bigint", "bigint"]);
+}

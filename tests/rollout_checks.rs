@@ -7,6 +7,7 @@
 mod common;
 
 use common::rollouts::{column_type, mismatches, setup, start, wait_phase, writer_with};
+use common::scenario::direct;
 use common::{connect, fresh_db, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -778,10 +779,51 @@ async fn a_table_reindexed_between_two_cutover_attempts_keeps_no_stale_twin() {
     ] {
         admin.batch_execute(&step).await.unwrap();
     }
+    // A reader holds the table while the stale twin is dropped, longer than
+    // the service session's lock_timeout (2 s): the drop waits it out (it
+    // queues nobody) rather than failing and costing a verify pass.
+    let reader = connect(&direct(&db)).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM orders")
+        .await
+        .unwrap();
     rollout::request(&admin, id, Request::Cutover)
         .await
         .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let waited = std::time::Instant::now();
+    loop {
+        let dropping: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DROP INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if dropping > 0 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no drop of the stale twin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    reader.batch_execute("COMMIT").await.unwrap();
+    let waited = std::time::Instant::now();
+    loop {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
+        assert!(
+            !error.as_deref().is_some_and(|e| e.contains("timeout")),
+            "the drop gave up: {error:?}"
+        );
+        if phase == "cut_over" {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "phase {phase}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     rollout::request(&admin, id, Request::Finish).await.unwrap();
     wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
     assert_eq!(index_defs(&admin).await, before);

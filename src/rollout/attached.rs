@@ -17,6 +17,21 @@ pub(super) type Attached = (String, (u32, u32));
 /// gets the full pass.
 const CHECK_TIMEOUT: &str = "10s";
 
+/// The partitions of table $1 (oid, text) left half detached, as (partition,
+/// parent): a `DETACH PARTITION … CONCURRENTLY` that was cancelled or failed
+/// after its first transaction. Such a partition is out of the table for
+/// every query and every `ALTER TABLE` that recurses (the renames and drops of
+/// a cutover, finish or rollback would skip it), and `pg_partition_tree`, by
+/// which pgshift looks at the code an UPDATE would run, leaves it out: its
+/// `pg_inherits` row, rewritten, also reads as a new attachment. `pg_inherits`
+/// takes no lock.
+const DETACHING: &str = "
+WITH RECURSIVE tree(oid, parent, pending) AS (
+    SELECT i.inhrelid, i.inhparent, i.inhdetachpending FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid
+    UNION SELECT i.inhrelid, i.inhparent, i.inhdetachpending FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+SELECT tree.oid::pg_catalog.regclass::text, tree.parent::pg_catalog.regclass::text FROM tree WHERE tree.pending
+ ORDER BY 1 LIMIT 1";
+
 /// The partitions of the rollout's table whose attachment is not among
 /// `verified` (the attachments a verify pass saw from its start). A partition
 /// detached, written and attached again has a new attachment.
@@ -30,11 +45,38 @@ pub(super) fn attached_since(r: &Rollout, verified: &[(u32, u32)]) -> Vec<Attach
 }
 
 impl Driver {
+    /// Refuses to go on while a partition of the table is half detached (see
+    /// [`DETACHING`]): a cutover, finish or rollback would leave it with the
+    /// column as it was, and its rows and code were never looked at. Before
+    /// every window of a partitioned table, and under its lock (a `DETACH …
+    /// CONCURRENTLY` needs a lock on the table that conflicts with it).
+    pub(super) async fn refuse_detaching(&self, r: &Rollout) -> Result<(), StepError> {
+        if !r.partitioned {
+            return Ok(());
+        }
+        let found = self
+            .client
+            .query_opt(DETACHING, &[&r.table_oid.to_string()])
+            .await?;
+        match found {
+            Some(row) => {
+                let (partition, parent): (String, String) = (row.get(0), row.get(1));
+                Err(ours(format!(
+                    "partition {partition} of {} is being detached (a DETACH PARTITION … CONCURRENTLY did not finish); \
+                     finish it with ALTER TABLE {parent} DETACH PARTITION {partition} FINALIZE, then ask again",
+                    r.qualified()
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// True when no row of the `attached` partitions (their own partitions
     /// included) has a new value other than the transform's. Under the lock
     /// and the checks a batch runs under: nothing a user wrote runs here.
     /// False when a row differs, when a partition's attachment changed
-    /// meanwhile, or when a check fails or runs out of time.
+    /// meanwhile, or when a check fails, waits too long for its lock or runs
+    /// out of time: a full pass, which takes its locks batch by batch.
     pub(super) async fn attached_match(
         &self,
         r: &Rollout,
@@ -52,7 +94,7 @@ impl Driver {
         let result = self.attached_rows_match(r, attached).await;
         let _ = self.client.batch_execute("ROLLBACK").await;
         match result {
-            Err(e) if !e.broken && !e.retry => {
+            Err(e) if !e.broken => {
                 tracing::info!(target: "pgshift::rollout", rollout = r.id, reason = %e, "attached partitions not checked on their own");
                 Ok(false)
             }
@@ -72,7 +114,9 @@ impl Driver {
         if !self.names_table(r).await? {
             return Err(ours(format!("{} was renamed meanwhile", r.qualified())));
         }
-        // Under the lock, the partitions stay as they are now.
+        // Under the lock, the partitions stay as they are now. One half
+        // detached since the driver looked (see `refuse_detaching`) has a new
+        // attachment: not checked here.
         let now = self.load().await?;
         for (name, attachment) in attached {
             if !now.attachments.contains(attachment) {

@@ -501,6 +501,7 @@ impl Driver {
                     broken: false,
                 });
             }
+            self.refuse_detaching(r).await?;
             if let Some(expected) = expect {
                 for (key, definition) in &expected.leaf_keys {
                     if let Some(leaf) = self.leaves_keyed(r, key, definition).await? {
@@ -618,6 +619,8 @@ impl Driver {
             b => b.min(ddl.lock_timeout_ms),
         };
         let deadline = Instant::now() + Duration::from_millis(ddl.retry_deadline_ms);
+        // Before any lock is asked for (and again under it).
+        self.refuse_detaching(r).await?;
         // A window that renames or drops the new column (the cutover, a
         // rollback before it) waits for sessions' turns that use statements
         // pgshift rewrote to name it, for half the retry deadline at most:
@@ -2174,6 +2177,7 @@ pub async fn run(
                 Phase::Verified => {
                     let auto = conf.cutover == When::Auto && !auto_stopped;
                     if auto || r.request == Some(Request::Cutover) {
+                        d.refuse_detaching(&r).await?;
                         let mut partitions = match verified.take() {
                             Some(v) => v,
                             None => return d.verify_again(&mut passes).await,

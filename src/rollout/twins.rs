@@ -97,7 +97,7 @@ impl Driver {
             }
         }
         wanted.extend(leaves.iter().map(|l| names.new_index(l.index.oid)));
-        self.drop_stale_twins(r, &wanted).await?;
+        self.drop_stale_twins(settings, r, &wanted).await?;
         self.build_twins(settings, r, &old, &r.column, &r.new_column, |oid| {
             names.new_index(oid)
         })
@@ -109,7 +109,12 @@ impl Driver {
     /// Drops the twins an earlier attempt built on the new column that no
     /// old index wants now: its index was dropped since, or got a new oid
     /// (`REINDEX … CONCURRENTLY`). Left, they would stay on the column.
-    async fn drop_stale_twins(&self, r: &Rollout, wanted: &[String]) -> Result<(), StepError> {
+    async fn drop_stale_twins(
+        &self,
+        settings: &Settings,
+        r: &Rollout,
+        wanted: &[String],
+    ) -> Result<(), StepError> {
         let prefix = r.names().new_index_prefix();
         let stale = self
             .client
@@ -121,9 +126,8 @@ impl Driver {
         for row in stale {
             let qualified: String = row.get(0);
             tracing::info!(target: "pgshift::rollout", rollout = r.id, index = %qualified, "dropping a twin no index wants any more");
-            self.client
-                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
-                .await?;
+            let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+            self.concurrently(settings, &drop).await?;
         }
         Ok(())
     }
@@ -477,9 +481,8 @@ impl Driver {
         match state {
             Some((true, true)) => return Ok(()),
             Some((false, true)) => {
-                self.client
-                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
-                    .await?;
+                let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+                self.concurrently(settings, &drop).await?;
             }
             Some((_, false)) => {
                 return Err(ours(format!(
@@ -596,6 +599,9 @@ impl Driver {
                 quote(from)
             )));
         }
+        // A partition half detached since the cutover began is left out
+        // of what `check_locked` looks at.
+        self.refuse_detaching(r).await?;
         let n = r.names();
         self.check_locked(r, &n.trigger, &format!("{}()", n.function), to)
             .await
@@ -612,22 +618,37 @@ impl Driver {
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "building the twin of {}: {create}", quote(&index.name));
         // A shaped twin's definition ends with its predicate: its tablespace
         // is given as the session's default.
-        let space = match (&index.definition, &index.tablespace) {
-            (Some(_), Some(space)) => format!("; SET default_tablespace = {}", quote(space)),
-            _ => String::new(),
-        };
+        // (`concurrently` resets it.)
+        if let (Some(_), Some(space)) = (&index.definition, &index.tablespace) {
+            let set = format!("SET default_tablespace = {}", quote(space));
+            self.client.batch_execute(&set).await?;
+        }
+        self.concurrently(settings, create).await
+    }
+
+    /// `statement` (a `CREATE` or `DROP INDEX CONCURRENTLY`, which waits for
+    /// every transaction that holds the table, and takes no lock that queues
+    /// the application) with no lock timeout, for at most the long-step
+    /// timeout. The service session's short timeouts would fail it whenever
+    /// a reader holds the table a little while, and the retry costs a whole
+    /// verify pass.
+    pub(super) async fn concurrently(
+        &self,
+        settings: &Settings,
+        statement: &str,
+    ) -> Result<(), StepError> {
         self.client
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = 0{space}",
+                "SET statement_timeout = {}; SET lock_timeout = 0",
                 literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
             ))
             .await?;
-        let built = self.client.batch_execute(create).await;
+        let done = self.client.batch_execute(statement).await;
         let _ = self
             .client
             .batch_execute("RESET statement_timeout; RESET lock_timeout; RESET default_tablespace")
             .await;
-        built?;
+        done?;
         Ok(())
     }
 
