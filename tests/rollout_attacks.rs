@@ -681,10 +681,17 @@ async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
         .batch_execute("ALTER TABLE app.parts DETACH PARTITION app.p2 FINALIZE")
         .await
         .unwrap();
-    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
-        .await
-        .unwrap();
-    common::rollouts::wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    // The request stands: the cutover goes on by itself, on what was verified.
+    let waited = std::time::Instant::now();
+    loop {
+        let (p, error) = phase(&admin, id).await;
+        if p == "cut_over" {
+            break;
+        }
+        assert_eq!(p, "verified", "{error:?}");
+        assert!(waited.elapsed() < Duration::from_secs(60), "{error:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let value: i64 = admin.query_one(leaked, &[]).await.unwrap().get(0);
     assert_ne!(value, 666, "the owner's function ran as the service role");
     let types: Vec<String> = admin
@@ -699,4 +706,132 @@ async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(types, ["bigint", "bigint"]);
+}
+
+/// The owner's sessions, one by one.
+async fn sessions(url: &str, n: usize) -> Vec<Client> {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(connect(url).await);
+    }
+    all
+}
+
+/// Waits until a backend whose query contains `text` waits for a lock.
+async fn waiting(admin: &Client, text: &str) {
+    let waited = std::time::Instant::now();
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                &[&text],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "nothing waits: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A partition attached under a partitioned partition after the verify is
+/// checked on its own, under the table's lock. The owner lines a `DETACH …
+/// CONCURRENTLY` of the partitioned partition up in the lock queue ahead of
+/// that check: the detach marks it half detached before the check gets the
+/// lock. The new partition keeps its own attachment, but is out of what the
+/// check looked at: it must not be planned (its index calls the owner's
+/// immutable function).
+#[tokio::test]
+async fn a_partition_under_one_detached_ahead_of_its_check_runs_nothing() {
+    let db = fresh_db("rollout_detach_under");
+    let attacker = format!("{db}_mallory");
+    let admin = connect(&direct(&db)).await;
+    role(&admin, &attacker, "").await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {attacker}"))
+        .await
+        .unwrap();
+    let as_mallory = direct(&db).replace("user=postgres", &format!("user={attacker}"));
+    let mut owner = sessions(&as_mallory, 3).await;
+    let (mallory, holder, detacher) = (owner.remove(0), owner.remove(0), owner.remove(0));
+    mallory
+        .batch_execute(
+            "CREATE TABLE app.parts (id int PRIMARY KEY, amount int) PARTITION BY RANGE (id);
+             CREATE TABLE app.p1 PARTITION OF app.parts FOR VALUES FROM (0) TO (10001);
+             CREATE TABLE app.q PARTITION OF app.parts FOR VALUES FROM (10001) TO (30001) PARTITION BY RANGE (id);
+             CREATE TABLE app.q1 PARTITION OF app.q FOR VALUES FROM (10001) TO (20001);
+             INSERT INTO app.parts SELECT g, g FROM generate_series(1, 20000) g;
+             CREATE SEQUENCE app.probe;",
+        )
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 5_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let id = start(
+        &proxy.conn_str(&db, &attacker),
+        "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    common::rollouts::wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    mallory
+        .batch_execute(&format!(
+            "CREATE FUNCTION app.leak(a int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+             BEGIN
+               IF current_user <> '{attacker}' THEN PERFORM pg_catalog.setval('app.probe', 666); END IF;
+               RETURN a;
+             END $f$;
+             CREATE TABLE app.r (LIKE app.parts);
+             INSERT INTO app.r SELECT g, g, g FROM generate_series(20001, 20100) g;
+             CREATE INDEX r_leak ON app.r ((amount + app.leak(1)));
+             ALTER TABLE app.q ATTACH PARTITION app.r FOR VALUES FROM (20001) TO (30001);"
+        ))
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE app.parts IN SHARE MODE")
+        .await
+        .unwrap();
+    let detach = tokio::spawn(async move {
+        detacher
+            .batch_execute("ALTER TABLE app.parts DETACH PARTITION app.q CONCURRENTLY")
+            .await
+    });
+    waiting(&admin, "DETACH PARTITION app.q CONCURRENTLY").await;
+    pgshift::rollout::request(&admin, id, pgshift::rollout::Request::Cutover)
+        .await
+        .unwrap();
+    // The check's lock queues behind the detach; then the way is cleared.
+    waiting(&admin, "IN SHARE UPDATE EXCLUSIVE MODE").await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), detach)
+        .await
+        .expect("the detach did not end")
+        .unwrap()
+        .unwrap();
+    common::rollouts::wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let value: i64 = admin
+        .query_one("SELECT last_value FROM app.probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(value, 666, "the owner's function ran as the service role");
+    let attached: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'app.parts'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attached, 1, "q was not detached");
 }

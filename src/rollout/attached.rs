@@ -30,7 +30,13 @@ WITH RECURSIVE tree(oid, parent, pending) AS (
     SELECT i.inhrelid, i.inhparent, i.inhdetachpending FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::text::oid
     UNION SELECT i.inhrelid, i.inhparent, i.inhdetachpending FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
 SELECT tree.oid::pg_catalog.regclass::text, tree.parent::pg_catalog.regclass::text FROM tree WHERE tree.pending
- ORDER BY 1 LIMIT 1";
+ ORDER BY 1";
+
+/// The partitions, at every level, that a query of table $1 (oid, text)
+/// reaches: what `FOREIGN_CODE` looked at (a partition under a half-detached
+/// one keeps its own attachment, and is out of both).
+const IN_TREE: &str = "
+SELECT p.relid::pg_catalog.oid::pg_catalog.text FROM pg_catalog.pg_partition_tree($1::pg_catalog.text::pg_catalog.oid::pg_catalog.regclass) p";
 
 /// The partitions of the rollout's table whose attachment is not among
 /// `verified` (the attachments a verify pass saw from its start). A partition
@@ -45,30 +51,42 @@ pub(super) fn attached_since(r: &Rollout, verified: &[(u32, u32)]) -> Vec<Attach
 }
 
 impl Driver {
-    /// Refuses to go on while a partition of the table is half detached (see
+    /// Waits while a partition of the table is half detached (see
     /// [`DETACHING`]): a cutover, finish or rollback would leave it with the
-    /// column as it was, and its rows and code were never looked at. Before
-    /// every window of a partitioned table, and under its lock (a `DETACH …
-    /// CONCURRENTLY` needs a lock on the table that conflicts with it).
+    /// column as it was, and its rows and code were never looked at. A retry
+    /// error (the driver tries again a few seconds later, keeping what it
+    /// verified): a `DETACH … CONCURRENTLY` still waiting for readers ends on
+    /// its own. Before every window that changes the phase, and under its
+    /// lock (a `DETACH … CONCURRENTLY` needs a lock on the table that
+    /// conflicts with it).
     pub(super) async fn refuse_detaching(&self, r: &Rollout) -> Result<(), StepError> {
         if !r.partitioned {
             return Ok(());
         }
         let found = self
             .client
-            .query_opt(DETACHING, &[&r.table_oid.to_string()])
+            .query(DETACHING, &[&r.table_oid.to_string()])
             .await?;
-        match found {
-            Some(row) => {
-                let (partition, parent): (String, String) = (row.get(0), row.get(1));
-                Err(ours(format!(
-                    "partition {partition} of {} is being detached (a DETACH PARTITION … CONCURRENTLY did not finish); \
-                     finish it with ALTER TABLE {parent} DETACH PARTITION {partition} FINALIZE, then ask again",
-                    r.qualified()
-                )))
-            }
-            None => Ok(()),
+        if found.is_empty() {
+            return Ok(());
         }
+        let finalize: Vec<String> = found
+            .iter()
+            .map(|row| {
+                let (partition, parent): (String, String) = (row.get(0), row.get(1));
+                format!("ALTER TABLE {parent} DETACH PARTITION {partition} FINALIZE")
+            })
+            .collect();
+        Err(StepError {
+            reason: format!(
+                "a partition of {} is being detached (a DETACH PARTITION … CONCURRENTLY is waiting or did not finish); \
+                 pgshift goes on once it is done: finish it with {}",
+                r.qualified(),
+                finalize.join("; ")
+            ),
+            retry: true,
+            broken: false,
+        })
     }
 
     /// True when no row of the `attached` partitions (their own partitions
@@ -114,12 +132,20 @@ impl Driver {
         if !self.names_table(r).await? {
             return Err(ours(format!("{} was renamed meanwhile", r.qualified())));
         }
-        // Under the lock, the partitions stay as they are now. One half
-        // detached since the driver looked (see `refuse_detaching`) has a new
-        // attachment: not checked here.
+        // Under the lock, the partitions stay as they are now. None may be
+        // half detached (since the driver looked): a partition under one
+        // keeps its attachment, but is out of what `check_locked` looked at.
+        self.refuse_detaching(r).await?;
         let now = self.load().await?;
+        let tree: Vec<String> = self
+            .client
+            .query(IN_TREE, &[&r.table_oid.to_string()])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         for (name, attachment) in attached {
-            if !now.attachments.contains(attachment) {
+            if !now.attachments.contains(attachment) || !tree.contains(&attachment.0.to_string()) {
                 tracing::info!(target: "pgshift::rollout", rollout = r.id, partition = %name, "partition detached or attached again during its check");
                 return Ok(false);
             }

@@ -501,7 +501,9 @@ impl Driver {
                     broken: false,
                 });
             }
-            self.refuse_detaching(r).await?;
+            if changes_phase(done) {
+                self.refuse_detaching(r).await?;
+            }
             if let Some(expected) = expect {
                 for (key, definition) in &expected.leaf_keys {
                     if let Some(leaf) = self.leaves_keyed(r, key, definition).await? {
@@ -619,8 +621,6 @@ impl Driver {
             b => b.min(ddl.lock_timeout_ms),
         };
         let deadline = Instant::now() + Duration::from_millis(ddl.retry_deadline_ms);
-        // Before any lock is asked for (and again under it).
-        self.refuse_detaching(r).await?;
         // A window that renames or drops the new column (the cutover, a
         // rollback before it) waits for sessions' turns that use statements
         // pgshift rewrote to name it, for half the retry deadline at most:
@@ -643,7 +643,13 @@ impl Driver {
         let mut unsettled: Option<u64> = None;
         let waiting =
             crate::engine::waits::Waiting::new("rollout", &r.qualified(), "ACCESS EXCLUSIVE");
+        let phase_change = changes_phase(done);
         loop {
+            // A window that changes the phase: not while a partition is half
+            // detached (checked again under the lock), nor any attempt at it.
+            if phase_change {
+                self.refuse_detaching(r).await?;
+            }
             // Like the engine's steps: no attempt while a transaction that has
             // been open longer than the stall budget holds a lock on the table
             // (the attempt would queue behind it, and every query behind that).
@@ -677,7 +683,6 @@ impl Driver {
             // table returns (cutover, rollback, finish): sessions about to use a
             // statement that reads it wait for this attempt to end, then renew it;
             // other proxies' too.
-            let phase_change = done.starts_with("UPDATE pgshift.rollouts SET phase");
             // Other proxies hold their sessions too (see `watch`); a fill's
             // column is the application's own.
             let announced = match &self.hold {
@@ -1124,8 +1129,16 @@ impl Driver {
         // partitions' twins are built); the partitions' take the old names.
         let mut part_renames = Vec::new();
         let mut part_marks = Vec::new();
+        // A key or unique constraint is made again after the renames.
+        let mut keys_made = Vec::new();
         if r.partitioned {
             for i in &old_indexes {
+                if i.constraint.is_some() {
+                    let (made, marks) = self.key_tree(r, i, |oid| n.new_index(oid)).await?;
+                    keys_made.extend(made);
+                    part_marks.extend(marks);
+                    continue;
+                }
                 let [made, renames, marks] = self
                     .twin_tree(
                         r,
@@ -1191,9 +1204,10 @@ impl Driver {
             body.push(format!("{t} ALTER COLUMN {c} SET NOT NULL"));
             body.push(format!("{t} DROP CONSTRAINT {}", quote(&n.not_null_check)));
         }
-        for tw in &indexes {
+        for tw in indexes.iter().filter(|_| !r.partitioned) {
             body.extend(constraint_on(&t, tw, &n.new_index(tw.oid)));
         }
+        body.extend(keys_made);
         body.extend(fks.iter().map(ForeignKey::add_sql));
         // Privileges, comment and settings of the column go to the new one.
         body.extend(marks);
@@ -1489,6 +1503,9 @@ impl Driver {
                 .filter(|tw| tw.constraint.is_some())
                 .collect();
             let current = self.indexes_on(r, &r.column).await?;
+            // A partitioned table's are made again level by level (see `key_tree`).
+            let mut keys_made = Vec::new();
+            let mut part_marks = Vec::new();
             for tw in &constrained {
                 let behind: Vec<sql::OldIndex> = current
                     .iter()
@@ -1500,6 +1517,11 @@ impl Driver {
                     back.clone()
                 })
                 .await?;
+                for i in behind.iter().filter(|_| r.partitioned) {
+                    let (made, marks) = self.key_tree(r, i, |_| back.clone()).await?;
+                    keys_made.extend(made);
+                    part_marks.extend(marks);
+                }
             }
             let mut fks = Vec::new();
             for unique in current.iter().filter(|i| i.unique) {
@@ -1517,7 +1539,6 @@ impl Driver {
                 body.push(format!("{t} DROP CONSTRAINT {}", quote(&tw.name)));
             }
             // The old indexes take their names back; the twins go with the new column.
-            let mut part_marks = Vec::new();
             for tw in r.indexes.iter().filter(|tw| tw.constraint.is_none()) {
                 body.extend(pass_name(r, tw, &n.new_index(tw.oid), &n.old_index(tw.oid)));
                 // A partitioned index's partitions' too.
@@ -1594,9 +1615,10 @@ impl Driver {
             if not_null {
                 body.push(format!("{t} ALTER COLUMN {c} SET NOT NULL"));
             }
-            for tw in &constrained {
+            for tw in constrained.iter().filter(|_| !r.partitioned) {
                 body.extend(constraint_on(&t, tw, &n.old_index(tw.oid)));
             }
+            body.extend(keys_made);
             body.extend(fks.iter().map(ForeignKey::add_sql));
             // What was dropped and added again keeps its comment (the plain
             // old indexes kept theirs).
@@ -1930,6 +1952,12 @@ async fn walk_pages(
         .execute(&checkpoint, &[&r.id, &next, &(changed as i64)])
         .await?;
     Ok((more, changed))
+}
+
+/// True for a window (its `done`) that moves the rollout to another phase:
+/// a cutover, finish or rollback.
+fn changes_phase(done: &str) -> bool {
+    done.starts_with("UPDATE pgshift.rollouts SET phase")
 }
 
 /// What the cutover's lock window expects to find as it was read: the old

@@ -47,6 +47,7 @@ mod attached;
 pub(crate) mod checks;
 pub mod driver;
 pub mod fill;
+mod key_tree;
 pub mod latency;
 mod leaf_indexes;
 pub mod model;

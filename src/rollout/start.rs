@@ -418,7 +418,9 @@ SELECT own.oid::pg_catalog.text, own.tab::pg_catalog.text, c.relname::pg_catalog
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
 /// default, the table's plain indexes (rebuildable, on columns only, behind
-/// no constraint) with their partitions', a leaf partition's own such indexes
+/// no constraint but the table's own primary key or unique constraint, see
+/// `key_tree`: none a foreign key references) with their partitions' (and
+/// their constraints), a leaf partition's own such indexes
 /// (attached to none of the table's; see `leaf_indexes`), the table's CHECK constraints
 /// with their partitions' inherited copies (a partition's own, even merged
 /// with the table's, stays: dropping the table's would leave it), and the
@@ -432,7 +434,8 @@ col AS (SELECT t.oid, a.attnum FROM t
 plain(oid) AS (
     SELECT x.indexrelid FROM pg_catalog.pg_index x
      WHERE x.indrelid = $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid
+                        AND NOT (k.contype IN ('p', 'u') AND k.conrelid = x.indrelid))
        AND ",
     rebuildable!(),
     "
@@ -458,6 +461,9 @@ SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
    AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT plain.oid FROM plain))
    AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT own.oid FROM own))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid IN (SELECT keys.oid FROM keys))
+   AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+            AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k JOIN plain ON k.conindid = plain.oid
+                             WHERE k.contype IN ('p', 'u')))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
                              WHERE k.contype = 'c'
@@ -730,7 +736,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's and the leaf partitions' own plain indexes (on columns, with no predicate and no constraint), the table's CHECK constraints and foreign keys only, so far",
+            true => "on a partitioned table, pgshift carries over the table's plain indexes, primary key and unique constraints (on columns, with no predicate, none referenced by a foreign key), the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(

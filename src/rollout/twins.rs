@@ -127,7 +127,7 @@ impl Driver {
             let qualified: String = row.get(0);
             tracing::info!(target: "pgshift::rollout", rollout = r.id, index = %qualified, "dropping a twin no index wants any more");
             let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-            self.concurrently(settings, &drop).await?;
+            self.concurrently(settings, "", &drop).await?;
         }
         Ok(())
     }
@@ -482,7 +482,7 @@ impl Driver {
             Some((true, true)) => return Ok(()),
             Some((false, true)) => {
                 let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-                self.concurrently(settings, &drop).await?;
+                self.concurrently(settings, "", &drop).await?;
             }
             Some((_, false)) => {
                 return Err(ours(format!(
@@ -599,9 +599,6 @@ impl Driver {
                 quote(from)
             )));
         }
-        // A partition half detached since the cutover began is left out
-        // of what `check_locked` looks at.
-        self.refuse_detaching(r).await?;
         let n = r.names();
         self.check_locked(r, &n.trigger, &format!("{}()", n.function), to)
             .await
@@ -618,12 +615,11 @@ impl Driver {
         tracing::info!(target: "pgshift::rollout", rollout = r.id, "building the twin of {}: {create}", quote(&index.name));
         // A shaped twin's definition ends with its predicate: its tablespace
         // is given as the session's default.
-        // (`concurrently` resets it.)
-        if let (Some(_), Some(space)) = (&index.definition, &index.tablespace) {
-            let set = format!("SET default_tablespace = {}", quote(space));
-            self.client.batch_execute(&set).await?;
-        }
-        self.concurrently(settings, create).await
+        let space = match (&index.definition, &index.tablespace) {
+            (Some(_), Some(space)) => format!("; SET default_tablespace = {}", quote(space)),
+            _ => String::new(),
+        };
+        self.concurrently(settings, &space, create).await
     }
 
     /// `statement` (a `CREATE` or `DROP INDEX CONCURRENTLY`, which waits for
@@ -631,19 +627,22 @@ impl Driver {
     /// the application) with no lock timeout, for at most the long-step
     /// timeout. The service session's short timeouts would fail it whenever
     /// a reader holds the table a little while, and the retry costs a whole
-    /// verify pass.
+    /// verify pass. `also`: more settings for it (`; SET …`); all are reset
+    /// after it, whatever happened.
     pub(super) async fn concurrently(
         &self,
         settings: &Settings,
+        also: &str,
         statement: &str,
     ) -> Result<(), StepError> {
-        self.client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = 0",
-                literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
-            ))
-            .await?;
-        let done = self.client.batch_execute(statement).await;
+        let set = format!(
+            "SET statement_timeout = {}; SET lock_timeout = 0{also}",
+            literal(&format!("{}ms", settings.config.ddl.long_step_timeout_ms))
+        );
+        let done = match self.client.batch_execute(&set).await {
+            Ok(()) => self.client.batch_execute(statement).await,
+            Err(e) => Err(e),
+        };
         let _ = self
             .client
             .batch_execute("RESET statement_timeout; RESET lock_timeout; RESET default_tablespace")
@@ -905,7 +904,7 @@ pub(super) struct IndexPart {
 impl IndexPart {
     /// What the partition says of this index, for the index that takes its
     /// name (after the window's NOT NULL moves: a replica identity needs it).
-    fn table_marks(&self) -> Vec<String> {
+    pub(super) fn table_marks(&self) -> Vec<String> {
         sql::index_marks(
             &self.table.qualified,
             &self.name,
@@ -1023,7 +1022,7 @@ impl ForeignKey {
 /// partitioned index is named `name(root)`: by the partition and the
 /// table's index, which a `REINDEX … CONCURRENTLY` of the partition's own
 /// index (a new oid) does not change.
-fn in_part(name: &impl Fn(u32) -> String, root: u32, table: u32) -> String {
+pub(super) fn in_part(name: &impl Fn(u32) -> String, root: u32, table: u32) -> String {
     format!("{}_{table}", name(root))
 }
 

@@ -1,0 +1,262 @@
+//! A partitioned table's primary key and unique constraint on the column
+//! under rollout (`id int` → `bigint` on an events table partitioned by
+//! another column, the classic overflow): twins on every leaf, and in the
+//! cutover's window the constraints made again level by level, each partition
+//! keeping its constraint's name, replica identity and comment; a rollback
+//! after the cutover gives them back on the old column. Writers insert
+//! through pgshift with `ON CONFLICT` on the key all along.
+
+mod common;
+
+use common::rollouts::{start, wait_phase};
+use common::scenario::direct;
+use common::{connect, fresh_db, sqlstate, Proxy};
+use pgshift::rollout::{self, Request};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+fn proxy() -> Proxy {
+    Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 400;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.min_batch_rows = 100;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    })
+}
+
+/// `ev`, partitioned by range of `region`: `ev_a` (its key's name changed),
+/// `ev_b` itself partitioned by list, `ev_c` (its replica identity is its
+/// key's index). `shadow` always holds `id`.
+async fn setup(db: &str) -> Client {
+    let admin = connect(&direct(db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE ev (id int NOT NULL, region int NOT NULL, shadow bigint, note text,
+                              CONSTRAINT ev_key PRIMARY KEY (id, region),
+                              CONSTRAINT ev_note UNIQUE NULLS NOT DISTINCT (region, note, id) INCLUDE (shadow))
+                 PARTITION BY RANGE (region);
+             CREATE TABLE ev_a PARTITION OF ev FOR VALUES FROM (0) TO (10);
+             CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (10) TO (20) PARTITION BY LIST (region);
+             CREATE TABLE ev_b1 PARTITION OF ev_b FOR VALUES IN (10, 11, 12, 13, 14);
+             CREATE TABLE ev_b2 PARTITION OF ev_b FOR VALUES IN (15, 16, 17, 18, 19);
+             CREATE TABLE ev_c PARTITION OF ev FOR VALUES FROM (20) TO (30);
+             ALTER INDEX ev_a_pkey RENAME TO ev_a_custom;
+             ALTER TABLE ev_c REPLICA IDENTITY USING INDEX ev_c_pkey;
+             COMMENT ON CONSTRAINT ev_key ON ev IS 'the key';
+             COMMENT ON INDEX ev_b_pkey IS 'the key of b';
+             INSERT INTO ev SELECT g, g % 30, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END
+               FROM generate_series(1, 30000) g;
+             ANALYZE ev;",
+        )
+        .await
+        .unwrap();
+    admin
+}
+
+/// Every key and unique constraint in the tree: (table, name, definition,
+/// attached to a parent's, its index valid, the constraint's and the index's
+/// comments), and each
+/// table's replica identity index.
+async fn keys(
+    admin: &Client,
+) -> (
+    Vec<(String, String, String, bool, bool, Option<String>)>,
+    Vec<String>,
+) {
+    let constraints = admin
+        .query(
+            "SELECT k.conrelid::regclass::text, k.conname::text, pg_get_constraintdef(k.oid),
+                    k.conparentid <> 0, x.indisvalid,
+                    concat_ws(' / ', obj_description(k.oid, 'pg_constraint'), obj_description(k.conindid, 'pg_class'))
+               FROM pg_partition_tree('ev') p
+               JOIN pg_constraint k ON k.conrelid = p.relid AND k.contype IN ('p', 'u')
+               JOIN pg_index x ON x.indexrelid = k.conindid
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    let identities = admin
+        .query(
+            "SELECT x.indrelid::regclass::text || ' ' || x.indexrelid::regclass::text
+               FROM pg_partition_tree('ev') p JOIN pg_index x ON x.indrelid = p.relid
+              WHERE x.indisreplident ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (constraints, identities)
+}
+
+/// The type of `id` in every table of the tree.
+async fn id_types(admin: &Client) -> Vec<String> {
+    admin
+        .query(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_partition_tree('ev') p
+               JOIN pg_attribute a ON a.attrelid = p.relid AND a.attname = 'id' ORDER BY p.relid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The error a duplicate key gets, as (SQLSTATE, message).
+async fn duplicate(c: &Client) -> (Option<String>, String) {
+    let e = c
+        .batch_execute("INSERT INTO ev (id, region, shadow) VALUES (5, 5, 5)")
+        .await
+        .expect_err("a duplicate key went in");
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    (sqlstate(&e), message.unwrap_or_default())
+}
+
+/// Every index of the tree holds exactly its partition's rows (amcheck), and
+/// `id` is `shadow` in every row.
+async fn rows_hold(admin: &Client) {
+    admin
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS amcheck;
+             SELECT bt_index_check(x.indexrelid, true)
+               FROM pg_partition_tree('ev') p JOIN pg_index x ON x.indrelid = p.relid
+               JOIN pg_class c ON c.oid = x.indexrelid WHERE c.relkind = 'i'",
+        )
+        .await
+        .unwrap();
+    let wrong: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM ev WHERE id IS DISTINCT FROM shadow",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+}
+
+/// Inserts through `url`, each row twice (the second by `ON CONFLICT` on the
+/// key: an arbiter must be found), until stopped; returns the rows written.
+fn writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64> {
+    tokio::spawn(async move {
+        let c = connect(&url).await;
+        let next = AtomicI64::new(1_000_000);
+        let mut written = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..2 {
+                c.execute(
+                    "INSERT INTO ev (id, region, shadow, note) VALUES ($1::int8::int4, $1 % 30, $1, 'w')
+                     ON CONFLICT (id, region) DO UPDATE SET note = 'again'",
+                    &[&id],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("insert {id}: {e:?}"));
+            }
+            written += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        written
+    })
+}
+
+#[tokio::test]
+async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
+    let db = fresh_db("rollout_part_key");
+    let admin = setup(&db).await;
+    let (before, identities) = keys(&admin).await;
+    assert_eq!(before.len(), 12, "{before:?}");
+    assert_eq!(identities, ["ev_c ev_c_pkey"]);
+    let refused = duplicate(&admin).await;
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = writer(url.clone(), stop.clone());
+    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    assert_eq!(id_types(&admin).await, ["bigint"; 6]);
+    assert_eq!(keys(&admin).await, (before.clone(), identities.clone()));
+    assert_eq!(duplicate(&admin).await, refused);
+    rows_hold(&admin).await;
+
+    // Back to the old column, as it was.
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    assert_eq!(id_types(&admin).await, ["integer"; 6]);
+    assert_eq!(keys(&admin).await, (before.clone(), identities.clone()));
+    assert_eq!(duplicate(&admin).await, refused);
+    rows_hold(&admin).await;
+
+    // And again, to the finish.
+    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Finish).await.unwrap();
+    wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writing.await.unwrap();
+    assert!(written > 100, "{written} rows written through the rollouts");
+    assert_eq!(id_types(&admin).await, ["bigint"; 6]);
+    assert_eq!(keys(&admin).await, (before, identities));
+    assert_eq!(duplicate(&admin).await, refused);
+    rows_hold(&admin).await;
+    let columns: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_partition_tree('ev') p JOIN pg_attribute a ON a.attrelid = p.relid
+              WHERE a.attname LIKE '%pgshift%' AND NOT a.attisdropped",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 0);
+}
+
+/// A key that a foreign key references stays refused on a partitioned table
+/// (the referencing constraint has a copy per partition of the table).
+#[tokio::test]
+async fn a_partitioned_key_a_foreign_key_references_is_refused() {
+    let db = fresh_db("rollout_part_key_ref");
+    let admin = setup(&db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE refs (ev_id int, ev_region int, FOREIGN KEY (ev_id, ev_region) REFERENCES ev (id, region))",
+        )
+        .await
+        .unwrap();
+    let proxy = proxy();
+    let through = connect(&proxy.conn_str(&db, "postgres")).await;
+    let e = through
+        .batch_execute("ALTER TABLE ev ALTER COLUMN id TYPE bigint")
+        .await
+        .expect_err("a referenced key was taken");
+    let text = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{text}");
+    assert!(text.contains("refs_ev_id_ev_region_fkey"), "{text}");
+    assert_eq!(id_types(&admin).await, ["integer"; 6]);
+}
