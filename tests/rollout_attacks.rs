@@ -574,6 +574,71 @@ async fn statistics_added_during_the_backfill_stop_it() {
     );
 }
 
+/// A database where `attacker` owns `app.parts` (id, amount), partitioned by
+/// range of id with `p1` and what `more` makes, 20,000 rows, and sequence
+/// `app.probe`; its rollout to bigint, started through a proxy waiting
+/// `lock_ms` for locks, is verified. The attacker's connection string, the
+/// proxy and the rollout's id.
+async fn verified_parts(
+    db: &str,
+    attacker: &str,
+    more: &str,
+    lock_ms: u64,
+) -> (Client, String, Proxy, i64) {
+    let admin = connect(&direct(db)).await;
+    role(&admin, attacker, "").await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {attacker}"))
+        .await
+        .unwrap();
+    let as_mallory = direct(db).replace("user=postgres", &format!("user={attacker}"));
+    connect(&as_mallory)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE app.parts (id int PRIMARY KEY, amount int) PARTITION BY RANGE (id);
+             CREATE TABLE app.p1 PARTITION OF app.parts FOR VALUES FROM (0) TO (10001);
+             {more}
+             INSERT INTO app.parts SELECT g, g FROM generate_series(1, 20000) g;
+             CREATE SEQUENCE app.probe;"
+        ))
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = lock_ms;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let id = start(
+        &proxy.conn_str(db, attacker),
+        "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",
+    )
+    .await;
+    common::rollouts::wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    (admin, as_mallory, proxy, id)
+}
+
+/// `app.leak(int)`, immutable: sets `app.probe` to 666 when it runs as anyone
+/// but `attacker`.
+fn leak(attacker: &str) -> String {
+    format!(
+        "CREATE FUNCTION app.leak(a int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+         BEGIN
+           IF current_user <> '{attacker}' THEN PERFORM pg_catalog.setval('app.probe', 666); END IF;
+           RETURN a;
+         END $f$;"
+    )
+}
+
+async fn leaked(admin: &Client) -> bool {
+    let value: i64 = admin
+        .query_one("SELECT last_value FROM app.probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    value == 666
+}
+
 /// A partition left half detached (a `DETACH … CONCURRENTLY` cancelled while a
 /// reader held the table) is out of the table for every query and out of
 /// `pg_partition_tree`, by which pgshift looks at the code an UPDATE would
@@ -586,36 +651,9 @@ async fn statistics_added_during_the_backfill_stop_it() {
 async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
     let db = fresh_db("rollout_detaching");
     let attacker = format!("{db}_mallory");
-    let admin = connect(&direct(&db)).await;
-    role(&admin, &attacker, "").await;
-    admin
-        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {attacker}"))
-        .await
-        .unwrap();
-    let as_mallory = direct(&db).replace("user=postgres", &format!("user={attacker}"));
+    let more = "CREATE TABLE app.p2 PARTITION OF app.parts FOR VALUES FROM (10001) TO (20001);";
+    let (admin, as_mallory, _proxy, id) = verified_parts(&db, &attacker, more, 200).await;
     let mallory = connect(&as_mallory).await;
-    mallory
-        .batch_execute(
-            "CREATE TABLE app.parts (id int PRIMARY KEY, amount int) PARTITION BY RANGE (id);
-             CREATE TABLE app.p1 PARTITION OF app.parts FOR VALUES FROM (0) TO (10001);
-             CREATE TABLE app.p2 PARTITION OF app.parts FOR VALUES FROM (10001) TO (20001);
-             INSERT INTO app.parts SELECT g, g FROM generate_series(1, 20000) g;
-             CREATE SEQUENCE app.probe;",
-        )
-        .await
-        .unwrap();
-    let proxy = Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    });
-    let id = start(
-        &proxy.conn_str(&db, &attacker),
-        "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",
-    )
-    .await;
-    common::rollouts::wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
     // The reader is the owner: its planning runs the function below as them.
     let reader = connect(&as_mallory).await;
     reader
@@ -638,13 +676,9 @@ async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
     reader.batch_execute("COMMIT").await.unwrap();
     mallory
         .batch_execute(&format!(
-            "RESET statement_timeout;
-             CREATE FUNCTION app.leak(a int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
-             BEGIN
-               IF current_user <> '{attacker}' THEN PERFORM pg_catalog.setval('app.probe', 666); END IF;
-               RETURN a;
-             END $f$;
-             CREATE INDEX p2_leak ON app.p2 ((amount + app.leak(1)));"
+            "RESET statement_timeout; {}
+             CREATE INDEX p2_leak ON app.p2 ((amount + app.leak(1)));",
+            leak(&attacker)
         ))
         .await
         .unwrap();
@@ -674,9 +708,10 @@ async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
         error.contains("ALTER TABLE app.parts DETACH PARTITION app.p2 FINALIZE"),
         "{error}"
     );
-    let leaked = "SELECT last_value FROM app.probe";
-    let value: i64 = admin.query_one(leaked, &[]).await.unwrap().get(0);
-    assert_ne!(value, 666, "the owner's function ran as the service role");
+    assert!(
+        !leaked(&admin).await,
+        "the owner's function ran as the service role"
+    );
     mallory
         .batch_execute("ALTER TABLE app.parts DETACH PARTITION app.p2 FINALIZE")
         .await
@@ -692,8 +727,10 @@ async fn a_half_detached_partition_holds_the_cutover_and_runs_nothing() {
         assert!(waited.elapsed() < Duration::from_secs(60), "{error:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let value: i64 = admin.query_one(leaked, &[]).await.unwrap().get(0);
-    assert_ne!(value, 666, "the owner's function ran as the service role");
+    assert!(
+        !leaked(&admin).await,
+        "the owner's function ran as the service role"
+    );
     let types: Vec<String> = admin
         .query(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
@@ -751,49 +788,19 @@ async fn waiting(admin: &Client, text: &str) {
 async fn a_partition_under_one_detached_ahead_of_its_check_runs_nothing() {
     let db = fresh_db("rollout_detach_under");
     let attacker = format!("{db}_mallory");
-    let admin = connect(&direct(&db)).await;
-    role(&admin, &attacker, "").await;
-    admin
-        .batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {attacker}"))
-        .await
-        .unwrap();
-    let as_mallory = direct(&db).replace("user=postgres", &format!("user={attacker}"));
+    let more = "CREATE TABLE app.q PARTITION OF app.parts FOR VALUES FROM (10001) TO (30001) PARTITION BY RANGE (id);
+                CREATE TABLE app.q1 PARTITION OF app.q FOR VALUES FROM (10001) TO (20001);";
+    let (admin, as_mallory, _proxy, id) = verified_parts(&db, &attacker, more, 5_000).await;
     let mut owner = sessions(&as_mallory, 3).await;
     let (mallory, holder, detacher) = (owner.remove(0), owner.remove(0), owner.remove(0));
     mallory
-        .batch_execute(
-            "CREATE TABLE app.parts (id int PRIMARY KEY, amount int) PARTITION BY RANGE (id);
-             CREATE TABLE app.p1 PARTITION OF app.parts FOR VALUES FROM (0) TO (10001);
-             CREATE TABLE app.q PARTITION OF app.parts FOR VALUES FROM (10001) TO (30001) PARTITION BY RANGE (id);
-             CREATE TABLE app.q1 PARTITION OF app.q FOR VALUES FROM (10001) TO (20001);
-             INSERT INTO app.parts SELECT g, g FROM generate_series(1, 20000) g;
-             CREATE SEQUENCE app.probe;",
-        )
-        .await
-        .unwrap();
-    let proxy = Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 5_000;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    });
-    let id = start(
-        &proxy.conn_str(&db, &attacker),
-        "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",
-    )
-    .await;
-    common::rollouts::wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    mallory
         .batch_execute(&format!(
-            "CREATE FUNCTION app.leak(a int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
-             BEGIN
-               IF current_user <> '{attacker}' THEN PERFORM pg_catalog.setval('app.probe', 666); END IF;
-               RETURN a;
-             END $f$;
+            "{}
              CREATE TABLE app.r (LIKE app.parts);
              INSERT INTO app.r SELECT g, g, g FROM generate_series(20001, 20100) g;
              CREATE INDEX r_leak ON app.r ((amount + app.leak(1)));
-             ALTER TABLE app.q ATTACH PARTITION app.r FOR VALUES FROM (20001) TO (30001);"
+             ALTER TABLE app.q ATTACH PARTITION app.r FOR VALUES FROM (20001) TO (30001);",
+            leak(&attacker)
         ))
         .await
         .unwrap();
@@ -819,12 +826,10 @@ async fn a_partition_under_one_detached_ahead_of_its_check_runs_nothing() {
         .unwrap()
         .unwrap();
     common::rollouts::wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
-    let value: i64 = admin
-        .query_one("SELECT last_value FROM app.probe", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_ne!(value, 666, "the owner's function ran as the service role");
+    assert!(
+        !leaked(&admin).await,
+        "the owner's function ran as the service role"
+    );
     let attached: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'app.parts'::regclass",
