@@ -12,18 +12,21 @@ use super::checks::CheckError;
 use super::driver::{Driver, StepError};
 use super::model::Rollout;
 use super::sql::OldIndex;
+use super::twins::Place;
 use crate::sql::ident::quote;
 
 /// Index definitions from `USING` on (what follows `CREATE [UNIQUE] INDEX name
-/// ON schema.table `; the session's own temporary schema prints as `pg_temp`),
+/// ON [ONLY] schema.table `, ONLY for a partitioned table's; the session's own
+/// temporary schema prints as `pg_temp`),
 /// for the indexes `x` the WHERE clause picks.
 fn tails(filter: &str) -> String {
     format!(
         "SELECT x.indexrelid::pg_catalog.text, c.relname::pg_catalog.text,
        (SELECT pg_catalog.substr(s.d, pg_catalog.length(s.p) OPERATOR(pg_catalog.+) 1)
           FROM (SELECT pg_catalog.pg_get_indexdef(x.indexrelid) AS d,
-                       pg_catalog.format('CREATE %sINDEX %I ON %s.%I ',
+                       pg_catalog.format('CREATE %sINDEX %I ON %s%s.%I ',
                               CASE WHEN x.indisunique THEN 'UNIQUE ' ELSE '' END, c.relname,
+                              CASE WHEN t.relkind OPERATOR(pg_catalog.=) 'p' THEN 'ONLY ' ELSE '' END,
                               CASE WHEN n.oid OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema() THEN 'pg_temp'
                                    ELSE pg_catalog.quote_ident(n.nspname) END,
                               t.relname) AS p) s
@@ -142,12 +145,13 @@ impl Driver {
         self.shape(r, &mut old).await
     }
 
-    /// Whether the index named `twin` in the table's schema is the valid twin
-    /// of shaped index `old`: on the table, and printed as its definition.
-    /// None: there is no such index; Some((valid, is_the_twin)).
+    /// Whether the index named `twin` in `table`'s schema is the valid twin
+    /// of shaped index `old`: on that table (the rollout's, or a partition of
+    /// it), and printed as its definition. None: there is no such index;
+    /// Some((valid, is_the_twin)).
     pub(super) async fn shaped_twin(
         &self,
-        r: &Rollout,
+        table: &Place,
         twin: &str,
         old: &OldIndex,
     ) -> Result<Option<(bool, bool)>, StepError> {
@@ -159,17 +163,17 @@ impl Driver {
                    AND x.indisunique OPERATOR(pg_catalog.=) $4::bool \
                    AND pg_catalog.pg_get_indexdef(x.indexrelid) OPERATOR(pg_catalog.=) \
                        pg_catalog.format('CREATE %sINDEX %I ON %I.%I %s', CASE WHEN x.indisunique THEN 'UNIQUE ' ELSE '' END, \
-                                         c.relname, $2::text, $6::text, $5::text) \
+                                         c.relname, $2::text, t.relname, $5::text) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid \
+                 JOIN pg_catalog.pg_class t ON t.oid = x.indrelid \
                  WHERE c.relname = $1::text::name \
                    AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2::text::name)",
                 &[
                     &twin,
-                    &r.schema,
-                    &r.table_oid.to_string(),
+                    &table.schema,
+                    &table.oid.to_string(),
                     &old.unique,
                     &tail,
-                    &r.table,
                 ],
             )
             .await?;

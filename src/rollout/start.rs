@@ -417,10 +417,11 @@ SELECT own.oid::pg_catalog.text, own.tab::pg_catalog.text, c.relname::pg_catalog
 
 /// What uses column $3 (name; $2 its number in the table) of partitioned
 /// table $1 (oid) or of any of its partitions, other than the column's own
-/// default, the table's plain indexes (rebuildable, on columns only, behind
-/// no constraint but the table's own primary key or unique constraint, see
+/// default, the table's indexes (rebuildable: on columns, or with
+/// expressions or a predicate and no constraint, see `shapes`; behind no
+/// constraint but the table's own primary key or unique constraint, see
 /// `key_tree`: none a foreign key references) with their partitions' (and
-/// their constraints), a leaf partition's own such indexes
+/// their constraints), a leaf partition's own plain indexes
 /// (attached to none of the table's; see `leaf_indexes`), the table's CHECK constraints
 /// with their partitions' inherited copies (a partition's own, even merged
 /// with the table's, stays: dropping the table's would leave it), and the
@@ -433,7 +434,7 @@ col AS (SELECT t.oid, a.attnum FROM t
           JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = $3::text::name AND NOT a.attisdropped),
 plain(oid) AS (
     SELECT x.indexrelid FROM pg_catalog.pg_index x
-     WHERE x.indrelid = $1::text::oid AND x.indexprs IS NULL AND x.indpred IS NULL
+     WHERE x.indrelid = $1::text::oid
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = x.indexrelid
                         AND NOT (k.contype IN ('p', 'u') AND k.conrelid = x.indrelid))
        AND ",
@@ -736,7 +737,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's plain indexes, primary key and unique constraints (on columns, with no predicate, none referenced by a foreign key), the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
+            true => "on a partitioned table, pgshift carries over the table's indexes, primary key and unique constraints (none referenced by a foreign key), the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(

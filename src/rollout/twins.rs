@@ -385,14 +385,24 @@ impl Driver {
             ),
             None => crate::sql::ident::qualified(&r.schema, &name(oid)),
         };
-        let mut made = vec![sql::twin_index(
+        // A shaped index's definition ends with its predicate: its tablespace
+        // is given as the transaction's default, for these statements.
+        let space = index
+            .tablespace
+            .as_ref()
+            .filter(|_| index.definition.is_some());
+        let mut made: Vec<String> = space
+            .map(|s| format!("SET LOCAL default_tablespace = {}", quote(s)))
+            .into_iter()
+            .collect();
+        made.push(sql::twin_index(
             index,
             &name(index.oid),
             &r.qualified(),
             sql::Build::Only,
             from,
             to,
-        )];
+        ));
         let mut renames = Vec::new();
         let mut marks = Vec::new();
         for p in parts.iter().filter(|p| p.partitioned) {
@@ -404,6 +414,9 @@ impl Driver {
                 from,
                 to,
             ));
+        }
+        if space.is_some() {
+            made.push("SET LOCAL default_tablespace = DEFAULT".to_string());
         }
         for p in parts.iter().rev() {
             made.push(format!(
@@ -472,7 +485,7 @@ impl Driver {
         // predicate: it would take the unique index's name at the cutover).
         let qualified = crate::sql::ident::qualified(&table.schema, twin);
         let state = match index.definition {
-            Some(_) => self.shaped_twin(r, twin, index).await?,
+            Some(_) => self.shaped_twin(table, twin, index).await?,
             None => {
                 self.plain_twin(table, twin, index, from, to, to_attnum)
                     .await?

@@ -1,10 +1,13 @@
-//! A partitioned table's primary key and unique constraint on the column
-//! under rollout (`id int` → `bigint` on an events table partitioned by
-//! another column, the classic overflow): twins on every leaf, and in the
-//! cutover's window the constraints made again level by level, each partition
-//! keeping its constraint's name, replica identity and comment; a rollback
-//! after the cutover gives them back on the old column. Writers insert
-//! through pgshift with `ON CONFLICT` on the key all along.
+//! Twins on a partitioned table beyond its plain indexes. Its primary key
+//! and unique constraint on the column under rollout (`id int` → `bigint` on
+//! an events table partitioned by another column, the classic overflow):
+//! twins on every leaf, and in the cutover's window the constraints made
+//! again level by level, each partition keeping its constraint's name,
+//! replica identity and comment; a rollback after the cutover gives them back
+//! on the old column. Writers insert through pgshift with `ON CONFLICT` on
+//! the key all along. Its indexes with expressions or predicates: every
+//! level ends as a direct `ALTER … TYPE` leaves it (a copy of the tree in
+//! schema `direct`, changed by the blocking ALTER, says how).
 
 mod common;
 
@@ -36,8 +39,19 @@ fn proxy() -> Proxy {
 async fn setup(db: &str) -> Client {
     let admin = connect(&direct(db)).await;
     admin
-        .batch_execute(
-            "CREATE TABLE ev (id int NOT NULL, region int NOT NULL, shadow bigint, note text,
+        .batch_execute(&format!(
+            "{TREE}
+             INSERT INTO ev SELECT g, g % 30, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END
+               FROM generate_series(1, 30000) g;
+             ANALYZE ev;"
+        ))
+        .await
+        .unwrap();
+    admin
+}
+
+/// The tables of [`setup`], in the schema first on the search_path.
+const TREE: &str = "CREATE TABLE ev (id int NOT NULL, region int NOT NULL, shadow bigint, note text,
                               CONSTRAINT ev_key PRIMARY KEY (id, region),
                               CONSTRAINT ev_note UNIQUE NULLS NOT DISTINCT (region, note, id) INCLUDE (shadow))
                  PARTITION BY RANGE (region);
@@ -49,15 +63,7 @@ async fn setup(db: &str) -> Client {
              ALTER INDEX ev_a_pkey RENAME TO ev_a_custom;
              ALTER TABLE ev_c REPLICA IDENTITY USING INDEX ev_c_pkey;
              COMMENT ON CONSTRAINT ev_key ON ev IS 'the key';
-             COMMENT ON INDEX ev_b_pkey IS 'the key of b';
-             INSERT INTO ev SELECT g, g % 30, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END
-               FROM generate_series(1, 30000) g;
-             ANALYZE ev;",
-        )
-        .await
-        .unwrap();
-    admin
-}
+             COMMENT ON INDEX ev_b_pkey IS 'the key of b';";
 
 /// Every key and unique constraint in the tree: (table, name, definition,
 /// attached to a parent's, its index valid, the constraint's and the index's
@@ -259,4 +265,122 @@ async fn a_partitioned_key_a_foreign_key_references_is_refused() {
     assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{text}");
     assert!(text.contains("refs_ev_id_ev_region_fkey"), "{text}");
     assert_eq!(id_types(&admin).await, ["integer"; 6]);
+}
+
+/// Every index of the tree in `schema`: (table, index, definition with the
+/// schema's name as `public`).
+async fn tree_indexes(admin: &Client, schema: &str) -> Vec<(String, String, String)> {
+    admin
+        .query(
+            "SELECT t.relname::text, c.relname::text,
+                    replace(pg_get_indexdef(x.indexrelid), ' ' || $1 || '.', ' public.')
+               FROM pg_partition_tree(($1 || '.ev')::regclass) p
+               JOIN pg_class t ON t.oid = p.relid
+               JOIN pg_index x ON x.indrelid = p.relid
+               JOIN pg_class c ON c.oid = x.indexrelid
+              ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// How many rows `filter` picks, through the indexes, then the table alone.
+async fn both_ways(admin: &Client, filter: &str) -> (i64, i64) {
+    let q = format!("SELECT count(*) FROM ev WHERE {filter}");
+    let mut counts = Vec::new();
+    for scan in [
+        "SET enable_seqscan = off",
+        "SET enable_indexscan = off; SET enable_bitmapscan = off",
+    ] {
+        admin.batch_execute(scan).await.unwrap();
+        counts.push(admin.query_one(&q, &[]).await.unwrap().get(0));
+        admin.batch_execute("RESET ALL").await.unwrap();
+    }
+    (counts[0], counts[1])
+}
+
+#[tokio::test]
+async fn a_partitioned_tables_indexes_with_expressions_or_predicates_are_built_again() {
+    let db = fresh_db("rollout_part_shapes");
+    let admin = setup(&db).await;
+    // An expression, an expression beside the plain column, and a predicate
+    // (with the column's name in a literal) under a quoted name.
+    let shapes = "CREATE INDEX ev_id_mod ON ev ((id % 10));
+         CREATE INDEX ev_lower ON ev (lower(note), id DESC) WITH (fillfactor = 70);
+         CREATE INDEX \"Ev big\" ON ev (note) WHERE id > 500 AND note <> 'id';";
+    admin
+        .batch_execute(&format!(
+            "{shapes}
+             CREATE SCHEMA direct; SET search_path = direct;
+             {TREE}
+             {shapes}
+             INSERT INTO ev VALUES (1, 1, 1, 'n1');
+             ALTER TABLE ev ALTER COLUMN id TYPE bigint;
+             RESET search_path;"
+        ))
+        .await
+        .unwrap();
+    let before = tree_indexes(&admin, "public").await;
+    // One difference, on purpose: directly, the partitions' copies of a key
+    // are made again under names Postgres chooses (`ev_a_custom` becomes
+    // `ev_a_pkey`, and what a duplicate's error names with it); pgshift keeps
+    // the names they had.
+    let mut direct: Vec<_> = tree_indexes(&admin, "direct")
+        .await
+        .into_iter()
+        .map(|(t, i, d)| match i == "ev_a_pkey" {
+            true => (
+                t,
+                "ev_a_custom".into(),
+                d.replace("ev_a_pkey", "ev_a_custom"),
+            ),
+            false => (t, i, d),
+        })
+        .collect();
+    direct.sort();
+    assert_eq!(before.len(), 30, "{before:?}");
+    assert_ne!(direct, before, "the type shows in an expression");
+    let proxy = proxy();
+    let url = proxy.conn_str(&db, "postgres");
+    for (end, phase) in [
+        (Request::Rollback, "rolled_back"),
+        (Request::Finish, "finished"),
+    ] {
+        let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
+        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+        rollout::request(&admin, id, Request::Cutover)
+            .await
+            .unwrap();
+        wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+        // Every level as the direct ALTER leaves it, but for the old column's
+        // indexes, parked until the finish.
+        let now: Vec<_> = tree_indexes(&admin, "public")
+            .await
+            .into_iter()
+            .filter(|(_, _, def)| !def.contains("id__pgshift_old"))
+            .collect();
+        assert_eq!(now, direct);
+        rollout::request(&admin, id, end).await.unwrap();
+        wait_phase(&admin, id, phase, Duration::from_secs(60)).await;
+        let want = match end {
+            Request::Rollback => &before,
+            _ => &direct,
+        };
+        assert_eq!(&tree_indexes(&admin, "public").await, want);
+        rows_hold(&admin).await;
+        for filter in [
+            "id % 10 = 3",
+            "id > 600 AND note <> 'id'",
+            "lower(note) = 'n78'",
+        ] {
+            let (by_index, by_table) = both_ways(&admin, filter).await;
+            assert_eq!(by_index, by_table, "{filter}");
+            assert!(by_table > 0, "{filter}");
+        }
+    }
+    assert_eq!(id_types(&admin).await, ["bigint"; 6]);
 }
