@@ -51,7 +51,7 @@ async fn setup(db: &str) -> Client {
 }
 
 /// The tables of [`setup`], in the schema first on the search_path.
-const TREE: &str = "CREATE TABLE ev (id int NOT NULL, region int NOT NULL, shadow bigint, note text,
+const TREE: &str = "CREATE TABLE ev (id serial NOT NULL, region int NOT NULL, shadow bigint, note text,
                               CONSTRAINT ev_key PRIMARY KEY (id, region),
                               CONSTRAINT ev_note UNIQUE NULLS NOT DISTINCT (region, note, id) INCLUDE (shadow))
                  PARTITION BY RANGE (region);
@@ -104,6 +104,30 @@ async fn keys(
         .map(|r| r.get(0))
         .collect();
     (constraints, identities)
+}
+
+/// Whose sequence `ev_id_seq` is, and the default of `id` in every table of
+/// the tree.
+async fn serial(admin: &Client) -> (Option<String>, Vec<Option<String>>) {
+    let owner = admin
+        .query_one("SELECT pg_get_serial_sequence('ev', 'id')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let defaults = admin
+        .query(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_partition_tree('ev') p
+               JOIN pg_attribute a ON a.attrelid = p.relid AND a.attname = 'id'
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              ORDER BY p.relid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (owner, defaults)
 }
 
 /// The type of `id` in every table of the tree.
@@ -187,6 +211,16 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     assert_eq!(before.len(), 12, "{before:?}");
     assert_eq!(identities, ["ev_c ev_c_pkey"]);
     let refused = duplicate(&admin).await;
+    let sequence = serial(&admin).await;
+    assert_eq!(sequence.0.as_deref(), Some("public.ev_id_seq"));
+    assert_eq!(sequence.1.len(), 6);
+    assert!(
+        sequence
+            .1
+            .iter()
+            .all(|d| d.as_deref() == Some("nextval('ev_id_seq'::regclass)")),
+        "{sequence:?}"
+    );
     let proxy = proxy();
     let url = proxy.conn_str(&db, "postgres");
     let stop = Arc::new(AtomicBool::new(false));
@@ -200,6 +234,7 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     assert_eq!(id_types(&admin).await, ["bigint"; 6]);
     assert_eq!(keys(&admin).await, (before.clone(), identities.clone()));
     assert_eq!(duplicate(&admin).await, refused);
+    assert_eq!(serial(&admin).await, sequence);
     rows_hold(&admin).await;
 
     // Back to the old column, as it was.
@@ -210,6 +245,7 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     assert_eq!(id_types(&admin).await, ["integer"; 6]);
     assert_eq!(keys(&admin).await, (before.clone(), identities.clone()));
     assert_eq!(duplicate(&admin).await, refused);
+    assert_eq!(serial(&admin).await, sequence);
     rows_hold(&admin).await;
 
     // And again, to the finish.
@@ -227,6 +263,7 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     assert_eq!(id_types(&admin).await, ["bigint"; 6]);
     assert_eq!(keys(&admin).await, (before, identities));
     assert_eq!(duplicate(&admin).await, refused);
+    assert_eq!(serial(&admin).await, sequence);
     rows_hold(&admin).await;
     let columns: i64 = admin
         .query_one(
@@ -383,4 +420,117 @@ async fn a_partitioned_tables_indexes_with_expressions_or_predicates_are_built_a
         }
     }
     assert_eq!(id_types(&admin).await, ["bigint"; 6]);
+}
+
+/// A partition made after the rollback read the key's tree (while its window
+/// waited for a long transaction) has no twin: the window would make the key
+/// again without it, invalid (no uniqueness, no `ON CONFLICT` arbiter). It
+/// gives up instead, and the rollback asked again takes the partition in.
+#[tokio::test]
+async fn a_partition_made_while_the_rollback_waits_holds_it() {
+    let db = fresh_db("rollout_part_key_late");
+    let admin = setup(&db).await;
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.stall_budget_ms = 100;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+    });
+    let url = proxy.conn_str(&db, "postgres");
+    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    // Once the old column's NOT NULL is proved (a window of its own), a lock
+    // without a snapshot: the twins' builds go on, the rollback's window waits.
+    let proved = format!(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'ev'::regclass
+          AND conname = 'pgshift_not_null_{id}' AND convalidated"
+    );
+    let waited = std::time::Instant::now();
+    while admin
+        .query_one(&proved, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no NOT NULL check"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE ev IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let twins = format!(
+        "SELECT count(*) FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid
+          WHERE c.relname LIKE 'pgshift\\_{id}\\_old\\_%' AND x.indisvalid"
+    );
+    let waited = std::time::Instant::now();
+    while admin.query_one(&twins, &[]).await.unwrap().get::<_, i64>(0) < 8 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "no twins");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let maker = connect(&direct(&db)).await;
+    let made = tokio::spawn(async move {
+        maker
+            .batch_execute("CREATE TABLE ev_d PARTITION OF ev FOR VALUES FROM (30) TO (40)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    made.await.unwrap().unwrap();
+    let waited = std::time::Instant::now();
+    let error = loop {
+        let (p, error) = common::rollouts::phase(&admin, id).await;
+        assert_eq!(p, "cut_over", "{error:?}");
+        if let Some(e) = error.filter(|e| e.contains("has no twin")) {
+            break e;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("ask for the rollback again"), "{error}");
+    let invalid =
+        "SELECT count(*) FROM pg_partition_tree('ev') p JOIN pg_index x ON x.indrelid = p.relid
+                    WHERE NOT x.indisvalid";
+    let count: i64 = admin.query_one(invalid, &[]).await.unwrap().get(0);
+    assert_eq!(count, 0, "an invalid index was left");
+    rollout::request(&admin, id, Request::Rollback)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "rolled_back", Duration::from_secs(60)).await;
+    let count: i64 = admin.query_one(invalid, &[]).await.unwrap().get(0);
+    assert_eq!(count, 0, "an invalid index was left");
+    assert_eq!(id_types(&admin).await, ["integer"; 7]);
+    let keyed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'ev_d'::regclass AND contype IN ('p', 'u')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keyed, 2);
+    admin
+        .batch_execute(
+            "INSERT INTO ev (id, region, shadow) VALUES (99, 35, 99) ON CONFLICT (id, region) DO NOTHING;
+             INSERT INTO ev (id, region, shadow) VALUES (99, 35, 99) ON CONFLICT (id, region) DO NOTHING",
+        )
+        .await
+        .unwrap();
+    assert_eq!(duplicate(&admin).await.0.as_deref(), Some("23505"));
+    rows_hold(&admin).await;
 }

@@ -587,7 +587,7 @@ impl Driver {
                 .get(0);
             if let Some(names) = invalid {
                 return Err(ours(format!(
-                    "a partition made meanwhile has no twin of {names} yet; ask for the cutover again"
+                    "a partition made meanwhile has no twin of {names} yet; ask again"
                 )));
             }
             self.client
@@ -1389,6 +1389,9 @@ impl Driver {
         // A partitioned table's foreign keys moving back onto the leaves'
         // twins: (name, definition), checked under the window's lock.
         let mut leaf_keys: Vec<(String, String)> = Vec::new();
+        // A partitioned table's keys the window makes again (see `key_tree`):
+        // valid only if every partition had its twin.
+        let mut valid: Vec<String> = Vec::new();
         // CHECK constraints and foreign keys of the column added again NOT
         // VALID: (name, definition, validated before, foreign key).
         let mut readded: Vec<(String, String, bool, bool)> = Vec::new();
@@ -1521,6 +1524,7 @@ impl Driver {
                     let (made, marks) = self.key_tree(r, i, |_| back.clone()).await?;
                     keys_made.extend(made);
                     part_marks.extend(marks);
+                    valid.push(crate::sql::ident::qualified(&r.schema, &tw.name));
                 }
             }
             let mut fks = Vec::new();
@@ -1680,6 +1684,7 @@ impl Driver {
         }
         let expected = Expected {
             leaf_keys,
+            valid,
             ..Default::default()
         };
         self.with_retries(
@@ -1688,7 +1693,7 @@ impl Driver {
             &body.join("; "),
             &done,
             bg,
-            Some(&expected).filter(|e| !e.leaf_keys.is_empty()),
+            Some(&expected).filter(|e| !e.leaf_keys.is_empty() || !e.valid.is_empty()),
             Linked::DropsKey(linked),
         )
         .await?;
@@ -1962,7 +1967,7 @@ fn changes_phase(done: &str) -> bool {
 
 /// What the cutover's lock window expects to find as it was read: the old
 /// column's indexes (oids) and the foreign keys on them (table, name, definition).
-/// A rollback's window uses only `leaf_keys`.
+/// A rollback's window uses only `leaf_keys` and `valid`.
 #[derive(Default)]
 pub struct Expected {
     /// The partitions' attachments the verify pass saw (or checked since): one
@@ -2268,6 +2273,7 @@ pub async fn run(
                 let (phase, reason) = if matches!(r.phase, Phase::CutOver | Phase::Verified) {
                     auto_stopped = true;
                     let next = match r.phase {
+                        _ if r.request == Some(Request::Rollback) => "rollback",
                         Phase::Verified => "cutover",
                         _ => "finish",
                     };

@@ -10,15 +10,16 @@
 //! level keeps its name; no statement scans a row.
 
 use super::driver::{Driver, StepError};
-use super::model::Rollout;
+use super::model::{Constraint, Rollout};
 use super::sql::OldIndex;
 use super::twins::in_part;
 use crate::sql::ident::{qualified, quote};
 
 /// Each constraint's definition by its index, as `ADD CONSTRAINT … <this>`
-/// writes it: $1 the indexes' oids (text).
+/// writes it, and its kind (a leaf's primary key may stand under the table's
+/// unique constraint): $1 the indexes' oids (text).
 const DEFINITIONS: &str = "
-SELECT k.conindid::pg_catalog.text, pg_catalog.pg_get_constraintdef(k.oid)
+SELECT k.conindid::pg_catalog.text, pg_catalog.pg_get_constraintdef(k.oid), k.contype::pg_catalog.text
   FROM pg_catalog.pg_constraint k
  WHERE k.conindid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]::pg_catalog.oid[])
    AND k.contype IN ('p', 'u')";
@@ -36,19 +37,19 @@ impl Driver {
         index: &OldIndex,
         name: impl Fn(u32) -> String,
     ) -> Result<(Vec<String>, Vec<String>), StepError> {
-        let Some((constraint, kind)) = &index.constraint else {
+        let Some((constraint, _)) = &index.constraint else {
             return Ok((Vec::new(), Vec::new()));
         };
         let parts = self.index_parts(index.oid).await?;
         let levels: Vec<String> = std::iter::once(index.oid)
-            .chain(parts.iter().filter(|p| p.partitioned).map(|p| p.oid))
+            .chain(parts.iter().map(|p| p.oid))
             .map(|oid| oid.to_string())
             .collect();
         let rows = self.client.query(DEFINITIONS, &[&levels]).await?;
-        let definition = |oid: u32| {
+        let read = |oid: u32| {
             rows.iter()
                 .find(|row| row.get::<_, String>(0) == oid.to_string())
-                .map(|row| row.get::<_, String>(1))
+                .map(|row| (row.get::<_, String>(1), row.get::<_, String>(2)))
                 .ok_or_else(|| {
                     super::driver::ours(format!(
                         "the constraint on index {oid} of {} changed while pgshift read it; ask again",
@@ -56,6 +57,7 @@ impl Driver {
                     ))
                 })
         };
+        let definition = |oid: u32| read(oid).map(|(text, _)| text);
         let mut made = vec![format!(
             "ALTER TABLE ONLY {} ADD CONSTRAINT {} {}",
             r.qualified(),
@@ -74,7 +76,9 @@ impl Driver {
                     "ALTER TABLE ONLY {} ADD CONSTRAINT {} {} USING INDEX {}",
                     p.table.qualified,
                     quote(&p.name),
-                    kind.sql(),
+                    Constraint::of(&read(p.oid)?.1)
+                        .unwrap_or(Constraint::Unique)
+                        .sql(),
                     quote(&in_part(&name, index.oid, p.table.oid))
                 ),
             });

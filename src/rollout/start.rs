@@ -421,7 +421,8 @@ SELECT own.oid::pg_catalog.text, own.tab::pg_catalog.text, c.relname::pg_catalog
 /// expressions or a predicate and no constraint, see `shapes`; behind no
 /// constraint but the table's own primary key or unique constraint, see
 /// `key_tree`: none a foreign key references) with their partitions' (and
-/// their constraints), a leaf partition's own plain indexes
+/// their constraints), the table's `serial` sequence (it follows the column,
+/// as on a plain table), a leaf partition's own plain indexes
 /// (attached to none of the table's; see `leaf_indexes`), the table's CHECK constraints
 /// with their partitions' inherited copies (a partition's own, even merged
 /// with the table's, stays: dropping the table's would leave it), and the
@@ -465,6 +466,8 @@ SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k JOIN plain ON k.conindid = plain.oid
                              WHERE k.contype IN ('p', 'u')))
+   AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'a' AND col.oid = $1::text::oid
+            AND d.objid IN (SELECT s.oid FROM pg_catalog.pg_class s WHERE s.relkind = 'S'))
    AND NOT (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
             AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
                              WHERE k.contype = 'c'
@@ -737,7 +740,7 @@ pub async fn start<C: Conn>(
             .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
             .collect();
         let carried = match partitioned {
-            true => "on a partitioned table, pgshift carries over the table's indexes, primary key and unique constraints (none referenced by a foreign key), the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
+            true => "on a partitioned table, pgshift carries over the table's indexes, primary key and unique constraints (none referenced by a foreign key), its serial sequence, the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
         return Err(not_yet(format!(
