@@ -757,10 +757,16 @@ impl Driver {
             .client
             .query(
                 "SELECT e.privilege_type::pg_catalog.text, \
-                        CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END, e.is_grantable \
-                 FROM pg_catalog.pg_attribute a CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) e \
+                        CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END, e.is_grantable, \
+                        CASE WHEN e.grantor <> c.relowner AND pg_catalog.pg_has_role(current_user, e.grantor, 'MEMBER') \
+                             THEN pg_catalog.quote_ident(gr.rolname) END \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) WITH ORDINALITY AS e \
                  LEFT JOIN pg_catalog.pg_roles g ON g.oid = e.grantee \
-                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name",
+                 LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = e.grantor \
+                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name \
+                 ORDER BY e.ordinality",
                 &[&oid, &column],
             )
             .await?;
@@ -780,11 +786,19 @@ impl Driver {
                 } else {
                     ""
                 };
-                format!(
+                let grant = format!(
                     "GRANT {} ({c}) ON {t} TO {}{with}",
                     g.get::<_, String>(0),
                     g.get::<_, String>(1)
-                )
+                );
+                // A grant made by a role other than the owner (with the grant
+                // option) is made again by that role, so that it stays the
+                // grantor (as the service role, the owner would be); in the
+                // order the column lists them, the option's grant first.
+                match g.get::<_, Option<String>>(3) {
+                    Some(grantor) => format!("SET LOCAL ROLE {grantor}; {grant}; RESET ROLE"),
+                    None => grant,
+                }
             })
             .collect();
         if let Some(comment) = comment {
