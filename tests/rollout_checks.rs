@@ -884,3 +884,84 @@ async fn comments_on_the_columns_indexes_and_constraints_stay() {
         Some("bigint")
     );
 }
+
+/// A REVOKE on the column while the cutover's window waits out a long
+/// transaction: the window was to give the new column the privileges read
+/// before it waited (the revoked one with them). It gives up instead; asked
+/// again, the cutover carries what the column has then.
+#[tokio::test]
+async fn a_revoke_while_the_window_waits_is_not_undone() {
+    let db = fresh_db("rollout_check_revoke");
+    let admin = setup(&db).await;
+    let clerk = format!("{db}_clerk");
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {clerk}; CREATE ROLE {clerk};
+             GRANT SELECT (shadow), UPDATE (shadow) ON orders TO {clerk}"
+        ))
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.stall_budget_ms = 100;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.latency_factor = 0.0;
+        c.rollout.rows_per_second = 20_000;
+    });
+    let id = start(
+        &proxy.conn_str(&db, "postgres"),
+        "ALTER TABLE orders ALTER COLUMN shadow TYPE bigint",
+    )
+    .await;
+    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
+    let blocker = connect(&direct(&db)).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    admin
+        .batch_execute(&format!("REVOKE UPDATE (shadow) ON orders FROM {clerk}"))
+        .await
+        .unwrap();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let waited = std::time::Instant::now();
+    loop {
+        let (phase, error) = common::rollouts::phase(&admin, id).await;
+        assert_eq!(phase, "verified", "{error:?}");
+        if error.is_some_and(|e| e.contains("changed while the window waited")) {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "no refusal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rollout::request(&admin, id, Request::Cutover)
+        .await
+        .unwrap();
+    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let may = |privilege: &'static str| {
+        let (admin, clerk) = (&admin, &clerk);
+        async move {
+            admin
+                .query_one(
+                    "SELECT has_column_privilege($1, 'orders', 'shadow', $2)",
+                    &[clerk, &privilege],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(may("SELECT").await);
+    assert!(!may("UPDATE").await, "the revoked privilege came back");
+    admin
+        .batch_execute(&format!(
+            "REVOKE ALL ON orders FROM {clerk}; DROP ROLE {clerk}"
+        ))
+        .await
+        .unwrap();
+}

@@ -361,6 +361,14 @@ async fn a_partitioned_tables_indexes_with_expressions_or_predicates_are_built_a
         ))
         .await
         .unwrap();
+    // A database default that pgshift's sessions must not take: directly,
+    // the ALTER ignores it; a partitioned index made under it fails.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET default_tablespace = pg_default"
+        ))
+        .await
+        .unwrap();
     let before = tree_indexes(&admin, "public").await;
     // One difference, on purpose: directly, the partitions' copies of a key
     // are made again under names Postgres chooses (`ev_a_custom` becomes

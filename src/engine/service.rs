@@ -20,13 +20,16 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// come back exact whatever the database or role sets: every float digit, ISO
 /// dates, one time zone. No JIT: pgshift's catalog queries are many small
 /// joins whose estimates can pass jit_above_cost, and compiling one costs
-/// about 100 ms (inside a batch's or a lock window's transaction).
+/// about 100 ms (inside a batch's or a lock window's transaction). No default
+/// tablespace: what pgshift builds lands where it says (a database's
+/// `default_tablespace = pg_default` would make a partitioned index fail with
+/// "cannot specify default tablespace for partitioned relations").
 const OPTIONS: &str =
     "-c search_path=pg_catalog,pg_temp -c check_function_bodies=on -c statement_timeout=10000 -c jit=off \
      -c lock_timeout=2000 -c idle_in_transaction_session_timeout=60000 \
      -c idle_session_timeout=0 -c default_transaction_read_only=off \
      -c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC \
-     -c standard_conforming_strings=on -c quote_all_identifiers=off";
+     -c standard_conforming_strings=on -c quote_all_identifiers=off -c default_tablespace=";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
@@ -106,18 +109,20 @@ pub async fn connect(
     // as someone else; pgshift writes only as the role it logged in as.
     let who = query(
         &client,
-        "SELECT current_user::text, session_user::text, pg_catalog.current_setting('search_path')",
+        "SELECT current_user::text, session_user::text, pg_catalog.current_setting('search_path'), \
+                pg_catalog.current_setting('default_tablespace')",
         &[],
     )
     .await
     .map_err(|e| fail(e.reason))?;
     let row = who.first().ok_or_else(|| fail("no answer".into()))?;
-    let (current, session, path): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    if current != session || path.replace(' ', "") != "pg_catalog,pg_temp" {
+    let (current, session, path, space): (String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if current != session || path.replace(' ', "") != "pg_catalog,pg_temp" || !space.is_empty() {
         return Err(ServiceError::Refused {
             database: database.into(),
             reason: format!(
-                "the service connection runs as {current:?} (logged in as {session:?}) with search_path {path:?}; a role or database setting overrides pgshift's"
+                "the service connection runs as {current:?} (logged in as {session:?}) with search_path {path:?} and default_tablespace {space:?}; a role or database setting overrides pgshift's"
             ),
         });
     }

@@ -504,6 +504,14 @@ impl Driver {
             if changes_phase(done) {
                 self.refuse_detaching(r).await?;
             }
+            if let Some(marks) = expect.and_then(|e| e.marks.as_ref()) {
+                if self.column_marks(r, &r.column, &r.column).await? != *marks {
+                    return Err(ours(format!(
+                        "the privileges, comment or settings of {} changed while the window waited; ask again",
+                        quote(&r.column)
+                    )));
+                }
+            }
             if let Some(expected) = expect {
                 for (key, definition) in &expected.leaf_keys {
                     if let Some(leaf) = self.leaves_keyed(r, key, definition).await? {
@@ -1210,7 +1218,7 @@ impl Driver {
         body.extend(keys_made);
         body.extend(fks.iter().map(ForeignKey::add_sql));
         // Privileges, comment and settings of the column go to the new one.
-        body.extend(marks);
+        body.extend(marks.iter().cloned());
         // The comments of what the twins replace go to them.
         let mut named: Vec<(u32, String)> = checks
             .iter()
@@ -1292,6 +1300,7 @@ impl Driver {
                 .map(|f| (f.table_oid, f.name.clone(), f.definition.clone()))
                 .collect(),
             cutover: true,
+            marks: Some(marks),
             leaf_keys: part_keys
                 .iter()
                 .map(|ck| (n.new_check(ck.oid, true), ck.twin.clone()))
@@ -1392,6 +1401,8 @@ impl Driver {
         // A partitioned table's keys the window makes again (see `key_tree`):
         // valid only if every partition had its twin.
         let mut valid: Vec<String> = Vec::new();
+        // What the column carries, as the window gives it back (see `Expected`).
+        let mut column_marks: Option<Vec<String>> = None;
         // CHECK constraints and foreign keys of the column added again NOT
         // VALID: (name, definition, validated before, foreign key).
         let mut readded: Vec<(String, String, bool, bool)> = Vec::new();
@@ -1651,7 +1662,8 @@ impl Driver {
                 body.extend(i.table_marks(&r.qualified()));
             }
             body.extend(part_marks);
-            body.extend(marks);
+            body.extend(marks.iter().cloned());
+            column_marks = Some(marks);
             rollback_fks = fks.iter().map(|f| (f.table_oid, f.name.clone())).collect();
         } else {
             body.push(format!(
@@ -1685,6 +1697,7 @@ impl Driver {
         let expected = Expected {
             leaf_keys,
             valid,
+            marks: column_marks,
             ..Default::default()
         };
         self.with_retries(
@@ -1693,7 +1706,8 @@ impl Driver {
             &body.join("; "),
             &done,
             bg,
-            Some(&expected).filter(|e| !e.leaf_keys.is_empty() || !e.valid.is_empty()),
+            Some(&expected)
+                .filter(|e| !e.leaf_keys.is_empty() || !e.valid.is_empty() || e.marks.is_some()),
             Linked::DropsKey(linked),
         )
         .await?;
@@ -1967,7 +1981,7 @@ fn changes_phase(done: &str) -> bool {
 
 /// What the cutover's lock window expects to find as it was read: the old
 /// column's indexes (oids) and the foreign keys on them (table, name, definition).
-/// A rollback's window uses only `leaf_keys` and `valid`.
+/// A rollback's window uses only `leaf_keys`, `valid` and `marks`.
 #[derive(Default)]
 pub struct Expected {
     /// The partitions' attachments the verify pass saw (or checked since): one
@@ -1981,6 +1995,11 @@ pub struct Expected {
     leaf_keys: Vec<(String, String)>,
     /// The cutover's window (a rollback's checks only `leaf_keys`).
     cutover: bool,
+    /// What the column carries (privileges, comment, settings), as read for
+    /// the window to give it to the other column: a GRANT or REVOKE since
+    /// (the window may wait out long transactions, then retries the same
+    /// statements) would be undone.
+    marks: Option<Vec<String>>,
     indexes: Vec<u32>,
     /// The leaf partitions' own indexes on the old column (oid, name), by oid.
     leaf_indexes: Vec<(u32, String)>,

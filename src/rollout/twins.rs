@@ -416,7 +416,7 @@ impl Driver {
             ));
         }
         if space.is_some() {
-            made.push("SET LOCAL default_tablespace = DEFAULT".to_string());
+            made.push("SET LOCAL default_tablespace = ''".to_string());
         }
         for p in parts.iter().rev() {
             made.push(format!(
@@ -757,16 +757,10 @@ impl Driver {
             .client
             .query(
                 "SELECT e.privilege_type::pg_catalog.text, \
-                        CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END, e.is_grantable, \
-                        CASE WHEN e.grantor <> c.relowner AND pg_catalog.pg_has_role(current_user, e.grantor, 'MEMBER') \
-                             THEN pg_catalog.quote_ident(gr.rolname) END \
-                 FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                 CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) WITH ORDINALITY AS e \
+                        CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END, e.is_grantable \
+                 FROM pg_catalog.pg_attribute a CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) e \
                  LEFT JOIN pg_catalog.pg_roles g ON g.oid = e.grantee \
-                 LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = e.grantor \
-                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name \
-                 ORDER BY e.ordinality",
+                 WHERE a.attrelid = $1::text::oid AND a.attname = $2::text::name",
                 &[&oid, &column],
             )
             .await?;
@@ -786,19 +780,11 @@ impl Driver {
                 } else {
                     ""
                 };
-                let grant = format!(
+                format!(
                     "GRANT {} ({c}) ON {t} TO {}{with}",
                     g.get::<_, String>(0),
                     g.get::<_, String>(1)
-                );
-                // A grant made by a role other than the owner (with the grant
-                // option) is made again by that role, so that it stays the
-                // grantor (as the service role, the owner would be); in the
-                // order the column lists them, the option's grant first.
-                match g.get::<_, Option<String>>(3) {
-                    Some(grantor) => format!("SET LOCAL ROLE {grantor}; {grant}; RESET ROLE"),
-                    None => grant,
-                }
+                )
             })
             .collect();
         if let Some(comment) = comment {
