@@ -65,6 +65,15 @@ const TREE: &str = "CREATE TABLE ev (id serial NOT NULL, region int NOT NULL, sh
              COMMENT ON CONSTRAINT ev_key ON ev IS 'the key';
              COMMENT ON INDEX ev_b_pkey IS 'the key of b';";
 
+/// Starts the rollout of `id` to bigint through `url` and cuts it over.
+async fn cut_over(admin: &Client, url: &str) -> i64 {
+    let id = start(url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
+    wait_phase(admin, id, "verified", Duration::from_secs(60)).await;
+    rollout::request(admin, id, Request::Cutover).await.unwrap();
+    wait_phase(admin, id, "cut_over", Duration::from_secs(60)).await;
+    id
+}
+
 /// Every key and unique constraint in the tree: (table, name, definition,
 /// attached to a parent's, its index valid, the constraint's and the index's
 /// comments), and each
@@ -225,12 +234,7 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     let url = proxy.conn_str(&db, "postgres");
     let stop = Arc::new(AtomicBool::new(false));
     let writing = writer(url.clone(), stop.clone());
-    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     assert_eq!(id_types(&admin).await, ["bigint"; 6]);
     assert_eq!(keys(&admin).await, (before.clone(), identities.clone()));
     assert_eq!(duplicate(&admin).await, refused);
@@ -249,12 +253,7 @@ async fn a_partitioned_tables_key_and_unique_constraint_move_with_the_column() {
     rows_hold(&admin).await;
 
     // And again, to the finish.
-    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     rollout::request(&admin, id, Request::Finish).await.unwrap();
     wait_phase(&admin, id, "finished", Duration::from_secs(60)).await;
     stop.store(true, Ordering::Relaxed);
@@ -395,12 +394,7 @@ async fn a_partitioned_tables_indexes_with_expressions_or_predicates_are_built_a
         (Request::Rollback, "rolled_back"),
         (Request::Finish, "finished"),
     ] {
-        let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
-        wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-        rollout::request(&admin, id, Request::Cutover)
-            .await
-            .unwrap();
-        wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+        let id = cut_over(&admin, &url).await;
         // Every level as the direct ALTER leaves it, but for the old column's
         // indexes, parked until the finish.
         let now: Vec<_> = tree_indexes(&admin, "public")
@@ -447,12 +441,7 @@ async fn a_partition_made_while_the_rollback_waits_holds_it() {
         c.rollout.latency_factor = 0.0;
     });
     let url = proxy.conn_str(&db, "postgres");
-    let id = start(&url, "ALTER TABLE ev ALTER COLUMN id TYPE bigint").await;
-    wait_phase(&admin, id, "verified", Duration::from_secs(60)).await;
-    rollout::request(&admin, id, Request::Cutover)
-        .await
-        .unwrap();
-    wait_phase(&admin, id, "cut_over", Duration::from_secs(60)).await;
+    let id = cut_over(&admin, &url).await;
     rollout::request(&admin, id, Request::Rollback)
         .await
         .unwrap();
