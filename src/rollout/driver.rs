@@ -1706,8 +1706,7 @@ impl Driver {
             &body.join("; "),
             &done,
             bg,
-            Some(&expected)
-                .filter(|e| !e.leaf_keys.is_empty() || !e.valid.is_empty() || e.marks.is_some()),
+            Some(&expected),
             Linked::DropsKey(linked),
         )
         .await?;

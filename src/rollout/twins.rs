@@ -24,14 +24,7 @@ impl Driver {
         column: &str,
     ) -> Result<Vec<sql::OldIndex>, StepError> {
         let attnum = self.attnum(r, column).await?;
-        let rows = self
-            .client
-            .query(
-                super::start::REBUILDABLE,
-                &[&r.table_oid.to_string(), &attnum],
-            )
-            .await?;
-        Ok(rows.iter().map(old_index).collect())
+        self.rebuildable_at(r.table_oid, attnum).await
     }
 
     /// Builds a twin of each of the old column's indexes on the new column, and
@@ -126,8 +119,7 @@ impl Driver {
         for row in stale {
             let qualified: String = row.get(0);
             tracing::info!(target: "pgshift::rollout", rollout = r.id, index = %qualified, "dropping a twin no index wants any more");
-            let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-            self.concurrently(settings, "", &drop).await?;
+            self.drop_concurrently(settings, &qualified).await?;
         }
         Ok(())
     }
@@ -340,6 +332,16 @@ impl Driver {
         column: &str,
     ) -> Result<Vec<sql::OldIndex>, StepError> {
         let attnum = self.attnum_in(table, column).await?;
+        self.rebuildable_at(table, attnum).await
+    }
+
+    /// The indexes on column number `attnum` of table `table` that pgshift
+    /// can build again (see `REBUILDABLE`).
+    async fn rebuildable_at(
+        &self,
+        table: u32,
+        attnum: i32,
+    ) -> Result<Vec<sql::OldIndex>, StepError> {
         let rows = self
             .client
             .query(super::start::REBUILDABLE, &[&table.to_string(), &attnum])
@@ -493,10 +495,7 @@ impl Driver {
         };
         match state {
             Some((true, true)) => return Ok(()),
-            Some((false, true)) => {
-                let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-                self.concurrently(settings, "", &drop).await?;
-            }
+            Some((false, true)) => self.drop_concurrently(settings, &qualified).await?,
             Some((_, false)) => {
                 return Err(ours(format!(
                     "an index named {qualified} exists and is not pgshift's twin of {}",
@@ -633,6 +632,16 @@ impl Driver {
             _ => String::new(),
         };
         self.concurrently(settings, &space, create).await
+    }
+
+    /// Drops index `qualified` (if it is there) with [`Driver::concurrently`].
+    async fn drop_concurrently(
+        &self,
+        settings: &Settings,
+        qualified: &str,
+    ) -> Result<(), StepError> {
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+        self.concurrently(settings, "", &drop).await
     }
 
     /// `statement` (a `CREATE` or `DROP INDEX CONCURRENTLY`, which waits for
