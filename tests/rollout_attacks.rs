@@ -8,7 +8,7 @@
 mod common;
 
 use common::attack::{is_superuser, role, trap};
-use common::rollouts::{phase, start};
+use common::rollouts::{paced_proxy, phase, start};
 use common::scenario::direct;
 use common::{connect, fresh_db, sqlstate, Proxy};
 use std::time::Duration;
@@ -603,12 +603,7 @@ async fn verified_parts(
         ))
         .await
         .unwrap();
-    let proxy = Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = lock_ms;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    });
+    let proxy = paced_proxy(|c| c.ddl.lock_timeout_ms = lock_ms);
     let id = start(
         &proxy.conn_str(db, attacker),
         "ALTER TABLE app.parts ALTER COLUMN amount TYPE bigint",

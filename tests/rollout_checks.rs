@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::rollouts::{column_type, mismatches, setup, start, wait_phase, writer_with};
+use common::rollouts::{
+    column_type, mismatches, paced_proxy, setup, start, wait_phase, writer_with,
+};
 use common::scenario::direct;
 use common::{connect, fresh_db, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
@@ -19,15 +21,7 @@ fn proxy() -> Proxy {
 }
 
 fn proxy_with_deadline(ms: u64) -> Proxy {
-    Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.ddl.retry_initial_ms = 50;
-        c.ddl.retry_max_ms = 400;
-        c.ddl.retry_deadline_ms = ms;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.latency_factor = 0.0;
-        c.rollout.rows_per_second = 20_000;
-    })
+    paced_proxy(|c| c.ddl.retry_deadline_ms = ms)
 }
 
 /// The table's CHECK constraints: name, definition, validated, and the type of
@@ -901,14 +895,7 @@ async fn a_revoke_while_the_window_waits_is_not_undone() {
         ))
         .await
         .unwrap();
-    let proxy = Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.ddl.stall_budget_ms = 100;
-        c.ddl.retry_deadline_ms = 30_000;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.latency_factor = 0.0;
-        c.rollout.rows_per_second = 20_000;
-    });
+    let proxy = paced_proxy(|c| c.ddl.stall_budget_ms = 100);
     let id = start(
         &proxy.conn_str(&db, "postgres"),
         "ALTER TABLE orders ALTER COLUMN shadow TYPE bigint",

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::rollouts::{column_type, mismatches, start, wait_phase, writer_with, ROWS};
+use common::rollouts::{
+    column_type, mismatches, paced_proxy, start, wait_phase, writer_with, ROWS,
+};
 use common::scenario::direct;
 use common::{connect, fresh_db, psql_at, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
@@ -18,16 +20,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 fn proxy() -> Proxy {
-    Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.ddl.retry_initial_ms = 50;
-        c.ddl.retry_max_ms = 400;
-        c.ddl.retry_deadline_ms = 30_000;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.min_batch_rows = 100;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    })
+    paced_proxy(|_| {})
 }
 
 /// `orders` as the other rollout tests have it, partitioned by hash of `id`:

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::rollouts::{start, wait_phase};
+use common::rollouts::{paced_proxy, start, wait_phase};
 use common::scenario::direct;
 use common::{connect, fresh_db, sqlstate, Proxy};
 use pgshift::rollout::{self, Request};
@@ -21,16 +21,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 fn proxy() -> Proxy {
-    Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.ddl.retry_initial_ms = 50;
-        c.ddl.retry_max_ms = 400;
-        c.ddl.retry_deadline_ms = 30_000;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.min_batch_rows = 100;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    })
+    paced_proxy(|_| {})
 }
 
 /// `ev`, partitioned by range of `region`: `ev_a` (its key's name changed),
@@ -432,14 +423,7 @@ async fn a_partitioned_tables_indexes_with_expressions_or_predicates_are_built_a
 async fn a_partition_made_while_the_rollback_waits_holds_it() {
     let db = fresh_db("rollout_part_key_late");
     let admin = setup(&db).await;
-    let proxy = Proxy::start_with(|c| {
-        c.ddl.lock_timeout_ms = 200;
-        c.ddl.stall_budget_ms = 100;
-        c.ddl.retry_deadline_ms = 30_000;
-        c.rollout.batch_rows = 2_000;
-        c.rollout.rows_per_second = 20_000;
-        c.rollout.latency_factor = 0.0;
-    });
+    let proxy = paced_proxy(|c| c.ddl.stall_budget_ms = 100);
     let url = proxy.conn_str(&db, "postgres");
     let id = cut_over(&admin, &url).await;
     rollout::request(&admin, id, Request::Rollback)

@@ -27,6 +27,24 @@ pub fn proxy() -> super::Proxy {
     })
 }
 
+/// A proxy for a rollout test that goes through lock windows: short lock
+/// attempts retried quickly for up to 30 s, batches of 2,000 rows (at least
+/// 100) at 20,000 rows/s, no latency governor; `more` sets what a test needs
+/// on top.
+pub fn paced_proxy(more: impl FnOnce(&mut pgshift::config::Config)) -> super::Proxy {
+    super::Proxy::start_with(|c| {
+        c.ddl.lock_timeout_ms = 200;
+        c.ddl.retry_initial_ms = 50;
+        c.ddl.retry_max_ms = 400;
+        c.ddl.retry_deadline_ms = 30_000;
+        c.rollout.batch_rows = 2_000;
+        c.rollout.min_batch_rows = 100;
+        c.rollout.rows_per_second = 20_000;
+        c.rollout.latency_factor = 0.0;
+        more(c);
+    })
+}
+
 pub async fn setup(db: &str) -> Client {
     let admin = connect(&direct(db)).await;
     admin
