@@ -88,6 +88,22 @@ fn under_way((id, phase): (String, String), qualified: &str, column: &str) -> Fa
     )
 }
 
+/// `found`, what this start found in its way, unless a rollout of the column
+/// is under way now: one another proxy or console started after this start
+/// looked for one, whose column or trigger is what was found.
+async fn raced(
+    cx: &SessionCx<'_>,
+    oid: u32,
+    column: &str,
+    qualified: &str,
+    found: Failure,
+) -> Failure {
+    match live_rollout(cx, oid, Some(column)).await {
+        Ok(Some(live)) => under_way(live, qualified, column),
+        _ => found,
+    }
+}
+
 /// A start whose INSERT wrote no row: another rollout of the column is under
 /// way (`pgshift.rollouts_one_per_column`; two starts at the same moment,
 /// through two proxies or two consoles, both passed their checks), or, when
@@ -668,13 +684,11 @@ pub async fn start<C: Conn>(
     }
     if taken {
         // Made by a rollout of the column another proxy started a moment ago.
-        if let Ok(Some(live)) = live_rollout(cx, probe.table_oid, Some(&spec.column)).await {
-            return Err(under_way(live, &qualified, &spec.column));
-        }
-        return Err(not_yet(format!(
+        let found = not_yet(format!(
             "{qualified} already has a column named {}",
             quote(&new_column)
-        )));
+        ));
+        return Err(raced(cx, probe.table_oid, &spec.column, &qualified, found).await);
     }
     if !may_own {
         return Err(refusal(
@@ -743,11 +757,14 @@ pub async fn start<C: Conn>(
             true => "on a partitioned table, pgshift carries over the table's indexes, primary key and unique constraints (none referenced by a foreign key), its serial sequence, the leaf partitions' own plain indexes, the table's CHECK constraints and foreign keys only, so far",
             false => "pgshift carries over plain indexes, primary keys, unique constraints and the foreign keys that reference them, and CHECK constraints; other users of the column come later",
         };
-        return Err(not_yet(format!(
+        // The users may be a rollout's another proxy started a moment ago
+        // (its trigger on the column).
+        let found = not_yet(format!(
             "{} is used by {} ({carried})",
             quote(&spec.column),
             list.join(", ")
-        )));
+        ));
+        return Err(raced(cx, probe.table_oid, &spec.column, &qualified, found).await);
     }
     let key = book
         .service_query(settings, &rt, KEY, &[&probe.table_oid.to_string()])
